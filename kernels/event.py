@@ -1,0 +1,251 @@
+"""Event-driven layer kernels: work only where spikes arrive.
+
+A layer is run over all ``T`` steps at once for each sample (feed-forward
+stacks need nothing else: layer ``l`` never waits for layer ``l + 1``).
+
+Spike trains, in and out, are per-sample time-CSR: the neurons that spiked at
+step ``t`` of sample ``s`` are ``idx[s, tptr[s, t]:tptr[s, t + 1]]``.
+
+Common arguments
+----------------
+bias : [B or 1, n] state dtype; constant input per step (a cached ``W @ x``
+    of an analog input included).
+table : [T + 1, 5] state dtype; propagator coefficients (see ``neuron``).
+v_init : [n] state dtype; membrane before step 0.
+state : [B, n, width] state dtype, mutated; per-sample neuron state, left at
+    each neuron's last update (or settled to step T - 1 if ``settle``).
+out_tptr : [B, T + 1] int64, mutated.  out_idx : [B, cap] int32, mutated.
+counts : [B, 4] int64, mutated: synaptic operations, neuron state updates,
+    output spikes, and a status (0 ok, 1 if ``out_idx`` was too small: the
+    caller must run the sample again with more room).
+
+Counting: a synaptic operation is one weight added to one target because a
+spike arrived; a state update is one neuron brought forward to a step
+(lazy leak) and checked against threshold.
+"""
+
+import numpy as np
+
+from ._jit import jit, pjit, prange
+from .neuron import (
+    NEVER,
+    T_LAST,
+    I,
+    REF,
+    V,
+    advance,
+    calendar_insert,
+    calendar_remove,
+    deliver,
+    fire,
+    next_due,
+)
+
+OK, OVERFLOW = 0, 1
+
+
+@jit
+def _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
+                 has_refractory, head, nxt, prv, due):
+    """Initial state (before step 0) and the calendar of self-driven spikes."""
+    for j in range(state.shape[0]):
+        state[j, V] = v_init[j]
+        state[j, T_LAST] = -1
+        if has_current:
+            state[j, I] = 0
+        if has_refractory:
+            state[j, REF] = -1
+        s = next_due(state, j, -1, n_steps, bias[j], threshold, table,
+                     has_current, has_refractory)
+        if s != NEVER:
+            calendar_insert(head, nxt, prv, due, j, s)
+
+
+@jit
+def _settle(state, bias, table, n_steps, has_current, has_refractory):
+    """Bring every neuron to the end of the last step (for membrane readout)."""
+    last = n_steps - 1
+    for j in range(state.shape[0]):
+        if state[j, T_LAST] != last:
+            advance(state, j, last, bias[j], table, has_current, has_refractory)
+
+
+@jit
+def _close_step(state, touched, n_touched, t, n_steps, bias, table, threshold,
+                reset_mode, v_reset, refractory, has_current, has_refractory,
+                head, nxt, prv, due, out_idx, n_out):
+    """Threshold check, reset and rescheduling of the neurons touched at step
+    ``t``; appends spikes to ``out_idx``. Returns the new spike count, or -1
+    if ``out_idx`` is full."""
+    cap = out_idx.shape[0]
+    for q in range(n_touched):
+        j = touched[q]
+        if fire(state, j, t, threshold, reset_mode, v_reset, refractory,
+                has_refractory):
+            if n_out >= cap:
+                return -1
+            out_idx[n_out] = j
+            n_out += 1
+        calendar_remove(head, nxt, prv, due, j)
+        s = next_due(state, j, t, n_steps, bias[j], threshold, table,
+                     has_current, has_refractory)
+        if s != NEVER:
+            calendar_insert(head, nxt, prv, due, j, s)
+    return n_out
+
+
+@jit
+def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt,
+             touched, n_touched):
+    """Touch the neurons due to fire on their own at step ``t``."""
+    j = head[t]
+    while j >= 0:
+        if state[j, T_LAST] != t:
+            advance(state, j, t, bias[j], table, has_current, has_refractory)
+            touched[n_touched] = j
+            n_touched += 1
+        j = nxt[j]
+    return n_touched
+
+
+@jit
+def csr_layer_sample(in_tptr, in_idx, rowptr, cols, weights, bias, table,
+                     threshold, reset_mode, v_reset, refractory, v_init,
+                     has_current, has_refractory, settle, state, out_tptr,
+                     out_idx, counts):
+    """One sample through a sparse projection (CSR by presynaptic neuron:
+    targets ``cols[rowptr[p]:rowptr[p+1]]`` with ``weights`` alike) and its
+    neurons. See the module docstring for the arguments."""
+    n = state.shape[0]
+    n_steps = in_tptr.shape[0] - 1
+    head = np.full(n_steps, -1, np.int32)
+    nxt = np.empty(n, np.int32)
+    prv = np.empty(n, np.int32)
+    due = np.full(n, NEVER, np.int32)
+    touched = np.empty(n, np.int32)
+    _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
+                 has_refractory, head, nxt, prv, due)
+    synops = 0
+    updates = 0
+    n_out = 0
+    for t in range(n_steps):
+        out_tptr[t] = n_out
+        n_touched = 0
+        for e in range(in_tptr[t], in_tptr[t + 1]):
+            pre = in_idx[e]
+            s0 = rowptr[pre]
+            s1 = rowptr[pre + 1]
+            synops += s1 - s0
+            for s in range(s0, s1):
+                j = cols[s]
+                if state[j, T_LAST] != t:
+                    advance(state, j, t, bias[j], table, has_current,
+                            has_refractory)
+                    touched[n_touched] = j
+                    n_touched += 1
+                deliver(state, j, t, weights[s], has_current, has_refractory)
+        n_touched = _pop_due(state, t, bias, table, has_current, has_refractory,
+                             head, nxt, touched, n_touched)
+        updates += n_touched
+        n_out = _close_step(state, touched, n_touched, t, n_steps, bias, table,
+                            threshold, reset_mode, v_reset, refractory,
+                            has_current, has_refractory, head, nxt, prv, due,
+                            out_idx, n_out)
+        if n_out < 0:
+            counts[3] = OVERFLOW
+            return
+    out_tptr[n_steps] = n_out
+    if settle:
+        _settle(state, bias, table, n_steps, has_current, has_refractory)
+    counts[0] = synops
+    counts[1] = updates
+    counts[2] = n_out
+    counts[3] = OK
+
+
+@jit
+def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
+                       reset_mode, v_reset, refractory, v_init, has_current,
+                       has_refractory, settle, state, out_tptr, out_idx, counts):
+    """One sample through a fully connected projection (``weights[n_in, n]``,
+    row ``p`` = the contiguous targets of presynaptic neuron ``p``) and its
+    neurons. Input of a step is summed into a contiguous buffer first (SIMD),
+    then applied to every neuron once. See the module docstring."""
+    n = state.shape[0]
+    n_steps = in_tptr.shape[0] - 1
+    head = np.full(n_steps, -1, np.int32)
+    nxt = np.empty(n, np.int32)
+    prv = np.empty(n, np.int32)
+    due = np.full(n, NEVER, np.int32)
+    touched = np.empty(n, np.int32)
+    everyone = np.arange(n).astype(np.int32)
+    acc = np.zeros(n, state.dtype)
+    _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
+                 has_refractory, head, nxt, prv, due)
+    synops = 0
+    updates = 0
+    n_out = 0
+    for t in range(n_steps):
+        out_tptr[t] = n_out
+        e0 = in_tptr[t]
+        e1 = in_tptr[t + 1]
+        if e1 > e0:
+            for e in range(e0, e1):
+                row = weights[in_idx[e]]
+                for j in range(n):
+                    acc[j] += row[j]
+            synops += (e1 - e0) * n
+            for j in range(n):
+                advance(state, j, t, bias[j], table, has_current, has_refractory)
+                deliver(state, j, t, acc[j], has_current, has_refractory)
+                acc[j] = 0
+            updates += n
+            n_out = _close_step(state, everyone, n, t, n_steps, bias, table,
+                                threshold, reset_mode, v_reset, refractory,
+                                has_current, has_refractory, head, nxt, prv,
+                                due, out_idx, n_out)
+        else:
+            n_touched = _pop_due(state, t, bias, table, has_current,
+                                 has_refractory, head, nxt, touched, 0)
+            updates += n_touched
+            n_out = _close_step(state, touched, n_touched, t, n_steps, bias,
+                                table, threshold, reset_mode, v_reset,
+                                refractory, has_current, has_refractory, head,
+                                nxt, prv, due, out_idx, n_out)
+        if n_out < 0:
+            counts[3] = OVERFLOW
+            return
+    out_tptr[n_steps] = n_out
+    if settle:
+        _settle(state, bias, table, n_steps, has_current, has_refractory)
+    counts[0] = synops
+    counts[1] = updates
+    counts[2] = n_out
+    counts[3] = OK
+
+
+@pjit
+def csr_layer(in_tptr, in_idx, rowptr, cols, weights, bias, table, threshold,
+              reset_mode, v_reset, refractory, v_init, has_current,
+              has_refractory, settle, state, out_tptr, out_idx, counts):
+    """A batch through :func:`csr_layer_sample`, samples in parallel."""
+    n_bias = bias.shape[0]
+    for s in prange(in_tptr.shape[0]):
+        csr_layer_sample(in_tptr[s], in_idx[s], rowptr, cols, weights,
+                         bias[s % n_bias], table, threshold, reset_mode,
+                         v_reset, refractory, v_init, has_current,
+                         has_refractory, settle, state[s], out_tptr[s],
+                         out_idx[s], counts[s])
+
+
+@pjit
+def dense_layer(in_tptr, in_idx, weights, bias, table, threshold, reset_mode,
+                v_reset, refractory, v_init, has_current, has_refractory,
+                settle, state, out_tptr, out_idx, counts):
+    """A batch through :func:`dense_layer_sample`, samples in parallel."""
+    n_bias = bias.shape[0]
+    for s in prange(in_tptr.shape[0]):
+        dense_layer_sample(in_tptr[s], in_idx[s], weights, bias[s % n_bias],
+                           table, threshold, reset_mode, v_reset, refractory,
+                           v_init, has_current, has_refractory, settle,
+                           state[s], out_tptr[s], out_idx[s], counts[s])

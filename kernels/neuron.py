@@ -1,0 +1,214 @@
+"""Per-neuron helpers shared by every event-driven kernel.
+
+State layout
+------------
+A layer's state is a 2-D array ``state[n, width]`` of the state dtype
+(float32 or float64), one row per neuron, so that the columns a synaptic
+event needs sit side by side in one cache line:
+
+- column ``V`` (0): membrane potential at the end of step ``t_last``;
+- column ``T_LAST`` (1): the step ``t_last`` the row is valid for (-1 before
+  the run; stored as a float, exact below 2**24 steps in float32);
+- column ``I`` (2): synaptic current (current-based neurons only);
+- column ``REF`` (3): last refractory step (-1 if none; refractory layers only).
+
+``width`` is 2 for plain IF/LIF layers and 4 when the layer has a current or
+a refractory period.
+
+Propagator table
+----------------
+``table[k]`` (shape ``[K + 1, 5]``, state dtype) holds the coefficients of
+``k`` input-free steps of the model, bias included:
+``v_k = v*table[k,0] + i*table[k,1] + b*table[k,2]`` and
+``i_k = i*table[k,3] + b*table[k,4]``. For IF/LIF only columns 0 and 2 are
+used (``beta**k`` and ``sum(beta**j, j < k)``). Tables replace ``exp`` and
+``pow`` per event by one lookup.
+"""
+
+import numpy as np
+
+from ._jit import jit
+
+V, T_LAST, I, REF = 0, 1, 2, 3
+RESET_SUBTRACT, RESET_TO_VALUE = 0, 1
+NEVER = -1
+
+
+@jit
+def value_at(state, j, t, b, table, has_current, has_refractory):
+    """Return ``(v, i)`` of neuron ``j`` brought to the end of step ``t``
+    without input, from its row in ``state`` (not mutated).
+
+    Refractory steps come first in the interval: ``v`` is held during them
+    while the current (if any) keeps evolving.
+    """
+    t_last = np.int64(state[j, T_LAST])
+    k = t - t_last
+    v = state[j, V]
+    m = 0
+    if has_refractory:
+        m = np.int64(state[j, REF]) - t_last
+        if m < 0:
+            m = 0
+        elif m > k:
+            m = k
+    k -= m
+    if has_current:
+        i = state[j, I]
+        if m > 0:
+            i = i * table[m, 3] + b * table[m, 4]
+        v_new = v * table[k, 0] + i * table[k, 1] + b * table[k, 2]
+        i_new = i * table[k, 3] + b * table[k, 4]
+        return v_new, i_new
+    v_new = v * table[k, 0] + b * table[k, 2]
+    return v_new, v_new
+
+
+@jit
+def advance(state, j, t, b, table, has_current, has_refractory):
+    """Bring neuron ``j`` to the end of step ``t`` (lazy leak); mutates ``state``."""
+    v, i = value_at(state, j, t, b, table, has_current, has_refractory)
+    state[j, V] = v
+    state[j, T_LAST] = t
+    if has_current:
+        state[j, I] = i
+
+
+@jit
+def deliver(state, j, t, w, has_current, has_refractory):
+    """Add input ``w`` to neuron ``j`` at step ``t`` (already advanced to ``t``).
+
+    A refractory neuron's membrane ignores input; its current does not.
+    """
+    if has_current:
+        state[j, I] += w
+    if has_refractory and state[j, REF] >= t:
+        return
+    state[j, V] += w
+
+
+@jit
+def fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
+    """Threshold check and reset of neuron ``j`` at step ``t``; True if it spiked."""
+    if has_refractory and state[j, REF] >= t:
+        return False
+    v = state[j, V]
+    if v >= threshold:
+        if reset_mode == RESET_SUBTRACT:
+            state[j, V] = v - threshold
+        else:
+            state[j, V] = v_reset
+        if has_refractory:
+            state[j, REF] = t + refractory
+        return True
+    return False
+
+
+@jit
+def _v_at(state, j, t, b, table, has_current, has_refractory):
+    return value_at(state, j, t, b, table, has_current, has_refractory)[0]
+
+
+@jit
+def _first_crossing(state, j, lo, hi, b, threshold, table, has_current, has_refractory):
+    """Smallest s in (lo, hi] with v(s) >= threshold, given v(lo) < threshold <=
+    v(hi) and v non-decreasing on [lo, hi]."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _v_at(state, j, mid, b, table, has_current, has_refractory) >= threshold:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@jit
+def next_due(state, j, t, n_steps, b, threshold, table, has_current, has_refractory):
+    """First step ``s`` in ``(t, n_steps)`` at which neuron ``j``, receiving no
+    more input, would reach threshold on its own; ``NEVER`` if none.
+
+    Exact with respect to :func:`value_at` (the same expression is evaluated),
+    so a neuron popped from the calendar at ``s`` is found above threshold.
+    Without a current the free trajectory is monotone; with one it is a sum of
+    two exponentials and a constant, so it has at most one extremum: a binary
+    search for the extremum, then for the crossing, costs O(log T).
+    """
+    lo = t + 1
+    if has_refractory:
+        r = np.int64(state[j, REF]) + 1
+        if r > lo:
+            lo = r
+    last = n_steps - 1
+    if lo > last:
+        return NEVER
+    if not has_current:
+        # v_k = beta^k v + b * sum(beta^i): never rises above max(v, ...) if b <= 0.
+        if b <= 0 and state[j, V] < threshold:
+            return NEVER
+        if _v_at(state, j, lo, b, table, False, has_refractory) >= threshold:
+            return lo
+        if _v_at(state, j, last, b, table, False, has_refractory) < threshold:
+            return NEVER
+        return _first_crossing(state, j, lo, last, b, threshold, table, False, has_refractory)
+    f_lo = _v_at(state, j, lo, b, table, True, has_refractory)
+    if f_lo >= threshold:
+        return lo
+    if lo == last:
+        return NEVER
+    rising = _v_at(state, j, lo + 1, b, table, True, has_refractory) > f_lo
+    if rising:
+        # peak: first s with s == last or v(s+1) <= v(s)
+        a, c = lo, last
+        while c - a > 1:
+            mid = (a + c) // 2
+            if _v_at(state, j, mid + 1, b, table, True, has_refractory) <= _v_at(
+                state, j, mid, b, table, True, has_refractory
+            ):
+                c = mid
+            else:
+                a = mid
+        if _v_at(state, j, c, b, table, True, has_refractory) < threshold:
+            return NEVER
+        return _first_crossing(state, j, lo, c, b, threshold, table, True, has_refractory)
+    # falling first: a valley, then rising for good
+    if _v_at(state, j, last, b, table, True, has_refractory) < threshold:
+        return NEVER
+    a, c = lo, last
+    while c - a > 1:
+        mid = (a + c) // 2
+        if _v_at(state, j, mid + 1, b, table, True, has_refractory) > _v_at(
+            state, j, mid, b, table, True, has_refractory
+        ):
+            c = mid
+        else:
+            a = mid
+    return _first_crossing(state, j, a, last, b, threshold, table, True, has_refractory)
+
+
+@jit
+def calendar_insert(head, nxt, prv, due, j, s):
+    """Put neuron ``j`` in the bucket of step ``s`` (doubly linked lists)."""
+    first = head[s]
+    nxt[j] = first
+    prv[j] = -1
+    if first >= 0:
+        prv[first] = j
+    head[s] = j
+    due[j] = s
+
+
+@jit
+def calendar_remove(head, nxt, prv, due, j):
+    """Take neuron ``j`` out of its bucket, if it is in one."""
+    s = due[j]
+    if s < 0:
+        return
+    p = prv[j]
+    q = nxt[j]
+    if p >= 0:
+        nxt[p] = q
+    else:
+        head[s] = q
+    if q >= 0:
+        prv[q] = p
+    due[j] = NEVER

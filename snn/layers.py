@@ -1,0 +1,183 @@
+"""Layers: a projection (weights) onto a population of neurons.
+
+A layer owns its connectivity, the bias of its neurons, their model and
+their initial membrane. Connectivity is stored the way the kernels read it:
+by presynaptic neuron (dense rows ``[n_in, n_out]``, or CSR).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import real_array
+from .neurons import LIF, Neuron
+
+MODES = ("auto", "event", "dense")
+
+
+class Layer:
+    """Common part of every layer: neurons, bias, initial membrane, mode.
+
+    Parameters
+    ----------
+    n_in, n_out : sizes of the input and of the population.
+    neuron : the population's model (default ``LIF(beta=0.9)``).
+    bias : ``[n_out]`` or scalar, potential added every step (default 0).
+    v_init : ``[n_out]`` or scalar, membrane before step 0 (default 0).
+    mode : ``"auto"`` (choose event or dense per run from the measured
+        input activity), ``"event"`` or ``"dense"`` (clock-driven, BLAS).
+    """
+
+    kind = "layer"
+
+    def __init__(self, n_in: int, n_out: int, neuron: Neuron | None = None,
+                 bias=0.0, v_init=0.0, mode: str = "auto", name: str | None = None):
+        for label, size in (("n_in", n_in), ("n_out", n_out)):
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+                raise ValueError(f"{label} must be a positive integer, got {size!r}")
+        if neuron is None:
+            neuron = LIF(beta=0.9)
+        if not isinstance(neuron, Neuron):
+            raise TypeError(f"neuron must be a snn.Neuron (IF, LIF, CubaLIF), got {type(neuron).__name__}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.n_in, self.n_out = int(n_in), int(n_out)
+        self.neuron = neuron
+        self.bias = self._per_neuron("bias", bias)
+        self.v_init = self._per_neuron("v_init", v_init)
+        self.mode = mode
+        self.name = name
+
+    def _per_neuron(self, label, value):
+        arr = real_array(label, value)
+        if arr.ndim == 0:
+            return np.full(self.n_out, float(arr))
+        if arr.shape != (self.n_out,):
+            raise ValueError(f"{label} must be a scalar or have shape ({self.n_out},), got {arr.shape}")
+        return arr.copy()
+
+    @property
+    def n_synapses(self) -> int:
+        return int(self.fan_out.sum())
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.n_in} -> {self.n_out}, {self.neuron!r}, "
+                f"synapses={self.n_synapses:,}, mode={self.mode!r})")
+
+
+class Linear(Layer):
+    """Fully connected layer.
+
+    ``weight`` is ``[n_out, n_in]`` (the layout of ``torch.nn.Linear.weight``);
+    it is stored transposed, as float32 rows of targets per input neuron.
+    If omitted, weights are drawn like torch's default init,
+    uniform in ``±1/sqrt(n_in)``, from ``seed``.
+    """
+
+    kind = "dense"
+
+    def __init__(self, n_in: int, n_out: int, neuron: Neuron | None = None, *,
+                 weight=None, bias=0.0, v_init=0.0, mode: str = "auto",
+                 seed: int | None = None, name: str | None = None):
+        super().__init__(n_in, n_out, neuron, bias, v_init, mode, name)
+        if weight is None:
+            bound = 1.0 / np.sqrt(n_in)
+            weight = np.random.default_rng(seed).uniform(-bound, bound, (n_out, n_in))
+        w = real_array("weight", weight, np.float32, ndim=2)
+        if w.shape != (self.n_out, self.n_in):
+            raise ValueError(f"weight must have shape (n_out, n_in) = ({self.n_out}, {self.n_in}), "
+                             f"got {w.shape}")
+        self.weight_rows = np.ascontiguousarray(w.T)  # [n_in, n_out]
+        self.fan_out = np.full(self.n_in, self.n_out, np.int64)
+
+    @property
+    def weight(self) -> np.ndarray:
+        """``[n_out, n_in]`` float32 (a copy, torch layout)."""
+        return self.weight_rows.T.copy()
+
+    def dense_rows(self) -> np.ndarray:
+        return self.weight_rows
+
+
+class SparseLinear(Layer):
+    """Sparsely connected layer, stored as CSR by presynaptic neuron
+    (int32 targets, float32 weights, int64 row offsets).
+
+    Build it from a dense ``[n_out, n_in]`` matrix (zeros are absent synapses)
+    with :meth:`from_dense`, from COO triples with :meth:`from_coo`, or
+    randomly with :meth:`random`.
+    """
+
+    kind = "csr"
+
+    def __init__(self, n_in: int, n_out: int, neuron: Neuron | None = None, *,
+                 rowptr, cols, weights, bias=0.0, v_init=0.0, mode: str = "auto",
+                 name: str | None = None):
+        super().__init__(n_in, n_out, neuron, bias, v_init, mode, name)
+        rowptr = np.ascontiguousarray(rowptr, dtype=np.int64)
+        cols_arr = np.asarray(cols)
+        if cols_arr.dtype.kind not in "iu":
+            raise TypeError(f"cols must be integers, got dtype {cols_arr.dtype}")
+        weights = real_array("weights", weights, np.float32, ndim=1)
+        if rowptr.shape != (self.n_in + 1,) or rowptr[0] != 0 or np.any(np.diff(rowptr) < 0):
+            raise ValueError(f"rowptr must be non-decreasing offsets of shape ({self.n_in + 1},) "
+                             "starting at 0")
+        if cols_arr.shape != weights.shape or rowptr[-1] != len(weights):
+            raise ValueError(f"cols and weights must both have rowptr[-1] = {rowptr[-1]} entries, "
+                             f"got {cols_arr.shape} and {weights.shape}")
+        if len(cols_arr) and (cols_arr.min() < 0 or cols_arr.max() >= self.n_out):
+            raise ValueError(f"cols must index targets in [0, {self.n_out}), "
+                             f"got values in [{cols_arr.min()}, {cols_arr.max()}]")
+        self.rowptr = rowptr
+        self.cols = np.ascontiguousarray(cols_arr, dtype=np.int32)
+        self.weights = weights
+        self.fan_out = np.diff(rowptr)
+
+    @classmethod
+    def from_coo(cls, n_in, n_out, pre, post, weights, neuron=None, **kwargs) -> "SparseLinear":
+        """From synapses ``pre[k] -> post[k]`` with ``weights[k]`` (any order)."""
+        pre = np.asarray(pre)
+        post = np.asarray(post)
+        if pre.shape != post.shape or pre.ndim != 1:
+            raise ValueError(f"pre and post must be 1-D of equal length, got {pre.shape} and {post.shape}")
+        if len(pre) and (pre.min() < 0 or pre.max() >= n_in):
+            raise ValueError(f"pre must index sources in [0, {n_in}), got [{pre.min()}, {pre.max()}]")
+        weights = real_array("weights", weights, np.float32, ndim=1)
+        if weights.shape != pre.shape:
+            raise ValueError(f"weights must have one entry per synapse ({len(pre)}), got {weights.shape}")
+        order = np.lexsort((post, pre))
+        rowptr = np.zeros(n_in + 1, np.int64)
+        np.cumsum(np.bincount(pre, minlength=n_in), out=rowptr[1:])
+        return cls(n_in, n_out, neuron, rowptr=rowptr, cols=post[order], weights=weights[order], **kwargs)
+
+    @classmethod
+    def from_dense(cls, weight, neuron=None, **kwargs) -> "SparseLinear":
+        """From a dense ``[n_out, n_in]`` matrix; zero entries are not synapses."""
+        w = real_array("weight", weight, np.float32, ndim=2)
+        post, pre = np.nonzero(w)
+        return cls.from_coo(w.shape[1], w.shape[0], pre, post, w[post, pre], neuron, **kwargs)
+
+    @classmethod
+    def random(cls, n_in, n_out, p, weight=1.0, neuron=None, seed=None, **kwargs) -> "SparseLinear":
+        """Each of the ``n_in * n_out`` pairs connected independently with
+        probability ``p``; ``weight`` a scalar or a callable ``(rng, n) -> [n]``."""
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        rng = np.random.default_rng(seed)
+        counts = rng.binomial(n_out, p, size=n_in)
+        rowptr = np.zeros(n_in + 1, np.int64)
+        np.cumsum(counts, out=rowptr[1:])
+        cols = np.empty(rowptr[-1], np.int32)
+        for r in range(n_in):  # distinct targets per row, sorted
+            cols[rowptr[r]:rowptr[r + 1]] = np.sort(rng.choice(n_out, counts[r], replace=False))
+        n = len(cols)
+        w = weight(rng, n) if callable(weight) else np.full(n, weight)
+        return cls(n_in, n_out, neuron, rowptr=rowptr, cols=cols, weights=w, **kwargs)
+
+    def dense_rows(self) -> np.ndarray:
+        """``[n_in, n_out]`` float32 matrix of the same synapses (for the
+        dense fallback and the reference backend)."""
+        rows = np.zeros((self.n_in, self.n_out), np.float32)
+        pre = np.repeat(np.arange(self.n_in), self.fan_out)
+        np.add.at(rows, (pre, self.cols), self.weights)
+        return rows

@@ -1,0 +1,260 @@
+"""Networks: a feed-forward stack of layers, run event-driven (default),
+clock-driven with BLAS (the dense fallback) or by the reference loop."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import kernels
+
+from ._validate import real_array
+from .layers import Layer
+from .reference import run_reference
+from .result import LayerCounts, RunResult
+from .spiketrains import SpikeTrains
+
+BACKENDS = ("event", "reference")
+DTYPES = (np.float32, np.float64)
+
+# Cost model of the automatic choice between the event and the dense path, in
+# nanoseconds per operation on one core (measured with benchmarks/ff784.py on
+# the project's 2-core machine; only their ratios matter).
+_NS_PER_SYNOP = {"dense": 0.35, "csr": 1.5}
+_NS_PER_EVENT_UPDATE = 2.0   # lazy advance + threshold check, per touched neuron
+_NS_PER_MAC = 0.03           # float32 GEMM
+_NS_PER_CLOCK_UPDATE = 1.5   # one clock-driven neuron step
+
+
+class Network:
+    """A stack of layers; spikes of layer ``l`` at step ``t`` reach layer
+    ``l + 1`` in the same step.
+
+    Parameters
+    ----------
+    layers : the layers, ``layers[l].n_out == layers[l + 1].n_in``.
+    dtype : state precision, ``np.float64`` (default: the event and reference
+        paths then agree except within ~1e-12 of threshold) or ``np.float32``
+        (half the memory traffic). Weights are always stored as float32.
+    """
+
+    def __init__(self, layers: list[Layer], dtype=np.float64):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("a Network needs at least one layer")
+        for k, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {k} is a {type(layer).__name__}, not a snn layer")
+        for k in range(len(layers) - 1):
+            if layers[k].n_out != layers[k + 1].n_in:
+                raise ValueError(
+                    f"layers do not chain: layer {k} has {layers[k].n_out} outputs but layer "
+                    f"{k + 1} expects {layers[k + 1].n_in} inputs")
+        dtype = np.dtype(dtype).type
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+        self.layers = layers
+        self.dtype = dtype
+
+    @property
+    def n_in(self) -> int:
+        return self.layers[0].n_in
+
+    def layer_name(self, k: int) -> str:
+        return self.layers[k].name or f"{k}:{type(self.layers[k]).__name__}"
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Network(dtype={np.dtype(self.dtype).name}, [\n  {inner}])"
+
+    def prepare(self) -> float:
+        """Compile (or load from the cache) every kernel this network can use;
+        returns the seconds it took. Runs call it implicitly."""
+        start = time.perf_counter()
+        probe = SpikeTrains.from_raster(np.ones((2, 1, self.n_in), np.uint8))
+        for mode in ("event", "dense"):
+            self.run(events=probe.to_events(), T=2, batch_size=1, mode=mode)
+        return time.perf_counter() - start
+
+    def run(self, spikes=None, *, events=None, analog=None, T: int | None = None,
+            batch_size: int | None = None, backend: str = "event", mode: str | None = None,
+            n_threads: int | None = None) -> RunResult:
+        """Run the network on one kind of input.
+
+        spikes : 0/1 array ``[T, B, n_in]`` (bool or numbers exactly 0/1).
+        events : integer array ``[E, 3]`` of ``(t, sample, index)`` rows, with
+            ``T`` and ``batch_size``.
+        analog : real array ``[B, n_in]``, constant over ``T`` steps (the
+            first layer multiplies it once and uses it as a bias), or
+            ``[T, B, n_in]`` varying over time (clock-driven first layer).
+        backend : ``"event"`` or ``"reference"`` (the clock-driven oracle).
+        mode : force ``"event"`` or ``"dense"`` for every layer (default: each
+            layer's own ``mode``, ``"auto"`` choosing from measured activity).
+        n_threads : cores used over the samples (default: all).
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if mode not in (None, "event", "dense", "auto"):
+            raise ValueError(f"mode must be 'event', 'dense', 'auto' or None, got {mode!r}")
+        source, analog_x, n_steps = self._inputs(spikes, events, analog, T, batch_size)
+        if backend == "reference":
+            return run_reference(self, source, analog_x, n_steps)
+        if n_threads is not None:
+            import numba
+            numba.set_num_threads(n_threads)
+        return self._run_event(source, analog_x, n_steps, mode)
+
+    def _inputs(self, spikes, events, analog, T, batch_size):
+        given = [x is not None for x in (spikes, events, analog)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of spikes=, events= or analog=")
+        if T is not None and (isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0):
+            raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
+        if spikes is not None:
+            trains = SpikeTrains.from_raster(spikes)
+            if T is not None and T != trains.n_steps:
+                raise ValueError(f"T={T} but spikes have {trains.n_steps} steps")
+            self._check_width(trains.n, "spikes")
+            return trains, None, trains.n_steps
+        if events is not None:
+            if T is None or batch_size is None:
+                raise ValueError("events= needs T= and batch_size=")
+            return SpikeTrains.from_events(events, T, batch_size, self.n_in), None, T
+        x = real_array("analog", analog)
+        self._check_width(x.shape[-1] if x.ndim else 0, "analog")
+        if x.ndim == 2:
+            if T is None:
+                raise ValueError("constant analog input [B, n_in] needs T=")
+            return None, x, T
+        if x.ndim == 3:
+            if T is not None and T != x.shape[0]:
+                raise ValueError(f"T={T} but analog input has {x.shape[0]} steps")
+            return None, x, x.shape[0]
+        raise ValueError(f"analog must be [B, n_in] or [T, B, n_in], got shape {x.shape}")
+
+    def _check_width(self, n, what):
+        if n != self.n_in:
+            raise ValueError(f"{what} has {n} inputs per sample but the first layer expects {self.n_in}")
+
+    # -- the event backend -------------------------------------------------
+
+    def _run_event(self, source, analog_x, n_steps, force_mode):
+        trains, counts = [], []
+        batch = source.batch_size if source is not None else analog_x.shape[-2]
+        state = None
+        for k, layer in enumerate(self.layers):
+            last = k == len(self.layers) - 1
+            bias = layer.bias.astype(self.dtype)[None, :]
+            macs = np.zeros(batch, np.int64)
+            currents = None
+            if k == 0 and analog_x is not None:
+                nonzero = analog_x != 0
+                macs = (nonzero * layer.fan_out).reshape(-1, batch, layer.n_in).sum(axis=(0, 2))
+                if analog_x.ndim == 2:  # constant: multiplied once, then a bias
+                    bias = (layer.bias + _vecmat(analog_x, layer)).astype(self.dtype)
+                    source = SpikeTrains.empty(n_steps, batch, layer.n_in)
+                    mode = "event"
+                else:
+                    currents = np.ascontiguousarray(
+                        (analog_x @ layer.dense_rows()).transpose(1, 0, 2), np.float32)
+                    source = SpikeTrains.empty(n_steps, batch, layer.n_in)
+                    mode = "dense"
+            else:
+                mode = force_mode if force_mode not in (None, "auto") else layer.mode
+                if mode == "auto":
+                    mode = _choose_mode(layer, source, n_steps)
+            out, state, kcounts = _run_layer(layer, source, bias, currents, mode, n_steps,
+                                             self.dtype, settle=last)
+            synops = kcounts[:, 0] if mode == "event" else _synops(source, layer.fan_out)
+            counts.append(LayerCounts(
+                name=self.layer_name(k), mode=mode, synops=synops, macs=macs,
+                updates=kcounts[:, 1].copy(), dense_updates=np.full(batch, n_steps * layer.n_out, np.int64),
+                spikes=kcounts[:, 2].copy(), input_events=source.per_sample))
+            trains.append(out)
+            source = out
+        return RunResult(trains, counts, state[:, :, 0].copy(), "event")
+
+
+def _state_width(neuron) -> int:
+    return 4 if (neuron.has_current or neuron.refractory) else 2
+
+
+def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
+    """One layer over the batch; retries with a larger output buffer if needed."""
+    batch = source.batch_size
+    neuron = layer.neuron
+    width = 4 if mode == "dense" else _state_width(neuron)
+    if mode == "dense" and currents is None:
+        currents = _dense_currents(source, layer)
+    cap = min(n_steps * layer.n_out, max(1024, 4 * int(source.per_sample.max(initial=0)),
+                                          n_steps * layer.n_out // 8))
+    v_init = layer.v_init.astype(dtype)
+    thr, v_reset = dtype(neuron.threshold), dtype(neuron.v_reset)
+    while True:
+        state = np.empty((batch, layer.n_out, width), dtype)
+        out_tptr = np.empty((batch, n_steps + 1), np.int64)
+        out_idx = np.empty((batch, cap), np.int32)
+        kc = np.zeros((batch, 4), np.int64)
+        if mode == "dense":
+            alpha = dtype(neuron.alpha or 0.0)
+            kernels.clock_layer(currents, bias, alpha, dtype(neuron.beta), thr, neuron.reset_code,
+                                v_reset, neuron.refractory, v_init, neuron.has_current, state,
+                                out_tptr, out_idx, kc)
+        else:
+            table = neuron.propagator(n_steps, dtype)
+            common = (bias, table, thr, neuron.reset_code, v_reset, neuron.refractory, v_init,
+                      neuron.has_current, neuron.refractory > 0, settle, state, out_tptr, out_idx, kc)
+            if layer.kind == "dense":
+                kernels.dense_layer(source.tptr, source.idx, layer.weight_rows, *common)
+            else:
+                kernels.csr_layer(source.tptr, source.idx, layer.rowptr, layer.cols, layer.weights,
+                                  *common)
+        if not kc[:, 3].any():
+            break
+        cap = min(cap * 4, n_steps * layer.n_out)
+    used = int(kc[:, 2].max(initial=0))
+    return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), state, kc
+
+
+def _dense_currents(source, layer) -> np.ndarray:
+    """Synaptic input of every step, ``[B, T, n_out]`` float32: one GEMM."""
+    batch, n_steps = source.batch_size, source.n_steps
+    raster = np.zeros((batch * n_steps, layer.n_in), np.float32)
+    t, s, i = source.to_events().T
+    raster[s * n_steps + t, i] = 1.0
+    return (raster @ layer.dense_rows()).reshape(batch, n_steps, layer.n_out)
+
+
+def _vecmat(x, layer) -> np.ndarray:
+    """``x @ W`` for analog ``x[B, n_in]``, float64."""
+    if layer.kind == "dense":
+        return x @ layer.weight_rows.astype(np.float64)
+    pre = np.repeat(np.arange(layer.n_in), layer.fan_out)
+    contrib = x[:, pre] * layer.weights.astype(np.float64)
+    return np.stack([np.bincount(layer.cols, weights=c, minlength=layer.n_out) for c in contrib])
+
+
+def _synops(source, fan_out) -> np.ndarray:
+    """Input spikes x fan-out, per sample (the count of the non-kernel paths)."""
+    return np.array([fan_out[source.idx[b, :source.tptr[b, -1]]].sum() for b in range(source.batch_size)],
+                    np.int64)
+
+
+def _choose_mode(layer, source, n_steps) -> str:
+    """Event or dense path, from the input activity measured for this run
+    and the cost model above (per sample, one core)."""
+    batch = source.batch_size
+    events = source.total / batch
+    synops = events * layer.fan_out.mean()
+    n = layer.n_out
+    if layer.kind == "dense":
+        active_steps = min(n_steps, events)
+        event_ns = synops * _NS_PER_SYNOP["dense"] + active_steps * n * _NS_PER_EVENT_UPDATE
+    else:
+        event_ns = synops * (_NS_PER_SYNOP["csr"] + _NS_PER_EVENT_UPDATE)
+    gemm_efficiency = min(1.0, batch * n_steps / 256)  # GEMM needs rows to be efficient
+    dense_ns = (n_steps * layer.n_in * n * _NS_PER_MAC / gemm_efficiency
+                + n_steps * n * _NS_PER_CLOCK_UPDATE)
+    return "event" if event_ns <= dense_ns else "dense"
+

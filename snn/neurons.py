@@ -1,0 +1,174 @@
+"""Neuron models: immutable, validated parameter objects.
+
+Every model follows the step of DESIGN.md §1, for each step ``t``:
+
+1. leak: ``v <- beta * v`` (IF: ``beta = 1``); current-based:
+   ``i <- alpha * i + bias + input`` first, then ``v <- beta * v + i``;
+2. integrate (IF/LIF): ``v <- v + bias + input``;
+3. fire: spike if ``v >= threshold``;
+4. reset: ``"subtract"`` (``v <- v - threshold``, the default) or ``"zero"``
+   / ``"value"`` (``v <- v_reset``), then ``refractory`` steps during which
+   ``v`` is held and its input discarded (a current still integrates).
+
+Potentials and thresholds are in the user's units (mV, or dimensionless for
+converted networks); times (``tau_*``, ``dt``) in any one unit, e.g. ms.
+The conversions between ``tau``, ``beta`` and ``dt`` live here and nowhere
+else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RESET_MODES = {"subtract": 0, "zero": 1, "value": 1}
+
+
+def beta_from_tau(tau: float, dt: float) -> float:
+    """Per-step decay factor ``exp(-dt / tau)`` of a time constant ``tau``."""
+    _check_positive("tau", tau)
+    _check_positive("dt", dt)
+    return math.exp(-dt / tau)
+
+
+def tau_from_beta(beta: float, dt: float) -> float:
+    """Time constant ``-dt / ln(beta)`` of a per-step decay ``beta`` in (0, 1)."""
+    _check_positive("dt", dt)
+    if not 0.0 < beta < 1.0:
+        raise ValueError(f"tau_from_beta needs 0 < beta < 1, got beta={beta!r}")
+    return -dt / math.log(beta)
+
+
+def _check_positive(name, value):
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+
+
+def _check_decay(name, value):
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be in [0, 1] (a per-step decay factor), got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Neuron:
+    """Parameters of a population's neurons (shared by all its neurons).
+
+    Use the constructors :func:`IF`, :func:`LIF` and :func:`CubaLIF`.
+
+    Attributes
+    ----------
+    beta : membrane decay per step, in [0, 1] (1: no leak).
+    alpha : synaptic-current decay per step, in [0, 1]; ``None`` for models
+        without a current (input goes straight into ``v``).
+    threshold : firing threshold, > 0 (potential units).
+    reset : ``"subtract"`` (default), ``"zero"`` or ``"value"``.
+    v_reset : potential after a ``"zero"``/``"value"`` reset (``"zero"``
+        forces 0).
+    refractory : steps held after a spike, integer >= 0.
+    """
+
+    beta: float = 1.0
+    alpha: float | None = None
+    threshold: float = 1.0
+    reset: str = "subtract"
+    v_reset: float = 0.0
+    refractory: int = 0
+    name: str = field(default="IF", compare=False)
+
+    def __post_init__(self):
+        _check_decay("beta", self.beta)
+        if self.alpha is not None:
+            _check_decay("alpha", self.alpha)
+        _check_positive("threshold", self.threshold)
+        if self.reset not in RESET_MODES:
+            raise ValueError(f"reset must be one of {sorted(RESET_MODES)}, got {self.reset!r}")
+        if self.reset == "zero" and self.v_reset != 0.0:
+            raise ValueError("reset='zero' resets to 0; use reset='value' with v_reset")
+        if not (isinstance(self.v_reset, (int, float, np.integer, np.floating))
+                and math.isfinite(self.v_reset)):
+            raise ValueError(f"v_reset must be a finite number, got {self.v_reset!r}")
+        if self.reset != "subtract" and self.v_reset >= self.threshold:
+            raise ValueError("v_reset must be below threshold, or the neuron fires every step")
+        if isinstance(self.refractory, bool) or not isinstance(self.refractory, (int, np.integer)) \
+                or self.refractory < 0:
+            raise ValueError(f"refractory must be an integer number of steps >= 0, got {self.refractory!r}")
+
+    @property
+    def has_current(self) -> bool:
+        return self.alpha is not None
+
+    @property
+    def reset_code(self) -> int:
+        return RESET_MODES[self.reset]
+
+    def __repr__(self):
+        parts = []
+        if self.name != "IF":
+            parts.append(f"beta={self.beta:.4g}")
+        if self.alpha is not None:
+            parts.append(f"alpha={self.alpha:.4g}")
+        parts.append(f"threshold={self.threshold:g}")
+        parts.append(f"reset={self.reset!r}")
+        if self.reset == "value":
+            parts.append(f"v_reset={self.v_reset:g}")
+        if self.refractory:
+            parts.append(f"refractory={self.refractory}")
+        return f"{self.name}({', '.join(parts)})"
+
+    def propagator(self, n_steps: int, dtype=np.float64) -> np.ndarray:
+        """Table ``[n_steps + 1, 5]`` of the k-step input-free propagator
+        (see ``kernels.neuron``), computed by iterating one step in float64."""
+        table = np.zeros((n_steps + 1, 5))
+        alpha = 0.0 if self.alpha is None else self.alpha
+        # basis responses: (v, i) from v0 = 1, from i0 = 1, from bias b = 1
+        v_v, v_i, v_b, i_i, i_b = 1.0, 0.0, 0.0, 1.0, 0.0
+        for k in range(n_steps + 1):
+            table[k] = (v_v, v_i, v_b, i_i, i_b)
+            if self.has_current:
+                i_i, i_b = alpha * i_i, alpha * i_b + 1.0
+                v_v, v_i, v_b = self.beta * v_v, self.beta * v_i + i_i, self.beta * v_b + i_b
+            else:
+                v_v, v_b = self.beta * v_v, self.beta * v_b + 1.0
+        if not self.has_current:
+            table[:, [1, 3, 4]] = 0.0
+        return table.astype(dtype)
+
+
+def IF(threshold: float = 1.0, reset: str = "subtract", v_reset: float = 0.0,
+       refractory: int = 0) -> Neuron:
+    """Integrate-and-fire neuron (no leak, ``beta = 1``)."""
+    return Neuron(1.0, None, threshold, reset, v_reset, refractory, "IF")
+
+
+def LIF(beta: float | None = None, *, tau_mem: float | None = None, dt: float = 1.0,
+        threshold: float = 1.0, reset: str = "subtract", v_reset: float = 0.0,
+        refractory: int = 0) -> Neuron:
+    """Leaky integrate-and-fire neuron; give ``beta`` or ``tau_mem`` (with ``dt``)."""
+    beta = _decay(beta, tau_mem, dt, "beta", "tau_mem")
+    return Neuron(beta, None, threshold, reset, v_reset, refractory, "LIF")
+
+
+def CubaLIF(beta: float | None = None, alpha: float | None = None, *,
+            tau_mem: float | None = None, tau_syn: float | None = None,
+            dt: float = 1.0, threshold: float = 1.0, reset: str = "subtract",
+            v_reset: float = 0.0, refractory: int = 0) -> Neuron:
+    """Current-based LIF: input and bias feed a current ``i`` decaying by
+    ``alpha`` (or ``tau_syn``), which feeds ``v`` (``beta`` or ``tau_mem``)."""
+    beta = _decay(beta, tau_mem, dt, "beta", "tau_mem")
+    alpha = _decay(alpha, tau_syn, dt, "alpha", "tau_syn")
+    return Neuron(beta, alpha, threshold, reset, v_reset, refractory, "CubaLIF")
+
+
+def _decay(factor, tau, dt, factor_name, tau_name):
+    if (factor is None) == (tau is None):
+        raise ValueError(f"give exactly one of {factor_name} or {tau_name}")
+    if tau is not None:
+        return beta_from_tau(tau, dt)
+    _check_positive("dt", dt)
+    return float(factor)

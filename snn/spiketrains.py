@@ -1,0 +1,109 @@
+"""Spike trains of a batch as per-sample time-CSR (what the kernels read and
+write): the neurons that spiked at step ``t`` of sample ``s`` are
+``idx[s, tptr[s, t]:tptr[s, t + 1]]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import binary_spikes
+
+
+@dataclass(frozen=True)
+class SpikeTrains:
+    """Spikes of ``n`` neurons over ``T`` steps for a batch of samples.
+
+    tptr : [B, T + 1] int64 offsets; idx : [B, cap] int32 neuron indices.
+    """
+
+    tptr: np.ndarray
+    idx: np.ndarray
+    n: int
+
+    @property
+    def batch_size(self) -> int:
+        return self.tptr.shape[0]
+
+    @property
+    def n_steps(self) -> int:
+        return self.tptr.shape[1] - 1
+
+    @property
+    def per_sample(self) -> np.ndarray:
+        """Spike count of each sample, [B] int64."""
+        return self.tptr[:, -1].copy()
+
+    @property
+    def total(self) -> int:
+        return int(self.tptr[:, -1].sum())
+
+    @classmethod
+    def empty(cls, n_steps: int, batch_size: int, n: int) -> "SpikeTrains":
+        return cls(np.zeros((batch_size, n_steps + 1), np.int64), np.zeros((batch_size, 0), np.int32), n)
+
+    @classmethod
+    def from_raster(cls, raster) -> "SpikeTrains":
+        """From a 0/1 array ``[T, B, n]``; raises on any other value."""
+        raster = binary_spikes("spikes", raster)
+        if raster.ndim != 3:
+            raise ValueError(f"spikes must have shape [T, batch, n], got {raster.shape}")
+        n_steps, batch, n = raster.shape
+        s, t, i = np.nonzero(raster.transpose(1, 0, 2))
+        return cls._from_sorted(s, t, i, n_steps, batch, n)
+
+    @classmethod
+    def from_events(cls, events, n_steps: int, batch_size: int, n: int) -> "SpikeTrains":
+        """From an ``[E, 3]`` integer array of ``(t, sample, index)`` rows (any
+        order; a repeated row is one spike)."""
+        ev = np.asarray(events)
+        if ev.size == 0:
+            return cls.empty(n_steps, batch_size, n)
+        if ev.ndim != 2 or ev.shape[1] != 3:
+            raise ValueError(f"events must be an [E, 3] array of (t, sample, index), got shape {ev.shape}")
+        if ev.dtype.kind not in "iu":
+            if ev.dtype.kind != "f" or not np.all(ev == np.round(ev)):
+                raise TypeError(f"events must be integers (t, sample, index), got dtype {ev.dtype}")
+            ev = ev.astype(np.int64)
+        for col, (label, bound) in enumerate((("t", n_steps), ("sample", batch_size), ("index", n))):
+            if ev[:, col].min() < 0 or ev[:, col].max() >= bound:
+                raise ValueError(f"event {label} must be in [0, {bound}), got values in "
+                                 f"[{ev[:, col].min()}, {ev[:, col].max()}]")
+        ev = np.unique(ev[:, [1, 0, 2]], axis=0)  # sorted by sample, step, index
+        return cls._from_sorted(ev[:, 0], ev[:, 1], ev[:, 2], n_steps, batch_size, n)
+
+    @classmethod
+    def _from_sorted(cls, s, t, i, n_steps, batch, n):
+        per_step = np.bincount(s * n_steps + t, minlength=batch * n_steps).reshape(batch, n_steps)
+        tptr = np.zeros((batch, n_steps + 1), np.int64)
+        np.cumsum(per_step, axis=1, out=tptr[:, 1:])
+        per_sample = tptr[:, -1]
+        idx = np.zeros((batch, int(per_sample.max()) if batch else 0), np.int32)
+        start = np.concatenate(([0], np.cumsum(per_sample)[:-1]))
+        pos = np.arange(len(s)) - np.repeat(start, per_sample)
+        idx[s, pos] = i
+        return cls(tptr, idx, n)
+
+    def to_raster(self) -> np.ndarray:
+        """0/1 array ``[T, B, n]`` (uint8)."""
+        raster = np.zeros((self.n_steps, self.batch_size, self.n), np.uint8)
+        t, s, i = self.to_events().T
+        raster[t, s, i] = 1
+        return raster
+
+    def to_events(self) -> np.ndarray:
+        """``[E, 3]`` int64 array of ``(t, sample, index)``, sorted by sample then step."""
+        counts = self.per_sample
+        s = np.repeat(np.arange(self.batch_size), counts)
+        pos = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, np.int64)
+        steps = np.diff(self.tptr, axis=1)
+        t = np.concatenate([np.repeat(np.arange(self.n_steps), steps[b]) for b in range(self.batch_size)])
+        return np.stack([t, s, self.idx[s, pos]], axis=1).astype(np.int64)
+
+    def counts_per_neuron(self) -> np.ndarray:
+        """Spike count of each neuron in each sample, [B, n] int64."""
+        out = np.zeros((self.batch_size, self.n), np.int64)
+        for b in range(self.batch_size):
+            out[b] = np.bincount(self.idx[b, :self.tptr[b, -1]], minlength=self.n)
+        return out
