@@ -10,6 +10,12 @@ uniform and reviewable:
   same way; reassociation would break the equivalence tests.
 - ``error_model="numpy"``: division by zero gives inf/nan like numpy instead of
   raising, which lets LLVM vectorise the inner loops.
+- helpers (:func:`helper`): functions called from kernels that take arrays
+  but allocate nothing are compiled without the Numba runtime (``_nrt=False``).
+  With it, every call increments and decrements the reference count of each
+  array argument atomically; measured here, a helper taking four arrays cost
+  70 ns per call with it and 1.5 ns without, and ``inline="always"`` did not
+  remove it. A helper that allocates fails to compile, loudly.
 - ``boundscheck``: off, unless the environment sets ``NUMBA_BOUNDSCHECK=1``
   (numba reads it itself; tests have a leg that does).
 """
@@ -22,6 +28,12 @@ _OPTIONS = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def jit(fn):
     """Compile ``fn`` as a serial kernel (or an inlined helper of one)."""
     return numba.njit(**_OPTIONS)(fn)
+
+
+def helper(fn):
+    """Compile ``fn`` as a non-allocating helper of kernels (no runtime, no
+    reference counting on its array arguments)."""
+    return numba.njit(_nrt=False, **_OPTIONS)(fn)
 
 
 def pjit(fn):

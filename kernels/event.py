@@ -26,7 +26,7 @@ spike arrived; a state update is one neuron brought forward to a step
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import helper, jit, pjit, prange
 from .neuron import (
     NEVER,
     T_LAST,
@@ -44,7 +44,7 @@ from .neuron import (
 OK, OVERFLOW = 0, 1
 
 
-@jit
+@helper
 def _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
                  has_refractory, head, nxt, prv, due):
     """Initial state (before step 0) and the calendar of self-driven spikes."""
@@ -61,7 +61,7 @@ def _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
             calendar_insert(head, nxt, prv, due, j, s)
 
 
-@jit
+@helper
 def _settle(state, bias, table, n_steps, has_current, has_refractory):
     """Bring every neuron to the end of the last step (for membrane readout)."""
     last = n_steps - 1
@@ -70,7 +70,7 @@ def _settle(state, bias, table, n_steps, has_current, has_refractory):
             advance(state, j, last, bias[j], table, has_current, has_refractory)
 
 
-@jit
+@helper
 def _close_step(state, touched, n_touched, t, n_steps, bias, table, threshold,
                 reset_mode, v_reset, refractory, has_current, has_refractory,
                 head, nxt, prv, due, out_idx, n_out):
@@ -94,7 +94,7 @@ def _close_step(state, touched, n_touched, t, n_steps, bias, table, threshold,
     return n_out
 
 
-@jit
+@helper
 def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt,
              touched, n_touched):
     """Touch the neurons due to fire on their own at step ``t``."""

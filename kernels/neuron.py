@@ -27,14 +27,14 @@ used (``beta**k`` and ``sum(beta**j, j < k)``). Tables replace ``exp`` and
 
 import numpy as np
 
-from ._jit import jit
+from ._jit import helper
 
 V, T_LAST, I, REF = 0, 1, 2, 3
 RESET_SUBTRACT, RESET_TO_VALUE = 0, 1
 NEVER = -1
 
 
-@jit
+@helper
 def value_at(state, j, t, b, table, has_current, has_refractory):
     """Return ``(v, i)`` of neuron ``j`` brought to the end of step ``t``
     without input, from its row in ``state`` (not mutated).
@@ -64,7 +64,7 @@ def value_at(state, j, t, b, table, has_current, has_refractory):
     return v_new, v_new
 
 
-@jit
+@helper
 def advance(state, j, t, b, table, has_current, has_refractory):
     """Bring neuron ``j`` to the end of step ``t`` (lazy leak); mutates ``state``."""
     v, i = value_at(state, j, t, b, table, has_current, has_refractory)
@@ -74,7 +74,7 @@ def advance(state, j, t, b, table, has_current, has_refractory):
         state[j, I] = i
 
 
-@jit
+@helper
 def deliver(state, j, t, w, has_current, has_refractory):
     """Add input ``w`` to neuron ``j`` at step ``t`` (already advanced to ``t``).
 
@@ -87,7 +87,7 @@ def deliver(state, j, t, w, has_current, has_refractory):
     state[j, V] += w
 
 
-@jit
+@helper
 def fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
     """Threshold check and reset of neuron ``j`` at step ``t``; True if it spiked."""
     if has_refractory and state[j, REF] >= t:
@@ -104,12 +104,12 @@ def fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory
     return False
 
 
-@jit
+@helper
 def _v_at(state, j, t, b, table, has_current, has_refractory):
     return value_at(state, j, t, b, table, has_current, has_refractory)[0]
 
 
-@jit
+@helper
 def _first_crossing(state, j, lo, hi, b, threshold, table, has_current, has_refractory):
     """Smallest s in (lo, hi] with v(s) >= threshold, given v(lo) < threshold <=
     v(hi) and v non-decreasing on [lo, hi]."""
@@ -122,7 +122,7 @@ def _first_crossing(state, j, lo, hi, b, threshold, table, has_current, has_refr
     return hi
 
 
-@jit
+@helper
 def next_due(state, j, t, n_steps, b, threshold, table, has_current, has_refractory):
     """First step ``s`` in ``(t, n_steps)`` at which neuron ``j``, receiving no
     more input, would reach threshold on its own; ``NEVER`` if none.
@@ -185,7 +185,7 @@ def next_due(state, j, t, n_steps, b, threshold, table, has_current, has_refract
     return _first_crossing(state, j, a, last, b, threshold, table, True, has_refractory)
 
 
-@jit
+@helper
 def calendar_insert(head, nxt, prv, due, j, s):
     """Put neuron ``j`` in the bucket of step ``s`` (doubly linked lists)."""
     first = head[s]
@@ -197,7 +197,7 @@ def calendar_insert(head, nxt, prv, due, j, s):
     due[j] = s
 
 
-@jit
+@helper
 def calendar_remove(head, nxt, prv, due, j):
     """Take neuron ``j`` out of its bucket, if it is in one."""
     s = due[j]
