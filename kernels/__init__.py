@@ -4,7 +4,8 @@ Imports only numpy and numba; never the user-facing ``snn`` package.
 """
 
 from .clock import clock_layer
-from .event import csr_layer, dense_layer
+from .event import conv_layer, csr_layer, dense_layer
+from .pool import maxpool_layer
 from .neuron import RESET_SUBTRACT, RESET_TO_VALUE
 
-__all__ = ["clock_layer", "csr_layer", "dense_layer", "RESET_SUBTRACT", "RESET_TO_VALUE"]
+__all__ = ["clock_layer", "conv_layer", "csr_layer", "dense_layer", "maxpool_layer", "RESET_SUBTRACT", "RESET_TO_VALUE"]

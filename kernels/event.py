@@ -27,6 +27,7 @@ spike arrived; a state update is one neuron brought forward to a step
 import numpy as np
 
 from ._jit import helper, jit, pjit, prange
+from .conv import conv_targets
 from .neuron import (
     NEVER,
     T_LAST,
@@ -42,6 +43,10 @@ from .neuron import (
 )
 
 OK, OVERFLOW = 0, 1
+CSR, CONV = 0, 1  # sparse projection kinds
+_NO_GEOM = np.zeros(15, np.int64)
+_NO_ROWPTR = np.zeros(1, np.int64)
+_NO_COLS = np.zeros(0, np.int32)
 
 
 @helper
@@ -108,14 +113,28 @@ def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt,
     return n_touched
 
 
+@helper
+def _touch(state, j, t, w, bias, table, has_current, has_refractory, touched, n_touched):
+    """Deliver weight ``w`` to neuron ``j`` at step ``t``, bringing it forward
+    first if this is its first input of the step; returns the touched count."""
+    if state[j, T_LAST] != t:
+        advance(state, j, t, bias[j], table, has_current, has_refractory)
+        touched[n_touched] = j
+        n_touched += 1
+    deliver(state, j, t, w, has_current, has_refractory)
+    return n_touched
+
+
 @jit
-def csr_layer_sample(in_tptr, in_idx, rowptr, cols, weights, bias, table,
-                     threshold, reset_mode, v_reset, refractory, v_init,
-                     has_current, has_refractory, settle, state, out_tptr,
-                     out_idx, counts):
-    """One sample through a sparse projection (CSR by presynaptic neuron:
-    targets ``cols[rowptr[p]:rowptr[p+1]]`` with ``weights`` alike) and its
-    neurons. See the module docstring for the arguments."""
+def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
+                        bias, table, threshold, reset_mode, v_reset,
+                        refractory, v_init, has_current, has_refractory,
+                        settle, state, out_tptr, out_idx, counts):
+    """One sample through a projection whose spikes reach some targets only,
+    and its neurons. ``kind`` CSR: targets ``cols[rowptr[p]:rowptr[p+1]]``
+    of presynaptic ``p`` with ``weights`` alike; ``kind`` CONV: targets
+    computed from ``geom`` and the flat kernel ``weights`` (``kernels.conv``).
+    See the module docstring for the other arguments."""
     n = state.shape[0]
     n_steps = in_tptr.shape[0] - 1
     head = np.full(n_steps, -1, np.int32)
@@ -123,6 +142,10 @@ def csr_layer_sample(in_tptr, in_idx, rowptr, cols, weights, bias, table,
     prv = np.empty(n, np.int32)
     due = np.full(n, NEVER, np.int32)
     touched = np.empty(n, np.int32)
+    if kind == CONV:
+        taps = np.empty((geom[6] * geom[7], 2), np.int64)
+        cg_out = geom[3] // geom[14]
+        plane = geom[4] * geom[5]
     _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
                  has_refractory, head, nxt, prv, due)
     synops = 0
@@ -133,17 +156,23 @@ def csr_layer_sample(in_tptr, in_idx, rowptr, cols, weights, bias, table,
         n_touched = 0
         for e in range(in_tptr[t], in_tptr[t + 1]):
             pre = in_idx[e]
-            s0 = rowptr[pre]
-            s1 = rowptr[pre + 1]
-            synops += s1 - s0
-            for s in range(s0, s1):
-                j = cols[s]
-                if state[j, T_LAST] != t:
-                    advance(state, j, t, bias[j], table, has_current,
-                            has_refractory)
-                    touched[n_touched] = j
-                    n_touched += 1
-                deliver(state, j, t, weights[s], has_current, has_refractory)
+            if kind == CSR:
+                s0 = rowptr[pre]
+                s1 = rowptr[pre + 1]
+                synops += s1 - s0
+                for s in range(s0, s1):
+                    n_touched = _touch(state, cols[s], t, weights[s], bias, table,
+                                       has_current, has_refractory, touched, n_touched)
+            else:
+                n_taps = conv_targets(pre, geom, taps)
+                synops += n_taps * cg_out
+                for k in range(n_taps):
+                    first = taps[k, 0]
+                    offset = taps[k, 1]
+                    for co in range(cg_out):
+                        n_touched = _touch(state, first + co * plane, t, weights[offset + co],
+                                           bias, table, has_current, has_refractory, touched,
+                                           n_touched)
         n_touched = _pop_due(state, t, bias, table, has_current, has_refractory,
                              head, nxt, touched, n_touched)
         updates += n_touched
@@ -225,17 +254,39 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
 
 
 @pjit
+def _sparse_layer(kind, in_tptr, in_idx, rowptr, cols, weights, geom, bias,
+                  table, threshold, reset_mode, v_reset, refractory, v_init,
+                  has_current, has_refractory, settle, state, out_tptr,
+                  out_idx, counts):
+    n_bias = bias.shape[0]
+    for s in prange(in_tptr.shape[0]):
+        sparse_layer_sample(kind, in_tptr[s], in_idx[s], rowptr, cols, weights,
+                            geom, bias[s % n_bias], table, threshold,
+                            reset_mode, v_reset, refractory, v_init,
+                            has_current, has_refractory, settle, state[s],
+                            out_tptr[s], out_idx[s], counts[s])
+
+
 def csr_layer(in_tptr, in_idx, rowptr, cols, weights, bias, table, threshold,
               reset_mode, v_reset, refractory, v_init, has_current,
               has_refractory, settle, state, out_tptr, out_idx, counts):
-    """A batch through :func:`csr_layer_sample`, samples in parallel."""
-    n_bias = bias.shape[0]
-    for s in prange(in_tptr.shape[0]):
-        csr_layer_sample(in_tptr[s], in_idx[s], rowptr, cols, weights,
-                         bias[s % n_bias], table, threshold, reset_mode,
-                         v_reset, refractory, v_init, has_current,
-                         has_refractory, settle, state[s], out_tptr[s],
-                         out_idx[s], counts[s])
+    """A batch through a sparse CSR projection (``rowptr`` int64 ``[n_in+1]``,
+    ``cols`` int32, ``weights`` float32), samples in parallel."""
+    _sparse_layer(CSR, in_tptr, in_idx, rowptr, cols, weights, _NO_GEOM, bias,
+                  table, threshold, reset_mode, v_reset, refractory, v_init,
+                  has_current, has_refractory, settle, state, out_tptr,
+                  out_idx, counts)
+
+
+def conv_layer(in_tptr, in_idx, geom, weights, bias, table, threshold,
+               reset_mode, v_reset, refractory, v_init, has_current,
+               has_refractory, settle, state, out_tptr, out_idx, counts):
+    """A batch through a Conv2d projection (``geom`` and flat ``weights`` as
+    in ``kernels.conv``), samples in parallel."""
+    _sparse_layer(CONV, in_tptr, in_idx, _NO_ROWPTR, _NO_COLS, weights, geom,
+                  bias, table, threshold, reset_mode, v_reset, refractory,
+                  v_init, has_current, has_refractory, settle, state,
+                  out_tptr, out_idx, counts)
 
 
 @pjit

@@ -10,6 +10,7 @@ exact operation counts per layer::
     result.spikes(-1), result.counts, result.table()
 """
 
+from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d
 from .encoders import bernoulli
 from .layers import Layer, Linear, SparseLinear
 from .network import Network
@@ -20,6 +21,6 @@ from .spiketrains import SpikeTrains
 __all__ = [
     "IF", "LIF", "CubaLIF", "Neuron", "beta_from_tau", "tau_from_beta",
     "Layer", "Linear", "SparseLinear", "Network", "RunResult", "LayerCounts",
-    "SpikeTrains", "bernoulli",
+    "SpikeTrains", "bernoulli", "Conv2d", "AvgPool2d", "MaxPool2d", "Flatten",
 ]
 __version__ = "0.1.0"

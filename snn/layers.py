@@ -60,6 +60,14 @@ class Layer:
     def n_synapses(self) -> int:
         return int(self.fan_out.sum())
 
+    def dense_rows(self) -> np.ndarray:
+        """The projection as a dense ``[n_in, n_out]`` float32 matrix, for the
+        dense fallback and the reference backend; built once, read-only."""
+        if getattr(self, "_rows", None) is None:
+            self._rows = self._dense_rows()
+            self._rows.flags.writeable = False
+        return self._rows
+
     def __repr__(self):
         return (f"{type(self).__name__}({self.n_in} -> {self.n_out}, {self.neuron!r}, "
                 f"synapses={self.n_synapses:,}, mode={self.mode!r})")
@@ -88,6 +96,7 @@ class Linear(Layer):
             raise ValueError(f"weight must have shape (n_out, n_in) = ({self.n_out}, {self.n_in}), "
                              f"got {w.shape}")
         self.weight_rows = np.ascontiguousarray(w.T)  # [n_in, n_out]
+        self.weight_rows.flags.writeable = False
         self.fan_out = np.full(self.n_in, self.n_out, np.int64)
 
     @property
@@ -95,7 +104,7 @@ class Linear(Layer):
         """``[n_out, n_in]`` float32 (a copy, torch layout)."""
         return self.weight_rows.T.copy()
 
-    def dense_rows(self) -> np.ndarray:
+    def _dense_rows(self) -> np.ndarray:
         return self.weight_rows
 
 
@@ -131,6 +140,8 @@ class SparseLinear(Layer):
         self.rowptr = rowptr
         self.cols = np.ascontiguousarray(cols_arr, dtype=np.int32)
         self.weights = weights
+        for arr in (self.rowptr, self.cols, self.weights):
+            arr.flags.writeable = False  # derived data (dense_rows) is cached
         self.fan_out = np.diff(rowptr)
 
     @classmethod
@@ -174,9 +185,7 @@ class SparseLinear(Layer):
         w = weight(rng, n) if callable(weight) else np.full(n, weight)
         return cls(n_in, n_out, neuron, rowptr=rowptr, cols=cols, weights=w, **kwargs)
 
-    def dense_rows(self) -> np.ndarray:
-        """``[n_in, n_out]`` float32 matrix of the same synapses (for the
-        dense fallback and the reference backend)."""
+    def _dense_rows(self) -> np.ndarray:
         rows = np.zeros((self.n_in, self.n_out), np.float32)
         pre = np.repeat(np.arange(self.n_in), self.fan_out)
         np.add.at(rows, (pre, self.cols), self.weights)

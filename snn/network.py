@@ -10,6 +10,7 @@ import numpy as np
 import kernels
 
 from ._validate import real_array
+from .conv import Flatten, MaxPool2d
 from .layers import Layer
 from .reference import run_reference
 from .result import LayerCounts, RunResult
@@ -40,11 +41,11 @@ class Network:
     """
 
     def __init__(self, layers: list[Layer], dtype=np.float64):
-        layers = list(layers)
+        layers = [layer for layer in layers if not isinstance(layer, Flatten)]
         if not layers:
             raise ValueError("a Network needs at least one layer")
         for k, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
+            if not isinstance(layer, (Layer, MaxPool2d)):
                 raise TypeError(f"layer {k} is a {type(layer).__name__}, not a snn layer")
         for k in range(len(layers) - 1):
             if layers[k].n_out != layers[k + 1].n_in:
@@ -145,7 +146,7 @@ class Network:
         state = None
         for k, layer in enumerate(self.layers):
             last = k == len(self.layers) - 1
-            bias = layer.bias.astype(self.dtype)[None, :]
+            bias = layer.bias.astype(self.dtype)[None, :] if layer.kind != "maxpool" else None
             macs = np.zeros(batch, np.int64)
             currents = None
             if k == 0 and analog_x is not None:
@@ -160,20 +161,26 @@ class Network:
                         (analog_x @ layer.dense_rows()).transpose(1, 0, 2), np.float32)
                     source = SpikeTrains.empty(n_steps, batch, layer.n_in)
                     mode = "dense"
+            elif layer.kind == "maxpool":
+                mode = "gate"
             else:
                 mode = force_mode if force_mode not in (None, "auto") else layer.mode
                 if mode == "auto":
                     mode = _choose_mode(layer, source, n_steps)
-            out, state, kcounts = _run_layer(layer, source, bias, currents, mode, n_steps,
-                                             self.dtype, settle=last)
-            synops = kcounts[:, 0] if mode == "event" else _synops(source, layer.fan_out)
+            if mode == "gate":
+                out, kcounts = _run_maxpool(layer, source)
+            else:
+                out, state, kcounts = _run_layer(layer, source, bias, currents, mode, n_steps,
+                                                 self.dtype, settle=last)
+            synops = kcounts[:, 0] if mode in ("event", "gate") else _synops(source, layer.fan_out)
             counts.append(LayerCounts(
                 name=self.layer_name(k), mode=mode, synops=synops, macs=macs,
                 updates=kcounts[:, 1].copy(), dense_updates=np.full(batch, n_steps * layer.n_out, np.int64),
                 spikes=kcounts[:, 2].copy(), input_events=source.per_sample))
             trains.append(out)
             source = out
-        return RunResult(trains, counts, state[:, :, 0].copy(), "event")
+        membrane = state[:, :, 0].copy() if state is not None and mode != "gate" else None
+        return RunResult(trains, counts, membrane, "event")
 
 
 def _state_width(neuron) -> int:
@@ -207,6 +214,8 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
                       neuron.has_current, neuron.refractory > 0, settle, state, out_tptr, out_idx, kc)
             if layer.kind == "dense":
                 kernels.dense_layer(source.tptr, source.idx, layer.weight_rows, *common)
+            elif layer.kind == "conv":
+                kernels.conv_layer(source.tptr, source.idx, layer.geom, layer.kernel_weights, *common)
             else:
                 kernels.csr_layer(source.tptr, source.idx, layer.rowptr, layer.cols, layer.weights,
                                   *common)
@@ -215,6 +224,18 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
         cap = min(cap * 4, n_steps * layer.n_out)
     used = int(kc[:, 2].max(initial=0))
     return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), state, kc
+
+
+def _run_maxpool(layer, source):
+    batch, n_steps = source.batch_size, source.n_steps
+    c, h, w = layer.in_shape
+    cap = max(1, int(source.per_sample.max(initial=0)))  # at most one output per input spike
+    out_tptr = np.empty((batch, n_steps + 1), np.int64)
+    out_idx = np.empty((batch, cap), np.int32)
+    kc = np.zeros((batch, 4), np.int64)
+    kernels.maxpool_layer(source.tptr, source.idx, c, h, w, layer.k, out_tptr, out_idx, kc)
+    used = int(kc[:, 2].max(initial=0))
+    return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), kc
 
 
 def _dense_currents(source, layer) -> np.ndarray:
@@ -228,8 +249,8 @@ def _dense_currents(source, layer) -> np.ndarray:
 
 def _vecmat(x, layer) -> np.ndarray:
     """``x @ W`` for analog ``x[B, n_in]``, float64."""
-    if layer.kind == "dense":
-        return x @ layer.weight_rows.astype(np.float64)
+    if layer.kind in ("dense", "conv"):
+        return x @ layer.dense_rows().astype(np.float64)
     pre = np.repeat(np.arange(layer.n_in), layer.fan_out)
     contrib = x[:, pre] * layer.weights.astype(np.float64)
     return np.stack([np.bincount(layer.cols, weights=c, minlength=layer.n_out) for c in contrib])

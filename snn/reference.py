@@ -26,8 +26,10 @@ def run_reference(network, source, analog_x, n_steps, record_v: bool = False):
         batch = source.batch_size
     else:
         batch = analog_x.shape[-2]
-    weights = [layer.dense_rows().astype(dtype) for layer in layers]
-    v = [np.tile(layer.v_init.astype(dtype), (batch, 1)) for layer in layers]
+    weights = [layer.dense_rows().astype(dtype) if layer.kind != "maxpool" else None for layer in layers]
+    seen = [np.zeros((batch, layer.n_in)) for layer in layers]  # spike counts, for max pooling
+    v = [np.tile(getattr(layer, "v_init", np.zeros(layer.n_out)).astype(dtype), (batch, 1))
+         for layer in layers]
     i = [np.zeros((batch, layer.n_out), dtype) for layer in layers]
     ref_until = [np.full((batch, layer.n_out), -1) for layer in layers]
     rasters = [np.zeros((n_steps, batch, layer.n_out), np.uint8) for layer in layers]
@@ -39,6 +41,10 @@ def run_reference(network, source, analog_x, n_steps, record_v: bool = False):
         else:
             x = (analog_x if analog_x.ndim == 2 else analog_x[t]).astype(dtype)
         for k, layer in enumerate(layers):
+            if layer.kind == "maxpool":
+                x = _maxpool_step(layer, x, seen[k])
+                rasters[k][t] = x
+                continue
             nrn = layer.neuron
             beta, thr = dtype(nrn.beta), dtype(nrn.threshold)
             bias = layer.bias.astype(dtype)
@@ -72,5 +78,22 @@ def run_reference(network, source, analog_x, n_steps, record_v: bool = False):
             macs, synops, in_events = np.zeros(batch, np.int64), received @ layer.fan_out, received.sum(axis=1)
         counts.append(LayerCounts(network.layer_name(k), "reference", synops, macs, n_upd, n_upd.copy(),
                                   trains[k].per_sample, in_events))
-    result = RunResult(trains, counts, v[-1].copy(), "reference")
+    membrane = v[-1].copy() if layers[-1].kind != "maxpool" else None
+    result = RunResult(trains, counts, membrane, "reference")
     return (result, traces) if record_v else result
+
+
+def _maxpool_step(layer, x, seen):
+    """One step of spiking max pooling (rule in ``kernels.pool``): an output
+    spikes if a window input spiking now has a count (this spike included)
+    at least the window's highest count before now. Mutates ``seen``."""
+    c, h, w = layer.in_shape
+    k = layer.k
+    def windows(a):  # [B, n_in] -> [B, C, H/k, W/k, k*k]
+        a = a.reshape(-1, c, h, w)[:, :, :h // k * k, :w // k * k]
+        a = a.reshape(-1, c, h // k, k, w // k, k).transpose(0, 1, 2, 4, 3, 5)
+        return a.reshape(*a.shape[:4], k * k)
+    before = windows(seen).max(axis=-1)
+    seen += x
+    candidates = np.where(windows(x) > 0, windows(seen), -1).max(axis=-1)
+    return (candidates >= before).reshape(x.shape[0], -1).astype(x.dtype)

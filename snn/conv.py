@@ -1,0 +1,188 @@
+"""Convolutional layers: Conv2d and spiking AvgPool2d onto a population laid
+out channel-first ``(C, H, W)`` (neuron ``(c * H + y) * W + x``, the order of
+a flattened torch tensor, so a following Linear takes torch's weights as they
+are), and Flatten as a shape marker."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import real_array
+from .layers import Layer
+from .neurons import IF, Neuron
+
+
+def _pair(name, value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    value = tuple(value)
+    if len(value) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _shape3(in_shape):
+    shape = tuple(int(s) for s in in_shape)
+    if len(shape) != 3 or min(shape) <= 0:
+        raise ValueError(f"in_shape must be (channels, height, width) of positive sizes, got {in_shape!r}")
+    return shape
+
+
+class Conv2d(Layer):
+    """2-D convolution onto spiking neurons, event-driven without expanding
+    the convolution into a matrix.
+
+    Parameters
+    ----------
+    in_shape : ``(C_in, H, W)`` of the input.
+    out_channels, kernel_size, stride, padding, dilation, groups : as in
+        ``torch.nn.Conv2d`` (zero padding).
+    weight : ``[C_out, C_in / groups, kh, kw]`` (torch layout); default:
+        torch-like uniform init from ``seed``.
+    bias : per output channel ``[C_out]`` or scalar.
+    """
+
+    kind = "conv"
+
+    def __init__(self, in_shape, out_channels: int, kernel_size, neuron: Neuron | None = None, *,
+                 stride=1, padding=0, dilation=1, groups: int = 1, weight=None, bias=0.0,
+                 v_init=0.0, mode: str = "auto", seed: int | None = None, name: str | None = None):
+        c_in, h, w = _shape3(in_shape)
+        kh, kw = _pair("kernel_size", kernel_size)
+        sy, sx = _pair("stride", stride)
+        py, px = _pair("padding", padding)
+        dy, dx = _pair("dilation", dilation)
+        if min(kh, kw, sy, sx, dy, dx) < 1 or min(py, px) < 0:
+            raise ValueError("kernel_size, stride and dilation must be >= 1 and padding >= 0")
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1 \
+                or c_in % groups or out_channels % groups:
+            raise ValueError(f"groups={groups!r} must divide in_channels={c_in} and out_channels={out_channels}")
+        h_out = (h + 2 * py - dy * (kh - 1) - 1) // sy + 1
+        w_out = (w + 2 * px - dx * (kw - 1) - 1) // sx + 1
+        if h_out < 1 or w_out < 1:
+            raise ValueError(f"the kernel does not fit: input {in_shape} gives an output of {h_out}x{w_out}")
+        self.in_shape = (c_in, h, w)
+        self.out_shape = (int(out_channels), h_out, w_out)
+        bias = real_array("bias", bias)
+        if bias.ndim == 1:
+            if bias.shape != (out_channels,):
+                raise ValueError(f"bias must be a scalar or have shape ({out_channels},), got {bias.shape}")
+            bias = np.repeat(bias, h_out * w_out)
+        super().__init__(c_in * h * w, out_channels * h_out * w_out, neuron, bias, v_init, mode, name)
+        cg_in = c_in // groups
+        if weight is None:
+            bound = 1.0 / np.sqrt(cg_in * kh * kw)
+            weight = np.random.default_rng(seed).uniform(-bound, bound, (out_channels, cg_in, kh, kw))
+        weight = real_array("weight", weight, np.float32, ndim=4)
+        if weight.shape != (out_channels, cg_in, kh, kw):
+            raise ValueError(f"weight must have shape {(out_channels, cg_in, kh, kw)}, got {weight.shape}")
+        self.weight = weight
+        # kernel layout [C_in / groups, kh, kw, C_out], flat (see kernels.conv)
+        self.kernel_weights = np.ascontiguousarray(weight.transpose(1, 2, 3, 0)).reshape(-1)
+        for arr in (self.weight, self.kernel_weights):
+            arr.flags.writeable = False  # derived data (dense_rows) is cached
+        self.geom = np.array([c_in, h, w, out_channels, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups],
+                             np.int64)
+        self.fan_out = self._fan_out()
+
+    def _fan_out(self) -> np.ndarray:
+        """Targets reached by each input neuron (fewer at padded borders)."""
+        c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = self.geom
+        def taps(size, out, k, s, p, d):
+            pos = np.arange(size)[:, None] + p - np.arange(k)[None, :] * d
+            return ((pos >= 0) & (pos % s == 0) & (pos // s < out)).sum(axis=1)
+        per_pixel = np.outer(taps(h, h_out, kh, sy, py, dy), taps(w, w_out, kw, sx, px, dx))
+        return np.tile(per_pixel.reshape(-1) * (c_out // groups), c_in).astype(np.int64)
+
+    def _dense_rows(self) -> np.ndarray:
+        """The equivalent ``[n_in, n_out]`` matrix, for the dense fallback and
+        the reference backend; the event path never builds it."""
+        c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = self.geom
+        rows = np.zeros((self.n_in, self.n_out), np.float32)
+        cg_in, cg_out = c_in // groups, c_out // groups
+        co = np.arange(c_out)
+        c_local = np.arange(cg_in)
+        for ky in range(kh):
+            oy = np.arange(h_out)
+            y = oy * sy - py + ky * dy
+            oy, y = oy[(y >= 0) & (y < h)], y[(y >= 0) & (y < h)]
+            for kx in range(kw):
+                ox = np.arange(w_out)
+                x = ox * sx - px + kx * dx
+                ox, x = ox[(x >= 0) & (x < w)], x[(x >= 0) & (x < w)]
+                pix_in = (y[:, None] * w + x[None, :]).reshape(-1)
+                pix_out = (oy[:, None] * w_out + ox[None, :]).reshape(-1)
+                for g in range(groups):
+                    cos = co[g * cg_out:(g + 1) * cg_out]
+                    cis = g * cg_in + c_local
+                    src = (cis[:, None, None] * h * w + pix_in[None, None, :])
+                    dst = (cos[None, :, None] * h_out * w_out + pix_out[None, None, :])
+                    wts = self.weight[cos][:, :, ky, kx].T[:, :, None]  # [cg_in, cg_out, 1]
+                    rows[np.broadcast_to(src, (cg_in, cg_out, len(pix_in))),
+                         np.broadcast_to(dst, (cg_in, cg_out, len(pix_in)))] = \
+                        np.broadcast_to(wts, (cg_in, cg_out, len(pix_in)))
+        return rows
+
+    def __repr__(self):
+        c, h, w = self.in_shape
+        co, ho, wo = self.out_shape
+        kh, kw = self.geom[6:8]
+        return (f"Conv2d({c}x{h}x{w} -> {co}x{ho}x{wo}, kernel {kh}x{kw}, {self.neuron!r}, "
+                f"mode={self.mode!r})")
+
+
+class AvgPool2d(Conv2d):
+    """Spiking average pooling: a depthwise convolution with weights
+    ``1 / (kh * kw)`` onto IF neurons (threshold 1, reset by subtraction), so
+    the output rate is the window's mean input rate, re-quantised into
+    spikes. Its accumulates are counted as SynOps."""
+
+    def __init__(self, in_shape, kernel_size, stride=None, neuron: Neuron | None = None, **kwargs):
+        c = _shape3(in_shape)[0]
+        kh, kw = _pair("kernel_size", kernel_size)
+        weight = np.full((c, 1, kh, kw), 1.0 / (kh * kw))
+        super().__init__(in_shape, c, (kh, kw), neuron or IF(), stride=(kh, kw) if stride is None else stride,
+                         groups=c, weight=weight, **kwargs)
+
+    def __repr__(self):
+        return (f"AvgPool2d({'x'.join(map(str, self.in_shape))} -> {'x'.join(map(str, self.out_shape))}, "
+                f"{self.neuron!r})")
+
+
+class MaxPool2d:
+    """Spiking max pooling over ``k x k`` windows with stride ``k`` (no
+    neurons): output ``(c, y, x)`` passes a spike of its window when the input
+    that spiked has the highest accumulated spike count of the window so far
+    (see ``kernels.pool``), so the output rate follows the most active input.
+    Counts: no SynOps (comparisons, not accumulates); ``updates`` = gate
+    evaluations (one per input spike)."""
+
+    kind = "maxpool"
+
+    def __init__(self, in_shape, kernel_size: int, stride: int | None = None, name: str | None = None):
+        c, h, w = _shape3(in_shape)
+        k = _pair("kernel_size", kernel_size)
+        if k[0] != k[1] or (stride is not None and _pair("stride", stride) != k):
+            raise ValueError("MaxPool2d supports square windows with stride equal to the kernel size")
+        self.k = k[0]
+        if h // self.k < 1 or w // self.k < 1:
+            raise ValueError(f"kernel_size {self.k} is larger than the input {h}x{w}")
+        self.in_shape = (c, h, w)
+        self.out_shape = (c, h // self.k, w // self.k)
+        self.n_in, self.n_out = c * h * w, int(np.prod(self.out_shape))
+        self.fan_out = np.zeros(self.n_in, np.int64)
+        self.name = name
+
+    def __repr__(self):
+        return f"MaxPool2d({'x'.join(map(str, self.in_shape))} -> {'x'.join(map(str, self.out_shape))})"
+
+
+class Flatten:
+    """Marks the passage from ``(C, H, W)`` to a flat vector. Neurons are
+    already numbered channel-first like a flattened torch tensor, so it costs
+    nothing and the network drops it."""
+
+    kind = "flatten"
+
+    def __repr__(self):
+        return "Flatten()"
