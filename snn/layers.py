@@ -60,13 +60,17 @@ class Layer:
     def n_synapses(self) -> int:
         return int(self.fan_out.sum())
 
-    def dense_rows(self) -> np.ndarray:
-        """The projection as a dense ``[n_in, n_out]`` float32 matrix, for the
-        dense fallback and the reference backend; built once, read-only."""
-        if getattr(self, "_rows", None) is None:
-            self._rows = self._dense_rows()
-            self._rows.flags.writeable = False
-        return self._rows
+    def dense_rows(self, dtype=np.float32) -> np.ndarray:
+        """The projection as a dense ``[n_in, n_out]`` matrix of ``dtype``
+        (float32 values), for the dense fallback and the reference backend;
+        built once per dtype, read-only."""
+        cache = self.__dict__.setdefault("_rows", {})
+        key = np.dtype(dtype)
+        if key not in cache:
+            rows = self._dense_rows() if key == np.float32 else self.dense_rows().astype(key)
+            rows.flags.writeable = False
+            cache[key] = rows
+        return cache[key]
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.n_in} -> {self.n_out}, {self.neuron!r}, "

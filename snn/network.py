@@ -121,8 +121,11 @@ class Network:
         if events is not None:
             if T is None or batch_size is None:
                 raise ValueError("events= needs T= and batch_size=")
+            if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+                raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
             return SpikeTrains.from_events(events, T, batch_size, self.n_in), None, T
         x = real_array("analog", analog)
+        real_array("analog", x, self.dtype)  # refuses values the state precision cannot hold
         self._check_width(x.shape[-1] if x.ndim else 0, "analog")
         if x.ndim == 2:
             if T is None:
@@ -146,7 +149,8 @@ class Network:
         state = None
         for k, layer in enumerate(self.layers):
             last = k == len(self.layers) - 1
-            bias = layer.bias.astype(self.dtype)[None, :] if layer.kind != "maxpool" else None
+            bias = real_array(f"bias of layer {k}", layer.bias, self.dtype)[None, :] \
+                if layer.kind != "maxpool" else None
             macs = np.zeros(batch, np.int64)
             currents = None
             if k == 0 and analog_x is not None:
@@ -158,7 +162,7 @@ class Network:
                     mode = "event"
                 else:
                     currents = np.ascontiguousarray(
-                        (analog_x @ layer.dense_rows()).transpose(1, 0, 2), np.float32)
+                        (analog_x.astype(self.dtype) @ layer.dense_rows(self.dtype)).transpose(1, 0, 2))
                     source = SpikeTrains.empty(n_steps, batch, layer.n_in)
                     mode = "dense"
             elif layer.kind == "maxpool":
@@ -193,7 +197,7 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
     neuron = layer.neuron
     width = 4 if mode == "dense" else _state_width(neuron)
     if mode == "dense" and currents is None:
-        currents = _dense_currents(source, layer)
+        currents = _dense_currents(source, layer, dtype)
     cap = min(n_steps * layer.n_out, max(1024, 4 * int(source.per_sample.max(initial=0)),
                                           n_steps * layer.n_out // 8))
     v_init = layer.v_init.astype(dtype)
@@ -238,19 +242,20 @@ def _run_maxpool(layer, source):
     return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), kc
 
 
-def _dense_currents(source, layer) -> np.ndarray:
-    """Synaptic input of every step, ``[B, T, n_out]`` float32: one GEMM."""
+def _dense_currents(source, layer, dtype) -> np.ndarray:
+    """Synaptic input of every step, ``[B, T, n_out]`` in the state dtype (so
+    sums round like the reference's): one GEMM."""
     batch, n_steps = source.batch_size, source.n_steps
-    raster = np.zeros((batch * n_steps, layer.n_in), np.float32)
+    raster = np.zeros((batch * n_steps, layer.n_in), dtype)
     t, s, i = source.to_events().T
     raster[s * n_steps + t, i] = 1.0
-    return (raster @ layer.dense_rows()).reshape(batch, n_steps, layer.n_out)
+    return (raster @ layer.dense_rows(dtype)).reshape(batch, n_steps, layer.n_out)
 
 
 def _vecmat(x, layer) -> np.ndarray:
     """``x @ W`` for analog ``x[B, n_in]``, float64."""
     if layer.kind in ("dense", "conv"):
-        return x @ layer.dense_rows().astype(np.float64)
+        return x @ layer.dense_rows(np.float64)
     pre = np.repeat(np.arange(layer.n_in), layer.fan_out)
     contrib = x[:, pre] * layer.weights.astype(np.float64)
     return np.stack([np.bincount(layer.cols, weights=c, minlength=layer.n_out) for c in contrib])

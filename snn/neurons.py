@@ -171,4 +171,5 @@ def _decay(factor, tau, dt, factor_name, tau_name):
     if tau is not None:
         return beta_from_tau(tau, dt)
     _check_positive("dt", dt)
+    _check_decay(factor_name, factor)
     return float(factor)

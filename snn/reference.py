@@ -26,7 +26,7 @@ def run_reference(network, source, analog_x, n_steps, record_v: bool = False):
         batch = source.batch_size
     else:
         batch = analog_x.shape[-2]
-    weights = [layer.dense_rows().astype(dtype) if layer.kind != "maxpool" else None for layer in layers]
+    weights = [layer.dense_rows(dtype) if layer.kind != "maxpool" else None for layer in layers]
     seen = [np.zeros((batch, layer.n_in)) for layer in layers]  # spike counts, for max pooling
     v = [np.tile(getattr(layer, "v_init", np.zeros(layer.n_out)).astype(dtype), (batch, 1))
          for layer in layers]
