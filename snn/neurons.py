@@ -66,7 +66,8 @@ class Neuron:
     beta : membrane decay per step, in [0, 1] (1: no leak).
     alpha : synaptic-current decay per step, in [0, 1]; ``None`` for models
         without a current (input goes straight into ``v``).
-    threshold : firing threshold, > 0 (potential units).
+    threshold : firing threshold, > 0 (potential units); ``math.inf`` for a
+        population that never fires (a membrane readout).
     reset : ``"subtract"`` (default), ``"zero"`` or ``"value"``.
     v_reset : potential after a ``"zero"``/``"value"`` reset (``"zero"``
         forces 0).
@@ -85,7 +86,8 @@ class Neuron:
         _check_decay("beta", self.beta)
         if self.alpha is not None:
             _check_decay("alpha", self.alpha)
-        _check_positive("threshold", self.threshold)
+        if self.threshold != math.inf:  # inf: never fires (membrane readout)
+            _check_positive("threshold", self.threshold)
         if self.reset not in RESET_MODES:
             raise ValueError(f"reset must be one of {sorted(RESET_MODES)}, got {self.reset!r}")
         if self.reset == "zero" and self.v_reset != 0.0:
@@ -93,7 +95,7 @@ class Neuron:
         if not (isinstance(self.v_reset, (int, float, np.integer, np.floating))
                 and math.isfinite(self.v_reset)):
             raise ValueError(f"v_reset must be a finite number, got {self.v_reset!r}")
-        if self.reset != "subtract" and self.v_reset >= self.threshold:
+        if self.reset != "subtract" and self.v_reset >= self.threshold != math.inf:
             raise ValueError("v_reset must be below threshold, or the neuron fires every step")
         if isinstance(self.refractory, bool) or not isinstance(self.refractory, (int, np.integer)) \
                 or self.refractory < 0:

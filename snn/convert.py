@@ -1,0 +1,614 @@
+"""ANN-to-SNN conversion of trained PyTorch models.
+
+``convert(model, calibration_data)`` traces the model (torch.fx, falling back
+to walking nested ``Sequential`` containers), looks every module and function
+up in a registry of handlers, folds BatchNorm into the preceding layer,
+normalises each layer by a percentile of its ReLU activations on the
+calibration data, and builds an event-driven network of IF neurons (reset by
+subtraction, membrane starting at half threshold) whose last layer is read
+out as accumulated membrane. The input is analog and constant: the first
+layer multiplies it once and uses it as a bias.
+
+Anything the registry does not know raises :class:`ConversionError` naming
+the module or function, its path in the model, and how to register a
+handler; nothing is passed through silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conv import AvgPool2d, Conv2d, MaxPool2d
+from .layers import Linear
+from .network import Network
+from .neurons import IF
+
+__all__ = ["ConversionError", "ConvertedNetwork", "convert", "register_module", "register_function"]
+
+
+class ConversionError(ValueError):
+    """A model (or its data) that cannot be converted faithfully."""
+
+
+# -- the intermediate form: a chain of simple operations -------------------
+
+@dataclass
+class Op:
+    """One step of the chain. ``kind``: affine, relu, avgpool, maxpool,
+    flatten or batchnorm. Affine ops hold float64 numpy copies of the
+    weights; ``conv`` holds Conv2d geometry (None for Linear)."""
+
+    kind: str
+    path: str
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    conv: dict | None = None
+    kernel: int = 0
+    scale: np.ndarray | None = None  # batchnorm: y = x * scale + shift, per channel
+    shift: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _affine_linear(m: nn.Linear, path):
+    bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_features)
+    return [Op("affine", path, m.weight.detach().double().numpy().copy(), bias.copy())]
+
+
+def _affine_conv(m: nn.Conv2d, path):
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise ConversionError(f"{path}: Conv2d with padding={m.padding!r}, padding_mode={m.padding_mode!r} "
+                              "is not supported; use integer zero padding")
+    bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_channels)
+    geometry = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
+                    groups=m.groups)
+    return [Op("affine", path, m.weight.detach().double().numpy().copy(), bias.copy(), conv=geometry)]
+
+
+def _batchnorm(m, path):
+    if not m.track_running_stats or m.running_mean is None:
+        raise ConversionError(f"{path}: BatchNorm without running statistics cannot be folded")
+    std = np.sqrt(m.running_var.detach().double().numpy() + m.eps)
+    gamma = m.weight.detach().double().numpy() if m.affine else np.ones_like(std)
+    beta = m.bias.detach().double().numpy() if m.affine else np.zeros_like(std)
+    mean = m.running_mean.detach().double().numpy()
+    return [Op("batchnorm", path, scale=gamma / std, shift=beta - mean * gamma / std)]
+
+
+def _pool_kernel(m, path, name):
+    k = m.kernel_size if isinstance(m.kernel_size, int) else tuple(m.kernel_size)
+    s = m.stride if m.stride is not None else k
+    s = s if isinstance(s, int) else tuple(s)
+    pad = m.padding if isinstance(m.padding, int) else tuple(m.padding)
+    if isinstance(k, tuple):
+        k = k[0] if k[0] == k[1] else None
+    if isinstance(s, tuple):
+        s = s[0] if s[0] == s[1] else None
+    if k is None or s != k or pad not in (0, (0, 0)) or getattr(m, "ceil_mode", False) \
+            or getattr(m, "dilation", 1) not in (1, (1, 1)):
+        raise ConversionError(f"{path}: {name} is supported with square windows, stride equal to the "
+                              "kernel size, no padding, no dilation and ceil_mode=False")
+    return k
+
+
+def _avgpool(m, path):
+    if not m.count_include_pad and m.padding:
+        raise ConversionError(f"{path}: AvgPool2d with count_include_pad=False and padding is not supported")
+    return [Op("avgpool", path, kernel=_pool_kernel(m, path, "AvgPool2d"))]
+
+
+def _adaptive_avgpool(m, path):
+    size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
+    if tuple(size) != (1, 1):
+        raise ConversionError(f"{path}: AdaptiveAvgPool2d is supported only to 1x1 (global average)")
+    return [Op("avgpool", path, kernel=-1)]  # -1: the whole plane
+
+
+def _maxpool(m, path):
+    return [Op("maxpool", path, kernel=_pool_kernel(m, path, "MaxPool2d"))]
+
+
+def _flatten(m, path):
+    if getattr(m, "start_dim", 1) != 1 or getattr(m, "end_dim", -1) != -1:
+        raise ConversionError(f"{path}: Flatten is supported from dim 1 to the end")
+    return [Op("flatten", path)]
+
+
+def _relu(m, path):
+    return [Op("relu", path)]
+
+
+def _nothing(m, path):
+    return []
+
+
+_MODULE_HANDLERS: dict[type, Callable] = {
+    nn.Linear: _affine_linear,
+    nn.Conv2d: _affine_conv,
+    nn.BatchNorm1d: _batchnorm,
+    nn.BatchNorm2d: _batchnorm,
+    nn.ReLU: _relu,
+    nn.AvgPool2d: _avgpool,
+    nn.AdaptiveAvgPool2d: _adaptive_avgpool,
+    nn.MaxPool2d: _maxpool,
+    nn.Flatten: _flatten,
+    nn.Dropout: _nothing,
+    nn.Identity: _nothing,
+}
+
+_FUNCTION_HANDLERS: dict[Callable, Callable] = {
+    F.relu: _relu,
+    torch.relu: _relu,
+    torch.flatten: lambda node, path: _flatten_call(node, path),
+    "relu": _relu,        # x.relu()
+    "flatten": lambda node, path: _flatten_call(node, path),  # x.flatten(1)
+}
+
+
+def _flatten_call(node, path):
+    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+    if start != 1 or end != -1:
+        raise ConversionError(f"{path}: flatten is supported from dim 1 (keep the batch dimension)")
+    return [Op("flatten", path)]
+
+
+def register_module(module_type: type, handler: Callable) -> None:
+    """Teach the converter a module type. ``handler(module, path)`` returns a
+    list of :class:`Op` (e.g. ``[]`` for a module that is the identity at
+    inference)."""
+    _MODULE_HANDLERS[module_type] = handler
+
+
+def register_function(function: Callable | str, handler: Callable) -> None:
+    """Teach the converter a function (or a tensor method, by name)."""
+    _FUNCTION_HANDLERS[function] = handler
+
+
+# -- reading a model into ops ------------------------------------------------
+
+def _module_ops(module, path):
+    for cls in type(module).__mro__:
+        if cls in _MODULE_HANDLERS:
+            return _MODULE_HANDLERS[cls](module, path)
+    raise ConversionError(
+        f"unsupported module {type(module).__name__} at '{path}'. Supported: "
+        f"{', '.join(sorted(c.__name__ for c in _MODULE_HANDLERS))}. To convert it, register a handler: "
+        f"snn.convert.register_module({type(module).__name__}, handler) returning a list of Op")
+
+
+def _trace_ops(model) -> list[Op]:
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # dynamic control flow: a plain walk of Sequential containers
+        return _walk_ops(model, "")
+    ops, previous = [], None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            previous = node
+            continue
+        if node.op == "output":
+            break
+        tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        if len(tensor_args) != 1 or tensor_args[0] is not previous:
+            what = node.target if node.op != "call_function" else getattr(node.target, "__name__", node.target)
+            raise ConversionError(
+                f"'{node.name}' ({what}) does not continue a single chain of layers: only sequential "
+                "models are supported (no residual additions, concatenations or multiple inputs)")
+        path = str(node.target) if node.op == "call_module" else node.name
+        if node.op == "call_module":
+            ops += _module_ops(model.get_submodule(node.target), path)
+        else:
+            handler = _FUNCTION_HANDLERS.get(node.target)
+            if handler is None:
+                name = getattr(node.target, "__name__", str(node.target))
+                raise ConversionError(
+                    f"unsupported {'function' if node.op == 'call_function' else 'method'} '{name}' at "
+                    f"'{path}'. To convert it, register a handler: "
+                    f"snn.convert.register_function({name!r} or the function, handler)")
+            ops += handler(node, path)
+        previous = node
+    return ops
+
+
+def _walk_ops(module, path) -> list[Op]:
+    if isinstance(module, nn.Sequential):
+        ops = []
+        for name, child in module.named_children():
+            ops += _walk_ops(child, f"{path}.{name}" if path else name)
+        return ops
+    return _module_ops(module, path or type(module).__name__)
+
+
+# -- folding -------------------------------------------------------------------
+
+def _fold(ops: list[Op]) -> list[Op]:
+    """BatchNorm into the preceding affine op; AvgPool (then Flatten) into a
+    following Linear, both exact."""
+    folded: list[Op] = []
+    for op in ops:
+        if op.kind == "batchnorm":
+            if not folded or folded[-1].kind != "affine":
+                raise ConversionError(f"{op.path}: BatchNorm must follow a Linear or Conv2d to be folded")
+            prev = folded[-1]
+            shape = (-1,) + (1,) * (prev.weight.ndim - 1)
+            prev.weight = prev.weight * op.scale.reshape(shape)
+            prev.bias = prev.bias * op.scale + op.shift
+        else:
+            folded.append(op)
+    return folded
+
+
+def _shapes(ops, in_shape):
+    """Attach the input and output shape (without batch) to every op."""
+    shape = tuple(in_shape)
+    for op in ops:
+        op.meta["in_shape"] = shape
+        if op.kind == "affine" and op.conv is None:
+            if int(np.prod(shape)) != op.weight.shape[1]:
+                raise ConversionError(f"{op.path}: expects {op.weight.shape[1]} inputs, gets shape {shape}")
+            shape = (op.weight.shape[0],)
+        elif op.kind == "affine":
+            if len(shape) != 3:
+                raise ConversionError(f"{op.path}: Conv2d needs (C, H, W) input, gets {shape}")
+            g = op.conv
+            out = []
+            for d in range(2):
+                k, s, p, dl = g["kernel_size"][d], g["stride"][d], g["padding"][d], g["dilation"][d]
+                out.append((shape[1 + d] + 2 * p - dl * (k - 1) - 1) // s + 1)
+            shape = (op.weight.shape[0], *out)
+        elif op.kind in ("avgpool", "maxpool"):
+            if len(shape) != 3:
+                raise ConversionError(f"{op.path}: pooling needs (C, H, W) input, gets {shape}")
+            if op.kernel == -1:
+                op.kernel = shape[1] if shape[1] == shape[2] else None
+                if op.kernel is None:
+                    raise ConversionError(f"{op.path}: global pooling of a non-square {shape[1:]} plane")
+            shape = (shape[0], shape[1] // op.kernel, shape[2] // op.kernel)
+        elif op.kind == "flatten":
+            shape = (int(np.prod(shape)),)
+        op.meta["out_shape"] = shape
+    return shape
+
+
+def _fold_avgpool_into_linear(ops: list[Op]) -> list[Op]:
+    out: list[Op] = []
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        rest = ops[i + 1:i + 3]
+        nxt = [o for o in rest if o.kind != "flatten"][:1]
+        if op.kind == "avgpool" and nxt and nxt[0].kind == "affine" and nxt[0].conv is None \
+                and all(o.kind == "flatten" for o in rest[:rest.index(nxt[0])]):
+            lin = nxt[0]
+            c, h, w = op.meta["in_shape"]
+            k = op.kernel
+            hp, wp = h // k, w // k
+            wt = lin.weight.reshape(-1, c, hp, wp) / (k * k)
+            full = np.zeros((wt.shape[0], c, h, w))
+            full[:, :, :hp * k, :wp * k] = np.repeat(np.repeat(wt, k, axis=2), k, axis=3)
+            lin.weight = full.reshape(wt.shape[0], -1)
+            lin.meta["in_shape"] = (c * h * w,)
+            lin.meta["pooled_from"] = op.path
+            out.append(Op("flatten", op.path, meta={"in_shape": (c, h, w), "out_shape": (c * h * w,)}))
+            out.append(lin)
+            i += 1 + rest.index(lin) + 1
+            continue
+        out.append(op)
+        i += 1
+    return out
+
+
+# -- the ANN, run on the folded ops (calibration and invariant checks) --------
+
+def _apply(op: Op, x: torch.Tensor) -> torch.Tensor:
+    if op.kind == "affine" and op.conv is None:
+        return x.flatten(1) @ torch.from_numpy(op.weight).T + torch.from_numpy(op.bias)
+    if op.kind == "affine":
+        g = op.conv
+        return F.conv2d(x, torch.from_numpy(op.weight), torch.from_numpy(op.bias), stride=g["stride"],
+                        padding=g["padding"], dilation=g["dilation"], groups=g["groups"])
+    if op.kind == "relu":
+        return F.relu(x)
+    if op.kind == "avgpool":
+        return F.avg_pool2d(x, op.kernel)
+    if op.kind == "maxpool":
+        return F.max_pool2d(x, op.kernel)
+    if op.kind == "flatten":
+        return x.flatten(1)
+    raise AssertionError(op.kind)
+
+
+def run_ops(ops: list[Op], x) -> torch.Tensor:
+    """The folded ANN in float64 (for calibration and checks)."""
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    with torch.no_grad():
+        for op in ops:
+            x = _apply(op, x.reshape(-1, *op.meta["in_shape"]))
+    return x
+
+
+# -- building the SNN ------------------------------------------------------------
+
+@dataclass
+class ConvertedNetwork:
+    """A converted model: the SNN, the scales used, and the ANN's cost.
+
+    network : the event-driven :class:`snn.Network` (input: the flattened
+        analog sample, constant over time; readout: last layer's membrane).
+    input_shape : shape of one input sample of the ANN, e.g. ``(1, 8, 8)``.
+    scales : activation scale (percentile) of each normalised layer.
+    ann_macs : MACs of each Linear/Conv2d of the ANN per sample (BatchNorm
+        folded; pooling adds not counted), keyed by layer path.
+    """
+
+    network: Network
+    input_shape: tuple
+    scales: list
+    ann_macs: dict
+    ops: list = field(repr=False)
+
+    def run(self, x, T: int, **kwargs):
+        """Run the SNN on analog samples ``x`` (``[N, *input_shape]``) for ``T`` steps."""
+        return self.network.run(analog=self._flat(x), T=T, **kwargs)
+
+    def predict(self, x, T: int) -> np.ndarray:
+        """Class decisions (argmax of the readout membrane after ``T`` steps)."""
+        return self.run(x, T).membrane.argmax(axis=1)
+
+    def _flat(self, x):
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"input samples must have shape {self.input_shape}, got {tuple(x.shape[1:])}")
+        return x.reshape(len(x), -1)
+
+    @property
+    def ann_total_macs(self) -> int:
+        return int(sum(self.ann_macs.values()))
+
+
+def _check_model(model, calibration_data):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise ConversionError("the model is in training mode (Dropout and BatchNorm behave differently); "
+                              "call model.eval() before converting")
+    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise ConversionError(f"parameter '{name}' contains NaN or inf")
+    data = calibration_data.detach().cpu() if isinstance(calibration_data, torch.Tensor) \
+        else torch.as_tensor(np.asarray(calibration_data))
+    if data.ndim < 2 or len(data) == 0:
+        raise ConversionError(f"calibration_data must be a batch [N, ...] of samples, got shape {tuple(data.shape)}")
+    if not data.is_floating_point() or not torch.isfinite(data).all():
+        raise ConversionError("calibration_data must be finite floating-point samples")
+    return data.double()
+
+
+def convert(model: nn.Module, calibration_data, *, percentile: float = 99.99, per_channel: bool = False,
+            v_init: float = 0.5, dtype=np.float64) -> ConvertedNetwork:
+    """Convert a trained ReLU network to an event-driven SNN of IF neurons.
+
+    Parameters
+    ----------
+    model : a ``torch.nn.Module`` in eval mode, a chain of supported layers
+        (Linear, Conv2d, BatchNorm1d/2d, ReLU, AvgPool2d, AdaptiveAvgPool2d to
+        1x1, MaxPool2d, Flatten, Dropout, Identity, nested Sequential,
+        functional relu/flatten) ending in a Linear or Conv2d (the readout).
+    calibration_data : ``[N, *input_shape]`` samples (training data) used to
+        find each layer's activation scale.
+    percentile : the activation percentile that maps to the firing threshold
+        (100 = max-norm; 99.9-99.99 clip rare outliers and converge faster).
+    per_channel : one scale per output channel instead of per layer.
+    v_init : initial membrane of the spiking layers, in units of threshold
+        (0.5 centres the rounding error of rate coding).
+    dtype : state precision of the SNN.
+    """
+    data = _check_model(model, calibration_data)
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    input_shape = tuple(data.shape[1:])
+    ops = _fold(_trace_ops(model))
+    affine = [op for op in ops if op.kind == "affine"]
+    if not affine:
+        raise ConversionError("the model has no Linear or Conv2d layer")
+    if ops[-1].kind != "affine":
+        raise ConversionError(f"the model must end with a Linear or Conv2d readout, it ends with "
+                              f"{ops[-1].kind} at '{ops[-1].path}'")
+    _shapes(ops, input_shape)
+    ann_macs = {op.path: _macs(op) for op in ops if op.kind == "affine"}
+    ops = _fold_avgpool_into_linear(ops)
+    with torch.no_grad():
+        try:
+            expected = _apply_module(model, data[:2])
+        except Exception as exc:
+            raise ConversionError(f"the model does not accept calibration samples of shape {input_shape}: {exc}")
+    folded = run_ops(ops, data[:2])
+    if not torch.allclose(folded.reshape(expected.shape), expected.double(), rtol=1e-4, atol=1e-4):
+        raise ConversionError("folding changed the model's output (an unsupported construct?)")
+    layers, scales = _build_layers(ops, data, percentile, per_channel, v_init)
+    return ConvertedNetwork(Network(layers, dtype=dtype), input_shape, scales, ann_macs, ops)
+
+
+def _apply_module(model, x):
+    param = next(model.parameters(), None)
+    return model(x.to(param.dtype if param is not None else torch.float32))
+
+
+def _macs(op: Op) -> int:
+    out = op.meta["out_shape"]
+    return int(np.prod(out) * np.prod(op.weight.shape[1:]))
+
+
+def _channel_of(shape):
+    """Index of the channel of every element of a flattened ``shape``."""
+    if len(shape) == 3:
+        return np.repeat(np.arange(shape[0]), shape[1] * shape[2])
+    return np.arange(shape[0])
+
+
+def _build_layers(ops, data, percentile, per_channel, v_init):
+    layers, scales = [], []
+    prev_scale = None  # scale of the current input, per element of its flattened shape (None: analog input)
+    x = data.reshape(len(data), *ops[0].meta["in_shape"])
+    last_affine = max(i for i, op in enumerate(ops) if op.kind == "affine")
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        if op.kind == "flatten":
+            x = _apply(op, x)
+            i += 1
+            continue
+        if op.kind == "maxpool":
+            x = _apply(op, x)
+            layers.append(MaxPool2d(op.meta["in_shape"], op.kernel, name=op.path))
+            if prev_scale is not None:  # channel scales survive pooling
+                c, h, w = op.meta["in_shape"]
+                prev_scale = prev_scale.reshape(c, h, w)[:, ::op.kernel, ::op.kernel][:, :h // op.kernel,
+                                                                                   :w // op.kernel].reshape(-1)
+            i += 1
+            continue
+        if op.kind == "avgpool":  # not followed by a Linear: a spiking AvgPool2d (rates re-quantised)
+            x = _apply(op, x)
+            layers.append(AvgPool2d(op.meta["in_shape"], op.kernel, neuron=IF(), v_init=v_init, name=op.path))
+            if prev_scale is not None:
+                c, h, w = op.meta["in_shape"]
+                k = op.kernel
+                prev_scale = prev_scale.reshape(c, h, w)[:, :h // k * k:k, :w // k * k:k].reshape(-1)
+            i += 1
+            continue
+        if op.kind == "relu":
+            raise ConversionError(f"{op.path}: a ReLU must follow a Linear or Conv2d")
+        # affine, possibly followed by relu
+        has_relu = i + 1 < len(ops) and ops[i + 1].kind == "relu"
+        z = _apply(op, x.reshape(-1, *op.meta["in_shape"]))
+        weight, bias = op.weight.copy(), op.bias.copy()
+        in_flat = int(np.prod(op.meta["in_shape"]))
+        if prev_scale is not None:  # undo the previous layer's normalisation on the inputs
+            s_in = prev_scale if prev_scale.size == in_flat else np.full(in_flat, prev_scale[0])
+            if op.conv is None:
+                weight = weight * s_in[None, :]
+            else:
+                c_in = op.meta["in_shape"][0]
+                per_c = s_in.reshape(c_in, -1)[:, 0]
+                g = op.conv["groups"]
+                cg = c_in // g
+                idx = (np.arange(weight.shape[0]) // (weight.shape[0] // g))[:, None] * cg + np.arange(cg)[None, :]
+                weight = weight * per_c[idx][:, :, None, None]
+        out_shape = op.meta["out_shape"]
+        if i == last_affine:
+            if has_relu:
+                raise ConversionError(f"{op.path}: the readout layer must not be followed by a ReLU")
+            layers.append(_make_layer(op, weight, bias, IF(threshold=math.inf), 0.0))
+            break
+        if not has_relu:
+            found = f"{ops[i + 1].kind} at '{ops[i + 1].path}'" if i + 1 < len(ops) else "nothing"
+            raise ConversionError(f"{op.path}: a hidden Linear/Conv2d must be followed by a ReLU (found {found})")
+        a = F.relu(z)
+        lam = _scale(a, percentile, per_channel)
+        scales.append(lam)
+        s_out = lam[_channel_of(out_shape)] if per_channel else np.full(int(np.prod(out_shape)), lam)
+        c_out = weight.shape[0]
+        chan = lam if per_channel else np.full(c_out, lam)
+        weight = weight / chan.reshape((-1,) + (1,) * (weight.ndim - 1))
+        bias = bias / chan
+        layers.append(_make_layer(op, weight, bias, IF(threshold=1.0), v_init))
+        prev_scale = s_out
+        x = a
+        i += 2
+    return layers, scales
+
+
+def _scale(a: torch.Tensor, percentile, per_channel):
+    a = a.detach().numpy()
+    if per_channel:
+        flat = np.moveaxis(a, 1, 0).reshape(a.shape[1], -1)
+        lam = np.array([np.percentile(row, percentile) if row.max() > 0 else 1.0 for row in flat])
+        return np.where(lam > 0, lam, np.maximum(flat.max(axis=1), 1e-12))
+    lam = float(np.percentile(a, percentile))
+    return lam if lam > 0 else max(float(a.max()), 1e-12)
+
+
+def _make_layer(op, weight, bias, neuron, v_init):
+    if op.conv is None:
+        return Linear(weight.shape[1], weight.shape[0], neuron, weight=weight, bias=bias, v_init=v_init,
+                      name=op.path)
+    g = op.conv
+    h_out, w_out = op.meta["out_shape"][1:]
+    return Conv2d(op.meta["in_shape"], weight.shape[0], g["kernel_size"], neuron, stride=g["stride"],
+                  padding=g["padding"], dilation=g["dilation"], groups=g["groups"], weight=weight,
+                  bias=bias, v_init=v_init, name=op.path)
+
+
+# -- evaluation and accounting ---------------------------------------------------
+
+@dataclass
+class Evaluation:
+    """Accuracy and cost of a converted network for several T (per sample).
+
+    rows : one dict per T with ``T``, ``accuracy``, ``synops``, ``macs``
+        (SNN, analog first layer), ``updates``, ``dense_updates``,
+        ``energy_pj`` and ``ms_per_sample`` (whole set, all cores).
+    ann_accuracy, ann_macs, ann_energy_pj : the ANN's, for comparison.
+    """
+
+    rows: list
+    ann_accuracy: float
+    ann_macs: int
+    ann_energy_pj: float
+    energy: "EnergyModel"
+
+    def table(self) -> str:
+        head = (f"{'T':>4} {'accuracy':>9} {'SynOps':>11} {'SynOps/MAC':>10} {'SNN MACs':>9} "
+                f"{'energy/ANN':>10} {'updates':>8} {'ms/sample':>9}")
+        lines = [head, f"{'ANN':>4} {self.ann_accuracy:>9.2%} {'-':>11} {'-':>10} {self.ann_macs:>9,} "
+                       f"{1:>10.3f} {'-':>8} {'-':>9}"]
+        for r in self.rows:
+            lines.append(f"{r['T']:>4} {r['accuracy']:>9.2%} {r['synops']:>11,.0f} "
+                         f"{r['synops'] / self.ann_macs:>10.3f} {r['macs']:>9,.0f} "
+                         f"{r['energy_pj'] / self.ann_energy_pj:>10.3f} "
+                         f"{r['updates'] / r['dense_updates']:>8.1%} {r['ms_per_sample']:>9.3f}")
+        return "\n".join(lines) + (
+            "\nper sample. SynOps: weights added to a target because a spike arrived (ACs); SNN MACs: the "
+            "analog input multiplied once by the first layer; ANN MACs: Linear/Conv2d multiply-accumulates "
+            f"(BatchNorm folded, pooling excluded); updates: neuron updates done vs a clock-driven run; "
+            f"{self.energy.describe()}")
+
+
+def evaluate(converted: ConvertedNetwork, x, y, steps=(4, 8, 16, 32, 64), *, energy=None,
+             ann_model: nn.Module | None = None, progress: bool = False) -> Evaluation:
+    """Run the converted network on ``x`` for each T in ``steps``; exact
+    counts and wall time of each run (kernels compiled beforehand)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from .energy import EnergyModel
+
+    energy = energy or EnergyModel()
+    y = np.asarray(y)
+    converted.network.prepare()
+    rows = []
+    for n_steps in tqdm(steps, desc="evaluating", disable=not progress, leave=False):
+        start = time.perf_counter()
+        result = converted.run(x, n_steps)
+        elapsed = time.perf_counter() - start
+        n = len(y)
+        synops, macs = result.total("synops") / n, result.total("macs") / n
+        rows.append(dict(T=n_steps, accuracy=float(np.mean(result.membrane.argmax(axis=1) == y)),
+                         synops=synops, macs=macs, updates=result.total("updates") / n,
+                         dense_updates=result.total("dense_updates") / n,
+                         energy_pj=energy.energy_pj(synops, macs), ms_per_sample=1e3 * elapsed / n))
+    ann_accuracy = float("nan")
+    if ann_model is not None:
+        with torch.no_grad():
+            xt = torch.as_tensor(np.asarray(x), dtype=next(ann_model.parameters()).dtype)
+            ann_accuracy = float(np.mean(ann_model(xt).argmax(1).numpy() == y))
+    macs = converted.ann_total_macs
+    return Evaluation(rows, ann_accuracy, macs, energy.energy_pj(0, macs), energy)
