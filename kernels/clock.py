@@ -59,13 +59,23 @@ def clock_layer_sample(currents, bias, alpha, beta, threshold, reset_mode,
     counts[3] = 0
 
 
-@pjit
 def clock_layer(currents, bias, alpha, beta, threshold, reset_mode, v_reset,
                 refractory, v_init, has_current, state, out_tptr, out_idx,
                 counts):
     """A batch (``currents[B, T, n]``) through :func:`clock_layer_sample`,
     samples in parallel. Synaptic operations (``counts[:, 0]``) are left for
     the caller, who knows the input events."""
+    args = (currents, bias, alpha, beta, threshold, reset_mode, v_reset, refractory, v_init, has_current,
+            state, out_tptr, out_idx, counts)
+    if currents.shape[0] != 1:
+        return _clock_layer(*args)
+    return clock_layer_sample(*[a[0] if k in (0, 1, 10, 11, 12, 13) else a for k, a in enumerate(args)])
+
+
+@pjit
+def _clock_layer(currents, bias, alpha, beta, threshold, reset_mode, v_reset,
+                 refractory, v_init, has_current, state, out_tptr, out_idx,
+                 counts):
     n_bias = bias.shape[0]
     for s in prange(currents.shape[0]):
         clock_layer_sample(currents[s], bias[s % n_bias], alpha, beta,

@@ -52,9 +52,16 @@ def maxpool_sample(in_tptr, in_idx, channels, height, width, k, out_tptr, out_id
     counts[3] = 0
 
 
-@pjit
 def maxpool_layer(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts):
     """A batch through :func:`maxpool_sample`, samples in parallel."""
+    if in_tptr.shape[0] == 1:
+        return maxpool_sample(in_tptr[0], in_idx[0], channels, height, width, k, out_tptr[0], out_idx[0],
+                              counts[0])
+    return _maxpool_layer(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts)
+
+
+@pjit
+def _maxpool_layer(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts):
     for s in prange(in_tptr.shape[0]):
         maxpool_sample(in_tptr[s], in_idx[s], channels, height, width, k, out_tptr[s], out_idx[s],
                        counts[s])
