@@ -142,10 +142,15 @@ def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
     prv = np.empty(n, np.int32)
     due = np.full(n, NEVER, np.int32)
     touched = np.empty(n, np.int32)
-    if kind == CONV:
+    if kind == CONV:  # every output channel of a touched pixel is brought forward together
         taps = np.empty((geom[6] * geom[7], 2), np.int64)
-        cg_out = geom[3] // geom[14]
+        c_out = geom[3]
+        cg_out = c_out // geom[14]
         plane = geom[4] * geom[5]
+        acc = np.zeros(n, state.dtype)
+        pixel_stamp = np.full(plane, -1, np.int64)
+        pixels = np.empty(plane, np.int64)
+    n_pixels = 0
     _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
                  has_refractory, head, nxt, prv, due)
     synops = 0
@@ -163,16 +168,27 @@ def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
                 for s in range(s0, s1):
                     n_touched = _touch(state, cols[s], t, weights[s], bias, table,
                                        has_current, has_refractory, touched, n_touched)
-            else:
+            else:  # sum into acc first (no branch per synapse), then per touched pixel
                 n_taps = conv_targets(pre, geom, taps)
                 synops += n_taps * cg_out
                 for k in range(n_taps):
                     first = taps[k, 0]
                     offset = taps[k, 1]
+                    pixel = first % plane
+                    if pixel_stamp[pixel] != t:
+                        pixel_stamp[pixel] = t
+                        pixels[n_pixels] = pixel
+                        n_pixels += 1
                     for co in range(cg_out):
-                        n_touched = _touch(state, first + co * plane, t, weights[offset + co],
-                                           bias, table, has_current, has_refractory, touched,
-                                           n_touched)
+                        acc[first + co * plane] += weights[offset + co]
+        if kind == CONV:
+            for q in range(n_pixels):
+                for c in range(c_out):
+                    j = c * plane + pixels[q]
+                    n_touched = _touch(state, j, t, acc[j], bias, table, has_current,
+                                       has_refractory, touched, n_touched)
+                    acc[j] = 0
+            n_pixels = 0
         n_touched = _pop_due(state, t, bias, table, has_current, has_refractory,
                              head, nxt, touched, n_touched)
         updates += n_touched

@@ -21,7 +21,8 @@ def real_array(name: str, value, dtype=np.float64, ndim: int | None = None) -> n
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
-    out = np.asarray(arr, dtype=dtype, order="C")  # ascontiguousarray would make 0-d 1-d
+    with np.errstate(over="ignore"):  # an overflow is reported below, as an error
+        out = np.asarray(arr, dtype=dtype, order="C")  # ascontiguousarray would make 0-d 1-d
     if out.dtype.kind == "f" and not np.all(np.isfinite(out)):
         raise ValueError(f"{name} has values too large for {np.dtype(dtype).name} (they overflow to inf)")
     return out

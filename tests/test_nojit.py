@@ -1,0 +1,59 @@
+"""The kernels as plain Python (``NUMBA_DISABLE_JIT=1``): the same code must
+give the same answers without compilation (this is how kernels are debugged
+and how coverage sees them). A subprocess runs the golden trajectories and a
+few examples of the equivalence properties (tiny networks, hypothesis profile
+``nojit``; see conftest.py) with the JIT disabled.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(NUMBA_DISABLE_JIT="1", SNN_HYPOTHESIS_PROFILE="nojit", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def _run(args, timeout):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_kernels_are_plain_python_when_jit_disabled():
+    """No kernel is a numba dispatcher when the JIT is disabled (so the leg
+    below really runs Python), and there are kernels to check."""
+    code = (
+        "import importlib, pkgutil, types, kernels\n"
+        "from numba.core.dispatcher import Dispatcher\n"
+        "mods = [importlib.import_module('kernels.' + m.name) for m in pkgutil.iter_modules(kernels.__path__)]\n"
+        "fns = [v for m in mods for v in vars(m).values()\n"
+        "       if isinstance(v, (types.FunctionType, Dispatcher)) and v.__module__ == m.__name__]\n"
+        "assert len(fns) >= 5, fns\n"
+        "jitted = [f for f in fns if isinstance(f, Dispatcher)]\n"
+        "assert not jitted, jitted\n"
+        "public = [getattr(kernels, n) for n in kernels.__all__ if callable(getattr(kernels, n))]\n"
+        "assert public and all(isinstance(f, types.FunctionType) for f in public), public\n")
+    proc = _run(["-c", code], 120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_golden_and_equivalence_without_jit():
+    proc = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:randomly",
+                 "tests/test_golden.py",
+                 # spike input, mode="event": the float64 precision of the clock-driven path
+                 # (dense mode, time-varying analog input) is tested with the JIT
+                 "tests/test_equivalence.py::test_event_matches_reference_spike_input_small_layers[event]",
+                 "tests/test_equivalence.py::test_exact_arithmetic_bit_identical",
+                 "tests/test_equivalence.py::test_raster_events_and_bool_inputs_agree"], 400)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, tail
+    assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
