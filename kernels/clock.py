@@ -9,7 +9,7 @@ leak, integrate (bias + input), fire, reset.
 import numpy as np
 
 from ._jit import jit, pjit, prange
-from .neuron import RESET_SUBTRACT
+from .neuron import RESET_SUBTRACT, bias_of
 
 
 @jit
@@ -23,16 +23,19 @@ def clock_layer_sample(currents, bias, alpha, beta, threshold, reset_mode,
     cap = out_idx.shape[0]
     v = v_init.copy()
     i = np.zeros(n, state.dtype)
+    b = np.empty(n, state.dtype)
+    for j in range(n):
+        b[j] = bias_of(bias, j)
     ref_until = np.full(n, -1, np.int64)
     n_out = 0
     for t in range(n_steps):
         out_tptr[t] = n_out
         for j in range(n):
             if has_current:
-                i[j] = alpha * i[j] + bias[j] + currents[t, j]
+                i[j] = alpha * i[j] + b[j] + currents[t, j]
                 v_new = beta * v[j] + i[j]
             else:
-                v_new = beta * v[j] + bias[j] + currents[t, j]
+                v_new = beta * v[j] + b[j] + currents[t, j]
             if ref_until[j] >= t:
                 continue
             if v_new >= threshold:

@@ -8,8 +8,8 @@ step ``t`` of sample ``s`` are ``idx[s, tptr[s, t]:tptr[s, t + 1]]``.
 
 Common arguments
 ----------------
-bias : [B or 1, n] state dtype; constant input per step (a cached ``W @ x``
-    of an analog input included).
+bias : [B or 1, n or 1] state dtype; constant input per step (a cached
+    ``W @ x`` of an analog input included); one column if shared by all.
 table : [T + 1, 5] state dtype; propagator coefficients (see ``neuron``).
 v_init : [n] state dtype; membrane before step 0.
 state : [B, n, width] state dtype, mutated; per-sample neuron state, left at
@@ -35,6 +35,7 @@ from .neuron import (
     REF,
     V,
     advance,
+    bias_of,
     calendar_insert,
     calendar_remove,
     deliver,
@@ -49,6 +50,15 @@ _NO_ROWPTR = np.zeros(1, np.int64)
 _NO_COLS = np.zeros(0, np.int32)
 
 
+@jit
+def _new_calendar(n_steps):
+    """Bucket heads of steps 0..T-1 (empty: -1), then the count of neurons
+    scheduled (0)."""
+    head = np.full(n_steps + 1, -1, np.int32)
+    head[n_steps] = 0
+    return head
+
+
 @helper
 def _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
                  has_refractory, head, nxt, prv, due):
@@ -60,7 +70,7 @@ def _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
             state[j, I] = 0
         if has_refractory:
             state[j, REF] = -1
-        s = next_due(state, j, -1, n_steps, bias[j], threshold, table,
+        s = next_due(state, j, -1, n_steps, bias_of(bias, j), threshold, table,
                      has_current, has_refractory)
         if s != NEVER:
             calendar_insert(head, nxt, prv, due, j, s)
@@ -72,7 +82,7 @@ def _settle(state, bias, table, n_steps, has_current, has_refractory):
     last = n_steps - 1
     for j in range(state.shape[0]):
         if state[j, T_LAST] != last:
-            advance(state, j, last, bias[j], table, has_current, has_refractory)
+            advance(state, j, last, bias_of(bias, j), table, has_current, has_refractory)
 
 
 @helper
@@ -92,7 +102,7 @@ def _close_step(state, touched, n_touched, t, n_steps, bias, table, threshold,
             out_idx[n_out] = j
             n_out += 1
         calendar_remove(head, nxt, prv, due, j)
-        s = next_due(state, j, t, n_steps, bias[j], threshold, table,
+        s = next_due(state, j, t, n_steps, bias_of(bias, j), threshold, table,
                      has_current, has_refractory)
         if s != NEVER:
             calendar_insert(head, nxt, prv, due, j, s)
@@ -106,7 +116,7 @@ def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt,
     j = head[t]
     while j >= 0:
         if state[j, T_LAST] != t:
-            advance(state, j, t, bias[j], table, has_current, has_refractory)
+            advance(state, j, t, bias_of(bias, j), table, has_current, has_refractory)
             touched[n_touched] = j
             n_touched += 1
         j = nxt[j]
@@ -118,7 +128,7 @@ def _touch(state, j, t, w, bias, table, has_current, has_refractory, touched, n_
     """Deliver weight ``w`` to neuron ``j`` at step ``t``, bringing it forward
     first if this is its first input of the step; returns the touched count."""
     if state[j, T_LAST] != t:
-        advance(state, j, t, bias[j], table, has_current, has_refractory)
+        advance(state, j, t, bias_of(bias, j), table, has_current, has_refractory)
         touched[n_touched] = j
         n_touched += 1
     deliver(state, j, t, w, has_current, has_refractory)
@@ -137,7 +147,7 @@ def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
     See the module docstring for the other arguments."""
     n = state.shape[0]
     n_steps = in_tptr.shape[0] - 1
-    head = np.full(n_steps, -1, np.int32)
+    head = _new_calendar(n_steps)
     nxt = np.empty(n, np.int32)
     prv = np.empty(n, np.int32)
     due = np.full(n, NEVER, np.int32)
@@ -218,7 +228,7 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
     then applied to every neuron once. See the module docstring."""
     n = state.shape[0]
     n_steps = in_tptr.shape[0] - 1
-    head = np.full(n_steps, -1, np.int32)
+    head = _new_calendar(n_steps)
     nxt = np.empty(n, np.int32)
     prv = np.empty(n, np.int32)
     due = np.full(n, NEVER, np.int32)
@@ -241,7 +251,7 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
                     acc[j] += row[j]
             synops += (e1 - e0) * n
             for j in range(n):
-                advance(state, j, t, bias[j], table, has_current, has_refractory)
+                advance(state, j, t, bias_of(bias, j), table, has_current, has_refractory)
                 deliver(state, j, t, acc[j], has_current, has_refractory)
                 acc[j] = 0
             updates += n

@@ -186,8 +186,18 @@ def next_due(state, j, t, n_steps, b, threshold, table, has_current, has_refract
 
 
 @helper
+def bias_of(bias, j):
+    """Bias of neuron ``j``: ``bias`` holds one value per neuron, or a single
+    value shared by all (no random access per neuron then)."""
+    return bias[j] if bias.shape[0] > 1 else bias[0]
+
+
+@helper
 def calendar_insert(head, nxt, prv, due, j, s):
-    """Put neuron ``j`` in the bucket of step ``s`` (doubly linked lists)."""
+    """Put neuron ``j`` in the bucket of step ``s`` (doubly linked lists).
+    ``head[s]`` is the first neuron of bucket ``s``; the last slot of
+    ``head`` counts the neurons scheduled."""
+    head[head.shape[0] - 1] += 1
     first = head[s]
     nxt[j] = first
     prv[j] = -1
@@ -200,6 +210,8 @@ def calendar_insert(head, nxt, prv, due, j, s):
 @helper
 def calendar_remove(head, nxt, prv, due, j):
     """Take neuron ``j`` out of its bucket, if it is in one."""
+    if head[head.shape[0] - 1] == 0:  # nobody scheduled: skip the random read of due[j]
+        return
     s = due[j]
     if s < 0:
         return
@@ -212,3 +224,4 @@ def calendar_remove(head, nxt, prv, due, j):
     if q >= 0:
         prv[q] = p
     due[j] = NEVER
+    head[head.shape[0] - 1] -= 1

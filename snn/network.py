@@ -149,8 +149,11 @@ class Network:
         state = None
         for k, layer in enumerate(self.layers):
             last = k == len(self.layers) - 1
-            bias = real_array(f"bias of layer {k}", layer.bias, self.dtype)[None, :] \
-                if layer.kind != "maxpool" else None
+            bias = None
+            if layer.kind != "maxpool":
+                bias = real_array(f"bias of layer {k}", layer.bias, self.dtype)[None, :]
+                if np.all(bias == bias[0, 0]):
+                    bias = bias[:, :1]  # shared by all neurons: one value, no per-neuron reads
             macs = np.zeros(batch, np.int64)
             currents = None
             if k == 0 and analog_x is not None:
