@@ -60,9 +60,10 @@ def _new_calendar(n_steps):
 
 
 @helper
-def _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
+def _init_sample(state, bias, v_init, table, search_end, threshold, has_current,
                  has_refractory, head, nxt, prv, due):
-    """Initial state (before step 0) and the calendar of self-driven spikes."""
+    """Initial state (before step 0) and the calendar of the spikes due
+    before step ``search_end``."""
     for j in range(state.shape[0]):
         state[j, V] = v_init[j]
         state[j, T_LAST] = -1
@@ -70,7 +71,7 @@ def _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
             state[j, I] = 0
         if has_refractory:
             state[j, REF] = -1
-        s = next_due(state, j, -1, n_steps, bias_of(bias, j), threshold, table,
+        s = next_due(state, j, -1, search_end, bias_of(bias, j), threshold, table,
                      has_current, has_refractory)
         if s != NEVER:
             calendar_insert(head, nxt, prv, due, j, s)
@@ -86,12 +87,12 @@ def _settle(state, bias, table, n_steps, has_current, has_refractory):
 
 
 @helper
-def _close_step(state, touched, n_touched, t, n_steps, bias, table, threshold,
+def _close_step(state, touched, n_touched, t, search_end, bias, table, threshold,
                 reset_mode, v_reset, refractory, has_current, has_refractory,
                 head, nxt, prv, due, out_idx, n_out):
-    """Threshold check, reset and rescheduling of the neurons touched at step
-    ``t``; appends spikes to ``out_idx``. Returns the new spike count, or -1
-    if ``out_idx`` is full."""
+    """Threshold check, reset and rescheduling (spikes due before step
+    ``search_end``) of the neurons touched at step ``t``; appends spikes to
+    ``out_idx``. Returns the new spike count, or -1 if ``out_idx`` is full."""
     cap = out_idx.shape[0]
     for q in range(n_touched):
         j = touched[q]
@@ -102,7 +103,7 @@ def _close_step(state, touched, n_touched, t, n_steps, bias, table, threshold,
             out_idx[n_out] = j
             n_out += 1
         calendar_remove(head, nxt, prv, due, j)
-        s = next_due(state, j, t, n_steps, bias_of(bias, j), threshold, table,
+        s = next_due(state, j, t, search_end, bias_of(bias, j), threshold, table,
                      has_current, has_refractory)
         if s != NEVER:
             calendar_insert(head, nxt, prv, due, j, s)
@@ -224,8 +225,10 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
                        has_refractory, settle, state, out_tptr, out_idx, counts):
     """One sample through a fully connected projection (``weights[n_in, n]``,
     row ``p`` = the contiguous targets of presynaptic neuron ``p``) and its
-    neurons. Input of a step is summed into a contiguous buffer first (SIMD),
-    then applied to every neuron once. See the module docstring."""
+    neurons. The input of a step is summed into a contiguous buffer first
+    (SIMD), then applied to every neuron once. Every neuron is updated at
+    every step with input, so self-driven spikes are only searched for up to
+    the next such step. See the module docstring."""
     n = state.shape[0]
     n_steps = in_tptr.shape[0] - 1
     head = _new_calendar(n_steps)
@@ -235,8 +238,15 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
     touched = np.empty(n, np.int32)
     everyone = np.arange(n).astype(np.int32)
     acc = np.zeros(n, state.dtype)
-    _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
+    next_input = np.empty(n_steps, np.int64)  # first step after t with input
+    upcoming = n_steps
+    for t in range(n_steps - 1, -1, -1):
+        next_input[t] = upcoming
+        if in_tptr[t + 1] > in_tptr[t]:
+            upcoming = t
+    _init_sample(state, bias, v_init, table, upcoming, threshold, has_current,
                  has_refractory, head, nxt, prv, due)
+    plain = not has_current and not has_refractory
     synops = 0
     updates = 0
     n_out = 0
@@ -250,12 +260,19 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
                 for j in range(n):
                     acc[j] += row[j]
             synops += (e1 - e0) * n
-            for j in range(n):
-                advance(state, j, t, bias_of(bias, j), table, has_current, has_refractory)
-                deliver(state, j, t, acc[j], has_current, has_refractory)
-                acc[j] = 0
+            if plain:  # value_at + deliver, inlined by hand, same arithmetic
+                for j in range(n):
+                    k = t - np.int64(state[j, T_LAST])
+                    state[j, V] = state[j, V] * table[k, 0] + bias_of(bias, j) * table[k, 2] + acc[j]
+                    state[j, T_LAST] = t
+                    acc[j] = 0
+            else:
+                for j in range(n):
+                    advance(state, j, t, bias_of(bias, j), table, has_current, has_refractory)
+                    deliver(state, j, t, acc[j], has_current, has_refractory)
+                    acc[j] = 0
             updates += n
-            n_out = _close_step(state, everyone, n, t, n_steps, bias, table,
+            n_out = _close_step(state, everyone, n, t, next_input[t], bias, table,
                                 threshold, reset_mode, v_reset, refractory,
                                 has_current, has_refractory, head, nxt, prv,
                                 due, out_idx, n_out)
@@ -263,7 +280,7 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
             n_touched = _pop_due(state, t, bias, table, has_current,
                                  has_refractory, head, nxt, touched, 0)
             updates += n_touched
-            n_out = _close_step(state, touched, n_touched, t, n_steps, bias,
+            n_out = _close_step(state, touched, n_touched, t, next_input[t], bias,
                                 table, threshold, reset_mode, v_reset,
                                 refractory, has_current, has_refractory, head,
                                 nxt, prv, due, out_idx, n_out)

@@ -123,9 +123,11 @@ def _first_crossing(state, j, lo, hi, b, threshold, table, has_current, has_refr
 
 
 @helper
-def next_due(state, j, t, n_steps, b, threshold, table, has_current, has_refractory):
-    """First step ``s`` in ``(t, n_steps)`` at which neuron ``j``, receiving no
-    more input, would reach threshold on its own; ``NEVER`` if none.
+def next_due(state, j, t, end, b, threshold, table, has_current, has_refractory):
+    """First step ``s`` in ``(t, end)`` at which neuron ``j``, receiving no
+    more input, would reach threshold on its own; ``NEVER`` if none (``end``
+    is the number of steps, or an earlier step at which the neuron will be
+    updated anyway).
 
     Exact with respect to :func:`value_at` (the same expression is evaluated),
     so a neuron popped from the calendar at ``s`` is found above threshold.
@@ -138,7 +140,7 @@ def next_due(state, j, t, n_steps, b, threshold, table, has_current, has_refract
         r = np.int64(state[j, REF]) + 1
         if r > lo:
             lo = r
-    last = n_steps - 1
+    last = end - 1
     if lo > last:
         return NEVER
     if not has_current:

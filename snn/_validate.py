@@ -37,6 +37,8 @@ def binary_spikes(name: str, value) -> np.ndarray:
         return arr.view(np.uint8)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a numeric or boolean array of 0/1, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and (arr.size == 0 or arr.max() <= 1):  # the common case, one pass
+        return arr.astype(np.uint8, copy=False)
     bad = (arr != 0) & (arr != 1)
     if np.any(bad):
         where = tuple(int(i) for i in np.argwhere(bad)[0])

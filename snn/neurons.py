@@ -18,6 +18,7 @@ else.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -125,21 +126,29 @@ class Neuron:
 
     def propagator(self, n_steps: int, dtype=np.float64) -> np.ndarray:
         """Table ``[n_steps + 1, 5]`` of the k-step input-free propagator
-        (see ``kernels.neuron``), computed by iterating one step in float64."""
-        table = np.zeros((n_steps + 1, 5))
-        alpha = 0.0 if self.alpha is None else self.alpha
-        # basis responses: (v, i) from v0 = 1, from i0 = 1, from bias b = 1
-        v_v, v_i, v_b, i_i, i_b = 1.0, 0.0, 0.0, 1.0, 0.0
-        for k in range(n_steps + 1):
-            table[k] = (v_v, v_i, v_b, i_i, i_b)
-            if self.has_current:
-                i_i, i_b = alpha * i_i, alpha * i_b + 1.0
-                v_v, v_i, v_b = self.beta * v_v, self.beta * v_i + i_i, self.beta * v_b + i_b
-            else:
-                v_v, v_b = self.beta * v_v, self.beta * v_b + 1.0
-        if not self.has_current:
-            table[:, [1, 3, 4]] = 0.0
-        return table.astype(dtype)
+        (see ``kernels.neuron``), computed by iterating one step in float64;
+        cached, read-only."""
+        return _propagator(self, int(n_steps), np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _propagator(neuron: Neuron, n_steps: int, dtype) -> np.ndarray:
+    table = np.zeros((n_steps + 1, 5))
+    alpha = 0.0 if neuron.alpha is None else neuron.alpha
+    # basis responses: (v, i) from v0 = 1, from i0 = 1, from bias b = 1
+    v_v, v_i, v_b, i_i, i_b = 1.0, 0.0, 0.0, 1.0, 0.0
+    for k in range(n_steps + 1):
+        table[k] = (v_v, v_i, v_b, i_i, i_b)
+        if neuron.has_current:
+            i_i, i_b = alpha * i_i, alpha * i_b + 1.0
+            v_v, v_i, v_b = neuron.beta * v_v, neuron.beta * v_i + i_i, neuron.beta * v_b + i_b
+        else:
+            v_v, v_b = neuron.beta * v_v, neuron.beta * v_b + 1.0
+    if not neuron.has_current:
+        table[:, [1, 3, 4]] = 0.0
+    table = table.astype(dtype)
+    table.flags.writeable = False
+    return table
 
 
 def IF(threshold: float = 1.0, reset: str = "subtract", v_reset: float = 0.0,
