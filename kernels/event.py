@@ -30,6 +30,7 @@ from ._jit import helper, jit, pjit, prange
 from .conv import conv_targets
 from .neuron import (
     NEVER,
+    RESET_SUBTRACT,
     T_LAST,
     I,
     REF,
@@ -153,14 +154,14 @@ def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
     prv = np.empty(n, np.int32)
     due = np.full(n, NEVER, np.int32)
     touched = np.empty(n, np.int32)
-    if kind == CONV:  # every output channel of a touched pixel is brought forward together
+    if kind == CONV:  # the output channels of a group at a touched pixel are brought forward together
         taps = np.empty((geom[6] * geom[7], 2), np.int64)
-        c_out = geom[3]
-        cg_out = c_out // geom[14]
+        cg_out = geom[3] // geom[14]
         plane = geom[4] * geom[5]
+        group_span = cg_out * plane
         acc = np.zeros(n, state.dtype)
-        pixel_stamp = np.full(plane, -1, np.int64)
-        pixels = np.empty(plane, np.int64)
+        pixel_stamp = np.full(geom[14] * plane, -1, np.int64)
+        pixels = np.empty(geom[14] * plane, np.int64)
     n_pixels = 0
     _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
                  has_refractory, head, nxt, prv, due)
@@ -185,17 +186,19 @@ def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
                 for k in range(n_taps):
                     first = taps[k, 0]
                     offset = taps[k, 1]
-                    pixel = first % plane
-                    if pixel_stamp[pixel] != t:
-                        pixel_stamp[pixel] = t
-                        pixels[n_pixels] = pixel
+                    key = first // group_span * plane + first % plane  # (group, pixel)
+                    if pixel_stamp[key] != t:
+                        pixel_stamp[key] = t
+                        pixels[n_pixels] = key
                         n_pixels += 1
                     for co in range(cg_out):
                         acc[first + co * plane] += weights[offset + co]
         if kind == CONV:
             for q in range(n_pixels):
-                for c in range(c_out):
-                    j = c * plane + pixels[q]
+                g = pixels[q] // plane
+                pixel = pixels[q] % plane
+                for c in range(g * cg_out, (g + 1) * cg_out):
+                    j = c * plane + pixel
                     n_touched = _touch(state, j, t, acc[j], bias, table, has_current,
                                        has_refractory, touched, n_touched)
                     acc[j] = 0
@@ -260,18 +263,28 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
                 for j in range(n):
                     acc[j] += row[j]
             synops += (e1 - e0) * n
-            if plain:  # value_at + deliver, inlined by hand, same arithmetic
+            updates += n
+            if plain and next_input[t] == t + 1:
+                # value_at + deliver + fire inlined by hand (same arithmetic);
+                # nothing to schedule: every neuron is updated at t + 1 anyway
                 for j in range(n):
                     k = t - np.int64(state[j, T_LAST])
-                    state[j, V] = state[j, V] * table[k, 0] + bias_of(bias, j) * table[k, 2] + acc[j]
+                    v = state[j, V] * table[k, 0] + bias_of(bias, j) * table[k, 2] + acc[j]
+                    acc[j] = 0
                     state[j, T_LAST] = t
-                    acc[j] = 0
-            else:
-                for j in range(n):
-                    advance(state, j, t, bias_of(bias, j), table, has_current, has_refractory)
-                    deliver(state, j, t, acc[j], has_current, has_refractory)
-                    acc[j] = 0
-            updates += n
+                    if v >= threshold:
+                        if n_out >= out_idx.shape[0]:
+                            counts[3] = OVERFLOW
+                            return
+                        out_idx[n_out] = j
+                        n_out += 1
+                        v = v - threshold if reset_mode == RESET_SUBTRACT else v_reset
+                    state[j, V] = v
+                continue
+            for j in range(n):
+                advance(state, j, t, bias_of(bias, j), table, has_current, has_refractory)
+                deliver(state, j, t, acc[j], has_current, has_refractory)
+                acc[j] = 0
             n_out = _close_step(state, everyone, n, t, next_input[t], bias, table,
                                 threshold, reset_mode, v_reset, refractory,
                                 has_current, has_refractory, head, nxt, prv,

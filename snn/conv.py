@@ -15,6 +15,8 @@ from .neurons import IF, Neuron
 def _pair(name, value):
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (value, value)
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     value = tuple(value)
     if len(value) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")

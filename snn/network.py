@@ -124,6 +124,8 @@ class Network:
             if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
                 raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
             return SpikeTrains.from_events(events, T, batch_size, self.n_in), None, T
+        if self.layers[0].kind == "maxpool":
+            raise ValueError("analog input needs a layer with neurons first; MaxPool2d gates spikes only")
         x = real_array("analog", analog)
         real_array("analog", x, self.dtype)  # refuses values the state precision cannot hold
         self._check_width(x.shape[-1] if x.ndim else 0, "analog")
