@@ -20,11 +20,11 @@ BACKENDS = ("event", "reference")
 DTYPES = (np.float32, np.float64)
 
 # Cost model of the automatic choice between the event and the dense path, in
-# nanoseconds per operation on one core (measured with benchmarks/ff784.py on
-# the project's 2-core machine; only their ratios matter).
-_NS_PER_SYNOP = {"dense": 0.35, "csr": 1.5}
-_NS_PER_EVENT_UPDATE = 2.0   # lazy advance + threshold check, per touched neuron
-_NS_PER_MAC = 0.03           # float32 GEMM
+# nanoseconds per operation on one core (measured with benchmarks/ff784.py and
+# benchmarks/kernel_csr.py on the project's 2-core machine; their ratios matter).
+_NS_PER_SYNOP = {"dense": 0.35, "conv": 1.0, "csr": 2.0}
+_NS_PER_EVENT_UPDATE = 3.0   # lazy advance + threshold check (+ schedule), per touched neuron
+_NS_PER_MAC = {np.float32: 0.03, np.float64: 0.06}  # GEMM; the dense path multiplies [n_in, n_out]
 _NS_PER_CLOCK_UPDATE = 1.5   # one clock-driven neuron step
 
 
@@ -175,7 +175,7 @@ class Network:
             else:
                 mode = force_mode if force_mode not in (None, "auto") else layer.mode
                 if mode == "auto":
-                    mode = _choose_mode(layer, source, n_steps)
+                    mode = _choose_mode(layer, source, n_steps, self.dtype)
             if mode == "gate":
                 out, kcounts = _run_maxpool(layer, source)
             else:
@@ -272,20 +272,15 @@ def _synops(source, fan_out) -> np.ndarray:
                     np.int64)
 
 
-def _choose_mode(layer, source, n_steps) -> str:
+def _choose_mode(layer, source, n_steps, dtype) -> str:
     """Event or dense path, from the input activity measured for this run
     and the cost model above (per sample, one core)."""
-    batch = source.batch_size
-    events = source.total / batch
+    events = source.total / source.batch_size
     synops = events * layer.fan_out.mean()
     n = layer.n_out
-    if layer.kind == "dense":
-        active_steps = min(n_steps, events)
-        event_ns = synops * _NS_PER_SYNOP["dense"] + active_steps * n * _NS_PER_EVENT_UPDATE
-    else:
-        event_ns = synops * (_NS_PER_SYNOP["csr"] + _NS_PER_EVENT_UPDATE)
-    gemm_efficiency = min(1.0, batch * n_steps / 256)  # GEMM needs rows to be efficient
-    dense_ns = (n_steps * layer.n_in * n * _NS_PER_MAC / gemm_efficiency
+    updates = min(synops, min(n_steps, events) * n)
+    event_ns = synops * _NS_PER_SYNOP[layer.kind] + updates * _NS_PER_EVENT_UPDATE
+    gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)  # GEMM needs rows to be efficient
+    dense_ns = (n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency
                 + n_steps * n * _NS_PER_CLOCK_UPDATE)
     return "event" if event_ns <= dense_ns else "dense"
-
