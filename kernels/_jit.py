@@ -20,7 +20,34 @@ uniform and reviewable:
   (numba reads it itself; tests have a leg that does).
 """
 
+import hashlib
+from pathlib import Path
+
 import numba
+
+
+def _drop_stale_cache():
+    """Numba checks a cached kernel against its own source file only, not
+    against the helpers it inlined from other files; so when any kernel
+    source changes, drop every cached kernel of this package (compiled again
+    on first use). A read-only install is left alone (numba then caches
+    elsewhere, keyed by the installed files, which change together)."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
+    cache = here / "__pycache__"
+    stamp = cache / "kernel-sources.sha256"
+    if stamp.is_file() and stamp.read_text() == digest:
+        return
+    try:
+        cache.mkdir(exist_ok=True)
+        for stale in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+            stale.unlink(missing_ok=True)
+        stamp.write_text(digest)
+    except OSError:
+        pass
+
+
+_drop_stale_cache()
 
 _OPTIONS = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
 

@@ -132,8 +132,9 @@ def next_due(state, j, t, end, b, threshold, table, has_current, has_refractory)
     Exact with respect to :func:`value_at` (the same expression is evaluated),
     so a neuron popped from the calendar at ``s`` is found above threshold.
     Without a current the free trajectory is monotone; with one it is a sum of
-    two exponentials and a constant, so it has at most one extremum: a binary
-    search for the extremum, then for the crossing, costs O(log T).
+    two exponentials and a constant, so it has at most one extremum: a
+    galloping search for a peak, then a binary search for the crossing, costs
+    O(log T).
     """
     lo = t + 1
     if has_refractory:
@@ -157,34 +158,36 @@ def next_due(state, j, t, end, b, threshold, table, has_current, has_refractory)
         return lo
     if lo == last:
         return NEVER
-    rising = _v_at(state, j, lo + 1, b, table, True, has_refractory) > f_lo
-    if rising:
-        # peak: first s with s == last or v(s+1) <= v(s)
-        a, c = lo, last
-        while c - a > 1:
-            mid = (a + c) // 2
-            if _v_at(state, j, mid + 1, b, table, True, has_refractory) <= _v_at(
-                state, j, mid, b, table, True, has_refractory
-            ):
-                c = mid
-            else:
-                a = mid
-        if _v_at(state, j, c, b, table, True, has_refractory) < threshold:
+    f_next = _v_at(state, j, lo + 1, b, table, True, has_refractory)
+    if f_next <= f_lo:
+        # falling first: a valley, then rising for good, so "v >= threshold"
+        # is false up to the crossing and true after it
+        if _v_at(state, j, last, b, table, True, has_refractory) < threshold:
             return NEVER
-        return _first_crossing(state, j, lo, c, b, threshold, table, True, has_refractory)
-    # falling first: a valley, then rising for good
-    if _v_at(state, j, last, b, table, True, has_refractory) < threshold:
+        return _first_crossing(state, j, lo, last, b, threshold, table, True, has_refractory)
+    # rising: gallop (1, 2, 4, ... steps) to bracket the first peak, so that
+    # rounding noise on a flat tail far away cannot mislead the search
+    prev, cur, f_cur, span = lo, lo + 1, f_next, 1
+    peak = last
+    while cur < last:
+        span *= 2
+        ahead = min(cur + span, last)
+        f_ahead = _v_at(state, j, ahead, b, table, True, has_refractory)
+        if f_ahead <= f_cur:  # the peak lies in (prev, ahead)
+            a, c = prev, ahead - 1  # first m in (a, c] with v(m + 1) <= v(m)
+            while c - a > 1:
+                mid = (a + c) // 2
+                if _v_at(state, j, mid + 1, b, table, True, has_refractory) <= _v_at(
+                        state, j, mid, b, table, True, has_refractory):
+                    c = mid
+                else:
+                    a = mid
+            peak = c
+            break
+        prev, cur, f_cur = cur, ahead, f_ahead
+    if _v_at(state, j, peak, b, table, True, has_refractory) < threshold:
         return NEVER
-    a, c = lo, last
-    while c - a > 1:
-        mid = (a + c) // 2
-        if _v_at(state, j, mid + 1, b, table, True, has_refractory) > _v_at(
-            state, j, mid, b, table, True, has_refractory
-        ):
-            c = mid
-        else:
-            a = mid
-    return _first_crossing(state, j, a, last, b, threshold, table, True, has_refractory)
+    return _first_crossing(state, j, lo, peak, b, threshold, table, True, has_refractory)
 
 
 @helper

@@ -264,14 +264,20 @@ def net_specs(draw, exact: bool = False, input_kinds=("spikes", "analog_const", 
 def layer_scales(net: snn.Network, spec: NetSpec, traces, b: int) -> list[float]:
     """Magnitude scale of each layer's arithmetic in sample ``b``: threshold
     + largest membrane seen + largest one-step input (bias + the sum of
-    |weights| times the largest input value) [+ largest current, CubaLIF]."""
+    |weights| times the largest input value) [+ largest current, CubaLIF].
+    An infinite threshold (membrane readout) counts as 0; a MaxPool2d layer
+    (integer counts, exact) gets scale 0."""
     scales = []
     for k, layer in enumerate(net.layers):
+        if layer.kind == "maxpool":   # integer spike counts: exact, no tolerance
+            scales.append(0.0)
+            continue
         W = np.abs(dense_weight(layer).astype(np.float64))
         in_max = 1.0 if (k > 0 or spec.input_kind == "spikes") else float(np.abs(spec.x).max(initial=0))
         step_in = float(np.abs(layer.bias).max() + W.sum(axis=1).max() * in_max)
         nrn = layer.neuron
-        s = nrn.threshold + float(np.abs(traces[k][:, b]).max(initial=0)) + abs(nrn.v_reset) \
+        thr = nrn.threshold if np.isfinite(nrn.threshold) else 0.0  # membrane readout (never fires)
+        s = thr + float(np.abs(traces[k][:, b]).max(initial=0)) + abs(nrn.v_reset) \
             + float(np.abs(layer.v_init).max()) + step_in
         if nrn.has_current:
             s += step_in * min(spec.T, 1.0 / max(1e-12, 1.0 - nrn.alpha))
@@ -303,6 +309,8 @@ def assert_equivalent(net: snn.Network, spec: NetSpec, result, ref, traces, labe
         scales = layer_scales(net, spec, traces, b)
         where = first_divergence(ref_rasters, rasters, b)
         if where is None:
+            if net.layers[-1].kind == "maxpool":   # no membrane; identical spikes are all there is
+                continue
             nrn = net.layers[-1].neuron
             diff = np.abs(result.membrane[b].astype(np.float64) - ref.membrane[b])
             assert np.all(diff <= tol * scales[-1]), (
@@ -310,6 +318,9 @@ def assert_equivalent(net: snn.Network, spec: NetSpec, result, ref, traces, labe
                 f"{diff.max():.3g} > {tol * scales[-1]:.3g} ({nrn!r})")
             continue
         t, k = where
+        assert net.layers[k].kind != "maxpool", (
+            f"{label}: sample {b}: max pooling layer {k} differs at step {t} although its input "
+            "spikes agree up to that step (the gate works on integer counts: no tolerance)")
         thr = net.layers[k].neuron.threshold
         bad = np.nonzero(ref_rasters[k][t, b] != rasters[k][t, b])[0]
         v = traces[k][t, b, bad].astype(np.float64)
@@ -320,6 +331,41 @@ def assert_equivalent(net: snn.Network, spec: NetSpec, result, ref, traces, labe
             f"reference spike {ref_rasters[k][t, b, bad].tolist()}, event spike "
             f"{rasters[k][t, b, bad].tolist()}, reference membrane {v.tolist()} vs threshold {thr!r}: "
             f"distance {dist.max():.3g} > tolerance {tol * scales[k]:.3g}")
+
+
+def conv_fan_out(in_shape, out_channels, kernel_size, *, stride=1, padding=0, dilation=1,
+                 groups=1) -> np.ndarray:
+    """Targets reached by each input neuron of a Conv2d geometry, counted
+    independently of the library: torch's conv2d applied to every one-hot
+    input with an all-ones kernel; an output is reached iff it is non-zero
+    (exact: the sums are small integers). Padded borders reach fewer."""
+    import torch   # lazily: the simulator's own tests run without torch
+    import torch.nn.functional as F
+
+    c, h, w = in_shape
+    n = c * h * w
+    onehot = torch.eye(n, dtype=torch.float64).reshape(n, c, h, w)
+    kh, kw = (int(k) for k in np.broadcast_to(kernel_size, (2,)))
+    ones = torch.ones(out_channels, c // groups, kh, kw, dtype=torch.float64)
+    out = F.conv2d(onehot, ones, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return (out != 0).reshape(n, -1).sum(dim=1).numpy().astype(np.int64)
+
+
+def layer_fan_out(layer) -> np.ndarray:
+    """Independent fan-out of a built snn layer: torch one-hot count for
+    Conv2d / AvgPool2d (from the layer's public geometry), ``n_out`` for a
+    dense Linear (every stored weight is added), 0 for MaxPool2d (a gate,
+    no accumulate)."""
+    if layer.kind == "maxpool":
+        return np.zeros(layer.n_in, np.int64)
+    if layer.kind == "conv":
+        g = layer.geom   # [c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups]
+        return conv_fan_out(layer.in_shape, layer.out_shape[0], (int(g[6]), int(g[7])),
+                            stride=(int(g[8]), int(g[9])), padding=(int(g[10]), int(g[11])),
+                            dilation=(int(g[12]), int(g[13])), groups=int(g[14]))
+    if isinstance(layer, snn.Linear):
+        return np.full(layer.n_in, layer.n_out, np.int64)
+    return np.count_nonzero(dense_weight(layer), axis=0).astype(np.int64)
 
 
 @pytest.fixture(scope="session")

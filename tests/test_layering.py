@@ -1,7 +1,8 @@
 """Import direction (DESIGN.md §4), checked on the source with ``ast``:
 
-- ``kernels/`` imports only numpy, numba and its own modules (relative
-  imports or ``kernels.*``); never ``snn``, torch or matplotlib.
+- ``kernels/`` imports only numpy, numba, the standard library and its own
+  modules (relative imports or ``kernels.*``); never ``snn``, torch or
+  matplotlib.
 - ``snn``'s core does not import torch or matplotlib, at any level (inside
   functions too). The tools allowed to (files named ``convert*``,
   ``training*``, ``interop*``, ``plot*`` and the packages ``snn/interop``, ``snn/plot``) are
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "kernels"
 SNN = ROOT / "snn"
 
-KERNEL_ALLOWED = {"numpy", "numba"}
+KERNEL_ALLOWED = {"numpy", "numba"} | set(sys.stdlib_module_names)  # no snn, torch, matplotlib
 CORE_FORBIDDEN = {"torch", "matplotlib"}
 # torch tools on top of the core: the converter, its training helper for the
 # digits models, interop and plotting (DESIGN.md §4: the simulator itself loads

@@ -1,0 +1,708 @@
+"""ANN-to-SNN conversion (``snn.convert``) on real data: scikit-learn's digits.
+
+Models are trained once per test session (per xdist worker), seeded, for a few
+epochs only (CI time), with ``snn.training``: the MLP 64-256-128-10 for 15
+epochs, DIGITS-CNN with average or max pooling for 10 epochs each.
+
+Accuracy thresholds, measured first (torch 2.x CPU, 540 test digits,
+percentile 99.99; training results depend slightly on torch's thread count,
+which is 1 per pytest-xdist worker here -- two workers on two cores -- and 2
+otherwise)::
+
+    model          threads  ANN      SNN T=8   T=16     T=32     per_channel T=32
+    MLP (15 ep)    1        97.41%   96.30%    97.22%   97.04%   97.04%
+                   2        97.04%   97.04%    96.85%   97.22%   97.04%
+    CNN avg (10)   1 and 2  98.70%   98.89%    98.89%   98.89%   98.70%
+    CNN max (10)   1 and 2  98.89%   98.52%    98.89%   98.89%   98.89%
+
+Required at T = 32: the ANN reaches its floor (MLP >= 95%, CNNs >= 97%: the
+training worked) and the SNN is within 1.5 percentage points (8 digits of
+540) of the ANN for the MLP and the average-pooling CNN, within 3 points for
+the max-pooling CNN (spiking max pooling gates on accumulated counts, which
+only approximates the max of rates early in a run; measured gap 0 at T >= 16
+but 0.4 pp at T = 8, so it gets a wider margin). Each margin is several
+misclassified digits above the measured gap, so seed-level noise across
+torch versions does not trip it, while a broken normalisation, a wrong
+weight layout or a lost bias costs tens of points.
+
+Equivalence of the event and reference backends on converted networks uses
+the tolerance rule of ``test_equivalence.py`` (``conftest.assert_equivalent``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import snn
+import snn.convert as sc
+from conftest import NetSpec, assert_equivalent, layer_fan_out, reference_with_traces
+from snn.training import accuracy, digits_cnn, digits_mlp, load_digits_split, train
+
+# one torch thread per xdist worker: two workers x two threads on two cores
+# oversubscribe, and torch's spinning threads then slow training ~10x
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+
+EPOCHS = {"mlp": 15, "avg": 10, "max": 10}
+T_ACC = 32
+# (ANN floor, allowed SNN gap to the ANN at T_ACC) -- see the module docstring
+REQUIRED = {"mlp": (0.95, 0.015), "avg": (0.97, 0.015), "max": (0.97, 0.03)}
+MODELS = tuple(EPOCHS)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_digits_split()
+
+
+@pytest.fixture(scope="session")
+def trained(digits):
+    """Trained models, one per name, trained on first use (once per worker)."""
+    cache = {}
+    x_train, y_train, _, _ = digits
+
+    def get(name):
+        if name not in cache:
+            model = digits_mlp() if name == "mlp" else digits_cnn(name)
+            cache[name] = train(model, x_train, y_train, epochs=EPOCHS[name], progress=False)
+        return cache[name]
+    return get
+
+
+@pytest.fixture(scope="session")
+def converted(trained, digits):
+    """Converted networks by (name, per_channel), converted on first use."""
+    cache = {}
+
+    def get(name, per_channel=False):
+        key = (name, per_channel)
+        if key not in cache:
+            cache[key] = sc.convert(trained(name), digits[0], percentile=99.99, per_channel=per_channel)
+        return cache[key]
+    return get
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+def torch_logits(model, x):
+    with torch.no_grad():
+        return model(torch.as_tensor(np.asarray(x), dtype=torch.float32)).double().numpy()
+
+
+def normalised_ann(network: snn.Network, x):
+    """The normalised ANN read back from the SNN's layers: each Linear /
+    Conv2d with its (float32) weights and per-neuron bias, ReLU after every
+    hidden layer, max pooling where the SNN has a MaxPool2d, nothing after the
+    readout. Returns ``(logits, [hidden activations])`` in float64."""
+    a = torch.as_tensor(np.asarray(x, np.float64).reshape(len(x), -1))
+    hidden = []
+    for k, layer in enumerate(network.layers):
+        if layer.kind == "maxpool":
+            a = F.max_pool2d(a.reshape(-1, *layer.in_shape), layer.k).flatten(1)
+            continue
+        w = torch.as_tensor(np.asarray(layer.weight, np.float64))
+        if isinstance(layer, snn.Conv2d):
+            c_out = layer.out_shape[0]
+            bias = layer.bias.reshape(c_out, -1)
+            assert np.all(bias == bias[:, :1]), "a conv bias is one value per channel"
+            g = [int(v) for v in layer.geom]
+            z = F.conv2d(a.reshape(-1, *layer.in_shape), w, torch.as_tensor(bias[:, 0]), stride=(g[8], g[9]),
+                         padding=(g[10], g[11]), dilation=(g[12], g[13]), groups=g[14]).flatten(1)
+        else:
+            z = a @ w.T + torch.as_tensor(layer.bias)
+        if k == len(network.layers) - 1:
+            assert layer.neuron.threshold == math.inf   # membrane readout
+            return z.numpy(), hidden
+        assert layer.neuron.threshold == 1.0
+        a = F.relu(z)
+        if not isinstance(layer, snn.AvgPool2d):
+            hidden.append(a.numpy())
+    raise AssertionError("the network must end with a readout layer")
+
+
+def relu_outputs(model, x):
+    """Outputs of every nn.ReLU module of ``model`` on ``x`` (forward hooks)."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().double().numpy()))
+             for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        torch_logits(model, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def independent_ann_macs(model, x):
+    """MACs of every nn.Linear / nn.Conv2d per sample, from the output sizes
+    seen by forward hooks: outputs x (in_features, or C_in/groups x kh x kw)."""
+    macs = {}
+    names = {m: name for name, m in model.named_modules()}
+
+    def hook(mod, inp, out):
+        per_output = mod.in_features if isinstance(mod, nn.Linear) else \
+            (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        macs[names[mod]] = out[0].numel() * per_output
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        torch_logits(model, x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return macs
+
+
+def randomise_batchnorm(model, seed=0):
+    """Non-trivial running statistics and affine parameters (gamma of both
+    signs) in every BatchNorm; returns the model in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=gen) * 2.5 + 0.2)
+                if m.affine:
+                    sign = torch.where(torch.rand(n, generator=gen) < 0.2, -1.0, 1.0)
+                    m.weight.copy_(sign * (torch.rand(n, generator=gen) * 1.5 + 0.5))
+                    m.bias.copy_(torch.randn(n, generator=gen) * 0.5)
+    return model.eval()
+
+
+def spec_for(conv: sc.ConvertedNetwork, x, T):
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    net = conv.network
+    return NetSpec(layers=[None] * len(net.layers), dtype=net.dtype, T=T, batch=len(x),
+                   input_kind="analog_const", x=flat)
+
+
+# ---------------------------------------------------------------------------
+# accuracy on the digits test set
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("name", MODELS)
+def test_converted_accuracy(name, per_channel, trained, converted, digits):
+    _, _, x_test, y_test = digits
+    model = trained(name)
+    conv = converted(name, per_channel)
+    ev = sc.evaluate(conv, x_test, y_test, steps=(T_ACC,), ann_model=model)
+    floor, gap = REQUIRED[name]
+    ann = accuracy(model, x_test, y_test)
+    assert ev.ann_accuracy == pytest.approx(ann)
+    assert ann >= floor, f"{name}: the ANN reached only {ann:.2%} after {EPOCHS[name]} epochs"
+    snn_acc = ev.rows[0]["accuracy"]
+    assert snn_acc >= ann - gap, (
+        f"{name} per_channel={per_channel}: SNN {snn_acc:.2%} at T={T_ACC} vs ANN {ann:.2%} "
+        f"(allowed gap {gap:.1%})\n{ev.table()}")
+
+
+def test_evaluate_reports_what_the_runs_do(converted, digits):
+    """evaluate()'s rows equal direct runs: accuracy = predict(), per-sample
+    SynOps / MACs / updates = the run's totals / N; ANN MACs = the sum of
+    ann_macs; the energy estimate follows its own model."""
+    _, _, x_test, y_test = digits
+    conv = converted("avg")
+    x, y = x_test[:60], y_test[:60]
+    ev = sc.evaluate(conv, x, y, steps=(4, 8))
+    assert [r["T"] for r in ev.rows] == [4, 8]
+    assert math.isnan(ev.ann_accuracy)    # no ann_model given
+    for row in ev.rows:
+        r = conv.run(x, row["T"])
+        assert row["accuracy"] == pytest.approx(np.mean(conv.predict(x, row["T"]) == y))
+        assert row["accuracy"] == pytest.approx(np.mean(r.membrane.argmax(axis=1) == y))
+        for field in ("synops", "macs", "updates", "dense_updates"):
+            assert row[field] == pytest.approx(r.total(field) / len(y)), field
+        assert row["energy_pj"] == pytest.approx(ev.energy.energy_pj(row["synops"], row["macs"]))
+    assert ev.ann_macs == conv.ann_total_macs == sum(conv.ann_macs.values())
+    assert "SynOps" in ev.table()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_ann_macs_are_independent_count(name, trained, converted, digits):
+    model = trained(name)
+    assert converted(name).ann_macs == independent_ann_macs(model, digits[2])
+    if name != "mlp":
+        # Conv(1,16,3,p1) on 8x8, Conv(16,32,3,p1), Linear(512,10)
+        assert converted(name).ann_total_macs == 16 * 64 * 9 + 32 * 64 * 16 * 9 + 512 * 10
+
+
+# ---------------------------------------------------------------------------
+# the normalisation invariant and BatchNorm folding
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("name", MODELS)
+def test_normalised_ann_keeps_the_logits(name, per_channel, trained, converted, digits):
+    """The ANN read back from the SNN's layers (normalised: every hidden
+    layer divided by its activation scale, the next layer multiplied by it,
+    the readout undoing the last scale) gives the original model's logits on
+    the test digits: ReLU commutes with a positive scale, so the equality is
+    exact up to the float32 storage of the weights (relative error <= 2**-24
+    per weight); tolerance 1e-4 x (1 + largest |logit|). Its hidden
+    activations reach 1 (the firing threshold) at the calibration percentile,
+    and the scales are the percentiles of the original ReLU activations."""
+    x_train, _, x_test, _ = digits
+    model = trained(name)
+    conv = converted(name, per_channel)
+    expected = torch_logits(model, x_test)
+    logits, _ = normalised_ann(conv.network, x_test)
+    assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    assert np.array_equal(logits.argmax(axis=1), expected.argmax(axis=1))
+    # scales: percentiles of the original ReLU activations on the calibration data
+    _, hidden = normalised_ann(conv.network, x_train)
+    original = relu_outputs(model, x_train)
+    assert len(hidden) == len(original) == len(conv.scales)
+    for k, (a_norm, a, lam) in enumerate(zip(hidden, original, conv.scales)):
+        # The original activations are float32 (torch model), the library's
+        # float64: they differ by ~2**-24 x the magnitude of the summed terms,
+        # which is large *relative* to a channel whose scale is tiny; hence
+        # the absolute part of the tolerances (1e-5 of the largest scale) and
+        # the percentile check on channels with scale >= 1% of the largest.
+        if per_channel:
+            chans = np.moveaxis(a, 1, 0).reshape(a.shape[1], -1)
+            expected_lam = np.array([np.percentile(row, 99.99) if row.max() > 0 else 1.0 for row in chans])
+            expected_lam = np.where(expected_lam > 0, expected_lam, chans.max(axis=1))
+            norm = np.moveaxis(a_norm.reshape(a.shape), 1, 0).reshape(a.shape[1], -1)
+            assert np.allclose(lam, expected_lam, rtol=1e-5, atol=1e-5 * expected_lam.max()), (
+                k, np.abs(lam - expected_lam).max())
+            # channels scaled by their percentile (not by their max), with a scale that is not tiny
+            scaled = np.array([np.percentile(row, 99.99) > 0 for row in chans]) & (lam >= 0.01 * lam.max())
+            assert scaled.sum() >= 0.5 * len(lam), k
+            pct = np.percentile(norm[scaled], 99.99, axis=1)
+            assert np.allclose(pct, 1.0, rtol=1e-3), (k, pct.min(), pct.max())
+        else:
+            assert lam == pytest.approx(np.percentile(a, 99.99), rel=1e-5), k
+            assert np.percentile(a_norm, 99.99) == pytest.approx(1.0, rel=1e-4), k
+
+
+def test_batchnorm_is_folded_exactly(digits):
+    """A model with BatchNorm2d / BatchNorm1d (random running statistics,
+    gamma of both signs, layers with and without bias, an affine-free BN):
+    the folded, normalisation-free ANN (``run_ops``) equals the float64
+    model within 1e-5 on the test digits, and no BatchNorm op is left."""
+    x_train, _, x_test, _ = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 3 * 3, 20, bias=False), nn.BatchNorm1d(20, affine=False), nn.ReLU(),
+        nn.Linear(20, 10))
+    randomise_batchnorm(model)
+    conv = sc.convert(model, x_train)
+    assert all(op.kind != "batchnorm" for op in conv.ops)
+    with torch.no_grad():
+        expected = copy.deepcopy(model).double()(torch.as_tensor(x_test, dtype=torch.float64)).numpy()
+    got = sc.run_ops(conv.ops, x_test).numpy()
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-5
+    # and the SNN built from it keeps the logits (normalisation invariant)
+    logits, _ = normalised_ann(conv.network, x_test)
+    assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_run_ops_equals_trained_model(name, trained, converted, digits):
+    """The folded ops of the digits models (BatchNorm folded, average pooling
+    folded into the readout) compute the model."""
+    x_test = digits[2]
+    expected = torch_logits(trained(name), x_test)
+    got = sc.run_ops(converted(name).ops, x_test).numpy()
+    assert np.abs(got - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+
+
+# ---------------------------------------------------------------------------
+# backends and counts on converted networks
+# ---------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("warm_kernels")
+@pytest.mark.parametrize("name,per_channel,dtype", [
+    ("mlp", False, np.float64), ("avg", False, np.float64), ("max", False, np.float64),
+    ("max", True, np.float64), ("avg", False, np.float32)])
+def test_event_matches_reference_on_converted_network(name, per_channel, dtype, trained, converted, digits):
+    """Spike trains of every layer and the readout membrane: event (auto,
+    forced event, forced dense) vs the reference loop, tolerance rule of
+    test_equivalence.py, on 24 test digits for T = 24."""
+    if dtype == np.float64:
+        conv = converted(name, per_channel)
+    else:
+        conv = sc.convert(trained(name), digits[0], per_channel=per_channel, dtype=dtype)
+        assert conv.network.dtype == np.float32
+    x = digits[2][:24]
+    spec = spec_for(conv, x, 24)
+    ref, traces = reference_with_traces(conv.network, spec)
+    assert ref.spikes(0).sum() > 0
+    for mode in (None, "event", "dense"):
+        result = conv.run(x, 24, mode=mode)
+        assert_equivalent(conv.network, spec, result, ref, traces, label=f"{name} mode={mode}")
+
+
+@pytest.mark.usefixtures("warm_kernels")
+@pytest.mark.parametrize("name", MODELS)
+def test_converted_synops_equal_rasters_times_fan_out(name, converted, digits):
+    """Per layer: the first (analog) layer does MACs = non-zero pixels x
+    fan-out, once, and no SynOps; every later layer does SynOps = its input
+    spikes (the previous layer's raster) x the fan-out counted independently
+    (torch one-hot count for Conv2d, n_out for Linear, 0 for MaxPool2d)."""
+    conv = converted(name)
+    x = digits[2][:40]
+    flat = x.reshape(len(x), -1)
+    layers = conv.network.layers
+    fans = [layer_fan_out(layer) for layer in layers]
+    for kwargs in (dict(), dict(mode="event"), dict(mode="dense"), dict(backend="reference")):
+        r = conv.run(x, 16, **kwargs)
+        assert r.counts[0].macs.tolist() == ((flat != 0).astype(np.int64) @ fans[0]).tolist(), kwargs
+        assert r.counts[0].synops.tolist() == [0] * len(x)
+        for k in range(1, len(layers)):
+            received = r.spikes(k - 1).astype(np.int64).sum(axis=0)
+            assert np.array_equal(r.counts[k].synops, received @ fans[k]), (kwargs, k)
+            assert np.array_equal(r.counts[k].input_events, received.sum(axis=1)), (kwargs, k)
+            assert r.counts[k].macs.tolist() == [0] * len(x)
+
+
+@pytest.mark.usefixtures("warm_kernels")
+@pytest.mark.parametrize("name", MODELS)
+def test_first_layer_rates_are_rounded_activations(name, converted, digits):
+    """Rate coding of the first layer, exactly: a constant normalised input
+    current z per step into an IF neuron (threshold 1, reset by subtraction,
+    v starting at 0.5) keeps 0 <= v < 1 after each step while 0 <= z <= 1,
+    so it fires round(T z) = floor(T z + 1/2) times in T steps, clipped to
+    [0, T] (z > 1 fires every step, z < 0 never). Allowed exception: T z + 1/2
+    within 1e-9 of an integer (rounding of the two summation orders)."""
+    conv = converted(name)
+    x = digits[2][:50]
+    first = conv.network.layers[0]
+    z = x.reshape(len(x), -1).astype(np.float64) @ first.dense_rows(np.float64) + first.bias
+    for T in (1, 7, 32):
+        counts = conv.run(x, T).spike_counts(0)
+        expected = np.clip(np.floor(T * z + 0.5), 0, T)
+        near = np.abs(T * z + 0.5 - np.round(T * z + 0.5)) < 1e-9
+        assert np.all((counts == expected) | near), (T, np.abs(counts - expected).max())
+
+
+def test_converted_network_structure(converted):
+    """IF neurons reset by subtraction starting at half threshold, readout
+    never fires; max pooling kept as MaxPool2d, average pooling folded into
+    the readout Linear."""
+    avg, mx = converted("avg").network.layers, converted("max").network.layers
+    assert [type(layer).__name__ for layer in avg] == ["Conv2d", "Conv2d", "Linear"]
+    assert [type(layer).__name__ for layer in mx] == ["Conv2d", "Conv2d", "MaxPool2d", "Linear"]
+    assert avg[-1].n_in == 32 * 8 * 8 and mx[-1].n_in == 32 * 4 * 4
+    for layer in avg[:-1] + mx[:2]:
+        assert layer.neuron == snn.IF(threshold=1.0, reset="subtract")
+        assert np.all(layer.v_init == 0.5)
+    assert avg[-1].neuron.threshold == mx[-1].neuron.threshold == math.inf
+    assert converted("avg").input_shape == (1, 8, 8)
+
+
+# ---------------------------------------------------------------------------
+# what the tracer accepts
+# ---------------------------------------------------------------------------
+
+class FunctionalNet(nn.Module):
+    """relu as F.relu, torch.relu and x.relu(); flatten as torch.flatten or x.flatten(1)."""
+
+    def __init__(self, method_flatten=False):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc1 = nn.Linear(256, 32)
+        self.fc2 = nn.Linear(32, 24)
+        self.out = nn.Linear(24, 10)
+        self.method_flatten = method_flatten
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        x = x.flatten(1) if self.method_flatten else torch.flatten(x, 1)
+        x = torch.relu(self.fc1(x))
+        x = self.fc2(x).relu()
+        return self.out(x)
+
+
+@pytest.mark.parametrize("method_flatten", [False, True])
+def test_functional_relu_and_flatten_are_traced(method_flatten, digits):
+    x_train, y_train, x_test, y_test = digits
+    model = train(FunctionalNet(method_flatten), x_train, y_train, epochs=5, progress=False)
+    conv = sc.convert(model, x_train)
+    assert [type(layer).__name__ for layer in conv.network.layers] == ["Conv2d", "Linear", "Linear", "Linear"]
+    assert [op.kind for op in conv.ops] == ["affine", "relu", "flatten", "affine", "relu", "affine", "relu",
+                                            "affine"]
+    expected = torch_logits(model, x_test)
+    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    logits, _ = normalised_ann(conv.network, x_test)
+    assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    ann = accuracy(model, x_test, y_test)
+    assert np.mean(conv.predict(x_test, T_ACC) == y_test) >= ann - 0.03
+
+
+def test_nested_sequential_dropout_identity(digits):
+    """Nested Sequential containers are flattened in order; Dropout (p > 0,
+    eval mode) and Identity disappear; layer names are the module paths."""
+    x_train, _, x_test, _ = digits
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU()),
+        nn.Sequential(nn.Dropout(0.5), nn.Sequential(nn.Linear(32, 16), nn.Identity()), nn.ReLU(),
+                      nn.Dropout(0.1)),
+        nn.Identity(),
+        nn.Linear(16, 10)).eval()
+    conv = sc.convert(model, x_train)
+    layers = conv.network.layers
+    assert [type(layer).__name__ for layer in layers] == ["Linear", "Linear", "Linear"]
+    assert [layer.name for layer in layers] == ["0.1", "1.1.0", "3"]
+    assert list(conv.ann_macs) == ["0.1", "1.1.0", "3"]
+    expected = torch_logits(model, x_test)
+    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    logits, _ = normalised_ann(conv.network, x_test)
+    assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+
+
+@pytest.mark.usefixtures("warm_kernels")
+def test_other_supported_layers(digits):
+    """Spiking AvgPool2d between convolutions (not folded), strided /
+    dilated / grouped convolutions, AdaptiveAvgPool2d to 1x1 folded into the
+    readout: run_ops equals the model, the normalised ANN keeps the logits,
+    and event equals reference."""
+    x_train, _, x_test, _ = digits
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(4, 8, 2, padding=1, dilation=2, groups=2), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    conv = sc.convert(model, x_train)
+    kinds = [type(layer).__name__ for layer in conv.network.layers]
+    assert kinds == ["Conv2d", "AvgPool2d", "Conv2d", "Conv2d", "Linear"]
+    expected = torch_logits(model, x_test)
+    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    logits, _ = normalised_ann(conv.network, x_test)
+    assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    x = x_test[:10]
+    spec = spec_for(conv, x, 20)
+    ref, traces = reference_with_traces(conv.network, spec)
+    assert_equivalent(conv.network, spec, conv.run(x, 20), ref, traces)
+
+
+# ---------------------------------------------------------------------------
+# what the tracer refuses, and registration
+# ---------------------------------------------------------------------------
+
+class SigmoidFunction(nn.Module):
+    def __init__(self, as_method=False):
+        super().__init__()
+        self.a, self.b = nn.Linear(64, 32), nn.Linear(32, 10)
+        self.as_method = as_method
+
+    def forward(self, x):
+        h = self.a(torch.flatten(x, 1))
+        return self.b(h.sigmoid() if self.as_method else torch.sigmoid(h))
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(64, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        return self.b(F.relu(self.a(x)) + x)
+
+
+class Concat(Residual):
+    def __init__(self):
+        super().__init__()
+        self.b = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        return self.b(torch.cat([F.relu(self.a(x)), x], dim=1))
+
+
+class DataDependentRelu(nn.Module):
+    """A ReLU that torch.fx cannot trace (control flow on data): the
+    converter falls back to walking the Sequential and meets this module."""
+
+    def forward(self, x):
+        if x.sum() > -math.inf:
+            return F.relu(x)
+        return x
+
+
+@pytest.mark.parametrize("make,type_name,path,register", [
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Sigmoid(), nn.Linear(32, 10)),
+     "Sigmoid", "'2'", "register_module"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.LSTM(64, 10)), "LSTM", "'1'", "register_module"),
+    (lambda: nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh()), nn.Linear(32, 10)),
+     "Tanh", "'0.2'", "register_module"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), DataDependentRelu(), nn.Linear(32, 10)),
+     "DataDependentRelu", "'2'", "register_module"),
+    (lambda: SigmoidFunction(), "sigmoid", "'sigmoid'", "register_function"),
+    (lambda: SigmoidFunction(as_method=True), "method 'sigmoid'", "'sigmoid'", "register_function"),
+])
+def test_unsupported_module_or_function_is_named(make, type_name, path, register, digits):
+    """The error names the module type (or function), its path in the model,
+    and how to register a handler."""
+    with pytest.raises(sc.ConversionError) as info:
+        sc.convert(make().eval(), digits[0][:50])
+    message = str(info.value)
+    for part in (type_name, path, register):
+        assert part in message, (part, message)
+
+
+@pytest.mark.parametrize("make,what", [(Residual, "add"), (Concat, "cat")])
+def test_non_sequential_graphs_are_refused(make, what, digits):
+    """A residual addition or a concatenation is not a chain: refused, naming
+    the operation (no handler can make it a chain, so no registration hint is
+    required)."""
+    with pytest.raises(sc.ConversionError, match=rf"'{what}'.*single chain"):
+        sc.convert(make().eval(), digits[0][:50])
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Linear(32, 10)),
+     r"'?1'?.*must be followed by a ReLU"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10), nn.ReLU()),
+     "must end with a Linear or Conv2d readout"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.ReLU()), "no Linear or Conv2d"),
+    (lambda: nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(64, 10)), "BatchNorm must follow"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32, track_running_stats=False),
+                           nn.ReLU(), nn.Linear(32, 10)), "running statistics"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding="same"), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(256, 10)), "padding"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, stride=1),
+                           nn.Flatten(), nn.Linear(196, 10)), "stride equal to the kernel"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(3, stride=2),
+                           nn.Flatten(), nn.Linear(36, 10)), "stride equal to the kernel"),
+])
+def test_unsupported_structures(make, match, digits):
+    with pytest.raises(sc.ConversionError, match=match):
+        sc.convert(make().eval(), digits[0][:50])
+
+
+@pytest.fixture
+def private_registry(monkeypatch):
+    """Registrations made in a test stay in the test (the registry is global
+    and has no unregister)."""
+    monkeypatch.setattr(sc, "_MODULE_HANDLERS", dict(sc._MODULE_HANDLERS))
+    monkeypatch.setattr(sc, "_FUNCTION_HANDLERS", dict(sc._FUNCTION_HANDLERS))
+
+
+@pytest.mark.usefixtures("private_registry")
+def test_register_module_makes_a_module_convertible(digits):
+    """nn.AlphaDropout (identity at inference, not a subclass of nn.Dropout)
+    is refused, then converts once a handler returning no op is registered;
+    the result equals the model without it. A module fx cannot trace gets a
+    handler returning a ReLU op."""
+    x_train, _, x_test, _ = digits
+    torch.manual_seed(3)
+    body = [nn.Flatten(), nn.Linear(64, 32), nn.AlphaDropout(0.2), nn.ReLU(), nn.Linear(32, 10)]
+    model = nn.Sequential(*body).eval()
+    with pytest.raises(sc.ConversionError, match="AlphaDropout"):
+        sc.convert(model, x_train)
+    sc.register_module(nn.AlphaDropout, lambda module, path: [])
+    conv = sc.convert(model, x_train)
+    plain = sc.convert(nn.Sequential(*body[:2], *body[3:]).eval(), x_train)
+    for a, b in zip(conv.network.layers, plain.network.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+
+    gated = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), DataDependentRelu(), nn.Linear(32, 10)).eval()
+    with pytest.raises(sc.ConversionError, match="DataDependentRelu"):
+        sc.convert(gated, x_train)
+    sc.register_module(DataDependentRelu, lambda module, path: [sc.Op("relu", path)])
+    conv = sc.convert(gated, x_train)
+    expected = torch_logits(gated, x_test)
+    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+
+
+class FunctionalDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(64, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.a(torch.flatten(x, 1)))
+        return self.b(F.dropout(x, 0.3, training=self.training))
+
+
+@pytest.mark.usefixtures("private_registry")
+def test_register_function_makes_a_function_convertible(digits):
+    model = FunctionalDropout().eval()
+    with pytest.raises(sc.ConversionError, match="dropout.*register_function"):
+        sc.convert(model, digits[0])
+    sc.register_function(F.dropout, lambda node, path: [])
+    conv = sc.convert(model, digits[0])
+    assert len(conv.network.layers) == 2
+
+
+def test_registry_is_left_clean():
+    """(after the registration tests) AlphaDropout is unsupported again."""
+    with pytest.raises(sc.ConversionError, match="AlphaDropout"):
+        sc.convert(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.AlphaDropout(0.1), nn.ReLU(),
+                                 nn.Linear(8, 2)).eval(), np.zeros((4, 1, 8, 8), np.float32))
+
+
+# ---------------------------------------------------------------------------
+# refusals of models and data
+# ---------------------------------------------------------------------------
+
+def test_model_in_training_mode_is_refused(digits):
+    model = digits_mlp()
+    assert model.training
+    with pytest.raises(sc.ConversionError, match=r"training mode.*eval\(\)"):
+        sc.convert(model, digits[0])
+
+
+@pytest.mark.parametrize("where,value", [("weight", math.nan), ("bias", math.inf), ("running_var", math.nan)])
+def test_nonfinite_parameters_are_refused(where, value, digits):
+    model = digits_cnn("avg").eval()
+    tensor = getattr(model[1] if where == "running_var" else model[0], where)
+    with torch.no_grad():
+        tensor.view(-1)[0] = value
+    name = f"1.{where}" if where == "running_var" else f"0.{where}"
+    with pytest.raises(sc.ConversionError, match=rf"'{name}'.*NaN or inf"):
+        sc.convert(model, digits[0])
+
+
+@pytest.mark.parametrize("name,shape,match", [
+    ("mlp", (20, 1, 7, 7), r"expects 64 inputs"),
+    ("avg", (20, 64), r"\(C, H, W\)"),
+    ("avg", (20, 3, 8, 8), r"\(3, 8, 8\).*1 channels"),
+    ("avg", (20, 1, 6, 6), r"expects 512 inputs"),
+])
+def test_calibration_data_of_wrong_shape_names_the_expected_shape(name, shape, match):
+    model = (digits_mlp() if name == "mlp" else digits_cnn(name)).eval()
+    with pytest.raises(sc.ConversionError, match=match):
+        sc.convert(model, np.random.default_rng(0).random(shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("data,match", [
+    (np.ones((10, 1, 8, 8), np.int64), "floating-point"),
+    (np.ones((10, 1, 8, 8), np.uint8), "floating-point"),
+    (np.ones((10, 1, 8, 8), bool), "floating-point"),
+    (torch.ones(10, 1, 8, 8, dtype=torch.int32), "floating-point"),
+    (np.full((10, 1, 8, 8), np.nan, np.float32), "finite"),
+    (np.zeros((0, 1, 8, 8), np.float32), "batch"),
+    (np.zeros(64, np.float32), "batch"),
+])
+def test_bad_calibration_data_is_refused(data, match):
+    with pytest.raises(sc.ConversionError, match=match):
+        sc.convert(digits_mlp().eval(), data)
+
+
+def test_other_argument_errors(converted, digits):
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        sc.convert(lambda x: x, digits[0])
+    for bad in (0, -1, 100.5):
+        with pytest.raises(ValueError, match="percentile"):
+            sc.convert(digits_mlp().eval(), digits[0][:20], percentile=bad)
+    with pytest.raises(ValueError, match=r"\(1, 8, 8\)"):
+        converted("mlp").run(digits[2].reshape(-1, 64), 4)
