@@ -73,9 +73,12 @@ class Network:
         """Compile (or load from the cache) every kernel this network can use;
         returns the seconds it took. Runs call it implicitly."""
         start = time.perf_counter()
-        probe = SpikeTrains.from_raster(np.ones((2, 1, self.n_in), np.uint8))
-        for mode in ("event", "dense"):
-            self.run(events=probe.to_events(), T=2, batch_size=1, mode=mode)
+        for batch in (1, 2):  # one sample runs the serial kernels, a batch the parallel ones
+            probe = np.ones((2, batch, self.n_in), np.uint8)
+            for mode in ("event", "dense"):
+                self.run(probe, mode=mode)
+            if self.layers[0].kind != "maxpool":
+                self.run(analog=np.ones((batch, self.n_in)), T=2)
         return time.perf_counter() - start
 
     def run(self, spikes=None, *, events=None, analog=None, T: int | None = None,
@@ -154,8 +157,8 @@ class Network:
             bias = None
             if layer.kind != "maxpool":
                 bias = real_array(f"bias of layer {k}", layer.bias, self.dtype)[None, :]
-                if np.all(bias == bias[0, 0]):
-                    bias = bias[:, :1]  # shared by all neurons: one value, no per-neuron reads
+                if np.all(bias == bias[0, 0]):  # shared by all neurons: one value, no per-neuron reads
+                    bias = np.ascontiguousarray(bias[:, :1])
             macs = np.zeros(batch, np.int64)
             currents = None
             if k == 0 and analog_x is not None:
