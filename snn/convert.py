@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import AvgPool2d, Conv2d, MaxPool2d
+from .energy import EnergyModel
 from .layers import Linear
 from .network import Network
 from .neurons import IF
@@ -562,7 +563,7 @@ class Evaluation:
     ann_accuracy: float
     ann_macs: int
     ann_energy_pj: float
-    energy: "EnergyModel"
+    energy: EnergyModel
 
     def table(self) -> str:
         head = (f"{'T':>4} {'accuracy':>9} {'SynOps':>11} {'SynOps/MAC':>10} {'SNN MACs':>9} "
@@ -588,8 +589,6 @@ def evaluate(converted: ConvertedNetwork, x, y, steps=(4, 8, 16, 32, 64), *, ene
     import time
 
     from tqdm.auto import tqdm
-
-    from .energy import EnergyModel
 
     energy = energy or EnergyModel()
     y = np.asarray(y)
