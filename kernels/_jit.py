@@ -69,3 +69,13 @@ def pjit(fn):
 
 
 prange = numba.prange
+
+
+def run_batch(parallel_kernel, sample_kernel, *args, batched=()):
+    """Run a batch kernel, or for a single sample its per-sample kernel
+    directly: a parallel region for one sample only costs thread wake-ups.
+    ``batched`` lists the positions of the per-sample arguments (their first
+    axis is the sample)."""
+    if args[batched[0]].shape[0] != 1:
+        return parallel_kernel(*args)
+    return sample_kernel(*[a[0] if k in batched else a for k, a in enumerate(args)])

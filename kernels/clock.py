@@ -8,7 +8,7 @@ leak, integrate (bias + input), fire, reset.
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit, pjit, prange, run_batch
 from .neuron import RESET_SUBTRACT, bias_of
 
 
@@ -68,11 +68,9 @@ def clock_layer(currents, bias, alpha, beta, threshold, reset_mode, v_reset,
     """A batch (``currents[B, T, n]``) through :func:`clock_layer_sample`,
     samples in parallel. Synaptic operations (``counts[:, 0]``) are left for
     the caller, who knows the input events."""
-    args = (currents, bias, alpha, beta, threshold, reset_mode, v_reset, refractory, v_init, has_current,
-            state, out_tptr, out_idx, counts)
-    if currents.shape[0] != 1:
-        return _clock_layer(*args)
-    return clock_layer_sample(*[a[0] if k in (0, 1, 10, 11, 12, 13) else a for k, a in enumerate(args)])
+    run_batch(_clock_layer, clock_layer_sample, currents, bias, alpha, beta, threshold, reset_mode, v_reset,
+              refractory, v_init, has_current, state, out_tptr, out_idx, counts,
+              batched=(0, 1, 10, 11, 12, 13))
 
 
 @pjit

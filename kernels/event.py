@@ -26,7 +26,7 @@ spike arrived; a state update is one neuron brought forward to a step
 
 import numpy as np
 
-from ._jit import helper, jit, pjit, prange
+from ._jit import helper, jit, pjit, prange, run_batch
 from .conv import conv_targets
 from .neuron import (
     NEVER,
@@ -323,21 +323,12 @@ def _sparse_layer(kind, in_tptr, in_idx, rowptr, cols, weights, geom, bias,
                             out_tptr[s], out_idx[s], counts[s])
 
 
-def _batch(parallel_kernel, sample_kernel, *args, batched=()):
-    """Run a batch kernel, or for a single sample its per-sample kernel
-    directly: a parallel region for one sample only costs thread wake-ups.
-    ``batched`` lists the positions of per-sample arguments."""
-    if args[batched[0]].shape[0] != 1:
-        return parallel_kernel(*args)
-    return sample_kernel(*[a[0] if k in batched else a for k, a in enumerate(args)])
-
-
 def csr_layer(in_tptr, in_idx, rowptr, cols, weights, bias, table, threshold,
               reset_mode, v_reset, refractory, v_init, has_current,
               has_refractory, settle, state, out_tptr, out_idx, counts):
     """A batch through a sparse CSR projection (``rowptr`` int64 ``[n_in+1]``,
     ``cols`` int32, ``weights`` float32), samples in parallel."""
-    _batch(_sparse_layer, sparse_layer_sample, CSR, in_tptr, in_idx, rowptr, cols, weights, _NO_GEOM,
+    run_batch(_sparse_layer, sparse_layer_sample, CSR, in_tptr, in_idx, rowptr, cols, weights, _NO_GEOM,
            bias, table, threshold, reset_mode, v_reset, refractory, v_init, has_current,
            has_refractory, settle, state, out_tptr, out_idx, counts, batched=_SPARSE_BATCHED)
 
@@ -347,7 +338,7 @@ def conv_layer(in_tptr, in_idx, geom, weights, bias, table, threshold,
                has_refractory, settle, state, out_tptr, out_idx, counts):
     """A batch through a Conv2d projection (``geom`` and flat ``weights`` as
     in ``kernels.conv``), samples in parallel."""
-    _batch(_sparse_layer, sparse_layer_sample, CONV, in_tptr, in_idx, _NO_ROWPTR, _NO_COLS, weights,
+    run_batch(_sparse_layer, sparse_layer_sample, CONV, in_tptr, in_idx, _NO_ROWPTR, _NO_COLS, weights,
            geom, bias, table, threshold, reset_mode, v_reset, refractory, v_init, has_current,
            has_refractory, settle, state, out_tptr, out_idx, counts, batched=_SPARSE_BATCHED)
 
@@ -360,7 +351,7 @@ def dense_layer(in_tptr, in_idx, weights, bias, table, threshold, reset_mode,
                 settle, state, out_tptr, out_idx, counts):
     """A batch through a fully connected projection (``weights[n_in, n]``
     float32), samples in parallel."""
-    _batch(_dense_layer, dense_layer_sample, in_tptr, in_idx, weights, bias, table, threshold,
+    run_batch(_dense_layer, dense_layer_sample, in_tptr, in_idx, weights, bias, table, threshold,
            reset_mode, v_reset, refractory, v_init, has_current, has_refractory, settle, state,
            out_tptr, out_idx, counts, batched=(0, 1, 3, 13, 14, 15, 16))
 

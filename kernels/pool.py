@@ -10,7 +10,7 @@ Windows are ``k x k`` with stride ``k`` and no padding.
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit, pjit, prange, run_batch
 
 
 @jit
@@ -54,10 +54,8 @@ def maxpool_sample(in_tptr, in_idx, channels, height, width, k, out_tptr, out_id
 
 def maxpool_layer(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts):
     """A batch through :func:`maxpool_sample`, samples in parallel."""
-    if in_tptr.shape[0] == 1:
-        return maxpool_sample(in_tptr[0], in_idx[0], channels, height, width, k, out_tptr[0], out_idx[0],
-                              counts[0])
-    return _maxpool_layer(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts)
+    run_batch(_maxpool_layer, maxpool_sample, in_tptr, in_idx, channels, height, width, k, out_tptr,
+              out_idx, counts, batched=(0, 1, 6, 7, 8))
 
 
 @pjit

@@ -466,19 +466,14 @@ def _build_layers(ops, data, percentile, per_channel, v_init):
             x = _apply(op, x)
             i += 1
             continue
-        if op.kind == "maxpool":
+        if op.kind in ("maxpool", "avgpool"):  # an avgpool here is not followed by a Linear
             x = _apply(op, x)
-            layers.append(MaxPool2d(op.meta["in_shape"], op.kernel, name=op.path))
-            if prev_scale is not None:  # channel scales survive pooling
-                c, h, w = op.meta["in_shape"]
-                prev_scale = prev_scale.reshape(c, h, w)[:, ::op.kernel, ::op.kernel][:, :h // op.kernel,
-                                                                                   :w // op.kernel].reshape(-1)
-            i += 1
-            continue
-        if op.kind == "avgpool":  # not followed by a Linear: a spiking AvgPool2d (rates re-quantised)
-            x = _apply(op, x)
-            layers.append(AvgPool2d(op.meta["in_shape"], op.kernel, neuron=IF(), v_init=v_init, name=op.path))
-            if prev_scale is not None:
+            if op.kind == "maxpool":
+                layers.append(MaxPool2d(op.meta["in_shape"], op.kernel, name=op.path))
+            else:  # a spiking AvgPool2d (rates re-quantised)
+                layers.append(AvgPool2d(op.meta["in_shape"], op.kernel, neuron=IF(), v_init=v_init,
+                                        name=op.path))
+            if prev_scale is not None:  # channel scales survive pooling: keep one per output pixel
                 c, h, w = op.meta["in_shape"]
                 k = op.kernel
                 prev_scale = prev_scale.reshape(c, h, w)[:, :h // k * k:k, :w // k * k:k].reshape(-1)
