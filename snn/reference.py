@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import kernels
+
 from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
 
@@ -45,23 +47,10 @@ def run_reference(network, source, analog_x, n_steps, record_v: bool = False):
                 x = _maxpool_step(layer, x, seen[k])
                 rasters[k][t] = x
                 continue
-            nrn = layer.neuron
-            beta, thr = dtype(nrn.beta), dtype(nrn.threshold)
-            bias = layer.bias.astype(dtype)
-            current = x @ weights[k]
-            if nrn.has_current:
-                i[k] = dtype(nrn.alpha) * i[k] + bias + current
-                v_new = beta * v[k] + i[k]
-            else:
-                v_new = beta * v[k] + bias + current
-            refractory = ref_until[k] >= t
-            v[k] = np.where(refractory, v[k], v_new)
+            v[k], i[k], ref_until[k], spike, before_reset = _step_neurons(
+                layer.neuron, dtype, v[k], i[k], ref_until[k], layer.bias.astype(dtype), x @ weights[k], t)
             if record_v:
-                traces[k][t] = v[k]
-            spike = (v[k] >= thr) & ~refractory
-            reset_to = v[k] - thr if nrn.reset == "subtract" else dtype(nrn.v_reset)
-            v[k] = np.where(spike, reset_to, v[k])
-            ref_until[k] = np.where(spike, t + nrn.refractory, ref_until[k])
+                traces[k][t] = before_reset
             rasters[k][t] = spike
             x = spike.astype(dtype)
 
@@ -81,6 +70,88 @@ def run_reference(network, source, analog_x, n_steps, record_v: bool = False):
     membrane = v[-1].copy() if layers[-1].kind != "maxpool" else None
     result = RunResult(trains, counts, membrane, "reference")
     return (result, traces) if record_v else result
+
+
+def _step_neurons(nrn, dtype, v, i, ref_until, bias, current, t):
+    """One step of DESIGN.md §1 for a population ``[B, n]``: returns the new
+    ``(v, i, ref_until, spike, v before reset)``."""
+    beta, thr = dtype(nrn.beta), dtype(nrn.threshold)
+    if nrn.has_current:
+        i = dtype(nrn.alpha) * i + bias + current
+        v_new = beta * v + i
+    else:
+        v_new = beta * v + bias + current
+    refractory = ref_until >= t
+    v = np.where(refractory, v, v_new)
+    spike = (v >= thr) & ~refractory
+    reset_to = v - thr if nrn.reset == "subtract" else dtype(nrn.v_reset)
+    v_out = np.where(spike, reset_to, v)
+    return v_out, i, np.where(spike, t + nrn.refractory, ref_until), spike, v
+
+
+def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None):
+    """Run a :class:`snn.Graph` clock-driven: every population in the
+    event backend's order, every neuron, every step; background events
+    replay the event backend's draws (``kernels.background_step`` on the
+    same per-sample streams). ``given``: input SpikeTrains by population
+    name; ``record``: ``[(population, indices)]``. If ``traces`` is a dict,
+    it receives per population the membrane of every neuron after
+    integration and before reset, ``[T, B, n]`` (for tolerance checks)."""
+    from .graph_result import GraphResult
+
+    dtype = graph.dtype
+    order = graph._order()
+    rasters = {p.name: np.zeros((n_steps, batch, p.n), np.uint8) for p in order}
+    for name, trains in given.items():
+        rasters[name] = trains.to_raster()
+    incoming = {p.name: [] for p in order}  # (source, delay, W [n_src, n_tgt], fan-out [n_src])
+    for proj in graph.projections:
+        for d, rowptr, cols, w in proj.groups:
+            dense = np.zeros((proj.source.n, proj.target.n), dtype)
+            pre = np.repeat(np.arange(proj.source.n), np.diff(rowptr))
+            np.add.at(dense, (pre, cols), np.float32(proj.weight) if w is None else w)
+            incoming[proj.target.name].append((proj.source.name, d, dense, np.diff(rowptr)))
+    rngs = [kernels.seed_state(seed, s) for s in range(batch)]
+    state = {p.name: (np.tile(p.v_init.astype(dtype), (batch, 1)), np.zeros((batch, p.n), dtype),
+                      np.full((batch, p.n), -1)) for p in order if not p.is_input}
+    synops = {p.name: np.zeros(batch, np.int64) for p in order}
+    arrived = {p.name: np.zeros(batch, np.int64) for p in order}
+    recorded = {pop.name: (idx, np.zeros((n_steps, batch, len(idx)), dtype)) for pop, idx in record}
+    for t in range(n_steps):
+        for pop in order:
+            if pop.is_input:
+                continue
+            current = np.zeros((batch, pop.n), dtype)
+            for src, d, dense, fan_out in incoming[pop.name]:
+                if t - d >= 0:
+                    x = rasters[src][t - d]
+                    current += x.astype(dtype) @ dense
+                    synops[pop.name] += x @ fan_out
+                    arrived[pop.name] += x.sum(axis=1, dtype=np.int64)
+            for source in graph.sources:
+                if source.target is pop:
+                    lam = source.events_per_step(graph.dt) * pop.n
+                    for b in range(batch):
+                        arrived[pop.name][b] += kernels.background_step(rngs[b], lam, dtype(source.weight),
+                                                                        current[b])
+            v, i, ref_until = state[pop.name]
+            v, i, ref_until, spike, before_reset = _step_neurons(pop.neuron, dtype, v, i, ref_until,
+                                                                 pop.bias.astype(dtype), current, t)
+            if traces is not None:
+                traces.setdefault(pop.name, np.zeros((n_steps, batch, pop.n), dtype))[t] = before_reset
+            state[pop.name] = (v, i, ref_until)
+            rasters[pop.name][t] = spike
+            if pop.name in recorded:
+                recorded[pop.name][1][t] = v[:, recorded[pop.name][0]]
+    names = [p.name for p in graph.populations]
+    trains = [SpikeTrains.from_raster(rasters[n]) for n in names]
+    counts = []
+    for pop, train in zip(graph.populations, trains):
+        dense = np.full(batch, 0 if pop.is_input else n_steps * pop.n, np.int64)
+        counts.append(LayerCounts(pop.name, "input" if pop.is_input else "reference", synops[pop.name],
+                                  np.zeros(batch, np.int64), dense, dense.copy(), train.per_sample,
+                                  arrived[pop.name]))
+    return GraphResult(names, trains, counts, recorded, graph.dt, float("nan"), "reference")
 
 
 def _maxpool_step(layer, x, seen):

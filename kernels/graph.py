@@ -1,0 +1,287 @@
+"""Event-driven kernel of a network that is a graph: populations joined by
+projections with integer delays (recurrent ones included), stepped together.
+
+Numbering
+---------
+Populations are numbered in processing order: input populations (spike
+sources) first, then neuron populations ordered so that every zero-delay
+projection goes from an earlier to a later one (the caller sorts and checks
+this). Neurons have global ids; population ``p`` owns
+``pop_start[p] .. pop_start[p + 1] - 1``.
+
+Spike history instead of a ring buffer
+--------------------------------------
+Every spike of the run is kept in ``hist_idx`` (global ids), grouped by step
+then population: the spikes of population ``p`` at step ``t`` are
+``hist_idx[hist_ptr[t, p]:hist_ptr[t, p + 1]]`` (``hist_ptr[t, P]`` ends
+step ``t``). A projection with delay ``d`` reads its source's spikes of step
+``t - d`` from there when step ``t`` is computed, so delays cost neither a
+buffer of pending input per neuron nor any work per step; per-synapse delays
+are projections split by delay value (done by the caller). The recorded
+spikes are the run's result anyway.
+
+A step, for each neuron population in order
+-------------------------------------------
+1. arrivals: for every projection into it, every source spike of step
+   ``t - d`` adds its weights to ``acc`` of its targets (one synaptic
+   operation each); the first arrival marks a target as touched;
+2. background: each Poisson source draws the population's event count of
+   the step, ``Poisson(lam * n)``, and sends each event to a uniformly drawn
+   neuron (independent Poisson trains per neuron, split exactly);
+3. neurons due to fire on their own (calendar) are touched too;
+4. each touched neuron is brought forward in closed form (lazy leak), gets
+   ``acc``, is checked against threshold, reset, and rescheduled.
+Neurons that receive nothing cost nothing.
+
+Arguments (``P`` populations, ``N`` neurons, ``K`` projections, ``G``
+background sources, ``R`` recorded neurons, ``T`` steps in all)
+---------
+pop_start [P + 1] int64; n_inputs: the first ``n_inputs`` populations are
+inputs. thr, v_reset [P] state dtype; reset_mode, refractory [P] int64;
+has_cur, has_ref [P] bool; tables [P, T + 1, 5] state dtype (propagators,
+see ``neuron``); bias [N] state dtype.
+in_ptr [P + 1], in_proj: projections into ``p`` are
+``in_proj[in_ptr[p]:in_ptr[p + 1]]``; proj_src, proj_delay [K] int64;
+proj_rp [K] int64: projection ``k``'s rows start at ``rowptr[proj_rp[k]]``
+(``n_src + 1`` entries, absolute synapse offsets); cols int32 (target index
+within the target population) and weights float32, per synapse;
+proj_w [K] state dtype and proj_shared [K] bool: one weight for all of a
+projection's synapses; otherwise synapse ``s`` has ``weights[s + proj_woff[k]]``
+(float32; ``weights`` holds only the projections without a shared weight).
+bg_ptr [P + 1] int64: background sources of ``p`` are
+``bg_ptr[p] .. bg_ptr[p + 1] - 1``; bg_lam [G] float64 expected events per
+neuron per step; bg_w [G] state dtype.
+rec_ids, rec_pop [R] int64: recorded neurons (global id, population).
+in_tptr [T + 1] int64, in_idx int32: this sample's input spikes per step,
+global ids sorted within a step.
+Mutated, per sample: state [N, width]; acc [N] state dtype (zero between
+steps); mark [N] uint8 (zero between steps); touched [N + 1] int32; head
+[P, T + 1] int32, nxt, prv, due [N] int32 (calendars, see ``neuron``); rng
+uint64[4]; hist_ptr [T, P + 1] int64; hist_idx int32; rec_v [T, R] state
+dtype (membrane of recorded neurons at the end of each step); counts [P, 4]
+int64 (synaptic operations received, state updates, spikes, background
+events); progress [2] int64 (spikes in the history so far, next step).
+"""
+
+import numpy as np
+
+from ._jit import helper, jit, pjit, prange, run_batch
+from .neuron import (
+    NEVER,
+    REF,
+    RESET_SUBTRACT,
+    T_LAST,
+    I,
+    V,
+    advance,
+    calendar_insert,
+    calendar_remove,
+    deliver,
+    fire,
+    next_due,
+    value_at,
+)
+from .rng import below, poisson
+
+
+@jit
+def graph_init(pop_start, n_inputs, thr, has_cur, has_ref, tables, bias, v_init, state,
+               head, nxt, prv, due):
+    """State before step 0 and the calendars of self-driven spikes (one
+    sample; ``v_init`` [N] state dtype)."""
+    n_steps = head.shape[1] - 1
+    head[:, :n_steps] = -1
+    head[:, n_steps] = 0
+    due[:] = NEVER
+    for p in range(n_inputs, pop_start.shape[0] - 1):
+        for j in range(pop_start[p], pop_start[p + 1]):
+            state[j, V] = v_init[j]
+            state[j, T_LAST] = -1
+            if state.shape[1] > 2:
+                state[j, I] = 0
+                state[j, REF] = -1
+            s = next_due(state, j, -1, n_steps, bias[j], thr[p], tables[p], has_cur[p], has_ref[p])
+            if s != NEVER:
+                calendar_insert(head[p], nxt, prv, due, j, s)
+
+
+@helper
+def _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bias, table, threshold, reset_mode,
+                 v_reset, calendar, nxt, prv, due, hist_idx, n_hist):
+    """The close of a step for an IF/LIF population (no current, no
+    refractory period): ``advance``, ``deliver``, ``fire`` and rescheduling
+    inlined by hand, same arithmetic; the self-driven search is skipped where
+    it cannot find anything (no positive bias, below threshold)."""
+    for q in range(n_touched):
+        j = touched[q]
+        mark[j] = 0
+        b = bias[j]
+        k = t - np.int64(state[j, T_LAST])
+        v = state[j, V] * table[k, 0] + b * table[k, 2] + acc[j]
+        acc[j] = 0
+        state[j, T_LAST] = t
+        if v >= threshold:
+            hist_idx[n_hist] = j
+            n_hist += 1
+            v = v - threshold if reset_mode == RESET_SUBTRACT else v_reset
+        state[j, V] = v
+        calendar_remove(calendar, nxt, prv, due, j)
+        if b > 0 or v >= threshold:
+            s = next_due(state, j, t, n_steps, b, threshold, table, False, False)
+            if s != NEVER:
+                calendar_insert(calendar, nxt, prv, due, j, s)
+    return n_hist
+
+
+@helper
+def _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, table, threshold, reset_mode,
+                   v_reset, refractory, has_current, has_refractory, calendar, nxt, prv, due, hist_idx,
+                   n_hist):
+    """The close of a step for the touched neurons of any model: bring each
+    forward (lazy leak), add its input, fire, reset and reschedule."""
+    for q in range(n_touched):
+        j = touched[q]
+        mark[j] = 0
+        b = bias[j]
+        advance(state, j, t, b, table, has_current, has_refractory)
+        deliver(state, j, t, acc[j], has_current, has_refractory)
+        acc[j] = 0
+        if fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
+            hist_idx[n_hist] = j
+            n_hist += 1
+        calendar_remove(calendar, nxt, prv, due, j)
+        s = next_due(state, j, t, n_steps, b, threshold, table, has_current, has_refractory)
+        if s != NEVER:
+            calendar_insert(calendar, nxt, prv, due, j, s)
+    return n_hist
+
+
+@jit
+def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
+                 has_ref, tables, bias, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
+                 proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
+                 in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
+                 hist_idx, rec_v, counts, progress):
+    """Run one sample from step ``progress[1]`` up to ``t_end`` (exclusive).
+    Stops early, before a step, when ``hist_idx`` might not hold that step's
+    spikes (fewer than ``N`` free slots): the caller grows it and calls
+    again. See the module docstring for the arguments."""
+    n_pops = pop_start.shape[0] - 1
+    n_total = pop_start[n_pops]
+    n_steps = head.shape[1] - 1
+    n_hist = progress[0]
+    t = progress[1]
+    while t < t_end and hist_idx.shape[0] - n_hist >= n_total:
+        e = in_tptr[t]
+        e_end = in_tptr[t + 1]
+        for p in range(n_inputs):  # copy this step's input spikes, grouped by population
+            hist_ptr[t, p] = n_hist
+            while e < e_end and in_idx[e] < pop_start[p + 1]:
+                hist_idx[n_hist] = in_idx[e]
+                n_hist += 1
+                e += 1
+            counts[p, 2] += n_hist - hist_ptr[t, p]
+        for p in range(n_inputs, n_pops):
+            hist_ptr[t, p] = n_hist
+            base = pop_start[p]
+            n_p = pop_start[p + 1] - base
+            n_touched = 0
+            synops = 0
+            for q in range(in_ptr[p], in_ptr[p + 1]):
+                k = in_proj[q]
+                ts = t - proj_delay[k]
+                if ts < 0:
+                    continue
+                src = proj_src[k]
+                first = pop_start[src]
+                rp = proj_rp[k]
+                shared = proj_shared[k]
+                w = proj_w[k]
+                woff = proj_woff[k]
+                for e in range(hist_ptr[ts, src], hist_ptr[ts, src + 1]):
+                    row = rp + hist_idx[e] - first
+                    s0 = rowptr[row]
+                    s1 = rowptr[row + 1]
+                    synops += s1 - s0
+                    for s in range(s0, s1):
+                        j = base + cols[s]
+                        acc[j] += w if shared else weights[s + woff]
+                        touched[n_touched] = j  # kept only if j is new: no branch to mispredict
+                        n_touched += 1 - mark[j]
+                        mark[j] = 1
+            for g in range(bg_ptr[p], bg_ptr[p + 1]):
+                n_events = poisson(rng, bg_lam[g] * n_p)
+                counts[p, 3] += n_events
+                w = bg_w[g]
+                for _ in range(n_events):
+                    j = base + below(rng, n_p)
+                    acc[j] += w
+                    touched[n_touched] = j
+                    n_touched += 1 - mark[j]
+                    mark[j] = 1
+            j = head[p, t]
+            while j >= 0:  # due to fire on their own
+                if mark[j] == 0:
+                    mark[j] = 1
+                    touched[n_touched] = j
+                    n_touched += 1
+                j = nxt[j]
+            table = tables[p]
+            calendar = head[p]
+            hc = has_cur[p]
+            hr = has_ref[p]
+            if not hc and not hr:
+                n_hist = _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bias, table,
+                                      thr[p], reset_mode[p], v_reset[p], calendar, nxt, prv, due,
+                                      hist_idx, n_hist)
+            else:
+                n_hist = _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, table,
+                                        thr[p], reset_mode[p], v_reset[p], refractory[p], hc, hr,
+                                        calendar, nxt, prv, due, hist_idx, n_hist)
+            counts[p, 0] += synops
+            counts[p, 1] += n_touched
+            counts[p, 2] += n_hist - hist_ptr[t, p]
+        hist_ptr[t, n_pops] = n_hist
+        for r in range(rec_ids.shape[0]):
+            j = rec_ids[r]
+            p = rec_pop[r]
+            rec_v[t, r] = value_at(state, j, t, bias[j], tables[p], has_cur[p], has_ref[p])[0]
+        t += 1
+    progress[0] = n_hist
+    progress[1] = t
+
+
+@pjit
+def _graph_batch(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
+                 has_ref, tables, bias, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
+                 proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
+                 in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
+                 hist_idx, rec_v, counts, progress):
+    for s in prange(state.shape[0]):
+        graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
+                     has_ref, tables, bias, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
+                     proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
+                     in_tptr[s], in_idx[s], state[s], acc[s], mark[s], touched[s], head[s], nxt[s],
+                     prv[s], due[s], rng[s], hist_ptr[s], hist_idx[s], rec_v[s], counts[s],
+                     progress[s])
+
+
+_GRAPH_BATCHED = tuple(range(27, 43))  # in_tptr .. progress: one per sample
+
+
+def graph_run(*args):
+    """``graph_sample`` over a batch (every argument from ``in_tptr`` on has
+    a leading sample axis), samples in parallel."""
+    run_batch(_graph_batch, graph_sample, *args, batched=_GRAPH_BATCHED)
+
+
+@jit
+def background_step(rng, lam_n, w, out):
+    """One step of one Poisson background source, drawn exactly as
+    ``graph_sample`` draws it (same calls, same order): adds ``w`` to
+    ``out[j]`` (``[n]``) per event; returns the number of events. For the
+    reference backend, which replays the event backend's draws."""
+    n_events = poisson(rng, lam_n)
+    for _ in range(n_events):
+        out[below(rng, out.shape[0])] += w
+    return n_events

@@ -1,0 +1,107 @@
+"""A small, fast, seedable random generator for kernels: xoshiro256**.
+
+Kernels that draw random numbers (the Poisson background drive) take the
+generator state as a ``uint64[4]`` array they mutate, so a run is
+reproducible from its seed, independent of thread scheduling, and the
+reference backend can replay exactly the same draws by calling the same
+helpers. ``seed_state(seed, stream)`` gives independent streams (one per
+sample) from one seed, through splitmix64 as the xoshiro authors advise.
+"""
+
+import math
+
+import numpy as np
+
+from ._jit import helper
+
+_MASK = (1 << 64) - 1
+
+
+def seed_state(seed: int, stream: int = 0) -> np.ndarray:
+    """Generator state ``uint64[4]`` for ``(seed, stream)``, both integers >= 0."""
+    x = (seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03 + 0x2545F4914F6CDD1D) & _MASK
+    words = []
+    for _ in range(4):  # splitmix64
+        x = (x + 0x9E3779B97F4A7C15) & _MASK
+        z = x
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        words.append(z ^ (z >> 31))
+    return np.array(words, np.uint64)
+
+
+@helper
+def _rotl(x, k):
+    return (x << k) | (x >> (np.uint64(64) - k))
+
+
+@helper
+def next_u64(s):
+    """Next 64 random bits; advances the state ``s`` (``uint64[4]``)."""
+    result = _rotl(s[1] * np.uint64(5), np.uint64(7)) * np.uint64(9)
+    t = s[1] << np.uint64(17)
+    s[2] ^= s[0]
+    s[3] ^= s[1]
+    s[1] ^= s[2]
+    s[0] ^= s[3]
+    s[2] ^= t
+    s[3] = _rotl(s[3], np.uint64(45))
+    return result
+
+
+@helper
+def uniform(s):
+    """Uniform float64 in [0, 1) (53 random bits)."""
+    return np.float64(next_u64(s) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@helper
+def below(s, n):
+    """Uniform integer in [0, n), 0 < n < 2**32, without bias (Lemire's
+    multiply-and-reject)."""
+    n64 = np.uint64(n)
+    m = (next_u64(s) >> np.uint64(32)) * n64
+    low = m & np.uint64(0xFFFFFFFF)
+    if low < n64:
+        floor = (np.uint64(0x100000000) - n64) % n64
+        while low < floor:
+            m = (next_u64(s) >> np.uint64(32)) * n64
+            low = m & np.uint64(0xFFFFFFFF)
+    return np.int64(m >> np.uint64(32))
+
+
+@helper
+def poisson(s, lam):
+    """A Poisson(``lam``) count, ``lam >= 0``: multiplication of uniforms for
+    ``lam < 10``, else Hörmann's transformed rejection (PTRS, 1993), exact
+    in distribution either way."""
+    if lam <= 0.0:
+        return 0
+    if lam < 10.0:
+        limit = math.exp(-lam)
+        k = 0
+        p = uniform(s)
+        while p > limit:
+            k += 1
+            p *= uniform(s)
+        return k
+    slam = math.sqrt(lam)
+    loglam = math.log(lam)
+    b = 0.931 + 2.53 * slam
+    a = -0.059 + 0.02483 * b
+    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    v_r = 0.9277 - 3.6224 / (b - 2.0)
+    while True:
+        u = uniform(s) - 0.5
+        v = uniform(s)
+        us = 0.5 - abs(u)
+        if us <= 0.0:  # u = -0.5 exactly (probability 2**-53): no finite candidate
+            continue
+        k = math.floor((2.0 * a / us + b) * u + lam + 0.43)
+        if us >= 0.07 and v <= v_r:
+            return np.int64(k)
+        if k < 0 or (us < 0.013 and v > us):
+            continue
+        if (math.log(v) + math.log(inv_alpha) - math.log(a / (us * us) + b)
+                <= -lam + k * loglam - math.lgamma(k + 1.0)):
+            return np.int64(k)

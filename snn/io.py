@@ -1,0 +1,435 @@
+"""Save and load networks: one ``.npz`` file, an exact round trip.
+
+``save(network, path)`` then ``load(path)`` gives a network whose every
+parameter array is bit-identical to the original's and whose runs give the
+same spikes and counts. Loading rebuilds every object through its public
+constructor, so all of its validation runs again.
+
+File format, version 1
+----------------------
+A numpy ``.npz`` archive (a zip of ``.npy`` files, nothing pickled; it is read
+with ``allow_pickle=False``) holding
+
+- ``manifest``: a 0-d unicode array, a JSON object ::
+
+      {"format": "snn-zero-waste network", "format_version": 1,
+       "snn_version": "0.1.0", "network": RECORD}
+
+- the arrays of the records, each named ``<record path>.<array name>``,
+  e.g. ``layer0.weight`` or ``layer2.v_init``.
+
+A RECORD is a JSON object ``{"type": NAME, ...}``: ``NAME`` is a type
+registered with :func:`register`, the other fields are the object's scalar
+parameters and the records of its parts. The built-in types:
+
+============  =============================================  ============================================
+type          fields                                         arrays
+============  =============================================  ============================================
+Network       ``dtype`` ("float32"/"float64"), ``layers``    (those of ``layer0``, ``layer1``, ...)
+              (a list of layer records, paths ``layer{k}``)
+Linear        ``n_in, n_out``, common                        ``weight`` float32 [n_out, n_in], common
+SparseLinear  ``n_in, n_out``, common                        ``rowptr`` int64 [n_in + 1], ``cols`` int32
+                                                             [S], ``weights`` float32 [S], common
+Conv2d        ``in_shape`` [C, H, W], ``out_channels``,      ``weight`` float32 [C_out, C / groups, kh,
+              window, ``groups``, common                     kw], ``bias`` float64 [C_out], ``v_init``
+AvgPool2d     ``in_shape``, window, common                   ``bias`` float64 [C], ``v_init``
+MaxPool2d     ``in_shape``, ``kernel_size`` (int), ``name``  none
+Neuron        ``beta, alpha, threshold, reset, v_reset,``    none
+              ``refractory, name`` (``alpha`` null without
+              a current; an infinite threshold is "inf")
+============  =============================================  ============================================
+
+common: ``mode``, ``name`` (null when unnamed), ``neuron`` (a Neuron record,
+path ``<layer>.neuron``); arrays ``bias`` float64 [n_out] (per channel for the
+convolutions) and ``v_init`` float64 [n_out]. window: ``kernel_size``,
+``stride``, ``padding``, ``dilation``, each a pair [y, x].
+
+A reader refuses a file whose ``format_version`` is newer than it knows; a
+change that old readers would misread increments the version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import zipfile
+from collections.abc import Callable
+
+import numpy as np
+
+from .conv import AvgPool2d, Conv2d, MaxPool2d
+from .layers import Linear, SparseLinear
+from .network import Network
+from .neurons import Neuron
+
+FORMAT = "snn-zero-waste network"
+FORMAT_VERSION = 1
+
+
+class FileFormatError(ValueError):
+    """A file that is not a valid snn network file; the message names the file
+    and what is wrong with it."""
+
+
+# -- the registry of saveable types ------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Codec:
+    cls: type
+    to_record: Callable
+    from_record: Callable
+    network: bool
+
+
+_REGISTRY: dict[str, _Codec] = {}
+
+
+def register(cls: type, to_record: Callable, from_record: Callable, *, network: bool = False) -> None:
+    """Make instances of ``cls`` saveable, under the type name ``cls.__name__``.
+
+    Parameters
+    ----------
+    cls : the exact class (subclasses need their own entry).
+    to_record : ``(obj, out: Writer) -> dict``, the object's scalar
+        parameters as JSON values (finite numbers, strings, None, lists,
+        dicts); arrays go through ``out.array`` and registered parts (layers,
+        neurons) through ``out.part``, whose returned record goes into the dict.
+    from_record : ``(src: Reader) -> obj``, rebuilds the object through its
+        public constructor from ``src[field]``, ``src.array(...)`` and
+        ``src.part(...)``; a ``TypeError``/``ValueError`` it raises is
+        reported as a :class:`FileFormatError` naming the file and the record.
+    network : whether the type is a whole network, which ``save`` accepts
+        and ``load`` returns.
+
+    Raises
+    ------
+    ValueError : the name is registered for another class.
+    """
+    old = _REGISTRY.get(cls.__name__)
+    if old is not None and _qualified(old.cls) != _qualified(cls):
+        raise ValueError(f"type name {cls.__name__!r} is already registered for {_qualified(old.cls)}")
+    _REGISTRY[cls.__name__] = _Codec(cls, to_record, from_record, network)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _codec_of(obj) -> _Codec:
+    codec = _REGISTRY.get(type(obj).__name__)
+    if codec is None or codec.cls is not type(obj):
+        raise TypeError(
+            f"cannot save a {_qualified(type(obj))}: its type is not registered; register it with "
+            "snn.io.register(cls, to_record, from_record) (see the snn.io docstring)")
+    return codec
+
+
+class Writer:
+    """Where a ``to_record`` function stores its arrays and its parts.
+
+    ``location`` is the record's path in the file (``""`` for the network,
+    ``"layer0"``, ``"layer0.neuron"``...); its arrays are named
+    ``<location>.<name>``."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], location: str):
+        self._arrays = arrays
+        self.location = location
+
+    def array(self, name: str, value: np.ndarray) -> None:
+        """Store ``value`` as array ``name`` of this record, dtype and shape as they are."""
+        self._arrays[_join(self.location, name)] = np.asarray(value)
+
+    def part(self, key: str, obj) -> dict:
+        """The record of ``obj`` (a registered type), its arrays stored under ``<location>.<key>``."""
+        return _encode(obj, Writer(self._arrays, _join(self.location, key)))
+
+
+class Reader:
+    """What a ``from_record`` function reads: the fields of its record, its
+    arrays (type-checked) and its parts. Every problem is raised as a
+    :class:`FileFormatError` naming the file and the record's location."""
+
+    def __init__(self, path: str, arrays: dict[str, np.ndarray], record, location: str):
+        self._path = path
+        self._arrays = arrays
+        self.record = record
+        self.location = location
+
+    def error(self, message: str) -> FileFormatError:
+        return FileFormatError(f"{self._path}: {self.location or 'network'}: {message}")
+
+    def __getitem__(self, field: str):
+        if field not in self.record:
+            raise self.error(f"the {self.record.get('type')} record has no field {field!r}")
+        return self.record[field]
+
+    def array(self, name: str, dtype, ndim: int) -> np.ndarray:
+        """Array ``name`` of this record, refused unless its dtype is exactly
+        ``dtype`` and it has ``ndim`` dimensions (the constructor that takes
+        it checks the sizes)."""
+        key = _join(self.location, name)
+        if key not in self._arrays:
+            raise self.error(f"array {key!r} is missing from the file")
+        arr = self._arrays[key]
+        if arr.dtype != np.dtype(dtype) or arr.ndim != ndim:
+            raise self.error(f"array {key!r} is {arr.dtype} of shape {arr.shape}, expected "
+                             f"{np.dtype(dtype)} with {ndim} dimension(s)")
+        return arr
+
+    def part(self, key: str, record):
+        """The object rebuilt from ``record``, a part stored under ``<location>.<key>``."""
+        return _decode(Reader(self._path, self._arrays, record, _join(self.location, key)))
+
+
+def _join(location: str, name: str) -> str:
+    return f"{location}.{name}" if location else name
+
+
+def _encode(obj, out: Writer) -> dict:
+    codec = _codec_of(obj)
+    return {"type": type(obj).__name__, **codec.to_record(obj, out)}
+
+
+def _decode(src: Reader):
+    if not isinstance(src.record, dict):
+        raise src.error(f"expected a JSON object (a record), got {src.record!r}")
+    name = src.record.get("type")
+    codec = _REGISTRY.get(name) if isinstance(name, str) else None
+    if codec is None:
+        raise src.error(f"unknown type {name!r} (known: {', '.join(sorted(_REGISTRY))}); a type of a "
+                        "plug-in must be registered with snn.io.register before loading")
+    try:
+        return codec.from_record(src)
+    except FileFormatError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise src.error(f"cannot rebuild the {name}: {err}") from err
+
+
+# -- save and load -------------------------------------------------------------
+
+def save(network, path) -> None:
+    """Write ``network`` to the file ``path`` (an ``.npz`` archive, written
+    at exactly ``path``: no suffix is added), replacing it if it exists.
+
+    Raises
+    ------
+    TypeError : ``network`` or one of its parts is of an unregistered type,
+        or a neuron's ``beta``/``alpha`` is a numpy float narrower than float64.
+    ValueError : a convolution's bias varies within an output channel (its
+        constructor takes one bias per channel).
+    """
+    if not _codec_of(network).network:
+        raise TypeError(f"snn.save takes a network (snn.Network), got a {type(network).__name__}")
+    arrays: dict[str, np.ndarray] = {}
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "snn_version": _snn_version(),
+                "network": _encode(network, Writer(arrays, ""))}
+    text = json.dumps(manifest, allow_nan=False)
+    with open(path, "wb") as file:  # a file object: np.savez would append ".npz" to a path
+        np.savez(file, manifest=np.array(text), **arrays)
+
+
+def load(path) -> Network:
+    """The network saved in the file ``path`` by :func:`save`.
+
+    Raises
+    ------
+    FileNotFoundError : no file at ``path``.
+    FileFormatError (a ValueError) : not an ``.npz`` archive, a truncated or
+        corrupted one, not an snn network file, a newer format version, a
+        malformed manifest, a missing array, an array of the wrong dtype or
+        shape, or parameters the constructors refuse; the message names the
+        file and what is wrong.
+    """
+    name = os.fspath(path)
+    arrays = _read_npz(name)
+    manifest = _read_manifest(name, arrays)
+    src = Reader(name, arrays, manifest["network"], "")
+    network = _decode(src)
+    if not _codec_of(network).network:
+        raise src.error(f"holds a {type(network).__name__}, not a network")
+    return network
+
+
+def _snn_version() -> str:
+    from . import __version__  # at call time: the package sets it after importing this module
+    return __version__
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    with open(path, "rb") as file:
+        if not zipfile.is_zipfile(file):
+            raise FileFormatError(f"{path}: not an .npz file (not a zip archive, or a truncated one)")
+        file.seek(0)
+        try:
+            with np.load(file, allow_pickle=False) as npz:
+                entries = {key: npz[key] for key in npz.files}
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError) as err:
+            raise FileFormatError(f"{path}: a corrupted .npz file ({err})") from err
+    for key, value in entries.items():
+        if not isinstance(value, np.ndarray):
+            raise FileFormatError(f"{path}: entry {key!r} is not a numpy array")
+    return entries
+
+
+def _read_manifest(path: str, arrays: dict[str, np.ndarray]) -> dict:
+    text = arrays.pop("manifest", None)
+    if text is None or text.dtype.kind != "U" or text.ndim != 0:
+        raise FileFormatError(f"{path}: not an snn network file (no JSON 'manifest' entry)")
+    try:
+        manifest = json.loads(str(text))
+    except json.JSONDecodeError as err:
+        raise FileFormatError(f"{path}: the manifest is not valid JSON ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else manifest
+        raise FileFormatError(f"{path}: not an snn network file (format {found!r}, expected {FORMAT!r})")
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise FileFormatError(f"{path}: format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise FileFormatError(
+            f"{path}: written by snn {manifest.get('snn_version')} in format version {version}, newer than "
+            f"this snn ({_snn_version()}) reads (up to {FORMAT_VERSION}); upgrade snn to load it")
+    if "network" not in manifest:
+        raise FileFormatError(f"{path}: the manifest has no 'network' record")
+    return manifest
+
+
+# -- the built-in types ---------------------------------------------------------
+
+def _network_to_record(network: Network, out: Writer) -> dict:
+    return {"dtype": np.dtype(network.dtype).name,
+            "layers": [out.part(f"layer{k}", layer) for k, layer in enumerate(network.layers)]}
+
+
+def _network_from_record(src: Reader) -> Network:
+    layers = [src.part(f"layer{k}", record) for k, record in enumerate(src["layers"])]
+    return Network(layers, dtype=src["dtype"])
+
+
+def _neuron_to_record(neuron: Neuron, out: Writer) -> dict:
+    """All fields of the (dataclass) neuron. Numpy scalars are stored as
+    Python numbers, which is exact except for ``beta``/``alpha`` of a type
+    narrower than float64: the propagator is computed in that type, so those
+    are refused."""
+    for field in ("beta", "alpha"):
+        value = getattr(neuron, field)
+        if isinstance(value, np.floating) and not isinstance(value, np.float64):
+            raise TypeError(
+                f"cannot save {neuron!r} exactly: its {field} is a {type(value).__name__}, whose arithmetic "
+                "the propagator inherits; build it with snn.IF/LIF/CubaLIF (they store Python floats)")
+    record = {f.name: _python_scalar(getattr(neuron, f.name)) for f in dataclasses.fields(neuron)}
+    if record["threshold"] == math.inf:
+        record["threshold"] = "inf"  # JSON has no infinity
+    return record
+
+
+def _neuron_from_record(src: Reader) -> Neuron:
+    values = {f.name: src[f.name] for f in dataclasses.fields(Neuron)}
+    if values["threshold"] == "inf":
+        values["threshold"] = math.inf
+    return Neuron(**values)
+
+
+def _python_scalar(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _common_to_record(layer, out: Writer, bias: np.ndarray) -> dict:
+    """Fields and arrays every layer with neurons has; ``bias`` as its constructor takes it."""
+    out.array("bias", bias)
+    out.array("v_init", np.asarray(layer.v_init, np.float64))
+    return {"mode": layer.mode, "name": layer.name, "neuron": out.part("neuron", layer.neuron)}
+
+
+def _common_from_record(src: Reader) -> dict:
+    """Keyword arguments of every layer constructor with neurons."""
+    return {"neuron": src.part("neuron", src["neuron"]), "bias": src.array("bias", np.float64, 1),
+            "v_init": src.array("v_init", np.float64, 1), "mode": src["mode"], "name": src["name"]}
+
+
+def _bias_per_neuron(layer) -> np.ndarray:
+    return np.asarray(layer.bias, np.float64)
+
+
+def _linear_to_record(layer: Linear, out: Writer) -> dict:
+    out.array("weight", layer.weight)
+    return {"n_in": layer.n_in, "n_out": layer.n_out, **_common_to_record(layer, out, _bias_per_neuron(layer))}
+
+
+def _linear_from_record(src: Reader) -> Linear:
+    return Linear(src["n_in"], src["n_out"], weight=src.array("weight", np.float32, 2), **_common_from_record(src))
+
+
+def _sparse_to_record(layer: SparseLinear, out: Writer) -> dict:
+    out.array("rowptr", layer.rowptr)
+    out.array("cols", layer.cols)
+    out.array("weights", layer.weights)
+    return {"n_in": layer.n_in, "n_out": layer.n_out, **_common_to_record(layer, out, _bias_per_neuron(layer))}
+
+
+def _sparse_from_record(src: Reader) -> SparseLinear:
+    return SparseLinear(src["n_in"], src["n_out"], rowptr=src.array("rowptr", np.int64, 1),
+                        cols=src.array("cols", np.int32, 1), weights=src.array("weights", np.float32, 1),
+                        **_common_from_record(src))
+
+
+def _channel_bias(layer: Conv2d) -> np.ndarray:
+    """The bias per output channel, the only form (besides a scalar) the
+    convolution constructors take; refused if it varies within a channel."""
+    bias = _bias_per_neuron(layer)
+    per_channel = bias.reshape(layer.out_shape[0], -1)[:, 0]
+    if np.repeat(per_channel, bias.size // per_channel.size).tobytes() != bias.tobytes():
+        raise ValueError(f"cannot save {layer!r} exactly: its bias varies within an output channel, "
+                         "and a convolution is built from one bias per channel")
+    return per_channel
+
+
+def _window(layer: Conv2d) -> dict:
+    kh, kw, sy, sx, py, px, dy, dx = (int(g) for g in layer.geom[6:14])
+    return {"in_shape": list(layer.in_shape), "kernel_size": [kh, kw], "stride": [sy, sx],
+            "padding": [py, px], "dilation": [dy, dx]}
+
+
+def _window_from_record(src: Reader) -> dict:
+    return {"stride": src["stride"], "padding": src["padding"], "dilation": src["dilation"]}
+
+
+def _conv_to_record(layer: Conv2d, out: Writer) -> dict:
+    out.array("weight", layer.weight)
+    return {**_window(layer), "out_channels": layer.out_shape[0], "groups": int(layer.geom[14]),
+            **_common_to_record(layer, out, _channel_bias(layer))}
+
+
+def _conv_from_record(src: Reader) -> Conv2d:
+    return Conv2d(src["in_shape"], src["out_channels"], src["kernel_size"], groups=src["groups"],
+                  weight=src.array("weight", np.float32, 4), **_window_from_record(src),
+                  **_common_from_record(src))
+
+
+def _avgpool_to_record(layer: AvgPool2d, out: Writer) -> dict:
+    """Its weights (``1 / (kh * kw)``) and groups (one per channel) follow from the window."""
+    return {**_window(layer), **_common_to_record(layer, out, _channel_bias(layer))}
+
+
+def _avgpool_from_record(src: Reader) -> AvgPool2d:
+    return AvgPool2d(src["in_shape"], src["kernel_size"], **_window_from_record(src), **_common_from_record(src))
+
+
+def _maxpool_to_record(layer: MaxPool2d, out: Writer) -> dict:
+    return {"in_shape": list(layer.in_shape), "kernel_size": layer.k, "name": layer.name}
+
+
+def _maxpool_from_record(src: Reader) -> MaxPool2d:
+    return MaxPool2d(src["in_shape"], src["kernel_size"], name=src["name"])
+
+
+register(Network, _network_to_record, _network_from_record, network=True)
+register(Neuron, _neuron_to_record, _neuron_from_record)
+register(Linear, _linear_to_record, _linear_from_record)
+register(SparseLinear, _sparse_to_record, _sparse_from_record)
+register(Conv2d, _conv_to_record, _conv_from_record)
+register(AvgPool2d, _avgpool_to_record, _avgpool_from_record)
+register(MaxPool2d, _maxpool_to_record, _maxpool_from_record)

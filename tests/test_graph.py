@@ -1,0 +1,392 @@
+"""Graph networks (populations, projections with delays, recurrence, Poisson
+background): event backend vs the clock-driven reference, counts, the
+random generator's statistics, and bad input.
+
+Tolerance rule (as for stacks, ``test_equivalence.py``): with IF neurons and
+dyadic weights, biases, thresholds and initial membranes every sum is exact,
+so spikes, counts and recorded membranes must be identical. Otherwise the
+closed-form leak (``beta**k``) and the step-by-step leak round differently:
+spike trains must be identical up to the first step where they differ, and
+there every differing neuron's reference membrane must lie within
+``TOL[dtype] * scale`` of threshold (scale: the largest of 1, the threshold
+and the population's largest membrane magnitude at that step). After a
+divergence a recurrent network may follow another trajectory, so nothing
+later is compared.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import TOL
+from hypothesis import given
+from hypothesis import strategies as st
+
+import kernels
+import snn
+from kernels import rng as krng
+from snn.reference import run_graph_reference
+
+DYADIC = np.arange(-16, 17) / 8.0
+
+
+@st.composite
+def neuron_models(draw, exact):
+    thr = draw(st.sampled_from([0.5, 1.0, 1.5, 2.0]))
+    reset = draw(st.sampled_from(["subtract", "zero", "value"]))
+    kw = {"threshold": thr, "reset": reset, "refractory": draw(st.integers(0, 2))}
+    if reset == "value":
+        kw["v_reset"] = draw(st.sampled_from([-0.5, 0.25]))
+    if exact:
+        return snn.IF(**kw)
+    kind = draw(st.sampled_from(["IF", "LIF", "CubaLIF"]))
+    if kind == "IF":
+        return snn.IF(**kw)
+    beta = draw(st.floats(0.5, 1.0))
+    if kind == "LIF":
+        return snn.LIF(beta=beta, **kw)
+    return snn.CubaLIF(beta=beta, alpha=draw(st.floats(0.3, 0.95)), **kw)
+
+
+@st.composite
+def graphs(draw, exact=False):
+    """A random graph with 1-3 neuron populations, maybe an input, random
+    projections (self ones with delay >= 1, zero-delay ones only forward)
+    and maybe Poisson background; returns (graph, inputs, T, batch)."""
+    seed = draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    dtype = np.float64 if exact else draw(st.sampled_from([np.float64, np.float32]))
+    g = snn.Graph(dt=1e-3, dtype=dtype)
+    T = draw(st.integers(1, 25))
+    batch = draw(st.integers(1, 2))
+
+    def values(n, lo, hi):
+        return rng.choice(DYADIC[(DYADIC >= lo) & (DYADIC <= hi)], n) if exact else rng.uniform(lo, hi, n)
+
+    inputs = {}
+    if draw(st.booleans()):
+        n_in = draw(st.integers(1, 6))
+        g.input(n_in, name="in")
+        inputs["in"] = (rng.random((T, batch, n_in)) < draw(st.floats(0.0, 0.6))).astype(np.uint8)
+    pops = []
+    for k in range(draw(st.integers(1, 3))):
+        n = draw(st.integers(1, 8))
+        nrn = draw(neuron_models(exact))
+        bias = values(n, -0.25, 0.5) if draw(st.booleans()) else 0.0
+        pops.append(g.population(n, nrn, bias=bias, v_init=values(n, -0.5, 0.75), name=f"p{k}"))
+    sources = pops + ([g["in"]] if inputs else [])
+    for _ in range(draw(st.integers(0, 5))):
+        a = draw(st.sampled_from(sources))
+        b = draw(st.sampled_from(pops))
+        forward = a.is_input or pops.index(a) < pops.index(b)
+        density = draw(st.floats(0.1, 1.0))
+        w = values(a.n * b.n, -1.0, 1.5).reshape(b.n, a.n) * (rng.random((b.n, a.n)) < density)
+        n_syn = int(np.count_nonzero(w))
+        lo = 0 if forward else 1
+        if draw(st.booleans()) and n_syn:
+            delay = rng.integers(lo, lo + 3, n_syn)
+        else:
+            delay = draw(st.integers(lo, lo + 2))
+        if not n_syn:
+            continue
+        if draw(st.booleans()):  # dense matrix or CSR with per-synapse weights
+            g.connect(a, b, w, delay=delay)
+        else:
+            post, pre = np.nonzero(w)
+            order = np.lexsort((post, pre))
+            rowptr = np.concatenate(([0], np.cumsum(np.bincount(pre, minlength=a.n))))
+            g.connect(a, b, w[post[order], pre[order]], connectivity=(rowptr, post[order]),
+                      delay=delay if np.ndim(delay) == 0 else delay[order])
+    for pop in pops:
+        if draw(st.booleans()):
+            g.poisson_input(pop, draw(st.integers(1, 5)), draw(st.sampled_from([50.0, 200.0])),
+                            float(values(1, -1.0, 1.0)[0]))
+    return g, inputs, T, batch
+
+
+def _rasters(result):
+    return {name: result.spikes(name) for name in result.names}
+
+
+@given(graphs(exact=True), st.integers(0, 1000))
+def test_exact_graphs_identical(case, seed):
+    g, inputs, T, batch = case
+    record = {p: np.arange(p.n) for p in g.populations if not p.is_input}
+    ev = g.run(T, inputs=inputs, batch_size=None if inputs else batch, seed=seed, record_v=record)
+    ref = g.run(T, inputs=inputs, batch_size=None if inputs else batch, seed=seed, record_v=record,
+                backend="reference")
+    for name in ev.names:
+        np.testing.assert_array_equal(ev.spikes(name), ref.spikes(name), err_msg=name)
+        for field in ("synops", "spikes", "input_events"):
+            np.testing.assert_array_equal(getattr(ev.counts[ev.names.index(name)], field),
+                                          getattr(ref.counts[ref.names.index(name)], field),
+                                          err_msg=f"{name} {field}")
+    for p in record:
+        np.testing.assert_array_equal(ev.v(p.name), ref.v(p.name))
+
+
+@given(graphs(exact=False), st.integers(0, 1000))
+def test_graphs_agree_within_tolerance(case, seed):
+    g, inputs, T, batch = case
+    bs = None if inputs else batch
+    ev = g.run(T, inputs=inputs, batch_size=bs, seed=seed)
+    given_trains, batch = g._inputs(inputs, T, bs)
+    traces = {}
+    ref = run_graph_reference(g, T, given_trains, batch, seed, [], traces)
+    ev_r, ref_r = _rasters(ev), _rasters(ref)
+    order = [p for p in g._order() if not p.is_input]
+    diverged = False
+    for t in range(T):
+        differ = {p.name: np.argwhere(ev_r[p.name][t] != ref_r[p.name][t]) for p in order}
+        if not any(len(d) for d in differ.values()):
+            continue
+        for p in order:
+            v = traces[p.name][t]
+            thr = p.neuron.threshold
+            for b, j in differ[p.name]:
+                scale = max(1.0, abs(thr), float(np.abs(v[b]).max()))
+                assert abs(v[b, j] - thr) <= TOL[g.dtype] * scale, (
+                    f"{p.name} neuron {j} sample {b} step {t}: reference v={v[b, j]!r}, threshold {thr}")
+        diverged = True
+        break
+    if not diverged:
+        for k, name in enumerate(ev.names):
+            for field in ("synops", "spikes", "input_events"):
+                np.testing.assert_array_equal(getattr(ev.counts[k], field), getattr(ref.counts[k], field))
+
+
+def test_feed_forward_graph_equals_network():
+    """A stack as a graph with zero-delay projections = the same stack as a Network."""
+    rng = np.random.default_rng(3)
+    w1 = rng.normal(0, 0.6, (20, 12)).astype(np.float32)
+    w2 = rng.normal(0, 0.6, (5, 20)).astype(np.float32)
+    nrn = snn.LIF(beta=0.875, threshold=1.0)
+    spikes = (rng.random((30, 3, 12)) < 0.3).astype(np.uint8)
+    net = snn.Network([snn.Linear(12, 20, nrn, weight=w1, bias=0.05), snn.Linear(20, 5, nrn, weight=w2)])
+    g = snn.Graph()
+    x = g.input(12, name="x")
+    h = g.population(20, nrn, bias=0.05, name="h")
+    o = g.population(5, nrn, name="o")
+    g.connect(x, h, w1, delay=0)
+    g.connect(h, o, w2, delay=0)
+    a, b = net.run(spikes), g.run(30, inputs={x: spikes})
+    np.testing.assert_array_equal(a.spikes(0), b.spikes("h"))
+    np.testing.assert_array_equal(a.spikes(1), b.spikes("o"))
+    np.testing.assert_array_equal(a.counts[1].synops, b.counts[2].synops)
+
+
+def test_delays_shift_arrival_exactly():
+    """One input spike at step 2 through delays 1..4 reaches IF neurons at 3..6."""
+    g = snn.Graph()
+    x = g.input(1, name="x")
+    out = g.population(4, snn.IF(threshold=1.0), name="out")
+    g.connect(x, out, 1.0, connectivity=(np.array([0, 4]), np.arange(4)), delay=np.array([1, 2, 3, 4]))
+    spikes = np.zeros((10, 1, 1), np.uint8)
+    spikes[2] = 1
+    r = g.run(10, inputs={x: spikes})
+    fired = np.argwhere(r.spikes("out")[:, 0])
+    assert fired.tolist() == [[3, 0], [4, 1], [5, 2], [6, 3]]
+    assert r.counts[1].synops.tolist() == [4] and r.counts[1].updates.tolist() == [4]
+
+
+def test_silent_population_costs_nothing():
+    g = snn.Graph()
+    a = g.population(50, snn.LIF(beta=0.9), name="a")
+    b = g.population(50, snn.LIF(beta=0.9), name="b")
+    g.connect(a, b, 0.5, connectivity=snn.fixed_probability(50, 50, 0.2, seed=0))
+    r = g.run(200)
+    assert r.total("updates") == 0 and r.total("synops") == 0 and r.total("spikes") == 0
+
+
+def test_history_grows_when_everyone_fires_every_step():
+    g = snn.Graph()
+    g.population(300, snn.IF(threshold=1.0), bias=1.0, name="a")
+    r = g.run(400)
+    assert r.total("spikes") == 300 * 400
+    assert r.spikes("a").all()
+
+
+def test_threads_and_progress_do_not_change_results():
+    g = snn.models.brunel(400, seed=1)
+    a = g.run(300, seed=5, batch_size=3, progress=False, n_threads=1)
+    b = g.run(300, seed=5, batch_size=3, progress=True, n_threads=2)
+    for name in a.names:
+        np.testing.assert_array_equal(a.spikes(name), b.spikes(name))
+    c = g.run(300, seed=6, batch_size=1, progress=False)
+    assert not np.array_equal(a.spikes("exc")[:, :1], c.spikes("exc"))
+
+
+def test_brunel_statistics_small():
+    """BRUNEL-100 at N = 2000 for 0.3 s: asynchronous irregular activity
+    (rates and CV in a broad band: a regression check, not the benchmark)."""
+    r = snn.models.brunel(2000, seed=0).run(3000, seed=0)
+    assert 4.0 < r.rate_hz() < 25.0
+    assert 0.4 < r.isi_cv() < 1.2
+    assert r.counts[0].input_events.sum() > 0
+
+
+# -- the random generator ------------------------------------------------------
+
+def _xoshiro_reference(state, n):
+    s = [int(x) for x in state]
+    mask = (1 << 64) - 1
+    rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & mask
+    out = []
+    for _ in range(n):
+        out.append(rotl((s[1] * 5) & mask, 7) * 9 & mask)
+        t = (s[1] << 17) & mask
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+    return out
+
+
+def test_xoshiro_matches_reference_implementation():
+    state = kernels.seed_state(7, 3)
+    expected = _xoshiro_reference(state, 20)
+    got = [int(krng.next_u64(state)) for _ in range(20)]
+    assert got == expected
+    assert not np.array_equal(kernels.seed_state(7, 3), kernels.seed_state(7, 4))
+
+
+@pytest.mark.parametrize("lam", [0.3, 4.0, 12.0, 600.0])
+def test_poisson_sampler_statistics(lam):
+    """Mean within 5 standard errors, variance/mean within 5 standard errors
+    of 1 (for n draws the dispersion index has s.e. about sqrt(2 / n))."""
+    n = 20000
+    draws = _draw_poisson(kernels.seed_state(11, 0), lam, n)
+    assert abs(draws.mean() - lam) < 5 * math.sqrt(lam / n)
+    assert abs(draws.var() / lam - 1.0) < 5 * math.sqrt(2.0 / n)
+
+
+def _draw_poisson(state, lam, n):
+    out = np.zeros(n, np.int64)
+    for k in range(n):
+        out[k] = krng.poisson(state, lam)
+    return out
+
+
+def test_background_drive_statistics():
+    """Events per neuron over T steps ~ Poisson(n_trains * rate * dt * T):
+    a membrane-only population (IF, threshold inf) counts them exactly."""
+    g = snn.Graph(dt=1e-3)
+    pop = g.population(500, snn.IF(threshold=math.inf), name="p")
+    g.poisson_input(pop, n_trains=4, rate=25.0, weight=1.0)
+    T = 400
+    r = g.run(T, seed=2, record_v={pop: np.arange(500)})
+    counts = r.v("p")[-1, 0]
+    lam = 4 * 25.0 * 1e-3 * T
+    assert np.all(counts == np.round(counts))
+    assert abs(counts.mean() - lam) < 5 * math.sqrt(lam / 500)
+    assert abs(counts.var() / lam - 1.0) < 5 * math.sqrt(2.0 / 500)
+    assert int(r.counts[0].input_events[0]) == int(counts.sum())
+
+
+# -- bad input -----------------------------------------------------------------
+
+def _two_pops():
+    g = snn.Graph()
+    return g, g.population(3, name="a"), g.population(2, name="b")
+
+
+@pytest.mark.parametrize("delay, match", [
+    (0, "delay < 1 on a recurrent projection"),
+    (-1, "delay must be >= 0"),
+    (1.5, "integer number of steps"),
+    ("1", "integer number of steps"),
+])
+def test_bad_delays_on_self_projection(delay, match):
+    g, a, _ = _two_pops()
+    with pytest.raises(ValueError, match=match):
+        g.connect(a, a, np.ones((3, 3)), delay=delay)
+
+
+def test_zero_delay_cycle_is_refused():
+    g, a, b = _two_pops()
+    g.connect(a, b, np.ones((2, 3)), delay=0)
+    with pytest.raises(ValueError, match="cycle"):
+        g.connect(b, a, np.ones((3, 2)), delay=0)
+    assert len(g.projections) == 1  # the refused projection is not kept
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, True])
+def test_bad_population_size(n):
+    with pytest.raises(ValueError, match="population size"):
+        snn.Graph().population(n)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights(bad):
+    g, a, b = _two_pops()
+    w = np.ones((2, 3))
+    w[1, 2] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        g.connect(a, b, w)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        g.connect(a, b, bad, connectivity=(np.array([0, 1, 1, 2]), np.array([0, 1])))
+
+
+@pytest.mark.parametrize("rows, match", [
+    ((np.array([0, 1, 2, 3]), np.array([0, 1, 2])), "cols must index targets"),
+    ((np.array([0, 1, 2, 3]), np.array([0, -1, 1])), "cols must index targets"),
+    ((np.array([0, 2, 1, 3]), np.array([0, 1, 1])), "non-decreasing"),
+    ((np.array([0, 1, 3]), np.array([0, 1, 1])), "shape"),
+    ((np.array([0, 1, 2, 4]), np.array([0, 1, 1])), "cols must be 1-D with rowptr"),
+    ((np.array([0.0, 1, 2, 3]), np.array([0, 1, 1])), "integer arrays"),
+])
+def test_bad_csr(rows, match):
+    g, a, b = _two_pops()
+    with pytest.raises((ValueError, TypeError), match=match):
+        g.connect(a, b, 1.0, connectivity=rows)
+
+
+def test_shapes_that_do_not_chain():
+    g, a, b = _two_pops()
+    with pytest.raises(ValueError, match=r"\[n_target, n_source\] = \[2, 3\]"):
+        g.connect(a, b, np.ones((3, 2)))
+    with pytest.raises(ValueError, match="one value per synapse"):
+        g.connect(a, b, np.ones(5), connectivity=(np.array([0, 1, 1, 2]), np.array([0, 1])))
+    with pytest.raises(ValueError, match="one value per synapse"):
+        g.connect(a, b, 1.0, connectivity=(np.array([0, 1, 1, 2]), np.array([0, 1])), delay=[1, 2, 3])
+
+
+def test_bad_run_inputs():
+    g = snn.Graph()
+    x = g.input(4, name="x")
+    p = g.population(2, name="p")
+    g.connect(x, p, np.ones((2, 4)), delay=0)
+    with pytest.raises(ValueError, match="no spikes given"):
+        g.run(5)
+    with pytest.raises(ValueError, match=r"must be spikes \[T=5, batch, 4\]"):
+        g.run(5, inputs={x: np.zeros((5, 1, 3), np.uint8)})
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        g.run(5, inputs={x: np.full((5, 1, 4), 2)})
+    with pytest.raises(ValueError, match="record_v"):
+        g.run(5, inputs={x: np.zeros((5, 1, 4))}, record_v={p: [2]})
+    with pytest.raises(ValueError, match="T must be"):
+        g.run(0, inputs={x: np.zeros((5, 1, 4))})
+    with pytest.raises(ValueError, match="seed"):
+        g.run(5, inputs={x: np.zeros((5, 1, 4))}, seed=-1)
+    with pytest.raises(ValueError, match="inputs receive no synapses"):
+        g.connect(p, x, np.ones((4, 2)))
+    with pytest.raises(ValueError, match="population of this graph"):
+        g.connect(snn.Graph().population(2), p, np.ones((2, 2)))
+    with pytest.raises(ValueError, match="already exists"):
+        g.population(3, name="p")
+
+
+def test_bad_poisson_input():
+    g, a, _ = _two_pops()
+    with pytest.raises(ValueError, match="rate must be >= 0"):
+        g.poisson_input(a, 10, -1.0, 0.5)
+    with pytest.raises(ValueError, match="n_trains"):
+        g.poisson_input(a, 0, 5.0, 0.5)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        g.poisson_input(a, 10, 5.0, np.nan)
+    with pytest.raises(ValueError, match="dt must be"):
+        snn.Graph(dt=0.0)
