@@ -39,7 +39,9 @@ background sources, ``R`` recorded neurons, ``T`` steps in all)
 pop_start [P + 1] int64; n_inputs: the first ``n_inputs`` populations are
 inputs. thr, v_reset [P] state dtype; reset_mode, refractory [P] int64;
 has_cur, has_ref [P] bool; tables [P, T + 1, 5] state dtype (propagators,
-see ``neuron``); bias [N] state dtype.
+see ``neuron``); bias state dtype and bias_off [P + 1] int64: the bias of
+population ``p`` is ``bias[bias_off[p]:bias_off[p + 1]]``, one value per neuron or
+one shared by all (no random reads then).
 in_ptr [P + 1], in_proj: projections into ``p`` are
 ``in_proj[in_ptr[p]:in_ptr[p + 1]]``; proj_src, proj_delay [K] int64;
 proj_rp [K] int64: projection ``k``'s rows start at ``rowptr[proj_rp[k]]``
@@ -74,6 +76,7 @@ from .neuron import (
     I,
     V,
     advance,
+    bias_of,
     calendar_insert,
     calendar_remove,
     deliver,
@@ -85,7 +88,7 @@ from .rng import below, poisson
 
 
 @jit
-def graph_init(pop_start, n_inputs, thr, has_cur, has_ref, tables, bias, v_init, state,
+def graph_init(pop_start, n_inputs, thr, has_cur, has_ref, tables, bias, bias_off, v_init, state,
                head, nxt, prv, due):
     """State before step 0 and the calendars of self-driven spikes (one
     sample; ``v_init`` [N] state dtype)."""
@@ -94,19 +97,21 @@ def graph_init(pop_start, n_inputs, thr, has_cur, has_ref, tables, bias, v_init,
     head[:, n_steps] = 0
     due[:] = NEVER
     for p in range(n_inputs, pop_start.shape[0] - 1):
+        bp = bias[bias_off[p]:bias_off[p + 1]]
         for j in range(pop_start[p], pop_start[p + 1]):
             state[j, V] = v_init[j]
             state[j, T_LAST] = -1
             if state.shape[1] > 2:
                 state[j, I] = 0
                 state[j, REF] = -1
-            s = next_due(state, j, -1, n_steps, bias[j], thr[p], tables[p], has_cur[p], has_ref[p])
+            s = next_due(state, j, -1, n_steps, bias_of(bp, j - pop_start[p]), thr[p], tables[p], has_cur[p],
+                         has_ref[p])
             if s != NEVER:
                 calendar_insert(head[p], nxt, prv, due, j, s)
 
 
 @helper
-def _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bias, table, threshold, reset_mode,
+def _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bias, base, table, threshold, reset_mode,
                  v_reset, calendar, nxt, prv, due, hist_idx, n_hist):
     """The close of a step for an IF/LIF population (no current, no
     refractory period): ``advance``, ``deliver``, ``fire`` and rescheduling
@@ -115,7 +120,7 @@ def _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bias, table, 
     for q in range(n_touched):
         j = touched[q]
         mark[j] = 0
-        b = bias[j]
+        b = bias_of(bias, j - base)
         k = t - np.int64(state[j, T_LAST])
         v = state[j, V] * table[k, 0] + b * table[k, 2] + acc[j]
         acc[j] = 0
@@ -134,7 +139,7 @@ def _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bias, table, 
 
 
 @helper
-def _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, table, threshold, reset_mode,
+def _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, base, table, threshold, reset_mode,
                    v_reset, refractory, has_current, has_refractory, calendar, nxt, prv, due, hist_idx,
                    n_hist):
     """The close of a step for the touched neurons of any model: bring each
@@ -142,7 +147,7 @@ def _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, table
     for q in range(n_touched):
         j = touched[q]
         mark[j] = 0
-        b = bias[j]
+        b = bias_of(bias, j - base)
         advance(state, j, t, b, table, has_current, has_refractory)
         deliver(state, j, t, acc[j], has_current, has_refractory)
         acc[j] = 0
@@ -158,7 +163,7 @@ def _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, table
 
 @jit
 def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
-                 has_ref, tables, bias, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
+                 has_ref, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
                  proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
                  in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
                  hist_idx, rec_v, counts, progress):
@@ -227,15 +232,16 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
                     n_touched += 1
                 j = nxt[j]
             table = tables[p]
+            bp = bias[bias_off[p]:bias_off[p + 1]]
             calendar = head[p]
             hc = has_cur[p]
             hr = has_ref[p]
             if not hc and not hr:
-                n_hist = _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bias, table,
+                n_hist = _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bp, base, table,
                                       thr[p], reset_mode[p], v_reset[p], calendar, nxt, prv, due,
                                       hist_idx, n_hist)
             else:
-                n_hist = _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, table,
+                n_hist = _close_general(state, acc, mark, touched, n_touched, t, n_steps, bp, base, table,
                                         thr[p], reset_mode[p], v_reset[p], refractory[p], hc, hr,
                                         calendar, nxt, prv, due, hist_idx, n_hist)
             counts[p, 0] += synops
@@ -245,7 +251,8 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
         for r in range(rec_ids.shape[0]):
             j = rec_ids[r]
             p = rec_pop[r]
-            rec_v[t, r] = value_at(state, j, t, bias[j], tables[p], has_cur[p], has_ref[p])[0]
+            b = bias_of(bias[bias_off[p]:bias_off[p + 1]], j - pop_start[p])
+            rec_v[t, r] = value_at(state, j, t, b, tables[p], has_cur[p], has_ref[p])[0]
         t += 1
     progress[0] = n_hist
     progress[1] = t
@@ -253,20 +260,20 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
 
 @pjit
 def _graph_batch(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
-                 has_ref, tables, bias, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
+                 has_ref, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
                  proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
                  in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
                  hist_idx, rec_v, counts, progress):
     for s in prange(state.shape[0]):
         graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
-                     has_ref, tables, bias, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
+                     has_ref, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
                      proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
                      in_tptr[s], in_idx[s], state[s], acc[s], mark[s], touched[s], head[s], nxt[s],
                      prv[s], due[s], rng[s], hist_ptr[s], hist_idx[s], rec_v[s], counts[s],
                      progress[s])
 
 
-_GRAPH_BATCHED = tuple(range(27, 43))  # in_tptr .. progress: one per sample
+_GRAPH_BATCHED = tuple(range(28, 44))  # in_tptr .. progress: one per sample
 
 
 def graph_run(*args):

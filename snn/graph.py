@@ -393,10 +393,11 @@ class _Plan:
         self.has_ref = np.array([n.refractory > 0 for n in neurons], np.bool_)
         self.width = 4 if (self.has_cur.any() or self.has_ref.any()) else 2
         self.neurons = neurons
-        zeros = [np.zeros(p.n) for p in order]
-        self.bias = np.concatenate([zeros[k] if p.is_input else p.bias for k, p in enumerate(order)]).astype(dtype)
-        self.v_init = np.concatenate([zeros[k] if p.is_input else p.v_init
-                                      for k, p in enumerate(order)]).astype(dtype)
+        biases = [np.zeros(1) if p.is_input else (p.bias[:1] if np.all(p.bias == p.bias[0]) else p.bias)
+                  for p in order]  # one value when shared: no per-neuron reads
+        self.bias = np.concatenate(biases).astype(dtype)
+        self.bias_off = np.concatenate(([0], np.cumsum([len(b) for b in biases]))).astype(np.int64)
+        self.v_init = np.concatenate([np.zeros(p.n) if p.is_input else p.v_init for p in order]).astype(dtype)
         self._flatten_projections(graph, order)
         bg = sorted(graph.sources, key=lambda s: self.pop_index[s.target.name])
         self.bg_ptr = np.searchsorted([self.pop_index[s.target.name] for s in bg],
@@ -461,7 +462,7 @@ class _Plan:
         progress_at = np.zeros((batch, 2), np.int64)
         for s in range(batch):
             kernels.graph_init(self.pop_start, self.n_inputs, self.thr, self.has_cur, self.has_ref, tables,
-                               self.bias, self.v_init, state[s], head[s], nxt[s], prv[s], due[s])
+                               self.bias, self.bias_off, self.v_init, state[s], head[s], nxt[s], prv[s], due[s])
         bar = _progress_bar(progress, n_steps, n_total * n_steps * batch)
         chunk = n_steps if bar is None else max(1, n_steps // 100)
         start = time.perf_counter()
@@ -470,7 +471,7 @@ class _Plan:
             t_end = min(n_steps, t_end + chunk)
             while progress_at[:, 1].min() < t_end:
                 kernels.graph_run(t_end, self.pop_start, self.n_inputs, self.thr, self.reset_mode, self.v_reset,
-                                  self.refractory, self.has_cur, self.has_ref, tables, self.bias,
+                                  self.refractory, self.has_cur, self.has_ref, tables, self.bias, self.bias_off,
                                   self.in_ptr, self.in_proj, self.proj_src, self.proj_delay, self.proj_rp,
                                   self.proj_w, self.proj_shared, self.rowptr, self.cols, self.weights, self.proj_woff,
                                   self.bg_ptr, self.bg_lam, self.bg_w, rec_ids, rec_pop, in_tptr, in_idx,

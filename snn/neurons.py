@@ -101,6 +101,13 @@ class Neuron:
         if isinstance(self.refractory, bool) or not isinstance(self.refractory, (int, np.integer)) \
                 or self.refractory < 0:
             raise ValueError(f"refractory must be an integer number of steps >= 0, got {self.refractory!r}")
+        # plain Python numbers: a numpy float32 beta would make the propagator
+        # float32-accurate, and equal neurons must hash alike for its cache
+        for name in ("beta", "threshold", "v_reset"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.alpha is not None:
+            object.__setattr__(self, "alpha", float(self.alpha))
+        object.__setattr__(self, "refractory", int(self.refractory))
 
     @property
     def has_current(self) -> bool:

@@ -55,3 +55,13 @@ def test_convert_digits(tmp_path):
     assert f"plot: {plot}" in out
     assert plot.is_file() and plot.stat().st_size > 1000
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_brunel(tmp_path):
+    out = _run(["examples/brunel.py", "--n", "2000", "--duration", "0.2", "--out", str(tmp_path), "--no-progress"])
+    assert "Projection('inh' -> 'exc'" in out and "Poisson(100 x 20 Hz" in out
+    rate = float(re.search(r"mean rate: ([\d.]+) Hz", out).group(1))
+    cv = float(re.search(r"ISI CV: ([\d.]+)", out).group(1))
+    assert 3.0 < rate < 30.0 and 0.3 < cv < 1.5, out[-2000:]
+    assert re.search(r"simulated 0.2 s \(2000 steps\)", out)
+    assert (tmp_path / "brunel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

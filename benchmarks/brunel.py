@@ -1,0 +1,131 @@
+"""BRUNEL-100 (shared/BENCHMARKS.md): this simulator's side, and the table
+against Brian2.
+
+Measure one network size (one core; build, compile and run timed apart;
+peak memory as the rise of the process's peak RSS while building and
+running)::
+
+    python benchmarks/brunel.py --n 20000 --repeats 3 --json benchmarks/results/brunel_20k.json
+
+Brian2's side is ``benchmarks/brunel_brian2.py`` (its own environment, see
+its docstring). Merge any number of result files of both into one table,
+with the rate check first and the speed ratio against Brian2 per size::
+
+    python benchmarks/brunel.py --report benchmarks/results/brunel_*.json
+
+Run times are medians over ``--repeats`` runs with different Poisson seeds
+(the connectivity fixed); ``run_s`` is the simulation loop only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from _common import (
+    CpuMonitor,
+    describe_env,
+    environment,
+    fmt_si,
+    md_table,
+    median,
+    read_rss_kib,
+    reset_peak_rss,
+    warn_if_busy,
+)
+
+
+def measure(n: int, repeats: int, seed: int) -> dict:
+    import numba
+
+    import snn
+
+    numba.set_num_threads(1)
+    warn_if_busy()
+    reset_peak_rss()
+    rss0 = read_rss_kib()
+    start = time.perf_counter()
+    graph = snn.models.brunel(n, seed=seed)
+    build_s = time.perf_counter() - start
+    compile_s = graph.prepare()
+    steps = round(1.0 / graph.dt)
+    runs = []
+    for rep in range(repeats):
+        with CpuMonitor() as cpu:
+            result = graph.run(steps, seed=seed + rep, progress=False)
+        runs.append({"run_s": result.seconds, "spikes": result.total("spikes"),
+                     "recurrent_events": result.total("synops"), "rate_hz": result.rate_hz(),
+                     "isi_cv": result.isi_cv(), "other_cores": cpu.other_cores})
+        print(f"  run {rep}: {result.seconds:.3f} s, rate {result.rate_hz():.2f} Hz, "
+              f"CV {result.isi_cv():.3f}, other processes {cpu.other_cores:.2f} cores", flush=True)
+    rss1 = read_rss_kib()
+    conn_bytes = sum(p.nbytes for p in graph.projections)
+    return {
+        "simulator": "snn (event)", "target": "numba, 1 thread", "n": n, "seed": seed,
+        "n_synapses": graph.n_synapses, "build_s": build_s, "compile_s": compile_s,
+        "run_s": median([r["run_s"] for r in runs]), "runs": runs,
+        "spikes": median([r["spikes"] for r in runs]),
+        "recurrent_events": median([r["recurrent_events"] for r in runs]),
+        "rate_hz": median([r["rate_hz"] for r in runs]), "isi_cv": median([r["isi_cv"] for r in runs]),
+        "connectivity_bytes_per_synapse": conn_bytes / graph.n_synapses,
+        "peak_rss_mib": None if rss1 is None else rss1[1] / 1024,
+        "peak_rss_rise_bytes_per_synapse": None if rss0 is None else (rss1[1] - rss0[0]) * 1024 / graph.n_synapses,
+        "env": environment(),
+    }
+
+
+def report(paths: list[str]) -> str:
+    rows = []
+    results = [json.load(open(p)) for p in paths]
+    by_n = {}
+    for r in results:
+        by_n.setdefault(r["n"], []).append(r)
+    for n in sorted(by_n):
+        ours = [r for r in by_n[n] if r["simulator"].startswith("snn")]
+        base = {r["target"]: r for r in by_n[n] if r["simulator"] == "brian2"}
+        for r in sorted(by_n[n], key=lambda r: (r["simulator"] != "brian2", r["target"])):
+            events = r.get("recurrent_events", float("nan"))
+            ratio = "-"
+            if ours and r in ours and base:
+                ratio = ", ".join(f"{b['run_s'] / r['run_s']:.2f}x vs {t}" for t, b in sorted(base.items()))
+            rate_ok = "-"
+            if base and ours:
+                ref = ours[0]["rate_hz"]
+                rate_ok = f"{(r['rate_hz'] / ref - 1) * 100:+.1f}%"
+            rows.append([f"{n:,}", r["simulator"], r["target"], f"{r['run_s']:.3f}",
+                         f"{r.get('compile_s', float('nan')):.2f}", f"{r.get('build_s', float('nan')):.2f}",
+                         f"{r['rate_hz']:.2f}", rate_ok, f"{r['isi_cv']:.3f}", fmt_si(events),
+                         fmt_si(events / r["run_s"], "/s"), ratio])
+    head = ["N", "simulator", "target", "run s", "compile s", "build s", "rate Hz", "rate vs snn",
+            "ISI CV", "rec. events", "events/s", "speed-up"]
+    out = [md_table(head, rows)]
+    for r in results:
+        if r["simulator"].startswith("snn"):
+            out.append(f"N={r['n']:,}: connectivity {r['connectivity_bytes_per_synapse']:.2f} B/synapse, "
+                       f"peak RSS rise {r['peak_rss_rise_bytes_per_synapse']:.2f} B/synapse "
+                       f"(peak RSS {r['peak_rss_mib']:.0f} MiB); {describe_env(r['env'])}")
+    return "\n".join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=4000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write the result here")
+    parser.add_argument("--report", nargs="+", metavar="JSON", help="merge result files into one table")
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
+    result = measure(args.n, args.repeats, args.seed)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "env")}, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
