@@ -1,9 +1,11 @@
-"""Save and load networks: one ``.npz`` file, an exact round trip.
+"""Save and load networks, layer stacks (:class:`snn.Network`) and graphs
+(:class:`snn.Graph`): one ``.npz`` file, an exact round trip.
 
 ``save(network, path)`` then ``load(path)`` gives a network whose every
 parameter array is bit-identical to the original's and whose runs give the
 same spikes and counts. Loading rebuilds every object through its public
-constructor, so all of its validation runs again.
+constructor (a graph through ``Graph.population``/``input``/``connect``/
+``poisson_input``), so all of its validation runs again.
 
 File format, version 1
 ----------------------
@@ -37,6 +39,9 @@ MaxPool2d     ``in_shape``, ``kernel_size`` (int), ``name``  none
 Neuron        ``beta, alpha, threshold, reset, v_reset,``    none
               ``refractory, name`` (``alpha`` null without
               a current; an infinite threshold is "inf")
+Graph         ``dt`` (seconds), ``dtype``, ``populations``,  those of its sub-records (below)
+              ``projections``, ``sources`` (lists of
+              sub-records, below)
 ============  =============================================  ============================================
 
 common: ``mode``, ``name`` (null when unnamed), ``neuron`` (a Neuron record,
@@ -44,13 +49,36 @@ path ``<layer>.neuron``); arrays ``bias`` float64 [n_out] (per channel for the
 convolutions) and ``v_init`` float64 [n_out]. window: ``kernel_size``,
 ``stride``, ``padding``, ``dilation``, each a pair [y, x].
 
+A Graph's sub-records are plain JSON objects (not registered types), in the
+graph's order, with their arrays under their own path:
+
+- ``populations[k]``, path ``population{k}``: ``name``, ``n``, ``neuron`` (a
+  Neuron record, path ``population{k}.neuron``; null for an input
+  population, which has no arrays); arrays ``bias`` and ``v_init`` float64 [n].
+- ``projections[k]``, path ``projection{k}``: ``name``, ``source`` and
+  ``target`` (population names), ``weight`` (the weight every synapse shares;
+  null when each synapse has its own), ``delays`` (one per delay group,
+  strictly increasing). Group ``g`` of delay ``delays[g]`` (synapses stored as
+  CSR by presynaptic neuron) has arrays ``group{g}.rowptr`` int64
+  [n_source + 1], ``group{g}.cols`` int32 [S_g] (target indices) and, when
+  ``weight`` is null, ``group{g}.weights`` float32 [S_g].
+- ``sources[k]`` (Poisson inputs, no arrays): ``target`` (a population name),
+  ``n_trains``, ``rate`` (Hz), ``weight``.
+
+A graph is rebuilt with one ``connect`` per projection, the groups merged
+back into one CSR (per presynaptic neuron: group 0's synapses, then group
+1's...) with a delay per synapse, which ``connect`` splits into the same
+groups again.
+
 A reader refuses a file whose ``format_version`` is newer than it knows; a
-change that old readers would misread increments the version.
+change that old readers would misread increments the version (a new type,
+such as Graph, does not: an older reader refuses it as an unknown type).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -60,6 +88,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .conv import AvgPool2d, Conv2d, MaxPool2d
+from .graph import Graph
 from .layers import Linear, SparseLinear
 from .network import Network
 from .neurons import Neuron
@@ -95,10 +124,13 @@ def register(cls: type, to_record: Callable, from_record: Callable, *, network: 
     to_record : ``(obj, out: Writer) -> dict``, the object's scalar
         parameters as JSON values (finite numbers, strings, None, lists,
         dicts); arrays go through ``out.array`` and registered parts (layers,
-        neurons) through ``out.part``, whose returned record goes into the dict.
+        neurons) through ``out.part``, whose returned record goes into the dict;
+        sub-records that are not registered types through ``out.child``.
+        ``load`` refuses a file holding an array that no ``from_record``
+        reads, so every array stored must be read back.
     from_record : ``(src: Reader) -> obj``, rebuilds the object through its
-        public constructor from ``src[field]``, ``src.array(...)`` and
-        ``src.part(...)``; a ``TypeError``/``ValueError`` it raises is
+        public constructor from ``src[field]``, ``src.array(...)``,
+        ``src.part(...)`` and ``src.child(...)``; a ``TypeError``/``ValueError`` it raises is
         reported as a :class:`FileFormatError` naming the file and the record.
     network : whether the type is a whole network, which ``save`` accepts
         and ``load`` returns.
@@ -145,24 +177,33 @@ class Writer:
         """The record of ``obj`` (a registered type), its arrays stored under ``<location>.<key>``."""
         return _encode(obj, Writer(self._arrays, _join(self.location, key)))
 
+    def child(self, key: str) -> Writer:
+        """A writer for a sub-record that is not a registered type (e.g. a
+        graph's population), its arrays stored under ``<location>.<key>``."""
+        return Writer(self._arrays, _join(self.location, key))
+
 
 class Reader:
     """What a ``from_record`` function reads: the fields of its record, its
     arrays (type-checked) and its parts. Every problem is raised as a
     :class:`FileFormatError` naming the file and the record's location."""
 
-    def __init__(self, path: str, arrays: dict[str, np.ndarray], record, location: str):
+    def __init__(self, path: str, arrays: dict[str, np.ndarray], record, location: str,
+                 used: set | None = None):
         self._path = path
         self._arrays = arrays
         self.record = record
         self.location = location
+        self._used = set() if used is None else used  # names of the arrays read, shared by all readers
 
     def error(self, message: str) -> FileFormatError:
         return FileFormatError(f"{self._path}: {self.location or 'network'}: {message}")
 
     def __getitem__(self, field: str):
         if field not in self.record:
-            raise self.error(f"the {self.record.get('type')} record has no field {field!r}")
+            kind = self.record.get("type")
+            kind = f"{kind} " if isinstance(kind, str) else ""
+            raise self.error(f"the {kind}record has no field {field!r}")
         return self.record[field]
 
     def array(self, name: str, dtype, ndim: int) -> np.ndarray:
@@ -173,6 +214,7 @@ class Reader:
         if key not in self._arrays:
             raise self.error(f"array {key!r} is missing from the file")
         arr = self._arrays[key]
+        self._used.add(key)
         if arr.dtype != np.dtype(dtype) or arr.ndim != ndim:
             raise self.error(f"array {key!r} is {arr.dtype} of shape {arr.shape}, expected "
                              f"{np.dtype(dtype)} with {ndim} dimension(s)")
@@ -180,7 +222,22 @@ class Reader:
 
     def part(self, key: str, record):
         """The object rebuilt from ``record``, a part stored under ``<location>.<key>``."""
-        return _decode(Reader(self._path, self._arrays, record, _join(self.location, key)))
+        return _decode(Reader(self._path, self._arrays, record, _join(self.location, key), self._used))
+
+    def child(self, key: str, record) -> Reader:
+        """A reader of ``record``, a sub-record written by :meth:`Writer.child`
+        under ``<location>.<key>``; refused unless it is a JSON object."""
+        child = Reader(self._path, self._arrays, record, _join(self.location, key), self._used)
+        if not isinstance(record, dict):
+            raise child.error(f"expected a JSON object, got {record!r}")
+        return child
+
+    def list_field(self, field: str) -> list:
+        """Field ``field``, refused unless it is a JSON list."""
+        value = self[field]
+        if not isinstance(value, list):
+            raise self.error(f"field {field!r} must be a list, got {value!r}")
+        return value
 
 
 def _join(location: str, name: str) -> str:
@@ -210,19 +267,21 @@ def _decode(src: Reader):
 
 # -- save and load -------------------------------------------------------------
 
-def save(network, path) -> None:
-    """Write ``network`` to the file ``path`` (an ``.npz`` archive, written
-    at exactly ``path``: no suffix is added), replacing it if it exists.
+def save(network: Network | Graph, path) -> None:
+    """Write ``network`` (an :class:`snn.Network` or an :class:`snn.Graph`)
+    to the file ``path`` (an ``.npz`` archive, written at exactly ``path``:
+    no suffix is added), replacing it if it exists. A graph may be saved
+    before or after runs: its file is the same.
 
     Raises
     ------
-    TypeError : ``network`` or one of its parts is of an unregistered type,
-        or a neuron's ``beta``/``alpha`` is a numpy float narrower than float64.
+    TypeError : ``network`` or one of its parts is of an unregistered type.
     ValueError : a convolution's bias varies within an output channel (its
         constructor takes one bias per channel).
     """
     if not _codec_of(network).network:
-        raise TypeError(f"snn.save takes a network (snn.Network), got a {type(network).__name__}")
+        raise TypeError(
+            f"snn.save takes a network (snn.Network or snn.Graph), got a {type(network).__name__}")
     arrays: dict[str, np.ndarray] = {}
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "snn_version": _snn_version(),
                 "network": _encode(network, Writer(arrays, ""))}
@@ -231,8 +290,9 @@ def save(network, path) -> None:
         np.savez(file, manifest=np.array(text), **arrays)
 
 
-def load(path) -> Network:
-    """The network saved in the file ``path`` by :func:`save`.
+def load(path) -> Network | Graph:
+    """The network saved in the file ``path`` by :func:`save`: an
+    :class:`snn.Network` or an :class:`snn.Graph`, whichever was saved.
 
     Raises
     ------
@@ -240,8 +300,10 @@ def load(path) -> Network:
     FileFormatError (a ValueError) : not an ``.npz`` archive, a truncated or
         corrupted one, not an snn network file, a newer format version, a
         malformed manifest, a missing array, an array of the wrong dtype or
-        shape, or parameters the constructors refuse; the message names the
-        file and what is wrong.
+        shape, an array no record reads, or parameters the constructors
+        refuse (for a graph also: a projection or source naming an unknown
+        population, delay groups that do not match their arrays); the
+        message names the file and what is wrong.
     """
     name = os.fspath(path)
     arrays = _read_npz(name)
@@ -250,6 +312,9 @@ def load(path) -> Network:
     network = _decode(src)
     if not _codec_of(network).network:
         raise src.error(f"holds a {type(network).__name__}, not a network")
+    unused = sorted(set(arrays) - src._used)
+    if unused:  # e.g. a record edited to have fewer parts than its arrays
+        raise FileFormatError(f"{name}: the file has arrays that no record reads: {', '.join(unused)}")
     return network
 
 
@@ -310,16 +375,8 @@ def _network_from_record(src: Reader) -> Network:
 
 
 def _neuron_to_record(neuron: Neuron, out: Writer) -> dict:
-    """All fields of the (dataclass) neuron. Numpy scalars are stored as
-    Python numbers, which is exact except for ``beta``/``alpha`` of a type
-    narrower than float64: the propagator is computed in that type, so those
-    are refused."""
-    for field in ("beta", "alpha"):
-        value = getattr(neuron, field)
-        if isinstance(value, np.floating) and not isinstance(value, np.float64):
-            raise TypeError(
-                f"cannot save {neuron!r} exactly: its {field} is a {type(value).__name__}, whose arithmetic "
-                "the propagator inherits; build it with snn.IF/LIF/CubaLIF (they store Python floats)")
+    """All fields of the (dataclass) neuron (``Neuron`` stores plain Python
+    numbers, so JSON holds them exactly)."""
     record = {f.name: _python_scalar(getattr(neuron, f.name)) for f in dataclasses.fields(neuron)}
     if record["threshold"] == math.inf:
         record["threshold"] = "inf"  # JSON has no infinity
@@ -426,6 +483,127 @@ def _maxpool_from_record(src: Reader) -> MaxPool2d:
     return MaxPool2d(src["in_shape"], src["kernel_size"], name=src["name"])
 
 
+# -- graphs ---------------------------------------------------------------------
+
+def _graph_to_record(graph: Graph, out: Writer) -> dict:
+    """The graph's populations, projections (delay groups as they are) and
+    Poisson sources, in order. Arrays are written as they are, views
+    included (after a run, a projection's arrays are views into the compiled
+    plan's): nothing per synapse is copied or looped over in Python."""
+    populations = []
+    for k, pop in enumerate(graph.populations):
+        record = {"name": pop.name, "n": pop.n, "neuron": None}
+        if not pop.is_input:
+            sub = out.child(f"population{k}")
+            sub.array("bias", np.asarray(pop.bias, np.float64))
+            sub.array("v_init", np.asarray(pop.v_init, np.float64))
+            record["neuron"] = sub.part("neuron", pop.neuron)
+        populations.append(record)
+    projections = []
+    for k, proj in enumerate(graph.projections):
+        sub = out.child(f"projection{k}")
+        for g, (_, rowptr, cols, weights) in enumerate(proj.groups):
+            sub.array(f"group{g}.rowptr", rowptr)
+            sub.array(f"group{g}.cols", cols)
+            if weights is not None:
+                sub.array(f"group{g}.weights", weights)
+        projections.append({"name": proj.name, "source": proj.source.name, "target": proj.target.name,
+                            "weight": proj.weight, "delays": [int(d) for d in proj.delays]})
+    sources = [{"target": s.target.name, "n_trains": s.n_trains, "rate": s.rate, "weight": s.weight}
+               for s in graph.sources]
+    return {"dt": graph.dt, "dtype": np.dtype(graph.dtype).name, "populations": populations,
+            "projections": projections, "sources": sources}
+
+
+def _graph_from_record(src: Reader) -> Graph:
+    graph = Graph(src["dt"], src["dtype"])
+    for k, record in enumerate(src.list_field("populations")):
+        sub = src.child(f"population{k}", record)
+        n, name = sub["n"], sub["name"]
+        neuron = None if sub["neuron"] is None else sub.part("neuron", sub["neuron"])
+        state = {} if neuron is None else {"bias": sub.array("bias", np.float64, 1),
+                                           "v_init": sub.array("v_init", np.float64, 1)}
+        try:
+            if neuron is None:
+                graph.input(n, name=name)
+            else:
+                graph.population(n, neuron, name=name, **state)
+        except (TypeError, ValueError) as err:
+            raise sub.error(f"cannot rebuild the population: {err}") from err
+    for k, record in enumerate(src.list_field("projections")):
+        sub = src.child(f"projection{k}", record)
+        source, target = (_population(graph, sub, role) for role in ("source", "target"))
+        rowptr, cols, weights, delay = _merged_groups(sub, source.n)
+        try:
+            graph.connect(source, target, sub["weight"] if weights is None else weights,
+                          connectivity=(rowptr, cols), delay=delay, name=sub["name"])
+        except (TypeError, ValueError) as err:
+            raise sub.error(f"cannot rebuild the projection: {err}") from err
+    for k, record in enumerate(src.list_field("sources")):
+        sub = src.child(f"source{k}", record)
+        target, n_trains, rate, weight = (_population(graph, sub, "target"), sub["n_trains"], sub["rate"],
+                                          sub["weight"])
+        try:
+            graph.poisson_input(target, n_trains, rate, weight)
+        except (TypeError, ValueError) as err:
+            raise sub.error(f"cannot rebuild the Poisson source: {err}") from err
+    return graph
+
+
+def _population(graph: Graph, src: Reader, role: str):
+    name = src[role]
+    found = [p for p in graph.populations if p.name == name]
+    if not found:
+        raise src.error(f"its {role} names an unknown population {name!r} "
+                        f"(the graph has {[p.name for p in graph.populations]})")
+    return found[0]
+
+
+def _merged_groups(src: Reader, n_source: int):
+    """A projection's delay groups merged into one CSR ``(rowptr, cols,
+    weights or None, delay)``, ``delay`` a scalar for a single group, else one
+    per synapse; per presynaptic neuron, group 0's synapses come first, then
+    group 1's..., so ``connect`` splits them back into the same groups."""
+    delays = src.list_field("delays")
+    if not delays or any(isinstance(d, bool) or not isinstance(d, int) for d in delays):
+        raise src.error(f"delays must be a non-empty list of integers (one per group), got {delays!r}")
+    if any(a >= b for a, b in itertools.pairwise(delays)):
+        raise src.error(f"delays must be strictly increasing (one group per distinct delay), got {delays}")
+    shared = src["weight"] is not None
+    groups = []
+    for g in range(len(delays)):
+        rowptr = src.array(f"group{g}.rowptr", np.int64, 1)
+        cols = src.array(f"group{g}.cols", np.int32, 1)
+        weights = None if shared else src.array(f"group{g}.weights", np.float32, 1)
+        where = f"group {g} (delay {delays[g]})"
+        if rowptr.shape != (n_source + 1,) or rowptr[0] != 0 or np.any(np.diff(rowptr) < 0) \
+                or rowptr[-1] != len(cols):
+            raise src.error(f"{where}: rowptr must be non-decreasing offsets [n_source + 1 = {n_source + 1}] "
+                            f"from 0 to len(cols) = {len(cols)}")
+        if weights is not None and weights.shape != cols.shape:
+            raise src.error(f"{where}: weights has shape {weights.shape}, cols {cols.shape}")
+        if len(delays) > 1 and not len(cols):
+            raise src.error(f"{where} has no synapses: a projection has one group per delay it uses")
+        groups.append((delays[g], rowptr, cols, weights))
+    if len(groups) == 1:
+        return groups[0][1], groups[0][2], groups[0][3], delays[0]
+    rowptr = np.sum([r for _, r, _, _ in groups], axis=0, dtype=np.int64)
+    n_syn = int(rowptr[-1])
+    cols = np.empty(n_syn, np.int32)
+    weights = None if shared else np.empty(n_syn, np.float32)
+    delay = np.empty(n_syn, np.int64)
+    start = rowptr[:-1].copy()  # where the next group's synapses of each row go
+    for d, group_rowptr, group_cols, group_weights in groups:
+        counts = np.diff(group_rowptr)
+        dest = np.repeat(start - group_rowptr[:-1], counts) + np.arange(len(group_cols), dtype=np.int64)
+        cols[dest] = group_cols
+        if weights is not None:
+            weights[dest] = group_weights
+        delay[dest] = d
+        start += counts
+    return rowptr, cols, weights, delay
+
+
 register(Network, _network_to_record, _network_from_record, network=True)
 register(Neuron, _neuron_to_record, _neuron_from_record)
 register(Linear, _linear_to_record, _linear_from_record)
@@ -433,3 +611,4 @@ register(SparseLinear, _sparse_to_record, _sparse_from_record)
 register(Conv2d, _conv_to_record, _conv_from_record)
 register(AvgPool2d, _avgpool_to_record, _avgpool_from_record)
 register(MaxPool2d, _maxpool_to_record, _maxpool_from_record)
+register(Graph, _graph_to_record, _graph_from_record, network=True)
