@@ -10,8 +10,13 @@ exact operation counts per layer::
     result.spikes(-1), result.counts, result.table()
 """
 
+from .connectivity import fixed_in_degree, fixed_out_degree, fixed_probability
 from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d
-from .encoders import bernoulli
+from .encoders import bernoulli, direct, latency, poisson, rate
+from .graph import Graph, Population, Projection
+from .graph_result import GraphResult
+from . import models
+from .io import load, save
 from .layers import Layer, Linear, SparseLinear
 from .network import Network
 from .neurons import IF, LIF, CubaLIF, Neuron, beta_from_tau, tau_from_beta
@@ -22,5 +27,8 @@ __all__ = [
     "IF", "LIF", "CubaLIF", "Neuron", "beta_from_tau", "tau_from_beta",
     "Layer", "Linear", "SparseLinear", "Network", "RunResult", "LayerCounts",
     "SpikeTrains", "bernoulli", "Conv2d", "AvgPool2d", "MaxPool2d", "Flatten",
+    "Graph", "Population", "Projection", "GraphResult",
+    "rate", "poisson", "latency", "direct", "fixed_probability", "fixed_in_degree", "fixed_out_degree",
+    "save", "load",
 ]
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import connectivity
 from ._validate import real_array
 from .neurons import LIF, Neuron
 
@@ -118,7 +119,7 @@ class SparseLinear(Layer):
 
     Build it from a dense ``[n_out, n_in]`` matrix (zeros are absent synapses)
     with :meth:`from_dense`, from COO triples with :meth:`from_coo`, or
-    randomly with :meth:`random`.
+    randomly with :meth:`random` (fixed probability) or :meth:`fixed_in_degree`.
     """
 
     kind = "csr"
@@ -173,18 +174,26 @@ class SparseLinear(Layer):
         return cls.from_coo(w.shape[1], w.shape[0], pre, post, w[post, pre], neuron, **kwargs)
 
     @classmethod
-    def random(cls, n_in, n_out, p, weight=1.0, neuron=None, seed=None, **kwargs) -> "SparseLinear":
+    def random(cls, n_in, n_out, p, weight=1.0, neuron=None, seed=None, **kwargs) -> SparseLinear:
         """Each of the ``n_in * n_out`` pairs connected independently with
-        probability ``p``; ``weight`` a scalar or a callable ``(rng, n) -> [n]``."""
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        probability ``p`` (:func:`snn.connectivity.fixed_probability`);
+        ``weight`` a scalar or a callable ``(rng, n) -> [n]`` drawing the
+        ``n`` weights, in CSR order, from the same generator."""
         rng = np.random.default_rng(seed)
-        counts = rng.binomial(n_out, p, size=n_in)
-        rowptr = np.zeros(n_in + 1, np.int64)
-        np.cumsum(counts, out=rowptr[1:])
-        cols = np.empty(rowptr[-1], np.int32)
-        for r in range(n_in):  # distinct targets per row, sorted
-            cols[rowptr[r]:rowptr[r + 1]] = np.sort(rng.choice(n_out, counts[r], replace=False))
+        rowptr, cols = connectivity.fixed_probability(n_in, n_out, p, rng)
+        return cls._with_weights(n_in, n_out, rowptr, cols, weight, rng, neuron, **kwargs)
+
+    @classmethod
+    def fixed_in_degree(cls, n_in, n_out, k, weight=1.0, neuron=None, seed=None, **kwargs) -> SparseLinear:
+        """Every output neuron receives exactly ``k`` distinct inputs, chosen
+        uniformly (:func:`snn.connectivity.fixed_in_degree`); ``weight`` as in
+        :meth:`random`."""
+        rng = np.random.default_rng(seed)
+        rowptr, cols = connectivity.fixed_in_degree(n_in, n_out, k, rng)
+        return cls._with_weights(n_in, n_out, rowptr, cols, weight, rng, neuron, **kwargs)
+
+    @classmethod
+    def _with_weights(cls, n_in, n_out, rowptr, cols, weight, rng, neuron, **kwargs) -> SparseLinear:
         n = len(cols)
         w = weight(rng, n) if callable(weight) else np.full(n, weight)
         return cls(n_in, n_out, neuron, rowptr=rowptr, cols=cols, weights=w, **kwargs)
