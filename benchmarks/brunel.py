@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from _common import (
     CpuMonitor,
@@ -37,8 +38,9 @@ from _common import (
 )
 
 
-def measure(n: int, repeats: int, seed: int) -> dict:
+def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None) -> dict:
     import numba
+    import numpy as np
 
     import snn
 
@@ -47,14 +49,14 @@ def measure(n: int, repeats: int, seed: int) -> dict:
     reset_peak_rss()
     rss0 = read_rss_kib()
     start = time.perf_counter()
-    graph = snn.models.brunel(n, seed=seed)
+    graph = snn.models.brunel(n, seed=seed, dtype=np.dtype(dtype).type)
     build_s = time.perf_counter() - start
     compile_s = graph.prepare()
     steps = round(1.0 / graph.dt)
     runs = []
     for rep in range(repeats):
         with CpuMonitor() as cpu:
-            result = graph.run(steps, seed=seed + rep, progress=False)
+            result = graph.run(steps, seed=seed + rep, progress=False, mode=mode)
         runs.append({"run_s": result.seconds, "spikes": result.total("spikes"),
                      "recurrent_events": result.total("synops"), "rate_hz": result.rate_hz(),
                      "isi_cv": result.isi_cv(), "other_cores": cpu.other_cores})
@@ -63,7 +65,8 @@ def measure(n: int, repeats: int, seed: int) -> dict:
     rss1 = read_rss_kib()
     conn_bytes = sum(p.nbytes for p in graph.projections)
     return {
-        "simulator": "snn (event)", "target": "numba, 1 thread", "n": n, "seed": seed,
+        "simulator": "snn", "target": f"{'/'.join(sorted({c.mode for c in result.counts}))}, {dtype}, 1 thread",
+        "n": n, "seed": seed,
         "n_synapses": graph.n_synapses, "build_s": build_s, "compile_s": compile_s,
         "run_s": median([r["run_s"] for r in runs]), "runs": runs,
         "spikes": median([r["spikes"] for r in runs]),
@@ -78,7 +81,7 @@ def measure(n: int, repeats: int, seed: int) -> dict:
 
 def report(paths: list[str]) -> str:
     rows = []
-    results = [json.load(open(p)) for p in paths]
+    results = [json.loads(Path(p).read_text()) for p in paths]
     by_n = {}
     for r in results:
         by_n.setdefault(r["n"], []).append(r)
@@ -114,13 +117,15 @@ def main():
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="state precision")
+    parser.add_argument("--mode", choices=("event", "clock", "auto"), help="force every population's path")
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--report", nargs="+", metavar="JSON", help="merge result files into one table")
     args = parser.parse_args()
     if args.report:
         print(report(args.report))
         return
-    result = measure(args.n, args.repeats, args.seed)
+    result = measure(args.n, args.repeats, args.seed, args.dtype, args.mode)
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "env")}, indent=1))
     if args.json:
         with open(args.json, "w") as f:

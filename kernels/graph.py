@@ -38,7 +38,8 @@ background sources, ``R`` recorded neurons, ``T`` steps in all)
 ---------
 pop_start [P + 1] int64; n_inputs: the first ``n_inputs`` populations are
 inputs. thr, v_reset [P] state dtype; reset_mode, refractory [P] int64;
-has_cur, has_ref [P] bool; tables [P, T + 1, 5] state dtype (propagators,
+has_cur, has_ref [P] bool; pop_clock [P] bool: populations stepped clock-driven
+(every neuron every step, see ``_sweep``) instead of event-driven; tables [P, T + 1, 5] state dtype (propagators,
 see ``neuron``); bias state dtype and bias_off [P + 1] int64: the bias of
 population ``p`` is ``bias[bias_off[p]:bias_off[p + 1]]``, one value per neuron or
 one shared by all (no random reads then).
@@ -161,9 +162,40 @@ def _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, base,
     return n_hist
 
 
+@helper
+def _sweep(state, acc, base, n, t, bias, table, threshold, reset_mode, v_reset, refractory,
+           has_current, has_refractory, hist_idx, n_hist):
+    """Clock-driven step of a whole population (neurons ``base .. base + n``
+    updated at every step, so every advance is one step: the reference's
+    arithmetic exactly): for populations touched so often that a sequential
+    sweep is cheaper than visiting touched neurons in random order."""
+    if not has_current and not has_refractory:
+        decay = table[1, 0]
+        for q in range(n):
+            j = base + q
+            v = state[j, V] * decay + bias_of(bias, q) * table[1, 2] + acc[j]
+            acc[j] = 0
+            state[j, T_LAST] = t
+            if v >= threshold:
+                hist_idx[n_hist] = j
+                n_hist += 1
+                v = v - threshold if reset_mode == RESET_SUBTRACT else v_reset
+            state[j, V] = v
+        return n_hist
+    for q in range(n):
+        j = base + q
+        advance(state, j, t, bias_of(bias, q), table, has_current, has_refractory)
+        deliver(state, j, t, acc[j], has_current, has_refractory)
+        acc[j] = 0
+        if fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
+            hist_idx[n_hist] = j
+            n_hist += 1
+    return n_hist
+
+
 @jit
 def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
-                 has_ref, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
+                 has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
                  proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
                  in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
                  hist_idx, rec_v, counts, progress):
@@ -192,6 +224,7 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
             n_p = pop_start[p + 1] - base
             n_touched = 0
             synops = 0
+            clock = pop_clock[p]
             for q in range(in_ptr[p], in_ptr[p + 1]):
                 k = in_proj[q]
                 ts = t - proj_delay[k]
@@ -211,9 +244,10 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
                     for s in range(s0, s1):
                         j = base + cols[s]
                         acc[j] += w if shared else weights[s + woff]
-                        touched[n_touched] = j  # kept only if j is new: no branch to mispredict
-                        n_touched += 1 - mark[j]
-                        mark[j] = 1
+                        if not clock:
+                            touched[n_touched] = j  # kept only if j is new: no branch to mispredict
+                            n_touched += 1 - mark[j]
+                            mark[j] = 1
             for g in range(bg_ptr[p], bg_ptr[p + 1]):
                 n_events = poisson(rng, bg_lam[g] * n_p)
                 counts[p, 3] += n_events
@@ -221,29 +255,35 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
                 for _ in range(n_events):
                     j = base + below(rng, n_p)
                     acc[j] += w
-                    touched[n_touched] = j
-                    n_touched += 1 - mark[j]
-                    mark[j] = 1
-            j = head[p, t]
-            while j >= 0:  # due to fire on their own
-                if mark[j] == 0:
-                    mark[j] = 1
-                    touched[n_touched] = j
-                    n_touched += 1
-                j = nxt[j]
+                    if not clock:
+                        touched[n_touched] = j
+                        n_touched += 1 - mark[j]
+                        mark[j] = 1
             table = tables[p]
             bp = bias[bias_off[p]:bias_off[p + 1]]
             calendar = head[p]
             hc = has_cur[p]
             hr = has_ref[p]
-            if not hc and not hr:
-                n_hist = _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bp, base, table,
-                                      thr[p], reset_mode[p], v_reset[p], calendar, nxt, prv, due,
-                                      hist_idx, n_hist)
+            if clock:
+                n_hist = _sweep(state, acc, base, n_p, t, bp, table, thr[p], reset_mode[p], v_reset[p],
+                                refractory[p], hc, hr, hist_idx, n_hist)
+                n_touched = n_p
             else:
-                n_hist = _close_general(state, acc, mark, touched, n_touched, t, n_steps, bp, base, table,
-                                        thr[p], reset_mode[p], v_reset[p], refractory[p], hc, hr,
-                                        calendar, nxt, prv, due, hist_idx, n_hist)
+                j = head[p, t]
+                while j >= 0:  # due to fire on their own
+                    if mark[j] == 0:
+                        mark[j] = 1
+                        touched[n_touched] = j
+                        n_touched += 1
+                    j = nxt[j]
+                if not hc and not hr:
+                    n_hist = _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bp, base, table,
+                                          thr[p], reset_mode[p], v_reset[p], calendar, nxt, prv, due,
+                                          hist_idx, n_hist)
+                else:
+                    n_hist = _close_general(state, acc, mark, touched, n_touched, t, n_steps, bp, base,
+                                            table, thr[p], reset_mode[p], v_reset[p], refractory[p], hc,
+                                            hr, calendar, nxt, prv, due, hist_idx, n_hist)
             counts[p, 0] += synops
             counts[p, 1] += n_touched
             counts[p, 2] += n_hist - hist_ptr[t, p]
@@ -260,20 +300,20 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
 
 @pjit
 def _graph_batch(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
-                 has_ref, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
+                 has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
                  proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
                  in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
                  hist_idx, rec_v, counts, progress):
     for s in prange(state.shape[0]):
         graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
-                     has_ref, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
+                     has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
                      proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
                      in_tptr[s], in_idx[s], state[s], acc[s], mark[s], touched[s], head[s], nxt[s],
                      prv[s], due[s], rng[s], hist_ptr[s], hist_idx[s], rec_v[s], counts[s],
                      progress[s])
 
 
-_GRAPH_BATCHED = tuple(range(28, 44))  # in_tptr .. progress: one per sample
+_GRAPH_BATCHED = tuple(range(29, 45))  # in_tptr .. progress: one per sample
 
 
 def graph_run(*args):

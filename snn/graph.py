@@ -33,6 +33,11 @@ from .neurons import LIF, Neuron
 from .spiketrains import SpikeTrains
 
 DTYPES = (np.float32, np.float64)
+POP_MODES = ("auto", "event", "clock")
+# "auto" steps a population clock-driven when its Poisson background brings
+# at least this many events per neuron per step (measured on BRUNEL-100 with
+# benchmarks/brunel.py --mode: there, at 0.2, the sweep is faster)
+CLOCK_BACKGROUND = 0.1
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +51,7 @@ class Population:
     neuron: Neuron | None
     bias: np.ndarray | None    # [n] potential added every step
     v_init: np.ndarray | None  # [n] membrane before step 0
+    mode: str = "auto"         # "event", "clock" or "auto" (see Graph.population)
 
     @property
     def is_input(self) -> bool:
@@ -135,16 +141,27 @@ class Graph:
     # -- building -----------------------------------------------------------
 
     def population(self, n: int, neuron: Neuron | None = None, *, bias=0.0, v_init=0.0,
-                   name: str | None = None) -> Population:
+                   name: str | None = None, mode: str = "auto") -> Population:
         """Add ``n`` neurons of ``neuron`` (default ``LIF(beta=0.9)``);
-        ``bias`` and ``v_init`` scalars or ``[n]``. Returns its handle."""
+        ``bias`` and ``v_init`` scalars or ``[n]``. Returns its handle.
+
+        mode : ``"event"`` (only neurons that receive input or are due to
+            fire are updated, lazily), ``"clock"`` (every neuron every step,
+            in one sequential sweep: cheaper once most neurons receive input
+            every few steps), or ``"auto"``: clock when Poisson background
+            alone reaches each neuron at least every ``1 / CLOCK_BACKGROUND``
+            steps on average, else event. Both give the same spikes (the
+            clock sweep rounds exactly like the reference).
+        """
+        if mode not in POP_MODES:
+            raise ValueError(f"mode must be one of {POP_MODES}, got {mode!r}")
         if neuron is None:
             neuron = LIF(beta=0.9)
         if not isinstance(neuron, Neuron):
             raise TypeError(f"neuron must be a snn.Neuron (IF, LIF, CubaLIF), got {type(neuron).__name__}")
         n = self._size(n)
         pop = Population(self._name(name), n, neuron, _per_neuron("bias", bias, n),
-                         _per_neuron("v_init", v_init, n))
+                         _per_neuron("v_init", v_init, n), mode)
         return self._add(pop)
 
     def input(self, n: int, name: str | None = None) -> Population:
@@ -297,8 +314,8 @@ class Graph:
         return time.perf_counter() - start
 
     def run(self, T: int, *, inputs=None, batch_size: int | None = None, seed: int = 0,
-            record_v=None, backend: str = "event", progress="auto", n_threads: int | None = None
-            ) -> GraphResult:
+            record_v=None, backend: str = "event", mode: str | None = None, progress="auto",
+            n_threads: int | None = None) -> GraphResult:
         """Simulate ``T`` steps.
 
         inputs : ``{population or name: spikes}``, one entry per input
@@ -310,6 +327,8 @@ class Graph:
         record_v : ``{population or name: neuron indices}``: membrane of
             these neurons at the end of every step (after reset).
         backend : ``"event"`` or ``"reference"`` (clock-driven oracle).
+        mode : ``"event"``, ``"clock"`` or ``"auto"`` for every population
+            (default: each population's own ``mode``).
         progress : show a progress bar (tqdm); ``"auto"``: for long runs.
         n_threads : cores used over the samples (default: all).
         """
@@ -319,6 +338,8 @@ class Graph:
             raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
         if backend not in ("event", "reference"):
             raise ValueError(f"backend must be 'event' or 'reference', got {backend!r}")
+        if mode is not None and mode not in POP_MODES:
+            raise ValueError(f"mode must be one of {POP_MODES} or None, got {mode!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         if not any(not p.is_input for p in self.populations):
@@ -330,7 +351,7 @@ class Graph:
         if n_threads is not None:
             import numba
             numba.set_num_threads(n_threads)
-        return self._compiled().run(int(T), trains, batch, int(seed), record, progress)
+        return self._compiled().run(int(T), trains, batch, int(seed), record, progress, mode)
 
     def _inputs(self, inputs, n_steps, batch_size):
         inputs = dict(inputs or {})
@@ -436,8 +457,24 @@ class _Plan:
         for p, new in rebound.values():
             object.__setattr__(p, "groups", tuple(new))
 
-    def run(self, n_steps, given, batch, seed, record, progress):
+    def modes(self, force: str | None) -> list[str]:
+        """The path each population (in plan order) runs: ``"input"``,
+        ``"event"`` or ``"clock"``."""
+        out = []
+        for k, pop in enumerate(self.order):
+            mode = force or pop.mode
+            if pop.is_input:
+                mode = "input"
+            elif mode == "auto":
+                mode = "clock" if self.bg_lam[self.bg_ptr[k]:self.bg_ptr[k + 1]].sum() >= CLOCK_BACKGROUND \
+                    else "event"
+            out.append(mode)
+        return out
+
+    def run(self, n_steps, given, batch, seed, record, progress, force_mode):
         dtype = self.dtype
+        modes = self.modes(force_mode)
+        pop_clock = np.array([m == "clock" for m in modes], np.bool_)
         tables = np.stack([n.propagator(n_steps, dtype) for n in self.neurons])
         n_total = int(self.pop_start[-1])
         n_pops = len(self.order)
@@ -471,7 +508,8 @@ class _Plan:
             t_end = min(n_steps, t_end + chunk)
             while progress_at[:, 1].min() < t_end:
                 kernels.graph_run(t_end, self.pop_start, self.n_inputs, self.thr, self.reset_mode, self.v_reset,
-                                  self.refractory, self.has_cur, self.has_ref, tables, self.bias, self.bias_off,
+                                  self.refractory, self.has_cur, self.has_ref, pop_clock, tables, self.bias,
+                                  self.bias_off,
                                   self.in_ptr, self.in_proj, self.proj_src, self.proj_delay, self.proj_rp,
                                   self.proj_w, self.proj_shared, self.rowptr, self.cols, self.weights, self.proj_woff,
                                   self.bg_ptr, self.bg_lam, self.bg_w, rec_ids, rec_pop, in_tptr, in_idx,
@@ -486,7 +524,7 @@ class _Plan:
         seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
-        return GraphResult.from_history(self, n_steps, hist_ptr, hist_idx, counts, rec_v, record, seconds)
+        return GraphResult.from_history(self, n_steps, hist_ptr, hist_idx, counts, rec_v, record, seconds, modes)
 
     def _input_arrays(self, given, batch, n_steps):
         """Per-sample input spikes with global ids, sorted within each step."""

@@ -29,7 +29,7 @@ class GraphResult(RunResult):
         self.seconds = seconds
 
     @classmethod
-    def from_history(cls, plan, n_steps, hist_ptr, hist_idx, counts, rec_v, record, seconds):
+    def from_history(cls, plan, n_steps, hist_ptr, hist_idx, counts, rec_v, record, seconds, modes):
         """From the event kernel's spike history and counters (``kernels.graph``)."""
         graph = plan.graph
         batch = hist_ptr.shape[0]
@@ -48,7 +48,7 @@ class GraphResult(RunResult):
         for k, pop in enumerate(plan.order):
             c = counts[:, k]
             layer_counts[pop.name] = LayerCounts(
-                pop.name, "input" if pop.is_input else "event", c[:, 0].copy(), np.zeros(batch, np.int64),
+                pop.name, modes[k], c[:, 0].copy(), np.zeros(batch, np.int64),
                 c[:, 1].copy(), np.full(batch, 0 if pop.is_input else n_steps * pop.n, np.int64),
                 c[:, 2].copy(), arriving[pop.name] + c[:, 3])
         recorded, col = {}, 0

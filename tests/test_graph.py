@@ -75,7 +75,8 @@ def graphs(draw, exact=False):
         n = draw(st.integers(1, 8))
         nrn = draw(neuron_models(exact))
         bias = values(n, -0.25, 0.5) if draw(st.booleans()) else 0.0
-        pops.append(g.population(n, nrn, bias=bias, v_init=values(n, -0.5, 0.75), name=f"p{k}"))
+        pops.append(g.population(n, nrn, bias=bias, v_init=values(n, -0.5, 0.75), name=f"p{k}",
+                                 mode=draw(st.sampled_from(["auto", "event", "clock"]))))
     sources = pops + ([g["in"]] if inputs else [])
     for _ in range(draw(st.integers(0, 5))):
         a = draw(st.sampled_from(sources))
