@@ -54,7 +54,8 @@ graph's order, with their arrays under their own path:
 
 - ``populations[k]``, path ``population{k}``: ``name``, ``n``, ``neuron`` (a
   Neuron record, path ``population{k}.neuron``; null for an input
-  population, which has no arrays); arrays ``bias`` and ``v_init`` float64 [n].
+  population, which has no arrays), ``mode`` (neuron populations); arrays
+  ``bias`` and ``v_init`` float64 [n].
 - ``projections[k]``, path ``projection{k}``: ``name``, ``source`` and
   ``target`` (population names), ``weight`` (the weight every synapse shares;
   null when each synapse has its own), ``delays`` (one per delay group,
@@ -498,6 +499,7 @@ def _graph_to_record(graph: Graph, out: Writer) -> dict:
             sub.array("bias", np.asarray(pop.bias, np.float64))
             sub.array("v_init", np.asarray(pop.v_init, np.float64))
             record["neuron"] = sub.part("neuron", pop.neuron)
+            record["mode"] = pop.mode
         populations.append(record)
     projections = []
     for k, proj in enumerate(graph.projections):
@@ -522,7 +524,7 @@ def _graph_from_record(src: Reader) -> Graph:
         n, name = sub["n"], sub["name"]
         neuron = None if sub["neuron"] is None else sub.part("neuron", sub["neuron"])
         state = {} if neuron is None else {"bias": sub.array("bias", np.float64, 1),
-                                           "v_init": sub.array("v_init", np.float64, 1)}
+                                           "v_init": sub.array("v_init", np.float64, 1), "mode": sub["mode"]}
         try:
             if neuron is None:
                 graph.input(n, name=name)

@@ -601,7 +601,7 @@ def test_manifest_of_a_tiny_graph(tmp_path):
                 {"name": "in", "n": 2, "neuron": None},
                 {"name": "out", "n": 2,
                  "neuron": {"type": "Neuron", "beta": 1.0, "alpha": None, "threshold": 1.0,
-                            "reset": "subtract", "v_reset": 0.0, "refractory": 0, "name": "IF"}}],
+                            "reset": "subtract", "v_reset": 0.0, "refractory": 0, "name": "IF"}, "mode": "auto"}],
             "projections": [{"name": "in->out", "source": "in", "target": "out", "weight": None,
                              "delays": [1, 2]}],
             "sources": [{"target": "out", "n_trains": 3, "rate": 10.0, "weight": 0.5}]}}
