@@ -53,7 +53,10 @@ def test_golden_and_equivalence_without_jit():
                  # (dense mode, time-varying analog input) is tested with the JIT
                  "tests/test_equivalence.py::test_event_matches_reference_spike_input_small_layers[event]",
                  "tests/test_equivalence.py::test_exact_arithmetic_bit_identical",
-                 "tests/test_equivalence.py::test_raster_events_and_bool_inputs_agree"], 400)
+                 "tests/test_equivalence.py::test_raster_events_and_bool_inputs_agree",
+                 "tests/test_graph.py::test_exact_graphs_identical",
+                 "tests/test_graph.py::test_delays_shift_arrival_exactly",
+                 "tests/test_graph.py::test_xoshiro_matches_reference_implementation"], 400)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
     assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
