@@ -88,6 +88,9 @@ from .neuron import (
 from .rng import below, poisson
 
 
+ORDERED_CLOSE = 16  # close in index order once more than 1/16 of a population is touched
+
+
 @jit
 def graph_init(pop_start, n_inputs, thr, has_cur, has_ref, tables, bias, bias_off, v_init, state,
                head, nxt, prv, due):
@@ -171,11 +174,16 @@ def _sweep(state, acc, base, n, t, bias, table, threshold, reset_mode, v_reset, 
     sweep is cheaper than visiting touched neurons in random order."""
     if not has_current and not has_refractory:
         decay = table[1, 0]
+        shared = bias.shape[0] == 1
+        b = bias[0] * table[1, 2]
+        stamp = state.dtype.type(t)
         for q in range(n):
             j = base + q
-            v = state[j, V] * decay + bias_of(bias, q) * table[1, 2] + acc[j]
+            if not shared:
+                b = bias[q] * table[1, 2]
+            v = state[j, V] * decay + b + acc[j]
             acc[j] = 0
-            state[j, T_LAST] = t
+            state[j, T_LAST] = stamp
             if v >= threshold:
                 hist_idx[n_hist] = j
                 n_hist += 1
@@ -276,6 +284,13 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
                         touched[n_touched] = j
                         n_touched += 1
                     j = nxt[j]
+                if n_touched * ORDERED_CLOSE > n_p:
+                    # many touched: list them in index order (one pass over the marks)
+                    # so the close walks memory forwards instead of at random
+                    n_touched = 0
+                    for j in range(base, base + n_p):
+                        touched[n_touched] = j
+                        n_touched += mark[j]
                 if not hc and not hr:
                     n_hist = _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bp, base, table,
                                           thr[p], reset_mode[p], v_reset[p], calendar, nxt, prv, due,
