@@ -65,3 +65,12 @@ def test_brunel(tmp_path):
     assert 3.0 < rate < 30.0 and 0.3 < cv < 1.5, out[-2000:]
     assert re.search(r"simulated 0.2 s \(2000 steps\)", out)
     assert (tmp_path / "brunel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_snntorch_digits():
+    out = _run(["examples/snntorch_digits.py", "--quick"])
+    ours = _percent(r"event-driven test accuracy: ([\d.]+)%", out)
+    ref = _percent(r"snnTorch test accuracy: ([\d.]+)%", out)
+    assert ours > 0.8 and ours == ref
+    assert _percent(r"identical output spike trains: ([\d.]+)%", out) > 0.95
+    assert "SynOps" in out

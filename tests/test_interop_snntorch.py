@@ -1,0 +1,221 @@
+"""snnTorch import: the same inputs through snnTorch and through our event
+backend give the same spike trains, for every supported neuron and option.
+
+Agreement rule: both sides run in float64 with float32-representable weights
+(torch's init, then ``.double()``). Spike trains must be identical; the test
+first asserts that every snnTorch pre-fire membrane is farther than
+``MARGIN = 1e-9`` from threshold (rounding differences between the two
+summation orders are ~1e-15, so closer calls could legitimately flip; snnTorch
+fires on ``>``, ours on ``>=``), and for ``reset_delay=False`` with subtract,
+that no post-reset membrane exceeds threshold (snnTorch's double-reset term,
+see ``snn.interop.snntorch``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+st = pytest.importorskip("snntorch")
+from snntorch import utils
+from torch import nn
+
+import snn
+from snn.interop.snntorch import SnnTorchImportError
+
+MARGIN = 1e-9
+T = 40
+
+
+def run_snntorch(net, x):
+    """Step ``net`` over ``x[T, B, ...]`` in float64; returns the last
+    module's outputs ``[T, ...]`` and, per step, the pre-fire margins and
+    post-reset membranes of every neuron module."""
+    utils.reset(net)
+    out, margins, post = [], [], []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            h = x[t]
+            for m in net:
+                if isinstance(m, (st.Leaky, st.Synaptic)):
+                    h, pre, after = _neuron_step(m, h)
+                    margins.append(float((pre - m.threshold).abs().min()))
+                    if not m.reset_delay and int(m.reset_mechanism_val) == 0:  # immediate subtract
+                        post.append(float((after - m.threshold).max()))
+                else:
+                    h = m(h.double())
+            out.append(h if not isinstance(h, tuple) else h[1])
+    return torch.stack(out).numpy(), min(margins), max(post, default=-math.inf)
+
+
+def _neuron_step(m, x):
+    """One step of an snnTorch neuron; returns its output, the pre-fire
+    membrane (before any reset of this step) and the stored membrane."""
+    mem_prev = m.mem.clone() if m.mem.shape == x.shape else torch.zeros_like(x)
+    out = m(x)
+    spk = (out[0] if isinstance(out, tuple) else out).double()
+    if m.reset_delay or int(m.reset_mechanism_val) == 2:
+        pre = m.mem.clone()
+    elif int(m.reset_mechanism_val) == 0:
+        pre = m.mem + spk * m.threshold
+    else:
+        drive = m.syn if isinstance(m, st.Synaptic) else x
+        pre = torch.where(spk > 0, m.beta.clamp(0, 1) * mem_prev + drive, m.mem)
+    result = (spk, m.mem.clone()) if isinstance(out, tuple) else spk
+    return result, pre, m.mem.clone()
+
+
+def check_agreement(net, x, in_shape=None, check_post_reset=False, **kwargs):
+    net = net.double()
+    ref, margin, post = run_snntorch(net, x)
+    assert margin > MARGIN, f"a membrane came within {margin:.2e} of threshold: choose another seed"
+    if check_post_reset:
+        assert post <= 0.0, "a post-reset membrane exceeds threshold: outside the exact regime"
+    ours = snn.from_snntorch(net, in_shape, **kwargs)
+    flat = x.reshape(x.shape[0], x.shape[1], -1).numpy()
+    result = ours.run(analog=flat)
+    spikes = result.spikes(-1)
+    np.testing.assert_array_equal(spikes, ref.reshape(spikes.shape))
+    assert spikes.sum() > 0, "no spikes: the test would be vacuous"
+    return ours, result
+
+
+def leaky(**kw):
+    return st.Leaky(init_hidden=True, **kw)
+
+
+def synaptic(**kw):
+    return st.Synaptic(init_hidden=True, **kw)
+
+
+CASES = {
+    "leaky-subtract-immediate": (leaky, {"beta": 0.8, "threshold": 0.7, "reset_delay": False}, 0.6),
+    "leaky-zero-delayed": (leaky, {"beta": 0.8, "threshold": 0.7, "reset_mechanism": "zero"}, 0.6),
+    "leaky-zero-immediate": (leaky, {"beta": 0.9, "threshold": 0.5, "reset_mechanism": "zero",
+                                     "reset_delay": False}, 0.6),
+    "if-subtract-delayed": (leaky, {"beta": 1.0, "threshold": 0.7}, 0.6),
+    "synaptic-subtract-immediate": (synaptic, {"alpha": 0.6, "beta": 0.8, "threshold": 2.0,
+                                               "reset_delay": False}, 0.6),
+    "synaptic-zero-immediate": (synaptic, {"alpha": 0.6, "beta": 0.8, "threshold": 1.0,
+                                           "reset_mechanism": "zero", "reset_delay": False}, 0.6),
+    "synaptic-subtract-delayed-beta1": (synaptic, {"alpha": 0.5, "beta": 1.0, "threshold": 1.5}, 0.4),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_dense_stack_matches_snntorch(case):
+    make, kw, scale = CASES[case]
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(20, 30), make(**kw), nn.Linear(30, 10), make(**kw))
+    x = torch.rand(T, 4, 20, dtype=torch.float64) * scale
+    subtract = kw.get("reset_mechanism", "subtract") == "subtract"
+    immediate_subtract = subtract and not kw.get("reset_delay", True)
+    ours, _ = check_agreement(net, x, check_post_reset=immediate_subtract)
+    assert type(ours.layers[0].neuron) is snn.Neuron
+
+
+def test_learned_parameters_are_taken_at_their_trained_values():
+    torch.manual_seed(2)
+    lif = leaky(beta=0.9, threshold=1.0, learn_beta=True, learn_threshold=True, reset_delay=False)
+    with torch.no_grad():
+        lif.beta.fill_(1.3)        # snnTorch clamps beta to [0, 1] in the forward pass
+        lif.threshold.fill_(1.25)
+    net = nn.Sequential(nn.Linear(12, 16), lif)
+    ours, _ = check_agreement(net, torch.rand(T, 3, 12, dtype=torch.float64) * 0.3,
+                                check_post_reset=True)
+    neuron = ours.layers[0].neuron
+    assert (neuron.beta, neuron.threshold) == (1.0, pytest.approx(1.25))
+
+
+def test_conv_pool_flatten_stack_matches_snntorch():
+    torch.manual_seed(3)
+    kw = {"beta": 0.85, "threshold": 0.6, "reset_delay": False}
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), leaky(**kw),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3), leaky(**kw),
+        nn.AvgPool2d(2), leaky(beta=1.0, threshold=0.6),
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(6, 5), leaky(**kw))
+    net.eval()
+    x = torch.rand(T, 3, 2, 10, 10, dtype=torch.float64)
+    ours, result = check_agreement(net, x, in_shape=(2, 10, 10))
+    kinds = [type(layer).__name__ for layer in ours.layers]
+    assert kinds == ["Conv2d", "Conv2d", "Conv2d", "AvgPool2d", "Linear"]
+    assert result.spikes(1).sum() > 0  # the max-pool OR layer passes spikes
+
+
+def test_membrane_readout_matches_snntorch_membrane():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(10, 20), leaky(beta=0.8, threshold=1.0, reset_delay=False),
+                        nn.Linear(20, 3), st.Leaky(beta=0.9, reset_mechanism="none", init_hidden=True,
+                                                   output=True)).double()
+    x = torch.rand(T, 2, 10, dtype=torch.float64) * 0.5
+    mem, margin, post = run_snntorch(net, x)
+    assert margin > MARGIN and post <= 0.0
+    ours = snn.from_snntorch(net, membrane_readout=True)
+    assert ours.layers[-1].neuron.threshold == math.inf
+    result = ours.run(analog=x.numpy())
+    assert result.spikes(0).sum() > 0
+    np.testing.assert_allclose(result.membrane, mem[-1], rtol=0, atol=1e-12)
+
+
+# -- refusals --------------------------------------------------------------------------
+
+REFUSED = {
+    "delayed subtract, beta < 1": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9)),
+                                   "reset_delay=False"),
+    "synaptic delayed zero": (lambda: nn.Sequential(nn.Linear(4, 4), synaptic(alpha=0.5, beta=0.9,
+                                                                              reset_mechanism="zero")),
+                              "zeroes the synaptic current"),
+    "no reset": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, reset_mechanism="none")),
+                 "membrane_readout=True"),
+    "no reset, not last": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, reset_mechanism="none"),
+                                                 nn.Linear(4, 2), leaky(beta=0.9, reset_delay=False)),
+                           "module 1 \\(Leaky\\)"),
+    "inhibition": (lambda: nn.Sequential(nn.Linear(4, 4),
+                                         leaky(beta=0.9, inhibition=True, reset_delay=False)),
+                   "inhibition"),
+    "per-neuron beta": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=torch.tensor([0.5, 0.6, 0.7, 0.8]),
+                                                                     reset_delay=False)),
+                        "per-neuron beta"),
+    "graded spikes": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, graded_spikes_factor=2.0,
+                                                                   reset_delay=False)),
+                      "graded_spikes_factor"),
+    "pooling currents": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), leaky(beta=1.0)),
+                         "module 1 \\(MaxPool2d\\).*currents of module 0"),
+    "unknown neuron": (lambda: nn.Sequential(nn.Linear(4, 4), st.RLeaky(beta=0.9, linear_features=4,
+                                                                        init_hidden=True)),
+                       "RLeaky"),
+    "ends in currents": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=1.0), nn.Linear(4, 2)),
+                         "module 2 \\(Linear\\) is not followed by a spiking neuron"),
+    "two neurons in a row": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=1.0), leaky(beta=1.0)),
+                             "must follow"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refusals_name_the_module_and_the_fix(case):
+    build, pattern = REFUSED[case]
+    with pytest.raises(SnnTorchImportError, match=pattern):
+        snn.from_snntorch(build(), in_shape=(1, 8, 8) if "pooling" in case else None)
+
+
+def test_custom_module_is_refused():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    with pytest.raises(SnnTorchImportError, match="nn.Sequential"):
+        snn.from_snntorch(Net())
+
+
+def test_conv_needs_in_shape():
+    with pytest.raises(SnnTorchImportError, match="in_shape"):
+        snn.from_snntorch(nn.Sequential(nn.Conv2d(1, 2, 3), leaky(beta=1.0)))
