@@ -16,10 +16,12 @@ from .encoders import bernoulli, direct, latency, poisson, rate
 from .graph import Graph, Population, Projection
 from .graph_result import GraphResult
 from . import models
+from .interop import from_snntorch  # lazy: torch, snntorch load on call
 from .io import load, save
 from .layers import Layer, Linear, SparseLinear
 from .network import Network
 from .neurons import IF, LIF, CubaLIF, Neuron, beta_from_tau, tau_from_beta
+from .profile import Profile, profile
 from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
 
@@ -29,6 +31,6 @@ __all__ = [
     "SpikeTrains", "bernoulli", "Conv2d", "AvgPool2d", "MaxPool2d", "Flatten",
     "Graph", "Population", "Projection", "GraphResult",
     "rate", "poisson", "latency", "direct", "fixed_probability", "fixed_in_degree", "fixed_out_degree",
-    "save", "load",
+    "save", "load", "profile", "Profile", "from_snntorch",
 ]
 __version__ = "0.1.0"
