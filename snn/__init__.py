@@ -16,7 +16,7 @@ from .encoders import bernoulli, direct, latency, poisson, rate
 from .graph import Graph, Population, Projection
 from .graph_result import GraphResult
 from . import models
-from .interop import from_snntorch  # lazy: torch, snntorch load on call
+from .interop import from_nir, from_snntorch, to_nir  # lazy: torch, snntorch, nir load on call
 from .io import load, save
 from .layers import Layer, Linear, SparseLinear
 from .network import Network
@@ -31,6 +31,6 @@ __all__ = [
     "SpikeTrains", "bernoulli", "Conv2d", "AvgPool2d", "MaxPool2d", "Flatten",
     "Graph", "Population", "Projection", "GraphResult",
     "rate", "poisson", "latency", "direct", "fixed_probability", "fixed_in_degree", "fixed_out_degree",
-    "save", "load", "profile", "Profile", "from_snntorch",
+    "save", "load", "profile", "Profile", "from_snntorch", "to_nir", "from_nir",
 ]
 __version__ = "0.1.0"

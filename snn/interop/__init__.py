@@ -1,6 +1,6 @@
-"""Interoperability with other SNN tools: snnTorch models (NIR: not yet).
+"""Interoperability with other SNN tools: snnTorch models and NIR graphs.
 
-Torch and snnTorch are imported only when one of these functions
+Torch, snnTorch and nir are imported only when one of these functions
 is called, so ``import snn`` stays free of them.
 """
 
@@ -14,4 +14,18 @@ def from_snntorch(module, in_shape=None, **kwargs):
     return _from_snntorch(module, in_shape, **kwargs)
 
 
-__all__ = ["from_snntorch"]
+def to_nir(network, dt=1.0, **kwargs):
+    """Export a :class:`snn.Network` as a ``nir.NIRGraph``; see
+    :func:`snn.interop.nir.to_nir` (semantics and refusals there)."""
+    from .nir import to_nir as _to_nir
+    return _to_nir(network, dt, **kwargs)
+
+
+def from_nir(graph, dt=None, **kwargs):
+    """Import a feed-forward ``nir.NIRGraph`` as a :class:`snn.Network`; see
+    :func:`snn.interop.nir.from_nir`."""
+    from .nir import from_nir as _from_nir
+    return _from_nir(graph, dt, **kwargs)
+
+
+__all__ = ["from_nir", "from_snntorch", "to_nir"]
