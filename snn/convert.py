@@ -16,9 +16,11 @@ handler; nothing is passed through silently.
 
 from __future__ import annotations
 
+import copy
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -30,8 +32,10 @@ from .energy import EnergyModel
 from .layers import Linear
 from .network import Network
 from .neurons import IF
+from .qcfs import QCFS
 
-__all__ = ["ConversionError", "ConvertedNetwork", "convert", "register_module", "register_function"]
+__all__ = ["ConversionError", "ConvertedNetwork", "EarlyExit", "Evaluation", "Trajectory", "convert",
+           "early_exit", "evaluate", "readout_trajectory", "register_function", "register_module"]
 
 
 class ConversionError(ValueError):
@@ -44,7 +48,14 @@ class ConversionError(ValueError):
 class Op:
     """One step of the chain. ``kind``: affine, relu, avgpool, maxpool,
     flatten or batchnorm. Affine ops hold float64 numpy copies of the
-    weights; ``conv`` holds Conv2d geometry (None for Linear)."""
+    weights; ``conv`` holds Conv2d geometry (None for Linear).
+
+    A relu op may carry a trained clip in ``meta["clip"]``, a dict with
+    ``threshold`` (lambda > 0, activation units), ``levels`` (L, or None for
+    a plain clip at lambda) and ``shift`` (phi): the activation is then
+    ``lambda * clamp(floor(x L / lambda + phi) / L, 0, 1)`` (QCFS), and the
+    converted layer gets its scale from lambda (no calibration percentile)
+    and its initial membrane from phi (in units of threshold)."""
 
     kind: str
     path: str
@@ -67,8 +78,8 @@ def _affine_conv(m: nn.Conv2d, path):
         raise ConversionError(f"{path}: Conv2d with padding={m.padding!r}, padding_mode={m.padding_mode!r} "
                               "is not supported; use integer zero padding")
     bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_channels)
-    geometry = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
-                    groups=m.groups)
+    geometry = {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
+                "dilation": m.dilation, "groups": m.groups}
     return [Op("affine", path, m.weight.detach().double().numpy().copy(), bias.copy(), conv=geometry)]
 
 
@@ -129,6 +140,13 @@ def _nothing(m, path):
     return []
 
 
+def _qcfs(m: QCFS, path):
+    threshold = float(m.threshold.detach())
+    if not threshold > 0:
+        raise ConversionError(f"{path}: QCFS threshold must be > 0 to become a firing threshold, got {threshold}")
+    return [Op("relu", path, meta={"clip": {"threshold": threshold, "levels": m.levels, "shift": m.shift}})]
+
+
 _MODULE_HANDLERS: dict[type, Callable] = {
     nn.Linear: _affine_linear,
     nn.Conv2d: _affine_conv,
@@ -172,6 +190,9 @@ def register_function(function: Callable | str, handler: Callable) -> None:
     _FUNCTION_HANDLERS[function] = handler
 
 
+register_module(QCFS, _qcfs)
+
+
 # -- reading a model into ops ------------------------------------------------
 
 def _module_ops(module, path):
@@ -184,10 +205,18 @@ def _module_ops(module, path):
         f"snn.convert.register_module({type(module).__name__}, handler) returning a list of Op")
 
 
+class _Tracer(torch.fx.Tracer):
+    """torch.fx tracer that keeps every module with a registered handler
+    whole (a user's or QCFS module is not traced into)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return any(cls in _MODULE_HANDLERS for cls in type(m).__mro__) or super().is_leaf_module(m, qualname)
+
+
 def _trace_ops(model) -> list[Op]:
     try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # dynamic control flow: a plain walk of Sequential containers
+        graph = _Tracer().trace(model)
+    except Exception:  # noqa: BLE001 -- dynamic control flow: a plain walk of Sequential containers
         return _walk_ops(model, "")
     ops, previous = [], None
     for node in graph.nodes:
@@ -315,6 +344,8 @@ def _apply(op: Op, x: torch.Tensor) -> torch.Tensor:
         g = op.conv
         return F.conv2d(x, torch.from_numpy(op.weight), torch.from_numpy(op.bias), stride=g["stride"],
                         padding=g["padding"], dilation=g["dilation"], groups=g["groups"])
+    if op.kind == "relu" and "clip" in op.meta:
+        return _clip(x, op.meta["clip"])
     if op.kind == "relu":
         return F.relu(x)
     if op.kind == "avgpool":
@@ -324,6 +355,14 @@ def _apply(op: Op, x: torch.Tensor) -> torch.Tensor:
     if op.kind == "flatten":
         return x.flatten(1)
     raise AssertionError(op.kind)
+
+
+def _clip(x: torch.Tensor, clip: dict) -> torch.Tensor:
+    """A trained clip (``Op.meta["clip"]``), quantised to ``levels`` steps or not."""
+    lam, levels = clip["threshold"], clip["levels"]
+    if levels is None:
+        return torch.clamp(x, 0, lam)
+    return lam * torch.clamp(torch.floor(x * levels / lam + clip["shift"]) / levels, 0, 1)
 
 
 def run_ops(ops: list[Op], x) -> torch.Tensor:
@@ -394,21 +433,25 @@ def _check_model(model, calibration_data):
 
 def convert(model: nn.Module, calibration_data, *, percentile: float = 99.99, per_channel: bool = False,
             v_init: float = 0.5, dtype=np.float64) -> ConvertedNetwork:
-    """Convert a trained ReLU network to an event-driven SNN of IF neurons.
+    """Convert a trained ReLU (or QCFS) network to an event-driven SNN of IF neurons.
 
     Parameters
     ----------
     model : a ``torch.nn.Module`` in eval mode, a chain of supported layers
-        (Linear, Conv2d, BatchNorm1d/2d, ReLU, AvgPool2d, AdaptiveAvgPool2d to
-        1x1, MaxPool2d, Flatten, Dropout, Identity, nested Sequential,
-        functional relu/flatten) ending in a Linear or Conv2d (the readout).
+        (Linear, Conv2d, BatchNorm1d/2d, ReLU, :class:`snn.qcfs.QCFS`,
+        AvgPool2d, AdaptiveAvgPool2d to 1x1, MaxPool2d, Flatten, Dropout,
+        Identity, nested Sequential, functional relu/flatten) ending in a
+        Linear or Conv2d (the readout).
     calibration_data : ``[N, *input_shape]`` samples (training data) used to
-        find each layer's activation scale.
+        find each ReLU layer's activation scale.
     percentile : the activation percentile that maps to the firing threshold
         (100 = max-norm; 99.9-99.99 clip rare outliers and converge faster).
-    per_channel : one scale per output channel instead of per layer.
-    v_init : initial membrane of the spiking layers, in units of threshold
-        (0.5 centres the rounding error of rate coding).
+        A QCFS layer ignores it: its scale is its trained threshold lambda.
+    per_channel : one scale per output channel instead of per layer (a QCFS
+        layer repeats its single lambda).
+    v_init : initial membrane of the ReLU-converted layers, in units of
+        threshold (0.5 centres the rounding error of rate coding). A QCFS
+        layer starts at its shift (1/2: half its threshold).
     dtype : state precision of the SNN.
     """
     data = _check_model(model, calibration_data)
@@ -427,8 +470,10 @@ def convert(model: nn.Module, calibration_data, *, percentile: float = 99.99, pe
     ops = _fold_avgpool_into_linear(ops)
     with torch.no_grad():
         try:
-            expected = _apply_module(model, data[:2])
-        except Exception as exc:
+            # a quantised activation amplifies float32 rounding into whole levels: check in float64
+            quantised = any("clip" in op.meta for op in ops)
+            expected = _apply_module(copy.deepcopy(model).double() if quantised else model, data[:2])
+        except Exception as exc:  # noqa: BLE001 -- any failure is reported, with its message
             raise ConversionError(f"the model does not accept calibration samples of shape {input_shape}: {exc}")
     folded = run_ops(ops, data[:2])
     if not torch.allclose(folded.reshape(expected.shape), expected.double(), rtol=1e-4, atol=1e-4):
@@ -506,15 +551,22 @@ def _build_layers(ops, data, percentile, per_channel, v_init):
         if not has_relu:
             found = f"{ops[i + 1].kind} at '{ops[i + 1].path}'" if i + 1 < len(ops) else "nothing"
             raise ConversionError(f"{op.path}: a hidden Linear/Conv2d must be followed by a ReLU (found {found})")
-        a = F.relu(z)
-        lam = _scale(a, percentile, per_channel)
+        clip = ops[i + 1].meta.get("clip")
+        if clip is None:
+            a = F.relu(z)
+            lam = _scale(a, percentile, per_channel)
+            start = v_init
+        else:  # trained threshold: no calibration; start at the shift (QCFS: half threshold)
+            a = _clip(z, clip)
+            lam = np.full(weight.shape[0], clip["threshold"]) if per_channel else clip["threshold"]
+            start = clip["shift"]
         scales.append(lam)
         s_out = lam[_channel_of(out_shape)] if per_channel else np.full(int(np.prod(out_shape)), lam)
         c_out = weight.shape[0]
         chan = lam if per_channel else np.full(c_out, lam)
         weight = weight / chan.reshape((-1,) + (1,) * (weight.ndim - 1))
         bias = bias / chan
-        layers.append(_make_layer(op, weight, bias, IF(threshold=1.0), v_init))
+        layers.append(_make_layer(op, weight, bias, IF(threshold=1.0), start))
         prev_scale = s_out
         x = a
         i += 2
@@ -536,10 +588,265 @@ def _make_layer(op, weight, bias, neuron, v_init):
         return Linear(weight.shape[1], weight.shape[0], neuron, weight=weight, bias=bias, v_init=v_init,
                       name=op.path)
     g = op.conv
-    h_out, w_out = op.meta["out_shape"][1:]
     return Conv2d(op.meta["in_shape"], weight.shape[0], g["kernel_size"], neuron, stride=g["stride"],
                   padding=g["padding"], dilation=g["dilation"], groups=g["groups"], weight=weight,
                   bias=bias, v_init=v_init, name=op.path)
+
+
+# -- one run read at every step ---------------------------------------------------
+
+@dataclass
+class Trajectory:
+    """The readout and cumulative counts of one run to ``T`` steps, at every step.
+
+    Exact at every ``t <= T`` by causality: the network is feed-forward, its
+    input is constant and its neurons see only the past, so the spikes of
+    steps ``< t`` of a run to ``T`` are those of a run to ``t`` (same input,
+    state precision and layer paths); only the readout membrane's rounding
+    differs (summation order, ~1e-12 relative in float64).
+
+    readout : ``[T, B, n_out]`` float64; ``readout[t - 1]`` is the readout
+        membrane after ``t`` steps, ``v_init + t * bias + W @ c_t`` with
+        ``c_t`` the readout's input spike counts of steps ``< t``. It
+        approximates ``t`` times the ANN's logits.
+    synops : ``[L, T + 1, B]`` int64; ``synops[l, t]`` is the number of
+        synaptic operations layer ``l`` performed in steps ``< t`` (its input
+        spikes of those steps times their fan-out).
+    macs : ``[L, B]`` int64; multiply-accumulates of the analog first layer,
+        done once (the same for every ``t >= 1``).
+    """
+
+    readout: np.ndarray
+    synops: np.ndarray
+    macs: np.ndarray
+
+    @property
+    def n_steps(self) -> int:
+        return self.readout.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.readout.shape[1]
+
+    def decisions(self) -> np.ndarray:
+        """Class decision after each step, ``[T, B]`` (argmax of the readout)."""
+        return self.readout.argmax(axis=2)
+
+    def synops_at(self, steps) -> np.ndarray:
+        """SynOps of all layers in the first ``steps`` steps (an int, or one
+        per sample), ``[B]`` int64."""
+        steps = np.broadcast_to(np.asarray(steps, np.int64), (self.batch_size,))
+        if steps.min(initial=0) < 0 or steps.max(initial=0) > self.n_steps:
+            raise ValueError(f"steps must be in [0, {self.n_steps}]")
+        return self.synops[:, steps, np.arange(self.batch_size)].sum(axis=0)
+
+
+def readout_trajectory(converted: ConvertedNetwork, x, result) -> Trajectory:
+    """Read a run of ``converted`` on analog samples ``x`` (``[B, *input_shape]``,
+    the input of ``result = converted.run(x, T)``) at every step ``1..T``.
+
+    Uses only the spike trains and counts in ``result`` (and ``x`` when the
+    readout is the first layer); see :class:`Trajectory` for what is exact.
+    """
+    layers = converted.network.layers
+    n_steps, batch = result.n_steps, result.batch_size
+    if result.counts[0].synops.any():
+        raise ValueError("readout_trajectory reads runs on constant analog input (converted.run)")
+    synops = np.zeros((len(layers), n_steps + 1, batch), np.int64)
+    for k in range(1, len(layers)):
+        synops[k] = _cumulative_synops(result.trains[k - 1], layers[k].fan_out)
+    macs = np.stack([c.macs for c in result.counts]).astype(np.int64)
+    readout_layer = layers[-1]
+    if len(layers) > 1:
+        readout = _readout_from_spikes(readout_layer, result.trains[-2])
+    else:  # the readout multiplies the analog input: a constant current
+        flat = converted._flat(x).astype(np.float64)
+        current = np.asarray(readout_layer.bias, np.float64) + flat @ readout_layer.dense_rows(np.float64)
+        t = np.arange(1, n_steps + 1, dtype=np.float64)[:, None, None]
+        readout = np.asarray(readout_layer.v_init, np.float64) + t * current[None]
+    return Trajectory(readout, synops, macs)
+
+
+def _cumulative_synops(trains, fan_out) -> np.ndarray:
+    """``[T + 1, B]`` int64: input spikes of steps ``< t`` times their fan-out."""
+    out = np.zeros((trains.n_steps + 1, trains.batch_size), np.int64)
+    for b in range(trains.batch_size):
+        n = trains.tptr[b, -1]
+        cum = np.zeros(n + 1, np.int64)
+        np.cumsum(fan_out[trains.idx[b, :n]], out=cum[1:])
+        out[:, b] = cum[trains.tptr[b]]
+    return out
+
+
+def _readout_from_spikes(layer, trains, chunk_bytes: int = 1 << 25) -> np.ndarray:
+    """``[T, B, n_out]``: ``v_init + t * bias + W @ (input counts of steps < t)``, t = 1..T.
+
+    Per chunk of samples: the input raster ``[samples x T, n_in]`` times
+    ``W`` (one GEMM) gives each step's input current, summed over steps.
+    ``chunk_bytes`` bounds the raster's memory."""
+    weight = layer.dense_rows(np.float64)  # [n_in, n_out], the float32 weights exactly
+    bias = np.broadcast_to(np.asarray(layer.bias, np.float64), (layer.n_out,))
+    start = np.broadcast_to(np.asarray(layer.v_init, np.float64), (layer.n_out,))
+    n_steps, batch = trains.n_steps, trains.batch_size
+    per_chunk = max(1, chunk_bytes // (8 * n_steps * max(layer.n_in, 1)))
+    current = np.empty((batch, n_steps, layer.n_out))
+    for b0 in range(0, batch, per_chunk):
+        b1 = min(batch, b0 + per_chunk)
+        raster = np.zeros(((b1 - b0) * n_steps, layer.n_in))
+        rows, cols = _event_rows(trains, b0, b1)
+        raster[rows, cols] = 1.0   # a neuron spikes at most once per step
+        current[b0:b1] = (raster @ weight).reshape(b1 - b0, n_steps, layer.n_out)
+    t = np.arange(1, n_steps + 1, dtype=np.float64)[:, None, None]
+    return start + t * bias + np.cumsum(current, axis=1).transpose(1, 0, 2)
+
+
+def _event_rows(trains, b0, b1):
+    """Spikes of samples ``b0..b1-1`` as ``(row, neuron)`` with row = (sample - b0) x T + step."""
+    tptr = trains.tptr[b0:b1]
+    per_step = np.diff(tptr, axis=1)                       # [b, T]
+    counts = tptr[:, -1]
+    rows = np.repeat(np.arange(per_step.size), per_step.ravel())
+    valid = np.arange(trains.idx.shape[1])[None, :] < counts[:, None]
+    return rows, trains.idx[b0:b1][valid]
+
+
+# -- early exit ---------------------------------------------------------------------
+
+@dataclass
+class EarlyExit:
+    """Per-sample early exit on the readout of one run, under a user rule.
+
+    Every sample stops at the first step ``t`` (``min_steps <= t <= T``) at
+    which the rule holds on the readouts of steps ``<= t`` (a causal, online
+    rule), and at ``T`` if it never does:
+
+    - ``patience = k``: the decision (readout argmax) has not changed over
+      the last ``k`` steps (it is the same after steps ``t - k .. t``);
+    - ``margin = m``: the gap between the two largest readout values divided
+      by ``t`` is at least ``m``, in the units of the ANN's logits (the
+      readout after ``t`` steps approximates ``t`` times the logits);
+    - both given: both must hold.
+
+    The SynOps are those an engine advancing all layers step by step and
+    stopping after ``exit_step`` steps would perform -- exact, by causality
+    (see :class:`Trajectory`). They are a count, not a measured saving of
+    time: this library's event engine runs each layer over all ``T`` steps
+    in turn, so the run it read cost the full ``T``.
+
+    Also reported, in hindsight (not a rule: it looks at the future), the
+    ``stable_step``: the first step after which the decision never changes
+    up to ``T``, the least any exit rule can spend and keep every decision
+    of step ``T``.
+
+    Attributes (per sample, ``[B]``)
+    --------------------------------
+    exit_step : steps run (1..T).   decision : class decided at the exit.
+    synops : SynOps up to the exit (all layers).   full_synops : to ``T``.
+    macs : MACs of the analog first layer (once, exit or not).
+    stable_step, stable_synops : the hindsight bound.
+    accuracy, full_accuracy : of the exit decisions and of step ``T``'s.
+    """
+
+    rule: str
+    n_steps: int
+    exit_step: np.ndarray
+    decision: np.ndarray
+    synops: np.ndarray
+    full_synops: np.ndarray
+    macs: np.ndarray
+    stable_step: np.ndarray
+    stable_synops: np.ndarray
+    accuracy: float
+    full_accuracy: float
+
+    @property
+    def synops_saved(self) -> float:
+        """Fraction of the SynOps of the full run that the exits avoid."""
+        full = self.full_synops.sum()
+        return float(1 - self.synops.sum() / full) if full else 0.0
+
+    def summary(self, energy: EnergyModel | None = None) -> str:
+        """Two lines: the rule's exits, and the hindsight bound, per sample."""
+        energy = energy or EnergyModel()
+        n = len(self.exit_step)
+        mean = lambda a: float(a.sum()) / n
+        full_pj = energy.energy_pj(mean(self.full_synops), mean(self.macs))
+        exit_pj = energy.energy_pj(mean(self.synops), mean(self.macs))
+        stable_saved = 1 - self.stable_synops.sum() / max(self.full_synops.sum(), 1)
+        return (f"early exit ({self.rule}): accuracy {self.accuracy:.2%} (T={self.n_steps}: "
+                f"{self.full_accuracy:.2%}), mean exit step {mean(self.exit_step):.1f} of {self.n_steps}, "
+                f"SynOps {mean(self.synops):,.0f} vs {mean(self.full_synops):,.0f} per sample "
+                f"({self.synops_saved:.1%} saved), energy {exit_pj / full_pj:.3f} x the full run\n"
+                f"hindsight (decision final from then on): mean step {mean(self.stable_step):.1f}, "
+                f"SynOps {mean(self.stable_synops):,.0f} ({stable_saved:.1%} saved) at "
+                f"{self.full_accuracy:.2%}\n"
+                "(exit SynOps: what an engine stopping at the exit step performs, counted exactly by "
+                "causality; not wall time: the run itself went to T)")
+
+
+def early_exit(trajectory: Trajectory, labels, *, patience: int | None = None, margin: float | None = None,
+               min_steps: int = 1) -> EarlyExit:
+    """Decide per sample when to stop, with the rule of :class:`EarlyExit`.
+
+    Parameters
+    ----------
+    trajectory : the readout of a run at every step (:func:`readout_trajectory`).
+    labels : ``[B]`` true classes.
+    patience : steps over which the decision must not have changed (>= 0).
+    margin : least top-2 gap of the readout per step, logit units (>= 0).
+    min_steps : never stop before this many steps (>= 1).
+    """
+    if patience is None and margin is None:
+        raise ValueError("give a rule: patience= (steps) and/or margin= (logit units)")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
+                                 or patience < 0):
+        raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
+    if margin is not None and not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin!r}")
+    if isinstance(min_steps, bool) or not isinstance(min_steps, (int, np.integer)) or min_steps < 1:
+        raise ValueError(f"min_steps must be an integer >= 1, got {min_steps!r}")
+    labels = np.asarray(labels)
+    n_steps, batch = trajectory.n_steps, trajectory.batch_size
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape ({batch},), got {labels.shape}")
+    decisions = trajectory.decisions()
+    ok = np.zeros((n_steps, batch), bool)
+    ok[min_steps - 1:] = True
+    if patience is not None:
+        ok &= _unchanged_for(decisions) >= patience
+    if margin is not None:
+        if trajectory.readout.shape[2] < 2:
+            raise ValueError("margin needs a readout of at least two classes")
+        top2 = np.sort(trajectory.readout, axis=2)[:, :, -2:]
+        gap = (top2[:, :, 1] - top2[:, :, 0]) / np.arange(1, n_steps + 1)[:, None]
+        ok &= gap >= margin
+    ok[-1] = True  # no rule met: run to the end
+    exit_step = ok.argmax(axis=0) + 1
+    decision = decisions[exit_step - 1, np.arange(batch)]
+    stable = _stable_step(decisions)
+    rule = ", ".join(part for part in (
+        f"patience {patience}" if patience is not None else "",
+        f"margin {margin:g}" if margin is not None else "",
+        f"min {min_steps} steps" if min_steps > 1 else "") if part)
+    return EarlyExit(rule, n_steps, exit_step, decision, trajectory.synops_at(exit_step),
+                     trajectory.synops_at(n_steps), trajectory.macs.sum(axis=0), stable,
+                     trajectory.synops_at(stable), float(np.mean(decision == labels)),
+                     float(np.mean(decisions[-1] == labels)))
+
+
+def _unchanged_for(decisions) -> np.ndarray:
+    """``[T, B]``: how many steps back the decision has been the same."""
+    run = np.zeros(decisions.shape, np.int64)
+    for t in range(1, len(decisions)):
+        run[t] = np.where(decisions[t] == decisions[t - 1], run[t - 1] + 1, 0)
+    return run
+
+
+def _stable_step(decisions) -> np.ndarray:
+    """``[B]``: first step (1-based) from which the decision equals the last one."""
+    changed = decisions != decisions[-1]
+    last_changed = len(decisions) - 1 - changed[::-1].argmax(axis=0)
+    return np.where(changed.any(axis=0), last_changed + 2, 1)
 
 
 # -- evaluation and accounting ---------------------------------------------------
@@ -549,9 +856,16 @@ class Evaluation:
     """Accuracy and cost of a converted network for several T (per sample).
 
     rows : one dict per T with ``T``, ``accuracy``, ``synops``, ``macs``
-        (SNN, analog first layer), ``updates``, ``dense_updates``,
-        ``energy_pj`` and ``ms_per_sample`` (whole set, all cores).
+        (SNN, analog first layer), ``updates``, ``dense_updates`` (``T`` x
+        the neurons), ``energy_pj`` and ``ms_per_sample`` (whole set, all
+        cores). In a single pass, ``updates`` and ``ms_per_sample`` are
+        measured for the one run to ``T_max`` and are NaN on the other rows.
     ann_accuracy, ann_macs, ann_energy_pj : the ANN's, for comparison.
+    single_pass : the rows were read from one run to ``T_max``.
+    trajectory, labels : that run at every step, and the labels (single
+        pass only), for :meth:`early_exit`.
+    readout_ms_per_sample : time spent reading the run at every step (single
+        pass only), on top of the run's.
     """
 
     rows: list
@@ -559,50 +873,125 @@ class Evaluation:
     ann_macs: int
     ann_energy_pj: float
     energy: EnergyModel
+    single_pass: bool = False
+    trajectory: Trajectory | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
+    readout_ms_per_sample: float = math.nan
+
+    def early_exit(self, *, patience: int | None = None, margin: float | None = None,
+                   min_steps: int = 1) -> EarlyExit:
+        """Early exit on the single-pass run (see :func:`early_exit`)."""
+        if self.trajectory is None:
+            raise ValueError("early exit needs evaluate(..., single_pass=True)")
+        return early_exit(self.trajectory, self.labels, patience=patience, margin=margin, min_steps=min_steps)
 
     def table(self) -> str:
         head = (f"{'T':>4} {'accuracy':>9} {'SynOps':>11} {'SynOps/MAC':>10} {'SNN MACs':>9} "
                 f"{'energy/ANN':>10} {'updates':>8} {'ms/sample':>9}")
-        lines = [head, f"{'ANN':>4} {self.ann_accuracy:>9.2%} {'-':>11} {'-':>10} {self.ann_macs:>9,} "
-                       f"{1:>10.3f} {'-':>8} {'-':>9}"]
+        ann = (f"{'ANN':>4} {self.ann_accuracy:>9.2%} {'-':>11} {'-':>10} {self.ann_macs:>9,} "
+               f"{1:>10.3f} {'-':>8} {'-':>9}")
+        lines = [head, ann]
         for r in self.rows:
+            updates = f"{r['updates'] / r['dense_updates']:>8.1%}" if not math.isnan(r["updates"]) else f"{'-':>8}"
+            ms = f"{r['ms_per_sample']:>9.3f}" if not math.isnan(r["ms_per_sample"]) else f"{'-':>9}"
             lines.append(f"{r['T']:>4} {r['accuracy']:>9.2%} {r['synops']:>11,.0f} "
                          f"{r['synops'] / self.ann_macs:>10.3f} {r['macs']:>9,.0f} "
-                         f"{r['energy_pj'] / self.ann_energy_pj:>10.3f} "
-                         f"{r['updates'] / r['dense_updates']:>8.1%} {r['ms_per_sample']:>9.3f}")
-        return "\n".join(lines) + (
+                         f"{r['energy_pj'] / self.ann_energy_pj:>10.3f} {updates} {ms}")
+        note = ""
+        if self.single_pass:
+            t_max = max(r["T"] for r in self.rows)
+            note = (f"\nsingle pass: one run to T={t_max} read at every T (exact: the dynamics are causal); "
+                    f"updates and ms/sample are that run's (reading it at every step: "
+                    f"{self.readout_ms_per_sample:.3f} ms/sample more)")
+        return "\n".join(lines) + note + (
             "\nper sample. SynOps: weights added to a target because a spike arrived (ACs); SNN MACs: the "
             "analog input multiplied once by the first layer; ANN MACs: Linear/Conv2d multiply-accumulates "
             f"(BatchNorm folded, pooling excluded); updates: neuron updates done vs a clock-driven run; "
             f"{self.energy.describe()}")
 
 
-def evaluate(converted: ConvertedNetwork, x, y, steps=(4, 8, 16, 32, 64), *, energy=None,
-             ann_model: nn.Module | None = None, progress: bool = False) -> Evaluation:
-    """Run the converted network on ``x`` for each T in ``steps``; exact
-    counts and wall time of each run (kernels compiled beforehand)."""
-    import time
+def evaluate(converted: ConvertedNetwork, x, y, steps=(4, 8, 16, 32, 64), *, single_pass: bool = True,
+             energy: EnergyModel | None = None, ann_model: nn.Module | None = None, mode: str | None = None,
+             progress: bool = False) -> Evaluation:
+    """Accuracy, exact counts and time per sample of ``converted`` on ``x``
+    (``[N, *input_shape]``, labels ``y`` ``[N]``) for each T in ``steps``.
 
+    Parameters
+    ----------
+    single_pass : run once to ``T_max = max(steps)`` on the event backend
+        and read accuracy and SynOps at every T from that run
+        (:func:`readout_trajectory`; equal to separate runs by causality);
+        its time is the ``T_max`` run's. ``False``: one timed run per T.
+    energy : pJ per AC / MAC (default :class:`EnergyModel`).
+    ann_model : the ANN, for its accuracy on ``x``.
+    mode : passed to ``Network.run`` (None: each layer's own choice).
+    progress : a progress bar over the separate runs.
+
+    Kernels are compiled before the timed runs.
+    """
     from tqdm.auto import tqdm
 
+    steps = [_positive_int("steps", t) for t in np.atleast_1d(steps).tolist()]
+    if not steps:
+        raise ValueError("steps must name at least one T")
     energy = energy or EnergyModel()
     y = np.asarray(y)
+    if y.shape != (len(x),):
+        raise ValueError(f"y must have one label per sample, shape ({len(x)},), got {y.shape}")
     converted.network.prepare()
-    rows = []
-    for n_steps in tqdm(steps, desc="evaluating", disable=not progress, leave=False):
-        start = time.perf_counter()
-        result = converted.run(x, n_steps)
-        elapsed = time.perf_counter() - start
-        n = len(y)
-        synops, macs = result.total("synops") / n, result.total("macs") / n
-        rows.append(dict(T=n_steps, accuracy=float(np.mean(result.membrane.argmax(axis=1) == y)),
-                         synops=synops, macs=macs, updates=result.total("updates") / n,
-                         dense_updates=result.total("dense_updates") / n,
-                         energy_pj=energy.energy_pj(synops, macs), ms_per_sample=1e3 * elapsed / n))
+    trajectory, readout_ms = None, math.nan
+    if single_pass:
+        rows, trajectory, readout_ms = _single_pass_rows(converted, x, y, steps, energy, mode)
+    else:
+        rows = [_run_row(converted, x, y, t, energy, mode)
+                for t in tqdm(steps, desc="evaluating", disable=not progress, leave=False)]
     ann_accuracy = float("nan")
     if ann_model is not None:
         with torch.no_grad():
             xt = torch.as_tensor(np.asarray(x), dtype=next(ann_model.parameters()).dtype)
             ann_accuracy = float(np.mean(ann_model(xt).argmax(1).numpy() == y))
     macs = converted.ann_total_macs
-    return Evaluation(rows, ann_accuracy, macs, energy.energy_pj(0, macs), energy)
+    return Evaluation(rows, ann_accuracy, macs, energy.energy_pj(0, macs), energy, single_pass, trajectory,
+                      y if single_pass else None, readout_ms)
+
+
+def _positive_int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be positive integers, got {value!r}")
+    return int(value)
+
+
+def _run_row(converted, x, y, n_steps, energy, mode) -> dict:
+    """One timed run to ``n_steps``."""
+    start = time.perf_counter()
+    result = converted.run(x, n_steps, mode=mode)
+    elapsed = time.perf_counter() - start
+    n = len(y)
+    synops, macs = result.total("synops") / n, result.total("macs") / n
+    return {"T": n_steps, "accuracy": float(np.mean(result.membrane.argmax(axis=1) == y)), "synops": synops,
+            "macs": macs, "updates": result.total("updates") / n,
+            "dense_updates": result.total("dense_updates") / n, "energy_pj": energy.energy_pj(synops, macs),
+            "ms_per_sample": 1e3 * elapsed / n}
+
+
+def _single_pass_rows(converted, x, y, steps, energy, mode):
+    """Rows read from one timed run to ``max(steps)``; returns ``(rows, trajectory, ms/sample to read)``."""
+    t_max = max(steps)
+    n = len(y)
+    start = time.perf_counter()
+    result = converted.run(x, t_max, mode=mode)
+    run_ms = 1e3 * (time.perf_counter() - start) / n
+    start = time.perf_counter()
+    trajectory = readout_trajectory(converted, x, result)
+    readout_ms = 1e3 * (time.perf_counter() - start) / n
+    per_step = sum(layer.n_out for layer in converted.network.layers)
+    macs = trajectory.macs.sum() / n
+    rows = []
+    for t in steps:
+        synops = trajectory.synops[:, t].sum() / n
+        last = t == t_max
+        rows.append({"T": t, "accuracy": float(np.mean(trajectory.readout[t - 1].argmax(axis=1) == y)),
+                     "synops": synops, "macs": macs, "updates": result.total("updates") / n if last else math.nan,
+                     "dense_updates": float(t * per_step), "energy_pj": energy.energy_pj(synops, macs),
+                     "ms_per_sample": run_ms if last else math.nan})
+    return rows, trajectory, readout_ms

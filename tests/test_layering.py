@@ -5,7 +5,7 @@
   matplotlib.
 - ``snn``'s core does not import torch or matplotlib, at any level (inside
   functions too). The tools allowed to (files named ``convert*``,
-  ``training*``, ``interop*``, ``plot*`` and the packages ``snn/interop``, ``snn/plot``) are
+  ``training*``, ``qcfs*``, ``interop*``, ``plot*`` and the packages ``snn/interop``, ``snn/plot``) are
   exempt.
 - and, at run time, ``import snn`` loads neither torch nor matplotlib.
 """
@@ -26,10 +26,11 @@ SNN = ROOT / "snn"
 
 KERNEL_ALLOWED = {"numpy", "numba"} | set(sys.stdlib_module_names)  # no snn, torch, matplotlib
 CORE_FORBIDDEN = {"torch", "matplotlib"}
-# torch tools on top of the core: the converter, its training helper for the
-# digits models, interop and plotting (DESIGN.md §4: the simulator itself loads
-# without torch, which test_import_snn_loads_no_torch_or_matplotlib checks).
-TOOL_PREFIXES = ("convert", "training", "interop", "plot")
+# torch tools on top of the core: the converter, its training helpers for the
+# digits models (qcfs: the quantised activation trained for lossless conversion),
+# interop and plotting (DESIGN.md §4: the simulator itself loads without torch,
+# which test_import_snn_loads_no_torch_or_matplotlib checks).
+TOOL_PREFIXES = ("convert", "training", "qcfs", "interop", "plot")
 
 
 def imports_of(path: Path) -> list[tuple[int, str, int]]:
