@@ -79,35 +79,51 @@ def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None) -> di
     }
 
 
-def report(paths: list[str]) -> str:
-    rows = []
-    results = [json.loads(Path(p).read_text()) for p in paths]
-    by_n = {}
+def _merged(results: list[dict]) -> list[dict]:
+    """One row per (simulator, target, N): medians over the files given
+    (e.g. Brian2's one-process-per-run files) of run time and statistics."""
+    groups = {}
     for r in results:
-        by_n.setdefault(r["n"], []).append(r)
-    for n in sorted(by_n):
-        ours = [r for r in by_n[n] if r["simulator"].startswith("snn")]
-        base = {r["target"]: r for r in by_n[n] if r["simulator"] == "brian2"}
-        for r in sorted(by_n[n], key=lambda r: (r["simulator"] != "brian2", r["target"])):
-            events = r.get("recurrent_events", float("nan"))
+        groups.setdefault((r["simulator"], r["target"], r["n"]), []).append(r)
+    rows = []
+    for (sim, target, n), rs in groups.items():
+        pick = {"simulator": sim, "target": target, "n": n, "files": len(rs)}
+        for key in ("run_s", "compile_s", "build_s", "rate_hz", "recurrent_events"):
+            pick[key] = median([r[key] for r in rs if r.get(key) is not None])
+        pick["isi_cv"] = median([r.get("isi_cv", r.get("cv_isi")) for r in rs])
+        pick["runs"] = sorted(x for r in rs for x in ([q["run_s"] for q in r["runs"]] if "runs" in r
+                                                         else [r["run_s"]]))
+        pick["other_cores"] = max(r.get("other_cores", max((q.get("other_cores", 0) for q in r.get("runs", [])),
+                                                           default=0)) for r in rs)
+        rows.append(pick)
+    return rows
+
+
+def report(paths: list[str]) -> str:
+    results = [json.loads(Path(p).read_text()) for p in paths]
+    rows = []
+    merged = _merged(results)
+    for n in sorted({r["n"] for r in merged}):
+        here = [r for r in merged if r["n"] == n]
+        brian = {r["target"]: r for r in here if r["simulator"] == "brian2"}
+        ours = [r for r in here if r["simulator"] == "snn"]
+        for r in sorted(here, key=lambda r: (r["simulator"] != "brian2", r["target"])):
             ratio = "-"
-            if ours and r in ours and base:
-                ratio = ", ".join(f"{b['run_s'] / r['run_s']:.2f}x vs {t}" for t, b in sorted(base.items()))
-            rate_ok = "-"
-            if base and ours:
-                ref = ours[0]["rate_hz"]
-                rate_ok = f"{(r['rate_hz'] / ref - 1) * 100:+.1f}%"
+            if r["simulator"] == "snn" and brian:
+                ratio = ", ".join(f"{b['run_s'] / r['run_s']:.1f}x vs {t}" for t, b in sorted(brian.items()))
+            rate_vs = f"{(r['rate_hz'] / ours[0]['rate_hz'] - 1) * 100:+.1f}%" if ours else "-"
+            events = r.get("recurrent_events", float("nan"))
             rows.append([f"{n:,}", r["simulator"], r["target"], f"{r['run_s']:.3f}",
-                         f"{r.get('compile_s', float('nan')):.2f}", f"{r.get('build_s', float('nan')):.2f}",
-                         f"{r['rate_hz']:.2f}", rate_ok, f"{r['isi_cv']:.3f}", fmt_si(events),
-                         fmt_si(events / r["run_s"], "/s"), ratio])
-    head = ["N", "simulator", "target", "run s", "compile s", "build s", "rate Hz", "rate vs snn",
-            "ISI CV", "rec. events", "events/s", "speed-up"]
+                         " ".join(f"{x:.2f}" for x in r["runs"]), f"{r['other_cores']:.2f}",
+                         f"{r['compile_s']:.2f}", f"{r['build_s']:.2f}", f"{r['rate_hz']:.2f}", rate_vs,
+                         f"{r['isi_cv']:.3f}", fmt_si(events / r["run_s"], "/s"), ratio])
+    head = ["N", "simulator", "target", "run s (median)", "runs", "other cores (max)", "compile s", "build s",
+            "rate Hz", "rate vs snn", "ISI CV", "rec. events/s", "speed-up"]
     out = [md_table(head, rows)]
     for r in results:
-        if r["simulator"].startswith("snn"):
-            out.append(f"N={r['n']:,}: connectivity {r['connectivity_bytes_per_synapse']:.2f} B/synapse, "
-                       f"peak RSS rise {r['peak_rss_rise_bytes_per_synapse']:.2f} B/synapse "
+        if r["simulator"] == "snn":
+            out.append(f"snn N={r['n']:,} ({r['target']}): connectivity {r['connectivity_bytes_per_synapse']:.2f} "
+                       f"B/synapse, peak RSS rise {r['peak_rss_rise_bytes_per_synapse']:.1f} B/synapse "
                        f"(peak RSS {r['peak_rss_mib']:.0f} MiB); {describe_env(r['env'])}")
     return "\n".join(out)
 
