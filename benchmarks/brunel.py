@@ -3,7 +3,7 @@ against Brian2.
 
 Measure one network size (one core; build, compile and run timed apart;
 peak memory as the rise of the process's peak RSS while building and
-running)::
+running, kernels already loaded, before any statistics are computed)::
 
     python benchmarks/brunel.py --n 20000 --repeats 3 --json benchmarks/results/brunel_20k.json
 
@@ -46,6 +46,7 @@ def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None) -> di
 
     numba.set_num_threads(1)
     warn_if_busy()
+    snn.models.brunel(100, seed=seed, dtype=np.dtype(dtype).type).prepare()  # kernels loaded before memory is read
     reset_peak_rss()
     rss0 = read_rss_kib()
     start = time.perf_counter()
@@ -53,16 +54,16 @@ def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None) -> di
     build_s = time.perf_counter() - start
     compile_s = graph.prepare()
     steps = round(1.0 / graph.dt)
-    runs = []
+    runs, rss1 = [], None
     for rep in range(repeats):
         with CpuMonitor() as cpu:
             result = graph.run(steps, seed=seed + rep, progress=False, mode=mode)
+        rss1 = rss1 or read_rss_kib()  # peak of build + simulation, before the statistics below
         runs.append({"run_s": result.seconds, "spikes": result.total("spikes"),
                      "recurrent_events": result.total("synops"), "rate_hz": result.rate_hz(),
                      "isi_cv": result.isi_cv(), "other_cores": cpu.other_cores})
         print(f"  run {rep}: {result.seconds:.3f} s, rate {result.rate_hz():.2f} Hz, "
               f"CV {result.isi_cv():.3f}, other processes {cpu.other_cores:.2f} cores", flush=True)
-    rss1 = read_rss_kib()
     conn_bytes = sum(p.nbytes for p in graph.projections)
     return {
         "simulator": "snn", "target": f"{'/'.join(sorted({c.mode for c in result.counts}))}, {dtype}, 1 thread",

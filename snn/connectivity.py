@@ -43,20 +43,32 @@ def fixed_probability(n_pre: int, n_post: int, p: float, seed=None, autapses: bo
     rng = np.random.default_rng(seed)
     total = n_pre * n_post
     max_chunk = (2**63 - 1) // (total + 1) - 1  # gaps clipped to total + 1: no int64 overflow below
-    chunks, last = [], -1  # last: flat index of the last connected pair drawn
+    expected = total * p
+    cols = np.empty(int(expected + 6 * math.sqrt(expected) + 64), np.int32)  # grown if ever exceeded
+    rowptr = np.zeros(n_pre + 1, np.int64)
+    n, last = 0, -1  # synapses so far; flat index of the last connected pair drawn
     while p > 0 and last < total - 1:
+        # bounded chunks written straight into int32 targets: the build's peak memory stays
+        # near the result's 4 bytes per synapse (the draws are the same in any chunking)
         expected = (total - 1 - last) * p
-        gaps = rng.geometric(p, min(int(expected + 5 * math.sqrt(expected) + 64), max_chunk))
+        gaps = rng.geometric(p, min(int(expected + 5 * math.sqrt(expected) + 64), max_chunk, _CHUNK))
         np.minimum(gaps, total + 1, out=gaps)  # past the end from anywhere: the same as any longer gap
         flat = np.cumsum(gaps)
         flat += last
-        chunks.append(flat)
         last = int(flat[-1])
-    flat = np.concatenate(chunks) if chunks else np.empty(0, np.int64)
-    flat = flat[:np.searchsorted(flat, total)]
-    if not autapses:
-        flat = flat[flat % (n_post + 1) != 0]  # pre == post exactly on multiples of n + 1
-    return _csr(flat, n_pre, n_post)
+        flat = flat[:np.searchsorted(flat, total)]
+        if not autapses:
+            flat = flat[flat % (n_post + 1) != 0]  # pre == post exactly on multiples of n + 1
+        rowptr += np.searchsorted(flat, np.arange(n_pre + 1, dtype=np.int64) * n_post)
+        if n + len(flat) > len(cols):
+            cols = np.concatenate([cols[:n], np.empty(max(len(flat), len(cols) // 2), np.int32)])
+        cols[n:n + len(flat)] = flat % n_post
+        n += len(flat)
+    cols.resize(n, refcheck=False)  # shrinks in place
+    return rowptr, cols
+
+
+_CHUNK = 1 << 18  # draws per chunk of fixed_probability
 
 
 def fixed_in_degree(n_pre: int, n_post: int, k: int, seed=None, autapses: bool = True):

@@ -310,7 +310,6 @@ class Graph:
         for batch in (1, 2):
             self.run(T=2, batch_size=batch, progress=False,
                      inputs={p: np.zeros((2, batch, p.n), np.uint8) for p in self.populations if p.is_input})
-        self._plan = None
         return time.perf_counter() - start
 
     def run(self, T: int, *, inputs=None, batch_size: int | None = None, seed: int = 0,
@@ -441,20 +440,26 @@ class _Plan:
         self.proj_rp = np.concatenate(([0], np.cumsum([len(r) for _, r, _, _ in groups])))[:-1].astype(np.int64)
         self.rowptr = np.concatenate([r + syn_off[k] for k, (_, r, _, _) in enumerate(groups)]
                                      or [np.zeros(1, np.int64)])
-        self.cols = np.concatenate([c for _, _, c, _ in groups] or [np.zeros(0, np.int32)])
-        own = [w for _, _, _, w in groups if w is not None]
-        self.weights = np.concatenate(own or [np.zeros(0, np.float32)])
-        w_off = np.concatenate(([0], np.cumsum([len(w) if w is not None else 0 for *_, w in groups])))
+        w_off = np.concatenate(([0], np.cumsum([len(w) if w is not None else 0 for *_, w in groups]))).astype(np.int64)
         self.proj_woff = (w_off[:-1] - syn_off[:-1]).astype(np.int64)
         self.proj_shared = np.array([p.weight is not None for *_, p in rows], np.bool_)
         self.proj_w = np.array([p.weight if p.weight is not None else 0.0 for *_, p in rows], self.dtype)
-        rebound = {}
-        for k, (_, _, g, p) in enumerate(rows):  # hold the connectivity once: views into the plan
-            d, rowptr, _, w = p.groups[g]
-            view_w = None if w is None else self.weights[w_off[k]:w_off[k + 1]]
-            rebound.setdefault(id(p), (p, list(p.groups)))[1][g] = (
-                d, rowptr, self.cols[syn_off[k]:syn_off[k + 1]], view_w)
-        for p, new in rebound.values():
+        del groups
+        # Hold the connectivity once: each group is copied into the plan's arrays and the
+        # projection rebound to a view at once, so its own array is freed before the next
+        # copy (the build's peak stays near one copy of the synapses).
+        self.cols = np.empty(syn_off[-1], np.int32)
+        self.weights = np.empty(w_off[-1], np.float32)
+        for k, (_, _, g, p) in enumerate(rows):
+            d, rowptr, cols, w = p.groups[g]
+            self.cols[syn_off[k]:syn_off[k + 1]] = cols
+            view_w = None
+            if w is not None:
+                view_w = self.weights[w_off[k]:w_off[k + 1]]
+                view_w[:] = w
+            new = list(p.groups)
+            new[g] = (d, rowptr, self.cols[syn_off[k]:syn_off[k + 1]], view_w)
+            del cols, w
             object.__setattr__(p, "groups", tuple(new))
 
     def modes(self, force: str | None) -> list[str]:
