@@ -85,6 +85,9 @@ def _merged(results: list[dict]) -> list[dict]:
     (e.g. Brian2's one-process-per-run files) of run time and statistics."""
     groups = {}
     for r in results:
+        if r["simulator"] == "brian2" and "runs" in r:  # --repeat: one record per fresh process
+            groups.setdefault((r["simulator"], r["target"], r["n"]), []).extend(r["runs"])
+            continue
         groups.setdefault((r["simulator"], r["target"], r["n"]), []).append(r)
     rows = []
     for (sim, target, n), rs in groups.items():
