@@ -54,14 +54,15 @@ projection's synapses; otherwise synapse ``s`` has ``weights[s + proj_woff[k]]``
 bg_ptr [P + 1] int64: background sources of ``p`` are
 ``bg_ptr[p] .. bg_ptr[p + 1] - 1``; bg_lam [G] float64 expected events per
 neuron per step; bg_w [G] state dtype.
-rec_ids, rec_pop [R] int64: recorded neurons (global id, population).
+rec_ids, rec_pop, rec_var [R] int64: recorded neurons (global id, population)
+and variable (0 membrane, 1 synaptic current).
 in_tptr [T + 1] int64, in_idx int32: this sample's input spikes per step,
 global ids sorted within a step.
 Mutated, per sample: state [N, width]; acc [N] state dtype (zero between
 steps); mark [N] uint8 (zero between steps); touched [N + 1] int32; head
 [P, T + 1] int32, nxt, prv, due [N] int32 (calendars, see ``neuron``); rng
 uint64[4]; hist_ptr [T, P + 1] int64; hist_idx int32; rec_v [T, R] state
-dtype (membrane of recorded neurons at the end of each step); counts [P, 4]
+dtype (recorded variable at the end of each step); counts [P, 4]
 int64 (synaptic operations received, state updates, spikes, background
 events); progress [2] int64 (spikes in the history so far, next step).
 """
@@ -86,7 +87,6 @@ from .neuron import (
     value_at,
 )
 from .rng import below, poisson
-
 
 ORDERED_CLOSE = 16  # close in index order once more than 1/16 of a population is touched
 
@@ -204,7 +204,7 @@ def _sweep(state, acc, base, n, t, bias, table, threshold, reset_mode, v_reset, 
 @jit
 def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
                  has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
-                 proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
+                 proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop, rec_var,
                  in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
                  hist_idx, rec_v, counts, progress):
     """Run one sample from step ``progress[1]`` up to ``t_end`` (exclusive).
@@ -307,7 +307,7 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
             j = rec_ids[r]
             p = rec_pop[r]
             b = bias_of(bias[bias_off[p]:bias_off[p + 1]], j - pop_start[p])
-            rec_v[t, r] = value_at(state, j, t, b, tables[p], has_cur[p], has_ref[p])[0]
+            rec_v[t, r] = value_at(state, j, t, b, tables[p], has_cur[p], has_ref[p])[rec_var[r]]
         t += 1
     progress[0] = n_hist
     progress[1] = t
@@ -316,19 +316,19 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
 @pjit
 def _graph_batch(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
                  has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
-                 proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
+                 proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop, rec_var,
                  in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
                  hist_idx, rec_v, counts, progress):
     for s in prange(state.shape[0]):
         graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
                      has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
-                     proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop,
+                     proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop, rec_var,
                      in_tptr[s], in_idx[s], state[s], acc[s], mark[s], touched[s], head[s], nxt[s],
                      prv[s], due[s], rng[s], hist_ptr[s], hist_idx[s], rec_v[s], counts[s],
                      progress[s])
 
 
-_GRAPH_BATCHED = tuple(range(29, 45))  # in_tptr .. progress: one per sample
+_GRAPH_BATCHED = tuple(range(30, 46))  # in_tptr .. progress: one per sample
 
 
 def graph_run(*args):

@@ -313,7 +313,7 @@ class Graph:
         return time.perf_counter() - start
 
     def run(self, T: int, *, inputs=None, batch_size: int | None = None, seed: int = 0,
-            record_v=None, backend: str = "event", mode: str | None = None, progress="auto",
+            record_v=None, record_i=None, backend: str = "event", mode: str | None = None, progress="auto",
             n_threads: int | None = None) -> GraphResult:
         """Simulate ``T`` steps.
 
@@ -325,6 +325,7 @@ class Graph:
             ``(seed, s)``, so results do not depend on threads or backend.
         record_v : ``{population or name: neuron indices}``: membrane of
             these neurons at the end of every step (after reset).
+        record_i : the same for the synaptic current (CubaLIF populations).
         backend : ``"event"`` or ``"reference"`` (clock-driven oracle).
         mode : ``"event"``, ``"clock"`` or ``"auto"`` for every population
             (default: each population's own ``mode``).
@@ -344,7 +345,7 @@ class Graph:
         if not any(not p.is_input for p in self.populations):
             raise ValueError("the graph has no neuron population to simulate")
         trains, batch = self._inputs(inputs, int(T), batch_size)
-        record = self._record(record_v)
+        record = self._record(record_v, "v") + self._record(record_i, "i")
         if backend == "reference":
             return run_graph_reference(self, int(T), trains, batch, int(seed), record)
         if n_threads is not None:
@@ -377,16 +378,19 @@ class Graph:
             raise ValueError(f"batch_size={batch_size} but the inputs have {batch} samples")
         return given, int(batch)
 
-    def _record(self, record_v):
-        record = []
-        for key, idx in dict(record_v or {}).items():
+    def _record(self, asked, var):
+        """``[(population, indices, var)]`` for ``record_v`` / ``record_i``."""
+        record, label = [], f"record_{var}"
+        for key, idx in dict(asked or {}).items():
             pop = self[key] if isinstance(key, str) else key
             if not isinstance(pop, Population) or pop not in self.populations or pop.is_input:
-                raise ValueError(f"record_v keys must be neuron populations of this graph, got {key!r}")
+                raise ValueError(f"{label} keys must be neuron populations of this graph, got {key!r}")
+            if var == "i" and not pop.neuron.has_current:
+                raise ValueError(f"record_i: population {pop.name!r} ({pop.neuron!r}) has no synaptic current")
             idx = np.atleast_1d(np.asarray(idx))
             if idx.dtype.kind not in "iu" or idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= pop.n)):
-                raise ValueError(f"record_v[{pop.name!r}] must be indices in [0, {pop.n}), got {idx!r}")
-            record.append((pop, idx.astype(np.int64)))
+                raise ValueError(f"{label}[{pop.name!r}] must be indices in [0, {pop.n}), got {idx!r}")
+            record.append((pop, idx.astype(np.int64), var))
         return record
 
 
@@ -484,9 +488,11 @@ class _Plan:
         n_total = int(self.pop_start[-1])
         n_pops = len(self.order)
         in_tptr, in_idx = self._input_arrays(given, batch, n_steps)
-        rec_ids = np.concatenate([self.pop_start[self.pop_index[p.name]] + idx for p, idx in record]
+        rec_ids = np.concatenate([self.pop_start[self.pop_index[p.name]] + idx for p, idx, _ in record]
                                  or [np.zeros(0, np.int64)]).astype(np.int64)
-        rec_pop = np.concatenate([np.full(len(idx), self.pop_index[p.name]) for p, idx in record]
+        rec_pop = np.concatenate([np.full(len(idx), self.pop_index[p.name]) for p, idx, _ in record]
+                                 or [np.zeros(0, np.int64)]).astype(np.int64)
+        rec_var = np.concatenate([np.full(len(idx), int(var == "i")) for _, idx, var in record]
                                  or [np.zeros(0, np.int64)]).astype(np.int64)
         state = np.empty((batch, n_total, self.width), dtype)
         acc = np.zeros((batch, n_total), dtype)
@@ -517,7 +523,7 @@ class _Plan:
                                   self.bias_off,
                                   self.in_ptr, self.in_proj, self.proj_src, self.proj_delay, self.proj_rp,
                                   self.proj_w, self.proj_shared, self.rowptr, self.cols, self.weights, self.proj_woff,
-                                  self.bg_ptr, self.bg_lam, self.bg_w, rec_ids, rec_pop, in_tptr, in_idx,
+                                  self.bg_ptr, self.bg_lam, self.bg_w, rec_ids, rec_pop, rec_var, in_tptr, in_idx,
                                   state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr, hist_idx,
                                   rec_v, counts, progress_at)
                 if progress_at[:, 1].min() < t_end:  # the spike history is full: grow it

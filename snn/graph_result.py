@@ -21,10 +21,11 @@ class GraphResult(RunResult):
     step.
     """
 
-    def __init__(self, names, trains, counts, recorded, dt, seconds, backend):
+    def __init__(self, names, trains, counts, recorded, dt, seconds, backend, recorded_i=None):
         super().__init__(trains, counts, None, backend)
         self.names = list(names)
-        self.recorded = recorded
+        self.recorded = recorded        # name -> (indices, membrane [T, B, R])
+        self.recorded_i = recorded_i or {}  # name -> (indices, synaptic current [T, B, R])
         self.dt = dt
         self.seconds = seconds
 
@@ -51,13 +52,14 @@ class GraphResult(RunResult):
                 pop.name, modes[k], c[:, 0].copy(), np.zeros(batch, np.int64),
                 c[:, 1].copy(), np.full(batch, 0 if pop.is_input else n_steps * pop.n, np.int64),
                 c[:, 2].copy(), arriving[pop.name] + c[:, 3])
-        recorded, col = {}, 0
-        for pop, idx in record:
-            recorded[pop.name] = (idx, rec_v[:, :, col:col + len(idx)].transpose(1, 0, 2).copy())
+        recorded, recorded_i, col = {}, {}, 0
+        for pop, idx, var in record:
+            (recorded if var == "v" else recorded_i)[pop.name] = (
+                idx, rec_v[:, :, col:col + len(idx)].transpose(1, 0, 2).copy())
             col += len(idx)
         names = [p.name for p in graph.populations]
         return cls(names, [trains[n] for n in names], [layer_counts[n] for n in names], recorded,
-                   graph.dt, seconds, "event")
+                   graph.dt, seconds, "event", recorded_i)
 
     def _k(self, key) -> int:
         if isinstance(key, str):
@@ -80,6 +82,14 @@ class GraphResult(RunResult):
         if name not in self.recorded:
             raise KeyError(f"no membrane recorded for {name!r}; pass record_v={{{name!r}: indices}} to run")
         return self.recorded[name][1]
+
+    def i(self, population) -> np.ndarray:
+        """Recorded synaptic current ``[T, B, R]`` of the neurons asked for in
+        ``record_i`` (at the end of every step)."""
+        name = self.names[self._k(population)]
+        if name not in self.recorded_i:
+            raise KeyError(f"no current recorded for {name!r}; pass record_i={{{name!r}: indices}} to run")
+        return self.recorded_i[name][1]
 
     def _neuron_names(self, population):
         if population is not None:

@@ -94,7 +94,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
     event backend's order, every neuron, every step; background events
     replay the event backend's draws (``kernels.background_step`` on the
     same per-sample streams). ``given``: input SpikeTrains by population
-    name; ``record``: ``[(population, indices)]``. If ``traces`` is a dict,
+    name; ``record``: ``[(population, indices, "v" | "i")]``. If ``traces`` is a dict,
     it receives per population the membrane of every neuron after
     integration and before reset, ``[T, B, n]`` (for tolerance checks)."""
     from .graph_result import GraphResult
@@ -116,7 +116,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
                       np.full((batch, p.n), -1)) for p in order if not p.is_input}
     synops = {p.name: np.zeros(batch, np.int64) for p in order}
     arrived = {p.name: np.zeros(batch, np.int64) for p in order}
-    recorded = {pop.name: (idx, np.zeros((n_steps, batch, len(idx)), dtype)) for pop, idx in record}
+    recorded = {(pop.name, var): (idx, np.zeros((n_steps, batch, len(idx)), dtype)) for pop, idx, var in record}
     for t in range(n_steps):
         for pop in order:
             if pop.is_input:
@@ -141,8 +141,9 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
                 traces.setdefault(pop.name, np.zeros((n_steps, batch, pop.n), dtype))[t] = before_reset
             state[pop.name] = (v, i, ref_until)
             rasters[pop.name][t] = spike
-            if pop.name in recorded:
-                recorded[pop.name][1][t] = v[:, recorded[pop.name][0]]
+            for var, values in (("v", v), ("i", i)):
+                if (pop.name, var) in recorded:
+                    recorded[pop.name, var][1][t] = values[:, recorded[pop.name, var][0]]
     names = [p.name for p in graph.populations]
     trains = [SpikeTrains.from_raster(rasters[n]) for n in names]
     counts = []
@@ -151,7 +152,9 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
         counts.append(LayerCounts(pop.name, "input" if pop.is_input else "reference", synops[pop.name],
                                   np.zeros(batch, np.int64), dense, dense.copy(), train.per_sample,
                                   arrived[pop.name]))
-    return GraphResult(names, trains, counts, recorded, graph.dt, float("nan"), "reference")
+    return GraphResult(names, trains, counts, {n: r for (n, var), r in recorded.items() if var == "v"},
+                       graph.dt, float("nan"), "reference",
+                       {n: r for (n, var), r in recorded.items() if var == "i"})
 
 
 def _maxpool_step(layer, x, seen):

@@ -391,3 +391,24 @@ def test_bad_poisson_input():
         g.poisson_input(a, 10, 5.0, np.nan)
     with pytest.raises(ValueError, match="dt must be"):
         snn.Graph(dt=0.0)
+
+
+def test_record_current_matches_reference_and_hand_computation():
+    """record_i: the synaptic current of CubaLIF neurons, i <- alpha*i + bias + input."""
+    g = snn.Graph()
+    x = g.input(1, name="x")
+    pop = g.population(2, snn.CubaLIF(beta=0.5, alpha=0.75, threshold=100.0), bias=[0.0, 0.25], name="c")
+    g.connect(x, pop, np.array([[1.0], [2.0]]), delay=0)
+    spikes = np.zeros((6, 1, 1), np.uint8)
+    spikes[[1, 4]] = 1
+    ev = g.run(6, inputs={x: spikes}, record_i={pop: [0, 1]}, record_v={pop: [0]}, mode="event")
+    ref = g.run(6, inputs={x: spikes}, record_i={pop: [0, 1]}, record_v={pop: [0]}, backend="reference")
+    i, expected = np.zeros(2), []
+    for t in range(6):
+        i = 0.75 * i + np.array([0.0, 0.25]) + spikes[t, 0, 0] * np.array([1.0, 2.0])
+        expected.append(i.copy())
+    np.testing.assert_allclose(ev.i("c")[:, 0], np.array(expected), rtol=1e-12)
+    np.testing.assert_allclose(ref.i("c"), ev.i("c"), rtol=1e-12)
+    np.testing.assert_allclose(ref.v("c"), ev.v("c"), rtol=1e-12)
+    with pytest.raises(ValueError, match="has no synaptic current"):
+        snn.models.brunel(100).run(5, record_i={"exc": [0]})
