@@ -95,43 +95,10 @@ import time
 os.environ["OMP_NUM_THREADS"] = "1"  # before numpy and brian2 are imported
 
 import numpy as np
+from _common import CpuMonitor  # stdlib only: works in Brian2's own environment too
 
 N_EXTERNAL = 100
 TIMER_FILE = "bench_run_wall_time.txt"
-
-
-class CpuMonitor:
-    """Cores used by other processes while a block runs: busy(system) - CPU of this process and its
-    waited-for children, over wall time (Linux /proc/stat; NaN elsewhere)."""
-
-    _hz = os.sysconf("SC_CLK_TCK")
-
-    def __enter__(self):
-        self._start = self._sample()
-        return self
-
-    def __exit__(self, *exc):
-        end = self._sample()
-        if self._start is None or end is None:
-            self.other_cores = float("nan")
-        else:
-            wall = end[0] - self._start[0]
-            busy = (end[1] - self._start[1]) / self._hz
-            own = end[2] - self._start[2]
-            self.other_cores = max(0.0, busy - own) / wall if wall > 0 else float("nan")
-        return False
-
-    @staticmethod
-    def _sample():
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        user, nice, system, _idle, _iowait, irq, softirq = (fields + [0] * 7)[:7]
-        t = os.times()
-        own = t.user + t.system + t.children_user + t.children_system
-        return time.perf_counter(), user + nice + system + irq + softirq, own
 
 
 def loadavg() -> list:
