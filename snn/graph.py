@@ -30,6 +30,7 @@ import kernels
 from ._validate import real_array
 from .graph_result import GraphResult
 from .neurons import LIF, Neuron
+from .reference import run_graph_reference
 from .spiketrains import SpikeTrains
 
 DTYPES = (np.float32, np.float64)
@@ -332,8 +333,6 @@ class Graph:
         progress : show a progress bar (tqdm); ``"auto"``: for long runs.
         n_threads : cores used over the samples (default: all).
         """
-        from .reference import run_graph_reference
-
         if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
             raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
         if backend not in ("event", "reference"):
@@ -554,18 +553,18 @@ class _Plan:
 
 
 def _progress_bar(progress, n_steps, work):
-    if progress == "auto":
-        progress = work >= 2e8  # about a second or more
-        if progress:
-            try:
-                import tqdm
-            except ImportError:
-                return None
+    """A tqdm bar over the steps, or None. ``"auto"``: for runs of about a
+    second or more (``work`` neuron-steps), and only if tqdm is installed."""
+    auto = progress == "auto"
+    if auto:
+        progress = work >= 2e8
     if not progress:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError as err:
+        if auto:
+            return None
         raise ImportError("progress=True needs tqdm: pip install tqdm (or pass progress=False)") from err
     return tqdm(total=n_steps, unit="step", desc="simulating", leave=False)
 

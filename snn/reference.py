@@ -11,6 +11,7 @@ import numpy as np
 
 import kernels
 
+from .graph_result import GraphResult
 from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
 
@@ -97,8 +98,6 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
     name; ``record``: ``[(population, indices, "v" | "i")]``. If ``traces`` is a dict,
     it receives per population the membrane of every neuron after
     integration and before reset, ``[T, B, n]`` (for tolerance checks)."""
-    from .graph_result import GraphResult
-
     dtype = graph.dtype
     order = graph._order()
     rasters = {p.name: np.zeros((n_steps, batch, p.n), np.uint8) for p in order}
