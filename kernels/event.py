@@ -27,7 +27,7 @@ spike arrived; a state update is one neuron brought forward to a step
 import numpy as np
 
 from ._jit import helper, jit, pjit, prange, run_batch
-from .conv import conv_targets
+from .conv import spatial_taps
 from .neuron import (
     NEVER,
     RESET_SUBTRACT,
@@ -42,10 +42,11 @@ from .neuron import (
     deliver,
     fire,
     next_due,
+    sweep_step,
 )
 
 OK, OVERFLOW = 0, 1
-CSR, CONV = 0, 1  # sparse projection kinds
+CSR, CONV, DENSE = 0, 1, 2  # projection kinds of sparse_layer_sample
 _NO_GEOM = np.zeros(15, np.int64)
 _NO_ROWPTR = np.zeros(1, np.int64)
 _NO_COLS = np.zeros(0, np.int32)
@@ -138,15 +139,20 @@ def _touch(state, j, t, w, bias, table, has_current, has_refractory, touched, n_
 
 
 @jit
-def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
+def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geom,
                         bias, table, threshold, reset_mode, v_reset,
                         refractory, v_init, has_current, has_refractory,
                         settle, state, out_tptr, out_idx, counts):
     """One sample through a projection whose spikes reach some targets only,
     and its neurons. ``kind`` CSR: targets ``cols[rowptr[p]:rowptr[p+1]]``
     of presynaptic ``p`` with ``weights`` alike; ``kind`` CONV: targets
-    computed from ``geom`` and the flat kernel ``weights`` (``kernels.conv``).
-    See the module docstring for the other arguments."""
+    computed from ``geom`` and the flat kernel ``weights`` (``kernels.conv``);
+    ``kind`` DENSE (clock only): ``weights`` is ``[n_in, n]`` flattened.
+    ``clock`` False: only the neurons that receive input (or are due to fire
+    on their own) are updated; True: synaptic input is still delivered per
+    spike, but every neuron is updated at every step by a sequential sweep
+    (``neuron.sweep_step``), which is cheaper once most neurons are touched
+    at every step. See the module docstring for the other arguments."""
     n = state.shape[0]
     n_steps = in_tptr.shape[0] - 1
     head = _new_calendar(n_steps)
@@ -154,17 +160,33 @@ def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
     prv = np.empty(n, np.int32)
     due = np.full(n, NEVER, np.int32)
     touched = np.empty(n, np.int32)
-    if kind == CONV:  # the output channels of a group at a touched pixel are brought forward together
-        taps = np.empty((geom[6] * geom[7], 2), np.int64)
-        cg_out = geom[3] // geom[14]
+    acc = np.zeros(n, state.dtype)
+    if kind == CONV:
+        # input is summed channel-last (``acc_cl[pixel * c_out + c]``: the
+        # output channels of one tap are contiguous, so the sum vectorises),
+        # and the channels of a touched (group, pixel) are brought forward together
+        n_taps, tap_pixel, tap_kernel = spatial_taps(geom)
+        hw_in = geom[1] * geom[2]
+        cg_in = geom[0] // geom[14]
+        c_out = geom[3]
+        cg_out = c_out // geom[14]
+        kk = geom[6] * geom[7]
         plane = geom[4] * geom[5]
-        group_span = cg_out * plane
-        acc = np.zeros(n, state.dtype)
+        acc_cl = np.zeros(n, state.dtype)
         pixel_stamp = np.full(geom[14] * plane, -1, np.int64)
         pixels = np.empty(geom[14] * plane, np.int64)
     n_pixels = 0
-    _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
-                 has_refractory, head, nxt, prv, due)
+    if clock:
+        for j in range(n):
+            state[j, V] = v_init[j]
+            state[j, T_LAST] = -1
+            if has_current:
+                state[j, I] = 0
+            if has_refractory:
+                state[j, REF] = -1
+    else:
+        _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
+                     has_refractory, head, nxt, prv, due)
     synops = 0
     updates = 0
     n_out = 0
@@ -177,31 +199,61 @@ def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
                 s0 = rowptr[pre]
                 s1 = rowptr[pre + 1]
                 synops += s1 - s0
-                for s in range(s0, s1):
-                    n_touched = _touch(state, cols[s], t, weights[s], bias, table,
-                                       has_current, has_refractory, touched, n_touched)
-            else:  # sum into acc first (no branch per synapse), then per touched pixel
-                n_taps = conv_targets(pre, geom, taps)
-                synops += n_taps * cg_out
-                for k in range(n_taps):
-                    first = taps[k, 0]
-                    offset = taps[k, 1]
-                    key = first // group_span * plane + first % plane  # (group, pixel)
-                    if pixel_stamp[key] != t:
-                        pixel_stamp[key] = t
-                        pixels[n_pixels] = key
-                        n_pixels += 1
+                if clock:
+                    for s in range(s0, s1):
+                        acc[cols[s]] += weights[s]
+                else:
+                    for s in range(s0, s1):
+                        n_touched = _touch(state, cols[s], t, weights[s], bias, table,
+                                           has_current, has_refractory, touched, n_touched)
+            elif kind == DENSE:
+                synops += n
+                row = weights[pre * n:(pre + 1) * n]
+                for j in range(n):
+                    acc[j] += row[j]
+            else:  # CONV: sum into acc_cl (no branch per synapse), then per touched pixel
+                c = pre // hw_in
+                p = pre - c * hw_in
+                g = c // cg_in
+                w_base = (c - g * cg_in) * kk * c_out + g * cg_out
+                synops += n_taps[p] * cg_out
+                for k in range(n_taps[p]):
+                    pixel = tap_pixel[p, k]
+                    if not clock:
+                        key = g * plane + pixel
+                        if pixel_stamp[key] != t:
+                            pixel_stamp[key] = t
+                            pixels[n_pixels] = key
+                            n_pixels += 1
+                    a0 = pixel * c_out + g * cg_out
+                    w0 = w_base + tap_kernel[p, k] * c_out
+                    target = acc_cl[a0:a0 + cg_out]  # views: the loop below vectorises
+                    w = weights[w0:w0 + cg_out]
                     for co in range(cg_out):
-                        acc[first + co * plane] += weights[offset + co]
+                        target[co] += w[co]
+        if clock:
+            if kind == CONV:  # to channel-first, the neurons' order, in cache-sized tiles
+                for p0 in range(0, plane, 16):
+                    p1 = min(p0 + 16, plane)
+                    for c in range(c_out):
+                        for pixel in range(p0, p1):
+                            acc[c * plane + pixel] = acc_cl[pixel * c_out + c]
+                            acc_cl[pixel * c_out + c] = 0
+            updates += n
+            n_out = sweep_step(state, acc, 0, n, t, bias, table, threshold, reset_mode,
+                               v_reset, refractory, has_current, has_refractory, out_idx, n_out)
+            if n_out < 0:
+                counts[3] = OVERFLOW
+                return
+            continue
         if kind == CONV:
             for q in range(n_pixels):
                 g = pixels[q] // plane
                 pixel = pixels[q] % plane
                 for c in range(g * cg_out, (g + 1) * cg_out):
-                    j = c * plane + pixel
-                    n_touched = _touch(state, j, t, acc[j], bias, table, has_current,
-                                       has_refractory, touched, n_touched)
-                    acc[j] = 0
+                    n_touched = _touch(state, c * plane + pixel, t, acc_cl[pixel * c_out + c], bias,
+                                       table, has_current, has_refractory, touched, n_touched)
+                    acc_cl[pixel * c_out + c] = 0
             n_pixels = 0
         n_touched = _pop_due(state, t, bias, table, has_current, has_refractory,
                              head, nxt, touched, n_touched)
@@ -214,7 +266,7 @@ def sparse_layer_sample(kind, in_tptr, in_idx, rowptr, cols, weights, geom,
             counts[3] = OVERFLOW
             return
     out_tptr[n_steps] = n_out
-    if settle:
+    if settle and not clock:
         _settle(state, bias, table, n_steps, has_current, has_refractory)
     counts[0] = synops
     counts[1] = updates
@@ -310,13 +362,13 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
 
 
 @pjit
-def _sparse_layer(kind, in_tptr, in_idx, rowptr, cols, weights, geom, bias,
+def _sparse_layer(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geom, bias,
                   table, threshold, reset_mode, v_reset, refractory, v_init,
                   has_current, has_refractory, settle, state, out_tptr,
                   out_idx, counts):
     n_bias = bias.shape[0]
     for s in prange(in_tptr.shape[0]):
-        sparse_layer_sample(kind, in_tptr[s], in_idx[s], rowptr, cols, weights,
+        sparse_layer_sample(kind, clock, in_tptr[s], in_idx[s], rowptr, cols, weights,
                             geom, bias[s % n_bias], table, threshold,
                             reset_mode, v_reset, refractory, v_init,
                             has_current, has_refractory, settle, state[s],
@@ -325,35 +377,43 @@ def _sparse_layer(kind, in_tptr, in_idx, rowptr, cols, weights, geom, bias,
 
 def csr_layer(in_tptr, in_idx, rowptr, cols, weights, bias, table, threshold,
               reset_mode, v_reset, refractory, v_init, has_current,
-              has_refractory, settle, state, out_tptr, out_idx, counts):
+              has_refractory, settle, state, out_tptr, out_idx, counts, clock=False):
     """A batch through a sparse CSR projection (``rowptr`` int64 ``[n_in+1]``,
-    ``cols`` int32, ``weights`` float32), samples in parallel."""
-    run_batch(_sparse_layer, sparse_layer_sample, CSR, in_tptr, in_idx, rowptr, cols, weights, _NO_GEOM,
-           bias, table, threshold, reset_mode, v_reset, refractory, v_init, has_current,
-           has_refractory, settle, state, out_tptr, out_idx, counts, batched=_SPARSE_BATCHED)
+    ``cols`` int32, ``weights`` float32), samples in parallel; ``clock``:
+    every neuron updated at every step (see :func:`sparse_layer_sample`)."""
+    run_batch(_sparse_layer, sparse_layer_sample, CSR, clock, in_tptr, in_idx, rowptr, cols, weights, _NO_GEOM,
+              bias, table, threshold, reset_mode, v_reset, refractory, v_init, has_current,
+              has_refractory, settle, state, out_tptr, out_idx, counts, batched=_SPARSE_BATCHED)
 
 
 def conv_layer(in_tptr, in_idx, geom, weights, bias, table, threshold,
                reset_mode, v_reset, refractory, v_init, has_current,
-               has_refractory, settle, state, out_tptr, out_idx, counts):
+               has_refractory, settle, state, out_tptr, out_idx, counts, clock=False):
     """A batch through a Conv2d projection (``geom`` and flat ``weights`` as
-    in ``kernels.conv``), samples in parallel."""
-    run_batch(_sparse_layer, sparse_layer_sample, CONV, in_tptr, in_idx, _NO_ROWPTR, _NO_COLS, weights,
-           geom, bias, table, threshold, reset_mode, v_reset, refractory, v_init, has_current,
-           has_refractory, settle, state, out_tptr, out_idx, counts, batched=_SPARSE_BATCHED)
+    in ``kernels.conv``), samples in parallel; ``clock`` as in :func:`csr_layer`."""
+    run_batch(_sparse_layer, sparse_layer_sample, CONV, clock, in_tptr, in_idx, _NO_ROWPTR, _NO_COLS, weights,
+              geom, bias, table, threshold, reset_mode, v_reset, refractory, v_init, has_current,
+              has_refractory, settle, state, out_tptr, out_idx, counts, batched=_SPARSE_BATCHED)
 
 
-_SPARSE_BATCHED = (1, 2, 7, 17, 18, 19, 20)  # in_tptr, in_idx, bias, state, out_tptr, out_idx, counts
+_SPARSE_BATCHED = (2, 3, 8, 18, 19, 20, 21)  # in_tptr, in_idx, bias, state, out_tptr, out_idx, counts
 
 
 def dense_layer(in_tptr, in_idx, weights, bias, table, threshold, reset_mode,
                 v_reset, refractory, v_init, has_current, has_refractory,
-                settle, state, out_tptr, out_idx, counts):
+                settle, state, out_tptr, out_idx, counts, clock=False):
     """A batch through a fully connected projection (``weights[n_in, n]``
-    float32), samples in parallel."""
+    float32, C-contiguous), samples in parallel; ``clock`` as in
+    :func:`csr_layer`."""
+    if clock:
+        run_batch(_sparse_layer, sparse_layer_sample, DENSE, True, in_tptr, in_idx, _NO_ROWPTR, _NO_COLS,
+                  weights.reshape(-1), _NO_GEOM, bias, table, threshold, reset_mode, v_reset, refractory,
+                  v_init, has_current, has_refractory, settle, state, out_tptr, out_idx, counts,
+                  batched=_SPARSE_BATCHED)
+        return
     run_batch(_dense_layer, dense_layer_sample, in_tptr, in_idx, weights, bias, table, threshold,
-           reset_mode, v_reset, refractory, v_init, has_current, has_refractory, settle, state,
-           out_tptr, out_idx, counts, batched=(0, 1, 3, 13, 14, 15, 16))
+              reset_mode, v_reset, refractory, v_init, has_current, has_refractory, settle, state,
+              out_tptr, out_idx, counts, batched=(0, 1, 3, 13, 14, 15, 16))
 
 
 @pjit

@@ -39,7 +39,7 @@ background sources, ``R`` recorded neurons, ``T`` steps in all)
 pop_start [P + 1] int64; n_inputs: the first ``n_inputs`` populations are
 inputs. thr, v_reset [P] state dtype; reset_mode, refractory [P] int64;
 has_cur, has_ref [P] bool; pop_clock [P] bool: populations stepped clock-driven
-(every neuron every step, see ``_sweep``) instead of event-driven; tables [P, T + 1, 5] state dtype (propagators,
+(every neuron every step, see ``neuron.sweep_step``) instead of event-driven; tables [P, T + 1, 5] state dtype (propagators,
 see ``neuron``); bias state dtype and bias_off [P + 1] int64: the bias of
 population ``p`` is ``bias[bias_off[p]:bias_off[p + 1]]``, one value per neuron or
 one shared by all (no random reads then).
@@ -84,6 +84,7 @@ from .neuron import (
     deliver,
     fire,
     next_due,
+    sweep_step,
     value_at,
 )
 from .rng import below, poisson
@@ -165,42 +166,6 @@ def _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, base,
     return n_hist
 
 
-@helper
-def _sweep(state, acc, base, n, t, bias, table, threshold, reset_mode, v_reset, refractory,
-           has_current, has_refractory, hist_idx, n_hist):
-    """Clock-driven step of a whole population (neurons ``base .. base + n``
-    updated at every step, so every advance is one step: the reference's
-    arithmetic exactly): for populations touched so often that a sequential
-    sweep is cheaper than visiting touched neurons in random order."""
-    if not has_current and not has_refractory:
-        decay = table[1, 0]
-        shared = bias.shape[0] == 1
-        b = bias[0] * table[1, 2]
-        stamp = state.dtype.type(t)
-        for q in range(n):
-            j = base + q
-            if not shared:
-                b = bias[q] * table[1, 2]
-            v = state[j, V] * decay + b + acc[j]
-            acc[j] = 0
-            state[j, T_LAST] = stamp
-            if v >= threshold:
-                hist_idx[n_hist] = j
-                n_hist += 1
-                v = v - threshold if reset_mode == RESET_SUBTRACT else v_reset
-            state[j, V] = v
-        return n_hist
-    for q in range(n):
-        j = base + q
-        advance(state, j, t, bias_of(bias, q), table, has_current, has_refractory)
-        deliver(state, j, t, acc[j], has_current, has_refractory)
-        acc[j] = 0
-        if fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
-            hist_idx[n_hist] = j
-            n_hist += 1
-    return n_hist
-
-
 @jit
 def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
                  has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
@@ -273,8 +238,8 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
             hc = has_cur[p]
             hr = has_ref[p]
             if clock:
-                n_hist = _sweep(state, acc, base, n_p, t, bp, table, thr[p], reset_mode[p], v_reset[p],
-                                refractory[p], hc, hr, hist_idx, n_hist)
+                n_hist = sweep_step(state, acc, base, n_p, t, bp, table, thr[p], reset_mode[p], v_reset[p],
+                                    refractory[p], hc, hr, hist_idx, n_hist)  # room was checked before the step
                 n_touched = n_p
             else:
                 j = head[p, t]

@@ -230,3 +230,47 @@ def calendar_remove(head, nxt, prv, due, j):
         prv[q] = p
     due[j] = NEVER
     head[head.shape[0] - 1] -= 1
+
+
+@helper
+def sweep_step(state, acc, base, n, t, bias, table, threshold, reset_mode, v_reset, refractory,
+               has_current, has_refractory, out_idx, n_out):
+    """Clock-driven step ``t`` of neurons ``base .. base + n`` (all of them
+    were updated at step ``t - 1``, so every advance is one step: the
+    reference's arithmetic exactly): add the summed input ``acc`` (then
+    zeroed), fire, reset; spikes are appended to ``out_idx``. ``bias`` is
+    indexed from ``base``. Returns the new spike count, or -1 if ``out_idx``
+    is full. For neurons touched so often that a sequential sweep is cheaper
+    than visiting the touched ones in random order and scheduling them."""
+    cap = out_idx.shape[0]
+    if not has_current and not has_refractory:
+        decay = table[1, 0]
+        shared = bias.shape[0] == 1
+        b = bias[0] * table[1, 2]
+        stamp = state.dtype.type(t)
+        for q in range(n):
+            j = base + q
+            if not shared:
+                b = bias[q] * table[1, 2]
+            v = state[j, V] * decay + b + acc[j]
+            acc[j] = 0
+            state[j, T_LAST] = stamp
+            if v >= threshold:
+                if n_out >= cap:
+                    return -1
+                out_idx[n_out] = j
+                n_out += 1
+                v = v - threshold if reset_mode == RESET_SUBTRACT else v_reset
+            state[j, V] = v
+        return n_out
+    for q in range(n):
+        j = base + q
+        advance(state, j, t, bias_of(bias, q), table, has_current, has_refractory)
+        deliver(state, j, t, acc[j], has_current, has_refractory)
+        acc[j] = 0
+        if fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
+            if n_out >= cap:
+                return -1
+            out_idx[n_out] = j
+            n_out += 1
+    return n_out

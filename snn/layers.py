@@ -13,7 +13,7 @@ from . import connectivity
 from ._validate import real_array
 from .neurons import LIF, Neuron
 
-MODES = ("auto", "event", "dense")
+MODES = ("auto", "event", "clock", "dense")
 
 
 class Layer:
@@ -25,8 +25,15 @@ class Layer:
     neuron : the population's model (default ``LIF(beta=0.9)``).
     bias : ``[n_out]`` or scalar, potential added every step (default 0).
     v_init : ``[n_out]`` or scalar, membrane before step 0 (default 0).
-    mode : ``"auto"`` (choose event or dense per run from the measured
-        input activity), ``"event"`` or ``"dense"`` (clock-driven, BLAS).
+    mode : how the layer runs. ``"event"``: synaptic input delivered per
+        spike, only the neurons it reaches are updated (lazy leak);
+        ``"clock"``: input delivered per spike, every neuron updated at
+        every step by a sequential sweep (cheaper once most neurons are
+        touched at every step); ``"dense"``: the input of all steps as one
+        BLAS product, neurons clock-driven; ``"auto"`` (default): the
+        cheapest of the three for each run, from the measured input
+        activity and a cost model. All compute the same dynamics (sums
+        may round differently).
     """
 
     kind = "layer"

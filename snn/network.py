@@ -19,13 +19,14 @@ from .spiketrains import SpikeTrains
 BACKENDS = ("event", "reference")
 DTYPES = (np.float32, np.float64)
 
-# Cost model of the automatic choice between the event and the dense path, in
-# nanoseconds per operation on one core (measured with benchmarks/ff784.py and
-# benchmarks/kernel_csr.py on the project's 2-core machine; their ratios matter).
-_NS_PER_SYNOP = {"dense": 0.35, "conv": 1.0, "csr": 2.0}
-_NS_PER_EVENT_UPDATE = 3.0   # lazy advance + threshold check (+ schedule), per touched neuron
+# Cost model of the automatic choice between the event, clock and dense paths,
+# in nanoseconds per operation on one core (measured on the project's 2-core
+# machine with benchmarks/layer_modes.py; their ratios matter).
+_NS_PER_SYNOP = {"event": {"dense": 0.35, "conv": 0.7, "csr": 2.0},   # delivery, and marking what it touches
+                 "clock": {"dense": 0.35, "conv": 0.6, "csr": 2.0}}   # delivery into a sum only
+_NS_PER_EVENT_UPDATE = (3.0, 20.0)  # lazy advance + threshold check; with a positive bias, + the self-driven search
 _NS_PER_MAC = {np.float32: 0.03, np.float64: 0.06}  # GEMM; the dense path multiplies [n_in, n_out]
-_NS_PER_CLOCK_UPDATE = 1.5   # one clock-driven neuron step
+_NS_PER_CLOCK_UPDATE = 1.5   # one neuron step of a sequential sweep
 
 
 class Network:
@@ -75,7 +76,7 @@ class Network:
         start = time.perf_counter()
         for batch in (1, 2):  # one sample runs the serial kernels, a batch the parallel ones
             probe = np.ones((2, batch, self.n_in), np.uint8)
-            for mode in ("event", "dense"):
+            for mode in ("event", "clock", "dense"):
                 self.run(probe, mode=mode)
             if self.layers[0].kind != "maxpool":
                 self.run(analog=np.ones((batch, self.n_in)), T=2)
@@ -93,14 +94,15 @@ class Network:
             first layer multiplies it once and uses it as a bias), or
             ``[T, B, n_in]`` varying over time (clock-driven first layer).
         backend : ``"event"`` or ``"reference"`` (the clock-driven oracle).
-        mode : force ``"event"`` or ``"dense"`` for every layer (default: each
-            layer's own ``mode``, ``"auto"`` choosing from measured activity).
+        mode : force ``"event"``, ``"clock"`` or ``"dense"`` for every layer
+            (see :class:`snn.layers.Layer`; default: each layer's own
+            ``mode``, ``"auto"`` choosing from measured activity).
         n_threads : cores used over the samples (default: all).
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if mode not in (None, "event", "dense", "auto"):
-            raise ValueError(f"mode must be 'event', 'dense', 'auto' or None, got {mode!r}")
+        if mode not in (None, "event", "clock", "dense", "auto"):
+            raise ValueError(f"mode must be 'event', 'clock', 'dense', 'auto' or None, got {mode!r}")
         source, analog_x, n_steps = self._inputs(spikes, events, analog, T, batch_size)
         if backend == "reference":
             return run_reference(self, source, analog_x, n_steps)
@@ -167,7 +169,11 @@ class Network:
                 if analog_x.ndim == 2:  # constant: multiplied once, then a bias
                     bias = (layer.bias + _vecmat(analog_x, layer)).astype(self.dtype)
                     source = SpikeTrains.empty(n_steps, batch, layer.n_in)
-                    mode = "event"
+                    mode = force_mode if force_mode not in (None, "auto") else layer.mode
+                    if mode == "dense":  # no input to multiply per step: clock-driven neurons
+                        mode = "clock"
+                    elif mode == "auto":
+                        mode = _choose_driven_mode(layer, bias, n_steps)
                 else:
                     currents = np.ascontiguousarray(
                         (analog_x.astype(self.dtype) @ layer.dense_rows(self.dtype)).transpose(1, 0, 2))
@@ -184,7 +190,7 @@ class Network:
             else:
                 out, state, kcounts = _run_layer(layer, source, bias, currents, mode, n_steps,
                                                  self.dtype, settle=last)
-            synops = kcounts[:, 0] if mode in ("event", "gate") else _synops(source, layer.fan_out)
+            synops = kcounts[:, 0] if mode != "dense" else _synops(source, layer.fan_out)
             counts.append(LayerCounts(
                 name=self.layer_name(k), mode=mode, synops=synops, macs=macs,
                 updates=kcounts[:, 1].copy(), dense_updates=np.full(batch, n_steps * layer.n_out, np.int64),
@@ -224,13 +230,15 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
             table = neuron.propagator(n_steps, dtype)
             common = (bias, table, thr, neuron.reset_code, v_reset, neuron.refractory, v_init,
                       neuron.has_current, neuron.refractory > 0, settle, state, out_tptr, out_idx, kc)
+            clock = mode == "clock"
             if layer.kind == "dense":
-                kernels.dense_layer(source.tptr, source.idx, layer.weight_rows, *common)
+                kernels.dense_layer(source.tptr, source.idx, layer.weight_rows, *common, clock=clock)
             elif layer.kind == "conv":
-                kernels.conv_layer(source.tptr, source.idx, layer.geom, layer.kernel_weights, *common)
+                kernels.conv_layer(source.tptr, source.idx, layer.geom, layer.kernel_weights, *common,
+                                   clock=clock)
             else:
                 kernels.csr_layer(source.tptr, source.idx, layer.rowptr, layer.cols, layer.weights,
-                                  *common)
+                                  *common, clock=clock)
         if not kc[:, 3].any():
             break
         cap = min(cap * 4, n_steps * layer.n_out)
@@ -276,14 +284,28 @@ def _synops(source, fan_out) -> np.ndarray:
 
 
 def _choose_mode(layer, source, n_steps, dtype) -> str:
-    """Event or dense path, from the input activity measured for this run
-    and the cost model above (per sample, one core)."""
+    """Event, clock or dense path, from the input activity measured for this
+    run and the cost model above (per sample, one core)."""
     events = source.total / source.batch_size
     synops = events * layer.fan_out.mean()
     n = layer.n_out
-    updates = min(synops, min(n_steps, events) * n)
-    event_ns = synops * _NS_PER_SYNOP[layer.kind] + updates * _NS_PER_EVENT_UPDATE
+    touched = min(synops, min(n_steps, events) * n)
+    driven = bool(np.any(layer.bias > 0))
+    cost = {"event": synops * _NS_PER_SYNOP["event"][layer.kind] + touched * _NS_PER_EVENT_UPDATE[driven],
+            "clock": synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE}
     gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)  # GEMM needs rows to be efficient
-    dense_ns = (n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency
-                + n_steps * n * _NS_PER_CLOCK_UPDATE)
-    return "event" if event_ns <= dense_ns else "dense"
+    cost["dense"] = (n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency
+                     + n_steps * n * _NS_PER_CLOCK_UPDATE)
+    return min(cost, key=cost.get)  # ties go to the first: event
+
+
+def _choose_driven_mode(layer, bias, n_steps) -> str:
+    """Event or clock path for a layer driven by a constant input ``bias``
+    ``[B, n]`` alone (no input spikes): event-driven, each neuron with a
+    positive drive is scheduled and rescheduled at each of its spikes."""
+    drive = np.clip(bias, 0, None)
+    spikes = min(drive.sum() / len(bias) / layer.neuron.threshold * n_steps, n_steps * layer.n_out)
+    scheduled = np.count_nonzero(drive) / len(bias)
+    event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[True]
+    clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
+    return "event" if event_ns <= clock_ns else "clock"

@@ -22,7 +22,8 @@ class LayerCounts:
         threshold checks; ``T * n`` on the clock-driven paths).
     dense_updates : what a clock-driven simulation would do, ``T * n``.
     spikes : output spikes.  input_events : input spikes received.
-    mode : ``"event"`` or ``"dense"`` (the path that ran), or ``"reference"``.
+    mode : ``"event"``, ``"clock"``, ``"dense"`` or ``"gate"`` (max pooling):
+        the path that ran; or ``"reference"``.
     """
 
     name: str

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 import snn
 from conftest import TOL, NetSpec, assert_equivalent, conv_fan_out, neurons, reference_with_traces
 
-PATHS = (("event", "event"), ("event", "dense"), ("reference", None))
+PATHS = (("event", "event"), ("event", "clock"), ("event", "dense"), ("reference", None))
 
 
 def _run(net, backend, mode, **kwargs):
@@ -258,7 +258,7 @@ def conv_stacks(draw, exact: bool = False, max_layers: int = 3):
 
 
 @pytest.mark.usefixtures("warm_kernels")
-@pytest.mark.parametrize("mode", ["event", "dense", "auto"])
+@pytest.mark.parametrize("mode", ["event", "clock", "dense", "auto"])
 @given(stack=conv_stacks())
 def test_conv_stack_event_matches_reference(mode, stack):
     layers, spec = stack
@@ -269,12 +269,12 @@ def test_conv_stack_event_matches_reference(mode, stack):
 
 
 @pytest.mark.usefixtures("warm_kernels")
-@pytest.mark.parametrize("mode", ["event", "dense"])
+@pytest.mark.parametrize("mode", ["event", "clock", "dense"])
 @settings(max_examples=60)
 @given(stack=conv_stacks(exact=True))
 def test_conv_stack_exact_arithmetic_bit_identical(mode, stack):
     """Exact arithmetic: identical spikes in every layer (max pooling
-    included) and identical final membranes, event/dense vs reference."""
+    included) and identical final membranes, event/clock/dense vs reference."""
     layers, spec = stack
     net = snn.Network(layers, dtype=spec.dtype)
     ref = net.run(spec.x, backend="reference")

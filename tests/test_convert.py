@@ -229,7 +229,7 @@ def test_evaluate_reports_what_the_runs_do(converted, digits):
 
 
 @pytest.mark.usefixtures("warm_kernels")
-@pytest.mark.parametrize("name,mode", [("avg", "event"), ("avg", "dense"), ("max", "event"), ("mlp", None)])
+@pytest.mark.parametrize("name,mode", [("avg", "event"), ("avg", "clock"), ("avg", "dense"), ("max", "event"), ("mlp", None)])
 def test_single_pass_equals_separate_runs(name, mode, converted, digits):
     """One run to T_max read at every T gives, for every T, exactly what a
     separate run to T gives: accuracy, SynOps and MACs (rows), per-layer and
@@ -478,7 +478,7 @@ def test_event_matches_reference_on_converted_network(name, per_channel, dtype, 
     spec = spec_for(conv, x, 24)
     ref, traces = reference_with_traces(conv.network, spec)
     assert ref.spikes(0).sum() > 0
-    for mode in (None, "event", "dense"):
+    for mode in (None, "event", "clock", "dense"):
         result = conv.run(x, 24, mode=mode)
         assert_equivalent(conv.network, spec, result, ref, traces, label=f"{name} mode={mode}")
 
@@ -495,7 +495,7 @@ def test_converted_synops_equal_rasters_times_fan_out(name, converted, digits):
     flat = x.reshape(len(x), -1)
     layers = conv.network.layers
     fans = [layer_fan_out(layer) for layer in layers]
-    for kwargs in ({}, {"mode": "event"}, {"mode": "dense"}, {"backend": "reference"}):
+    for kwargs in ({}, {"mode": "event"}, {"mode": "clock"}, {"mode": "dense"}, {"backend": "reference"}):
         r = conv.run(x, 16, **kwargs)
         assert r.counts[0].macs.tolist() == ((flat != 0).astype(np.int64) @ fans[0]).tolist(), kwargs
         assert r.counts[0].synops.tolist() == [0] * len(x)

@@ -1,4 +1,4 @@
-"""Event backend (``mode="event"`` and ``mode="dense"``) vs the reference
+"""Event backend (``mode="event"``, ``"clock"`` and ``"dense"``) vs the reference
 backend (the clock-driven loop of DESIGN.md §1) on random small networks.
 
 Tolerance rule
@@ -53,7 +53,7 @@ from conftest import (
     run_kwargs,
 )
 
-MODES = ("event", "dense")
+MODES = ("event", "clock", "dense")
 
 
 def _check_path(spec, mode):

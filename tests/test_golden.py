@@ -24,7 +24,7 @@ import snn
 INPUT_STEPS = [0, 1, 2, 4, 5, 7]
 T = 10
 
-PATHS = [("reference", None), ("event", "event"), ("event", "dense")]
+PATHS = [("reference", None), ("event", "event"), ("event", "clock"), ("event", "dense")]
 
 
 def spike_train(steps, T):
