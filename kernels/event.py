@@ -30,10 +30,10 @@ from ._jit import helper, jit, pjit, prange, run_batch
 from .conv import spatial_taps
 from .neuron import (
     NEVER,
+    REF,
     RESET_SUBTRACT,
     T_LAST,
     I,
-    REF,
     V,
     advance,
     bias_of,

@@ -269,12 +269,21 @@ def _dense_currents(source, layer, dtype) -> np.ndarray:
 
 
 def _vecmat(x, layer) -> np.ndarray:
-    """``x @ W`` for analog ``x[B, n_in]``, float64."""
-    if layer.kind in ("dense", "conv"):
-        return x @ layer.dense_rows(np.float64)
-    pre = np.repeat(np.arange(layer.n_in), layer.fan_out)
-    contrib = x[:, pre] * layer.weights.astype(np.float64)
-    return np.stack([np.bincount(layer.cols, weights=c, minlength=layer.n_out) for c in contrib])
+    """``x @ W`` for analog ``x[B, n_in]``, float64, by the kernels (one
+    scatter per non-zero input through the layer's own connectivity)."""
+    x = np.ascontiguousarray(x, np.float64)
+    drive = np.empty((len(x), layer.n_out))
+    if layer.kind == "dense":
+        kernels.analog_drive(kernels.DENSE, x, _NO_ROWPTR, _NO_COLS, layer.weight_rows.reshape(-1), _NO_GEOM,
+                             drive)
+    elif layer.kind == "conv":
+        kernels.analog_drive(kernels.CONV, x, _NO_ROWPTR, _NO_COLS, layer.kernel_weights, layer.geom, drive)
+    else:
+        kernels.analog_drive(kernels.CSR, x, layer.rowptr, layer.cols, layer.weights, _NO_GEOM, drive)
+    return drive
+
+
+_NO_ROWPTR, _NO_COLS, _NO_GEOM = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(15, np.int64)
 
 
 def _synops(source, fan_out) -> np.ndarray:

@@ -1,0 +1,69 @@
+"""Constant analog input multiplied once: ``drive[b] = x[b] @ W`` in float64,
+computed by scattering each non-zero input through its synapses (the same
+connectivity the spike kernels use: no expanded matrix for a convolution, no
+BLAS call whose worker threads would spin against the kernels' own).
+
+``kind`` and the connectivity arguments are those of
+``kernels.event.sparse_layer_sample`` (DENSE: ``weights`` ``[n_in, n]``
+flattened). ``x`` ``[B, n_in]`` float64; ``drive`` ``[B, n]`` float64, mutated.
+"""
+
+import numpy as np
+
+from ._jit import jit, pjit, prange, run_batch
+from .conv import spatial_taps
+from .event import CONV, CSR, DENSE
+
+
+@jit
+def drive_sample(kind, x, rowptr, cols, weights, geom, drive):
+    """One sample (``x`` [n_in], ``drive`` [n], zeroed here)."""
+    n = drive.shape[0]
+    drive[:] = 0.0
+    if kind == CONV:  # summed channel-last (contiguous channels of a tap), then reordered
+        n_taps, tap_pixel, tap_kernel = spatial_taps(geom)
+        hw_in = geom[1] * geom[2]
+        cg_in = geom[0] // geom[14]
+        c_out = geom[3]
+        cg_out = c_out // geom[14]
+        kk = geom[6] * geom[7]
+        plane = geom[4] * geom[5]
+        acc_cl = np.zeros(n)
+    for pre in range(x.shape[0]):
+        value = x[pre]
+        if value == 0:
+            continue
+        if kind == CSR:
+            for s in range(rowptr[pre], rowptr[pre + 1]):
+                drive[cols[s]] += value * weights[s]
+        elif kind == DENSE:
+            row = weights[pre * n:(pre + 1) * n]
+            for j in range(n):
+                drive[j] += value * row[j]
+        else:
+            c = pre // hw_in
+            p = pre - c * hw_in
+            g = c // cg_in
+            w_base = (c - g * cg_in) * kk * c_out + g * cg_out
+            for k in range(n_taps[p]):
+                a0 = tap_pixel[p, k] * c_out + g * cg_out
+                w0 = w_base + tap_kernel[p, k] * c_out
+                target = acc_cl[a0:a0 + cg_out]
+                w = weights[w0:w0 + cg_out]
+                for co in range(cg_out):
+                    target[co] += value * w[co]
+    if kind == CONV:
+        for pixel in range(plane):
+            for c in range(c_out):
+                drive[c * plane + pixel] = acc_cl[pixel * c_out + c]
+
+
+@pjit
+def _drive(kind, x, rowptr, cols, weights, geom, drive):
+    for s in prange(x.shape[0]):
+        drive_sample(kind, x[s], rowptr, cols, weights, geom, drive[s])
+
+
+def analog_drive(kind, x, rowptr, cols, weights, geom, drive):
+    """A batch through :func:`drive_sample`, samples in parallel."""
+    run_batch(_drive, drive_sample, kind, x, rowptr, cols, weights, geom, drive, batched=(1, 6))
