@@ -11,20 +11,6 @@ from .neuron import RESET_SUBTRACT, RESET_TO_VALUE
 from .pool import maxpool_layer
 from .rng import seed_state
 
-__all__ = [
-           "CONV",
-           "CSR",
-           "DENSE",
-           "RESET_SUBTRACT",
-           "RESET_TO_VALUE",
-           "analog_drive",
-           "background_step",
-           "clock_layer",
-           "conv_layer",
-           "csr_layer",
-           "dense_layer",
-           "graph_init",
-           "graph_run",
-           "maxpool_layer",
-           "seed_state",
-]
+__all__ = ["CONV", "CSR", "DENSE", "RESET_SUBTRACT", "RESET_TO_VALUE", "analog_drive", "background_step",
+           "clock_layer", "conv_layer", "csr_layer", "dense_layer", "graph_init", "graph_run", "maxpool_layer",
+           "seed_state"]
