@@ -34,8 +34,9 @@ from .network import Network
 from .neurons import IF
 from .qcfs import QCFS
 
-__all__ = ["ConversionError", "ConvertedNetwork", "EarlyExit", "Evaluation", "Trajectory", "convert",
-           "early_exit", "evaluate", "readout_trajectory", "register_function", "register_module"]
+__all__ = ["ConversionError", "ConvertedNetwork", "EarlyExit", "Evaluation", "LayerCalibration", "Trajectory",
+           "calibrate", "convert", "early_exit", "evaluate", "readout_trajectory", "register_function",
+           "register_module"]
 
 
 class ConversionError(ValueError):
@@ -386,6 +387,8 @@ class ConvertedNetwork:
     scales : activation scale (percentile) of each normalised layer.
     ann_macs : MACs of each Linear/Conv2d of the ANN per sample (BatchNorm
         folded; pooling adds not counted), keyed by layer path.
+    calibration : what :func:`snn.convert_calibrate.calibrate` did, per
+        layer (None if not calibrated).
     """
 
     network: Network
@@ -393,6 +396,7 @@ class ConvertedNetwork:
     scales: list
     ann_macs: dict
     ops: list = field(repr=False)
+    calibration: list | None = field(default=None, repr=False)
 
     def run(self, x, T: int, **kwargs):
         """Run the SNN on analog samples ``x`` (``[N, *input_shape]``) for ``T`` steps."""
@@ -995,3 +999,7 @@ def _single_pass_rows(converted, x, y, steps, energy, mode):
                      "dense_updates": float(t * per_step), "energy_pj": energy.energy_pj(synops, macs),
                      "ms_per_sample": run_ms if last else math.nan})
     return rows, trajectory, readout_ms
+
+
+# the calibration pass lives in its own module, which builds on the names above
+from .convert_calibrate import LayerCalibration, calibrate  # noqa: E402

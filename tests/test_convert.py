@@ -842,3 +842,65 @@ def test_other_argument_errors(converted, digits):
             sc.convert(digits_mlp().eval(), digits[0][:20], percentile=bad)
     with pytest.raises(ValueError, match=r"\(1, 8, 8\)"):
         converted("mlp").run(digits[2].reshape(-1, 64), 4)
+
+
+# -- layer-wise calibration ---------------------------------------------------------
+
+@pytest.mark.usefixtures("warm_kernels")
+@pytest.mark.parametrize("what", ["bias", "potential"])
+def test_calibration_shift_is_the_measured_mean_error(what, trained, converted, digits):
+    """The first layer's correction equals the mean, over samples and the
+    positions of a channel, of (ANN activation / scale, clipped at 1) minus
+    (spike count / T), computed here from the torch model itself; the input
+    and every other layer are left alone; the original is not changed."""
+    model, conv = trained("avg"), converted("avg")
+    x = digits[0][:200]
+    T = 4
+    before = copy.deepcopy(conv.network)
+    calibrated = sc.calibrate(conv, x, T, what=what)
+    with torch.no_grad():
+        a = F.relu(model[1](model[0](torch.as_tensor(x)))).double().numpy()  # Conv2d, BatchNorm2d, ReLU
+    target = np.minimum(a / conv.scales[0], 1.0)                              # [N, 16, 8, 8]
+    rate = conv.run(x, T).trains[0].counts_per_neuron().reshape(target.shape) / T
+    error = np.repeat((target - rate).mean(axis=(0, 2, 3)), 64)
+    first, original = calibrated.network.layers[0], conv.network.layers[0]
+    if what == "bias":
+        np.testing.assert_allclose(first.bias - original.bias, error, atol=1e-6)
+        np.testing.assert_array_equal(first.v_init, original.v_init)
+    else:
+        np.testing.assert_allclose(first.v_init - original.v_init, T * error, atol=1e-6)
+        np.testing.assert_array_equal(first.bias, original.bias)
+    assert np.abs(error).max() > 1e-3                                       # there was something to correct
+    readout = calibrated.network.layers[-1]
+    np.testing.assert_array_equal(readout.bias, conv.network.layers[-1].bias)  # readout=False by default
+    for layer, kept in zip(conv.network.layers, before.layers):                # the original is untouched
+        np.testing.assert_array_equal(layer.bias, kept.bias)
+        np.testing.assert_array_equal(layer.v_init, kept.v_init)
+    assert conv.calibration is None and [c.name for c in calibrated.calibration] == ["0", "3"]
+
+
+@pytest.mark.usefixtures("warm_kernels")
+@pytest.mark.parametrize("name", ["avg", "max", "mlp"])
+def test_calibration_reduces_the_rate_error_it_measures(name, converted, digits):
+    """After calibration at T, every corrected layer's mean per-channel error
+    on the calibration data is smaller than before (pooling layers skipped;
+    with readout=True the readout's mean error per class vanishes)."""
+    conv = converted(name)
+    x = digits[0][:300]
+    calibrated = sc.calibrate(conv, x, 4, readout=True)
+    kinds = [layer.kind for layer in conv.network.layers]
+    assert len(calibrated.calibration) == sum(kind != "maxpool" for kind in kinds)
+    for report in calibrated.calibration[:-1]:
+        assert report.error_after < report.error_before, report
+    assert calibrated.calibration[-1].error_after < 1e-9
+
+
+def test_calibration_refuses_bad_arguments(converted, digits):
+    conv = converted("mlp")
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="T must be"):
+            sc.calibrate(conv, digits[0][:10], bad)
+    with pytest.raises(ValueError, match="what must be"):
+        sc.calibrate(conv, digits[0][:10], 4, what="threshold")
+    with pytest.raises(ValueError, match=r"\(1, 8, 8\)"):
+        sc.calibrate(conv, digits[0][:10].reshape(10, 64), 4)
