@@ -56,6 +56,34 @@ class Layer:
         self.mode = mode
         self.name = name
 
+    @property
+    def bias(self) -> np.ndarray:
+        """``[n_out]`` float64, read-only; assign a new value to change it
+        (checked like the constructor's)."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        arr = self._per_neuron("bias", value)
+        arr.flags.writeable = False
+        self._bias = arr
+        self._bias_rows = {}
+
+    def bias_row(self, dtype) -> tuple[np.ndarray, bool]:
+        """The bias as the kernels take it, ``[1, n_out]`` of ``dtype`` or
+        ``[1, 1]`` if shared by all neurons, and whether any is positive
+        (then neurons can fire on their own); prepared once per dtype."""
+        if self._bias.flags.writeable:  # a copy (deepcopy, unpickling) came back writeable: check it again
+            self.bias = self._bias.copy()
+        key = np.dtype(dtype)
+        if key not in self._bias_rows:
+            row = real_array(f"bias of {self.name or type(self).__name__}", self._bias, key)[None, :]
+            if np.all(row == row[0, 0]):  # shared: one value, no per-neuron reads
+                row = np.ascontiguousarray(row[:, :1])
+            row.flags.writeable = False
+            self._bias_rows[key] = (row, bool(np.any(self._bias > 0)))
+        return self._bias_rows[key]
+
     def _per_neuron(self, label, value):
         arr = real_array(label, value)
         if arr.ndim == 0:

@@ -158,9 +158,7 @@ class Network:
             last = k == len(self.layers) - 1
             bias = None
             if layer.kind != "maxpool":
-                bias = real_array(f"bias of layer {k}", layer.bias, self.dtype)[None, :]
-                if np.all(bias == bias[0, 0]):  # shared by all neurons: one value, no per-neuron reads
-                    bias = np.ascontiguousarray(bias[:, :1])
+                bias, driven = layer.bias_row(self.dtype)
             macs = np.zeros(batch, np.int64)
             currents = None
             if k == 0 and analog_x is not None:
@@ -184,7 +182,7 @@ class Network:
             else:
                 mode = force_mode if force_mode not in (None, "auto") else layer.mode
                 if mode == "auto":
-                    mode = _choose_mode(layer, source, n_steps, self.dtype)
+                    mode = _choose_mode(layer, source, n_steps, self.dtype, driven)
             if mode == "gate":
                 out, kcounts = _run_maxpool(layer, source)
             else:
@@ -292,14 +290,14 @@ def _synops(source, fan_out) -> np.ndarray:
                     np.int64)
 
 
-def _choose_mode(layer, source, n_steps, dtype) -> str:
+def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
     """Event, clock or dense path, from the input activity measured for this
-    run and the cost model above (per sample, one core)."""
+    run and the cost model above (per sample, one core); ``driven``: some
+    bias is positive."""
     events = source.total / source.batch_size
-    synops = events * layer.fan_out.mean()
+    synops = events * layer.n_synapses / layer.n_in
     n = layer.n_out
     touched = min(synops, min(n_steps, events) * n)
-    driven = bool(np.any(layer.bias > 0))
     cost = {"event": synops * _NS_PER_SYNOP["event"][layer.kind] + touched * _NS_PER_EVENT_UPDATE[driven],
             "clock": synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE}
     gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)  # GEMM needs rows to be efficient

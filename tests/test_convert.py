@@ -117,7 +117,7 @@ def normalised_ann(network: snn.Network, x):
             z = F.conv2d(a.reshape(-1, *layer.in_shape), w, torch.as_tensor(bias[:, 0]), stride=(g[8], g[9]),
                          padding=(g[10], g[11]), dilation=(g[12], g[13]), groups=g[14]).flatten(1)
         else:
-            z = a @ w.T + torch.as_tensor(layer.bias)
+            z = a @ w.T + torch.as_tensor(np.array(layer.bias))
         if k == len(network.layers) - 1:
             assert layer.neuron.threshold == math.inf   # membrane readout
             return z.numpy(), hidden
