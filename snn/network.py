@@ -132,7 +132,8 @@ class Network:
         if self.layers[0].kind == "maxpool":
             raise ValueError("analog input needs a layer with neurons first; MaxPool2d gates spikes only")
         x = real_array("analog", analog)
-        real_array("analog", x, self.dtype)  # refuses values the state precision cannot hold
+        if self.dtype != np.float64:
+            real_array("analog", x, self.dtype)  # refuses values the state precision cannot hold
         self._check_width(x.shape[-1] if x.ndim else 0, "analog")
         if x.ndim == 2:
             if T is None:
