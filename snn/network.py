@@ -20,12 +20,14 @@ BACKENDS = ("event", "reference")
 DTYPES = (np.float32, np.float64)
 
 # Cost model of the automatic choice between the event, clock and dense paths,
-# in nanoseconds per operation on one core (measured on the project's 2-core
-# machine with benchmarks/layer_modes.py; their ratios matter).
+# in nanoseconds per operation on one core (numba and BLAS), measured on the
+# project's 2-core machine with benchmarks/layer_modes.py; their ratios matter.
 _NS_PER_SYNOP = {"event": {"dense": 0.35, "conv": 0.7, "csr": 2.0},   # delivery, and marking what it touches
                  "clock": {"dense": 0.35, "conv": 0.6, "csr": 2.0}}   # delivery into a sum only
-_NS_PER_EVENT_UPDATE = (3.0, 20.0)  # lazy advance + threshold check; with a positive bias, + the self-driven search
-_NS_PER_MAC = {np.float32: 0.03, np.float64: 0.06}  # GEMM; the dense path multiplies [n_in, n_out]
+# a neuron touched on the event path: brought forward, checked, rescheduled in
+# random order (a Linear layer's event path sweeps instead); (no positive bias, some)
+_NS_PER_EVENT_UPDATE = {"dense": (1.5, 3.0), "conv": (25.0, 35.0), "csr": (25.0, 35.0)}
+_NS_PER_MAC = {np.float32: 0.1, np.float64: 0.2}  # the dense path: raster, then GEMM [B*T, n_in] x [n_in, n_out]
 _NS_PER_CLOCK_UPDATE = 1.5   # one neuron step of a sequential sweep
 
 
@@ -299,7 +301,8 @@ def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
     synops = events * layer.n_synapses / layer.n_in
     n = layer.n_out
     touched = min(synops, min(n_steps, events) * n)
-    cost = {"event": synops * _NS_PER_SYNOP["event"][layer.kind] + touched * _NS_PER_EVENT_UPDATE[driven],
+    per_update = _NS_PER_EVENT_UPDATE[layer.kind][driven]
+    cost = {"event": synops * _NS_PER_SYNOP["event"][layer.kind] + touched * per_update,
             "clock": synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE}
     gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)  # GEMM needs rows to be efficient
     cost["dense"] = (n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency
@@ -314,6 +317,6 @@ def _choose_driven_mode(layer, bias, n_steps) -> str:
     drive = np.clip(bias, 0, None)
     spikes = min(drive.sum() / len(bias) / layer.neuron.threshold * n_steps, n_steps * layer.n_out)
     scheduled = np.count_nonzero(drive) / len(bias)
-    event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[True]
+    event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[layer.kind][True]
     clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
     return "event" if event_ns <= clock_ns else "clock"
