@@ -114,7 +114,7 @@ def normalised_ann(network: snn.Network, x):
             bias = layer.bias.reshape(c_out, -1)
             assert np.all(bias == bias[:, :1]), "a conv bias is one value per channel"
             g = [int(v) for v in layer.geom]
-            z = F.conv2d(a.reshape(-1, *layer.in_shape), w, torch.as_tensor(bias[:, 0]), stride=(g[8], g[9]),
+            z = F.conv2d(a.reshape(-1, *layer.in_shape), w, torch.as_tensor(bias[:, 0].copy()), stride=(g[8], g[9]),
                          padding=(g[10], g[11]), dilation=(g[12], g[13]), groups=g[14]).flatten(1)
         else:
             z = a @ w.T + torch.as_tensor(np.array(layer.bias))
