@@ -4,7 +4,7 @@ Imports only numpy and numba; never the user-facing ``snn`` package.
 """
 
 from .clock import clock_layer
-from .drive import analog_drive
+from .drive import analog_drive, spike_currents
 from .event import CONV, CSR, DENSE, conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
 from .neuron import RESET_SUBTRACT, RESET_TO_VALUE
@@ -13,4 +13,4 @@ from .rng import seed_state
 
 __all__ = ["CONV", "CSR", "DENSE", "RESET_SUBTRACT", "RESET_TO_VALUE", "analog_drive", "background_step",
            "clock_layer", "conv_layer", "csr_layer", "dense_layer", "graph_init", "graph_run", "maxpool_layer",
-           "seed_state"]
+           "seed_state", "spike_currents"]

@@ -1,11 +1,15 @@
-"""Constant analog input multiplied once: ``drive[b] = x[b] @ W`` in float64,
-computed by scattering each non-zero input through its synapses (the same
-connectivity the spike kernels use: no expanded matrix for a convolution, no
-BLAS call whose worker threads would spin against the kernels' own).
+"""Synaptic drive computed outside the neuron kernels, in float64.
 
-``kind`` and the connectivity arguments are those of
-``kernels.event.sparse_layer_sample`` (DENSE: ``weights`` ``[n_in, n]``
-flattened). ``x`` ``[B, n_in]`` float64; ``drive`` ``[B, n]`` float64, mutated.
+- :func:`analog_drive`: a constant analog input multiplied once,
+  ``drive[b] = x[b] @ W``, by scattering each non-zero input through its
+  synapses (the same connectivity the spike kernels use: no expanded matrix
+  for a convolution, no BLAS call whose worker threads would spin against
+  the kernels' own). ``kind`` and the connectivity arguments are those of
+  ``kernels.event.sparse_layer_sample`` (DENSE: ``weights`` ``[n_in, n]``
+  flattened). ``x`` ``[B, n_in]`` float64; ``drive`` ``[B, n]`` float64,
+  mutated.
+- :func:`spike_currents`: the input current of every step of a spike train
+  through a dense ``[n_in, n]`` matrix (reading a readout at every step).
 """
 
 import numpy as np
@@ -67,3 +71,29 @@ def _drive(kind, x, rowptr, cols, weights, geom, drive):
 def analog_drive(kind, x, rowptr, cols, weights, geom, drive):
     """A batch through :func:`drive_sample`, samples in parallel."""
     run_batch(_drive, drive_sample, kind, x, rowptr, cols, weights, geom, drive, batched=(1, 6))
+
+
+@jit
+def spike_currents_sample(in_tptr, in_idx, weights, current):
+    """One sample: ``current[t] = sum of the rows weights[p]`` over the
+    neurons ``p`` that spiked at step ``t`` (``weights`` ``[n_in, n]``
+    float64, ``current`` ``[T, n]`` float64, mutated), in event order."""
+    current[:] = 0.0
+    for t in range(in_tptr.shape[0] - 1):
+        target = current[t]
+        for e in range(in_tptr[t], in_tptr[t + 1]):
+            row = weights[in_idx[e]]
+            for j in range(target.shape[0]):
+                target[j] += row[j]
+
+
+@pjit
+def _spike_currents(in_tptr, in_idx, weights, current):
+    for s in prange(in_tptr.shape[0]):
+        spike_currents_sample(in_tptr[s], in_idx[s], weights, current[s])
+
+
+def spike_currents(in_tptr, in_idx, weights, current):
+    """A batch (time-CSR trains as in ``kernels.event``; ``current``
+    ``[B, T, n]``) through :func:`spike_currents_sample`, samples in parallel."""
+    run_batch(_spike_currents, spike_currents_sample, in_tptr, in_idx, weights, current, batched=(0, 1, 3))

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import kernels
+
 from .conv import AvgPool2d, Conv2d, MaxPool2d
 from .energy import EnergyModel
 from .layers import Linear
@@ -682,36 +684,16 @@ def _cumulative_synops(trains, fan_out) -> np.ndarray:
     return out
 
 
-def _readout_from_spikes(layer, trains, chunk_bytes: int = 1 << 25) -> np.ndarray:
-    """``[T, B, n_out]``: ``v_init + t * bias + W @ (input counts of steps < t)``, t = 1..T.
-
-    Per chunk of samples: the input raster ``[samples x T, n_in]`` times
-    ``W`` (one GEMM) gives each step's input current, summed over steps.
-    ``chunk_bytes`` bounds the raster's memory."""
-    weight = layer.dense_rows(np.float64)  # [n_in, n_out], the float32 weights exactly
+def _readout_from_spikes(layer, trains) -> np.ndarray:
+    """``[T, B, n_out]``: ``v_init + t * bias + W @ (input counts of steps < t)``, t = 1..T;
+    each step's input current summed by a kernel, then summed over steps."""
+    weight = np.ascontiguousarray(layer.dense_rows(np.float64))  # [n_in, n_out], the float32 weights exactly
     bias = np.broadcast_to(np.asarray(layer.bias, np.float64), (layer.n_out,))
     start = np.broadcast_to(np.asarray(layer.v_init, np.float64), (layer.n_out,))
-    n_steps, batch = trains.n_steps, trains.batch_size
-    per_chunk = max(1, chunk_bytes // (8 * n_steps * max(layer.n_in, 1)))
-    current = np.empty((batch, n_steps, layer.n_out))
-    for b0 in range(0, batch, per_chunk):
-        b1 = min(batch, b0 + per_chunk)
-        raster = np.zeros(((b1 - b0) * n_steps, layer.n_in))
-        rows, cols = _event_rows(trains, b0, b1)
-        raster[rows, cols] = 1.0   # a neuron spikes at most once per step
-        current[b0:b1] = (raster @ weight).reshape(b1 - b0, n_steps, layer.n_out)
-    t = np.arange(1, n_steps + 1, dtype=np.float64)[:, None, None]
+    current = np.empty((trains.batch_size, trains.n_steps, layer.n_out))
+    kernels.spike_currents(trains.tptr, trains.idx, weight, current)
+    t = np.arange(1, trains.n_steps + 1, dtype=np.float64)[:, None, None]
     return start + t * bias + np.cumsum(current, axis=1).transpose(1, 0, 2)
-
-
-def _event_rows(trains, b0, b1):
-    """Spikes of samples ``b0..b1-1`` as ``(row, neuron)`` with row = (sample - b0) x T + step."""
-    tptr = trains.tptr[b0:b1]
-    per_step = np.diff(tptr, axis=1)                       # [b, T]
-    counts = tptr[:, -1]
-    rows = np.repeat(np.arange(per_step.size), per_step.ravel())
-    valid = np.arange(trains.idx.shape[1])[None, :] < counts[:, None]
-    return rows, trains.idx[b0:b1][valid]
 
 
 # -- early exit ---------------------------------------------------------------------
@@ -985,6 +967,9 @@ def _single_pass_rows(converted, x, y, steps, energy, mode):
     start = time.perf_counter()
     result = converted.run(x, t_max, mode=mode)
     run_ms = 1e3 * (time.perf_counter() - start) / n
+    for batch in (1, 2):  # compile (or load) the reading kernel outside the timing
+        kernels.spike_currents(np.zeros((batch, 2), np.int64), np.zeros((batch, 1), np.int32), np.zeros((1, 1)),
+                               np.zeros((batch, 1, 1)))
     start = time.perf_counter()
     trajectory = readout_trajectory(converted, x, result)
     readout_ms = 1e3 * (time.perf_counter() - start) / n
