@@ -314,9 +314,10 @@ def _choose_driven_mode(layer, bias, n_steps) -> str:
     """Event or clock path for a layer driven by a constant input ``bias``
     ``[B, n]`` alone (no input spikes): event-driven, each neuron with a
     positive drive is scheduled and rescheduled at each of its spikes."""
-    drive = np.clip(bias, 0, None)
-    spikes = min(drive.sum() / len(bias) / layer.neuron.threshold * n_steps, n_steps * layer.n_out)
-    scheduled = np.count_nonzero(drive) / len(bias)
+    positive = bias > 0
+    spikes = min(float(bias[positive].sum()) / len(bias) / layer.neuron.threshold * n_steps,
+                 n_steps * layer.n_out)
+    scheduled = np.count_nonzero(positive) / len(bias)
     event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[layer.kind][True]
     clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
     return "event" if event_ns <= clock_ns else "clock"
