@@ -687,7 +687,8 @@ def _cumulative_synops(trains, fan_out) -> np.ndarray:
 def _readout_from_spikes(layer, trains) -> np.ndarray:
     """``[T, B, n_out]``: ``v_init + t * bias + W @ (input counts of steps < t)``, t = 1..T;
     each step's input current summed by a kernel, then summed over steps."""
-    weight = np.ascontiguousarray(layer.dense_rows(np.float64))  # [n_in, n_out], the float32 weights exactly
+    weight = np.array(layer.dense_rows(np.float64))  # [n_in, n_out], the float32 weights exactly; writeable,
+    # as the arrays the kernel is compiled for before it is timed (numba types read-only arrays apart)
     bias = np.broadcast_to(np.asarray(layer.bias, np.float64), (layer.n_out,))
     start = np.broadcast_to(np.asarray(layer.v_init, np.float64), (layer.n_out,))
     current = np.empty((trains.batch_size, trains.n_steps, layer.n_out))

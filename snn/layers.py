@@ -77,10 +77,10 @@ class Layer:
             self.bias = self._bias.copy()
         key = np.dtype(dtype)
         if key not in self._bias_rows:
-            row = real_array(f"bias of {self.name or type(self).__name__}", self._bias, key)[None, :]
+            # a writeable copy: numba compiles read-only arrays as another type
+            row = real_array(f"bias of {self.name or type(self).__name__}", self._bias, key)[None, :].copy()
             if np.all(row == row[0, 0]):  # shared: one value, no per-neuron reads
                 row = np.ascontiguousarray(row[:, :1])
-            row.flags.writeable = False
             self._bias_rows[key] = (row, bool(np.any(self._bias > 0)))
         return self._bias_rows[key]
 
