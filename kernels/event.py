@@ -46,7 +46,7 @@ from .neuron import (
 )
 
 OK, OVERFLOW = 0, 1
-CSR, CONV, DENSE = 0, 1, 2  # projection kinds of sparse_layer_sample
+CSR, CONV, DENSE = 0, 1, 2  # projection kinds (sparse_layer_sample takes CSR and CONV)
 _NO_GEOM = np.zeros(15, np.int64)
 _NO_ROWPTR = np.zeros(1, np.int64)
 _NO_COLS = np.zeros(0, np.int32)
@@ -146,8 +146,7 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
     """One sample through a projection whose spikes reach some targets only,
     and its neurons. ``kind`` CSR: targets ``cols[rowptr[p]:rowptr[p+1]]``
     of presynaptic ``p`` with ``weights`` alike; ``kind`` CONV: targets
-    computed from ``geom`` and the flat kernel ``weights`` (``kernels.conv``);
-    ``kind`` DENSE (clock only): ``weights`` is ``[n_in, n]`` flattened.
+    computed from ``geom`` and the flat kernel ``weights`` (``kernels.conv``).
     ``clock`` False: only the neurons that receive input (or are due to fire
     on their own) are updated; True: synaptic input is still delivered per
     spike, but every neuron is updated at every step by a sequential sweep
@@ -206,11 +205,6 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
                     for s in range(s0, s1):
                         n_touched = _touch(state, cols[s], t, weights[s], bias, table,
                                            has_current, has_refractory, touched, n_touched)
-            elif kind == DENSE:
-                synops += n
-                row = weights[pre * n:(pre + 1) * n]
-                for j in range(n):
-                    acc[j] += row[j]
             else:  # CONV: sum into acc_cl (no branch per synapse), then per touched pixel
                 c = pre // hw_in
                 p = pre - c * hw_in
@@ -275,15 +269,15 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
 
 
 @jit
-def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
+def dense_layer_sample(clock, in_tptr, in_idx, weights, bias, table, threshold,
                        reset_mode, v_reset, refractory, v_init, has_current,
                        has_refractory, settle, state, out_tptr, out_idx, counts):
     """One sample through a fully connected projection (``weights[n_in, n]``,
     row ``p`` = the contiguous targets of presynaptic neuron ``p``) and its
     neurons. The input of a step is summed into a contiguous buffer first
     (SIMD), then applied to every neuron once. Every neuron is updated at
-    every step with input, so self-driven spikes are only searched for up to
-    the next such step. See the module docstring."""
+    every step with input (``clock``: at every step), so self-driven spikes
+    are only searched for up to the next such step. See the module docstring."""
     n = state.shape[0]
     n_steps = in_tptr.shape[0] - 1
     head = _new_calendar(n_steps)
@@ -293,11 +287,11 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
     touched = np.empty(n, np.int32)
     everyone = np.arange(n).astype(np.int32)
     acc = np.zeros(n, state.dtype)
-    next_input = np.empty(n_steps, np.int64)  # first step after t with input
+    next_input = np.empty(n_steps, np.int64)  # first step after t with input (clock: every step)
     upcoming = n_steps
     for t in range(n_steps - 1, -1, -1):
-        next_input[t] = upcoming
-        if in_tptr[t + 1] > in_tptr[t]:
+        next_input[t] = t + 1 if clock else upcoming
+        if clock or in_tptr[t + 1] > in_tptr[t]:
             upcoming = t
     _init_sample(state, bias, v_init, table, upcoming, threshold, has_current,
                  has_refractory, head, nxt, prv, due)
@@ -309,7 +303,7 @@ def dense_layer_sample(in_tptr, in_idx, weights, bias, table, threshold,
         out_tptr[t] = n_out
         e0 = in_tptr[t]
         e1 = in_tptr[t + 1]
-        if e1 > e0:
+        if clock or e1 > e0:
             for e in range(e0, e1):
                 row = weights[in_idx[e]]
                 for j in range(n):
@@ -403,26 +397,20 @@ def dense_layer(in_tptr, in_idx, weights, bias, table, threshold, reset_mode,
                 v_reset, refractory, v_init, has_current, has_refractory,
                 settle, state, out_tptr, out_idx, counts, clock=False):
     """A batch through a fully connected projection (``weights[n_in, n]``
-    float32, C-contiguous), samples in parallel; ``clock`` as in
-    :func:`csr_layer`."""
-    if clock:
-        run_batch(_sparse_layer, sparse_layer_sample, DENSE, True, in_tptr, in_idx, _NO_ROWPTR, _NO_COLS,
-                  weights.reshape(-1), _NO_GEOM, bias, table, threshold, reset_mode, v_reset, refractory,
-                  v_init, has_current, has_refractory, settle, state, out_tptr, out_idx, counts,
-                  batched=_SPARSE_BATCHED)
-        return
-    run_batch(_dense_layer, dense_layer_sample, in_tptr, in_idx, weights, bias, table, threshold,
+    float32), samples in parallel; ``clock``: every neuron updated at every
+    step."""
+    run_batch(_dense_layer, dense_layer_sample, clock, in_tptr, in_idx, weights, bias, table, threshold,
               reset_mode, v_reset, refractory, v_init, has_current, has_refractory, settle, state,
-              out_tptr, out_idx, counts, batched=(0, 1, 3, 13, 14, 15, 16))
+              out_tptr, out_idx, counts, batched=(1, 2, 4, 14, 15, 16, 17))
 
 
 @pjit
-def _dense_layer(in_tptr, in_idx, weights, bias, table, threshold, reset_mode,
+def _dense_layer(clock, in_tptr, in_idx, weights, bias, table, threshold, reset_mode,
                  v_reset, refractory, v_init, has_current, has_refractory,
                  settle, state, out_tptr, out_idx, counts):
     n_bias = bias.shape[0]
     for s in prange(in_tptr.shape[0]):
-        dense_layer_sample(in_tptr[s], in_idx[s], weights, bias[s % n_bias],
+        dense_layer_sample(clock, in_tptr[s], in_idx[s], weights, bias[s % n_bias],
                            table, threshold, reset_mode, v_reset, refractory,
                            v_init, has_current, has_refractory, settle,
                            state[s], out_tptr[s], out_idx[s], counts[s])
