@@ -14,7 +14,7 @@
 
 import numpy as np
 
-from ._jit import jit, pjit, prange, run_batch
+from ._jit import jit
 from .conv import spatial_taps
 from .event import CONV, CSR, DENSE
 
@@ -62,15 +62,12 @@ def drive_sample(kind, x, rowptr, cols, weights, geom, drive):
                 drive[c * plane + pixel] = acc_cl[pixel * c_out + c]
 
 
-@pjit
-def _drive(kind, x, rowptr, cols, weights, geom, drive):
-    for s in prange(x.shape[0]):
-        drive_sample(kind, x[s], rowptr, cols, weights, geom, drive[s])
-
-
+@jit
 def analog_drive(kind, x, rowptr, cols, weights, geom, drive):
-    """A batch through :func:`drive_sample`, samples in parallel."""
-    run_batch(_drive, drive_sample, kind, x, rowptr, cols, weights, geom, drive, batched=(1, 6))
+    """A batch through :func:`drive_sample`, one sample after the other (a
+    few microseconds each: not worth a parallel kernel's compile time)."""
+    for s in range(x.shape[0]):
+        drive_sample(kind, x[s], rowptr, cols, weights, geom, drive[s])
 
 
 @jit
@@ -87,13 +84,10 @@ def spike_currents_sample(in_tptr, in_idx, weights, current):
                 target[j] += row[j]
 
 
-@pjit
-def _spike_currents(in_tptr, in_idx, weights, current):
-    for s in prange(in_tptr.shape[0]):
-        spike_currents_sample(in_tptr[s], in_idx[s], weights, current[s])
-
-
+@jit
 def spike_currents(in_tptr, in_idx, weights, current):
     """A batch (time-CSR trains as in ``kernels.event``; ``current``
-    ``[B, T, n]``) through :func:`spike_currents_sample`, samples in parallel."""
-    run_batch(_spike_currents, spike_currents_sample, in_tptr, in_idx, weights, current, batched=(0, 1, 3))
+    ``[B, T, n]``) through :func:`spike_currents_sample`, one sample after
+    the other."""
+    for s in range(in_tptr.shape[0]):
+        spike_currents_sample(in_tptr[s], in_idx[s], weights, current[s])

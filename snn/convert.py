@@ -968,9 +968,9 @@ def _single_pass_rows(converted, x, y, steps, energy, mode):
     start = time.perf_counter()
     result = converted.run(x, t_max, mode=mode)
     run_ms = 1e3 * (time.perf_counter() - start) / n
-    for batch in (1, 2):  # compile (or load) the reading kernel outside the timing
-        kernels.spike_currents(np.zeros((batch, 2), np.int64), np.zeros((batch, 1), np.int32), np.zeros((1, 1)),
-                               np.zeros((batch, 1, 1)))
+    # compile (or load) the reading kernel outside the timing
+    kernels.spike_currents(np.zeros((1, 2), np.int64), np.zeros((1, 1), np.int32), np.zeros((1, 1)),
+                           np.zeros((1, 1, 1)))
     start = time.perf_counter()
     trajectory = readout_trajectory(converted, x, result)
     readout_ms = 1e3 * (time.perf_counter() - start) / n
