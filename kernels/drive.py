@@ -15,7 +15,7 @@
 import numpy as np
 
 from ._jit import jit
-from .conv import spatial_taps
+from .conv import conv_sizes, spatial_taps
 from .event import CONV, CSR, DENSE
 
 
@@ -26,12 +26,7 @@ def drive_sample(kind, x, rowptr, cols, weights, geom, drive):
     drive[:] = 0.0
     if kind == CONV:  # summed channel-last (contiguous channels of a tap), then reordered
         n_taps, tap_pixel, tap_kernel = spatial_taps(geom)
-        hw_in = geom[1] * geom[2]
-        cg_in = geom[0] // geom[14]
-        c_out = geom[3]
-        cg_out = c_out // geom[14]
-        kk = geom[6] * geom[7]
-        plane = geom[4] * geom[5]
+        hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
         acc_cl = np.zeros(n)
     for pre in range(x.shape[0]):
         value = x[pre]

@@ -27,7 +27,7 @@ spike arrived; a state update is one neuron brought forward to a step
 import numpy as np
 
 from ._jit import helper, jit, pjit, prange, run_batch
-from .conv import spatial_taps
+from .conv import conv_sizes, spatial_taps
 from .neuron import (
     NEVER,
     REF,
@@ -165,27 +165,13 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
         # output channels of one tap are contiguous, so the sum vectorises),
         # and the channels of a touched (group, pixel) are brought forward together
         n_taps, tap_pixel, tap_kernel = spatial_taps(geom)
-        hw_in = geom[1] * geom[2]
-        cg_in = geom[0] // geom[14]
-        c_out = geom[3]
-        cg_out = c_out // geom[14]
-        kk = geom[6] * geom[7]
-        plane = geom[4] * geom[5]
+        hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
         acc_cl = np.zeros(n, state.dtype)
         pixel_stamp = np.full(geom[14] * plane, -1, np.int64)
         pixels = np.empty(geom[14] * plane, np.int64)
     n_pixels = 0
-    if clock:
-        for j in range(n):
-            state[j, V] = v_init[j]
-            state[j, T_LAST] = -1
-            if has_current:
-                state[j, I] = 0
-            if has_refractory:
-                state[j, REF] = -1
-    else:
-        _init_sample(state, bias, v_init, table, n_steps, threshold, has_current,
-                     has_refractory, head, nxt, prv, due)
+    _init_sample(state, bias, v_init, table, 0 if clock else n_steps, threshold, has_current,
+                 has_refractory, head, nxt, prv, due)  # clock: nothing to schedule
     synops = 0
     updates = 0
     n_out = 0
