@@ -4,13 +4,13 @@ Imports only numpy and numba; never the user-facing ``snn`` package.
 """
 
 from .clock import clock_layer
-from .drive import analog_drive, spike_currents
-from .event import CONV, CSR, DENSE, conv_layer, csr_layer, dense_layer
+from .drive import conv_drive, csr_drive, dense_drive, spike_currents
+from .event import conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
 from .neuron import RESET_SUBTRACT, RESET_TO_VALUE
 from .pool import maxpool_layer
 from .rng import seed_state
 
-__all__ = ["CONV", "CSR", "DENSE", "RESET_SUBTRACT", "RESET_TO_VALUE", "analog_drive", "background_step",
-           "clock_layer", "conv_layer", "csr_layer", "dense_layer", "graph_init", "graph_run", "maxpool_layer",
+__all__ = ["RESET_SUBTRACT", "RESET_TO_VALUE", "background_step", "clock_layer", "conv_drive", "conv_layer",
+           "csr_drive", "csr_layer", "dense_drive", "dense_layer", "graph_init", "graph_run", "maxpool_layer",
            "seed_state", "spike_currents"]

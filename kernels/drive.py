@@ -1,12 +1,11 @@
 """Synaptic drive computed outside the neuron kernels, in float64.
 
-- :func:`analog_drive`: a constant analog input multiplied once,
-  ``drive[b] = x[b] @ W``, by scattering each non-zero input through its
-  synapses (the same connectivity the spike kernels use: no expanded matrix
-  for a convolution, no BLAS call whose worker threads would spin against
-  the kernels' own). ``kind`` and the connectivity arguments are those of
-  ``kernels.event.sparse_layer_sample`` (DENSE: ``weights`` ``[n_in, n]``
-  flattened). ``x`` ``[B, n_in]`` float64; ``drive`` ``[B, n]`` float64,
+- :func:`dense_drive`, :func:`conv_drive`, :func:`csr_drive`: a constant
+  analog input multiplied once, ``drive[b] = x[b] @ W``, by scattering each
+  non-zero input through its synapses (the connectivity arguments of
+  ``kernels.event``'s layer functions: no expanded matrix for a
+  convolution, no BLAS call whose worker threads would spin against the
+  kernels' own). ``x`` ``[B, n_in]`` float64; ``drive`` ``[B, n]`` float64,
   mutated.
 - :func:`spike_currents`: the input current of every step of a spike train
   through a dense ``[n_in, n]`` matrix (reading a readout at every step).
@@ -16,7 +15,7 @@ import numpy as np
 
 from ._jit import jit
 from .conv import conv_sizes, spatial_taps
-from .event import CONV, CSR, DENSE
+from .event import _NO_COLS, _NO_GEOM, _NO_ROWPTR, CONV, CSR, DENSE
 
 
 @jit
@@ -58,11 +57,28 @@ def drive_sample(kind, x, rowptr, cols, weights, geom, drive):
 
 
 @jit
-def analog_drive(kind, x, rowptr, cols, weights, geom, drive):
+def _drive(kind, x, rowptr, cols, weights, geom, drive):
     """A batch through :func:`drive_sample`, one sample after the other (a
     few microseconds each: not worth a parallel kernel's compile time)."""
     for s in range(x.shape[0]):
         drive_sample(kind, x[s], rowptr, cols, weights, geom, drive[s])
+
+
+def dense_drive(x, weights, drive):
+    """``drive = x @ weights`` for a fully connected projection
+    (``weights[n_in, n]`` float32, C-contiguous)."""
+    _drive(DENSE, x, _NO_ROWPTR, _NO_COLS, weights.reshape(-1), _NO_GEOM, drive)
+
+
+def conv_drive(x, geom, weights, drive):
+    """``drive = x @ W`` for a Conv2d projection (``geom`` and flat
+    ``weights`` as in ``kernels.conv``)."""
+    _drive(CONV, x, _NO_ROWPTR, _NO_COLS, weights, geom, drive)
+
+
+def csr_drive(x, rowptr, cols, weights, drive):
+    """``drive = x @ W`` for a sparse CSR projection (as ``kernels.csr_layer``)."""
+    _drive(CSR, x, rowptr, cols, weights, _NO_GEOM, drive)
 
 
 @jit

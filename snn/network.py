@@ -275,16 +275,12 @@ def _vecmat(x, layer) -> np.ndarray:
     x = np.ascontiguousarray(x, np.float64)
     drive = np.empty((len(x), layer.n_out))
     if layer.kind == "dense":
-        kernels.analog_drive(kernels.DENSE, x, _NO_ROWPTR, _NO_COLS, layer.weight_rows.reshape(-1), _NO_GEOM,
-                             drive)
+        kernels.dense_drive(x, layer.weight_rows, drive)
     elif layer.kind == "conv":
-        kernels.analog_drive(kernels.CONV, x, _NO_ROWPTR, _NO_COLS, layer.kernel_weights, layer.geom, drive)
+        kernels.conv_drive(x, layer.geom, layer.kernel_weights, drive)
     else:
-        kernels.analog_drive(kernels.CSR, x, layer.rowptr, layer.cols, layer.weights, _NO_GEOM, drive)
+        kernels.csr_drive(x, layer.rowptr, layer.cols, layer.weights, drive)
     return drive
-
-
-_NO_ROWPTR, _NO_COLS, _NO_GEOM = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(15, np.int64)
 
 
 def _synops(source, fan_out) -> np.ndarray:
