@@ -87,8 +87,10 @@ def md_table(headers, rows) -> str:
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) + " |"
-            for r in cells]
+    body = [
+        "| " + " | ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) + " |"
+        for r in cells
+    ]
     return "\n".join([line, sep, *body])
 
 
@@ -156,8 +158,10 @@ def git_state() -> dict:
             return None
 
     dirty = git("status", "--porcelain", "--", "snn", "kernels")
-    return {"git_commit": git("rev-parse", "--short", "HEAD"),
-            "git_sources_modified": None if dirty is None else bool(dirty)}
+    return {
+        "git_commit": git("rev-parse", "--short", "HEAD"),
+        "git_sources_modified": None if dirty is None else bool(dirty),
+    }
 
 
 def describe_env(env: dict) -> str:
@@ -166,8 +170,10 @@ def describe_env(env: dict) -> str:
     if env.get("git_sources_modified"):
         state += " + uncommitted changes in snn/ or kernels/"
     extra = "".join(f", {k} {env[k]}" for k in ("torch", "snntorch") if k in env)
-    return (f"{env['cpu_count']} CPUs ({env.get('cpu', '?')}); Python {env['python']}, numpy {env['numpy']}, "
-            f"numba {env['numba']}{extra}; code {state}")
+    return (
+        f"{env['cpu_count']} CPUs ({env.get('cpu', '?')}); Python {env['python']}, numpy {env['numpy']}, "
+        f"numba {env['numba']}{extra}; code {state}"
+    )
 
 
 def warn_if_busy(threshold: float = 0.5):
@@ -175,8 +181,11 @@ def warn_if_busy(threshold: float = 0.5):
     is running: say so up front."""
     load = loadavg()
     if load > threshold:
-        print(f"WARNING: 1-min load average is {load:.2f} before the benchmark starts; "
-              "another process may be using the CPU and timings may be inflated.\n", flush=True)
+        print(
+            f"WARNING: 1-min load average is {load:.2f} before the benchmark starts; "
+            "another process may be using the CPU and timings may be inflated.\n",
+            flush=True,
+        )
 
 
 def blas_threads(n: int):
@@ -186,6 +195,7 @@ def blas_threads(n: int):
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
         import contextlib
+
         return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
 

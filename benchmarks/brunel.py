@@ -46,7 +46,9 @@ def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None) -> di
 
     numba.set_num_threads(1)
     warn_if_busy()
-    snn.models.brunel(100, seed=seed, dtype=np.dtype(dtype).type).prepare()  # kernels loaded before memory is read
+    snn.models.brunel(
+        100, seed=seed, dtype=np.dtype(dtype).type
+    ).prepare()  # kernels loaded before memory is read
     reset_peak_rss()
     rss0 = read_rss_kib()
     start = time.perf_counter()
@@ -59,23 +61,41 @@ def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None) -> di
         with CpuMonitor() as cpu:
             result = graph.run(steps, seed=seed + rep, progress=False, mode=mode)
         rss1 = rss1 or read_rss_kib()  # peak of build + simulation, before the statistics below
-        runs.append({"run_s": result.seconds, "spikes": result.total("spikes"),
-                     "recurrent_events": result.total("synops"), "rate_hz": result.rate_hz(),
-                     "isi_cv": result.isi_cv(), "other_cores": cpu.other_cores})
-        print(f"  run {rep}: {result.seconds:.3f} s, rate {result.rate_hz():.2f} Hz, "
-              f"CV {result.isi_cv():.3f}, other processes {cpu.other_cores:.2f} cores", flush=True)
+        runs.append(
+            {
+                "run_s": result.seconds,
+                "spikes": result.total("spikes"),
+                "recurrent_events": result.total("synops"),
+                "rate_hz": result.rate_hz(),
+                "isi_cv": result.isi_cv(),
+                "other_cores": cpu.other_cores,
+            }
+        )
+        print(
+            f"  run {rep}: {result.seconds:.3f} s, rate {result.rate_hz():.2f} Hz, "
+            f"CV {result.isi_cv():.3f}, other processes {cpu.other_cores:.2f} cores",
+            flush=True,
+        )
     conn_bytes = sum(p.nbytes for p in graph.projections)
     return {
-        "simulator": "snn", "target": f"{'/'.join(sorted({c.mode for c in result.counts}))}, {dtype}, 1 thread",
-        "n": n, "seed": seed,
-        "n_synapses": graph.n_synapses, "build_s": build_s, "compile_s": compile_s,
-        "run_s": median([r["run_s"] for r in runs]), "runs": runs,
+        "simulator": "snn",
+        "target": f"{'/'.join(sorted({c.mode for c in result.counts}))}, {dtype}, 1 thread",
+        "n": n,
+        "seed": seed,
+        "n_synapses": graph.n_synapses,
+        "build_s": build_s,
+        "compile_s": compile_s,
+        "run_s": median([r["run_s"] for r in runs]),
+        "runs": runs,
         "spikes": median([r["spikes"] for r in runs]),
         "recurrent_events": median([r["recurrent_events"] for r in runs]),
-        "rate_hz": median([r["rate_hz"] for r in runs]), "isi_cv": median([r["isi_cv"] for r in runs]),
+        "rate_hz": median([r["rate_hz"] for r in runs]),
+        "isi_cv": median([r["isi_cv"] for r in runs]),
         "connectivity_bytes_per_synapse": conn_bytes / graph.n_synapses,
         "peak_rss_mib": None if rss1 is None else rss1[1] / 1024,
-        "peak_rss_rise_bytes_per_synapse": None if rss0 is None else (rss1[1] - rss0[0]) * 1024 / graph.n_synapses,
+        "peak_rss_rise_bytes_per_synapse": None
+        if rss0 is None
+        else (rss1[1] - rss0[0]) * 1024 / graph.n_synapses,
         "env": environment(),
     }
 
@@ -95,10 +115,13 @@ def _merged(results: list[dict]) -> list[dict]:
         for key in ("run_s", "compile_s", "build_s", "rate_hz", "recurrent_events"):
             pick[key] = median([r[key] for r in rs if r.get(key) is not None])
         pick["isi_cv"] = median([r.get("isi_cv", r.get("cv_isi")) for r in rs])
-        pick["runs"] = sorted(x for r in rs for x in ([q["run_s"] for q in r["runs"]] if "runs" in r
-                                                         else [r["run_s"]]))
-        pick["other_cores"] = max(r.get("other_cores", max((q.get("other_cores", 0) for q in r.get("runs", [])),
-                                                           default=0)) for r in rs)
+        pick["runs"] = sorted(
+            x for r in rs for x in ([q["run_s"] for q in r["runs"]] if "runs" in r else [r["run_s"]])
+        )
+        pick["other_cores"] = max(
+            r.get("other_cores", max((q.get("other_cores", 0) for q in r.get("runs", [])), default=0))
+            for r in rs
+        )
         rows.append(pick)
     return rows
 
@@ -117,23 +140,53 @@ def report(paths: list[str]) -> str:
                 ratio = ", ".join(f"{b['run_s'] / r['run_s']:.1f}x vs {t}" for t, b in sorted(brian.items()))
             rate_vs = f"{(r['rate_hz'] / ours[0]['rate_hz'] - 1) * 100:+.1f}%" if ours else "-"
             events = r.get("recurrent_events", float("nan"))
-            rows.append([f"{n:,}", r["simulator"], r["target"], f"{r['run_s']:.3f}",
-                         " ".join(f"{x:.2f}" for x in r["runs"]), f"{r['other_cores']:.2f}",
-                         f"{r['compile_s']:.2f}", f"{r['build_s']:.2f}", f"{r['rate_hz']:.2f}", rate_vs,
-                         f"{r['isi_cv']:.3f}", fmt_si(events / r["run_s"], "/s"), ratio])
-    head = ["N", "simulator", "target", "run s (median)", "runs", "other cores (max)", "compile s", "build s",
-            "rate Hz", "rate vs snn", "ISI CV", "rec. events/s", "speed-up"]
+            rows.append(
+                [
+                    f"{n:,}",
+                    r["simulator"],
+                    r["target"],
+                    f"{r['run_s']:.3f}",
+                    " ".join(f"{x:.2f}" for x in r["runs"]),
+                    f"{r['other_cores']:.2f}",
+                    f"{r['compile_s']:.2f}",
+                    f"{r['build_s']:.2f}",
+                    f"{r['rate_hz']:.2f}",
+                    rate_vs,
+                    f"{r['isi_cv']:.3f}",
+                    fmt_si(events / r["run_s"], "/s"),
+                    ratio,
+                ]
+            )
+    head = [
+        "N",
+        "simulator",
+        "target",
+        "run s (median)",
+        "runs",
+        "other cores (max)",
+        "compile s",
+        "build s",
+        "rate Hz",
+        "rate vs snn",
+        "ISI CV",
+        "rec. events/s",
+        "speed-up",
+    ]
     out = [md_table(head, rows)]
     for r in results:
         if r["simulator"] == "snn":
-            out.append(f"snn N={r['n']:,} ({r['target']}): connectivity {r['connectivity_bytes_per_synapse']:.2f} "
-                       f"B/synapse, peak RSS rise {r['peak_rss_rise_bytes_per_synapse']:.1f} B/synapse "
-                       f"(peak RSS {r['peak_rss_mib']:.0f} MiB); {describe_env(r['env'])}")
+            out.append(
+                f"snn N={r['n']:,} ({r['target']}): connectivity {r['connectivity_bytes_per_synapse']:.2f} "
+                f"B/synapse, peak RSS rise {r['peak_rss_rise_bytes_per_synapse']:.1f} B/synapse "
+                f"(peak RSS {r['peak_rss_mib']:.0f} MiB); {describe_env(r['env'])}"
+            )
     return "\n".join(out)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

@@ -125,11 +125,25 @@ def build_model(b2, n: int, seed: int, schedule: str):
     n_exc = round(0.8 * n)
     slot = "before_thresholds" if schedule == "matched" else "synapses"
     namespace = {"tau_m": 20 * b2.ms, "n_exc": n_exc}
-    group = b2.NeuronGroup(n, "dv/dt = -v/tau_m : volt", threshold="v > 20*mV", reset="v = 10*mV",
-                           method="exact", namespace=namespace, name="neurons")
+    group = b2.NeuronGroup(
+        n,
+        "dv/dt = -v/tau_m : volt",
+        threshold="v > 20*mV",
+        reset="v = 10*mV",
+        method="exact",
+        namespace=namespace,
+        name="neurons",
+    )
     group.v = "rand() * 20*mV"
-    syn = b2.Synapses(group, group, "w : volt (constant)", on_pre="v += w", delay=0 * b2.ms,
-                      namespace=namespace, name="recurrent")
+    syn = b2.Synapses(
+        group,
+        group,
+        "w : volt (constant)",
+        on_pre="v += w",
+        delay=0 * b2.ms,
+        namespace=namespace,
+        name="recurrent",
+    )
     syn.pre.when = slot
     syn.connect(p=100.0 / n)  # every ordered pair, i == j included (no condition)
     syn.w["i < n_exc"] = 0.5 * b2.mV
@@ -184,9 +198,19 @@ def run_once(args) -> dict:
     cython_cache = tempfile.mkdtemp(prefix="brunel_cython_") if cold else None
     configure(b2, args.target, build_dir, cython_cache)
     duration = args.duration * b2.second
-    out = {"simulator": "brian2", "brian2": b2.__version__, "numpy": np.__version__, "target": args.target,
-           "schedule": args.schedule, "cold_cython_cache": cold, "n": args.n, "seed": args.seed,
-           "duration_s": args.duration, "loadavg_start": loadavg(), "speed_probe_s": speed_probe()}
+    out = {
+        "simulator": "brian2",
+        "brian2": b2.__version__,
+        "numpy": np.__version__,
+        "target": args.target,
+        "schedule": args.schedule,
+        "cold_cython_cache": cold,
+        "n": args.n,
+        "seed": args.seed,
+        "duration_s": args.duration,
+        "loadavg_start": loadavg(),
+        "speed_probe_s": speed_probe(),
+    }
     try:
         t0 = time.perf_counter()
         objects, syn, monitor = build_model(b2, args.n, args.seed, args.schedule)
@@ -202,22 +226,29 @@ def run_once(args) -> dict:
             cpu_marks = []  # process CPU time when the loop starts and ends (report callbacks)
             with CpuMonitor() as cpu:
                 t0 = time.perf_counter()
-                net.run(duration, report=lambda *_: cpu_marks.append(time.process_time()),
-                        report_period=1e9 * b2.second, profile=args.profile)
+                net.run(
+                    duration,
+                    report=lambda *_: cpu_marks.append(time.process_time()),
+                    report_period=1e9 * b2.second,
+                    profile=args.profile,
+                )
                 total = time.perf_counter() - t0
             out["run_s"] = b2.device._last_run_time
             out["run_cpu_s"] = cpu_marks[-1] - cpu_marks[0]
             out["prepare_s"] = total - out["run_s"]
         else:
-            b2.device.insert_code("before_network_run",
-                                  "struct timespec _bench_t0, _bench_t1;\n"
-                                  "clock_gettime(CLOCK_MONOTONIC, &_bench_t0);")
-            b2.device.insert_code("after_network_run",
-                                  "clock_gettime(CLOCK_MONOTONIC, &_bench_t1);\n"
-                                  f'{{ std::ofstream _f(results_dir + "{TIMER_FILE}");\n'
-                                  "  _f.precision(17);\n"
-                                  "  _f << (_bench_t1.tv_sec - _bench_t0.tv_sec)"
-                                  " + 1e-9 * (_bench_t1.tv_nsec - _bench_t0.tv_nsec) << std::endl; }")
+            b2.device.insert_code(
+                "before_network_run",
+                "struct timespec _bench_t0, _bench_t1;\nclock_gettime(CLOCK_MONOTONIC, &_bench_t0);",
+            )
+            b2.device.insert_code(
+                "after_network_run",
+                "clock_gettime(CLOCK_MONOTONIC, &_bench_t1);\n"
+                f'{{ std::ofstream _f(results_dir + "{TIMER_FILE}");\n'
+                "  _f.precision(17);\n"
+                "  _f << (_bench_t1.tv_sec - _bench_t0.tv_sec)"
+                " + 1e-9 * (_bench_t1.tv_nsec - _bench_t0.tv_nsec) << std::endl; }",
+            )
             net.run(duration, profile=args.profile)  # only recorded: build_on_run=False
             with CpuMonitor() as cpu:
                 t0 = time.perf_counter()
@@ -265,8 +296,9 @@ def check_delivery(args) -> dict:
     try:
         b2.defaultclock.dt = 0.1 * b2.ms
         slot = "before_thresholds" if args.schedule == "matched" else "synapses"
-        group = b2.NeuronGroup(2, "dv/dt = -v/(20*ms) : volt", threshold="v > 20*mV", reset="v = 10*mV",
-                               method="exact")
+        group = b2.NeuronGroup(
+            2, "dv/dt = -v/(20*ms) : volt", threshold="v > 20*mV", reset="v = 10*mV", method="exact"
+        )
         group.v = [25, 0] * b2.mV
         syn = b2.Synapses(group, group, "w : volt (constant)", on_pre="v += w", delay=0 * b2.ms)
         syn.pre.when = slot
@@ -279,9 +311,12 @@ def check_delivery(args) -> dict:
         if args.target == "cpp_standalone":
             b2.device.build(directory=build_dir, compile=True, run=True, clean=True, with_output=False)
         v1 = np.asarray(seen.v_[1]) / 1e-3  # mV, one value per step
-        res = {"target": args.target, "schedule": args.schedule,
-               "spike_steps_neuron0": [round(t / 1e-4) for t in spikes.t_[spikes.i[:] == 0]],
-               "v1_at_threshold_mV": [float(x) for x in v1]}
+        res = {
+            "target": args.target,
+            "schedule": args.schedule,
+            "spike_steps_neuron0": [round(t / 1e-4) for t in spikes.t_[spikes.i[:] == 0]],
+            "v1_at_threshold_mV": [float(x) for x in v1],
+        }
         res["one_step_exact"] = bool(res["spike_steps_neuron0"] == [0] and v1[0] == 0.0 and v1[1] == 0.5)
         return res
     finally:
@@ -306,21 +341,64 @@ def repeat_runs(args) -> dict:
     for _ in range(args.repeat):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
             path = tmp.name
-        cmd = [sys.executable, os.path.abspath(__file__), "--n", str(args.n), "--target", args.target,
-               "--seed", str(args.seed), "--duration", str(args.duration), "--warmup", str(args.warmup),
-               "--schedule", args.schedule, "--repeat", "1", "--json", path, "--quiet"]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--n",
+            str(args.n),
+            "--target",
+            args.target,
+            "--seed",
+            str(args.seed),
+            "--duration",
+            str(args.duration),
+            "--warmup",
+            str(args.warmup),
+            "--schedule",
+            args.schedule,
+            "--repeat",
+            "1",
+            "--json",
+            path,
+            "--quiet",
+        ]
         flags = {"--cold": args.cold, "--profile": args.profile, "--keep": args.keep}
         cmd += [flag for flag, on in flags.items() if on]
         subprocess.run(cmd, check=True)
         with open(path) as f:
             runs.append(json.load(f))
         os.unlink(path)
-    keys = ["run_s", "build_s", "compile_s", "warmup_s", "prepare_s", "codegen_s", "binary_s", "run_cpu_s",
-            "events_per_s", "other_cores", "speed_probe_s"]
+    keys = [
+        "run_s",
+        "build_s",
+        "compile_s",
+        "warmup_s",
+        "prepare_s",
+        "codegen_s",
+        "binary_s",
+        "run_cpu_s",
+        "events_per_s",
+        "other_cores",
+        "speed_probe_s",
+    ]
     med = {k: statistics.median(r[k] for r in runs) for k in keys if k in runs[0]}
-    summary = {k: runs[0][k] for k in ("simulator", "brian2", "target", "schedule", "n", "seed",
-                                       "duration_s", "n_synapses", "spikes", "rate_hz", "cv_isi",
-                                       "recurrent_events")}
+    summary = {
+        k: runs[0][k]
+        for k in (
+            "simulator",
+            "brian2",
+            "target",
+            "schedule",
+            "n",
+            "seed",
+            "duration_s",
+            "n_synapses",
+            "spikes",
+            "rate_hz",
+            "cv_isi",
+            "recurrent_events",
+        )
+    }
     summary["repeats"] = len(runs)
     summary["median"] = med
     summary["run_s_all"] = [r["run_s"] for r in runs]
@@ -336,15 +414,25 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration", type=float, default=1.0, help="biological time in s (default 1)")
     p.add_argument("--warmup", type=float, default=1.0, help="runtime warm-up run in ms (default 1)")
-    p.add_argument("--schedule", choices=["matched", "brian"], default="matched",
-                   help="matched: delivery and Poisson input before the threshold check of the next step "
-                        "(as this simulator); brian: Brian2's default slots")
+    p.add_argument(
+        "--schedule",
+        choices=["matched", "brian"],
+        default="matched",
+        help="matched: delivery and Poisson input before the threshold check of the next step "
+        "(as this simulator); brian: Brian2's default slots",
+    )
     p.add_argument("--repeat", type=int, default=1, help="fresh processes, run one after the other")
     p.add_argument("--json", help="write the result here")
-    p.add_argument("--cold", action="store_true",
-                   help="runtime: compile into a fresh, empty Cython cache (cold build_s and warmup_s)")
-    p.add_argument("--profile", action="store_true",
-                   help="record Brian2's time per code object (profile_s); adds overhead to run_s")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="runtime: compile into a fresh, empty Cython cache (cold build_s and warmup_s)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record Brian2's time per code object (profile_s); adds overhead to run_s",
+    )
     p.add_argument("--keep", action="store_true", help="keep the cpp_standalone project directory")
     p.add_argument("--check-delivery", action="store_true", help="only verify the delivery schedule")
     p.add_argument("--quiet", action="store_true")

@@ -63,8 +63,9 @@ print(json.dumps(dict(import_numpy=t1 - t0, import_numba=t2 - t1, import_snn=t3 
 
 def child(cache_dir: str) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    proc = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -80,8 +81,11 @@ def main(argv=None):
     n_cold, n_cached = (1, 1) if args.quick else (args.cold, args.cached)
     warn_if_busy()
     env = environment()
-    print(f"compile time: fresh subprocess per trial, NUMBA_CACHE_DIR = new temp dir per cold trial\n"
-          f"{describe_env(env)}\n", flush=True)
+    print(
+        f"compile time: fresh subprocess per trial, NUMBA_CACHE_DIR = new temp dir per cold trial\n"
+        f"{describe_env(env)}\n",
+        flush=True,
+    )
     trials = {"cold": [], "cached": []}
     mon = CpuMonitor().__enter__()
     for _ in range(n_cold):
@@ -96,23 +100,41 @@ def main(argv=None):
 
     mon.__exit__(None, None, None)
     trials["other_cpu_cores"] = mon.other_cores
-    keys = [("import_numpy", "import numpy"), ("import_numba", "+ import numba"), ("import_snn", "+ import snn"),
-            ("prepare", "net.prepare() (float64)"), ("first_run", "first net.run after prepare"),
-            ("second_run", "second net.run"), ("prepare_float32", "+ prepare() of a float32 network")]
+    keys = [
+        ("import_numpy", "import numpy"),
+        ("import_numba", "+ import numba"),
+        ("import_snn", "+ import snn"),
+        ("prepare", "net.prepare() (float64)"),
+        ("first_run", "first net.run after prepare"),
+        ("second_run", "second net.run"),
+        ("prepare_float32", "+ prepare() of a float32 network"),
+    ]
     rows = []
     for key, label in keys:
         cells = [label]
         for kind in ("cold", "cached"):
             vals = [t[key] for t in trials[kind]]
-            cells.append(f"{median(vals):.3f}" + (f" ({min(vals):.3f}-{max(vals):.3f})" if len(vals) > 1 else ""))
+            cells.append(
+                f"{median(vals):.3f}" + (f" ({min(vals):.3f}-{max(vals):.3f})" if len(vals) > 1 else "")
+            )
         rows.append(cells)
     print()
-    print(md_table(["step", f"cold cache, s (median of {n_cold}, min-max)",
-                    f"cached, s (median of {len(trials['cached'])}, min-max)"], rows))
+    print(
+        md_table(
+            [
+                "step",
+                f"cold cache, s (median of {n_cold}, min-max)",
+                f"cached, s (median of {len(trials['cached'])}, min-max)",
+            ],
+            rows,
+        )
+    )
     cf = trials["cache_files"][-1]
-    print(f"\nnumba cache after a cold run: {cf['files']} files, {cf['bytes'] / 2**20:.1f} MiB; "
-          f"threading layer: {trials['cold'][-1]['threading_layer']}; other processes used "
-          f"{mon.other_cores:.2f} cores on average meanwhile (/proc/stat; ~0 = quiet machine)")
+    print(
+        f"\nnumba cache after a cold run: {cf['files']} files, {cf['bytes'] / 2**20:.1f} MiB; "
+        f"threading layer: {trials['cold'][-1]['threading_layer']}; other processes used "
+        f"{mon.other_cores:.2f} cores on average meanwhile (/proc/stat; ~0 = quiet machine)"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"benchmark": "compile_time", "env": env, "trials": trials}, f, indent=1)

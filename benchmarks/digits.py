@@ -59,7 +59,9 @@ def snntorch_model(converted):
         if layer.kind == "conv":
             c_out, h, w = layer.out_shape
             _, _, kh, kw = layer.weight.shape
-            op = torch.nn.Conv2d(layer.in_shape[0], c_out, (kh, kw), padding=(int(layer.geom[10]), int(layer.geom[11])))
+            op = torch.nn.Conv2d(
+                layer.in_shape[0], c_out, (kh, kw), padding=(int(layer.geom[10]), int(layer.geom[11]))
+            )
             op.weight.data = torch.from_numpy(np.array(layer.weight, np.float32))
             op.bias.data = torch.from_numpy(layer.bias.reshape(c_out, h * w)[:, 0].astype(np.float32))
             v0 = torch.from_numpy(layer.v_init.reshape(c_out, h, w).astype(np.float32))
@@ -84,6 +86,7 @@ def snntorch_model(converted):
                 h, mems[k] = leaky(current, mems[k])
             out += readout(h.flatten(1))
         return out
+
     return run
 
 
@@ -103,7 +106,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of the whole test set per T")
     parser.add_argument("--batch1", type=int, default=200, help="digits timed one at a time per T (<= 540)")
-    parser.add_argument("--calibrate-at", type=int, default=None, help="calibrate the initial membranes at this T")
+    parser.add_argument(
+        "--calibrate-at", type=int, default=None, help="calibrate the initial membranes at this T"
+    )
     parser.add_argument("--quick", action="store_true", help="T in {4, 16}, 10 epochs, fewer repeats")
     parser.add_argument("--json", default=None, help="write every figure and run time here")
     args = parser.parse_args()
@@ -131,9 +136,12 @@ def main():
     run_torch = snntorch_model(converted)
     energy = EnergyModel()
     ann_macs = converted.ann_total_macs
-    print(f"ANN accuracy {ann_acc:.2%}, {ann_macs:,} MACs per sample; kernels ready in {compile_s:.2f} s; "
-          f"{threads} threads for ours and torch" + (f"; calibrated at T={args.calibrate_at}" if args.calibrate_at else "")
-          + "\n")
+    print(
+        f"ANN accuracy {ann_acc:.2%}, {ann_macs:,} MACs per sample; kernels ready in {compile_s:.2f} s; "
+        f"{threads} threads for ours and torch"
+        + (f"; calibrated at T={args.calibrate_at}" if args.calibrate_at else "")
+        + "\n"
+    )
 
     rows, record = [], {"env": env, "ann_accuracy": ann_acc, "ann_macs": ann_macs, "steps": {}}
     for n_steps in args.steps:
@@ -142,15 +150,20 @@ def main():
         poisson = net.run(spikes)
         theirs = run_torch(xt, n_steps).numpy()
         with CpuMonitor() as cpu:
-            times = time_interleaved({
-                "direct": lambda n_steps=n_steps: net.run(analog=flat, T=n_steps),
-                "poisson": lambda spikes=spikes: net.run(spikes),
-                "snntorch": lambda n_steps=n_steps: run_torch(xt, n_steps),
-            }, repeats=args.repeats)
+            times = time_interleaved(
+                {
+                    "direct": lambda n_steps=n_steps: net.run(analog=flat, T=n_steps),
+                    "poisson": lambda spikes=spikes: net.run(spikes),
+                    "snntorch": lambda n_steps=n_steps: run_torch(xt, n_steps),
+                },
+                repeats=args.repeats,
+            )
         # one digit at a time; ours and snnTorch in separate loops: torch's OpenMP workers spin for a
         # while after each call and would take a core from whatever runs next
-        batch1 = _per_call([lambda i=i: net.run(analog=flat[i:i + 1], T=n_steps) for i in range(args.batch1)])
-        batch1_torch = _per_call([lambda i=i: run_torch(xt[i:i + 1], n_steps) for i in range(args.batch1)])
+        batch1 = _per_call(
+            [lambda i=i: net.run(analog=flat[i : i + 1], T=n_steps) for i in range(args.batch1)]
+        )
+        batch1_torch = _per_call([lambda i=i: run_torch(xt[i : i + 1], n_steps) for i in range(args.batch1)])
         ref_ms = float("nan")
         if n_steps == min(args.steps):
             start = time.perf_counter()
@@ -159,38 +172,86 @@ def main():
         per = {}
         for name, result in (("direct", direct), ("poisson", poisson)):
             synops, macs = result.total("synops") / len(flat), result.total("macs") / len(flat)
-            per[name] = {"accuracy": float(np.mean(result.membrane.argmax(1) == y_test)), "synops": synops,
-                         "macs": macs, "energy_ratio": energy.energy_pj(synops, macs) / energy.energy_pj(0, ann_macs),
-                         "ms_per_sample": 1e3 * median(times[name]) / len(flat),
-                         "modes": [c.mode for c in result.counts]}
+            per[name] = {
+                "accuracy": float(np.mean(result.membrane.argmax(1) == y_test)),
+                "synops": synops,
+                "macs": macs,
+                "energy_ratio": energy.energy_pj(synops, macs) / energy.energy_pj(0, ann_macs),
+                "ms_per_sample": 1e3 * median(times[name]) / len(flat),
+                "modes": [c.mode for c in result.counts],
+            }
         snntorch_acc = float(np.mean(theirs.argmax(1) == y_test))
         snntorch_ms = 1e3 * median(times["snntorch"]) / len(flat)
         b1_ms, b1_torch_ms = 1e3 * median(batch1), 1e3 * median(batch1_torch)
-        record["steps"][n_steps] = {**per, "snntorch": {"accuracy": snntorch_acc, "ms_per_sample": snntorch_ms,
-                                                        "batch1_ms": b1_torch_ms, "runs_s": list(times["snntorch"])},
-                                    "batch1_ms": b1_ms, "reference_ms_per_sample": ref_ms,
-                                    "other_procs_cores": cpu.other_cores,
-                                    "runs_s": {k: list(v) for k, v in times.items() if k != "snntorch"}}
+        record["steps"][n_steps] = {
+            **per,
+            "snntorch": {
+                "accuracy": snntorch_acc,
+                "ms_per_sample": snntorch_ms,
+                "batch1_ms": b1_torch_ms,
+                "runs_s": list(times["snntorch"]),
+            },
+            "batch1_ms": b1_ms,
+            "reference_ms_per_sample": ref_ms,
+            "other_procs_cores": cpu.other_cores,
+            "runs_s": {k: list(v) for k, v in times.items() if k != "snntorch"},
+        }
         d, p = per["direct"], per["poisson"]
-        rows.append([n_steps, f"{d['accuracy']:.2%}", f"{d['synops']:,.0f}", f"{d['synops'] / ann_macs:.3f}",
-                     f"{d['energy_ratio']:.3f}", f"{d['ms_per_sample']:.3f}", f"{b1_ms:.3f}",
-                     "-" if ref_ms != ref_ms else f"{ref_ms:.2f}",
-                     f"{snntorch_acc:.2%}", f"{snntorch_ms:.3f}", f"{snntorch_ms / d['ms_per_sample']:.1f}x",
-                     f"{b1_torch_ms:.3f}", f"{b1_torch_ms / b1_ms:.1f}x",
-                     f"{p['accuracy']:.2%}", f"{p['synops'] / ann_macs:.3f}", f"{p['ms_per_sample']:.3f}",
-                     f"{cpu.other_cores:.2f}"])
+        rows.append(
+            [
+                n_steps,
+                f"{d['accuracy']:.2%}",
+                f"{d['synops']:,.0f}",
+                f"{d['synops'] / ann_macs:.3f}",
+                f"{d['energy_ratio']:.3f}",
+                f"{d['ms_per_sample']:.3f}",
+                f"{b1_ms:.3f}",
+                "-" if ref_ms != ref_ms else f"{ref_ms:.2f}",
+                f"{snntorch_acc:.2%}",
+                f"{snntorch_ms:.3f}",
+                f"{snntorch_ms / d['ms_per_sample']:.1f}x",
+                f"{b1_torch_ms:.3f}",
+                f"{b1_torch_ms / b1_ms:.1f}x",
+                f"{p['accuracy']:.2%}",
+                f"{p['synops'] / ann_macs:.3f}",
+                f"{p['ms_per_sample']:.3f}",
+                f"{cpu.other_cores:.2f}",
+            ]
+        )
         print(f"T={n_steps} done; paths (direct): {', '.join(d['modes'])}", flush=True)
     print()
-    print(md_table(["T", "acc", "SynOps", "SynOps/MAC", "energy/ANN", "ms/sample (set)", "ms batch-1",
-                    "reference ms/sample", "snnTorch acc", "snnTorch ms/sample", "speed-up",
-                    "snnTorch ms batch-1", "speed-up batch-1",
-                    "Poisson acc", "Poisson SynOps/MAC", "Poisson ms/sample", "other procs' CPU"], rows))
-    print(f"\nper sample, {len(flat)} test digits; ms/sample (set): one call on the whole set, median of "
-          f"{args.repeats}, interleaved with snnTorch and the Poisson run; batch-1: median over "
-          f"{args.batch1} single-digit calls (ours, then snnTorch's); speed-up: snnTorch / ours "
-          "(direct), same run. "
-          "SynOps counted by the kernels; the Poisson runs' SynOps include the first layer's (direct input "
-          "has MACs there instead, counted in energy). " + energy.describe())
+    print(
+        md_table(
+            [
+                "T",
+                "acc",
+                "SynOps",
+                "SynOps/MAC",
+                "energy/ANN",
+                "ms/sample (set)",
+                "ms batch-1",
+                "reference ms/sample",
+                "snnTorch acc",
+                "snnTorch ms/sample",
+                "speed-up",
+                "snnTorch ms batch-1",
+                "speed-up batch-1",
+                "Poisson acc",
+                "Poisson SynOps/MAC",
+                "Poisson ms/sample",
+                "other procs' CPU",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nper sample, {len(flat)} test digits; ms/sample (set): one call on the whole set, median of "
+        f"{args.repeats}, interleaved with snnTorch and the Poisson run; batch-1: median over "
+        f"{args.batch1} single-digit calls (ours, then snnTorch's); speed-up: snnTorch / ours "
+        "(direct), same run. "
+        "SynOps counted by the kernels; the Poisson runs' SynOps include the first layer's (direct input "
+        "has MACs there instead, counted in energy). " + energy.describe()
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1, default=float)

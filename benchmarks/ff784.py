@@ -56,9 +56,21 @@ import tracemalloc
 import warnings
 
 import numpy as np
-
-from _common import (CpuMonitor, blas_threads, describe_env, environment, fmt_si, loadavg, md_table, median,
-                     read_rss_kib, reset_peak_rss, time_interleaved, time_runs, warn_if_busy)
+from _common import (
+    CpuMonitor,
+    blas_threads,
+    describe_env,
+    environment,
+    fmt_si,
+    loadavg,
+    md_table,
+    median,
+    read_rss_kib,
+    reset_peak_rss,
+    time_interleaved,
+    time_runs,
+    warn_if_busy,
+)
 
 import snn  # noqa: E402  (after _common puts the repository on sys.path)
 
@@ -99,21 +111,27 @@ def torch_weights():
 
     torch.manual_seed(0)
     fcs = [torch.nn.Linear(a, b) for a, b in zip(SIZES[:-1], SIZES[1:])]
-    return ([fc.weight.detach().numpy().copy() for fc in fcs],
-            [fc.bias.detach().numpy().copy() for fc in fcs])
+    return (
+        [fc.weight.detach().numpy().copy() for fc in fcs],
+        [fc.bias.detach().numpy().copy() for fc in fcs],
+    )
 
 
 def build_ours(weights, biases) -> snn.Network:
-    return snn.Network([snn.Linear(w.shape[1], w.shape[0], snn.LIF(beta=BETA, threshold=THRESHOLD),
-                                   weight=w, bias=b) for w, b in zip(weights, biases)])
+    return snn.Network(
+        [
+            snn.Linear(w.shape[1], w.shape[0], snn.LIF(beta=BETA, threshold=THRESHOLD), weight=w, bias=b)
+            for w, b in zip(weights, biases)
+        ]
+    )
 
 
 class TorchFF:
     """The same network in snnTorch (``nn.Linear`` + ``snn.Leaky`` per layer)."""
 
     def __init__(self, weights, biases, variant: str, dtype: str = "float32"):
-        import torch
         import snntorch
+        import torch
 
         if variant not in SNNTORCH_VARIANTS:
             raise ValueError(variant)
@@ -134,8 +152,9 @@ class TorchFF:
             elif variant == "default":
                 lif = snntorch.Leaky(beta=beta, threshold=THRESHOLD, reset_mechanism="subtract")
             else:
-                lif = snntorch.Leaky(beta=beta, threshold=THRESHOLD, reset_mechanism="subtract",
-                                     reset_delay=False)
+                lif = snntorch.Leaky(
+                    beta=beta, threshold=THRESHOLD, reset_mechanism="subtract", reset_delay=False
+                )
             self.fcs.append(fc)
             self.lifs.append(lif.to(self.dtype))
 
@@ -169,8 +188,15 @@ def compare(ours_rasters, theirs_rasters):
         b = np.asarray(b, dtype=np.uint8)
         diff = a != b
         steps = np.nonzero(diff.any(axis=(1, 2)))[0]
-        rows.append(dict(ours=int(a.sum()), theirs=int(b.sum()), differ=int(diff.sum()),
-                         union=int((a | b).sum()), first_step=int(steps[0]) if len(steps) else None))
+        rows.append(
+            dict(
+                ours=int(a.sum()),
+                theirs=int(b.sum()),
+                differ=int(diff.sum()),
+                union=int((a | b).sum()),
+                first_step=int(steps[0]) if len(steps) else None,
+            )
+        )
     return rows
 
 
@@ -180,6 +206,7 @@ def jaccard(rows) -> float:
 
 
 # -- memory probe (runs in a fresh subprocess) ---------------------------------
+
 
 def memprobe(spec: dict) -> dict:
     """One run of one simulator in this (fresh) process; returns the increase
@@ -235,25 +262,35 @@ def tracemalloc_peak(fn) -> int:
 
 # -- the benchmark -------------------------------------------------------------
 
+
 def bench_case(net, weights, biases, p, batch, cfg, weights_file):
     import torch
 
     x = make_input(p, batch)
-    case = {"p": p, "batch": batch, "T": T, "seed": input_seed(p, batch), "loadavg_before": loadavg(),
-            "input_spikes_per_sample": float(x.sum() / batch)}
+    case = {
+        "p": p,
+        "batch": batch,
+        "T": T,
+        "seed": input_seed(p, batch),
+        "loadavg_before": loadavg(),
+        "input_spikes_per_sample": float(x.sum() / batch),
+    }
 
     # -- correctness: our paths against each other, then against snnTorch
     results = {m: net.run(x, mode=m) for m in ("event", "dense", "auto")}
     ours = [results["event"].spikes(k) for k in range(len(net.layers))]
     case["auto_modes"] = [c.mode for c in results["auto"].counts]
     case["ours_paths_identical"] = all(
-        np.array_equal(results[m].spikes(k), ours[k]) for m in ("dense", "auto") for k in range(len(ours)))
+        np.array_equal(results[m].spikes(k), ours[k]) for m in ("dense", "auto") for k in range(len(ours))
+    )
     r = results["event"]
     case["synops_per_sample"] = [float(c.synops.mean()) for c in r.counts]
     case["spikes_per_sample"] = [float(c.spikes.mean()) for c in r.counts]
     case["synops_identical_across_paths"] = all(
         np.array_equal(results[m].counts[k].synops, r.counts[k].synops)
-        for m in ("dense", "auto") for k in range(len(ours)))
+        for m in ("dense", "auto")
+        for k in range(len(ours))
+    )
     synops_total = r.total("synops")  # whole batch
 
     agreement = []
@@ -263,9 +300,15 @@ def bench_case(net, weights, biases, p, batch, cfg, weights_file):
             model = TorchFF(weights, biases, variant, dtype)
             theirs = [o.numpy().astype(np.uint8) for o in model.run(model.input(x))]
             rows = compare(ours, theirs)
-            agreement.append({"variant": variant, "dtype": dtype, "layers": rows,
-                              "agreement_pct": jaccard(rows),
-                              "identical": all(row["differ"] == 0 for row in rows)})
+            agreement.append(
+                {
+                    "variant": variant,
+                    "dtype": dtype,
+                    "layers": rows,
+                    "agreement_pct": jaccard(rows),
+                    "identical": all(row["differ"] == 0 for row in rows),
+                }
+            )
     case["agreement"] = agreement
 
     # -- timing
@@ -273,11 +316,20 @@ def bench_case(net, weights, biases, p, batch, cfg, weights_file):
 
     def add(method, threads, times, note=""):
         med = median(times)
-        timings.append({"method": method, "threads": threads, "runs": len(times), "times_s": list(times),
-                        "cpu_s": times.cpu, "median_s": med, "ms_per_sample": 1e3 * med / batch,
-                        "cpu_ms_per_sample": 1e3 * median(times.cpu) / batch,
-                        "synaptic_events_per_s": synops_total / med if med > 0 else float("nan"),
-                        "note": note})
+        timings.append(
+            {
+                "method": method,
+                "threads": threads,
+                "runs": len(times),
+                "times_s": list(times),
+                "cpu_s": times.cpu,
+                "median_s": med,
+                "ms_per_sample": 1e3 * med / batch,
+                "cpu_ms_per_sample": 1e3 * median(times.cpu) / batch,
+                "synaptic_events_per_s": synops_total / med if med > 0 else float("nan"),
+                "note": note,
+            }
+        )
 
     # ours and snnTorch at the same thread count are timed interleaved (one
     # call of each per round), so that they see the same machine conditions
@@ -288,10 +340,13 @@ def bench_case(net, weights, biases, p, batch, cfg, weights_file):
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            fns = {f"ours {mode}": (lambda mode=mode: net.run(x, mode=mode, n_threads=threads))
-                   for mode in ("event", "dense", "auto")}
-            fns.update({f"snnTorch {v}": (lambda v=v: torch_models[v].run(torch_inputs[v]))
-                        for v in torch_models})
+            fns = {
+                f"ours {mode}": (lambda mode=mode: net.run(x, mode=mode, n_threads=threads))
+                for mode in ("event", "dense", "auto")
+            }
+            fns.update(
+                {f"snnTorch {v}": (lambda v=v: torch_models[v].run(torch_inputs[v])) for v in torch_models}
+            )
             with blas_threads(threads):
                 for name, times in time_interleaved(fns, reps).items():
                     add(name, threads, times)
@@ -309,9 +364,20 @@ def bench_case(net, weights, biases, p, batch, cfg, weights_file):
             n = ref_reps if first * ref_reps < cfg["ref_budget_s"] else 1
             times = time_runs(lambda: net.run(x, backend="reference"), n, warmup=0)
             add("reference (numpy)", 1, times)
-    order = {name: k for k, name in enumerate(
-        ["ours event", "ours dense", "ours auto", "snnTorch matched", "snnTorch default",
-         "ours: input raster -> events only", "reference (numpy)"])}
+    order = {
+        name: k
+        for k, name in enumerate(
+            [
+                "ours event",
+                "ours dense",
+                "ours auto",
+                "snnTorch matched",
+                "snnTorch default",
+                "ours: input raster -> events only",
+                "reference (numpy)",
+            ]
+        )
+    }
     timings.sort(key=lambda row: (row["threads"], order.get(row["method"], 99)))
     base = {row["threads"]: row["median_s"] for row in timings if row["method"] == "snnTorch matched"}
     for row in timings:
@@ -325,13 +391,17 @@ def bench_case(net, weights, biases, p, batch, cfg, weights_file):
     for mode in ("event", "dense", "auto"):
         mem[f"ours {mode}"] = {"tracemalloc_peak_bytes": tracemalloc_peak(lambda: net.run(x, mode=mode))}
     mem["ours: input raster -> events only"] = {
-        "tracemalloc_peak_bytes": tracemalloc_peak(lambda: snn.SpikeTrains.from_raster(x))}
+        "tracemalloc_peak_bytes": tracemalloc_peak(lambda: snn.SpikeTrains.from_raster(x))
+    }
     if cfg["memory_subprocess"]:
         for mode in ("event", "dense", "auto"):
-            probe = run_memprobe({"sim": "ours", "mode": mode, "p": p, "batch": batch, "weights": weights_file})
+            probe = run_memprobe(
+                {"sim": "ours", "mode": mode, "p": p, "batch": batch, "weights": weights_file}
+            )
             mem[f"ours {mode}"]["rss"] = probe
-        probe = run_memprobe({"sim": "snntorch", "variant": "matched", "p": p, "batch": batch,
-                              "weights": weights_file})
+        probe = run_memprobe(
+            {"sim": "snntorch", "variant": "matched", "p": p, "batch": batch, "weights": weights_file}
+        )
         mem["snnTorch matched"] = {"rss": probe}
     case["memory"] = mem
     return case
@@ -343,21 +413,46 @@ def print_report(cases, prepare_s, cfg):
     dense_macs = sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:])) * T
     for c in cases:
         sy = c["synops_per_sample"]
-        rows.append([c["p"], c["batch"], f"{c['input_spikes_per_sample']:.0f}",
-                     " / ".join(f"{s:.1f}" for s in c["spikes_per_sample"]),
-                     " / ".join(fmt_si(s) for s in sy), fmt_si(sum(sy)),
-                     fmt_si(dense_macs), "/".join(m[0].upper() for m in c["auto_modes"]),
-                     "yes" if c["ours_paths_identical"] and c["synops_identical_across_paths"] else "NO",
-                     {True: "yes", False: "NO", None: "-"}[c.get("reference_identical")],
-                     f"{c['other_cpu_cores']:.2f}"])
+        rows.append(
+            [
+                c["p"],
+                c["batch"],
+                f"{c['input_spikes_per_sample']:.0f}",
+                " / ".join(f"{s:.1f}" for s in c["spikes_per_sample"]),
+                " / ".join(fmt_si(s) for s in sy),
+                fmt_si(sum(sy)),
+                fmt_si(dense_macs),
+                "/".join(m[0].upper() for m in c["auto_modes"]),
+                "yes" if c["ours_paths_identical"] and c["synops_identical_across_paths"] else "NO",
+                {True: "yes", False: "NO", None: "-"}[c.get("reference_identical")],
+                f"{c['other_cpu_cores']:.2f}",
+            ]
+        )
     print("### Activity and SynOps per sample (T = 100)\n")
-    print(md_table(["p", "batch", "input spikes", "output spikes L0 / L1 / L2", "SynOps L0 / L1 / L2",
-                    "SynOps total", "snnTorch MACs", "auto chose", "event=dense=auto", "=reference",
-                    "other procs' CPU (cores)"], rows))
-    print("\n(auto chose: E = event, D = dense, per layer. snnTorch MACs: dense T x sum(n_in x n_out), "
-          "what a clock-driven nn.Linear loop computes whatever the activity. other procs' CPU: average number "
-          "of cores busy with other processes (or stolen by the hypervisor) while the case ran, from "
-          "/proc/stat; well above 0 means its timings, the 2-thread ones first, are inflated.)\n")
+    print(
+        md_table(
+            [
+                "p",
+                "batch",
+                "input spikes",
+                "output spikes L0 / L1 / L2",
+                "SynOps L0 / L1 / L2",
+                "SynOps total",
+                "snnTorch MACs",
+                "auto chose",
+                "event=dense=auto",
+                "=reference",
+                "other procs' CPU (cores)",
+            ],
+            rows,
+        )
+    )
+    print(
+        "\n(auto chose: E = event, D = dense, per layer. snnTorch MACs: dense T x sum(n_in x n_out), "
+        "what a clock-driven nn.Linear loop computes whatever the activity. other procs' CPU: average number "
+        "of cores busy with other processes (or stolen by the hypervisor) while the case ran, from "
+        "/proc/stat; well above 0 means its timings, the 2-thread ones first, are inflated.)\n"
+    )
 
     # agreement
     rows = []
@@ -365,14 +460,38 @@ def print_report(cases, prepare_s, cfg):
         for a in c["agreement"]:
             L = a["layers"]
             first = [r["first_step"] for r in L if r["first_step"] is not None]
-            rows.append([c["p"], c["batch"], a["variant"], a["dtype"],
-                         " / ".join(str(r["ours"]) for r in L), " / ".join(str(r["theirs"]) for r in L),
-                         " / ".join(str(r["differ"]) for r in L), min(first) if first else "-",
-                         f"{a['agreement_pct']:.3f}", "yes" if a["identical"] else "no"])
+            rows.append(
+                [
+                    c["p"],
+                    c["batch"],
+                    a["variant"],
+                    a["dtype"],
+                    " / ".join(str(r["ours"]) for r in L),
+                    " / ".join(str(r["theirs"]) for r in L),
+                    " / ".join(str(r["differ"]) for r in L),
+                    min(first) if first else "-",
+                    f"{a['agreement_pct']:.3f}",
+                    "yes" if a["identical"] else "no",
+                ]
+            )
     print("### Spike agreement, ours (event path, float64 state) vs snnTorch\n")
-    print(md_table(["p", "batch", "snnTorch config", "dtype", "ours spikes L0/L1/L2",
-                    "snnTorch spikes L0/L1/L2", "differing (t,b,n) L0/L1/L2", "first diff step",
-                    "agreement %", "identical"], rows))
+    print(
+        md_table(
+            [
+                "p",
+                "batch",
+                "snnTorch config",
+                "dtype",
+                "ours spikes L0/L1/L2",
+                "snnTorch spikes L0/L1/L2",
+                "differing (t,b,n) L0/L1/L2",
+                "first diff step",
+                "agreement %",
+                "identical",
+            ],
+            rows,
+        )
+    )
     print("\nsnnTorch configs: " + "; ".join(f"{k} = {v}" for k, v in SNNTORCH_VARIANTS.items()))
     print("agreement % = 100 x (1 - differing / |ours OR theirs|) over all layers and the batch.\n")
 
@@ -380,18 +499,44 @@ def print_report(cases, prepare_s, cfg):
     rows = []
     for c in cases:
         for t in c["timings"]:
-            rows.append([c["p"], c["batch"], t["method"], t["threads"], t["runs"],
-                         f"{t['ms_per_sample']:.3f}", f"{t['cpu_ms_per_sample']:.3f}",
-                         "-" if t["method"].endswith(" only") else fmt_si(t["synaptic_events_per_s"], "/s"),
-                         "-" if t["speedup_vs_snntorch_matched"] != t["speedup_vs_snntorch_matched"]
-                         else f"{t['speedup_vs_snntorch_matched']:.2f}x"])
+            rows.append(
+                [
+                    c["p"],
+                    c["batch"],
+                    t["method"],
+                    t["threads"],
+                    t["runs"],
+                    f"{t['ms_per_sample']:.3f}",
+                    f"{t['cpu_ms_per_sample']:.3f}",
+                    "-" if t["method"].endswith(" only") else fmt_si(t["synaptic_events_per_s"], "/s"),
+                    "-"
+                    if t["speedup_vs_snntorch_matched"] != t["speedup_vs_snntorch_matched"]
+                    else f"{t['speedup_vs_snntorch_matched']:.2f}x",
+                ]
+            )
     print(f"### Time (median of runs; Network.prepare() = {prepare_s:.2f} s, excluded)\n")
-    print(md_table(["p", "batch", "method", "threads", "runs", "ms/sample", "CPU ms/sample", "syn. events/s",
-                    "speed-up vs snnTorch matched (same threads)"], rows))
-    print("\nours: numba threads = BLAS threads = 'threads' (samples run in parallel, so batch 1 "
-          "uses one core). reference: numpy, 1 BLAS thread. snnTorch: torch.set_num_threads. "
-          "syn. events/s = the workload's SynOps / wall time for every row. CPU ms/sample: process CPU "
-          "time (all threads, spinning included) of the same runs, median.\n")
+    print(
+        md_table(
+            [
+                "p",
+                "batch",
+                "method",
+                "threads",
+                "runs",
+                "ms/sample",
+                "CPU ms/sample",
+                "syn. events/s",
+                "speed-up vs snnTorch matched (same threads)",
+            ],
+            rows,
+        )
+    )
+    print(
+        "\nours: numba threads = BLAS threads = 'threads' (samples run in parallel, so batch 1 "
+        "uses one core). reference: numpy, 1 BLAS thread. snnTorch: torch.set_num_threads. "
+        "syn. events/s = the workload's SynOps / wall time for every row. CPU ms/sample: process CPU "
+        "time (all threads, spinning included) of the same runs, median.\n"
+    )
 
     # memory
     rows = []
@@ -399,29 +544,53 @@ def print_report(cases, prepare_s, cfg):
         for name, m in c["memory"].items():
             tm = m.get("tracemalloc_peak_bytes")
             rss = m.get("rss")
-            rows.append([c["p"], c["batch"], name,
-                         f"{tm / 2**20:.1f}" if tm is not None else "-",
-                         f"{rss['kib'] / 1024:.1f}" if rss else "-"])
+            rows.append(
+                [
+                    c["p"],
+                    c["batch"],
+                    name,
+                    f"{tm / 2**20:.1f}" if tm is not None else "-",
+                    f"{rss['kib'] / 1024:.1f}" if rss else "-",
+                ]
+            )
     print("### Peak memory of one run (MiB)\n")
-    print(md_table(["p", "batch", "method", "tracemalloc peak (numpy allocations)",
-                    "peak RSS increase (fresh subprocess, 1 thread)"], rows))
+    print(
+        md_table(
+            [
+                "p",
+                "batch",
+                "method",
+                "tracemalloc peak (numpy allocations)",
+                "peak RSS increase (fresh subprocess, 1 thread)",
+            ],
+            rows,
+        )
+    )
     method = next((m["rss"]["method"] for c in cases for m in c["memory"].values() if m.get("rss")), None)
-    print("\ntracemalloc: Python/numpy allocations during net.run (numba-internal scratch and torch tensors "
-          "are not traced). RSS: " + (method or "not measured") + ", after set-up and a warm-up run; "
-          "includes every allocator (numpy, numba, torch), page granularity.\n")
+    print(
+        "\ntracemalloc: Python/numpy allocations during net.run (numba-internal scratch and torch tensors "
+        "are not traced). RSS: " + (method or "not measured") + ", after set-up and a warm-up run; "
+        "includes every allocator (numpy, numba, torch), page granularity.\n"
+    )
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 activities, few repeats")
     ap.add_argument("--json", metavar="PATH", help="write all results (every run time) as JSON")
-    ap.add_argument("--p", type=float, nargs="+", metavar="P", help="input probabilities to run (default: all)")
+    ap.add_argument(
+        "--p", type=float, nargs="+", metavar="P", help="input probabilities to run (default: all)"
+    )
     ap.add_argument("--batch", type=int, nargs="+", metavar="B", help="batch sizes to run (default: 1 64)")
-    ap.add_argument("--no-memory-subprocess", action="store_true",
-                    help="skip the fresh-subprocess RSS probes")
-    ap.add_argument("--report", nargs="+", metavar="JSON",
-                    help="print the tables of earlier --json results (several files: cases merged) "
-                         "instead of running")
+    ap.add_argument(
+        "--no-memory-subprocess", action="store_true", help="skip the fresh-subprocess RSS probes"
+    )
+    ap.add_argument(
+        "--report",
+        nargs="+",
+        metavar="JSON",
+        help="print the tables of earlier --json results (several files: cases merged) instead of running",
+    )
     ap.add_argument("--_memprobe", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._memprobe:
@@ -440,13 +609,29 @@ def main(argv=None):
     import torch
 
     if args.quick:
-        cfg = dict(ps=(0.01, 0.2), batches=BATCHES, reps={1: 3, 64: 2},
-                   reps_ref=1, ref_batches=(1, 64), ref_budget_s=30, agree_dtypes=("float32", "float64"),
-                   time_variants=("matched",), memory_subprocess=not args.no_memory_subprocess)
+        cfg = dict(
+            ps=(0.01, 0.2),
+            batches=BATCHES,
+            reps={1: 3, 64: 2},
+            reps_ref=1,
+            ref_batches=(1, 64),
+            ref_budget_s=30,
+            agree_dtypes=("float32", "float64"),
+            time_variants=("matched",),
+            memory_subprocess=not args.no_memory_subprocess,
+        )
     else:
-        cfg = dict(ps=PS, batches=BATCHES, reps={1: 11, 64: 7},
-                   reps_ref=3, ref_batches=(1, 64), ref_budget_s=60, agree_dtypes=("float32", "float64"),
-                   time_variants=("matched", "default"), memory_subprocess=not args.no_memory_subprocess)
+        cfg = dict(
+            ps=PS,
+            batches=BATCHES,
+            reps={1: 11, 64: 7},
+            reps_ref=3,
+            ref_batches=(1, 64),
+            ref_budget_s=60,
+            agree_dtypes=("float32", "float64"),
+            time_variants=("matched", "default"),
+            memory_subprocess=not args.no_memory_subprocess,
+        )
 
     if args.p:
         cfg["ps"] = tuple(args.p)
@@ -456,19 +641,26 @@ def main(argv=None):
     env = environment()
     import snntorch
 
-    env.update(torch=torch.__version__, snntorch=snntorch.__version__,
-               torch_threads_default=torch.get_num_threads())
+    env.update(
+        torch=torch.__version__, snntorch=snntorch.__version__, torch_threads_default=torch.get_num_threads()
+    )
     weights, biases = torch_weights()
     net = build_ours(weights, biases)
     prepare_s = net.prepare()
-    print(f"FF-784: {' -> '.join(map(str, SIZES))}, LIF beta={BETA}, thr={THRESHOLD}, subtract reset, "
-          f"T={T}; {'quick' if args.quick else 'full'} run\n{describe_env(env)}\n", flush=True)
+    print(
+        f"FF-784: {' -> '.join(map(str, SIZES))}, LIF beta={BETA}, thr={THRESHOLD}, subtract reset, "
+        f"T={T}; {'quick' if args.quick else 'full'} run\n{describe_env(env)}\n",
+        flush=True,
+    )
 
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         weights_file = os.path.join(tmp, "ff784_weights.npz")
-        np.savez(weights_file, **{f"w{k}": w for k, w in enumerate(weights)},
-                 **{f"b{k}": b for k, b in enumerate(biases)})
+        np.savez(
+            weights_file,
+            **{f"w{k}": w for k, w in enumerate(weights)},
+            **{f"b{k}": b for k, b in enumerate(biases)},
+        )
         for batch in cfg["batches"]:
             for p in cfg["ps"]:
                 start = time.perf_counter()
@@ -476,18 +668,34 @@ def main(argv=None):
                     case = bench_case(net, weights, biases, p, batch, cfg, weights_file)
                 case["other_cpu_cores"], case["steal_cores"] = mon.other_cores, mon.steal_cores
                 cases.append(case)
-                print(f"  done p={p} batch={batch} in {time.perf_counter() - start:.1f} s "
-                      f"(other processes: {mon.other_cores:.2f} cores, steal {mon.steal_cores:.2f})", flush=True)
+                print(
+                    f"  done p={p} batch={batch} in {time.perf_counter() - start:.1f} s "
+                    f"(other processes: {mon.other_cores:.2f} cores, steal {mon.steal_cores:.2f})",
+                    flush=True,
+                )
     print()
     env["loadavg_1min_at_end"] = loadavg()
     print_report(cases, prepare_s, cfg)
-    print(f"1-min load average: {env['loadavg_1min_at_start']:.2f} at start, {env['loadavg_1min_at_end']:.2f} "
-          "at end (the benchmark itself loads 1-2 cores).")
+    print(
+        f"1-min load average: {env['loadavg_1min_at_start']:.2f} at start, {env['loadavg_1min_at_end']:.2f} "
+        "at end (the benchmark itself loads 1-2 cores)."
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "FF-784", "env": env, "config": {k: (list(v) if isinstance(v, tuple) else v)
-                       for k, v in cfg.items() if k != "reps"},
-                       "prepare_s": prepare_s, "cases": cases}, f, indent=1, default=str)
+            json.dump(
+                {
+                    "benchmark": "FF-784",
+                    "env": env,
+                    "config": {
+                        k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k != "reps"
+                    },
+                    "prepare_s": prepare_s,
+                    "cases": cases,
+                },
+                f,
+                indent=1,
+                default=str,
+            )
         print(f"results written to {args.json}")
 
 

@@ -42,14 +42,22 @@ import argparse
 import json
 import time
 
-import numpy as np
-
-from _common import CpuMonitor, blas_threads, describe_env, environment, fmt_si, md_table, median, time_runs, warn_if_busy
-
 import numba  # noqa: E402
+import numpy as np
+from _common import (
+    CpuMonitor,
+    blas_threads,
+    describe_env,
+    environment,
+    fmt_si,
+    md_table,
+    median,
+    time_runs,
+    warn_if_busy,
+)
 
-import kernels  # noqa: E402
 import snn  # noqa: E402
+import snn_kernels as kernels  # noqa: E402
 
 BETA = 0.9
 W_SCALE = 1e-3
@@ -99,7 +107,7 @@ def deliver_dense(in_tptr, in_idx, weights, v):
 def numpy_csr(in_tptr, in_idx, rowptr, cols, weights, v):
     n = 0
     for t in range(len(in_tptr) - 1):
-        pre = in_idx[in_tptr[t]:in_tptr[t + 1]]
+        pre = in_idx[in_tptr[t] : in_tptr[t + 1]]
         if len(pre) == 0:
             continue
         starts, lens = rowptr[pre], rowptr[pre + 1] - rowptr[pre]
@@ -113,7 +121,7 @@ def numpy_csr(in_tptr, in_idx, rowptr, cols, weights, v):
 def numpy_dense(in_tptr, in_idx, weights, v):
     n = 0
     for t in range(len(in_tptr) - 1):
-        pre = in_idx[in_tptr[t]:in_tptr[t + 1]]
+        pre = in_idx[in_tptr[t] : in_tptr[t + 1]]
         if len(pre):
             v += weights[pre].sum(axis=0, dtype=np.float64)
             n += len(pre) * weights.shape[1]
@@ -141,9 +149,18 @@ class KernelCall:
     def __init__(self, n_out, T, cap):
         neuron = snn.LIF(beta=BETA)
         dt = np.float64
-        self.common_head = (np.zeros((1, n_out), dt), neuron.propagator(T, dt), dt(neuron.threshold),
-                            neuron.reset_code, dt(neuron.v_reset), neuron.refractory,
-                            np.zeros(n_out, dt), neuron.has_current, neuron.refractory > 0, False)
+        self.common_head = (
+            np.zeros((1, n_out), dt),
+            neuron.propagator(T, dt),
+            dt(neuron.threshold),
+            neuron.reset_code,
+            dt(neuron.v_reset),
+            neuron.refractory,
+            np.zeros(n_out, dt),
+            neuron.has_current,
+            neuron.refractory > 0,
+            False,
+        )
         self.state = np.empty((1, n_out, 2), dt)
         self.out_tptr = np.empty((1, T + 1), np.int64)
         self.out_idx = np.empty((1, cap), np.int32)
@@ -178,8 +195,9 @@ def bench_case(rng, kind, n_in, n_out, fan_out, T, per_step, reps):
         synapses = weights.size
 
     rows = []
-    base = dict(kind=kind, n_in=n_in, n_out=n_out, fan_out=fan_out, synapses=synapses, T=T,
-                events=int(tptr[0, -1]))
+    base = dict(
+        kind=kind, n_in=n_in, n_out=n_out, fan_out=fan_out, synapses=synapses, T=T, events=int(tptr[0, -1])
+    )
 
     times = time_runs(lambda: kernel(tptr, idx), reps)
     if call.counts[0, 3] != 0:
@@ -187,22 +205,45 @@ def bench_case(rng, kind, n_in, n_out, fan_out, T, per_step, reps):
     synops = int(call.counts[0, 0])
     spikes, updates = int(call.counts[0, 2]), int(call.counts[0, 1])
     empty = median(time_runs(lambda: kernel(empty_tptr, empty_idx), reps))
-    rows.append(dict(base, method=f"kernels.{kind}_layer", synops=synops, times_s=list(times),
-                     cpu_s=times.cpu, median_s=median(times),
-                     output_spikes=spikes, updates=updates, empty_input_s=empty))
+    rows.append(
+        dict(
+            base,
+            method=f"kernels.{kind}_layer",
+            synops=synops,
+            times_s=list(times),
+            cpu_s=times.cpu,
+            median_s=median(times),
+            output_spikes=spikes,
+            updates=updates,
+            empty_input_s=empty,
+        )
+    )
     expected = int(tptr[0, -1]) * fan_out
     if synops != expected:
         print(f"WARNING: kernel counted {synops} synops, expected {expected}")
-    ceilings = [("numba adds only", ceil_numba, reps), ("numba adds, [n,2] rows", ceil_rows, reps),
-                ("numpy per step", ceil_numpy, max(1, reps // 2))]
+    ceilings = [
+        ("numba adds only", ceil_numba, reps),
+        ("numba adds, [n,2] rows", ceil_rows, reps),
+        ("numpy per step", ceil_numpy, max(1, reps // 2)),
+    ]
     for label, fn, r in ceilings:
         if fn is None:
             continue
         box = {}
         times = time_runs(lambda: box.__setitem__("n", fn()), r)
-        rows.append(dict(base, method=label, synops=int(box["n"]), times_s=list(times), cpu_s=times.cpu,
-                         median_s=median(times),
-                         output_spikes=None, updates=None, empty_input_s=None))
+        rows.append(
+            dict(
+                base,
+                method=label,
+                synops=int(box["n"]),
+                times_s=list(times),
+                cpu_s=times.cpu,
+                median_s=median(times),
+                output_spikes=None,
+                updates=None,
+                empty_input_s=None,
+            )
+        )
     for row in rows:
         row["synaptic_events_per_s"] = row["synops"] / row["median_s"]
         row["ns_per_synop"] = 1e9 * row["median_s"] / row["synops"]
@@ -231,8 +272,11 @@ def main(argv=None):
     ]
     rng = np.random.default_rng(0)
     results = []
-    print("kernel delivery benchmark: batch 1, 1 numba thread, float64 state, LIF beta 0.9, "
-          f"{'quick' if args.quick else 'full'} run\n{describe_env(env)}\n", flush=True)
+    print(
+        "kernel delivery benchmark: batch 1, 1 numba thread, float64 state, LIF beta 0.9, "
+        f"{'quick' if args.quick else 'full'} run\n{describe_env(env)}\n",
+        flush=True,
+    )
     with blas_threads(1):
         for kind, n_in, n_out, fan_out, steps, per_step in cases:
             start = time.perf_counter()
@@ -241,24 +285,63 @@ def main(argv=None):
             for row in rows:
                 row["other_cpu_cores"] = mon.other_cores
             results.extend(rows)
-            print(f"  done {kind} {n_in} -> {n_out} in {time.perf_counter() - start:.1f} s "
-                  f"(other processes: {mon.other_cores:.2f} cores, steal {mon.steal_cores:.2f})", flush=True)
+            print(
+                f"  done {kind} {n_in} -> {n_out} in {time.perf_counter() - start:.1f} s "
+                f"(other processes: {mon.other_cores:.2f} cores, steal {mon.steal_cores:.2f})",
+                flush=True,
+            )
     print()
     table = []
     for r in results:
         kernel_row = r["method"].startswith("kernels.")
-        table.append([r["kind"], f"{r['n_in']:,}", f"{r['n_out']:,}", f"{r['fan_out']:,}",
-                      f"{r['synapses'] / 1e6:.0f} M", r["T"], f"{r['events']:,}", r["method"],
-                      len(r["times_s"]), f"{fmt_si(r['synops'])}", f"{1e3 * r['median_s']:.1f}",
-                      fmt_si(r["synaptic_events_per_s"], "/s"), f"{r['ns_per_synop']:.2f}",
-                      f"{1e3 * r['empty_input_s']:.2f}" if kernel_row else "-",
-                      f"{r['output_spikes']:,}" if kernel_row else "-", f"{r['other_cpu_cores']:.2f}"])
-    print(md_table(["kind", "n_in", "n_out", "fan-out", "synapses", "T", "events", "method", "runs",
-                    "SynOps", "median ms", "syn. events/s", "ns/SynOp", "empty-input ms",
-                    "out spikes", "other procs' CPU"], table))
-    print("\nempty-input ms: the same kernel call with no input event (per-call set-up: O(n_out) scratch "
-          "arrays, initial state and calendar of every neuron). other procs' CPU: cores busy with other "
-          "processes while the case ran (/proc/stat); well above 0 means the figures are inflated.")
+        table.append(
+            [
+                r["kind"],
+                f"{r['n_in']:,}",
+                f"{r['n_out']:,}",
+                f"{r['fan_out']:,}",
+                f"{r['synapses'] / 1e6:.0f} M",
+                r["T"],
+                f"{r['events']:,}",
+                r["method"],
+                len(r["times_s"]),
+                f"{fmt_si(r['synops'])}",
+                f"{1e3 * r['median_s']:.1f}",
+                fmt_si(r["synaptic_events_per_s"], "/s"),
+                f"{r['ns_per_synop']:.2f}",
+                f"{1e3 * r['empty_input_s']:.2f}" if kernel_row else "-",
+                f"{r['output_spikes']:,}" if kernel_row else "-",
+                f"{r['other_cpu_cores']:.2f}",
+            ]
+        )
+    print(
+        md_table(
+            [
+                "kind",
+                "n_in",
+                "n_out",
+                "fan-out",
+                "synapses",
+                "T",
+                "events",
+                "method",
+                "runs",
+                "SynOps",
+                "median ms",
+                "syn. events/s",
+                "ns/SynOp",
+                "empty-input ms",
+                "out spikes",
+                "other procs' CPU",
+            ],
+            table,
+        )
+    )
+    print(
+        "\nempty-input ms: the same kernel call with no input event (per-call set-up: O(n_out) scratch "
+        "arrays, initial state and calendar of every neuron). other procs' CPU: cores busy with other "
+        "processes while the case ran (/proc/stat); well above 0 means the figures are inflated."
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"benchmark": "kernel_csr", "env": env, "results": results}, f, indent=1)

@@ -32,12 +32,15 @@ MODES = ("event", "clock", "dense")
 def layers(rng, bias):
     neuron = snn.IF(threshold=1.0)
     return {
-        "Conv2d 16->32 @ 8x8": snn.Conv2d((16, 8, 8), 32, 3, neuron, padding=1,
-                                          weight=rng.normal(0, 0.1, (32, 16, 3, 3)), bias=bias),
-        "Conv2d 3->64 @ 32x32": snn.Conv2d((3, 32, 32), 64, 3, neuron, padding=1,
-                                           weight=rng.normal(0, 0.1, (64, 3, 3, 3)), bias=bias),
+        "Conv2d 16->32 @ 8x8": snn.Conv2d(
+            (16, 8, 8), 32, 3, neuron, padding=1, weight=rng.normal(0, 0.1, (32, 16, 3, 3)), bias=bias
+        ),
+        "Conv2d 3->64 @ 32x32": snn.Conv2d(
+            (3, 32, 32), 64, 3, neuron, padding=1, weight=rng.normal(0, 0.1, (64, 3, 3, 3)), bias=bias
+        ),
         "SparseLinear 1000->1000 p=0.1": snn.SparseLinear.random(
-            1000, 1000, 0.1, lambda r, n: r.normal(0, 0.1, n), neuron, seed=0, bias=bias),
+            1000, 1000, 0.1, lambda r, n: r.normal(0, 0.1, n), neuron, seed=0, bias=bias
+        ),
         "Linear 784->256": snn.Linear(784, 256, neuron, weight=rng.normal(0, 0.05, (256, 784)), bias=bias),
     }
 
@@ -45,8 +48,12 @@ def layers(rng, bias):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--bias", type=float, default=0.01,
-                        help="bias of every neuron (0: nothing fires on its own, no self-driven search)")
+    parser.add_argument(
+        "--bias",
+        type=float,
+        default=0.01,
+        help="bias of every neuron (0: nothing fires on its own, no self-driven search)",
+    )
     parser.add_argument("--quick", action="store_true", help="two activities, three repeats")
     args = parser.parse_args()
     activities = (0.01, 0.2) if args.quick else (0.01, 0.05, 0.2, 0.5)
@@ -67,13 +74,38 @@ def main():
             us = {mode: 1e6 * median(times[mode]) / batch for mode in MODES}
             synops = result.counts[0].synops.mean()
             best = min(us, key=us.get)
-            rows.append([name, p, f"{synops:,.0f}", *(f"{us[m]:.0f}" for m in MODES), best, result.counts[0].mode,
-                         f"{us[result.counts[0].mode] / us[best]:.2f}"])
+            rows.append(
+                [
+                    name,
+                    p,
+                    f"{synops:,.0f}",
+                    *(f"{us[m]:.0f}" for m in MODES),
+                    best,
+                    result.counts[0].mode,
+                    f"{us[result.counts[0].mode] / us[best]:.2f}",
+                ]
+            )
     print()
-    print(md_table(["layer", "p", "SynOps/sample", "event us", "clock us", "dense us", "fastest", "auto picked",
-                    "auto / fastest"], rows))
-    print(f"\nT = {n_steps}, batch {batch}, bias {args.bias}, one thread (numba, BLAS), wall time per sample "
-          f"(median of {repeats}, interleaved).")
+    print(
+        md_table(
+            [
+                "layer",
+                "p",
+                "SynOps/sample",
+                "event us",
+                "clock us",
+                "dense us",
+                "fastest",
+                "auto picked",
+                "auto / fastest",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nT = {n_steps}, batch {batch}, bias {args.bias}, one thread (numba, BLAS), wall time per sample "
+        f"(median of {repeats}, interleaved)."
+    )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,13 @@ def measure(run, repeats=7):
 
 
 def ff784():
-    net = snn.Network([snn.Linear(784, 1000, snn.LIF(beta=0.9), seed=0),
-                       snn.Linear(1000, 1000, snn.LIF(beta=0.9), seed=1),
-                       snn.Linear(1000, 10, snn.LIF(beta=0.9), seed=2)])
+    net = snn.Network(
+        [
+            snn.Linear(784, 1000, snn.LIF(beta=0.9), seed=0),
+            snn.Linear(1000, 1000, snn.LIF(beta=0.9), seed=1),
+            snn.Linear(1000, 10, snn.LIF(beta=0.9), seed=2),
+        ]
+    )
     net.prepare()
     spikes = snn.bernoulli(np.full((16, 784), 0.05), T=100, seed=0)
     return lambda: net.run(spikes)
@@ -43,6 +47,7 @@ def digits_cnn():
     from snn.convert import convert
     from snn.training import digits_cnn as cnn
     from snn.training import load_digits_split, train
+
     torch.set_num_threads(2)
     x_train, y_train, x_test, _ = load_digits_split()
     model = train(cnn("avg"), x_train, y_train, epochs=3, progress=False)
@@ -52,12 +57,17 @@ def digits_cnn():
 
 
 def main():
-    for name, make in (("FF-784 (784-1000-1000-10 LIF, p=0.05, T=100, B=16)", ff784),
-                       ("DIGITS-CNN converted (540 test digits, T=32)", digits_cnn)):
+    for name, make in (
+        ("FF-784 (784-1000-1000-10 LIF, p=0.05, T=100, B=16)", ff784),
+        ("DIGITS-CNN converted (540 test digits, T=32)", digits_cnn),
+    ):
         if len(sys.argv) > 1 and sys.argv[1] not in name:
             continue
         r, p = measure(make())
-        print(f"{name}: run {1e3 * r:.1f} ms, profile {1e3 * p:.2f} ms, overhead {100 * p / r:.2f} % (median of 7)")
+        print(
+            f"{name}: run {1e3 * r:.1f} ms, profile {1e3 * p:.2f} ms, "
+            f"overhead {100 * p / r:.2f} % (median of 7)"
+        )
 
 
 if __name__ == "__main__":

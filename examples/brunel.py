@@ -24,7 +24,9 @@ import snn  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=20000, help="neurons (default 20000)")
     parser.add_argument("--duration", type=float, default=1.0, help="biological seconds (default 1.0)")
     parser.add_argument("--seed", type=int, default=0)
@@ -36,8 +38,10 @@ def main():
     graph = snn.models.brunel(args.n, seed=args.seed)
     built = time.perf_counter() - start
     print(graph)
-    print(f"built in {built:.2f} s; connectivity {sum(p.nbytes for p in graph.projections) / 1e6:.1f} MB "
-          f"({sum(p.nbytes for p in graph.projections) / graph.n_synapses:.2f} bytes per synapse)")
+    print(
+        f"built in {built:.2f} s; connectivity {sum(p.nbytes for p in graph.projections) / 1e6:.1f} MB "
+        f"({sum(p.nbytes for p in graph.projections) / graph.n_synapses:.2f} bytes per synapse)"
+    )
     print(f"compile (or load from cache): {graph.prepare():.2f} s")
 
     steps = round(args.duration / graph.dt)
@@ -45,11 +49,15 @@ def main():
     recurrent = sum(result.counts[k].total("synops") for k in range(len(result.names)))
     print(f"\nsimulated {args.duration:g} s ({steps} steps) in {result.seconds:.3f} s")
     print(result.table())
-    print(f"\nmean rate: {result.rate_hz():.2f} Hz (exc {result.rate_hz('exc'):.2f}, "
-          f"inh {result.rate_hz('inh'):.2f})")
+    print(
+        f"\nmean rate: {result.rate_hz():.2f} Hz (exc {result.rate_hz('exc'):.2f}, "
+        f"inh {result.rate_hz('inh'):.2f})"
+    )
     print(f"ISI CV: {result.isi_cv():.3f}")
-    print(f"spikes: {result.total('spikes'):,}; recurrent synaptic events: {recurrent:,} "
-          f"({recurrent / result.seconds:.3g} per second)")
+    print(
+        f"spikes: {result.total('spikes'):,}; recurrent synaptic events: {recurrent:,} "
+        f"({recurrent / result.seconds:.3g} per second)"
+    )
     assert 1.0 < result.rate_hz() < 50.0, "activity far from the asynchronous irregular state"
 
     out = Path(args.out)

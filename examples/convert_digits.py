@@ -48,8 +48,13 @@ def plot(evaluation, path, title="DIGITS-CNN converted to an event-driven SNN"):
     ax.set_xlabel("time steps T")
     ax.set_ylabel("test accuracy (%)", color="C0")
     twin = ax.twinx()
-    twin.plot(steps, [r["energy_pj"] / evaluation.ann_energy_pj for r in evaluation.rows], "s-", color="C3",
-              label="SNN energy / ANN energy")
+    twin.plot(
+        steps,
+        [r["energy_pj"] / evaluation.ann_energy_pj for r in evaluation.rows],
+        "s-",
+        color="C3",
+        label="SNN energy / ANN energy",
+    )
     twin.axhline(1.0, color="C3", ls=":", lw=1)
     twin.set_ylabel("energy relative to the ANN", color="C3")
     fig.legend(loc="lower right", bbox_to_anchor=(0.88, 0.18), fontsize=8)
@@ -66,30 +71,54 @@ def timed_run_line(converted, x, y, evaluation):
     n_steps = min(close) if close else max(r["T"] for r in evaluation.rows)
     row = evaluate(converted, x, y, [n_steps], single_pass=False).rows[0]
     which = "the smallest T within 0.5 pp of the ANN" if close else "no T within 0.5 pp of the ANN"
-    return (f"separate run at T={n_steps} ({which}): {row['ms_per_sample']:.3f} ms per sample over "
-            f"{len(y)} test digits (all cores), accuracy {row['accuracy']:.2%}")
+    return (
+        f"separate run at T={n_steps} ({which}): {row['ms_per_sample']:.3f} ms per sample over "
+        f"{len(y)} test digits (all cores), accuracy {row['accuracy']:.2%}"
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60, help="training epochs (60 in BENCHMARKS.md)")
-    parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32, 64],
-                        help="time steps to evaluate (one run to the largest, read at each)")
-    parser.add_argument("--activation", choices=("relu", "qcfs"), default="relu",
-                        help="ReLU (BENCHMARKS.md) or QCFS hidden activations")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[4, 8, 16, 32, 64],
+        help="time steps to evaluate (one run to the largest, read at each)",
+    )
+    parser.add_argument(
+        "--activation",
+        choices=("relu", "qcfs"),
+        default="relu",
+        help="ReLU (BENCHMARKS.md) or QCFS hidden activations",
+    )
     parser.add_argument("--levels", type=int, default=4, help="QCFS quantisation levels L")
-    parser.add_argument("--patience", type=int, default=4,
-                        help="early exit once the decision is unchanged for this many steps")
-    parser.add_argument("--calibrate-at", type=int, default=4,
-                        help="T at which the layer-wise potential calibration is computed")
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=4,
+        help="early exit once the decision is unchanged for this many steps",
+    )
+    parser.add_argument(
+        "--calibrate-at",
+        type=int,
+        default=4,
+        help="T at which the layer-wise potential calibration is computed",
+    )
     parser.add_argument("--out", default="examples/out", help="where the plot goes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
     x_train, y_train, x_test, y_test = load_digits_split()
-    model = train(digits_cnn("avg", args.activation, args.levels), x_train, y_train, epochs=args.epochs,
-                  progress=not args.no_progress)
+    model = train(
+        digits_cnn("avg", args.activation, args.levels),
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        progress=not args.no_progress,
+    )
     qcfs = ""
     if args.activation == "qcfs":
         lambdas = ", ".join(f"{m.threshold.item():.3f}" for m in model if isinstance(m, QCFS))
@@ -98,15 +127,19 @@ def main():
 
     converted = convert(model, x_train, percentile=99.99)
     print(converted.network, "\n")
-    evaluation = evaluate(converted, x_test, y_test, args.steps, ann_model=model, progress=not args.no_progress)
+    evaluation = evaluate(
+        converted, x_test, y_test, args.steps, ann_model=model, progress=not args.no_progress
+    )
     print(evaluation.table())
     print()
     print(evaluation.early_exit(patience=args.patience).summary(evaluation.energy))
     print(timed_run_line(converted, x_test, y_test, evaluation))
     calibrated = calibrate(converted, x_train, args.calibrate_at)
     cal_rows = evaluate(calibrated, x_test, y_test, args.steps).rows
-    print(f"after calibrating the initial membranes at T={args.calibrate_at} on the training set: accuracy "
-          + ", ".join(f"T={r['T']} {r['accuracy']:.2%}" for r in cal_rows))
+    print(
+        f"after calibrating the initial membranes at T={args.calibrate_at} on the training set: accuracy "
+        + ", ".join(f"T={r['T']} {r['accuracy']:.2%}" for r in cal_rows)
+    )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -34,18 +34,21 @@ def to_snn(mlp, x_calib, percentile=99.9):
     (w1, w2), (b1, b2) = mlp.coefs_, mlp.intercepts_
     hidden = np.maximum(x_calib @ w1 + b1, 0)
     scale = np.percentile(hidden[hidden > 0], percentile)
-    return snn.Network([
-        snn.Linear(64, 128, snn.IF(threshold=1.0), weight=(w1 / scale).T, bias=b1 / scale, v_init=0.5),
-        # readout: accumulate, never spike (threshold out of reach)
-        snn.Linear(128, 10, snn.IF(threshold=1e9), weight=w2.T, bias=b2 / scale),
-    ])
+    return snn.Network(
+        [
+            snn.Linear(64, 128, snn.IF(threshold=1.0), weight=(w1 / scale).T, bias=b1 / scale, v_init=0.5),
+            # readout: accumulate, never spike (threshold out of reach)
+            snn.Linear(128, 10, snn.IF(threshold=1e9), weight=w2.T, bias=b2 / scale),
+        ]
+    )
 
 
 def main(quick=False):
     digits = load_digits()
     x = digits.data / 16.0
     x_train, x_test, y_train, y_test = train_test_split(
-        x, digits.target, test_size=0.3, stratify=digits.target, random_state=0)
+        x, digits.target, test_size=0.3, stratify=digits.target, random_state=0
+    )
     mlp = train_mlp(x_train, y_train)
     ann_acc = mlp.score(x_test, y_test)
     net = to_snn(mlp, x_train)
@@ -54,20 +57,26 @@ def main(quick=False):
     print(f"ANN test accuracy: {ann_acc:.2%}   (kernels compiled/loaded in {compile_s:.2f} s)\n")
     ann_macs = 64 * 128 + 128 * 10
     steps = (8, 32) if quick else (4, 8, 16, 32, 64)
-    print(f"{'T':>4} {'accuracy':>9} {'SynOps/sample':>14} {'MACs/sample':>12} "
-          f"{'updates done':>13} {'ms/sample':>10}")
+    print(
+        f"{'T':>4} {'accuracy':>9} {'SynOps/sample':>14} {'MACs/sample':>12} "
+        f"{'updates done':>13} {'ms/sample':>10}"
+    )
     for n_steps in steps:
         start = time.perf_counter()
         result = net.run(analog=x_test, T=n_steps)
         elapsed = time.perf_counter() - start
         acc = np.mean(result.membrane.argmax(axis=1) == y_test)
         batch = len(y_test)
-        print(f"{n_steps:>4} {acc:>9.2%} {result.total('synops') / batch:>14,.0f} "
-              f"{result.total('macs') / batch:>12,.0f} "
-              f"{result.total('updates') / result.total('dense_updates'):>13.1%} "
-              f"{1e3 * elapsed / batch:>10.3f}")
-    print(f"\nANN: {ann_macs:,} MACs per sample. SynOps: one weight added to one target per spike; "
-          "MACs: the analog first layer, multiplied once per sample.")
+        print(
+            f"{n_steps:>4} {acc:>9.2%} {result.total('synops') / batch:>14,.0f} "
+            f"{result.total('macs') / batch:>12,.0f} "
+            f"{result.total('updates') / result.total('dense_updates'):>13.1%} "
+            f"{1e3 * elapsed / batch:>10.3f}"
+        )
+    print(
+        f"\nANN: {ann_macs:,} MACs per sample. SynOps: one weight added to one target per spike; "
+        "MACs: the analog first layer, multiplied once per sample."
+    )
     print("\nPer-layer counts at the last T (whole test set):")
     print(result.table())
     assert acc > ann_acc - 0.05, "the SNN should approach the ANN's accuracy"

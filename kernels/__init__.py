@@ -11,6 +11,20 @@ from .neuron import RESET_SUBTRACT, RESET_TO_VALUE
 from .pool import maxpool_layer
 from .rng import seed_state
 
-__all__ = ["RESET_SUBTRACT", "RESET_TO_VALUE", "background_step", "clock_layer", "conv_drive", "conv_layer",
-           "csr_drive", "csr_layer", "dense_drive", "dense_layer", "graph_init", "graph_run", "maxpool_layer",
-           "seed_state", "spike_currents"]
+__all__ = [
+    "RESET_SUBTRACT",
+    "RESET_TO_VALUE",
+    "background_step",
+    "clock_layer",
+    "conv_drive",
+    "conv_layer",
+    "csr_drive",
+    "csr_layer",
+    "dense_drive",
+    "dense_layer",
+    "graph_init",
+    "graph_run",
+    "maxpool_layer",
+    "seed_state",
+    "spike_currents",
+]

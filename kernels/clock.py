@@ -13,9 +13,22 @@ from .neuron import RESET_SUBTRACT, bias_of
 
 
 @jit
-def clock_layer_sample(currents, bias, alpha, beta, threshold, reset_mode,
-                       v_reset, refractory, v_init, has_current, state,
-                       out_tptr, out_idx, counts):
+def clock_layer_sample(
+    currents,
+    bias,
+    alpha,
+    beta,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+):
     """One sample: ``currents[T, n]`` is the synaptic input per step (weights
     already summed), ``state[n, 4]`` (mutated) ends as ``v, t_last, i, ref``
     at step T - 1. Other arguments and ``counts`` as in ``kernels.event``."""
@@ -62,24 +75,78 @@ def clock_layer_sample(currents, bias, alpha, beta, threshold, reset_mode,
     counts[3] = 0
 
 
-def clock_layer(currents, bias, alpha, beta, threshold, reset_mode, v_reset,
-                refractory, v_init, has_current, state, out_tptr, out_idx,
-                counts):
+def clock_layer(
+    currents,
+    bias,
+    alpha,
+    beta,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+):
     """A batch (``currents[B, T, n]``) through :func:`clock_layer_sample`,
     samples in parallel. Synaptic operations (``counts[:, 0]``) are left for
     the caller, who knows the input events."""
-    run_batch(_clock_layer, clock_layer_sample, currents, bias, alpha, beta, threshold, reset_mode, v_reset,
-              refractory, v_init, has_current, state, out_tptr, out_idx, counts,
-              batched=(0, 1, 10, 11, 12, 13))
+    run_batch(
+        _clock_layer,
+        clock_layer_sample,
+        currents,
+        bias,
+        alpha,
+        beta,
+        threshold,
+        reset_mode,
+        v_reset,
+        refractory,
+        v_init,
+        has_current,
+        state,
+        out_tptr,
+        out_idx,
+        counts,
+        batched=(0, 1, 10, 11, 12, 13),
+    )
 
 
 @pjit
-def _clock_layer(currents, bias, alpha, beta, threshold, reset_mode, v_reset,
-                 refractory, v_init, has_current, state, out_tptr, out_idx,
-                 counts):
+def _clock_layer(
+    currents,
+    bias,
+    alpha,
+    beta,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+):
     n_bias = bias.shape[0]
     for s in prange(currents.shape[0]):
-        clock_layer_sample(currents[s], bias[s % n_bias], alpha, beta,
-                           threshold, reset_mode, v_reset, refractory, v_init,
-                           has_current, state[s], out_tptr[s], out_idx[s],
-                           counts[s])
+        clock_layer_sample(
+            currents[s],
+            bias[s % n_bias],
+            alpha,
+            beta,
+            threshold,
+            reset_mode,
+            v_reset,
+            refractory,
+            v_init,
+            has_current,
+            state[s],
+            out_tptr[s],
+            out_idx[s],
+            counts[s],
+        )

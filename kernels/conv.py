@@ -17,16 +17,37 @@ import numpy as np
 
 from ._jit import helper, jit
 
-GEOM_FIELDS = ("c_in", "h_in", "w_in", "c_out", "h_out", "w_out", "kh", "kw",
-               "stride_y", "stride_x", "pad_y", "pad_x", "dil_y", "dil_x", "groups")
+GEOM_FIELDS = (
+    "c_in",
+    "h_in",
+    "w_in",
+    "c_out",
+    "h_out",
+    "w_out",
+    "kh",
+    "kw",
+    "stride_y",
+    "stride_x",
+    "pad_y",
+    "pad_x",
+    "dil_y",
+    "dil_x",
+    "groups",
+)
 
 
 @helper
 def conv_sizes(geom):
     """``(H_in * W_in, C_in / groups, C_out, C_out / groups, kh * kw,
     H_out * W_out)`` of a geometry."""
-    return (geom[1] * geom[2], geom[0] // geom[14], geom[3], geom[3] // geom[14], geom[6] * geom[7],
-            geom[4] * geom[5])
+    return (
+        geom[1] * geom[2],
+        geom[0] // geom[14],
+        geom[3],
+        geom[3] // geom[14],
+        geom[6] * geom[7],
+        geom[4] * geom[5],
+    )
 
 
 @jit

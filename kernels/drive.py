@@ -35,7 +35,7 @@ def drive_sample(kind, x, rowptr, cols, weights, geom, drive):
             for s in range(rowptr[pre], rowptr[pre + 1]):
                 drive[cols[s]] += value * weights[s]
         elif kind == DENSE:
-            row = weights[pre * n:(pre + 1) * n]
+            row = weights[pre * n : (pre + 1) * n]
             for j in range(n):
                 drive[j] += value * row[j]
         else:
@@ -46,8 +46,8 @@ def drive_sample(kind, x, rowptr, cols, weights, geom, drive):
             for k in range(n_taps[p]):
                 a0 = tap_pixel[p, k] * c_out + g * cg_out
                 w0 = w_base + tap_kernel[p, k] * c_out
-                target = acc_cl[a0:a0 + cg_out]
-                w = weights[w0:w0 + cg_out]
+                target = acc_cl[a0 : a0 + cg_out]
+                w = weights[w0 : w0 + cg_out]
                 for co in range(cg_out):
                     target[co] += value * w[co]
     if kind == CONV:

@@ -62,8 +62,9 @@ def _new_calendar(n_steps):
 
 
 @helper
-def _init_sample(state, bias, v_init, table, search_end, threshold, has_current,
-                 has_refractory, head, nxt, prv, due):
+def _init_sample(
+    state, bias, v_init, table, search_end, threshold, has_current, has_refractory, head, nxt, prv, due
+):
     """Initial state (before step 0) and the calendar of the spikes due
     before step ``search_end``."""
     for j in range(state.shape[0]):
@@ -73,8 +74,9 @@ def _init_sample(state, bias, v_init, table, search_end, threshold, has_current,
             state[j, I] = 0
         if has_refractory:
             state[j, REF] = -1
-        s = next_due(state, j, -1, search_end, bias_of(bias, j), threshold, table,
-                     has_current, has_refractory)
+        s = next_due(
+            state, j, -1, search_end, bias_of(bias, j), threshold, table, has_current, has_refractory
+        )
         if s != NEVER:
             calendar_insert(head, nxt, prv, due, j, s)
 
@@ -89,32 +91,47 @@ def _settle(state, bias, table, n_steps, has_current, has_refractory):
 
 
 @helper
-def _close_step(state, touched, n_touched, t, search_end, bias, table, threshold,
-                reset_mode, v_reset, refractory, has_current, has_refractory,
-                head, nxt, prv, due, out_idx, n_out):
+def _close_step(
+    state,
+    touched,
+    n_touched,
+    t,
+    search_end,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    has_current,
+    has_refractory,
+    head,
+    nxt,
+    prv,
+    due,
+    out_idx,
+    n_out,
+):
     """Threshold check, reset and rescheduling (spikes due before step
     ``search_end``) of the neurons touched at step ``t``; appends spikes to
     ``out_idx``. Returns the new spike count, or -1 if ``out_idx`` is full."""
     cap = out_idx.shape[0]
     for q in range(n_touched):
         j = touched[q]
-        if fire(state, j, t, threshold, reset_mode, v_reset, refractory,
-                has_refractory):
+        if fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
             if n_out >= cap:
                 return -1
             out_idx[n_out] = j
             n_out += 1
         calendar_remove(head, nxt, prv, due, j)
-        s = next_due(state, j, t, search_end, bias_of(bias, j), threshold, table,
-                     has_current, has_refractory)
+        s = next_due(state, j, t, search_end, bias_of(bias, j), threshold, table, has_current, has_refractory)
         if s != NEVER:
             calendar_insert(head, nxt, prv, due, j, s)
     return n_out
 
 
 @helper
-def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt,
-             touched, n_touched):
+def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt, touched, n_touched):
     """Touch the neurons due to fire on their own at step ``t``."""
     j = head[t]
     while j >= 0:
@@ -139,10 +156,30 @@ def _touch(state, j, t, w, bias, table, has_current, has_refractory, touched, n_
 
 
 @jit
-def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geom,
-                        bias, table, threshold, reset_mode, v_reset,
-                        refractory, v_init, has_current, has_refractory,
-                        settle, state, out_tptr, out_idx, counts):
+def sparse_layer_sample(
+    kind,
+    clock,
+    in_tptr,
+    in_idx,
+    rowptr,
+    cols,
+    weights,
+    geom,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    has_refractory,
+    settle,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+):
     """One sample through a projection whose spikes reach some targets only,
     and its neurons. ``kind`` CSR: targets ``cols[rowptr[p]:rowptr[p+1]]``
     of presynaptic ``p`` with ``weights`` alike; ``kind`` CONV: targets
@@ -170,8 +207,20 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
         pixel_stamp = np.full(geom[14] * plane, -1, np.int64)
         pixels = np.empty(geom[14] * plane, np.int64)
     n_pixels = 0
-    _init_sample(state, bias, v_init, table, 0 if clock else n_steps, threshold, has_current,
-                 has_refractory, head, nxt, prv, due)  # clock: nothing to schedule
+    _init_sample(
+        state,
+        bias,
+        v_init,
+        table,
+        0 if clock else n_steps,
+        threshold,
+        has_current,
+        has_refractory,
+        head,
+        nxt,
+        prv,
+        due,
+    )  # clock: nothing to schedule
     synops = 0
     updates = 0
     n_out = 0
@@ -189,8 +238,18 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
                         acc[cols[s]] += weights[s]
                 else:
                     for s in range(s0, s1):
-                        n_touched = _touch(state, cols[s], t, weights[s], bias, table,
-                                           has_current, has_refractory, touched, n_touched)
+                        n_touched = _touch(
+                            state,
+                            cols[s],
+                            t,
+                            weights[s],
+                            bias,
+                            table,
+                            has_current,
+                            has_refractory,
+                            touched,
+                            n_touched,
+                        )
             else:  # CONV: sum into acc_cl (no branch per synapse), then per touched pixel
                 c = pre // hw_in
                 p = pre - c * hw_in
@@ -207,8 +266,8 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
                             n_pixels += 1
                     a0 = pixel * c_out + g * cg_out
                     w0 = w_base + tap_kernel[p, k] * c_out
-                    target = acc_cl[a0:a0 + cg_out]  # views: the loop below vectorises
-                    w = weights[w0:w0 + cg_out]
+                    target = acc_cl[a0 : a0 + cg_out]  # views: the loop below vectorises
+                    w = weights[w0 : w0 + cg_out]
                     for co in range(cg_out):
                         target[co] += w[co]
         if clock:
@@ -220,8 +279,23 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
                             acc[c * plane + pixel] = acc_cl[pixel * c_out + c]
                             acc_cl[pixel * c_out + c] = 0
             updates += n
-            n_out = sweep_step(state, acc, 0, n, t, bias, table, threshold, reset_mode,
-                               v_reset, refractory, has_current, has_refractory, out_idx, n_out)
+            n_out = sweep_step(
+                state,
+                acc,
+                0,
+                n,
+                t,
+                bias,
+                table,
+                threshold,
+                reset_mode,
+                v_reset,
+                refractory,
+                has_current,
+                has_refractory,
+                out_idx,
+                n_out,
+            )
             if n_out < 0:
                 counts[3] = OVERFLOW
                 return
@@ -231,17 +305,45 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
                 g = pixels[q] // plane
                 pixel = pixels[q] % plane
                 for c in range(g * cg_out, (g + 1) * cg_out):
-                    n_touched = _touch(state, c * plane + pixel, t, acc_cl[pixel * c_out + c], bias,
-                                       table, has_current, has_refractory, touched, n_touched)
+                    n_touched = _touch(
+                        state,
+                        c * plane + pixel,
+                        t,
+                        acc_cl[pixel * c_out + c],
+                        bias,
+                        table,
+                        has_current,
+                        has_refractory,
+                        touched,
+                        n_touched,
+                    )
                     acc_cl[pixel * c_out + c] = 0
             n_pixels = 0
-        n_touched = _pop_due(state, t, bias, table, has_current, has_refractory,
-                             head, nxt, touched, n_touched)
+        n_touched = _pop_due(
+            state, t, bias, table, has_current, has_refractory, head, nxt, touched, n_touched
+        )
         updates += n_touched
-        n_out = _close_step(state, touched, n_touched, t, n_steps, bias, table,
-                            threshold, reset_mode, v_reset, refractory,
-                            has_current, has_refractory, head, nxt, prv, due,
-                            out_idx, n_out)
+        n_out = _close_step(
+            state,
+            touched,
+            n_touched,
+            t,
+            n_steps,
+            bias,
+            table,
+            threshold,
+            reset_mode,
+            v_reset,
+            refractory,
+            has_current,
+            has_refractory,
+            head,
+            nxt,
+            prv,
+            due,
+            out_idx,
+            n_out,
+        )
         if n_out < 0:
             counts[3] = OVERFLOW
             return
@@ -255,9 +357,26 @@ def sparse_layer_sample(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geo
 
 
 @jit
-def dense_layer_sample(clock, in_tptr, in_idx, weights, bias, table, threshold,
-                       reset_mode, v_reset, refractory, v_init, has_current,
-                       has_refractory, settle, state, out_tptr, out_idx, counts):
+def dense_layer_sample(
+    clock,
+    in_tptr,
+    in_idx,
+    weights,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    has_refractory,
+    settle,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+):
     """One sample through a fully connected projection (``weights[n_in, n]``,
     row ``p`` = the contiguous targets of presynaptic neuron ``p``) and its
     neurons. The input of a step is summed into a contiguous buffer first
@@ -279,8 +398,9 @@ def dense_layer_sample(clock, in_tptr, in_idx, weights, bias, table, threshold,
         next_input[t] = t + 1 if clock else upcoming
         if clock or in_tptr[t + 1] > in_tptr[t]:
             upcoming = t
-    _init_sample(state, bias, v_init, table, upcoming, threshold, has_current,
-                 has_refractory, head, nxt, prv, due)
+    _init_sample(
+        state, bias, v_init, table, upcoming, threshold, has_current, has_refractory, head, nxt, prv, due
+    )
     plain = not has_current and not has_refractory
     synops = 0
     updates = 0
@@ -317,18 +437,51 @@ def dense_layer_sample(clock, in_tptr, in_idx, weights, bias, table, threshold,
                 advance(state, j, t, bias_of(bias, j), table, has_current, has_refractory)
                 deliver(state, j, t, acc[j], has_current, has_refractory)
                 acc[j] = 0
-            n_out = _close_step(state, everyone, n, t, next_input[t], bias, table,
-                                threshold, reset_mode, v_reset, refractory,
-                                has_current, has_refractory, head, nxt, prv,
-                                due, out_idx, n_out)
+            n_out = _close_step(
+                state,
+                everyone,
+                n,
+                t,
+                next_input[t],
+                bias,
+                table,
+                threshold,
+                reset_mode,
+                v_reset,
+                refractory,
+                has_current,
+                has_refractory,
+                head,
+                nxt,
+                prv,
+                due,
+                out_idx,
+                n_out,
+            )
         else:
-            n_touched = _pop_due(state, t, bias, table, has_current,
-                                 has_refractory, head, nxt, touched, 0)
+            n_touched = _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt, touched, 0)
             updates += n_touched
-            n_out = _close_step(state, touched, n_touched, t, next_input[t], bias,
-                                table, threshold, reset_mode, v_reset,
-                                refractory, has_current, has_refractory, head,
-                                nxt, prv, due, out_idx, n_out)
+            n_out = _close_step(
+                state,
+                touched,
+                n_touched,
+                t,
+                next_input[t],
+                bias,
+                table,
+                threshold,
+                reset_mode,
+                v_reset,
+                refractory,
+                has_current,
+                has_refractory,
+                head,
+                nxt,
+                prv,
+                due,
+                out_idx,
+                n_out,
+            )
         if n_out < 0:
             counts[3] = OVERFLOW
             return
@@ -342,61 +495,255 @@ def dense_layer_sample(clock, in_tptr, in_idx, weights, bias, table, threshold,
 
 
 @pjit
-def _sparse_layer(kind, clock, in_tptr, in_idx, rowptr, cols, weights, geom, bias,
-                  table, threshold, reset_mode, v_reset, refractory, v_init,
-                  has_current, has_refractory, settle, state, out_tptr,
-                  out_idx, counts):
+def _sparse_layer(
+    kind,
+    clock,
+    in_tptr,
+    in_idx,
+    rowptr,
+    cols,
+    weights,
+    geom,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    has_refractory,
+    settle,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+):
     n_bias = bias.shape[0]
     for s in prange(in_tptr.shape[0]):
-        sparse_layer_sample(kind, clock, in_tptr[s], in_idx[s], rowptr, cols, weights,
-                            geom, bias[s % n_bias], table, threshold,
-                            reset_mode, v_reset, refractory, v_init,
-                            has_current, has_refractory, settle, state[s],
-                            out_tptr[s], out_idx[s], counts[s])
+        sparse_layer_sample(
+            kind,
+            clock,
+            in_tptr[s],
+            in_idx[s],
+            rowptr,
+            cols,
+            weights,
+            geom,
+            bias[s % n_bias],
+            table,
+            threshold,
+            reset_mode,
+            v_reset,
+            refractory,
+            v_init,
+            has_current,
+            has_refractory,
+            settle,
+            state[s],
+            out_tptr[s],
+            out_idx[s],
+            counts[s],
+        )
 
 
-def csr_layer(in_tptr, in_idx, rowptr, cols, weights, bias, table, threshold,
-              reset_mode, v_reset, refractory, v_init, has_current,
-              has_refractory, settle, state, out_tptr, out_idx, counts, clock=False):
+def csr_layer(
+    in_tptr,
+    in_idx,
+    rowptr,
+    cols,
+    weights,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    has_refractory,
+    settle,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+    clock=False,
+):
     """A batch through a sparse CSR projection (``rowptr`` int64 ``[n_in+1]``,
     ``cols`` int32, ``weights`` float32), samples in parallel; ``clock``:
     every neuron updated at every step (see :func:`sparse_layer_sample`)."""
-    run_batch(_sparse_layer, sparse_layer_sample, CSR, clock, in_tptr, in_idx, rowptr, cols, weights, _NO_GEOM,
-              bias, table, threshold, reset_mode, v_reset, refractory, v_init, has_current,
-              has_refractory, settle, state, out_tptr, out_idx, counts, batched=_SPARSE_BATCHED)
+    run_batch(
+        _sparse_layer,
+        sparse_layer_sample,
+        CSR,
+        clock,
+        in_tptr,
+        in_idx,
+        rowptr,
+        cols,
+        weights,
+        _NO_GEOM,
+        bias,
+        table,
+        threshold,
+        reset_mode,
+        v_reset,
+        refractory,
+        v_init,
+        has_current,
+        has_refractory,
+        settle,
+        state,
+        out_tptr,
+        out_idx,
+        counts,
+        batched=_SPARSE_BATCHED,
+    )
 
 
-def conv_layer(in_tptr, in_idx, geom, weights, bias, table, threshold,
-               reset_mode, v_reset, refractory, v_init, has_current,
-               has_refractory, settle, state, out_tptr, out_idx, counts, clock=False):
+def conv_layer(
+    in_tptr,
+    in_idx,
+    geom,
+    weights,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    has_refractory,
+    settle,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+    clock=False,
+):
     """A batch through a Conv2d projection (``geom`` and flat ``weights`` as
     in ``kernels.conv``), samples in parallel; ``clock`` as in :func:`csr_layer`."""
-    run_batch(_sparse_layer, sparse_layer_sample, CONV, clock, in_tptr, in_idx, _NO_ROWPTR, _NO_COLS, weights,
-              geom, bias, table, threshold, reset_mode, v_reset, refractory, v_init, has_current,
-              has_refractory, settle, state, out_tptr, out_idx, counts, batched=_SPARSE_BATCHED)
+    run_batch(
+        _sparse_layer,
+        sparse_layer_sample,
+        CONV,
+        clock,
+        in_tptr,
+        in_idx,
+        _NO_ROWPTR,
+        _NO_COLS,
+        weights,
+        geom,
+        bias,
+        table,
+        threshold,
+        reset_mode,
+        v_reset,
+        refractory,
+        v_init,
+        has_current,
+        has_refractory,
+        settle,
+        state,
+        out_tptr,
+        out_idx,
+        counts,
+        batched=_SPARSE_BATCHED,
+    )
 
 
 _SPARSE_BATCHED = (2, 3, 8, 18, 19, 20, 21)  # in_tptr, in_idx, bias, state, out_tptr, out_idx, counts
 
 
-def dense_layer(in_tptr, in_idx, weights, bias, table, threshold, reset_mode,
-                v_reset, refractory, v_init, has_current, has_refractory,
-                settle, state, out_tptr, out_idx, counts, clock=False):
+def dense_layer(
+    in_tptr,
+    in_idx,
+    weights,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    has_refractory,
+    settle,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+    clock=False,
+):
     """A batch through a fully connected projection (``weights[n_in, n]``
     float32), samples in parallel; ``clock``: every neuron updated at every
     step."""
-    run_batch(_dense_layer, dense_layer_sample, clock, in_tptr, in_idx, weights, bias, table, threshold,
-              reset_mode, v_reset, refractory, v_init, has_current, has_refractory, settle, state,
-              out_tptr, out_idx, counts, batched=(1, 2, 4, 14, 15, 16, 17))
+    run_batch(
+        _dense_layer,
+        dense_layer_sample,
+        clock,
+        in_tptr,
+        in_idx,
+        weights,
+        bias,
+        table,
+        threshold,
+        reset_mode,
+        v_reset,
+        refractory,
+        v_init,
+        has_current,
+        has_refractory,
+        settle,
+        state,
+        out_tptr,
+        out_idx,
+        counts,
+        batched=(1, 2, 4, 14, 15, 16, 17),
+    )
 
 
 @pjit
-def _dense_layer(clock, in_tptr, in_idx, weights, bias, table, threshold, reset_mode,
-                 v_reset, refractory, v_init, has_current, has_refractory,
-                 settle, state, out_tptr, out_idx, counts):
+def _dense_layer(
+    clock,
+    in_tptr,
+    in_idx,
+    weights,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    v_init,
+    has_current,
+    has_refractory,
+    settle,
+    state,
+    out_tptr,
+    out_idx,
+    counts,
+):
     n_bias = bias.shape[0]
     for s in prange(in_tptr.shape[0]):
-        dense_layer_sample(clock, in_tptr[s], in_idx[s], weights, bias[s % n_bias],
-                           table, threshold, reset_mode, v_reset, refractory,
-                           v_init, has_current, has_refractory, settle,
-                           state[s], out_tptr[s], out_idx[s], counts[s])
+        dense_layer_sample(
+            clock,
+            in_tptr[s],
+            in_idx[s],
+            weights,
+            bias[s % n_bias],
+            table,
+            threshold,
+            reset_mode,
+            v_reset,
+            refractory,
+            v_init,
+            has_current,
+            has_refractory,
+            settle,
+            state[s],
+            out_tptr[s],
+            out_idx[s],
+            counts[s],
+        )

@@ -39,10 +39,10 @@ background sources, ``R`` recorded neurons, ``T`` steps in all)
 pop_start [P + 1] int64; n_inputs: the first ``n_inputs`` populations are
 inputs. thr, v_reset [P] state dtype; reset_mode, refractory [P] int64;
 has_cur, has_ref [P] bool; pop_clock [P] bool: populations stepped clock-driven
-(every neuron every step, see ``neuron.sweep_step``) instead of event-driven; tables [P, T + 1, 5] state dtype (propagators,
-see ``neuron``); bias state dtype and bias_off [P + 1] int64: the bias of
-population ``p`` is ``bias[bias_off[p]:bias_off[p + 1]]``, one value per neuron or
-one shared by all (no random reads then).
+(every neuron every step, see ``neuron.sweep_step``) instead of event-driven;
+tables [P, T + 1, 5] state dtype (propagators, see ``neuron``); bias state dtype and
+bias_off [P + 1] int64: the bias of population ``p`` is
+``bias[bias_off[p]:bias_off[p + 1]]``, one value per neuron or one shared by all (no random reads then).
 in_ptr [P + 1], in_proj: projections into ``p`` are
 ``in_proj[in_ptr[p]:in_ptr[p + 1]]``; proj_src, proj_delay [K] int64;
 proj_rp [K] int64: projection ``k``'s rows start at ``rowptr[proj_rp[k]]``
@@ -93,8 +93,9 @@ ORDERED_CLOSE = 16  # close in index order once more than 1/16 of a population i
 
 
 @jit
-def graph_init(pop_start, n_inputs, thr, has_cur, has_ref, tables, bias, bias_off, v_init, state,
-               head, nxt, prv, due):
+def graph_init(
+    pop_start, n_inputs, thr, has_cur, has_ref, tables, bias, bias_off, v_init, state, head, nxt, prv, due
+):
     """State before step 0 and the calendars of self-driven spikes (one
     sample; ``v_init`` [N] state dtype)."""
     n_steps = head.shape[1] - 1
@@ -102,22 +103,50 @@ def graph_init(pop_start, n_inputs, thr, has_cur, has_ref, tables, bias, bias_of
     head[:, n_steps] = 0
     due[:] = NEVER
     for p in range(n_inputs, pop_start.shape[0] - 1):
-        bp = bias[bias_off[p]:bias_off[p + 1]]
+        bp = bias[bias_off[p] : bias_off[p + 1]]
         for j in range(pop_start[p], pop_start[p + 1]):
             state[j, V] = v_init[j]
             state[j, T_LAST] = -1
             if state.shape[1] > 2:
                 state[j, I] = 0
                 state[j, REF] = -1
-            s = next_due(state, j, -1, n_steps, bias_of(bp, j - pop_start[p]), thr[p], tables[p], has_cur[p],
-                         has_ref[p])
+            s = next_due(
+                state,
+                j,
+                -1,
+                n_steps,
+                bias_of(bp, j - pop_start[p]),
+                thr[p],
+                tables[p],
+                has_cur[p],
+                has_ref[p],
+            )
             if s != NEVER:
                 calendar_insert(head[p], nxt, prv, due, j, s)
 
 
 @helper
-def _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bias, base, table, threshold, reset_mode,
-                 v_reset, calendar, nxt, prv, due, hist_idx, n_hist):
+def _close_plain(
+    state,
+    acc,
+    mark,
+    touched,
+    n_touched,
+    t,
+    n_steps,
+    bias,
+    base,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    calendar,
+    nxt,
+    prv,
+    due,
+    hist_idx,
+    n_hist,
+):
     """The close of a step for an IF/LIF population (no current, no
     refractory period): ``advance``, ``deliver``, ``fire`` and rescheduling
     inlined by hand, same arithmetic; the self-driven search is skipped where
@@ -144,9 +173,30 @@ def _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bias, base, t
 
 
 @helper
-def _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, base, table, threshold, reset_mode,
-                   v_reset, refractory, has_current, has_refractory, calendar, nxt, prv, due, hist_idx,
-                   n_hist):
+def _close_general(
+    state,
+    acc,
+    mark,
+    touched,
+    n_touched,
+    t,
+    n_steps,
+    bias,
+    base,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    has_current,
+    has_refractory,
+    calendar,
+    nxt,
+    prv,
+    due,
+    hist_idx,
+    n_hist,
+):
     """The close of a step for the touched neurons of any model: bring each
     forward (lazy leak), add its input, fire, reset and reschedule."""
     for q in range(n_touched):
@@ -167,11 +217,54 @@ def _close_general(state, acc, mark, touched, n_touched, t, n_steps, bias, base,
 
 
 @jit
-def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
-                 has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
-                 proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop, rec_var,
-                 in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
-                 hist_idx, rec_v, counts, progress):
+def graph_sample(
+    t_end,
+    pop_start,
+    n_inputs,
+    thr,
+    reset_mode,
+    v_reset,
+    refractory,
+    has_cur,
+    has_ref,
+    pop_clock,
+    tables,
+    bias,
+    bias_off,
+    in_ptr,
+    in_proj,
+    proj_src,
+    proj_delay,
+    proj_rp,
+    proj_w,
+    proj_shared,
+    rowptr,
+    cols,
+    weights,
+    proj_woff,
+    bg_ptr,
+    bg_lam,
+    bg_w,
+    rec_ids,
+    rec_pop,
+    rec_var,
+    in_tptr,
+    in_idx,
+    state,
+    acc,
+    mark,
+    touched,
+    head,
+    nxt,
+    prv,
+    due,
+    rng,
+    hist_ptr,
+    hist_idx,
+    rec_v,
+    counts,
+    progress,
+):
     """Run one sample from step ``progress[1]`` up to ``t_end`` (exclusive).
     Stops early, before a step, when ``hist_idx`` might not hold that step's
     spikes (fewer than ``N`` free slots): the caller grows it and calls
@@ -233,13 +326,28 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
                         n_touched += 1 - mark[j]
                         mark[j] = 1
             table = tables[p]
-            bp = bias[bias_off[p]:bias_off[p + 1]]
+            bp = bias[bias_off[p] : bias_off[p + 1]]
             calendar = head[p]
             hc = has_cur[p]
             hr = has_ref[p]
             if clock:
-                n_hist = sweep_step(state, acc, base, n_p, t, bp, table, thr[p], reset_mode[p], v_reset[p],
-                                    refractory[p], hc, hr, hist_idx, n_hist)  # room was checked before the step
+                n_hist = sweep_step(
+                    state,
+                    acc,
+                    base,
+                    n_p,
+                    t,
+                    bp,
+                    table,
+                    thr[p],
+                    reset_mode[p],
+                    v_reset[p],
+                    refractory[p],
+                    hc,
+                    hr,
+                    hist_idx,
+                    n_hist,
+                )  # room was checked before the step
                 n_touched = n_p
             else:
                 j = head[p, t]
@@ -257,13 +365,52 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
                         touched[n_touched] = j
                         n_touched += mark[j]
                 if not hc and not hr:
-                    n_hist = _close_plain(state, acc, mark, touched, n_touched, t, n_steps, bp, base, table,
-                                          thr[p], reset_mode[p], v_reset[p], calendar, nxt, prv, due,
-                                          hist_idx, n_hist)
+                    n_hist = _close_plain(
+                        state,
+                        acc,
+                        mark,
+                        touched,
+                        n_touched,
+                        t,
+                        n_steps,
+                        bp,
+                        base,
+                        table,
+                        thr[p],
+                        reset_mode[p],
+                        v_reset[p],
+                        calendar,
+                        nxt,
+                        prv,
+                        due,
+                        hist_idx,
+                        n_hist,
+                    )
                 else:
-                    n_hist = _close_general(state, acc, mark, touched, n_touched, t, n_steps, bp, base,
-                                            table, thr[p], reset_mode[p], v_reset[p], refractory[p], hc,
-                                            hr, calendar, nxt, prv, due, hist_idx, n_hist)
+                    n_hist = _close_general(
+                        state,
+                        acc,
+                        mark,
+                        touched,
+                        n_touched,
+                        t,
+                        n_steps,
+                        bp,
+                        base,
+                        table,
+                        thr[p],
+                        reset_mode[p],
+                        v_reset[p],
+                        refractory[p],
+                        hc,
+                        hr,
+                        calendar,
+                        nxt,
+                        prv,
+                        due,
+                        hist_idx,
+                        n_hist,
+                    )
             counts[p, 0] += synops
             counts[p, 1] += n_touched
             counts[p, 2] += n_hist - hist_ptr[t, p]
@@ -271,7 +418,7 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
         for r in range(rec_ids.shape[0]):
             j = rec_ids[r]
             p = rec_pop[r]
-            b = bias_of(bias[bias_off[p]:bias_off[p + 1]], j - pop_start[p])
+            b = bias_of(bias[bias_off[p] : bias_off[p + 1]], j - pop_start[p])
             rec_v[t, r] = value_at(state, j, t, b, tables[p], has_cur[p], has_ref[p])[rec_var[r]]
         t += 1
     progress[0] = n_hist
@@ -279,18 +426,103 @@ def graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractor
 
 
 @pjit
-def _graph_batch(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
-                 has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
-                 proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop, rec_var,
-                 in_tptr, in_idx, state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr,
-                 hist_idx, rec_v, counts, progress):
+def _graph_batch(
+    t_end,
+    pop_start,
+    n_inputs,
+    thr,
+    reset_mode,
+    v_reset,
+    refractory,
+    has_cur,
+    has_ref,
+    pop_clock,
+    tables,
+    bias,
+    bias_off,
+    in_ptr,
+    in_proj,
+    proj_src,
+    proj_delay,
+    proj_rp,
+    proj_w,
+    proj_shared,
+    rowptr,
+    cols,
+    weights,
+    proj_woff,
+    bg_ptr,
+    bg_lam,
+    bg_w,
+    rec_ids,
+    rec_pop,
+    rec_var,
+    in_tptr,
+    in_idx,
+    state,
+    acc,
+    mark,
+    touched,
+    head,
+    nxt,
+    prv,
+    due,
+    rng,
+    hist_ptr,
+    hist_idx,
+    rec_v,
+    counts,
+    progress,
+):
     for s in prange(state.shape[0]):
-        graph_sample(t_end, pop_start, n_inputs, thr, reset_mode, v_reset, refractory, has_cur,
-                     has_ref, pop_clock, tables, bias, bias_off, in_ptr, in_proj, proj_src, proj_delay, proj_rp, proj_w,
-                     proj_shared, rowptr, cols, weights, proj_woff, bg_ptr, bg_lam, bg_w, rec_ids, rec_pop, rec_var,
-                     in_tptr[s], in_idx[s], state[s], acc[s], mark[s], touched[s], head[s], nxt[s],
-                     prv[s], due[s], rng[s], hist_ptr[s], hist_idx[s], rec_v[s], counts[s],
-                     progress[s])
+        graph_sample(
+            t_end,
+            pop_start,
+            n_inputs,
+            thr,
+            reset_mode,
+            v_reset,
+            refractory,
+            has_cur,
+            has_ref,
+            pop_clock,
+            tables,
+            bias,
+            bias_off,
+            in_ptr,
+            in_proj,
+            proj_src,
+            proj_delay,
+            proj_rp,
+            proj_w,
+            proj_shared,
+            rowptr,
+            cols,
+            weights,
+            proj_woff,
+            bg_ptr,
+            bg_lam,
+            bg_w,
+            rec_ids,
+            rec_pop,
+            rec_var,
+            in_tptr[s],
+            in_idx[s],
+            state[s],
+            acc[s],
+            mark[s],
+            touched[s],
+            head[s],
+            nxt[s],
+            prv[s],
+            due[s],
+            rng[s],
+            hist_ptr[s],
+            hist_idx[s],
+            rec_v[s],
+            counts[s],
+            progress[s],
+        )
 
 
 _GRAPH_BATCHED = tuple(range(30, 46))  # in_tptr .. progress: one per sample

@@ -29,7 +29,7 @@ import numpy as np
 
 from ._jit import helper
 
-V, T_LAST, I, REF = 0, 1, 2, 3
+V, T_LAST, I, REF = 0, 1, 2, 3  # noqa: E741 -- I: the synaptic current, as in the equations
 RESET_SUBTRACT, RESET_TO_VALUE = 0, 1
 NEVER = -1
 
@@ -178,7 +178,8 @@ def next_due(state, j, t, end, b, threshold, table, has_current, has_refractory)
             while c - a > 1:
                 mid = (a + c) // 2
                 if _v_at(state, j, mid + 1, b, table, True, has_refractory) <= _v_at(
-                        state, j, mid, b, table, True, has_refractory):
+                    state, j, mid, b, table, True, has_refractory
+                ):
                     c = mid
                 else:
                     a = mid
@@ -233,8 +234,23 @@ def calendar_remove(head, nxt, prv, due, j):
 
 
 @helper
-def sweep_step(state, acc, base, n, t, bias, table, threshold, reset_mode, v_reset, refractory,
-               has_current, has_refractory, out_idx, n_out):
+def sweep_step(
+    state,
+    acc,
+    base,
+    n,
+    t,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    has_current,
+    has_refractory,
+    out_idx,
+    n_out,
+):
     """Clock-driven step ``t`` of neurons ``base .. base + n`` (all of them
     were updated at step ``t - 1``, so every advance is one step: the
     reference's arithmetic exactly): add the summed input ``acc`` (then

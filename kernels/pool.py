@@ -54,12 +54,23 @@ def maxpool_sample(in_tptr, in_idx, channels, height, width, k, out_tptr, out_id
 
 def maxpool_layer(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts):
     """A batch through :func:`maxpool_sample`, samples in parallel."""
-    run_batch(_maxpool_layer, maxpool_sample, in_tptr, in_idx, channels, height, width, k, out_tptr,
-              out_idx, counts, batched=(0, 1, 6, 7, 8))
+    run_batch(
+        _maxpool_layer,
+        maxpool_sample,
+        in_tptr,
+        in_idx,
+        channels,
+        height,
+        width,
+        k,
+        out_tptr,
+        out_idx,
+        counts,
+        batched=(0, 1, 6, 7, 8),
+    )
 
 
 @pjit
 def _maxpool_layer(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts):
     for s in prange(in_tptr.shape[0]):
-        maxpool_sample(in_tptr[s], in_idx[s], channels, height, width, k, out_tptr[s], out_idx[s],
-                       counts[s])
+        maxpool_sample(in_tptr[s], in_idx[s], channels, height, width, k, out_tptr[s], out_idx[s], counts[s])

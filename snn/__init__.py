@@ -10,12 +10,12 @@ exact operation counts per layer::
     result.spikes(-1), result.counts, result.table()
 """
 
+from . import models  # noqa: F401 -- snn.models.brunel(...)
 from .connectivity import fixed_in_degree, fixed_out_degree, fixed_probability
 from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d
 from .encoders import bernoulli, direct, latency, poisson, rate
 from .graph import Graph, Population, Projection
 from .graph_result import GraphResult
-from . import models
 from .interop import from_nir, from_snntorch, to_nir  # lazy: torch, snntorch, nir load on call
 from .io import load, save
 from .layers import Layer, Linear, SparseLinear
@@ -26,11 +26,41 @@ from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
 
 __all__ = [
-    "IF", "LIF", "CubaLIF", "Neuron", "beta_from_tau", "tau_from_beta",
-    "Layer", "Linear", "SparseLinear", "Network", "RunResult", "LayerCounts",
-    "SpikeTrains", "bernoulli", "Conv2d", "AvgPool2d", "MaxPool2d", "Flatten",
-    "Graph", "Population", "Projection", "GraphResult",
-    "rate", "poisson", "latency", "direct", "fixed_probability", "fixed_in_degree", "fixed_out_degree",
-    "save", "load", "profile", "Profile", "from_snntorch", "to_nir", "from_nir",
+    "IF",
+    "LIF",
+    "CubaLIF",
+    "Neuron",
+    "beta_from_tau",
+    "tau_from_beta",
+    "Layer",
+    "Linear",
+    "SparseLinear",
+    "Network",
+    "RunResult",
+    "LayerCounts",
+    "SpikeTrains",
+    "bernoulli",
+    "Conv2d",
+    "AvgPool2d",
+    "MaxPool2d",
+    "Flatten",
+    "Graph",
+    "Population",
+    "Projection",
+    "GraphResult",
+    "rate",
+    "poisson",
+    "latency",
+    "direct",
+    "fixed_probability",
+    "fixed_in_degree",
+    "fixed_out_degree",
+    "save",
+    "load",
+    "profile",
+    "Profile",
+    "from_snntorch",
+    "to_nir",
+    "from_nir",
 ]
 __version__ = "0.1.0"

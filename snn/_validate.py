@@ -15,7 +15,8 @@ def real_array(name: str, value, dtype=np.float64, ndim: int | None = None) -> n
     if arr.dtype.kind not in "biuf":
         raise TypeError(
             f"{name} must be a real numeric array, got dtype {arr.dtype}; "
-            "convert it explicitly (complex and object data are refused)")
+            "convert it explicitly (complex and object data are refused)"
+        )
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
@@ -44,5 +45,6 @@ def binary_spikes(name: str, value) -> np.ndarray:
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"{name} must contain only 0 and 1 (spikes); found {arr[where]!r} at {where}. "
-            "For analog input use run(analog=...) instead")
+            "For analog input use run(analog=...) instead"
+        )
     return arr.astype(np.uint8)

@@ -27,9 +27,12 @@ from .profile import profile
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="snn-profile", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[7:]))
+    parser = argparse.ArgumentParser(
+        prog="snn-profile",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[7:]),
+    )
     parser.add_argument("network", help="network file written by snn.save")
     parser.add_argument("inputs", nargs="?", help="inputs .npz (spikes, or analog with T; see below)")
     parser.add_argument("--T", type=int, help="time steps (analog input, or a graph without inputs)")
@@ -71,7 +74,9 @@ def run_saved(network, arrays: dict, args):
     if "analog" in arrays:
         analog = arrays["analog"]
         if analog.ndim == 2 and n_steps is None:
-            raise SystemExit("snn-profile: constant analog input [B, n] needs --T (or an array T in the file)")
+            raise SystemExit(
+                "snn-profile: constant analog input [B, n] needs --T (or an array T in the file)"
+            )
         return network.run(analog=analog, T=n_steps)
     raise SystemExit(f"snn-profile: the inputs file must hold 'spikes' or 'analog', got {sorted(arrays)}")
 

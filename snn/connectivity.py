@@ -56,13 +56,13 @@ def fixed_probability(n_pre: int, n_post: int, p: float, seed=None, autapses: bo
         flat = np.cumsum(gaps)
         flat += last
         last = int(flat[-1])
-        flat = flat[:np.searchsorted(flat, total)]
+        flat = flat[: np.searchsorted(flat, total)]
         if not autapses:
             flat = flat[flat % (n_post + 1) != 0]  # pre == post exactly on multiples of n + 1
         rowptr += np.searchsorted(flat, np.arange(n_pre + 1, dtype=np.int64) * n_post)
         if n + len(flat) > len(cols):
             cols = np.concatenate([cols[:n], np.empty(max(len(flat), len(cols) // 2), np.int32)])
-        cols[n:n + len(flat)] = flat % n_post
+        cols[n : n + len(flat)] = flat % n_post
         n += len(flat)
     cols.resize(n, refcheck=False)  # shrinks in place
     return rowptr, cols
@@ -109,8 +109,10 @@ def _partners(rng, rows: int, m: int, k, autapses: bool) -> np.ndarray:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
     available = m if autapses else m - 1
     if k > available:
-        raise ValueError(f"k = {k} exceeds the {available} possible partners of each neuron"
-                         + ("" if autapses else " (autapses excluded)"))
+        raise ValueError(
+            f"k = {k} exceeds the {available} possible partners of each neuron"
+            + ("" if autapses else " (autapses excluded)")
+        )
     chosen = _subsets(rng, rows, int(k), available).astype(np.int64)
     if not autapses:  # values >= r shift up by one: r itself is skipped, order kept
         chosen += chosen >= np.arange(rows)[:, None]
@@ -152,8 +154,10 @@ def _check_sizes(n_pre, n_post, autapses) -> tuple[int, int]:
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 < size <= _MAX_SIZE:
             raise ValueError(f"{label} must be a positive integer at most {_MAX_SIZE}, got {size!r}")
     if not autapses and n_pre != n_post:
-        raise ValueError(f"autapses=False is for a population onto itself (n_pre == n_post), "
-                         f"got n_pre={n_pre}, n_post={n_post}")
+        raise ValueError(
+            f"autapses=False is for a population onto itself (n_pre == n_post), "
+            f"got n_pre={n_pre}, n_post={n_post}"
+        )
     return int(n_pre), int(n_post)
 
 

@@ -18,7 +18,9 @@ def _pair(name, value):
     if not isinstance(value, (tuple, list)):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+    if len(value) != 2 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return int(value[0]), int(value[1])
 
@@ -46,9 +48,24 @@ class Conv2d(Layer):
 
     kind = "conv"
 
-    def __init__(self, in_shape, out_channels: int, kernel_size, neuron: Neuron | None = None, *,
-                 stride=1, padding=0, dilation=1, groups: int = 1, weight=None, bias=0.0,
-                 v_init=0.0, mode: str = "auto", seed: int | None = None, name: str | None = None):
+    def __init__(
+        self,
+        in_shape,
+        out_channels: int,
+        kernel_size,
+        neuron: Neuron | None = None,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        weight=None,
+        bias=0.0,
+        v_init=0.0,
+        mode: str = "auto",
+        seed: int | None = None,
+        name: str | None = None,
+    ):
         c_in, h, w = _shape3(in_shape)
         kh, kw = _pair("kernel_size", kernel_size)
         sy, sx = _pair("stride", stride)
@@ -56,9 +73,16 @@ class Conv2d(Layer):
         dy, dx = _pair("dilation", dilation)
         if min(kh, kw, sy, sx, dy, dx) < 1 or min(py, px) < 0:
             raise ValueError("kernel_size, stride and dilation must be >= 1 and padding >= 0")
-        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1 \
-                or c_in % groups or out_channels % groups:
-            raise ValueError(f"groups={groups!r} must divide in_channels={c_in} and out_channels={out_channels}")
+        if (
+            isinstance(groups, bool)
+            or not isinstance(groups, (int, np.integer))
+            or groups < 1
+            or c_in % groups
+            or out_channels % groups
+        ):
+            raise ValueError(
+                f"groups={groups!r} must divide in_channels={c_in} and out_channels={out_channels}"
+            )
         h_out = (h + 2 * py - dy * (kh - 1) - 1) // sy + 1
         w_out = (w + 2 * px - dx * (kw - 1) - 1) // sx + 1
         if h_out < 1 or w_out < 1:
@@ -83,16 +107,19 @@ class Conv2d(Layer):
         self.kernel_weights = np.ascontiguousarray(weight.transpose(1, 2, 3, 0)).reshape(-1)
         for arr in (self.weight, self.kernel_weights):
             arr.flags.writeable = False  # derived data (dense_rows) is cached
-        self.geom = np.array([c_in, h, w, out_channels, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups],
-                             np.int64)
+        self.geom = np.array(
+            [c_in, h, w, out_channels, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups], np.int64
+        )
         self.fan_out = self._fan_out()
 
     def _fan_out(self) -> np.ndarray:
         """Targets reached by each input neuron (fewer at padded borders)."""
         c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = self.geom
+
         def taps(size, out, k, s, p, d):
             pos = np.arange(size)[:, None] + p - np.arange(k)[None, :] * d
             return ((pos >= 0) & (pos % s == 0) & (pos // s < out)).sum(axis=1)
+
         per_pixel = np.outer(taps(h, h_out, kh, sy, py, dy), taps(w, w_out, kw, sx, px, dx))
         return np.tile(per_pixel.reshape(-1) * (c_out // groups), c_in).astype(np.int64)
 
@@ -115,22 +142,22 @@ class Conv2d(Layer):
                 pix_in = (y[:, None] * w + x[None, :]).reshape(-1)
                 pix_out = (oy[:, None] * w_out + ox[None, :]).reshape(-1)
                 for g in range(groups):
-                    cos = co[g * cg_out:(g + 1) * cg_out]
+                    cos = co[g * cg_out : (g + 1) * cg_out]
                     cis = g * cg_in + c_local
-                    src = (cis[:, None, None] * h * w + pix_in[None, None, :])
-                    dst = (cos[None, :, None] * h_out * w_out + pix_out[None, None, :])
+                    src = cis[:, None, None] * h * w + pix_in[None, None, :]
+                    dst = cos[None, :, None] * h_out * w_out + pix_out[None, None, :]
                     wts = self.weight[cos][:, :, ky, kx].T[:, :, None]  # [cg_in, cg_out, 1]
-                    rows[np.broadcast_to(src, (cg_in, cg_out, len(pix_in))),
-                         np.broadcast_to(dst, (cg_in, cg_out, len(pix_in)))] = \
-                        np.broadcast_to(wts, (cg_in, cg_out, len(pix_in)))
+                    rows[
+                        np.broadcast_to(src, (cg_in, cg_out, len(pix_in))),
+                        np.broadcast_to(dst, (cg_in, cg_out, len(pix_in))),
+                    ] = np.broadcast_to(wts, (cg_in, cg_out, len(pix_in)))
         return rows
 
     def __repr__(self):
         c, h, w = self.in_shape
         co, ho, wo = self.out_shape
         kh, kw = self.geom[6:8]
-        return (f"Conv2d({c}x{h}x{w} -> {co}x{ho}x{wo}, kernel {kh}x{kw}, {self.neuron!r}, "
-                f"mode={self.mode!r})")
+        return f"Conv2d({c}x{h}x{w} -> {co}x{ho}x{wo}, kernel {kh}x{kw}, {self.neuron!r}, mode={self.mode!r})"
 
 
 class AvgPool2d(Conv2d):
@@ -143,12 +170,22 @@ class AvgPool2d(Conv2d):
         c = _shape3(in_shape)[0]
         kh, kw = _pair("kernel_size", kernel_size)
         weight = np.full((c, 1, kh, kw), 1.0 / (kh * kw))
-        super().__init__(in_shape, c, (kh, kw), neuron or IF(), stride=(kh, kw) if stride is None else stride,
-                         groups=c, weight=weight, **kwargs)
+        super().__init__(
+            in_shape,
+            c,
+            (kh, kw),
+            neuron or IF(),
+            stride=(kh, kw) if stride is None else stride,
+            groups=c,
+            weight=weight,
+            **kwargs,
+        )
 
     def __repr__(self):
-        return (f"AvgPool2d({'x'.join(map(str, self.in_shape))} -> {'x'.join(map(str, self.out_shape))}, "
-                f"{self.neuron!r})")
+        return (
+            f"AvgPool2d({'x'.join(map(str, self.in_shape))} -> {'x'.join(map(str, self.out_shape))}, "
+            f"{self.neuron!r})"
+        )
 
 
 class MaxPool2d:

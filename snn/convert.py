@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels
+import snn_kernels as kernels
 
 from .conv import AvgPool2d, Conv2d, MaxPool2d
 from .energy import EnergyModel
@@ -36,9 +36,21 @@ from .network import Network
 from .neurons import IF
 from .qcfs import QCFS
 
-__all__ = ["ConversionError", "ConvertedNetwork", "EarlyExit", "Evaluation", "LayerCalibration", "Trajectory",
-           "calibrate", "convert", "early_exit", "evaluate", "readout_trajectory", "register_function",
-           "register_module"]
+__all__ = [
+    "ConversionError",
+    "ConvertedNetwork",
+    "EarlyExit",
+    "Evaluation",
+    "LayerCalibration",
+    "Trajectory",
+    "calibrate",
+    "convert",
+    "early_exit",
+    "evaluate",
+    "readout_trajectory",
+    "register_function",
+    "register_module",
+]
 
 
 class ConversionError(ValueError):
@@ -46,6 +58,7 @@ class ConversionError(ValueError):
 
 
 # -- the intermediate form: a chain of simple operations -------------------
+
 
 @dataclass
 class Op:
@@ -78,11 +91,18 @@ def _affine_linear(m: nn.Linear, path):
 
 def _affine_conv(m: nn.Conv2d, path):
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
-        raise ConversionError(f"{path}: Conv2d with padding={m.padding!r}, padding_mode={m.padding_mode!r} "
-                              "is not supported; use integer zero padding")
+        raise ConversionError(
+            f"{path}: Conv2d with padding={m.padding!r}, padding_mode={m.padding_mode!r} "
+            "is not supported; use integer zero padding"
+        )
     bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_channels)
-    geometry = {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
-                "dilation": m.dilation, "groups": m.groups}
+    geometry = {
+        "kernel_size": m.kernel_size,
+        "stride": m.stride,
+        "padding": m.padding,
+        "dilation": m.dilation,
+        "groups": m.groups,
+    }
     return [Op("affine", path, m.weight.detach().double().numpy().copy(), bias.copy(), conv=geometry)]
 
 
@@ -105,10 +125,17 @@ def _pool_kernel(m, path, name):
         k = k[0] if k[0] == k[1] else None
     if isinstance(s, tuple):
         s = s[0] if s[0] == s[1] else None
-    if k is None or s != k or pad not in (0, (0, 0)) or getattr(m, "ceil_mode", False) \
-            or getattr(m, "dilation", 1) not in (1, (1, 1)):
-        raise ConversionError(f"{path}: {name} is supported with square windows, stride equal to the "
-                              "kernel size, no padding, no dilation and ceil_mode=False")
+    if (
+        k is None
+        or s != k
+        or pad not in (0, (0, 0))
+        or getattr(m, "ceil_mode", False)
+        or getattr(m, "dilation", 1) not in (1, (1, 1))
+    ):
+        raise ConversionError(
+            f"{path}: {name} is supported with square windows, stride equal to the "
+            "kernel size, no padding, no dilation and ceil_mode=False"
+        )
     return k
 
 
@@ -146,7 +173,9 @@ def _nothing(m, path):
 def _qcfs(m: QCFS, path):
     threshold = float(m.threshold.detach())
     if not threshold > 0:
-        raise ConversionError(f"{path}: QCFS threshold must be > 0 to become a firing threshold, got {threshold}")
+        raise ConversionError(
+            f"{path}: QCFS threshold must be > 0 to become a firing threshold, got {threshold}"
+        )
     return [Op("relu", path, meta={"clip": {"threshold": threshold, "levels": m.levels, "shift": m.shift}})]
 
 
@@ -168,7 +197,7 @@ _FUNCTION_HANDLERS: dict[Callable, Callable] = {
     F.relu: _relu,
     torch.relu: _relu,
     torch.flatten: lambda node, path: _flatten_call(node, path),
-    "relu": _relu,        # x.relu()
+    "relu": _relu,  # x.relu()
     "flatten": lambda node, path: _flatten_call(node, path),  # x.flatten(1)
 }
 
@@ -198,6 +227,7 @@ register_module(QCFS, _qcfs)
 
 # -- reading a model into ops ------------------------------------------------
 
+
 def _module_ops(module, path):
     for cls in type(module).__mro__:
         if cls in _MODULE_HANDLERS:
@@ -205,7 +235,8 @@ def _module_ops(module, path):
     raise ConversionError(
         f"unsupported module {type(module).__name__} at '{path}'. Supported: "
         f"{', '.join(sorted(c.__name__ for c in _MODULE_HANDLERS))}. To convert it, register a handler: "
-        f"snn.convert.register_module({type(module).__name__}, handler) returning a list of Op")
+        f"snn.convert.register_module({type(module).__name__}, handler) returning a list of Op"
+    )
 
 
 class _Tracer(torch.fx.Tracer):
@@ -230,10 +261,13 @@ def _trace_ops(model) -> list[Op]:
             break
         tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
         if len(tensor_args) != 1 or tensor_args[0] is not previous:
-            what = node.target if node.op != "call_function" else getattr(node.target, "__name__", node.target)
+            what = (
+                node.target if node.op != "call_function" else getattr(node.target, "__name__", node.target)
+            )
             raise ConversionError(
                 f"'{node.name}' ({what}) does not continue a single chain of layers: only sequential "
-                "models are supported (no residual additions, concatenations or multiple inputs)")
+                "models are supported (no residual additions, concatenations or multiple inputs)"
+            )
         path = str(node.target) if node.op == "call_module" else node.name
         if node.op == "call_module":
             ops += _module_ops(model.get_submodule(node.target), path)
@@ -244,7 +278,8 @@ def _trace_ops(model) -> list[Op]:
                 raise ConversionError(
                     f"unsupported {'function' if node.op == 'call_function' else 'method'} '{name}' at "
                     f"'{path}'. To convert it, register a handler: "
-                    f"snn.convert.register_function({name!r} or the function, handler)")
+                    f"snn.convert.register_function({name!r} or the function, handler)"
+                )
             ops += handler(node, path)
         previous = node
     return ops
@@ -260,6 +295,7 @@ def _walk_ops(module, path) -> list[Op]:
 
 
 # -- folding -------------------------------------------------------------------
+
 
 def _fold(ops: list[Op]) -> list[Op]:
     """BatchNorm into the preceding affine op; AvgPool (then Flatten) into a
@@ -315,17 +351,22 @@ def _fold_avgpool_into_linear(ops: list[Op]) -> list[Op]:
     i = 0
     while i < len(ops):
         op = ops[i]
-        rest = ops[i + 1:i + 3]
+        rest = ops[i + 1 : i + 3]
         nxt = [o for o in rest if o.kind != "flatten"][:1]
-        if op.kind == "avgpool" and nxt and nxt[0].kind == "affine" and nxt[0].conv is None \
-                and all(o.kind == "flatten" for o in rest[:rest.index(nxt[0])]):
+        if (
+            op.kind == "avgpool"
+            and nxt
+            and nxt[0].kind == "affine"
+            and nxt[0].conv is None
+            and all(o.kind == "flatten" for o in rest[: rest.index(nxt[0])])
+        ):
             lin = nxt[0]
             c, h, w = op.meta["in_shape"]
             k = op.kernel
             hp, wp = h // k, w // k
             wt = lin.weight.reshape(-1, c, hp, wp) / (k * k)
             full = np.zeros((wt.shape[0], c, h, w))
-            full[:, :, :hp * k, :wp * k] = np.repeat(np.repeat(wt, k, axis=2), k, axis=3)
+            full[:, :, : hp * k, : wp * k] = np.repeat(np.repeat(wt, k, axis=2), k, axis=3)
             lin.weight = full.reshape(wt.shape[0], -1)
             lin.meta["in_shape"] = (c * h * w,)
             lin.meta["pooled_from"] = op.path
@@ -340,13 +381,21 @@ def _fold_avgpool_into_linear(ops: list[Op]) -> list[Op]:
 
 # -- the ANN, run on the folded ops (calibration and invariant checks) --------
 
+
 def _apply(op: Op, x: torch.Tensor) -> torch.Tensor:
     if op.kind == "affine" and op.conv is None:
         return x.flatten(1) @ torch.from_numpy(op.weight).T + torch.from_numpy(op.bias)
     if op.kind == "affine":
         g = op.conv
-        return F.conv2d(x, torch.from_numpy(op.weight), torch.from_numpy(op.bias), stride=g["stride"],
-                        padding=g["padding"], dilation=g["dilation"], groups=g["groups"])
+        return F.conv2d(
+            x,
+            torch.from_numpy(op.weight),
+            torch.from_numpy(op.bias),
+            stride=g["stride"],
+            padding=g["padding"],
+            dilation=g["dilation"],
+            groups=g["groups"],
+        )
     if op.kind == "relu" and "clip" in op.meta:
         return _clip(x, op.meta["clip"])
     if op.kind == "relu":
@@ -378,6 +427,7 @@ def run_ops(ops: list[Op], x) -> torch.Tensor:
 
 
 # -- building the SNN ------------------------------------------------------------
+
 
 @dataclass
 class ConvertedNetwork:
@@ -423,22 +473,36 @@ def _check_model(model, calibration_data):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if model.training:
-        raise ConversionError("the model is in training mode (Dropout and BatchNorm behave differently); "
-                              "call model.eval() before converting")
+        raise ConversionError(
+            "the model is in training mode (Dropout and BatchNorm behave differently); "
+            "call model.eval() before converting"
+        )
     for name, p in list(model.named_parameters()) + list(model.named_buffers()):
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise ConversionError(f"parameter '{name}' contains NaN or inf")
-    data = calibration_data.detach().cpu() if isinstance(calibration_data, torch.Tensor) \
+    data = (
+        calibration_data.detach().cpu()
+        if isinstance(calibration_data, torch.Tensor)
         else torch.as_tensor(np.asarray(calibration_data))
+    )
     if data.ndim < 2 or len(data) == 0:
-        raise ConversionError(f"calibration_data must be a batch [N, ...] of samples, got shape {tuple(data.shape)}")
+        raise ConversionError(
+            f"calibration_data must be a batch [N, ...] of samples, got shape {tuple(data.shape)}"
+        )
     if not data.is_floating_point() or not torch.isfinite(data).all():
         raise ConversionError("calibration_data must be finite floating-point samples")
     return data.double()
 
 
-def convert(model: nn.Module, calibration_data, *, percentile: float = 99.99, per_channel: bool = False,
-            v_init: float = 0.5, dtype=np.float64) -> ConvertedNetwork:
+def convert(
+    model: nn.Module,
+    calibration_data,
+    *,
+    percentile: float = 99.99,
+    per_channel: bool = False,
+    v_init: float = 0.5,
+    dtype=np.float64,
+) -> ConvertedNetwork:
     """Convert a trained ReLU (or QCFS) network to an event-driven SNN of IF neurons.
 
     Parameters
@@ -469,8 +533,10 @@ def convert(model: nn.Module, calibration_data, *, percentile: float = 99.99, pe
     if not affine:
         raise ConversionError("the model has no Linear or Conv2d layer")
     if ops[-1].kind != "affine":
-        raise ConversionError(f"the model must end with a Linear or Conv2d readout, it ends with "
-                              f"{ops[-1].kind} at '{ops[-1].path}'")
+        raise ConversionError(
+            f"the model must end with a Linear or Conv2d readout, it ends with "
+            f"{ops[-1].kind} at '{ops[-1].path}'"
+        )
     _shapes(ops, input_shape)
     ann_macs = {op.path: _macs(op) for op in ops if op.kind == "affine"}
     ops = _fold_avgpool_into_linear(ops)
@@ -480,7 +546,9 @@ def convert(model: nn.Module, calibration_data, *, percentile: float = 99.99, pe
             quantised = any("clip" in op.meta for op in ops)
             expected = _apply_module(copy.deepcopy(model).double() if quantised else model, data[:2])
         except Exception as exc:  # noqa: BLE001 -- any failure is reported, with its message
-            raise ConversionError(f"the model does not accept calibration samples of shape {input_shape}: {exc}")
+            raise ConversionError(
+                f"the model does not accept calibration samples of shape {input_shape}: {exc}"
+            ) from exc
     folded = run_ops(ops, data[:2])
     if not torch.allclose(folded.reshape(expected.shape), expected.double(), rtol=1e-4, atol=1e-4):
         raise ConversionError("folding changed the model's output (an unsupported construct?)")
@@ -522,12 +590,13 @@ def _build_layers(ops, data, percentile, per_channel, v_init):
             if op.kind == "maxpool":
                 layers.append(MaxPool2d(op.meta["in_shape"], op.kernel, name=op.path))
             else:  # a spiking AvgPool2d (rates re-quantised)
-                layers.append(AvgPool2d(op.meta["in_shape"], op.kernel, neuron=IF(), v_init=v_init,
-                                        name=op.path))
+                layers.append(
+                    AvgPool2d(op.meta["in_shape"], op.kernel, neuron=IF(), v_init=v_init, name=op.path)
+                )
             if prev_scale is not None:  # channel scales survive pooling: keep one per output pixel
                 c, h, w = op.meta["in_shape"]
                 k = op.kernel
-                prev_scale = prev_scale.reshape(c, h, w)[:, :h // k * k:k, :w // k * k:k].reshape(-1)
+                prev_scale = prev_scale.reshape(c, h, w)[:, : h // k * k : k, : w // k * k : k].reshape(-1)
             i += 1
             continue
         if op.kind == "relu":
@@ -546,7 +615,9 @@ def _build_layers(ops, data, percentile, per_channel, v_init):
                 per_c = s_in.reshape(c_in, -1)[:, 0]
                 g = op.conv["groups"]
                 cg = c_in // g
-                idx = (np.arange(weight.shape[0]) // (weight.shape[0] // g))[:, None] * cg + np.arange(cg)[None, :]
+                idx = (np.arange(weight.shape[0]) // (weight.shape[0] // g))[:, None] * cg + np.arange(cg)[
+                    None, :
+                ]
                 weight = weight * per_c[idx][:, :, None, None]
         out_shape = op.meta["out_shape"]
         if i == last_affine:
@@ -556,7 +627,9 @@ def _build_layers(ops, data, percentile, per_channel, v_init):
             break
         if not has_relu:
             found = f"{ops[i + 1].kind} at '{ops[i + 1].path}'" if i + 1 < len(ops) else "nothing"
-            raise ConversionError(f"{op.path}: a hidden Linear/Conv2d must be followed by a ReLU (found {found})")
+            raise ConversionError(
+                f"{op.path}: a hidden Linear/Conv2d must be followed by a ReLU (found {found})"
+            )
         clip = ops[i + 1].meta.get("clip")
         if clip is None:
             a = F.relu(z)
@@ -591,15 +664,28 @@ def _scale(a: torch.Tensor, percentile, per_channel):
 
 def _make_layer(op, weight, bias, neuron, v_init):
     if op.conv is None:
-        return Linear(weight.shape[1], weight.shape[0], neuron, weight=weight, bias=bias, v_init=v_init,
-                      name=op.path)
+        return Linear(
+            weight.shape[1], weight.shape[0], neuron, weight=weight, bias=bias, v_init=v_init, name=op.path
+        )
     g = op.conv
-    return Conv2d(op.meta["in_shape"], weight.shape[0], g["kernel_size"], neuron, stride=g["stride"],
-                  padding=g["padding"], dilation=g["dilation"], groups=g["groups"], weight=weight,
-                  bias=bias, v_init=v_init, name=op.path)
+    return Conv2d(
+        op.meta["in_shape"],
+        weight.shape[0],
+        g["kernel_size"],
+        neuron,
+        stride=g["stride"],
+        padding=g["padding"],
+        dilation=g["dilation"],
+        groups=g["groups"],
+        weight=weight,
+        bias=bias,
+        v_init=v_init,
+        name=op.path,
+    )
 
 
 # -- one run read at every step ---------------------------------------------------
+
 
 @dataclass
 class Trajectory:
@@ -699,6 +785,7 @@ def _readout_from_spikes(layer, trains) -> np.ndarray:
 
 # -- early exit ---------------------------------------------------------------------
 
+
 @dataclass
 class EarlyExit:
     """Per-sample early exit on the readout of one run, under a user rule.
@@ -756,23 +843,34 @@ class EarlyExit:
         """Two lines: the rule's exits, and the hindsight bound, per sample."""
         energy = energy or EnergyModel()
         n = len(self.exit_step)
-        mean = lambda a: float(a.sum()) / n
+
+        def mean(a):
+            return float(a.sum()) / n
+
         full_pj = energy.energy_pj(mean(self.full_synops), mean(self.macs))
         exit_pj = energy.energy_pj(mean(self.synops), mean(self.macs))
         stable_saved = 1 - self.stable_synops.sum() / max(self.full_synops.sum(), 1)
-        return (f"early exit ({self.rule}): accuracy {self.accuracy:.2%} (T={self.n_steps}: "
-                f"{self.full_accuracy:.2%}), mean exit step {mean(self.exit_step):.1f} of {self.n_steps}, "
-                f"SynOps {mean(self.synops):,.0f} vs {mean(self.full_synops):,.0f} per sample "
-                f"({self.synops_saved:.1%} saved), energy {exit_pj / full_pj:.3f} x the full run\n"
-                f"hindsight (decision final from then on): mean step {mean(self.stable_step):.1f}, "
-                f"SynOps {mean(self.stable_synops):,.0f} ({stable_saved:.1%} saved) at "
-                f"{self.full_accuracy:.2%}\n"
-                "(exit SynOps: what an engine stopping at the exit step performs, counted exactly by "
-                "causality; not wall time: the run itself went to T)")
+        return (
+            f"early exit ({self.rule}): accuracy {self.accuracy:.2%} (T={self.n_steps}: "
+            f"{self.full_accuracy:.2%}), mean exit step {mean(self.exit_step):.1f} of {self.n_steps}, "
+            f"SynOps {mean(self.synops):,.0f} vs {mean(self.full_synops):,.0f} per sample "
+            f"({self.synops_saved:.1%} saved), energy {exit_pj / full_pj:.3f} x the full run\n"
+            f"hindsight (decision final from then on): mean step {mean(self.stable_step):.1f}, "
+            f"SynOps {mean(self.stable_synops):,.0f} ({stable_saved:.1%} saved) at "
+            f"{self.full_accuracy:.2%}\n"
+            "(exit SynOps: what an engine stopping at the exit step performs, counted exactly by "
+            "causality; not wall time: the run itself went to T)"
+        )
 
 
-def early_exit(trajectory: Trajectory, labels, *, patience: int | None = None, margin: float | None = None,
-               min_steps: int = 1) -> EarlyExit:
+def early_exit(
+    trajectory: Trajectory,
+    labels,
+    *,
+    patience: int | None = None,
+    margin: float | None = None,
+    min_steps: int = 1,
+) -> EarlyExit:
     """Decide per sample when to stop, with the rule of :class:`EarlyExit`.
 
     Parameters
@@ -785,8 +883,9 @@ def early_exit(trajectory: Trajectory, labels, *, patience: int | None = None, m
     """
     if patience is None and margin is None:
         raise ValueError("give a rule: patience= (steps) and/or margin= (logit units)")
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
-                                 or patience < 0):
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0
+    ):
         raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
     if margin is not None and not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin!r}")
@@ -798,7 +897,7 @@ def early_exit(trajectory: Trajectory, labels, *, patience: int | None = None, m
         raise ValueError(f"labels must have shape ({batch},), got {labels.shape}")
     decisions = trajectory.decisions()
     ok = np.zeros((n_steps, batch), bool)
-    ok[min_steps - 1:] = True
+    ok[min_steps - 1 :] = True
     if patience is not None:
         ok &= _unchanged_for(decisions) >= patience
     if margin is not None:
@@ -811,14 +910,28 @@ def early_exit(trajectory: Trajectory, labels, *, patience: int | None = None, m
     exit_step = ok.argmax(axis=0) + 1
     decision = decisions[exit_step - 1, np.arange(batch)]
     stable = _stable_step(decisions)
-    rule = ", ".join(part for part in (
-        f"patience {patience}" if patience is not None else "",
-        f"margin {margin:g}" if margin is not None else "",
-        f"min {min_steps} steps" if min_steps > 1 else "") if part)
-    return EarlyExit(rule, n_steps, exit_step, decision, trajectory.synops_at(exit_step),
-                     trajectory.synops_at(n_steps), trajectory.macs.sum(axis=0), stable,
-                     trajectory.synops_at(stable), float(np.mean(decision == labels)),
-                     float(np.mean(decisions[-1] == labels)))
+    rule = ", ".join(
+        part
+        for part in (
+            f"patience {patience}" if patience is not None else "",
+            f"margin {margin:g}" if margin is not None else "",
+            f"min {min_steps} steps" if min_steps > 1 else "",
+        )
+        if part
+    )
+    return EarlyExit(
+        rule,
+        n_steps,
+        exit_step,
+        decision,
+        trajectory.synops_at(exit_step),
+        trajectory.synops_at(n_steps),
+        trajectory.macs.sum(axis=0),
+        stable,
+        trajectory.synops_at(stable),
+        float(np.mean(decision == labels)),
+        float(np.mean(decisions[-1] == labels)),
+    )
 
 
 def _unchanged_for(decisions) -> np.ndarray:
@@ -837,6 +950,7 @@ def _stable_step(decisions) -> np.ndarray:
 
 
 # -- evaluation and accounting ---------------------------------------------------
+
 
 @dataclass
 class Evaluation:
@@ -865,41 +979,67 @@ class Evaluation:
     labels: np.ndarray | None = field(default=None, repr=False)
     readout_ms_per_sample: float = math.nan
 
-    def early_exit(self, *, patience: int | None = None, margin: float | None = None,
-                   min_steps: int = 1) -> EarlyExit:
+    def early_exit(
+        self, *, patience: int | None = None, margin: float | None = None, min_steps: int = 1
+    ) -> EarlyExit:
         """Early exit on the single-pass run (see :func:`early_exit`)."""
         if self.trajectory is None:
             raise ValueError("early exit needs evaluate(..., single_pass=True)")
         return early_exit(self.trajectory, self.labels, patience=patience, margin=margin, min_steps=min_steps)
 
     def table(self) -> str:
-        head = (f"{'T':>4} {'accuracy':>9} {'SynOps':>11} {'SynOps/MAC':>10} {'SNN MACs':>9} "
-                f"{'energy/ANN':>10} {'updates':>8} {'ms/sample':>9}")
-        ann = (f"{'ANN':>4} {self.ann_accuracy:>9.2%} {'-':>11} {'-':>10} {self.ann_macs:>9,} "
-               f"{1:>10.3f} {'-':>8} {'-':>9}")
+        head = (
+            f"{'T':>4} {'accuracy':>9} {'SynOps':>11} {'SynOps/MAC':>10} {'SNN MACs':>9} "
+            f"{'energy/ANN':>10} {'updates':>8} {'ms/sample':>9}"
+        )
+        ann = (
+            f"{'ANN':>4} {self.ann_accuracy:>9.2%} {'-':>11} {'-':>10} {self.ann_macs:>9,} "
+            f"{1:>10.3f} {'-':>8} {'-':>9}"
+        )
         lines = [head, ann]
         for r in self.rows:
-            updates = f"{r['updates'] / r['dense_updates']:>8.1%}" if not math.isnan(r["updates"]) else f"{'-':>8}"
+            updates = (
+                f"{r['updates'] / r['dense_updates']:>8.1%}" if not math.isnan(r["updates"]) else f"{'-':>8}"
+            )
             ms = f"{r['ms_per_sample']:>9.3f}" if not math.isnan(r["ms_per_sample"]) else f"{'-':>9}"
-            lines.append(f"{r['T']:>4} {r['accuracy']:>9.2%} {r['synops']:>11,.0f} "
-                         f"{r['synops'] / self.ann_macs:>10.3f} {r['macs']:>9,.0f} "
-                         f"{r['energy_pj'] / self.ann_energy_pj:>10.3f} {updates} {ms}")
+            lines.append(
+                f"{r['T']:>4} {r['accuracy']:>9.2%} {r['synops']:>11,.0f} "
+                f"{r['synops'] / self.ann_macs:>10.3f} {r['macs']:>9,.0f} "
+                f"{r['energy_pj'] / self.ann_energy_pj:>10.3f} {updates} {ms}"
+            )
         note = ""
         if self.single_pass:
             t_max = max(r["T"] for r in self.rows)
-            note = (f"\nsingle pass: one run to T={t_max} read at every T (exact: the dynamics are causal); "
-                    f"updates and ms/sample are that run's (reading it at every step: "
-                    f"{self.readout_ms_per_sample:.3f} ms/sample more)")
-        return "\n".join(lines) + note + (
-            "\nper sample. SynOps: weights added to a target because a spike arrived (ACs); SNN MACs: the "
-            "analog input multiplied once by the first layer; ANN MACs: Linear/Conv2d multiply-accumulates "
-            f"(BatchNorm folded, pooling excluded); updates: neuron updates done vs a clock-driven run; "
-            f"{self.energy.describe()}")
+            note = (
+                f"\nsingle pass: one run to T={t_max} read at every T (exact: the dynamics are causal); "
+                f"updates and ms/sample are that run's (reading it at every step: "
+                f"{self.readout_ms_per_sample:.3f} ms/sample more)"
+            )
+        return (
+            "\n".join(lines)
+            + note
+            + (
+                "\nper sample. SynOps: weights added to a target because a spike arrived (ACs); "
+                "SNN MACs: the analog input multiplied once by the first layer; "
+                "ANN MACs: Linear/Conv2d multiply-accumulates "
+                f"(BatchNorm folded, pooling excluded); updates: neuron updates done vs a clock-driven run; "
+                f"{self.energy.describe()}"
+            )
+        )
 
 
-def evaluate(converted: ConvertedNetwork, x, y, steps=(4, 8, 16, 32, 64), *, single_pass: bool = True,
-             energy: EnergyModel | None = None, ann_model: nn.Module | None = None, mode: str | None = None,
-             progress: bool = False) -> Evaluation:
+def evaluate(
+    converted: ConvertedNetwork,
+    x,
+    y,
+    steps=(4, 8, 16, 32, 64),
+    *,
+    single_pass: bool = True,
+    energy: EnergyModel | None = None,
+    ann_model: nn.Module | None = None,
+    mode: str | None = None,
+    progress: bool = False,
+) -> Evaluation:
     """Accuracy, exact counts and time per sample of ``converted`` on ``x``
     (``[N, *input_shape]``, labels ``y`` ``[N]``) for each T in ``steps``.
 
@@ -930,16 +1070,27 @@ def evaluate(converted: ConvertedNetwork, x, y, steps=(4, 8, 16, 32, 64), *, sin
     if single_pass:
         rows, trajectory, readout_ms = _single_pass_rows(converted, x, y, steps, energy, mode)
     else:
-        rows = [_run_row(converted, x, y, t, energy, mode)
-                for t in tqdm(steps, desc="evaluating", disable=not progress, leave=False)]
+        rows = [
+            _run_row(converted, x, y, t, energy, mode)
+            for t in tqdm(steps, desc="evaluating", disable=not progress, leave=False)
+        ]
     ann_accuracy = float("nan")
     if ann_model is not None:
         with torch.no_grad():
             xt = torch.as_tensor(np.asarray(x), dtype=next(ann_model.parameters()).dtype)
             ann_accuracy = float(np.mean(ann_model(xt).argmax(1).numpy() == y))
     macs = converted.ann_total_macs
-    return Evaluation(rows, ann_accuracy, macs, energy.energy_pj(0, macs), energy, single_pass, trajectory,
-                      y if single_pass else None, readout_ms)
+    return Evaluation(
+        rows,
+        ann_accuracy,
+        macs,
+        energy.energy_pj(0, macs),
+        energy,
+        single_pass,
+        trajectory,
+        y if single_pass else None,
+        readout_ms,
+    )
 
 
 def _positive_int(name, value) -> int:
@@ -955,10 +1106,16 @@ def _run_row(converted, x, y, n_steps, energy, mode) -> dict:
     elapsed = time.perf_counter() - start
     n = len(y)
     synops, macs = result.total("synops") / n, result.total("macs") / n
-    return {"T": n_steps, "accuracy": float(np.mean(result.membrane.argmax(axis=1) == y)), "synops": synops,
-            "macs": macs, "updates": result.total("updates") / n,
-            "dense_updates": result.total("dense_updates") / n, "energy_pj": energy.energy_pj(synops, macs),
-            "ms_per_sample": 1e3 * elapsed / n}
+    return {
+        "T": n_steps,
+        "accuracy": float(np.mean(result.membrane.argmax(axis=1) == y)),
+        "synops": synops,
+        "macs": macs,
+        "updates": result.total("updates") / n,
+        "dense_updates": result.total("dense_updates") / n,
+        "energy_pj": energy.energy_pj(synops, macs),
+        "ms_per_sample": 1e3 * elapsed / n,
+    }
 
 
 def _single_pass_rows(converted, x, y, steps, energy, mode):
@@ -969,8 +1126,9 @@ def _single_pass_rows(converted, x, y, steps, energy, mode):
     result = converted.run(x, t_max, mode=mode)
     run_ms = 1e3 * (time.perf_counter() - start) / n
     # compile (or load) the reading kernel outside the timing
-    kernels.spike_currents(np.zeros((1, 2), np.int64), np.zeros((1, 1), np.int32), np.zeros((1, 1)),
-                           np.zeros((1, 1, 1)))
+    kernels.spike_currents(
+        np.zeros((1, 2), np.int64), np.zeros((1, 1), np.int32), np.zeros((1, 1)), np.zeros((1, 1, 1))
+    )
     start = time.perf_counter()
     trajectory = readout_trajectory(converted, x, result)
     readout_ms = 1e3 * (time.perf_counter() - start) / n
@@ -980,10 +1138,18 @@ def _single_pass_rows(converted, x, y, steps, energy, mode):
     for t in steps:
         synops = trajectory.synops[:, t].sum() / n
         last = t == t_max
-        rows.append({"T": t, "accuracy": float(np.mean(trajectory.readout[t - 1].argmax(axis=1) == y)),
-                     "synops": synops, "macs": macs, "updates": result.total("updates") / n if last else math.nan,
-                     "dense_updates": float(t * per_step), "energy_pj": energy.energy_pj(synops, macs),
-                     "ms_per_sample": run_ms if last else math.nan})
+        rows.append(
+            {
+                "T": t,
+                "accuracy": float(np.mean(trajectory.readout[t - 1].argmax(axis=1) == y)),
+                "synops": synops,
+                "macs": macs,
+                "updates": result.total("updates") / n if last else math.nan,
+                "dense_updates": float(t * per_step),
+                "energy_pj": energy.energy_pj(synops, macs),
+                "ms_per_sample": run_ms if last else math.nan,
+            }
+        )
     return rows, trajectory, readout_ms
 
 

@@ -57,8 +57,9 @@ class LayerCalibration:
     shift: float
 
 
-def calibrate(converted: ConvertedNetwork, calibration_data, T: int, *, what: str = "potential",
-              readout: bool = False) -> ConvertedNetwork:
+def calibrate(
+    converted: ConvertedNetwork, calibration_data, T: int, *, what: str = "potential", readout: bool = False
+) -> ConvertedNetwork:
     """A copy of ``converted`` whose initial membranes (``what="potential"``)
     or biases (``"bias"``) are corrected layer by layer at ``T`` steps on
     ``calibration_data`` (``[N, *input_shape]``, e.g. the training set);
@@ -90,11 +91,15 @@ def calibrate(converted: ConvertedNetwork, calibration_data, T: int, *, what: st
         else:
             layers[k].v_init = layers[k].v_init + shift
     final = network.run(analog=x, T=int(T))
-    report = [LayerCalibration(network.layer_name(k), before[k],
-                               float(np.abs(_channel_error(layers[k], targets[k],
-                                                           _snn_output(final, k, last, T))).mean()),
-                               shifts[k])
-              for k in sorted(before)]
+    report = [
+        LayerCalibration(
+            network.layer_name(k),
+            before[k],
+            float(np.abs(_channel_error(layers[k], targets[k], _snn_output(final, k, last, T))).mean()),
+            shifts[k],
+        )
+        for k in sorted(before)
+    ]
     return replace(converted, network=network, calibration=report)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 class EnergyModel:
     """Energy per operation, in picojoules."""
 
-    pj_per_ac: float = 0.9   # one accumulate (a SynOp)
+    pj_per_ac: float = 0.9  # one accumulate (a SynOp)
     pj_per_mac: float = 4.6  # one multiply-accumulate
 
     def __post_init__(self):
@@ -29,5 +29,7 @@ class EnergyModel:
         return acs * self.pj_per_ac + macs * self.pj_per_mac
 
     def describe(self) -> str:
-        return (f"energy: {self.pj_per_ac} pJ per AC (SynOp), {self.pj_per_mac} pJ per MAC "
-                "(45 nm, fp32; Horowitz, ISSCC 2014); memory access not counted")
+        return (
+            f"energy: {self.pj_per_ac} pJ per AC (SynOp), {self.pj_per_mac} pJ per MAC "
+            "(45 nm, fp32; Horowitz, ISSCC 2014); memory access not counted"
+        )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import kernels
+import snn_kernels as kernels
 
 from ._validate import real_array
 from .graph_result import GraphResult
@@ -50,9 +50,9 @@ class Population:
     name: str
     n: int
     neuron: Neuron | None
-    bias: np.ndarray | None    # [n] potential added every step
+    bias: np.ndarray | None  # [n] potential added every step
     v_init: np.ndarray | None  # [n] membrane before step 0
-    mode: str = "auto"         # "event", "clock" or "auto" (see Graph.population)
+    mode: str = "auto"  # "event", "clock" or "auto" (see Graph.population)
 
     @property
     def is_input(self) -> bool:
@@ -94,8 +94,10 @@ class Projection:
         d = self.delays
         delay = f"{d[0]}" if len(d) == 1 else f"{min(d)}..{max(d)}"
         w = f"{self.weight:g}" if self.weights_shared else "per synapse"
-        return (f"Projection({self.source.name!r} -> {self.target.name!r}, synapses={self.n_synapses:,}, "
-                f"weight={w}, delay={delay})")
+        return (
+            f"Projection({self.source.name!r} -> {self.target.name!r}, synapses={self.n_synapses:,}, "
+            f"weight={w}, delay={delay})"
+        )
 
     @property
     def weights_shared(self) -> bool:
@@ -141,8 +143,16 @@ class Graph:
 
     # -- building -----------------------------------------------------------
 
-    def population(self, n: int, neuron: Neuron | None = None, *, bias=0.0, v_init=0.0,
-                   name: str | None = None, mode: str = "auto") -> Population:
+    def population(
+        self,
+        n: int,
+        neuron: Neuron | None = None,
+        *,
+        bias=0.0,
+        v_init=0.0,
+        name: str | None = None,
+        mode: str = "auto",
+    ) -> Population:
         """Add ``n`` neurons of ``neuron`` (default ``LIF(beta=0.9)``);
         ``bias`` and ``v_init`` scalars or ``[n]``. Returns its handle.
 
@@ -161,16 +171,25 @@ class Graph:
         if not isinstance(neuron, Neuron):
             raise TypeError(f"neuron must be a snn.Neuron (IF, LIF, CubaLIF), got {type(neuron).__name__}")
         n = self._size(n)
-        pop = Population(self._name(name), n, neuron, _per_neuron("bias", bias, n),
-                         _per_neuron("v_init", v_init, n), mode)
+        pop = Population(
+            self._name(name), n, neuron, _per_neuron("bias", bias, n), _per_neuron("v_init", v_init, n), mode
+        )
         return self._add(pop)
 
     def input(self, n: int, name: str | None = None) -> Population:
         """Add ``n`` input neurons whose spikes are given to :meth:`run`."""
         return self._add(Population(self._name(name), self._size(n), None, None, None))
 
-    def connect(self, source: Population, target: Population, weight, *, connectivity=None,
-                delay=1, name: str | None = None) -> Projection:
+    def connect(
+        self,
+        source: Population,
+        target: Population,
+        weight,
+        *,
+        connectivity=None,
+        delay=1,
+        name: str | None = None,
+    ) -> Projection:
         """Add synapses from ``source`` to ``target``.
 
         connectivity : ``(rowptr, cols)`` CSR by presynaptic neuron (e.g.
@@ -191,8 +210,10 @@ class Graph:
         if connectivity is None:
             w = real_array("weight", weight, np.float32, ndim=2)
             if w.shape != (target.n, source.n):
-                raise ValueError(f"a dense weight matrix must be [n_target, n_source] = "
-                                 f"[{target.n}, {source.n}], got {w.shape}")
+                raise ValueError(
+                    f"a dense weight matrix must be [n_target, n_source] = "
+                    f"[{target.n}, {source.n}], got {w.shape}"
+                )
             post, pre = np.nonzero(w)
             order = np.lexsort((post, pre))
             pre, post = pre[order], post[order]
@@ -207,7 +228,9 @@ class Graph:
         elif w.shape == (n_syn,):
             shared, weights = None, w
         else:
-            raise ValueError(f"weight must be a scalar or have one value per synapse ({n_syn}), got {w.shape}")
+            raise ValueError(
+                f"weight must be a scalar or have one value per synapse ({n_syn}), got {w.shape}"
+            )
         groups = _split_by_delay(rowptr, cols, weights, _checked_delay(delay, n_syn, source is target))
         proj = Projection(source, target, groups, shared, name)
         self.projections.append(proj)
@@ -271,12 +294,18 @@ class Graph:
         return sum(p.n_synapses for p in self.projections)
 
     def __repr__(self):
-        lines = [(f"Graph(dt={self.dt:g} s, dtype={np.dtype(self.dtype).name}, neurons={self.n_neurons:,}, "
-                  f"synapses={self.n_synapses:,})")]
+        lines = [
+            (
+                f"Graph(dt={self.dt:g} s, dtype={np.dtype(self.dtype).name}, neurons={self.n_neurons:,}, "
+                f"synapses={self.n_synapses:,})"
+            )
+        ]
         lines += [f"  {p!r}" for p in self.populations]
         lines += [f"  {p!r}" for p in self.projections]
-        lines += [f"  Poisson({s.n_trains} x {s.rate:g} Hz, weight={s.weight:g}) -> {s.target.name!r}"
-                  for s in self.sources]
+        lines += [
+            f"  Poisson({s.n_trains} x {s.rate:g} Hz, weight={s.weight:g}) -> {s.target.name!r}"
+            for s in self.sources
+        ]
         return "\n".join(lines)
 
     # -- ordering and the compiled plan ------------------------------------
@@ -291,8 +320,10 @@ class Graph:
             ready = [p for p in rest if not any(t is p and s in rest for s, t, _ in instant)]
             if not ready:
                 cycle = [name for s, t, name in instant if s in rest and t in rest]
-                raise ValueError(f"zero-delay projections form a cycle ({', '.join(cycle)}): a recurrent "
-                                 "projection needs delay >= 1")
+                raise ValueError(
+                    f"zero-delay projections form a cycle ({', '.join(cycle)}): a recurrent "
+                    "projection needs delay >= 1"
+                )
             order += ready
             rest = [p for p in rest if p not in ready]
         return order
@@ -309,13 +340,28 @@ class Graph:
         and parallel; returns the seconds it took."""
         start = time.perf_counter()
         for batch in (1, 2):
-            self.run(T=2, batch_size=batch, progress=False,
-                     inputs={p: np.zeros((2, batch, p.n), np.uint8) for p in self.populations if p.is_input})
+            self.run(
+                T=2,
+                batch_size=batch,
+                progress=False,
+                inputs={p: np.zeros((2, batch, p.n), np.uint8) for p in self.populations if p.is_input},
+            )
         return time.perf_counter() - start
 
-    def run(self, T: int, *, inputs=None, batch_size: int | None = None, seed: int = 0,
-            record_v=None, record_i=None, backend: str = "event", mode: str | None = None, progress="auto",
-            n_threads: int | None = None) -> GraphResult:
+    def run(
+        self,
+        T: int,
+        *,
+        inputs=None,
+        batch_size: int | None = None,
+        seed: int = 0,
+        record_v=None,
+        record_i=None,
+        backend: str = "event",
+        mode: str | None = None,
+        progress="auto",
+        n_threads: int | None = None,
+    ) -> GraphResult:
         """Simulate ``T`` steps.
 
         inputs : ``{population or name: spikes}``, one entry per input
@@ -349,6 +395,7 @@ class Graph:
             return run_graph_reference(self, int(T), trains, batch, int(seed), record)
         if n_threads is not None:
             import numba
+
             numba.set_num_threads(n_threads)
         return self._compiled().run(int(T), trains, batch, int(seed), record, progress, mode)
 
@@ -361,8 +408,10 @@ class Graph:
                 raise ValueError(f"inputs keys must be input populations of this graph, got {key!r}")
             trains = spikes if isinstance(spikes, SpikeTrains) else SpikeTrains.from_raster(spikes)
             if trains.n != pop.n or trains.n_steps != n_steps:
-                raise ValueError(f"input {pop.name!r} must be spikes [T={n_steps}, batch, {pop.n}], got "
-                                 f"{trains.n_steps} steps of {trains.n} neurons")
+                raise ValueError(
+                    f"input {pop.name!r} must be spikes [T={n_steps}, batch, {pop.n}], got "
+                    f"{trains.n_steps} steps of {trains.n} neurons"
+                )
             given[pop.name] = trains
         missing = [p.name for p in self.populations if p.is_input and p.name not in given]
         if missing:
@@ -385,9 +434,15 @@ class Graph:
             if not isinstance(pop, Population) or pop not in self.populations or pop.is_input:
                 raise ValueError(f"{label} keys must be neuron populations of this graph, got {key!r}")
             if var == "i" and not pop.neuron.has_current:
-                raise ValueError(f"record_i: population {pop.name!r} ({pop.neuron!r}) has no synaptic current")
+                raise ValueError(
+                    f"record_i: population {pop.name!r} ({pop.neuron!r}) has no synaptic current"
+                )
             idx = np.atleast_1d(np.asarray(idx))
-            if idx.dtype.kind not in "iu" or idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= pop.n)):
+            if (
+                idx.dtype.kind not in "iu"
+                or idx.ndim != 1
+                or (len(idx) and (idx.min() < 0 or idx.max() >= pop.n))
+            ):
                 raise ValueError(f"{label}[{pop.name!r}] must be indices in [0, {pop.n}), got {idx!r}")
             record.append((pop, idx.astype(np.int64), var))
         return record
@@ -416,23 +471,32 @@ class _Plan:
         self.has_ref = np.array([n.refractory > 0 for n in neurons], np.bool_)
         self.width = 4 if (self.has_cur.any() or self.has_ref.any()) else 2
         self.neurons = neurons
-        biases = [np.zeros(1) if p.is_input else (p.bias[:1] if np.all(p.bias == p.bias[0]) else p.bias)
-                  for p in order]  # one value when shared: no per-neuron reads
+        biases = [
+            np.zeros(1) if p.is_input else (p.bias[:1] if np.all(p.bias == p.bias[0]) else p.bias)
+            for p in order
+        ]  # one value when shared: no per-neuron reads
         self.bias = np.concatenate(biases).astype(dtype)
         self.bias_off = np.concatenate(([0], np.cumsum([len(b) for b in biases]))).astype(np.int64)
         self.v_init = np.concatenate([np.zeros(p.n) if p.is_input else p.v_init for p in order]).astype(dtype)
         self._flatten_projections(graph, order)
         bg = sorted(graph.sources, key=lambda s: self.pop_index[s.target.name])
-        self.bg_ptr = np.searchsorted([self.pop_index[s.target.name] for s in bg],
-                                      np.arange(len(order) + 1)).astype(np.int64)
+        self.bg_ptr = np.searchsorted(
+            [self.pop_index[s.target.name] for s in bg], np.arange(len(order) + 1)
+        ).astype(np.int64)
         self.bg_lam = np.array([s.events_per_step(graph.dt) for s in bg], np.float64)
         self.bg_w = np.array([s.weight for s in bg], dtype)
 
     def _flatten_projections(self, graph, order):
         """One kernel projection per (projection, delay group), sorted by
         target; weights are stored only for groups without a shared weight."""
-        rows = sorted(((self.pop_index[p.target.name], self.pop_index[p.source.name], g, p)
-                       for p in graph.projections for g in range(len(p.groups))), key=lambda r: r[0])
+        rows = sorted(
+            (
+                (self.pop_index[p.target.name], self.pop_index[p.source.name], g, p)
+                for p in graph.projections
+                for g in range(len(p.groups))
+            ),
+            key=lambda r: r[0],
+        )
         groups = [p.groups[g] for _, _, g, p in rows]
         self.in_ptr = np.searchsorted([r[0] for r in rows], np.arange(len(order) + 1)).astype(np.int64)
         self.in_proj = np.arange(len(rows), dtype=np.int64)
@@ -440,10 +504,15 @@ class _Plan:
         self.proj_delay = np.array([d for d, *_ in groups], np.int64)
         n_syn = [len(cols) for _, _, cols, _ in groups]
         syn_off = np.concatenate(([0], np.cumsum(n_syn))).astype(np.int64)
-        self.proj_rp = np.concatenate(([0], np.cumsum([len(r) for _, r, _, _ in groups])))[:-1].astype(np.int64)
-        self.rowptr = np.concatenate([r + syn_off[k] for k, (_, r, _, _) in enumerate(groups)]
-                                     or [np.zeros(1, np.int64)])
-        w_off = np.concatenate(([0], np.cumsum([len(w) if w is not None else 0 for *_, w in groups]))).astype(np.int64)
+        self.proj_rp = np.concatenate(([0], np.cumsum([len(r) for _, r, _, _ in groups])))[:-1].astype(
+            np.int64
+        )
+        self.rowptr = np.concatenate(
+            [r + syn_off[k] for k, (_, r, _, _) in enumerate(groups)] or [np.zeros(1, np.int64)]
+        )
+        w_off = np.concatenate(([0], np.cumsum([len(w) if w is not None else 0 for *_, w in groups]))).astype(
+            np.int64
+        )
         self.proj_woff = (w_off[:-1] - syn_off[:-1]).astype(np.int64)
         self.proj_shared = np.array([p.weight is not None for *_, p in rows], np.bool_)
         self.proj_w = np.array([p.weight if p.weight is not None else 0.0 for *_, p in rows], self.dtype)
@@ -455,13 +524,13 @@ class _Plan:
         self.weights = np.empty(w_off[-1], np.float32)
         for k, (_, _, g, p) in enumerate(rows):
             d, rowptr, cols, w = p.groups[g]
-            self.cols[syn_off[k]:syn_off[k + 1]] = cols
+            self.cols[syn_off[k] : syn_off[k + 1]] = cols
             view_w = None
             if w is not None:
-                view_w = self.weights[w_off[k]:w_off[k + 1]]
+                view_w = self.weights[w_off[k] : w_off[k + 1]]
                 view_w[:] = w
             new = list(p.groups)
-            new[g] = (d, rowptr, self.cols[syn_off[k]:syn_off[k + 1]], view_w)
+            new[g] = (d, rowptr, self.cols[syn_off[k] : syn_off[k + 1]], view_w)
             del cols, w
             object.__setattr__(p, "groups", tuple(new))
 
@@ -474,8 +543,11 @@ class _Plan:
             if pop.is_input:
                 mode = "input"
             elif mode == "auto":
-                mode = "clock" if self.bg_lam[self.bg_ptr[k]:self.bg_ptr[k + 1]].sum() >= CLOCK_BACKGROUND \
+                mode = (
+                    "clock"
+                    if self.bg_lam[self.bg_ptr[k] : self.bg_ptr[k + 1]].sum() >= CLOCK_BACKGROUND
                     else "event"
+                )
             out.append(mode)
         return out
 
@@ -487,12 +559,15 @@ class _Plan:
         n_total = int(self.pop_start[-1])
         n_pops = len(self.order)
         in_tptr, in_idx = self._input_arrays(given, batch, n_steps)
-        rec_ids = np.concatenate([self.pop_start[self.pop_index[p.name]] + idx for p, idx, _ in record]
-                                 or [np.zeros(0, np.int64)]).astype(np.int64)
-        rec_pop = np.concatenate([np.full(len(idx), self.pop_index[p.name]) for p, idx, _ in record]
-                                 or [np.zeros(0, np.int64)]).astype(np.int64)
-        rec_var = np.concatenate([np.full(len(idx), int(var == "i")) for _, idx, var in record]
-                                 or [np.zeros(0, np.int64)]).astype(np.int64)
+        rec_ids = np.concatenate(
+            [self.pop_start[self.pop_index[p.name]] + idx for p, idx, _ in record] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        rec_pop = np.concatenate(
+            [np.full(len(idx), self.pop_index[p.name]) for p, idx, _ in record] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        rec_var = np.concatenate(
+            [np.full(len(idx), int(var == "i")) for _, idx, var in record] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
         state = np.empty((batch, n_total, self.width), dtype)
         acc = np.zeros((batch, n_total), dtype)
         mark = np.zeros((batch, n_total), np.uint8)
@@ -508,8 +583,22 @@ class _Plan:
         counts = np.zeros((batch, n_pops, 4), np.int64)
         progress_at = np.zeros((batch, 2), np.int64)
         for s in range(batch):
-            kernels.graph_init(self.pop_start, self.n_inputs, self.thr, self.has_cur, self.has_ref, tables,
-                               self.bias, self.bias_off, self.v_init, state[s], head[s], nxt[s], prv[s], due[s])
+            kernels.graph_init(
+                self.pop_start,
+                self.n_inputs,
+                self.thr,
+                self.has_cur,
+                self.has_ref,
+                tables,
+                self.bias,
+                self.bias_off,
+                self.v_init,
+                state[s],
+                head[s],
+                nxt[s],
+                prv[s],
+                due[s],
+            )
         bar = _progress_bar(progress, n_steps, n_total * n_steps * batch)
         chunk = n_steps if bar is None else max(1, n_steps // 100)
         start = time.perf_counter()
@@ -517,24 +606,66 @@ class _Plan:
         while t_end < n_steps:
             t_end = min(n_steps, t_end + chunk)
             while progress_at[:, 1].min() < t_end:
-                kernels.graph_run(t_end, self.pop_start, self.n_inputs, self.thr, self.reset_mode, self.v_reset,
-                                  self.refractory, self.has_cur, self.has_ref, pop_clock, tables, self.bias,
-                                  self.bias_off,
-                                  self.in_ptr, self.in_proj, self.proj_src, self.proj_delay, self.proj_rp,
-                                  self.proj_w, self.proj_shared, self.rowptr, self.cols, self.weights, self.proj_woff,
-                                  self.bg_ptr, self.bg_lam, self.bg_w, rec_ids, rec_pop, rec_var, in_tptr, in_idx,
-                                  state, acc, mark, touched, head, nxt, prv, due, rng, hist_ptr, hist_idx,
-                                  rec_v, counts, progress_at)
+                kernels.graph_run(
+                    t_end,
+                    self.pop_start,
+                    self.n_inputs,
+                    self.thr,
+                    self.reset_mode,
+                    self.v_reset,
+                    self.refractory,
+                    self.has_cur,
+                    self.has_ref,
+                    pop_clock,
+                    tables,
+                    self.bias,
+                    self.bias_off,
+                    self.in_ptr,
+                    self.in_proj,
+                    self.proj_src,
+                    self.proj_delay,
+                    self.proj_rp,
+                    self.proj_w,
+                    self.proj_shared,
+                    self.rowptr,
+                    self.cols,
+                    self.weights,
+                    self.proj_woff,
+                    self.bg_ptr,
+                    self.bg_lam,
+                    self.bg_w,
+                    rec_ids,
+                    rec_pop,
+                    rec_var,
+                    in_tptr,
+                    in_idx,
+                    state,
+                    acc,
+                    mark,
+                    touched,
+                    head,
+                    nxt,
+                    prv,
+                    due,
+                    rng,
+                    hist_ptr,
+                    hist_idx,
+                    rec_v,
+                    counts,
+                    progress_at,
+                )
                 if progress_at[:, 1].min() < t_end:  # the spike history is full: grow it
                     grown = np.empty((batch, 2 * hist_idx.shape[1]), np.int32)
-                    grown[:, :hist_idx.shape[1]] = hist_idx
+                    grown[:, : hist_idx.shape[1]] = hist_idx
                     hist_idx = grown
             if bar is not None:
                 bar.update(t_end - bar.n)
         seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
-        return GraphResult.from_history(self, n_steps, hist_ptr, hist_idx, counts, rec_v, record, seconds, modes)
+        return GraphResult.from_history(
+            self, n_steps, hist_ptr, hist_idx, counts, rec_v, record, seconds, modes
+        )
 
     def _input_arrays(self, given, batch, n_steps):
         """Per-sample input spikes with global ids, sorted within each step."""
@@ -547,7 +678,9 @@ class _Plan:
             parts.append(ev)
         ev = np.concatenate(parts)
         ev = ev[np.lexsort((ev[:, 2], ev[:, 0], ev[:, 1]))]
-        merged = SpikeTrains._from_sorted(ev[:, 1], ev[:, 0], ev[:, 2], n_steps, batch, int(self.pop_start[-1]))
+        merged = SpikeTrains._from_sorted(
+            ev[:, 1], ev[:, 0], ev[:, 2], n_steps, batch, int(self.pop_start[-1])
+        )
         idx = merged.idx if merged.idx.shape[1] else np.zeros((batch, 1), np.int32)
         return merged.tptr, idx
 
@@ -592,8 +725,9 @@ def _checked_csr(connectivity, n_source, n_target):
     if cols.ndim != 1 or rowptr[-1] != len(cols):
         raise ValueError(f"cols must be 1-D with rowptr[-1] = {rowptr[-1]} entries, got shape {cols.shape}")
     if len(cols) and (cols.min() < 0 or cols.max() >= n_target):
-        raise ValueError(f"cols must index targets in [0, {n_target}), got values in "
-                         f"[{cols.min()}, {cols.max()}]")
+        raise ValueError(
+            f"cols must index targets in [0, {n_target}), got values in [{cols.min()}, {cols.max()}]"
+        )
     return rowptr.astype(np.int64, copy=False), cols.astype(np.int32, copy=False)
 
 
@@ -608,8 +742,10 @@ def _checked_delay(delay, n_syn, onto_itself):
     if d.size and d.min() < 0:
         raise ValueError(f"delay must be >= 0 steps, got {int(d.min())}")
     if onto_itself and d.size and d.min() < 1:
-        raise ValueError("delay < 1 on a recurrent projection (a population onto itself): "
-                         "a spike cannot arrive in the step that emitted it")
+        raise ValueError(
+            "delay < 1 on a recurrent projection (a population onto itself): "
+            "a spike cannot arrive in the step that emitted it"
+        )
     return d.astype(np.int64)
 
 

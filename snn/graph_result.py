@@ -24,7 +24,7 @@ class GraphResult(RunResult):
     def __init__(self, names, trains, counts, recorded, dt, seconds, backend, recorded_i=None):
         super().__init__(trains, counts, None, backend)
         self.names = list(names)
-        self.recorded = recorded        # name -> (indices, membrane [T, B, R])
+        self.recorded = recorded  # name -> (indices, membrane [T, B, R])
         self.recorded_i = recorded_i or {}  # name -> (indices, synaptic current [T, B, R])
         self.dt = dt
         self.seconds = seconds
@@ -43,23 +43,39 @@ class GraphResult(RunResult):
             for b in range(batch):
                 starts = hist_ptr[b, :, k]
                 sel = np.repeat(starts - tptr[b, :-1], per_step[b, :, k]) + np.arange(tptr[b, -1])
-                idx[b, :tptr[b, -1]] = hist_idx[b, sel] - plan.pop_start[k]
+                idx[b, : tptr[b, -1]] = hist_idx[b, sel] - plan.pop_start[k]
             trains[pop.name] = SpikeTrains(tptr, idx, pop.n)
         arriving = _arriving(graph, trains, n_steps, batch)
         for k, pop in enumerate(plan.order):
             c = counts[:, k]
             layer_counts[pop.name] = LayerCounts(
-                pop.name, modes[k], c[:, 0].copy(), np.zeros(batch, np.int64),
-                c[:, 1].copy(), np.full(batch, 0 if pop.is_input else n_steps * pop.n, np.int64),
-                c[:, 2].copy(), arriving[pop.name] + c[:, 3])
+                pop.name,
+                modes[k],
+                c[:, 0].copy(),
+                np.zeros(batch, np.int64),
+                c[:, 1].copy(),
+                np.full(batch, 0 if pop.is_input else n_steps * pop.n, np.int64),
+                c[:, 2].copy(),
+                arriving[pop.name] + c[:, 3],
+            )
         recorded, recorded_i, col = {}, {}, 0
         for pop, idx, var in record:
             (recorded if var == "v" else recorded_i)[pop.name] = (
-                idx, rec_v[:, :, col:col + len(idx)].transpose(1, 0, 2).copy())
+                idx,
+                rec_v[:, :, col : col + len(idx)].transpose(1, 0, 2).copy(),
+            )
             col += len(idx)
         names = [p.name for p in graph.populations]
-        return cls(names, [trains[n] for n in names], [layer_counts[n] for n in names], recorded,
-                   graph.dt, seconds, "event", recorded_i)
+        return cls(
+            names,
+            [trains[n] for n in names],
+            [layer_counts[n] for n in names],
+            recorded,
+            graph.dt,
+            seconds,
+            "event",
+            recorded_i,
+        )
 
     def _k(self, key) -> int:
         if isinstance(key, str):
@@ -94,7 +110,7 @@ class GraphResult(RunResult):
     def _neuron_names(self, population):
         if population is not None:
             return [self.names[self._k(population)]]
-        return [n for n, c in zip(self.names, self.counts) if c.mode != "input"]
+        return [n for n, c in zip(self.names, self.counts, strict=True) if c.mode != "input"]
 
     def rate_hz(self, population=None) -> float:
         """Mean firing rate in Hz over the neurons (of all neuron populations
@@ -114,7 +130,7 @@ class GraphResult(RunResult):
             train = self.trains[self.names.index(name)]
             for b in range(self.batch_size):
                 steps = np.repeat(np.arange(self.n_steps), np.diff(train.tptr[b]))
-                neuron = train.idx[b, :train.tptr[b, -1]]
+                neuron = train.idx[b, : train.tptr[b, -1]]
                 order = np.lexsort((steps, neuron))
                 neuron, steps = neuron[order], steps[order]
                 isi = np.diff(steps).astype(np.float64)
@@ -124,7 +140,7 @@ class GraphResult(RunResult):
                 m = np.bincount(neuron[1:][same], minlength=train.n)
                 ok = m >= max(min_spikes - 1, 1)
                 mean = sums[ok] / m[ok]
-                var = sq[ok] / m[ok] - mean ** 2
+                var = sq[ok] / m[ok] - mean**2
                 cvs.append(np.sqrt(np.maximum(var, 0)) / mean)
         cvs = np.concatenate(cvs) if cvs else np.zeros(0)
         return float(cvs.mean()) if len(cvs) else float("nan")
@@ -138,15 +154,17 @@ class GraphResult(RunResult):
         n = 0
         for name in names:
             train = self.trains[self.names.index(name)]
-            per_step = np.diff(train.tptr, axis=1)[:, :n_bins * bin_steps]
+            per_step = np.diff(train.tptr, axis=1)[:, : n_bins * bin_steps]
             out += per_step.reshape(self.batch_size, n_bins, bin_steps).sum(axis=2).T
             n += train.n
         return out / (n * bin_steps * self.dt)
 
     def __repr__(self):
-        return (f"GraphResult(backend={self.backend!r}, T={self.n_steps}, batch={self.batch_size}, "
-                f"populations={self.names}, spikes={self.total('spikes'):,}, synops={self.total('synops'):,}, "
-                f"rate={self.rate_hz():.3g} Hz)")
+        return (
+            f"GraphResult(backend={self.backend!r}, T={self.n_steps}, batch={self.batch_size}, "
+            f"populations={self.names}, spikes={self.total('spikes'):,}, synops={self.total('synops'):,}, "
+            f"rate={self.rate_hz():.3g} Hz)"
+        )
 
 
 def _arriving(graph, trains, n_steps, batch):

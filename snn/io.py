@@ -105,6 +105,7 @@ class FileFormatError(ValueError):
 
 # -- the registry of saveable types ------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class _Codec:
     cls: type
@@ -155,7 +156,8 @@ def _codec_of(obj) -> _Codec:
     if codec is None or codec.cls is not type(obj):
         raise TypeError(
             f"cannot save a {_qualified(type(obj))}: its type is not registered; register it with "
-            "snn.io.register(cls, to_record, from_record) (see the snn.io docstring)")
+            "snn.io.register(cls, to_record, from_record) (see the snn.io docstring)"
+        )
     return codec
 
 
@@ -189,8 +191,9 @@ class Reader:
     arrays (type-checked) and its parts. Every problem is raised as a
     :class:`FileFormatError` naming the file and the record's location."""
 
-    def __init__(self, path: str, arrays: dict[str, np.ndarray], record, location: str,
-                 used: set | None = None):
+    def __init__(
+        self, path: str, arrays: dict[str, np.ndarray], record, location: str, used: set | None = None
+    ):
         self._path = path
         self._arrays = arrays
         self.record = record
@@ -217,8 +220,10 @@ class Reader:
         arr = self._arrays[key]
         self._used.add(key)
         if arr.dtype != np.dtype(dtype) or arr.ndim != ndim:
-            raise self.error(f"array {key!r} is {arr.dtype} of shape {arr.shape}, expected "
-                             f"{np.dtype(dtype)} with {ndim} dimension(s)")
+            raise self.error(
+                f"array {key!r} is {arr.dtype} of shape {arr.shape}, expected "
+                f"{np.dtype(dtype)} with {ndim} dimension(s)"
+            )
         return arr
 
     def part(self, key: str, record):
@@ -256,8 +261,10 @@ def _decode(src: Reader):
     name = src.record.get("type")
     codec = _REGISTRY.get(name) if isinstance(name, str) else None
     if codec is None:
-        raise src.error(f"unknown type {name!r} (known: {', '.join(sorted(_REGISTRY))}); a type of a "
-                        "plug-in must be registered with snn.io.register before loading")
+        raise src.error(
+            f"unknown type {name!r} (known: {', '.join(sorted(_REGISTRY))}); a type of a "
+            "plug-in must be registered with snn.io.register before loading"
+        )
     try:
         return codec.from_record(src)
     except FileFormatError:
@@ -267,6 +274,7 @@ def _decode(src: Reader):
 
 
 # -- save and load -------------------------------------------------------------
+
 
 def save(network: Network | Graph, path) -> None:
     """Write ``network`` (an :class:`snn.Network` or an :class:`snn.Graph`)
@@ -282,10 +290,15 @@ def save(network: Network | Graph, path) -> None:
     """
     if not _codec_of(network).network:
         raise TypeError(
-            f"snn.save takes a network (snn.Network or snn.Graph), got a {type(network).__name__}")
+            f"snn.save takes a network (snn.Network or snn.Graph), got a {type(network).__name__}"
+        )
     arrays: dict[str, np.ndarray] = {}
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "snn_version": _snn_version(),
-                "network": _encode(network, Writer(arrays, ""))}
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "snn_version": _snn_version(),
+        "network": _encode(network, Writer(arrays, "")),
+    }
     text = json.dumps(manifest, allow_nan=False)
     with open(path, "wb") as file:  # a file object: np.savez would append ".npz" to a path
         np.savez(file, manifest=np.array(text), **arrays)
@@ -321,6 +334,7 @@ def load(path) -> Network | Graph:
 
 def _snn_version() -> str:
     from . import __version__  # at call time: the package sets it after importing this module
+
     return __version__
 
 
@@ -357,7 +371,8 @@ def _read_manifest(path: str, arrays: dict[str, np.ndarray]) -> dict:
     if version > FORMAT_VERSION:
         raise FileFormatError(
             f"{path}: written by snn {manifest.get('snn_version')} in format version {version}, newer than "
-            f"this snn ({_snn_version()}) reads (up to {FORMAT_VERSION}); upgrade snn to load it")
+            f"this snn ({_snn_version()}) reads (up to {FORMAT_VERSION}); upgrade snn to load it"
+        )
     if "network" not in manifest:
         raise FileFormatError(f"{path}: the manifest has no 'network' record")
     return manifest
@@ -365,9 +380,12 @@ def _read_manifest(path: str, arrays: dict[str, np.ndarray]) -> dict:
 
 # -- the built-in types ---------------------------------------------------------
 
+
 def _network_to_record(network: Network, out: Writer) -> dict:
-    return {"dtype": np.dtype(network.dtype).name,
-            "layers": [out.part(f"layer{k}", layer) for k, layer in enumerate(network.layers)]}
+    return {
+        "dtype": np.dtype(network.dtype).name,
+        "layers": [out.part(f"layer{k}", layer) for k, layer in enumerate(network.layers)],
+    }
 
 
 def _network_from_record(src: Reader) -> Network:
@@ -404,8 +422,13 @@ def _common_to_record(layer, out: Writer, bias: np.ndarray) -> dict:
 
 def _common_from_record(src: Reader) -> dict:
     """Keyword arguments of every layer constructor with neurons."""
-    return {"neuron": src.part("neuron", src["neuron"]), "bias": src.array("bias", np.float64, 1),
-            "v_init": src.array("v_init", np.float64, 1), "mode": src["mode"], "name": src["name"]}
+    return {
+        "neuron": src.part("neuron", src["neuron"]),
+        "bias": src.array("bias", np.float64, 1),
+        "v_init": src.array("v_init", np.float64, 1),
+        "mode": src["mode"],
+        "name": src["name"],
+    }
 
 
 def _bias_per_neuron(layer) -> np.ndarray:
@@ -414,24 +437,39 @@ def _bias_per_neuron(layer) -> np.ndarray:
 
 def _linear_to_record(layer: Linear, out: Writer) -> dict:
     out.array("weight", layer.weight)
-    return {"n_in": layer.n_in, "n_out": layer.n_out, **_common_to_record(layer, out, _bias_per_neuron(layer))}
+    return {
+        "n_in": layer.n_in,
+        "n_out": layer.n_out,
+        **_common_to_record(layer, out, _bias_per_neuron(layer)),
+    }
 
 
 def _linear_from_record(src: Reader) -> Linear:
-    return Linear(src["n_in"], src["n_out"], weight=src.array("weight", np.float32, 2), **_common_from_record(src))
+    return Linear(
+        src["n_in"], src["n_out"], weight=src.array("weight", np.float32, 2), **_common_from_record(src)
+    )
 
 
 def _sparse_to_record(layer: SparseLinear, out: Writer) -> dict:
     out.array("rowptr", layer.rowptr)
     out.array("cols", layer.cols)
     out.array("weights", layer.weights)
-    return {"n_in": layer.n_in, "n_out": layer.n_out, **_common_to_record(layer, out, _bias_per_neuron(layer))}
+    return {
+        "n_in": layer.n_in,
+        "n_out": layer.n_out,
+        **_common_to_record(layer, out, _bias_per_neuron(layer)),
+    }
 
 
 def _sparse_from_record(src: Reader) -> SparseLinear:
-    return SparseLinear(src["n_in"], src["n_out"], rowptr=src.array("rowptr", np.int64, 1),
-                        cols=src.array("cols", np.int32, 1), weights=src.array("weights", np.float32, 1),
-                        **_common_from_record(src))
+    return SparseLinear(
+        src["n_in"],
+        src["n_out"],
+        rowptr=src.array("rowptr", np.int64, 1),
+        cols=src.array("cols", np.int32, 1),
+        weights=src.array("weights", np.float32, 1),
+        **_common_from_record(src),
+    )
 
 
 def _channel_bias(layer: Conv2d) -> np.ndarray:
@@ -440,15 +478,22 @@ def _channel_bias(layer: Conv2d) -> np.ndarray:
     bias = _bias_per_neuron(layer)
     per_channel = bias.reshape(layer.out_shape[0], -1)[:, 0]
     if np.repeat(per_channel, bias.size // per_channel.size).tobytes() != bias.tobytes():
-        raise ValueError(f"cannot save {layer!r} exactly: its bias varies within an output channel, "
-                         "and a convolution is built from one bias per channel")
+        raise ValueError(
+            f"cannot save {layer!r} exactly: its bias varies within an output channel, "
+            "and a convolution is built from one bias per channel"
+        )
     return per_channel
 
 
 def _window(layer: Conv2d) -> dict:
     kh, kw, sy, sx, py, px, dy, dx = (int(g) for g in layer.geom[6:14])
-    return {"in_shape": list(layer.in_shape), "kernel_size": [kh, kw], "stride": [sy, sx],
-            "padding": [py, px], "dilation": [dy, dx]}
+    return {
+        "in_shape": list(layer.in_shape),
+        "kernel_size": [kh, kw],
+        "stride": [sy, sx],
+        "padding": [py, px],
+        "dilation": [dy, dx],
+    }
 
 
 def _window_from_record(src: Reader) -> dict:
@@ -457,14 +502,24 @@ def _window_from_record(src: Reader) -> dict:
 
 def _conv_to_record(layer: Conv2d, out: Writer) -> dict:
     out.array("weight", layer.weight)
-    return {**_window(layer), "out_channels": layer.out_shape[0], "groups": int(layer.geom[14]),
-            **_common_to_record(layer, out, _channel_bias(layer))}
+    return {
+        **_window(layer),
+        "out_channels": layer.out_shape[0],
+        "groups": int(layer.geom[14]),
+        **_common_to_record(layer, out, _channel_bias(layer)),
+    }
 
 
 def _conv_from_record(src: Reader) -> Conv2d:
-    return Conv2d(src["in_shape"], src["out_channels"], src["kernel_size"], groups=src["groups"],
-                  weight=src.array("weight", np.float32, 4), **_window_from_record(src),
-                  **_common_from_record(src))
+    return Conv2d(
+        src["in_shape"],
+        src["out_channels"],
+        src["kernel_size"],
+        groups=src["groups"],
+        weight=src.array("weight", np.float32, 4),
+        **_window_from_record(src),
+        **_common_from_record(src),
+    )
 
 
 def _avgpool_to_record(layer: AvgPool2d, out: Writer) -> dict:
@@ -473,7 +528,9 @@ def _avgpool_to_record(layer: AvgPool2d, out: Writer) -> dict:
 
 
 def _avgpool_from_record(src: Reader) -> AvgPool2d:
-    return AvgPool2d(src["in_shape"], src["kernel_size"], **_window_from_record(src), **_common_from_record(src))
+    return AvgPool2d(
+        src["in_shape"], src["kernel_size"], **_window_from_record(src), **_common_from_record(src)
+    )
 
 
 def _maxpool_to_record(layer: MaxPool2d, out: Writer) -> dict:
@@ -485,6 +542,7 @@ def _maxpool_from_record(src: Reader) -> MaxPool2d:
 
 
 # -- graphs ---------------------------------------------------------------------
+
 
 def _graph_to_record(graph: Graph, out: Writer) -> dict:
     """The graph's populations, projections (delay groups as they are) and
@@ -509,12 +567,26 @@ def _graph_to_record(graph: Graph, out: Writer) -> dict:
             sub.array(f"group{g}.cols", cols)
             if weights is not None:
                 sub.array(f"group{g}.weights", weights)
-        projections.append({"name": proj.name, "source": proj.source.name, "target": proj.target.name,
-                            "weight": proj.weight, "delays": [int(d) for d in proj.delays]})
-    sources = [{"target": s.target.name, "n_trains": s.n_trains, "rate": s.rate, "weight": s.weight}
-               for s in graph.sources]
-    return {"dt": graph.dt, "dtype": np.dtype(graph.dtype).name, "populations": populations,
-            "projections": projections, "sources": sources}
+        projections.append(
+            {
+                "name": proj.name,
+                "source": proj.source.name,
+                "target": proj.target.name,
+                "weight": proj.weight,
+                "delays": [int(d) for d in proj.delays],
+            }
+        )
+    sources = [
+        {"target": s.target.name, "n_trains": s.n_trains, "rate": s.rate, "weight": s.weight}
+        for s in graph.sources
+    ]
+    return {
+        "dt": graph.dt,
+        "dtype": np.dtype(graph.dtype).name,
+        "populations": populations,
+        "projections": projections,
+        "sources": sources,
+    }
 
 
 def _graph_from_record(src: Reader) -> Graph:
@@ -523,8 +595,15 @@ def _graph_from_record(src: Reader) -> Graph:
         sub = src.child(f"population{k}", record)
         n, name = sub["n"], sub["name"]
         neuron = None if sub["neuron"] is None else sub.part("neuron", sub["neuron"])
-        state = {} if neuron is None else {"bias": sub.array("bias", np.float64, 1),
-                                           "v_init": sub.array("v_init", np.float64, 1), "mode": sub["mode"]}
+        state = (
+            {}
+            if neuron is None
+            else {
+                "bias": sub.array("bias", np.float64, 1),
+                "v_init": sub.array("v_init", np.float64, 1),
+                "mode": sub["mode"],
+            }
+        )
         try:
             if neuron is None:
                 graph.input(n, name=name)
@@ -537,14 +616,24 @@ def _graph_from_record(src: Reader) -> Graph:
         source, target = (_population(graph, sub, role) for role in ("source", "target"))
         rowptr, cols, weights, delay = _merged_groups(sub, source.n)
         try:
-            graph.connect(source, target, sub["weight"] if weights is None else weights,
-                          connectivity=(rowptr, cols), delay=delay, name=sub["name"])
+            graph.connect(
+                source,
+                target,
+                sub["weight"] if weights is None else weights,
+                connectivity=(rowptr, cols),
+                delay=delay,
+                name=sub["name"],
+            )
         except (TypeError, ValueError) as err:
             raise sub.error(f"cannot rebuild the projection: {err}") from err
     for k, record in enumerate(src.list_field("sources")):
         sub = src.child(f"source{k}", record)
-        target, n_trains, rate, weight = (_population(graph, sub, "target"), sub["n_trains"], sub["rate"],
-                                          sub["weight"])
+        target, n_trains, rate, weight = (
+            _population(graph, sub, "target"),
+            sub["n_trains"],
+            sub["rate"],
+            sub["weight"],
+        )
         try:
             graph.poisson_input(target, n_trains, rate, weight)
         except (TypeError, ValueError) as err:
@@ -556,8 +645,10 @@ def _population(graph: Graph, src: Reader, role: str):
     name = src[role]
     found = [p for p in graph.populations if p.name == name]
     if not found:
-        raise src.error(f"its {role} names an unknown population {name!r} "
-                        f"(the graph has {[p.name for p in graph.populations]})")
+        raise src.error(
+            f"its {role} names an unknown population {name!r} "
+            f"(the graph has {[p.name for p in graph.populations]})"
+        )
     return found[0]
 
 
@@ -578,10 +669,16 @@ def _merged_groups(src: Reader, n_source: int):
         cols = src.array(f"group{g}.cols", np.int32, 1)
         weights = None if shared else src.array(f"group{g}.weights", np.float32, 1)
         where = f"group {g} (delay {delays[g]})"
-        if rowptr.shape != (n_source + 1,) or rowptr[0] != 0 or np.any(np.diff(rowptr) < 0) \
-                or rowptr[-1] != len(cols):
-            raise src.error(f"{where}: rowptr must be non-decreasing offsets [n_source + 1 = {n_source + 1}] "
-                            f"from 0 to len(cols) = {len(cols)}")
+        if (
+            rowptr.shape != (n_source + 1,)
+            or rowptr[0] != 0
+            or np.any(np.diff(rowptr) < 0)
+            or rowptr[-1] != len(cols)
+        ):
+            raise src.error(
+                f"{where}: rowptr must be non-decreasing offsets [n_source + 1 = {n_source + 1}] "
+                f"from 0 to len(cols) = {len(cols)}"
+            )
         if weights is not None and weights.shape != cols.shape:
             raise src.error(f"{where}: weights has shape {weights.shape}, cols {cols.shape}")
         if len(delays) > 1 and not len(cols):

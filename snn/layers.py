@@ -38,8 +38,16 @@ class Layer:
 
     kind = "layer"
 
-    def __init__(self, n_in: int, n_out: int, neuron: Neuron | None = None,
-                 bias=0.0, v_init=0.0, mode: str = "auto", name: str | None = None):
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        neuron: Neuron | None = None,
+        bias=0.0,
+        v_init=0.0,
+        mode: str = "auto",
+        name: str | None = None,
+    ):
         for label, size in (("n_in", n_in), ("n_out", n_out)):
             if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {size!r}")
@@ -109,8 +117,10 @@ class Layer:
         return cache[key]
 
     def __repr__(self):
-        return (f"{type(self).__name__}({self.n_in} -> {self.n_out}, {self.neuron!r}, "
-                f"synapses={self.n_synapses:,}, mode={self.mode!r})")
+        return (
+            f"{type(self).__name__}({self.n_in} -> {self.n_out}, {self.neuron!r}, "
+            f"synapses={self.n_synapses:,}, mode={self.mode!r})"
+        )
 
 
 class Linear(Layer):
@@ -124,17 +134,28 @@ class Linear(Layer):
 
     kind = "dense"
 
-    def __init__(self, n_in: int, n_out: int, neuron: Neuron | None = None, *,
-                 weight=None, bias=0.0, v_init=0.0, mode: str = "auto",
-                 seed: int | None = None, name: str | None = None):
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        neuron: Neuron | None = None,
+        *,
+        weight=None,
+        bias=0.0,
+        v_init=0.0,
+        mode: str = "auto",
+        seed: int | None = None,
+        name: str | None = None,
+    ):
         super().__init__(n_in, n_out, neuron, bias, v_init, mode, name)
         if weight is None:
             bound = 1.0 / np.sqrt(n_in)
             weight = np.random.default_rng(seed).uniform(-bound, bound, (n_out, n_in))
         w = real_array("weight", weight, np.float32, ndim=2)
         if w.shape != (self.n_out, self.n_in):
-            raise ValueError(f"weight must have shape (n_out, n_in) = ({self.n_out}, {self.n_in}), "
-                             f"got {w.shape}")
+            raise ValueError(
+                f"weight must have shape (n_out, n_in) = ({self.n_out}, {self.n_in}), got {w.shape}"
+            )
         self.weight_rows = np.ascontiguousarray(w.T)  # [n_in, n_out]
         self.weight_rows.flags.writeable = False
         self.fan_out = np.full(self.n_in, self.n_out, np.int64)
@@ -159,9 +180,20 @@ class SparseLinear(Layer):
 
     kind = "csr"
 
-    def __init__(self, n_in: int, n_out: int, neuron: Neuron | None = None, *,
-                 rowptr, cols, weights, bias=0.0, v_init=0.0, mode: str = "auto",
-                 name: str | None = None):
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        neuron: Neuron | None = None,
+        *,
+        rowptr,
+        cols,
+        weights,
+        bias=0.0,
+        v_init=0.0,
+        mode: str = "auto",
+        name: str | None = None,
+    ):
         super().__init__(n_in, n_out, neuron, bias, v_init, mode, name)
         rowptr = np.ascontiguousarray(rowptr, dtype=np.int64)
         cols_arr = np.asarray(cols)
@@ -169,14 +201,19 @@ class SparseLinear(Layer):
             raise TypeError(f"cols must be integers, got dtype {cols_arr.dtype}")
         weights = real_array("weights", weights, np.float32, ndim=1)
         if rowptr.shape != (self.n_in + 1,) or rowptr[0] != 0 or np.any(np.diff(rowptr) < 0):
-            raise ValueError(f"rowptr must be non-decreasing offsets of shape ({self.n_in + 1},) "
-                             "starting at 0")
+            raise ValueError(
+                f"rowptr must be non-decreasing offsets of shape ({self.n_in + 1},) starting at 0"
+            )
         if cols_arr.shape != weights.shape or rowptr[-1] != len(weights):
-            raise ValueError(f"cols and weights must both have rowptr[-1] = {rowptr[-1]} entries, "
-                             f"got {cols_arr.shape} and {weights.shape}")
+            raise ValueError(
+                f"cols and weights must both have rowptr[-1] = {rowptr[-1]} entries, "
+                f"got {cols_arr.shape} and {weights.shape}"
+            )
         if len(cols_arr) and (cols_arr.min() < 0 or cols_arr.max() >= self.n_out):
-            raise ValueError(f"cols must index targets in [0, {self.n_out}), "
-                             f"got values in [{cols_arr.min()}, {cols_arr.max()}]")
+            raise ValueError(
+                f"cols must index targets in [0, {self.n_out}), "
+                f"got values in [{cols_arr.min()}, {cols_arr.max()}]"
+            )
         self.rowptr = rowptr
         self.cols = np.ascontiguousarray(cols_arr, dtype=np.int32)
         self.weights = weights
@@ -185,7 +222,7 @@ class SparseLinear(Layer):
         self.fan_out = np.diff(rowptr)
 
     @classmethod
-    def from_coo(cls, n_in, n_out, pre, post, weights, neuron=None, **kwargs) -> "SparseLinear":
+    def from_coo(cls, n_in, n_out, pre, post, weights, neuron=None, **kwargs) -> SparseLinear:
         """From synapses ``pre[k] -> post[k]`` with ``weights[k]`` (any order)."""
         pre = np.asarray(pre)
         post = np.asarray(post)
@@ -202,7 +239,7 @@ class SparseLinear(Layer):
         return cls(n_in, n_out, neuron, rowptr=rowptr, cols=post[order], weights=weights[order], **kwargs)
 
     @classmethod
-    def from_dense(cls, weight, neuron=None, **kwargs) -> "SparseLinear":
+    def from_dense(cls, weight, neuron=None, **kwargs) -> SparseLinear:
         """From a dense ``[n_out, n_in]`` matrix; zero entries are not synapses."""
         w = real_array("weight", weight, np.float32, ndim=2)
         post, pre = np.nonzero(w)

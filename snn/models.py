@@ -9,9 +9,18 @@ from .graph import Graph
 from .neurons import LIF
 
 
-def brunel(n: int = 4000, *, seed: int = 0, dt: float = 1e-4, in_degree: float = 100.0,
-           w_exc: float = 0.5, w_inh: float = -4.0, n_ext: int = 100, rate_ext: float = 20.0,
-           dtype=np.float64) -> Graph:
+def brunel(
+    n: int = 4000,
+    *,
+    seed: int = 0,
+    dt: float = 1e-4,
+    in_degree: float = 100.0,
+    w_exc: float = 0.5,
+    w_inh: float = -4.0,
+    n_ext: int = 100,
+    rate_ext: float = 20.0,
+    dtype=np.float64,
+) -> Graph:
     """The BRUNEL-100 network of ``shared/BENCHMARKS.md``: a sparse random
     excitatory/inhibitory network in the asynchronous irregular regime.
 

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-import kernels
+import snn_kernels as kernels
 
 from ._validate import real_array
 from .conv import Flatten, MaxPool2d
@@ -22,13 +22,18 @@ DTYPES = (np.float32, np.float64)
 # Cost model of the automatic choice between the event, clock and dense paths,
 # in nanoseconds per operation on one core (numba and BLAS), measured on the
 # project's 2-core machine with benchmarks/layer_modes.py; their ratios matter.
-_NS_PER_SYNOP = {"event": {"dense": 0.35, "conv": 0.7, "csr": 2.0},   # delivery, and marking what it touches
-                 "clock": {"dense": 0.35, "conv": 0.6, "csr": 2.0}}   # delivery into a sum only
+_NS_PER_SYNOP = {
+    "event": {"dense": 0.35, "conv": 0.7, "csr": 2.0},  # delivery, and marking what it touches
+    "clock": {"dense": 0.35, "conv": 0.6, "csr": 2.0},
+}  # delivery into a sum only
 # a neuron touched on the event path: brought forward, checked, rescheduled in
 # random order (a Linear layer's event path sweeps instead); (no positive bias, some)
 _NS_PER_EVENT_UPDATE = {"dense": (1.5, 3.0), "conv": (25.0, 35.0), "csr": (25.0, 35.0)}
-_NS_PER_MAC = {np.float32: 0.1, np.float64: 0.2}  # the dense path: raster, then GEMM [B*T, n_in] x [n_in, n_out]
-_NS_PER_CLOCK_UPDATE = 1.5   # one neuron step of a sequential sweep
+_NS_PER_MAC = {
+    np.float32: 0.1,
+    np.float64: 0.2,
+}  # the dense path: raster, then GEMM [B*T, n_in] x [n_in, n_out]
+_NS_PER_CLOCK_UPDATE = 1.5  # one neuron step of a sequential sweep
 
 
 class Network:
@@ -54,7 +59,8 @@ class Network:
             if layers[k].n_out != layers[k + 1].n_in:
                 raise ValueError(
                     f"layers do not chain: layer {k} has {layers[k].n_out} outputs but layer "
-                    f"{k + 1} expects {layers[k + 1].n_in} inputs")
+                    f"{k + 1} expects {layers[k + 1].n_in} inputs"
+                )
         dtype = np.dtype(dtype).type
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
@@ -84,9 +90,18 @@ class Network:
                 self.run(analog=np.ones((batch, self.n_in)), T=2)
         return time.perf_counter() - start
 
-    def run(self, spikes=None, *, events=None, analog=None, T: int | None = None,
-            batch_size: int | None = None, backend: str = "event", mode: str | None = None,
-            n_threads: int | None = None) -> RunResult:
+    def run(
+        self,
+        spikes=None,
+        *,
+        events=None,
+        analog=None,
+        T: int | None = None,
+        batch_size: int | None = None,
+        backend: str = "event",
+        mode: str | None = None,
+        n_threads: int | None = None,
+    ) -> RunResult:
         """Run the network on one kind of input.
 
         spikes : 0/1 array ``[T, B, n_in]`` (bool or numbers exactly 0/1).
@@ -110,6 +125,7 @@ class Network:
             return run_reference(self, source, analog_x, n_steps)
         if n_threads is not None:
             import numba
+
             numba.set_num_threads(n_threads)
         return self._run_event(source, analog_x, n_steps, mode)
 
@@ -128,7 +144,11 @@ class Network:
         if events is not None:
             if T is None or batch_size is None:
                 raise ValueError("events= needs T= and batch_size=")
-            if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            if (
+                isinstance(batch_size, bool)
+                or not isinstance(batch_size, (int, np.integer))
+                or batch_size <= 0
+            ):
                 raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
             return SpikeTrains.from_events(events, T, batch_size, self.n_in), None, T
         if self.layers[0].kind == "maxpool":
@@ -177,7 +197,8 @@ class Network:
                         mode = _choose_driven_mode(layer, bias, n_steps)
                 else:
                     currents = np.ascontiguousarray(
-                        (analog_x.astype(self.dtype) @ layer.dense_rows(self.dtype)).transpose(1, 0, 2))
+                        (analog_x.astype(self.dtype) @ layer.dense_rows(self.dtype)).transpose(1, 0, 2)
+                    )
                     source = SpikeTrains.empty(n_steps, batch, layer.n_in)
                     mode = "dense"
             elif layer.kind == "maxpool":
@@ -189,13 +210,22 @@ class Network:
             if mode == "gate":
                 out, kcounts = _run_maxpool(layer, source)
             else:
-                out, state, kcounts = _run_layer(layer, source, bias, currents, mode, n_steps,
-                                                 self.dtype, settle=last)
+                out, state, kcounts = _run_layer(
+                    layer, source, bias, currents, mode, n_steps, self.dtype, settle=last
+                )
             synops = kcounts[:, 0] if mode != "dense" else _synops(source, layer.fan_out)
-            counts.append(LayerCounts(
-                name=self.layer_name(k), mode=mode, synops=synops, macs=macs,
-                updates=kcounts[:, 1].copy(), dense_updates=np.full(batch, n_steps * layer.n_out, np.int64),
-                spikes=kcounts[:, 2].copy(), input_events=source.per_sample))
+            counts.append(
+                LayerCounts(
+                    name=self.layer_name(k),
+                    mode=mode,
+                    synops=synops,
+                    macs=macs,
+                    updates=kcounts[:, 1].copy(),
+                    dense_updates=np.full(batch, n_steps * layer.n_out, np.int64),
+                    spikes=kcounts[:, 2].copy(),
+                    input_events=source.per_sample,
+                )
+            )
             trains.append(out)
             source = out
         membrane = state[:, :, 0].copy() if state is not None and mode != "gate" else None
@@ -213,8 +243,10 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
     width = 4 if mode == "dense" else _state_width(neuron)
     if mode == "dense" and currents is None:
         currents = _dense_currents(source, layer, dtype)
-    cap = min(n_steps * layer.n_out, max(1024, 4 * int(source.per_sample.max(initial=0)),
-                                          n_steps * layer.n_out // 8))
+    cap = min(
+        n_steps * layer.n_out,
+        max(1024, 4 * int(source.per_sample.max(initial=0)), n_steps * layer.n_out // 8),
+    )
     v_init = layer.v_init.astype(dtype)
     thr, v_reset = dtype(neuron.threshold), dtype(neuron.v_reset)
     while True:
@@ -224,22 +256,51 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
         kc = np.zeros((batch, 4), np.int64)
         if mode == "dense":
             alpha = dtype(neuron.alpha or 0.0)
-            kernels.clock_layer(currents, bias, alpha, dtype(neuron.beta), thr, neuron.reset_code,
-                                v_reset, neuron.refractory, v_init, neuron.has_current, state,
-                                out_tptr, out_idx, kc)
+            kernels.clock_layer(
+                currents,
+                bias,
+                alpha,
+                dtype(neuron.beta),
+                thr,
+                neuron.reset_code,
+                v_reset,
+                neuron.refractory,
+                v_init,
+                neuron.has_current,
+                state,
+                out_tptr,
+                out_idx,
+                kc,
+            )
         else:
             table = neuron.propagator(n_steps, dtype)
-            common = (bias, table, thr, neuron.reset_code, v_reset, neuron.refractory, v_init,
-                      neuron.has_current, neuron.refractory > 0, settle, state, out_tptr, out_idx, kc)
+            common = (
+                bias,
+                table,
+                thr,
+                neuron.reset_code,
+                v_reset,
+                neuron.refractory,
+                v_init,
+                neuron.has_current,
+                neuron.refractory > 0,
+                settle,
+                state,
+                out_tptr,
+                out_idx,
+                kc,
+            )
             clock = mode == "clock"
             if layer.kind == "dense":
                 kernels.dense_layer(source.tptr, source.idx, layer.weight_rows, *common, clock=clock)
             elif layer.kind == "conv":
-                kernels.conv_layer(source.tptr, source.idx, layer.geom, layer.kernel_weights, *common,
-                                   clock=clock)
+                kernels.conv_layer(
+                    source.tptr, source.idx, layer.geom, layer.kernel_weights, *common, clock=clock
+                )
             else:
-                kernels.csr_layer(source.tptr, source.idx, layer.rowptr, layer.cols, layer.weights,
-                                  *common, clock=clock)
+                kernels.csr_layer(
+                    source.tptr, source.idx, layer.rowptr, layer.cols, layer.weights, *common, clock=clock
+                )
         if not kc[:, 3].any():
             break
         cap = min(cap * 4, n_steps * layer.n_out)
@@ -285,8 +346,9 @@ def _vecmat(x, layer) -> np.ndarray:
 
 def _synops(source, fan_out) -> np.ndarray:
     """Input spikes x fan-out, per sample (the count of the non-kernel paths)."""
-    return np.array([fan_out[source.idx[b, :source.tptr[b, -1]]].sum() for b in range(source.batch_size)],
-                    np.int64)
+    return np.array(
+        [fan_out[source.idx[b, : source.tptr[b, -1]]].sum() for b in range(source.batch_size)], np.int64
+    )
 
 
 def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
@@ -298,11 +360,14 @@ def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
     n = layer.n_out
     touched = min(synops, min(n_steps, events) * n)
     per_update = _NS_PER_EVENT_UPDATE[layer.kind][driven]
-    cost = {"event": synops * _NS_PER_SYNOP["event"][layer.kind] + touched * per_update,
-            "clock": synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE}
+    cost = {
+        "event": synops * _NS_PER_SYNOP["event"][layer.kind] + touched * per_update,
+        "clock": synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE,
+    }
     gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)  # GEMM needs rows to be efficient
-    cost["dense"] = (n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency
-                     + n_steps * n * _NS_PER_CLOCK_UPDATE)
+    cost["dense"] = (
+        n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency + n_steps * n * _NS_PER_CLOCK_UPDATE
+    )
     return min(cost, key=cost.get)  # ties go to the first: event
 
 
@@ -311,8 +376,9 @@ def _choose_driven_mode(layer, bias, n_steps) -> str:
     ``[B, n]`` alone (no input spikes): event-driven, each neuron with a
     positive drive is scheduled and rescheduled at each of its spikes."""
     positive = bias > 0
-    spikes = min(float(bias[positive].sum()) / len(bias) / layer.neuron.threshold * n_steps,
-                 n_steps * layer.n_out)
+    spikes = min(
+        float(bias[positive].sum()) / len(bias) / layer.neuron.threshold * n_steps, n_steps * layer.n_out
+    )
     scheduled = np.count_nonzero(positive) / len(bias)
     event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[layer.kind][True]
     clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE

@@ -93,13 +93,17 @@ class Neuron:
             raise ValueError(f"reset must be one of {sorted(RESET_MODES)}, got {self.reset!r}")
         if self.reset == "zero" and self.v_reset != 0.0:
             raise ValueError("reset='zero' resets to 0; use reset='value' with v_reset")
-        if not (isinstance(self.v_reset, (int, float, np.integer, np.floating))
-                and math.isfinite(self.v_reset)):
+        if not (
+            isinstance(self.v_reset, (int, float, np.integer, np.floating)) and math.isfinite(self.v_reset)
+        ):
             raise ValueError(f"v_reset must be a finite number, got {self.v_reset!r}")
         if self.reset != "subtract" and self.v_reset >= self.threshold != math.inf:
             raise ValueError("v_reset must be below threshold, or the neuron fires every step")
-        if isinstance(self.refractory, bool) or not isinstance(self.refractory, (int, np.integer)) \
-                or self.refractory < 0:
+        if (
+            isinstance(self.refractory, bool)
+            or not isinstance(self.refractory, (int, np.integer))
+            or self.refractory < 0
+        ):
             raise ValueError(f"refractory must be an integer number of steps >= 0, got {self.refractory!r}")
         # plain Python numbers: a numpy float32 beta would make the propagator
         # float32-accurate, and equal neurons must hash alike for its cache
@@ -158,24 +162,38 @@ def _propagator(neuron: Neuron, n_steps: int, dtype) -> np.ndarray:
     return table
 
 
-def IF(threshold: float = 1.0, reset: str = "subtract", v_reset: float = 0.0,
-       refractory: int = 0) -> Neuron:
+def IF(threshold: float = 1.0, reset: str = "subtract", v_reset: float = 0.0, refractory: int = 0) -> Neuron:
     """Integrate-and-fire neuron (no leak, ``beta = 1``)."""
     return Neuron(1.0, None, threshold, reset, v_reset, refractory, "IF")
 
 
-def LIF(beta: float | None = None, *, tau_mem: float | None = None, dt: float = 1.0,
-        threshold: float = 1.0, reset: str = "subtract", v_reset: float = 0.0,
-        refractory: int = 0) -> Neuron:
+def LIF(
+    beta: float | None = None,
+    *,
+    tau_mem: float | None = None,
+    dt: float = 1.0,
+    threshold: float = 1.0,
+    reset: str = "subtract",
+    v_reset: float = 0.0,
+    refractory: int = 0,
+) -> Neuron:
     """Leaky integrate-and-fire neuron; give ``beta`` or ``tau_mem`` (with ``dt``)."""
     beta = _decay(beta, tau_mem, dt, "beta", "tau_mem")
     return Neuron(beta, None, threshold, reset, v_reset, refractory, "LIF")
 
 
-def CubaLIF(beta: float | None = None, alpha: float | None = None, *,
-            tau_mem: float | None = None, tau_syn: float | None = None,
-            dt: float = 1.0, threshold: float = 1.0, reset: str = "subtract",
-            v_reset: float = 0.0, refractory: int = 0) -> Neuron:
+def CubaLIF(
+    beta: float | None = None,
+    alpha: float | None = None,
+    *,
+    tau_mem: float | None = None,
+    tau_syn: float | None = None,
+    dt: float = 1.0,
+    threshold: float = 1.0,
+    reset: str = "subtract",
+    v_reset: float = 0.0,
+    refractory: int = 0,
+) -> Neuron:
     """Current-based LIF: input and bias feed a current ``i`` decaying by
     ``alpha`` (or ``tau_syn``), which feeds ``v`` (``beta`` or ``tau_mem``)."""
     beta = _decay(beta, tau_mem, dt, "beta", "tau_mem")

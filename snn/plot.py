@@ -15,8 +15,16 @@ import numpy as np
 from .profile import Profile, profile
 from .result import RunResult
 
-__all__ = ["accuracy_vs_T", "cost_vs_T", "layer_rates", "population_rate", "raster", "rate_histogram",
-           "traces", "work_skipped"]
+__all__ = [
+    "accuracy_vs_T",
+    "cost_vs_T",
+    "layer_rates",
+    "population_rate",
+    "raster",
+    "rate_histogram",
+    "traces",
+    "work_skipped",
+]
 
 
 def _axes(ax, figsize=(7, 3)):
@@ -66,8 +74,19 @@ def _time_unit(result, dt):
 
 # -- spikes ------------------------------------------------------------------------
 
-def raster(result: RunResult, layers=None, *, sample: int = 0, ax=None, max_points: int = 200_000,
-           seed: int = 0, dt: float | None = None, colors=None, **kwargs):
+
+def raster(
+    result: RunResult,
+    layers=None,
+    *,
+    sample: int = 0,
+    ax=None,
+    max_points: int = 200_000,
+    seed: int = 0,
+    dt: float | None = None,
+    colors=None,
+    **kwargs,
+):
     """Spike raster of one sample, one colour per layer / population, stacked
     vertically (the first at the bottom).
 
@@ -94,7 +113,7 @@ def raster(result: RunResult, layers=None, *, sample: int = 0, ax=None, max_poin
     style = {"s": 2, "marker": "|", "linewidths": 0.8, **kwargs}
     offset, shown, ticks = 0, 0, []
     names = _names(result)
-    for j, (k, (t, i)) in enumerate(zip(chosen, events)):
+    for j, (k, (t, i)) in enumerate(zip(chosen, events, strict=True)):
         if keep_fraction < 1.0:
             pick = np.sort(rng.choice(len(t), size=round(len(t) * keep_fraction), replace=False))
             t, i = t[pick], i[pick]
@@ -121,11 +140,12 @@ def _sample_events(train, sample: int):
         raise ValueError(f"sample must be in [0, {train.batch_size}), got {sample}")
     tptr = train.tptr[sample]
     steps = np.repeat(np.arange(train.n_steps), np.diff(tptr))
-    return steps, train.idx[sample, :tptr[-1]].astype(np.int64)
+    return steps, train.idx[sample, : tptr[-1]].astype(np.int64)
 
 
-def population_rate(result: RunResult, layers=None, *, bin_steps: int = 1, ax=None, dt: float | None = None,
-                    **kwargs):
+def population_rate(
+    result: RunResult, layers=None, *, bin_steps: int = 1, ax=None, dt: float | None = None, **kwargs
+):
     """Population rate over time, one line per layer / population: spikes
     per neuron per step (Hz when ``dt`` is known), averaged over the batch
     and over bins of ``bin_steps`` steps. ``kwargs`` to ``ax.plot``."""
@@ -138,7 +158,7 @@ def population_rate(result: RunResult, layers=None, *, bin_steps: int = 1, ax=No
     n_bins = result.n_steps // bin_steps
     for k in _select(result, layers):
         train = result.trains[k]
-        per_step = np.diff(train.tptr, axis=1).sum(axis=0)[:n_bins * bin_steps]
+        per_step = np.diff(train.tptr, axis=1).sum(axis=0)[: n_bins * bin_steps]
         rate = per_step.reshape(n_bins, bin_steps).sum(axis=1) / (train.n * train.batch_size * bin_steps)
         t = (np.arange(n_bins) * bin_steps + bin_steps / 2) * scale
         ax.plot(t, rate / scale if in_hz else rate, label=names[k], **kwargs)
@@ -148,8 +168,17 @@ def population_rate(result: RunResult, layers=None, *, bin_steps: int = 1, ax=No
     return ax
 
 
-def traces(source, neurons=None, *, population=None, sample: int = 0, ax=None, dt: float | None = None,
-           threshold: float | None = None, **kwargs):
+def traces(
+    source,
+    neurons=None,
+    *,
+    population=None,
+    sample: int = 0,
+    ax=None,
+    dt: float | None = None,
+    threshold: float | None = None,
+    **kwargs,
+):
     """Membrane traces of chosen neurons.
 
     source : a :class:`snn.GraphResult` run with ``record_v`` (then
@@ -187,6 +216,7 @@ def traces(source, neurons=None, *, population=None, sample: int = 0, ax=None, d
 
 
 # -- profiles -------------------------------------------------------------------------
+
 
 def layer_rates(source, *, ax=None, hz: bool | None = None, **kwargs):
     """Mean firing rate per layer, one bar each (Hz when the profile has a
@@ -233,6 +263,7 @@ def work_skipped(source, *, ax=None, **kwargs):
 
 # -- conversion -----------------------------------------------------------------------
 
+
 def accuracy_vs_T(evaluation, *, ax=None, ann: bool = True, **kwargs):
     """Accuracy of a converted network at every T of an
     :class:`snn.convert.Evaluation`, with the ANN's as a dashed line.
@@ -270,8 +301,11 @@ def cost_vs_T(evaluation, cost: str = "energy", *, ax=None, relative: bool = Tru
         ax.axhline(1.0, ls=":", lw=1, color=style["color"])
     _log_steps(ax, steps)
     what = "energy" if cost == "energy" else "SynOps"
-    ax.set_ylabel(f"{what} / ANN {'energy' if cost == 'energy' else 'MACs'}" if relative
-                  else ("energy (pJ / sample)" if cost == "energy" else "SynOps / sample"))
+    ax.set_ylabel(
+        f"{what} / ANN {'energy' if cost == 'energy' else 'MACs'}"
+        if relative
+        else ("energy (pJ / sample)" if cost == "energy" else "SynOps / sample")
+    )
     return ax
 
 

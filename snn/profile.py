@@ -51,12 +51,20 @@ DEFINITIONS = {
 
 # the columns of the table, CSV and comparison: (field, heading, format)
 _COLUMNS = (
-    ("name", "layer", "{}"), ("mode", "mode", "{}"), ("neurons", "neurons", "{:,}"),
-    ("spikes", "spikes", "{:,}"), ("rate", "rate/step", "{:.4f}"), ("rate_hz", "Hz", "{:.3g}"),
-    ("silent", "silent", "{:.1%}"), ("at_max_rate", "at max", "{:.1%}"),
-    ("input_events", "in spikes", "{:,}"), ("synops", "SynOps", "{:,}"),
-    ("synops_per_input_spike", "SynOps/in", "{:.1f}"), ("macs", "MACs", "{:,}"),
-    ("updates", "updates", "{:,}"), ("work_skipped", "skipped", "{:.1%}"),
+    ("name", "layer", "{}"),
+    ("mode", "mode", "{}"),
+    ("neurons", "neurons", "{:,}"),
+    ("spikes", "spikes", "{:,}"),
+    ("rate", "rate/step", "{:.4f}"),
+    ("rate_hz", "Hz", "{:.3g}"),
+    ("silent", "silent", "{:.1%}"),
+    ("at_max_rate", "at max", "{:.1%}"),
+    ("input_events", "in spikes", "{:,}"),
+    ("synops", "SynOps", "{:,}"),
+    ("synops_per_input_spike", "SynOps/in", "{:.1f}"),
+    ("macs", "MACs", "{:,}"),
+    ("updates", "updates", "{:,}"),
+    ("work_skipped", "skipped", "{:.1%}"),
     ("energy_pj", "energy pJ", "{:,.0f}"),
 )
 
@@ -177,18 +185,33 @@ class Profile:
 
     def _rows(self) -> list[list[str]]:
         rows = [[_fmt(fmt, getattr(la, key)) for key, _, fmt in _COLUMNS] for la in self.layers]
-        total = ["total", "", f"{self.total('neurons'):,}", f"{self.total('spikes'):,}", "", "", "", "",
-                 f"{self.total('input_events'):,}", f"{self.total('synops'):,}", "", f"{self.total('macs'):,}",
-                 f"{self.total('updates'):,}", _fmt("{:.1%}", self.work_skipped),
-                 f"{self.total('energy_pj'):,.0f}"]
+        total = [
+            "total",
+            "",
+            f"{self.total('neurons'):,}",
+            f"{self.total('spikes'):,}",
+            "",
+            "",
+            "",
+            "",
+            f"{self.total('input_events'):,}",
+            f"{self.total('synops'):,}",
+            "",
+            f"{self.total('macs'):,}",
+            f"{self.total('updates'):,}",
+            _fmt("{:.1%}", self.work_skipped),
+            f"{self.total('energy_pj'):,.0f}",
+        ]
         return rows + [total]
 
     def _summary(self) -> str:
         dt = f", dt={self.dt:g} s" if self.dt else ""
-        text = (f"Profile(T={self.n_steps}, batch={self.batch_size}{dt}, layers={len(self.layers)}, "
-                f"spikes={self.total('spikes'):,}, synops={self.total('synops'):,}, "
-                f"work skipped={_fmt('{:.1%}', self.work_skipped)}, "
-                f"energy={self.energy_pj_per_sample / 1e6:.4g} uJ/sample")
+        text = (
+            f"Profile(T={self.n_steps}, batch={self.batch_size}{dt}, layers={len(self.layers)}, "
+            f"spikes={self.total('spikes'):,}, synops={self.total('synops'):,}, "
+            f"work skipped={_fmt('{:.1%}', self.work_skipped)}, "
+            f"energy={self.energy_pj_per_sample / 1e6:.4g} uJ/sample"
+        )
         if self.ann_macs is not None:
             text += f" ({self.energy_pj_per_sample / self.ann_energy_pj:.3f} x the ANN)"
         return text + ")"
@@ -202,27 +225,41 @@ class Profile:
 
     def _repr_html_(self):
         head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in _COLUMNS)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>"
-                       for r in self._rows())
-        return (f"<p>{html.escape(self._summary())}</p><table><tr>{head}</tr>{body}</table>"
-                f"<p><small>{html.escape(self.energy_model.describe())}; counts are totals over the "
-                "batch</small></p>")
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in self._rows()
+        )
+        return (
+            f"<p>{html.escape(self._summary())}</p><table><tr>{head}</tr>{body}</table>"
+            f"<p><small>{html.escape(self.energy_model.describe())}; counts are totals over the "
+            "batch</small></p>"
+        )
 
     # -- export ---------------------------------------------------------------
 
     def to_dict(self) -> dict:
         """Everything as plain JSON-able values, with the definitions used."""
         return {
-            "n_steps": self.n_steps, "batch_size": self.batch_size, "dt": self.dt, "backend": self.backend,
-            "quantiles": list(self.quantiles), "ann_macs": self.ann_macs,
-            "energy_model": {"pj_per_ac": self.energy_model.pj_per_ac,
-                             "pj_per_mac": self.energy_model.pj_per_mac},
-            "totals": {"spikes": self.total("spikes"), "synops": self.total("synops"),
-                       "macs": self.total("macs"), "updates": self.total("updates"),
-                       "dense_updates": self.total("dense_updates"), "work_skipped": _clean(self.work_skipped),
-                       "energy_pj": self.total("energy_pj"),
-                       "energy_pj_per_sample": self.energy_pj_per_sample,
-                       "ann_energy_pj_per_sample": _clean(self.ann_energy_pj)},
+            "n_steps": self.n_steps,
+            "batch_size": self.batch_size,
+            "dt": self.dt,
+            "backend": self.backend,
+            "quantiles": list(self.quantiles),
+            "ann_macs": self.ann_macs,
+            "energy_model": {
+                "pj_per_ac": self.energy_model.pj_per_ac,
+                "pj_per_mac": self.energy_model.pj_per_mac,
+            },
+            "totals": {
+                "spikes": self.total("spikes"),
+                "synops": self.total("synops"),
+                "macs": self.total("macs"),
+                "updates": self.total("updates"),
+                "dense_updates": self.total("dense_updates"),
+                "work_skipped": _clean(self.work_skipped),
+                "energy_pj": self.total("energy_pj"),
+                "energy_pj_per_sample": self.energy_pj_per_sample,
+                "ann_energy_pj_per_sample": _clean(self.ann_energy_pj),
+            },
             "layers": [layer.to_dict() for layer in self.layers],
             "definitions": dict(DEFINITIONS),
         }
@@ -239,8 +276,16 @@ class Profile:
                 d["activity"] = np.asarray(d["activity"], np.int64)
             layers.append(LayerProfile(**d))
         model = EnergyModel(**data["energy_model"])
-        return cls(tuple(layers), data["n_steps"], data["batch_size"], data["dt"], model,
-                   tuple(data["quantiles"]), data["ann_macs"], data["backend"])
+        return cls(
+            tuple(layers),
+            data["n_steps"],
+            data["batch_size"],
+            data["dt"],
+            model,
+            tuple(data["quantiles"]),
+            data["ann_macs"],
+            data["backend"],
+        )
 
     def to_json(self, path) -> None:
         """Write :meth:`to_dict` to ``path`` as JSON (NaN written as null)."""
@@ -255,15 +300,20 @@ class Profile:
     def to_csv(self, path) -> None:
         """One row per layer (the scalar fields, full precision; empty cell
         for NaN), totals over the batch."""
-        keys = [f.name for f in fields(LayerProfile)
-                if f.name not in ("rate_quantiles", "hist_edges", "hist_counts", "activity")]
+        keys = [
+            f.name
+            for f in fields(LayerProfile)
+            if f.name not in ("rate_quantiles", "hist_edges", "hist_counts", "activity")
+        ]
         with open(path, "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(keys + [f"rate_q{q:g}" for q in self.quantiles] + ["T", "batch", "dt"])
             for layer in self.layers:
                 values = [getattr(layer, k) for k in keys] + list(layer.rate_quantiles)
-                writer.writerow(["" if _isnan(v) else v for v in values]
-                                + [self.n_steps, self.batch_size, "" if self.dt is None else self.dt])
+                writer.writerow(
+                    ["" if _isnan(v) else v for v in values]
+                    + [self.n_steps, self.batch_size, "" if self.dt is None else self.dt]
+                )
 
     def compare(self, other: Profile, names: tuple = ("A", "B")) -> ProfileComparison:
         """Side by side with ``other``, per sample, with ratios ``other / self``."""
@@ -271,8 +321,12 @@ class Profile:
 
 
 _COMPARED = (  # (key, heading, per sample?)
-    ("rate", "rate/step", False), ("silent", "silent", False), ("spikes", "spikes/sample", True),
-    ("synops", "SynOps/sample", True), ("work_skipped", "skipped", False), ("energy_pj", "pJ/sample", True),
+    ("rate", "rate/step", False),
+    ("silent", "silent", False),
+    ("spikes", "spikes/sample", True),
+    ("synops", "SynOps/sample", True),
+    ("work_skipped", "skipped", False),
+    ("energy_pj", "pJ/sample", True),
 )
 
 
@@ -291,7 +345,7 @@ class ProfileComparison:
         if len(self.a) != len(self.b):
             raise ValueError(f"the profiles have {len(self.a)} and {len(self.b)} layers")
         out = []
-        for la, lb in zip(self.a.layers, self.b.layers):
+        for la, lb in zip(self.a.layers, self.b.layers, strict=True):
             row = {"layer": la.name if la.name == lb.name else f"{la.name} / {lb.name}"}
             for key, _, per in _COMPARED:
                 va, vb = getattr(la, key), getattr(lb, key)
@@ -300,7 +354,7 @@ class ProfileComparison:
                 row[key] = (va, vb, _ratio(vb, va))
             out.append(row)
         total = {"layer": "total"}
-        for key, _, per in _COMPARED:
+        for key, _, _per in _COMPARED:
             if key in ("spikes", "synops", "energy_pj"):
                 va, vb = self.a.per_sample(key), self.b.per_sample(key)
             elif key == "work_skipped":
@@ -311,9 +365,13 @@ class ProfileComparison:
         return out + [total]
 
     def to_dict(self) -> dict:
-        return {"names": list(self.names),
-                "rows": [{k: (v if k == "layer" else [_clean(x) for x in v]) for k, v in r.items()}
-                         for r in self.rows()]}
+        return {
+            "names": list(self.names),
+            "rows": [
+                {k: (v if k == "layer" else [_clean(x) for x in v]) for k, v in r.items()}
+                for r in self.rows()
+            ],
+        }
 
     def table(self) -> str:
         a, b = self.names
@@ -331,9 +389,10 @@ class ProfileComparison:
 
     def __repr__(self):
         a, b = self.names
-        return (f"ProfileComparison({a}: T={self.a.n_steps}, batch={self.a.batch_size}; "
-                f"{b}: T={self.b.n_steps}, batch={self.b.batch_size}; per sample, ratio {b}/{a})\n"
-                + self.table())
+        return (
+            f"ProfileComparison({a}: T={self.a.n_steps}, batch={self.a.batch_size}; "
+            f"{b}: T={self.b.n_steps}, batch={self.b.batch_size}; per sample, ratio {b}/{a})\n" + self.table()
+        )
 
     def _repr_html_(self):
         return f"<pre>{html.escape(repr(self))}</pre>"
@@ -341,9 +400,17 @@ class ProfileComparison:
 
 # -- computing a profile ----------------------------------------------------------
 
-def profile(result: RunResult, *, dt: float | None = None, energy: EnergyModel | None = None,
-            activity: bool = False, quantiles=(0.05, 0.25, 0.5, 0.75, 0.95), bins: int = 30,
-            ann_macs: int | None = None) -> Profile:
+
+def profile(
+    result: RunResult,
+    *,
+    dt: float | None = None,
+    energy: EnergyModel | None = None,
+    activity: bool = False,
+    quantiles=(0.05, 0.25, 0.5, 0.75, 0.95),
+    bins: int = 30,
+    ann_macs: int | None = None,
+) -> Profile:
     """The sparsity profile of a run.
 
     Parameters
@@ -376,10 +443,20 @@ def profile(result: RunResult, *, dt: float | None = None, energy: EnergyModel |
     if any(not 0 <= q <= 1 for q in quantiles):
         raise ValueError(f"quantiles must be in [0, 1], got {quantiles}")
     energy = energy or EnergyModel()
-    layers = tuple(_layer_profile(train, counts, dt, energy, activity, quantiles, int(bins))
-                   for train, counts in zip(result.trains, result.counts))
-    return Profile(layers, result.n_steps, result.batch_size, dt, energy, quantiles,
-                   None if ann_macs is None else int(ann_macs), result.backend)
+    layers = tuple(
+        _layer_profile(train, counts, dt, energy, activity, quantiles, int(bins))
+        for train, counts in zip(result.trains, result.counts, strict=True)
+    )
+    return Profile(
+        layers,
+        result.n_steps,
+        result.batch_size,
+        dt,
+        energy,
+        quantiles,
+        None if ann_macs is None else int(ann_macs),
+        result.backend,
+    )
 
 
 def _neuron_counts(train) -> np.ndarray:
@@ -398,21 +475,38 @@ def _layer_profile(train, counts, dt, energy, activity, quantiles, bins) -> Laye
     top = float(rates.max(initial=0.0))
     hist, edges = np.histogram(rates, bins=bins, range=(0.0, top if top > 0 else 1.0))
     synops, macs = counts.total("synops"), counts.total("macs")
-    inputs, updates, dense = counts.total("input_events"), counts.total("updates"), counts.total("dense_updates")
+    inputs, updates, dense = (
+        counts.total("input_events"),
+        counts.total("updates"),
+        counts.total("dense_updates"),
+    )
     return LayerProfile(
-        name=counts.name, mode=counts.mode, neurons=n, spikes=spikes, rate=rate,
-        rate_hz=rate / dt if dt else math.nan, rate_std=float(rates.std()) if n else math.nan,
+        name=counts.name,
+        mode=counts.mode,
+        neurons=n,
+        spikes=spikes,
+        rate=rate,
+        rate_hz=rate / dt if dt else math.nan,
+        rate_std=float(rates.std()) if n else math.nan,
         rate_quantiles=tuple(float(x) for x in np.quantile(rates, quantiles)) if n else (),
-        silent=float(np.mean(per_neuron == 0)), at_max_rate=float(np.mean(per_neuron == cells)),
-        input_events=inputs, synops=synops, synops_per_input_spike=synops / inputs if inputs else math.nan,
-        macs=macs, updates=updates, dense_updates=dense,
+        silent=float(np.mean(per_neuron == 0)),
+        at_max_rate=float(np.mean(per_neuron == cells)),
+        input_events=inputs,
+        synops=synops,
+        synops_per_input_spike=synops / inputs if inputs else math.nan,
+        macs=macs,
+        updates=updates,
+        dense_updates=dense,
         work_skipped=1 - updates / dense if dense else math.nan,
         energy_pj=float(energy.energy_pj(synops, macs)),
-        hist_edges=tuple(float(e) for e in edges), hist_counts=tuple(int(c) for c in hist),
-        activity=np.diff(train.tptr, axis=1).sum(axis=0) if activity else None)
+        hist_edges=tuple(float(e) for e in edges),
+        hist_counts=tuple(int(c) for c in hist),
+        activity=np.diff(train.tptr, axis=1).sum(axis=0) if activity else None,
+    )
 
 
 # -- helpers ------------------------------------------------------------------------
+
 
 def _isnan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
@@ -440,5 +534,4 @@ def _ratio(b, a) -> float:
 
 def _align(rows) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows)
-
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)

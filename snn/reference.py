@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
+import snn_kernels as kernels
 
 from .graph_result import GraphResult
 from .result import LayerCounts, RunResult
@@ -31,8 +31,9 @@ def run_reference(network, source, analog_x, n_steps, record_v: bool = False):
         batch = analog_x.shape[-2]
     weights = [layer.dense_rows(dtype) if layer.kind != "maxpool" else None for layer in layers]
     seen = [np.zeros((batch, layer.n_in)) for layer in layers]  # spike counts, for max pooling
-    v = [np.tile(getattr(layer, "v_init", np.zeros(layer.n_out)).astype(dtype), (batch, 1))
-         for layer in layers]
+    v = [
+        np.tile(getattr(layer, "v_init", np.zeros(layer.n_out)).astype(dtype), (batch, 1)) for layer in layers
+    ]
     i = [np.zeros((batch, layer.n_out), dtype) for layer in layers]
     ref_until = [np.full((batch, layer.n_out), -1) for layer in layers]
     rasters = [np.zeros((n_steps, batch, layer.n_out), np.uint8) for layer in layers]
@@ -49,7 +50,8 @@ def run_reference(network, source, analog_x, n_steps, record_v: bool = False):
                 rasters[k][t] = x
                 continue
             v[k], i[k], ref_until[k], spike, before_reset = _step_neurons(
-                layer.neuron, dtype, v[k], i[k], ref_until[k], layer.bias.astype(dtype), x @ weights[k], t)
+                layer.neuron, dtype, v[k], i[k], ref_until[k], layer.bias.astype(dtype), x @ weights[k], t
+            )
             if record_v:
                 traces[k][t] = before_reset
             rasters[k][t] = spike
@@ -65,9 +67,23 @@ def run_reference(network, source, analog_x, n_steps, record_v: bool = False):
             nz = (analog_x != 0).reshape(-1, batch, layer.n_in).sum(axis=0)
             macs, synops, in_events = nz @ layer.fan_out, np.zeros(batch, np.int64), np.zeros(batch, np.int64)
         else:
-            macs, synops, in_events = np.zeros(batch, np.int64), received @ layer.fan_out, received.sum(axis=1)
-        counts.append(LayerCounts(network.layer_name(k), "reference", synops, macs, n_upd, n_upd.copy(),
-                                  trains[k].per_sample, in_events))
+            macs, synops, in_events = (
+                np.zeros(batch, np.int64),
+                received @ layer.fan_out,
+                received.sum(axis=1),
+            )
+        counts.append(
+            LayerCounts(
+                network.layer_name(k),
+                "reference",
+                synops,
+                macs,
+                n_upd,
+                n_upd.copy(),
+                trains[k].per_sample,
+                in_events,
+            )
+        )
     membrane = v[-1].copy() if layers[-1].kind != "maxpool" else None
     result = RunResult(trains, counts, membrane, "reference")
     return (result, traces) if record_v else result
@@ -111,11 +127,20 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
             np.add.at(dense, (pre, cols), np.float32(proj.weight) if w is None else w)
             incoming[proj.target.name].append((proj.source.name, d, dense, np.diff(rowptr)))
     rngs = [kernels.seed_state(seed, s) for s in range(batch)]
-    state = {p.name: (np.tile(p.v_init.astype(dtype), (batch, 1)), np.zeros((batch, p.n), dtype),
-                      np.full((batch, p.n), -1)) for p in order if not p.is_input}
+    state = {
+        p.name: (
+            np.tile(p.v_init.astype(dtype), (batch, 1)),
+            np.zeros((batch, p.n), dtype),
+            np.full((batch, p.n), -1),
+        )
+        for p in order
+        if not p.is_input
+    }
     synops = {p.name: np.zeros(batch, np.int64) for p in order}
     arrived = {p.name: np.zeros(batch, np.int64) for p in order}
-    recorded = {(pop.name, var): (idx, np.zeros((n_steps, batch, len(idx)), dtype)) for pop, idx, var in record}
+    recorded = {
+        (pop.name, var): (idx, np.zeros((n_steps, batch, len(idx)), dtype)) for pop, idx, var in record
+    }
     for t in range(n_steps):
         for pop in order:
             if pop.is_input:
@@ -131,11 +156,13 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
                 if source.target is pop:
                     lam = source.events_per_step(graph.dt) * pop.n
                     for b in range(batch):
-                        arrived[pop.name][b] += kernels.background_step(rngs[b], lam, dtype(source.weight),
-                                                                        current[b])
+                        arrived[pop.name][b] += kernels.background_step(
+                            rngs[b], lam, dtype(source.weight), current[b]
+                        )
             v, i, ref_until = state[pop.name]
-            v, i, ref_until, spike, before_reset = _step_neurons(pop.neuron, dtype, v, i, ref_until,
-                                                                 pop.bias.astype(dtype), current, t)
+            v, i, ref_until, spike, before_reset = _step_neurons(
+                pop.neuron, dtype, v, i, ref_until, pop.bias.astype(dtype), current, t
+            )
             if traces is not None:
                 traces.setdefault(pop.name, np.zeros((n_steps, batch, pop.n), dtype))[t] = before_reset
             state[pop.name] = (v, i, ref_until)
@@ -146,14 +173,30 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
     names = [p.name for p in graph.populations]
     trains = [SpikeTrains.from_raster(rasters[n]) for n in names]
     counts = []
-    for pop, train in zip(graph.populations, trains):
+    for pop, train in zip(graph.populations, trains, strict=True):
         dense = np.full(batch, 0 if pop.is_input else n_steps * pop.n, np.int64)
-        counts.append(LayerCounts(pop.name, "input" if pop.is_input else "reference", synops[pop.name],
-                                  np.zeros(batch, np.int64), dense, dense.copy(), train.per_sample,
-                                  arrived[pop.name]))
-    return GraphResult(names, trains, counts, {n: r for (n, var), r in recorded.items() if var == "v"},
-                       graph.dt, float("nan"), "reference",
-                       {n: r for (n, var), r in recorded.items() if var == "i"})
+        counts.append(
+            LayerCounts(
+                pop.name,
+                "input" if pop.is_input else "reference",
+                synops[pop.name],
+                np.zeros(batch, np.int64),
+                dense,
+                dense.copy(),
+                train.per_sample,
+                arrived[pop.name],
+            )
+        )
+    return GraphResult(
+        names,
+        trains,
+        counts,
+        {n: r for (n, var), r in recorded.items() if var == "v"},
+        graph.dt,
+        float("nan"),
+        "reference",
+        {n: r for (n, var), r in recorded.items() if var == "i"},
+    )
 
 
 def _maxpool_step(layer, x, seen):
@@ -162,10 +205,12 @@ def _maxpool_step(layer, x, seen):
     at least the window's highest count before now. Mutates ``seen``."""
     c, h, w = layer.in_shape
     k = layer.k
+
     def windows(a):  # [B, n_in] -> [B, C, H/k, W/k, k*k]
-        a = a.reshape(-1, c, h, w)[:, :, :h // k * k, :w // k * k]
+        a = a.reshape(-1, c, h, w)[:, :, : h // k * k, : w // k * k]
         a = a.reshape(-1, c, h // k, k, w // k, k).transpose(0, 1, 2, 4, 3, 5)
         return a.reshape(*a.shape[:4], k * k)
+
     before = windows(seen).max(axis=-1)
     seen += x
     candidates = np.where(windows(x) > 0, windows(seen), -1).max(axis=-1)

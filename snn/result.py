@@ -49,8 +49,9 @@ class RunResult:
     ``[B, n]`` (for membrane readout).
     """
 
-    def __init__(self, trains: list[SpikeTrains], counts: list[LayerCounts],
-                 membrane: np.ndarray, backend: str):
+    def __init__(
+        self, trains: list[SpikeTrains], counts: list[LayerCounts], membrane: np.ndarray, backend: str
+    ):
         self.trains = trains
         self.counts = counts
         self.membrane = membrane
@@ -80,21 +81,30 @@ class RunResult:
     def _rows(self):
         for c in self.counts:
             dense = c.total("dense_updates")
-            yield (c.name, c.mode, f"{c.total('input_events'):,}", f"{c.total('synops'):,}",
-                   f"{c.total('macs'):,}", f"{c.total('updates'):,}",
-                   f"{c.total('updates') / dense:.1%}" if dense else "-", f"{c.total('spikes'):,}")
+            yield (
+                c.name,
+                c.mode,
+                f"{c.total('input_events'):,}",
+                f"{c.total('synops'):,}",
+                f"{c.total('macs'):,}",
+                f"{c.total('updates'):,}",
+                f"{c.total('updates') / dense:.1%}" if dense else "-",
+                f"{c.total('spikes'):,}",
+            )
 
     def table(self) -> str:
         """Per-layer counts, summed over the batch, as aligned text."""
         head = self._HEAD
         rows = [head, *self._rows()]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows)
+        return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
     def __repr__(self):
-        return (f"RunResult(backend={self.backend!r}, T={self.n_steps}, batch={self.batch_size}, "
-                f"layers={len(self.counts)}, spikes={self.total('spikes'):,}, "
-                f"synops={self.total('synops'):,})")
+        return (
+            f"RunResult(backend={self.backend!r}, T={self.n_steps}, batch={self.batch_size}, "
+            f"layers={len(self.counts)}, spikes={self.total('spikes'):,}, "
+            f"synops={self.total('synops'):,})"
+        )
 
     def _repr_html_(self):
         head = "".join(f"<th>{h}</th>" for h in self._HEAD)

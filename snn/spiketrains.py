@@ -40,11 +40,11 @@ class SpikeTrains:
         return int(self.tptr[:, -1].sum())
 
     @classmethod
-    def empty(cls, n_steps: int, batch_size: int, n: int) -> "SpikeTrains":
+    def empty(cls, n_steps: int, batch_size: int, n: int) -> SpikeTrains:
         return cls(np.zeros((batch_size, n_steps + 1), np.int64), np.zeros((batch_size, 0), np.int32), n)
 
     @classmethod
-    def from_raster(cls, raster) -> "SpikeTrains":
+    def from_raster(cls, raster) -> SpikeTrains:
         """From a 0/1 array ``[T, B, n]``; raises on any other value."""
         raster = binary_spikes("spikes", raster)
         if raster.ndim != 3:
@@ -54,7 +54,7 @@ class SpikeTrains:
         return cls._from_sorted(s, t, i, n_steps, batch, n)
 
     @classmethod
-    def from_events(cls, events, n_steps: int, batch_size: int, n: int) -> "SpikeTrains":
+    def from_events(cls, events, n_steps: int, batch_size: int, n: int) -> SpikeTrains:
         """From an ``[E, 3]`` integer array of ``(t, sample, index)`` rows (any
         order; a repeated row is one spike)."""
         ev = np.asarray(events)
@@ -68,8 +68,10 @@ class SpikeTrains:
             ev = ev.astype(np.int64)
         for col, (label, bound) in enumerate((("t", n_steps), ("sample", batch_size), ("index", n))):
             if ev[:, col].min() < 0 or ev[:, col].max() >= bound:
-                raise ValueError(f"event {label} must be in [0, {bound}), got values in "
-                                 f"[{ev[:, col].min()}, {ev[:, col].max()}]")
+                raise ValueError(
+                    f"event {label} must be in [0, {bound}), got values in "
+                    f"[{ev[:, col].min()}, {ev[:, col].max()}]"
+                )
         ev = np.unique(ev[:, [1, 0, 2]], axis=0)  # sorted by sample, step, index
         return cls._from_sorted(ev[:, 0], ev[:, 1], ev[:, 2], n_steps, batch_size, n)
 
@@ -105,5 +107,5 @@ class SpikeTrains:
         """Spike count of each neuron in each sample, [B, n] int64."""
         out = np.zeros((self.batch_size, self.n), np.int64)
         for b in range(self.batch_size):
-            out[b] = np.bincount(self.idx[b, :self.tptr[b, -1]], minlength=self.n)
+            out[b] = np.bincount(self.idx[b, : self.tptr[b, -1]], minlength=self.n)
         return out

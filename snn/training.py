@@ -22,7 +22,8 @@ def load_digits_split(seed: int = 0):
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None]
     x_train, x_test, y_train, y_test = train_test_split(
-        x, digits.target, test_size=0.3, stratify=digits.target, random_state=seed)
+        x, digits.target, test_size=0.3, stratify=digits.target, random_state=seed
+    )
     return x_train, y_train, x_test, y_test
 
 
@@ -46,8 +47,9 @@ def _seeded(seed: int | None):
         yield
 
 
-def digits_cnn(pool: str = "avg", activation: str = "relu", levels: int = 4,
-               threshold: float = 4.0, seed: int | None = 0) -> nn.Sequential:
+def digits_cnn(
+    pool: str = "avg", activation: str = "relu", levels: int = 4, threshold: float = 4.0, seed: int | None = 0
+) -> nn.Sequential:
     """Conv(1,16,3,p1)-BN-act-Conv(16,32,3,p1)-BN-act-{Avg,Max}Pool(2)-Flatten-Linear(512,10).
 
     Parameters
@@ -68,22 +70,45 @@ def digits_cnn(pool: str = "avg", activation: str = "relu", levels: int = 4,
     pooling = nn.AvgPool2d(2) if pool == "avg" else nn.MaxPool2d(2)
     with _seeded(seed):
         return nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), _activation(activation, levels, threshold),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), _activation(activation, levels, threshold),
-            pooling, nn.Flatten(), nn.Linear(512, 10))
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            _activation(activation, levels, threshold),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            _activation(activation, levels, threshold),
+            pooling,
+            nn.Flatten(),
+            nn.Linear(512, 10),
+        )
 
 
-def digits_mlp(activation: str = "relu", levels: int = 4, threshold: float = 4.0,
-               seed: int | None = 0) -> nn.Sequential:
+def digits_mlp(
+    activation: str = "relu", levels: int = 4, threshold: float = 4.0, seed: int | None = 0
+) -> nn.Sequential:
     """MLP 64-256-128-10 with ReLU (or QCFS; arguments as for :func:`digits_cnn`)."""
     with _seeded(seed):
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), _activation(activation, levels, threshold),
-                             nn.Linear(256, 128), _activation(activation, levels, threshold),
-                             nn.Linear(128, 10))
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64, 256),
+            _activation(activation, levels, threshold),
+            nn.Linear(256, 128),
+            _activation(activation, levels, threshold),
+            nn.Linear(128, 10),
+        )
 
 
-def train(model: nn.Module, x, y, *, epochs: int = 60, batch_size: int = 64, lr: float = 1e-3,
-          weight_decay: float = 1e-4, seed: int = 0, progress: bool = True) -> nn.Module:
+def train(
+    model: nn.Module,
+    x,
+    y,
+    *,
+    epochs: int = 60,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    progress: bool = True,
+) -> nn.Module:
     """Adam with weight decay, cross-entropy, shuffled mini-batches, seeded
     (the initial weights are the model builder's: :func:`digits_cnn` and
     :func:`digits_mlp` seed them); returns the model in eval mode."""
@@ -98,7 +123,7 @@ def train(model: nn.Module, x, y, *, epochs: int = 60, batch_size: int = 64, lr:
     for _ in trange(epochs, desc="training", disable=not progress, leave=False):
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
             opt.step()

@@ -27,14 +27,28 @@ import snn
 from snn.reference import run_reference
 
 settings.register_profile(
-    "default", deadline=None, max_examples=80, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    "default",
+    deadline=None,
+    max_examples=80,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.register_profile(
-    "nojit", deadline=None, max_examples=25, print_blob=True, database=None,
-    suppress_health_check=list(HealthCheck))
+    "nojit",
+    deadline=None,
+    max_examples=25,
+    print_blob=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 settings.register_profile(
-    "explore", deadline=None, max_examples=2000, print_blob=True, database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    "explore",
+    deadline=None,
+    max_examples=2000,
+    print_blob=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.load_profile(os.environ.get("SNN_HYPOTHESIS_PROFILE", "default"))
 
 NOJIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
@@ -48,16 +62,17 @@ TOL = {np.float64: 1e-9, np.float32: 1e-4}
 # Descriptions of networks and inputs
 # ---------------------------------------------------------------------------
 
+
 @dataclass
 class LayerSpec:
-    kind: str                 # "dense" (Linear), "sparse" (from_dense), "coo", "random"
-    W: np.ndarray             # [n_out, n_in] float32; zeros are absent synapses unless kind == "dense"
+    kind: str  # "dense" (Linear), "sparse" (from_dense), "coo", "random"
+    W: np.ndarray  # [n_out, n_in] float32; zeros are absent synapses unless kind == "dense"
     neuron: snn.Neuron
-    bias: object = 0.0        # scalar or [n_out]
-    v_init: object = 0.0      # scalar or [n_out]
-    seed: int = 0             # for kind == "random"
-    p: float = 1.0            # for kind == "random"
-    wscale: float = 1.0       # for kind == "random": weights drawn uniform(-wscale/2, wscale)
+    bias: object = 0.0  # scalar or [n_out]
+    v_init: object = 0.0  # scalar or [n_out]
+    seed: int = 0  # for kind == "random"
+    p: float = 1.0  # for kind == "random"
+    wscale: float = 1.0  # for kind == "random": weights drawn uniform(-wscale/2, wscale)
     grid: float | None = None  # for kind == "random": weights rounded to multiples of grid
 
     @property
@@ -75,15 +90,21 @@ class NetSpec:
     dtype: type = np.float64
     T: int = 10
     batch: int = 1
-    input_kind: str = "spikes"   # "spikes", "analog_const", "analog_tv"
+    input_kind: str = "spikes"  # "spikes", "analog_const", "analog_tv"
     x: np.ndarray = field(default=None, repr=False)
 
     def __repr__(self):
-        parts = [f"dtype={np.dtype(self.dtype).name}", f"T={self.T}", f"batch={self.batch}",
-                 f"input={self.input_kind}"]
+        parts = [
+            f"dtype={np.dtype(self.dtype).name}",
+            f"T={self.T}",
+            f"batch={self.batch}",
+            f"input={self.input_kind}",
+        ]
         for k, L in enumerate(self.layers):
-            parts.append(f"L{k}={L.kind}({L.n_in}->{L.n_out}, {L.neuron!r}, "
-                         f"bias={_short(L.bias)}, v_init={_short(L.v_init)})")
+            parts.append(
+                f"L{k}={L.kind}({L.n_in}->{L.n_out}, {L.neuron!r}, "
+                f"bias={_short(L.bias)}, v_init={_short(L.v_init)})"
+            )
         return "NetSpec(" + ", ".join(parts) + ")"
 
 
@@ -103,13 +124,26 @@ def build_layer(spec: LayerSpec, mode: str = "auto"):
     if spec.kind == "coo":
         post, pre = np.nonzero(spec.W)
         order = np.random.default_rng(spec.seed).permutation(len(pre))  # any order is allowed
-        return snn.SparseLinear.from_coo(spec.n_in, spec.n_out, pre[order], post[order],
-                                         spec.W[post[order], pre[order]], spec.neuron, **common)
+        return snn.SparseLinear.from_coo(
+            spec.n_in,
+            spec.n_out,
+            pre[order],
+            post[order],
+            spec.W[post[order], pre[order]],
+            spec.neuron,
+            **common,
+        )
     if spec.kind == "random":
         scale, grid = spec.wscale, spec.grid
         return snn.SparseLinear.random(
-            spec.n_in, spec.n_out, spec.p, weight=lambda rng, n: _quantize(rng.uniform(-scale / 2, scale, n), grid),
-            neuron=spec.neuron, seed=spec.seed, **common)
+            spec.n_in,
+            spec.n_out,
+            spec.p,
+            weight=lambda rng, n: _quantize(rng.uniform(-scale / 2, scale, n), grid),
+            neuron=spec.neuron,
+            seed=spec.seed,
+            **common,
+        )
     raise AssertionError(spec.kind)
 
 
@@ -143,7 +177,7 @@ def reference_with_traces(net: snn.Network, spec: NetSpec):
 # Hypothesis strategies
 # ---------------------------------------------------------------------------
 
-GRIDS = (None, 0.125, 0.1)   # continuous weights, dyadic grid, decimal grid (near-ties)
+GRIDS = (None, 0.125, 0.1)  # continuous weights, dyadic grid, decimal grid (near-ties)
 
 
 def _quantize(a, grid):
@@ -156,8 +190,9 @@ def neurons(draw, exact: bool = False):
     if exact:
         threshold = draw(st.integers(1, 32)) / 8
     else:
-        threshold = draw(st.one_of(st.sampled_from([1.0, 0.5, 0.3, 2.0]),
-                                   st.floats(0.05, 4.0, allow_nan=False)))
+        threshold = draw(
+            st.one_of(st.sampled_from([1.0, 0.5, 0.3, 2.0]), st.floats(0.05, 4.0, allow_nan=False))
+        )
     reset = draw(st.sampled_from(["subtract", "zero", "value"]))
     v_reset = 0.0
     if reset == "value":
@@ -170,8 +205,9 @@ def neurons(draw, exact: bool = False):
     if exact:
         return snn.IF(**kw)
     model = draw(st.sampled_from(["IF", "LIF", "LIF_tau", "CubaLIF", "CubaLIF_tau"]))
-    unit = st.one_of(st.sampled_from([1.0, 0.5, 0.9, 0.99]),
-                     st.floats(0.0, 1.0, exclude_min=True, allow_nan=False))
+    unit = st.one_of(
+        st.sampled_from([1.0, 0.5, 0.9, 0.99]), st.floats(0.0, 1.0, exclude_min=True, allow_nan=False)
+    )
     if model == "IF":
         return snn.IF(**kw)
     if model == "LIF":
@@ -198,10 +234,17 @@ MAX_SIZE, MAX_T = (8, 12) if NOJIT else (40, 40)
 
 
 @st.composite
-def net_specs(draw, exact: bool = False, input_kinds=("spikes", "analog_const", "analog_tv"),
-              max_size: int | None = None, max_T: int | None = None, max_batch: int = 3,
-              max_layers: int = 3, dtypes=(np.float64, np.float32),
-              kinds=("dense", "sparse", "coo", "random")):
+def net_specs(
+    draw,
+    exact: bool = False,
+    input_kinds=("spikes", "analog_const", "analog_tv"),
+    max_size: int | None = None,
+    max_T: int | None = None,
+    max_batch: int = 3,
+    max_layers: int = 3,
+    dtypes=(np.float64, np.float32),
+    kinds=("dense", "sparse", "coo", "random"),
+):
     """A random small network and its input: 1-3 layers of 1-40 neurons,
     T in 1-40, batch 1-3 (smaller with NUMBA_DISABLE_JIT=1).
 
@@ -225,8 +268,8 @@ def net_specs(draw, exact: bool = False, input_kinds=("spikes", "analog_const", 
         thr = neuron.threshold
         kind = draw(st.sampled_from(kinds))
         density = 1.0 if kind == "dense" else draw(st.floats(0.0, 1.0))
-        gain = draw(st.floats(0.1, 3.0))   # total positive drive relative to threshold
-        neg = draw(st.floats(0.0, 1.0))     # share of the range that is inhibitory
+        gain = draw(st.floats(0.1, 3.0))  # total positive drive relative to threshold
+        neg = draw(st.floats(0.0, 1.0))  # share of the range that is inhibitory
         if exact:
             W = rng.integers(-16, 17, (n_out, n_in)) / 8
         else:
@@ -239,9 +282,19 @@ def net_specs(draw, exact: bool = False, input_kinds=("spikes", "analog_const", 
         if exact:
             bias = np.clip(bias, -1.0, 1.0) if np.ndim(bias) else float(np.clip(bias, -1.0, 1.0))
         v_init = draw(per_neuron(rng, n_out, -thr, 1.5 * thr, grid if not exact else 0.125))
-        layers.append(LayerSpec(kind=kind, W=W, neuron=neuron, bias=bias, v_init=v_init,
-                                seed=int(rng.integers(2**31)), p=density,
-                                wscale=2.0 if exact else float(thr * gain), grid=grid))
+        layers.append(
+            LayerSpec(
+                kind=kind,
+                W=W,
+                neuron=neuron,
+                bias=bias,
+                v_init=v_init,
+                seed=int(rng.integers(2**31)),
+                p=density,
+                wscale=2.0 if exact else float(thr * gain),
+                grid=grid,
+            )
+        )
     input_kind = draw(st.sampled_from(input_kinds))
     n_in = sizes[0]
     if input_kind == "spikes":
@@ -261,6 +314,7 @@ def net_specs(draw, exact: bool = False, input_kinds=("spikes", "analog_const", 
 # The comparison
 # ---------------------------------------------------------------------------
 
+
 def layer_scales(net: snn.Network, spec: NetSpec, traces, b: int) -> list[float]:
     """Magnitude scale of each layer's arithmetic in sample ``b``: threshold
     + largest membrane seen + largest one-step input (bias + the sum of
@@ -269,7 +323,7 @@ def layer_scales(net: snn.Network, spec: NetSpec, traces, b: int) -> list[float]
     (integer counts, exact) gets scale 0."""
     scales = []
     for k, layer in enumerate(net.layers):
-        if layer.kind == "maxpool":   # integer spike counts: exact, no tolerance
+        if layer.kind == "maxpool":  # integer spike counts: exact, no tolerance
             scales.append(0.0)
             continue
         W = np.abs(dense_weight(layer).astype(np.float64))
@@ -277,8 +331,13 @@ def layer_scales(net: snn.Network, spec: NetSpec, traces, b: int) -> list[float]
         step_in = float(np.abs(layer.bias).max() + W.sum(axis=1).max() * in_max)
         nrn = layer.neuron
         thr = nrn.threshold if np.isfinite(nrn.threshold) else 0.0  # membrane readout (never fires)
-        s = thr + float(np.abs(traces[k][:, b]).max(initial=0)) + abs(nrn.v_reset) \
-            + float(np.abs(layer.v_init).max()) + step_in
+        s = (
+            thr
+            + float(np.abs(traces[k][:, b]).max(initial=0))
+            + abs(nrn.v_reset)
+            + float(np.abs(layer.v_init).max())
+            + step_in
+        )
         if nrn.has_current:
             s += step_in * min(spec.T, 1.0 / max(1e-12, 1.0 - nrn.alpha))
         scales.append(s)
@@ -309,18 +368,20 @@ def assert_equivalent(net: snn.Network, spec: NetSpec, result, ref, traces, labe
         scales = layer_scales(net, spec, traces, b)
         where = first_divergence(ref_rasters, rasters, b)
         if where is None:
-            if net.layers[-1].kind == "maxpool":   # no membrane; identical spikes are all there is
+            if net.layers[-1].kind == "maxpool":  # no membrane; identical spikes are all there is
                 continue
             nrn = net.layers[-1].neuron
             diff = np.abs(result.membrane[b].astype(np.float64) - ref.membrane[b])
             assert np.all(diff <= tol * scales[-1]), (
                 f"{label}: sample {b}: identical spikes but final membranes differ by "
-                f"{diff.max():.3g} > {tol * scales[-1]:.3g} ({nrn!r})")
+                f"{diff.max():.3g} > {tol * scales[-1]:.3g} ({nrn!r})"
+            )
             continue
         t, k = where
         assert net.layers[k].kind != "maxpool", (
             f"{label}: sample {b}: max pooling layer {k} differs at step {t} although its input "
-            "spikes agree up to that step (the gate works on integer counts: no tolerance)")
+            "spikes agree up to that step (the gate works on integer counts: no tolerance)"
+        )
         thr = net.layers[k].neuron.threshold
         bad = np.nonzero(ref_rasters[k][t, b] != rasters[k][t, b])[0]
         v = traces[k][t, b, bad].astype(np.float64)
@@ -330,16 +391,18 @@ def assert_equivalent(net: snn.Network, spec: NetSpec, result, ref, traces, labe
             f"{label}: sample {b}: first divergence at step {t}, layer {k}: neurons {bad.tolist()} "
             f"reference spike {ref_rasters[k][t, b, bad].tolist()}, event spike "
             f"{rasters[k][t, b, bad].tolist()}, reference membrane {v.tolist()} vs threshold {thr!r}: "
-            f"distance {dist.max():.3g} > tolerance {tol * scales[k]:.3g}")
+            f"distance {dist.max():.3g} > tolerance {tol * scales[k]:.3g}"
+        )
 
 
-def conv_fan_out(in_shape, out_channels, kernel_size, *, stride=1, padding=0, dilation=1,
-                 groups=1) -> np.ndarray:
+def conv_fan_out(
+    in_shape, out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1
+) -> np.ndarray:
     """Targets reached by each input neuron of a Conv2d geometry, counted
     independently of the library: torch's conv2d applied to every one-hot
     input with an all-ones kernel; an output is reached iff it is non-zero
     (exact: the sums are small integers). Padded borders reach fewer."""
-    import torch   # lazily: the simulator's own tests run without torch
+    import torch  # lazily: the simulator's own tests run without torch
     import torch.nn.functional as F
 
     c, h, w = in_shape
@@ -359,10 +422,16 @@ def layer_fan_out(layer) -> np.ndarray:
     if layer.kind == "maxpool":
         return np.zeros(layer.n_in, np.int64)
     if layer.kind == "conv":
-        g = layer.geom   # [c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups]
-        return conv_fan_out(layer.in_shape, layer.out_shape[0], (int(g[6]), int(g[7])),
-                            stride=(int(g[8]), int(g[9])), padding=(int(g[10]), int(g[11])),
-                            dilation=(int(g[12]), int(g[13])), groups=int(g[14]))
+        g = layer.geom  # [c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups]
+        return conv_fan_out(
+            layer.in_shape,
+            layer.out_shape[0],
+            (int(g[6]), int(g[7])),
+            stride=(int(g[8]), int(g[9])),
+            padding=(int(g[10]), int(g[11])),
+            dilation=(int(g[12]), int(g[13])),
+            groups=int(g[14]),
+        )
     if isinstance(layer, snn.Linear):
         return np.full(layer.n_in, layer.n_out, np.int64)
     return np.count_nonzero(dense_weight(layer), axis=0).astype(np.int64)

@@ -16,14 +16,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "snn.cli", *map(str, args)], cwd=cwd, capture_output=True, check=False,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "snn.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli")
-    net = snn.Network([snn.Linear(20, 15, snn.LIF(beta=0.9), seed=0), snn.Linear(15, 5, snn.LIF(beta=0.9), seed=1)])
+    net = snn.Network(
+        [snn.Linear(20, 15, snn.LIF(beta=0.9), seed=0), snn.Linear(15, 5, snn.LIF(beta=0.9), seed=1)]
+    )
     snn.save(net, path / "net.npz")
     spikes = snn.bernoulli(np.full((2, 20), 0.2), T=30, seed=0)
     np.savez(path / "spikes.npz", spikes=spikes)

@@ -77,8 +77,9 @@ def test_fixed_probability_edge_cases():
     assert 0 < len(cols) < 200
 
 
-@pytest.mark.parametrize("build, arg", [(fixed_probability, 0.05), (fixed_in_degree, 7),
-                                        (fixed_out_degree, 7)])
+@pytest.mark.parametrize(
+    "build, arg", [(fixed_probability, 0.05), (fixed_in_degree, 7), (fixed_out_degree, 7)]
+)
 def test_seeded_determinism(build, arg):
     a = build(300, 200, arg, seed=11)
     b = build(300, 200, arg, seed=11)
@@ -89,13 +90,16 @@ def test_seeded_determinism(build, arg):
     assert all(np.array_equal(x, y) for x, y in zip(a, g))
 
 
-@pytest.mark.parametrize("n_pre, n_post, k, autapses", [
-    (20_000, 5_000, 40, True),     # sparse: few repeats to redraw
-    (300, 2_000, 200, True),       # k > n_pre / 2: the complement is drawn
-    (150, 150, 149, False),        # every other neuron
-    (500, 500, 60, False),
-    (50, 80, 0, True),
-])
+@pytest.mark.parametrize(
+    "n_pre, n_post, k, autapses",
+    [
+        (20_000, 5_000, 40, True),  # sparse: few repeats to redraw
+        (300, 2_000, 200, True),  # k > n_pre / 2: the complement is drawn
+        (150, 150, 149, False),  # every other neuron
+        (500, 500, 60, False),
+        (50, 80, 0, True),
+    ],
+)
 def test_fixed_in_degree_exact(n_pre, n_post, k, autapses):
     rowptr, cols = fixed_in_degree(n_pre, n_post, k, seed=1, autapses=autapses)
     check_csr(rowptr, cols, n_pre, n_post)
@@ -107,12 +111,15 @@ def test_fixed_in_degree_exact(n_pre, n_post, k, autapses):
         assert_binomial_degrees(np.diff(rowptr), n_post if autapses else n_post - 1, k / m)
 
 
-@pytest.mark.parametrize("n_pre, n_post, k, autapses", [
-    (5_000, 20_000, 40, True),
-    (2_000, 300, 200, True),
-    (150, 150, 149, False),
-    (500, 500, 60, False),
-])
+@pytest.mark.parametrize(
+    "n_pre, n_post, k, autapses",
+    [
+        (5_000, 20_000, 40, True),
+        (2_000, 300, 200, True),
+        (150, 150, 149, False),
+        (500, 500, 60, False),
+    ],
+)
 def test_fixed_out_degree_exact(n_pre, n_post, k, autapses):
     rowptr, cols = fixed_out_degree(n_pre, n_post, k, seed=2, autapses=autapses)
     check_csr(rowptr, cols, n_pre, n_post)
@@ -142,12 +149,15 @@ def assert_uniform_subsets(sets, m, k):
     assert np.all(np.abs(counts / total - q) <= 5 * np.sqrt(q * (1 - q) / total)), counts
 
 
-@pytest.mark.parametrize("build, k", [
-    (fixed_in_degree, 2),    # direct draw with redraws of repeats (2 <= 5 / 2)
-    (fixed_in_degree, 4),    # complement branch
-    (fixed_out_degree, 2),
-    (fixed_out_degree, 3),
-])
+@pytest.mark.parametrize(
+    "build, k",
+    [
+        (fixed_in_degree, 2),  # direct draw with redraws of repeats (2 <= 5 / 2)
+        (fixed_in_degree, 4),  # complement branch
+        (fixed_out_degree, 2),
+        (fixed_out_degree, 3),
+    ],
+)
 def test_subsets_are_uniform(build, k):
     """30,000 neurons each choose k of 5 partners."""
     sizes = (5, 30_000) if build is fixed_in_degree else (30_000, 5)

@@ -36,11 +36,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TOL, NetSpec, assert_equivalent, conv_fan_out, neurons, reference_with_traces
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import snn
-from conftest import TOL, NetSpec, assert_equivalent, conv_fan_out, neurons, reference_with_traces
 
 PATHS = (("event", "event"), ("event", "clock"), ("event", "dense"), ("reference", None))
 
@@ -53,11 +53,15 @@ def _run(net, backend, mode, **kwargs):
 
 def torch_conv(x, weight, bias, geo):
     """conv2d in float64 of ``x[B, C, H, W]`` with the (float32) weights."""
-    out = F.conv2d(torch.as_tensor(np.asarray(x, np.float64)),
-                   torch.as_tensor(np.asarray(weight, np.float32).astype(np.float64)),
-                   None if bias is None else torch.as_tensor(np.asarray(bias, np.float64)),
-                   stride=geo["stride"], padding=geo["padding"], dilation=geo["dilation"],
-                   groups=geo["groups"])
+    out = F.conv2d(
+        torch.as_tensor(np.asarray(x, np.float64)),
+        torch.as_tensor(np.asarray(weight, np.float32).astype(np.float64)),
+        None if bias is None else torch.as_tensor(np.asarray(bias, np.float64)),
+        stride=geo["stride"],
+        padding=geo["padding"],
+        dilation=geo["dilation"],
+        groups=geo["groups"],
+    )
     return out.numpy()
 
 
@@ -91,15 +95,26 @@ def conv_geometries(draw, in_shape=None, max_hw=9):
             kh, dy = (kh - 1, dy) if kh > 1 else (1, 1)
         while not _fits(w, kw, px, dx):
             kw, dx = (kw - 1, dx) if kw > 1 else (1, 1)
-    return dict(in_shape=(c_in, h, w), out_channels=c_out, kernel_size=(kh, kw), stride=(sy, sx),
-                padding=(py, px), dilation=(dy, dx), groups=groups)
+    return dict(
+        in_shape=(c_in, h, w),
+        out_channels=c_out,
+        kernel_size=(kh, kw),
+        stride=(sy, sx),
+        padding=(py, px),
+        dilation=(dy, dx),
+        groups=groups,
+    )
 
 
 def _out_hw(geo):
     """Output height and width (torch's formula)."""
     _, h, w = geo["in_shape"]
-    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in zip(
-        (h, w), geo["kernel_size"], geo["stride"], geo["padding"], geo["dilation"]))
+    return tuple(
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, s, p, d in zip(
+            (h, w), geo["kernel_size"], geo["stride"], geo["padding"], geo["dilation"]
+        )
+    )
 
 
 def _conv_kwargs(geo):
@@ -115,15 +130,34 @@ def _weight_shape(geo):
 # (a) the linear part against torch
 # ---------------------------------------------------------------------------
 
-NON_SQUARE = dict(in_shape=(2, 5, 9), out_channels=4, kernel_size=(3, 2), stride=(2, 3), padding=(1, 2),
-                  dilation=(2, 1), groups=2)
+NON_SQUARE = dict(
+    in_shape=(2, 5, 9),
+    out_channels=4,
+    kernel_size=(3, 2),
+    stride=(2, 3),
+    padding=(1, 2),
+    dilation=(2, 1),
+    groups=2,
+)
 
 
 @pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @example(geo=NON_SQUARE, seed=0, batch=2, T=3)
-@example(geo=dict(in_shape=(3, 7, 4), out_channels=3, kernel_size=(4, 1), stride=(3, 1), padding=(2, 0),
-                  dilation=(1, 2), groups=3), seed=1, batch=1, T=1)   # depthwise
+@example(
+    geo=dict(
+        in_shape=(3, 7, 4),
+        out_channels=3,
+        kernel_size=(4, 1),
+        stride=(3, 1),
+        padding=(2, 0),
+        dilation=(1, 2),
+        groups=3,
+    ),
+    seed=1,
+    batch=1,
+    T=1,
+)  # depthwise
 @given(geo=conv_geometries(), seed=st.integers(0, 2**32 - 1), batch=st.integers(1, 3), T=st.integers(1, 3))
 def test_linear_part_matches_torch_conv2d(dtype, geo, seed, batch, T):
     """Membrane of never-firing IF neurons (v_init 0) == conv2d + bias, for
@@ -133,8 +167,15 @@ def test_linear_part_matches_torch_conv2d(dtype, geo, seed, batch, T):
     c, h, w = geo["in_shape"]
     weight = rng.uniform(-1, 1, _weight_shape(geo)).astype(np.float32)
     bias = rng.uniform(-1, 1, geo["out_channels"])
-    layer = snn.Conv2d(geo["in_shape"], geo["out_channels"], geo["kernel_size"], snn.IF(threshold=math.inf),
-                       weight=weight, bias=bias, **_conv_kwargs(geo))
+    layer = snn.Conv2d(
+        geo["in_shape"],
+        geo["out_channels"],
+        geo["kernel_size"],
+        snn.IF(threshold=math.inf),
+        weight=weight,
+        bias=bias,
+        **_conv_kwargs(geo),
+    )
     net = snn.Network([layer], dtype=dtype)
     b4 = bias[:, None, None]
 
@@ -175,8 +216,9 @@ def test_single_spike_reaches_its_receptive_field(backend, mode):
     """One input spike at a padded corner: the membrane is the (flipped)
     kernel slice that overlaps the output, exactly (dyadic weights, every
     weight distinct so that a wrong tap shows)."""
-    geo = dict(in_shape=(2, 4, 5), out_channels=3, kernel_size=(3, 3), stride=1, padding=1, dilation=1,
-               groups=1)
+    geo = dict(
+        in_shape=(2, 4, 5), out_channels=3, kernel_size=(3, 3), stride=1, padding=1, dilation=1, groups=1
+    )
     weight = (np.arange(3 * 2 * 9, dtype=np.float32).reshape(3, 2, 3, 3) + 1) / 8
     layer = snn.Conv2d(geo["in_shape"], 3, 3, snn.IF(threshold=math.inf), padding=1, weight=weight)
     net = snn.Network([layer])
@@ -191,6 +233,7 @@ def test_single_spike_reaches_its_receptive_field(backend, mode):
 # ---------------------------------------------------------------------------
 # (b) event / dense vs reference on conv stacks
 # ---------------------------------------------------------------------------
+
 
 @st.composite
 def conv_stacks(draw, exact: bool = False, max_layers: int = 3):
@@ -234,13 +277,24 @@ def conv_stacks(draw, exact: bool = False, max_layers: int = 3):
                 gain = draw(st.floats(0.3, 3.0))
                 weight = rng.uniform(-0.4, 1.0, _weight_shape(geo)) * thr * gain / np.sqrt(fan_in)
                 bias = draw(st.sampled_from(["zero", "scalar", "channel"]))
-                bias = {"zero": 0.0, "scalar": float(rng.uniform(-0.1, 0.2) * thr),
-                        "channel": rng.uniform(-0.1, 0.2, geo["out_channels"]) * thr}[bias]
+                bias = {
+                    "zero": 0.0,
+                    "scalar": float(rng.uniform(-0.1, 0.2) * thr),
+                    "channel": rng.uniform(-0.1, 0.2, geo["out_channels"]) * thr,
+                }[bias]
                 v_init = draw(st.sampled_from([0.0, "neuron"]))
                 if v_init == "neuron":
                     v_init = rng.uniform(-thr, thr, n_out)
-            layer = snn.Conv2d(shape, geo["out_channels"], geo["kernel_size"], neuron, weight=weight,
-                               bias=bias, v_init=v_init, **_conv_kwargs(geo))
+            layer = snn.Conv2d(
+                shape,
+                geo["out_channels"],
+                geo["kernel_size"],
+                neuron,
+                weight=weight,
+                bias=bias,
+                v_init=v_init,
+                **_conv_kwargs(geo),
+            )
         layers.append(layer)
         shape = layer.out_shape
     if draw(st.booleans()):
@@ -292,33 +346,52 @@ def test_conv_stack_exact_arithmetic_bit_identical(mode, stack):
 # (c) SynOps = input spikes x fan-out (independent)
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("geo", [
-    dict(in_shape=(1, 3, 3), out_channels=1, kernel_size=3, padding=1),
-    dict(in_shape=(2, 5, 4), out_channels=4, kernel_size=(3, 2), stride=(2, 1), padding=(2, 0), groups=2),
-])
+
+@pytest.mark.parametrize(
+    "geo",
+    [
+        dict(in_shape=(1, 3, 3), out_channels=1, kernel_size=3, padding=1),
+        dict(in_shape=(2, 5, 4), out_channels=4, kernel_size=(3, 2), stride=(2, 1), padding=(2, 0), groups=2),
+    ],
+)
 def test_fan_out_helper_by_hand(geo):
     """The independent counter itself, against counts done by hand: 3x3
     kernel, padding 1 on a 3x3 input: the centre reaches all 9 outputs, an
     edge 6, a corner 4."""
-    fan = conv_fan_out(geo["in_shape"], geo["out_channels"], geo["kernel_size"],
-                       **{k: v for k, v in geo.items() if k in ("stride", "padding", "dilation", "groups")})
+    fan = conv_fan_out(
+        geo["in_shape"],
+        geo["out_channels"],
+        geo["kernel_size"],
+        **{k: v for k, v in geo.items() if k in ("stride", "padding", "dilation", "groups")},
+    )
     if geo["in_shape"] == (1, 3, 3):
         assert fan.tolist() == [4, 6, 4, 6, 9, 6, 4, 6, 4]
     else:
         # 5x4 input, kernel (3, 2), stride (2, 1), padding (2, 0): h_out = 4, w_out = 3.
         # rows y: outputs oy with 0 <= y + 2 - ky = 2 oy, ky in 0..2, oy < 4
-        rows = [sum(1 for ky in range(3) if (y + 2 - ky) % 2 == 0 and 0 <= (y + 2 - ky) // 2 < 4
-                    and y + 2 - ky >= 0) for y in range(5)]
+        rows = [
+            sum(
+                1
+                for ky in range(3)
+                if (y + 2 - ky) % 2 == 0 and 0 <= (y + 2 - ky) // 2 < 4 and y + 2 - ky >= 0
+            )
+            for y in range(5)
+        ]
         cols = [sum(1 for kx in range(2) if 0 <= x - kx < 3) for x in range(4)]
-        per_channel = np.outer(rows, cols).reshape(-1) * 2   # 2 output channels per group
+        per_channel = np.outer(rows, cols).reshape(-1) * 2  # 2 output channels per group
         assert fan.tolist() == np.tile(per_channel, 2).tolist()
 
 
 @pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("backend,mode", PATHS)
 @settings(max_examples=40)
-@given(geo=conv_geometries(max_hw=7), seed=st.integers(0, 2**32 - 1), T=st.integers(1, 8),
-       batch=st.integers(1, 3), p=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+@given(
+    geo=conv_geometries(max_hw=7),
+    seed=st.integers(0, 2**32 - 1),
+    T=st.integers(1, 8),
+    batch=st.integers(1, 3),
+    p=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+)
 def test_synops_equal_spikes_times_fan_out(backend, mode, geo, seed, T, batch, p):
     """Two stacked layers (a Conv2d, then an AvgPool2d or a second Conv2d):
     SynOps of each = its input spikes (the given raster, then layer 0's
@@ -327,8 +400,15 @@ def test_synops_equal_spikes_times_fan_out(backend, mode, geo, seed, T, batch, p
     its value (structural count)."""
     rng = np.random.default_rng(seed)
     weight = rng.uniform(-0.5, 1.5, _weight_shape(geo)) * (rng.random(_weight_shape(geo)) < 0.8)
-    conv = snn.Conv2d(geo["in_shape"], geo["out_channels"], geo["kernel_size"], snn.IF(threshold=0.5),
-                      weight=weight, bias=0.05, **_conv_kwargs(geo))
+    conv = snn.Conv2d(
+        geo["in_shape"],
+        geo["out_channels"],
+        geo["kernel_size"],
+        snn.IF(threshold=0.5),
+        weight=weight,
+        bias=0.05,
+        **_conv_kwargs(geo),
+    )
     c2, h2, w2 = conv.out_shape
     if h2 >= 2 and w2 >= 2 and rng.random() < 0.5:
         second = snn.AvgPool2d(conv.out_shape, 2)
@@ -378,12 +458,13 @@ def test_grouped_conv_updates_only_reached_neurons(groups):
     c_in = c_out = 4
     geo = dict(in_shape=(c_in, 5, 5), out_channels=c_out, kernel_size=3, padding=1, groups=groups)
     weight = np.full((c_out, c_in // groups, 3, 3), 1e-3)
-    layer = snn.Conv2d(geo["in_shape"], c_out, 3, snn.IF(), padding=1, groups=groups, weight=weight,
-                       mode="event")
+    layer = snn.Conv2d(
+        geo["in_shape"], c_out, 3, snn.IF(), padding=1, groups=groups, weight=weight, mode="event"
+    )
     rng = np.random.default_rng(0)
     T = 6
     x = (rng.random((T, 1, c_in, 5, 5)) < 0.2).astype(np.uint8)
-    x[:, :, c_in // groups:] = 0        # only group 0 receives spikes
+    x[:, :, c_in // groups :] = 0  # only group 0 receives spikes
     r = snn.Network([layer]).run(x.reshape(T, 1, -1))
     assert r.spikes(0).sum() == 0
     ones = torch.ones(c_out, c_in // groups, 3, 3, dtype=torch.float64)
@@ -391,25 +472,33 @@ def test_grouped_conv_updates_only_reached_neurons(groups):
     expected = int(reached.sum())
     assert r.counts[0].updates.tolist() == [expected], (
         f"{r.counts[0].updates[0]} updates for {expected} reached (step, neuron) pairs: output "
-        "channels of other groups, which receive nothing, are brought forward too")
+        "channels of other groups, which receive nothing, are brought forward too"
+    )
 
 
 # ---------------------------------------------------------------------------
 # (d) AvgPool2d = depthwise conv with weights 1 / k^2
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("warm_kernels")
 @settings(max_examples=30)
-@given(c=st.integers(1, 3), h=st.integers(2, 9), w=st.integers(2, 9), k=st.integers(2, 3),
-       stride=st.sampled_from([None, 1, 2]), seed=st.integers(0, 2**32 - 1),
-       dtype=st.sampled_from([np.float64, np.float32]))
+@given(
+    c=st.integers(1, 3),
+    h=st.integers(2, 9),
+    w=st.integers(2, 9),
+    k=st.integers(2, 3),
+    stride=st.sampled_from([None, 1, 2]),
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float64, np.float32]),
+)
 def test_avgpool_is_depthwise_conv(c, h, w, k, stride, seed, dtype):
     k = min(k, h, w)
     pool = snn.AvgPool2d((c, h, w), k, stride=stride)
     s = k if stride is None else stride
     conv = snn.Conv2d((c, h, w), c, k, snn.IF(), stride=s, groups=c, weight=np.full((c, 1, k, k), 1 / k**2))
     assert pool.out_shape == conv.out_shape == (c, (h - k) // s + 1, (w - k) // s + 1)
-    assert pool.neuron == snn.IF()   # threshold 1, reset by subtraction
+    assert pool.neuron == snn.IF()  # threshold 1, reset by subtraction
     assert pool.weight.shape == (c, 1, k, k) and np.all(pool.weight == np.float32(1 / k**2))
     assert np.array_equal(pool.dense_rows(), conv.dense_rows())
     assert np.array_equal(pool.fan_out, conv_fan_out((c, h, w), c, k, stride=s, groups=c))
@@ -456,6 +545,7 @@ def test_avgpool_rate_is_window_mean_rate():
 # (e) MaxPool2d gating
 # ---------------------------------------------------------------------------
 
+
 def maxpool_oracle(x, in_shape, k):
     """Plain-Python transcription of the rule of ``kernels/pool.py``: output
     ``o`` spikes at ``t`` iff some input of its window spiked at ``t`` with a
@@ -490,16 +580,22 @@ def _pool_raster(T, n, spikes):
 
 @pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("backend", ["event", "reference"])
-@pytest.mark.parametrize("case,spikes,expected", [
-    ("one input passes all its spikes", {2: [0, 2, 5]}, [0, 2, 5]),
-    ("the leader by count passes, the other is blocked", {0: [0, 1, 2], 3: [1, 3]}, [0, 1, 2]),
-    ("a tie passes", {0: [0], 1: [1]}, [0, 1]),
-    ("catching up: blocked below the leader, passes from the tie on", {0: [0, 1], 3: [2, 3, 4]},
-     [0, 1, 3, 4]),
-    ("four inputs spiking together: one output", {0: [3], 1: [3], 2: [3], 3: [3]}, [3]),
-    ("leader and follower together: one output", {0: [0, 1, 2], 1: [2]}, [0, 1, 2]),
-    ("follower alone after the leader stopped", {0: [0, 1, 2], 1: [3, 4, 5, 6]}, [0, 1, 2, 5, 6]),
-])
+@pytest.mark.parametrize(
+    "case,spikes,expected",
+    [
+        ("one input passes all its spikes", {2: [0, 2, 5]}, [0, 2, 5]),
+        ("the leader by count passes, the other is blocked", {0: [0, 1, 2], 3: [1, 3]}, [0, 1, 2]),
+        ("a tie passes", {0: [0], 1: [1]}, [0, 1]),
+        (
+            "catching up: blocked below the leader, passes from the tie on",
+            {0: [0, 1], 3: [2, 3, 4]},
+            [0, 1, 3, 4],
+        ),
+        ("four inputs spiking together: one output", {0: [3], 1: [3], 2: [3], 3: [3]}, [3]),
+        ("leader and follower together: one output", {0: [0, 1, 2], 1: [2]}, [0, 1, 2]),
+        ("follower alone after the leader stopped", {0: [0, 1, 2], 1: [3, 4, 5, 6]}, [0, 1, 2, 5, 6]),
+    ],
+)
 def test_maxpool_hand_built(backend, case, spikes, expected):
     """One 2x2 window (inputs 0..3 of a 1x2x2 map)."""
     T = 8
@@ -519,10 +615,10 @@ def test_maxpool_windows_and_channels_are_independent(backend):
     every window, as in torch (floor)."""
     T = 5
     x = np.zeros((T, 1, 2, 5, 5), np.uint8)
-    x[:, 0, 0, 0, 0] = 1            # channel 0, window (0, 0): every step
-    x[1, 0, 1, 3, 2] = 1            # channel 1, window (1, 1): step 1
-    x[:, 0, :, 4, :] = 1            # last row: in no window
-    x[:, 0, :, :, 4] = 1            # last column: in no window
+    x[:, 0, 0, 0, 0] = 1  # channel 0, window (0, 0): every step
+    x[1, 0, 1, 3, 2] = 1  # channel 1, window (1, 1): step 1
+    x[:, 0, :, 4, :] = 1  # last row: in no window
+    x[:, 0, :, :, 4] = 1  # last column: in no window
     r = snn.Network([snn.MaxPool2d((2, 5, 5), 2)]).run(x.reshape(T, 1, -1), backend=backend)
     out = r.spikes(0).reshape(T, 2, 2, 2)
     assert out[:, 0, 0, 0].tolist() == [1] * T
@@ -532,9 +628,16 @@ def test_maxpool_windows_and_channels_are_independent(backend):
 
 @pytest.mark.usefixtures("warm_kernels")
 @settings(max_examples=60)
-@given(c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), k=st.integers(1, 4),
-       T=st.integers(1, 25), batch=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
-       p=st.sampled_from([0.05, 0.2, 0.5, 0.9, 1.0]))
+@given(
+    c=st.integers(1, 3),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    k=st.integers(1, 4),
+    T=st.integers(1, 25),
+    batch=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    p=st.sampled_from([0.05, 0.2, 0.5, 0.9, 1.0]),
+)
 def test_maxpool_event_matches_reference_and_rule(c, h, w, k, T, batch, seed, p):
     """Random spikes (per-input rates too, so that leaders exist): event ==
     reference == the plain-Python rule, bit for bit; at most one output spike
@@ -555,13 +658,13 @@ def test_maxpool_event_matches_reference_and_rule(c, h, w, k, T, batch, seed, p)
     assert np.array_equal(r.spikes(0), expected)
     assert r.membrane is None and ref.membrane is None
     events = r.trains[0].to_events()
-    assert len(np.unique(events, axis=0)) == len(events) == expected.sum()   # once per step
+    assert len(np.unique(events, axis=0)) == len(events) == expected.sum()  # once per step
     assert r.counts[0].spikes.tolist() == expected.reshape(T, batch, -1).sum(axis=(0, 2)).tolist()
     assert r.counts[0].synops.tolist() == [0] * batch == ref.counts[0].synops.tolist()
     assert r.counts[0].updates.tolist() == x.reshape(T, batch, -1).sum(axis=(0, 2)).tolist()
     ho, wo = h // k, w // k
-    cropped = x.reshape(T, batch, c, h, w)[:, :, :, :ho * k, :wo * k]
-    win = cropped.reshape(T, batch, c, ho, k, wo, k).sum(axis=0)               # per-input counts
+    cropped = x.reshape(T, batch, c, h, w)[:, :, :, : ho * k, : wo * k]
+    win = cropped.reshape(T, batch, c, ho, k, wo, k).sum(axis=0)  # per-input counts
     highest = win.max(axis=(3, 5)).reshape(batch, -1)
     total = win.sum(axis=(3, 5)).reshape(batch, -1)
     out_counts = expected.sum(axis=0).astype(np.int64)
@@ -583,14 +686,18 @@ def test_maxpool_first_layer_refuses_analog_input(backend):
 # construction errors
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(kernel_size=(2, 3)), "square"),
-    (dict(kernel_size=2, stride=1), "stride equal to the kernel"),
-    (dict(kernel_size=2, stride=(2, 1)), "stride equal to the kernel"),
-    (dict(kernel_size=5), "larger than the input"),
-    (dict(in_shape=(1, 3, 8), kernel_size=4), "larger than the input"),
-    (dict(in_shape=(4, 4), kernel_size=2), "in_shape"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(kernel_size=(2, 3)), "square"),
+        (dict(kernel_size=2, stride=1), "stride equal to the kernel"),
+        (dict(kernel_size=2, stride=(2, 1)), "stride equal to the kernel"),
+        (dict(kernel_size=5), "larger than the input"),
+        (dict(in_shape=(1, 3, 8), kernel_size=4), "larger than the input"),
+        (dict(in_shape=(4, 4), kernel_size=2), "in_shape"),
+    ],
+)
 def test_maxpool_errors(kwargs, match):
     kwargs = {"in_shape": (2, 4, 4), **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -602,26 +709,29 @@ def test_maxpool_stride_equal_to_kernel_is_accepted():
     assert snn.MaxPool2d((1, 4, 6), (2, 2), stride=(2, 2)).out_shape == (1, 2, 3)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(groups=2), "groups"),                                   # 3 input channels
-    (dict(in_shape=(4, 6, 6), out_channels=3, groups=2), "groups"),
-    (dict(groups=0), "groups"),
-    (dict(groups=True), "groups"),
-    (dict(kernel_size=7), "does not fit"),
-    (dict(kernel_size=3, dilation=3), "does not fit"),
-    (dict(kernel_size=(6, 7), padding=(0, 0)), "does not fit"),
-    (dict(bias=np.zeros(5)), "bias"),
-    (dict(bias=np.zeros((4, 1))), "bias"),
-    (dict(weight=np.zeros((4, 3, 3, 2))), "weight must have shape"),
-    (dict(weight=np.zeros((4, 3, 3))), "weight"),
-    (dict(groups=3, weight=np.zeros((3, 3, 3, 3)), out_channels=3), "weight must have shape"),
-    (dict(in_shape=(3, 6)), "in_shape"),
-    (dict(in_shape=(3, 0, 6)), "in_shape"),
-    (dict(stride=0), "stride"),
-    (dict(padding=-1), "padding"),
-    (dict(dilation=0), "dilation"),
-    (dict(kernel_size=(3, 3, 3)), "kernel_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(groups=2), "groups"),  # 3 input channels
+        (dict(in_shape=(4, 6, 6), out_channels=3, groups=2), "groups"),
+        (dict(groups=0), "groups"),
+        (dict(groups=True), "groups"),
+        (dict(kernel_size=7), "does not fit"),
+        (dict(kernel_size=3, dilation=3), "does not fit"),
+        (dict(kernel_size=(6, 7), padding=(0, 0)), "does not fit"),
+        (dict(bias=np.zeros(5)), "bias"),
+        (dict(bias=np.zeros((4, 1))), "bias"),
+        (dict(weight=np.zeros((4, 3, 3, 2))), "weight must have shape"),
+        (dict(weight=np.zeros((4, 3, 3))), "weight"),
+        (dict(groups=3, weight=np.zeros((3, 3, 3, 3)), out_channels=3), "weight must have shape"),
+        (dict(in_shape=(3, 6)), "in_shape"),
+        (dict(in_shape=(3, 0, 6)), "in_shape"),
+        (dict(stride=0), "stride"),
+        (dict(padding=-1), "padding"),
+        (dict(dilation=0), "dilation"),
+        (dict(kernel_size=(3, 3, 3)), "kernel_size"),
+    ],
+)
 def test_conv_errors(kwargs, match):
     args = dict(in_shape=(3, 6, 6), out_channels=4, kernel_size=3)
     args.update(kwargs)
@@ -629,12 +739,15 @@ def test_conv_errors(kwargs, match):
         snn.Conv2d(args.pop("in_shape"), args.pop("out_channels"), args.pop("kernel_size"), snn.IF(), **args)
 
 
-@pytest.mark.parametrize("make,name", [
-    (lambda: snn.MaxPool2d((1, 4, 4), 2.0), "kernel_size"),
-    (lambda: snn.Conv2d((1, 6, 6), 2, 3.0, snn.IF()), "kernel_size"),
-    (lambda: snn.Conv2d((1, 6, 6), 2, 3, snn.IF(), stride=1.5), "stride"),
-    (lambda: snn.Conv2d((1, 6, 6), 2, 3, snn.IF(), padding=None), "padding"),
-])
+@pytest.mark.parametrize(
+    "make,name",
+    [
+        (lambda: snn.MaxPool2d((1, 4, 4), 2.0), "kernel_size"),
+        (lambda: snn.Conv2d((1, 6, 6), 2, 3.0, snn.IF()), "kernel_size"),
+        (lambda: snn.Conv2d((1, 6, 6), 2, 3, snn.IF(), stride=1.5), "stride"),
+        (lambda: snn.Conv2d((1, 6, 6), 2, 3, snn.IF(), padding=None), "padding"),
+    ],
+)
 def test_non_integer_geometry_is_refused_by_name(make, name):
     """A float (or None) where an int or a pair of ints is expected: refused
     with a message that names the parameter (``_pair``'s own message), not
@@ -644,7 +757,7 @@ def test_non_integer_geometry_is_refused_by_name(make, name):
 
 
 def test_conv_layers_must_chain():
-    conv = snn.Conv2d((1, 6, 6), 2, 3, snn.IF(), seed=0)    # 2x4x4 = 32 outputs
+    conv = snn.Conv2d((1, 6, 6), 2, 3, snn.IF(), seed=0)  # 2x4x4 = 32 outputs
     with pytest.raises(ValueError, match="do not chain"):
         snn.Network([conv, snn.MaxPool2d((2, 6, 6), 2)])
     snn.Network([conv, snn.MaxPool2d((2, 4, 4), 2), snn.Flatten(), snn.Linear(8, 3, snn.IF(), seed=0)])

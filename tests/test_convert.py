@@ -72,6 +72,7 @@ def trained(digits):
             model = digits_mlp() if name == "mlp" else digits_cnn(name)
             cache[name] = train(model, x_train, y_train, epochs=EPOCHS[name], progress=False)
         return cache[name]
+
     return get
 
 
@@ -85,12 +86,14 @@ def converted(trained, digits):
         if key not in cache:
             cache[key] = sc.convert(trained(name), digits[0], percentile=99.99, per_channel=per_channel)
         return cache[key]
+
     return get
 
 
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
 
 def torch_logits(model, x):
     with torch.no_grad():
@@ -114,12 +117,19 @@ def normalised_ann(network: snn.Network, x):
             bias = layer.bias.reshape(c_out, -1)
             assert np.all(bias == bias[:, :1]), "a conv bias is one value per channel"
             g = [int(v) for v in layer.geom]
-            z = F.conv2d(a.reshape(-1, *layer.in_shape), w, torch.as_tensor(bias[:, 0].copy()), stride=(g[8], g[9]),
-                         padding=(g[10], g[11]), dilation=(g[12], g[13]), groups=g[14]).flatten(1)
+            z = F.conv2d(
+                a.reshape(-1, *layer.in_shape),
+                w,
+                torch.as_tensor(bias[:, 0].copy()),
+                stride=(g[8], g[9]),
+                padding=(g[10], g[11]),
+                dilation=(g[12], g[13]),
+                groups=g[14],
+            ).flatten(1)
         else:
             z = a @ w.T + torch.as_tensor(np.array(layer.bias))
         if k == len(network.layers) - 1:
-            assert layer.neuron.threshold == math.inf   # membrane readout
+            assert layer.neuron.threshold == math.inf  # membrane readout
             return z.numpy(), hidden
         assert layer.neuron.threshold == 1.0
         a = F.relu(z)
@@ -131,8 +141,11 @@ def normalised_ann(network: snn.Network, x):
 def relu_outputs(model, x):
     """Outputs of every nn.ReLU module of ``model`` on ``x`` (forward hooks)."""
     seen = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().double().numpy()))
-             for m in model.modules() if isinstance(m, nn.ReLU)]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().double().numpy()))
+        for m in model.modules()
+        if isinstance(m, nn.ReLU)
+    ]
     try:
         torch_logits(model, x)
     finally:
@@ -148,8 +161,11 @@ def independent_ann_macs(model, x):
     names = {m: name for name, m in model.named_modules()}
 
     def hook(mod, inp, out):
-        per_output = mod.in_features if isinstance(mod, nn.Linear) else \
-            (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        per_output = (
+            mod.in_features
+            if isinstance(mod, nn.Linear)
+            else (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        )
         macs[names[mod]] = out[0].numel() * per_output
 
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -181,13 +197,15 @@ def randomise_batchnorm(model, seed=0):
 def spec_for(conv: sc.ConvertedNetwork, x, T):
     flat = np.asarray(x, np.float64).reshape(len(x), -1)
     net = conv.network
-    return NetSpec(layers=[None] * len(net.layers), dtype=net.dtype, T=T, batch=len(x),
-                   input_kind="analog_const", x=flat)
+    return NetSpec(
+        layers=[None] * len(net.layers), dtype=net.dtype, T=T, batch=len(x), input_kind="analog_const", x=flat
+    )
 
 
 # ---------------------------------------------------------------------------
 # accuracy on the digits test set
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("name", MODELS)
@@ -203,7 +221,8 @@ def test_converted_accuracy(name, per_channel, trained, converted, digits):
     snn_acc = ev.rows[0]["accuracy"]
     assert snn_acc >= ann - gap, (
         f"{name} per_channel={per_channel}: SNN {snn_acc:.2%} at T={T_ACC} vs ANN {ann:.2%} "
-        f"(allowed gap {gap:.1%})\n{ev.table()}")
+        f"(allowed gap {gap:.1%})\n{ev.table()}"
+    )
 
 
 def test_evaluate_reports_what_the_runs_do(converted, digits):
@@ -216,7 +235,7 @@ def test_evaluate_reports_what_the_runs_do(converted, digits):
     ev = sc.evaluate(conv, x, y, steps=(4, 8), single_pass=False)
     assert not ev.single_pass and ev.trajectory is None
     assert [r["T"] for r in ev.rows] == [4, 8]
-    assert math.isnan(ev.ann_accuracy)    # no ann_model given
+    assert math.isnan(ev.ann_accuracy)  # no ann_model given
     for row in ev.rows:
         r = conv.run(x, row["T"])
         assert row["accuracy"] == pytest.approx(np.mean(conv.predict(x, row["T"]) == y))
@@ -229,7 +248,9 @@ def test_evaluate_reports_what_the_runs_do(converted, digits):
 
 
 @pytest.mark.usefixtures("warm_kernels")
-@pytest.mark.parametrize("name,mode", [("avg", "event"), ("avg", "clock"), ("avg", "dense"), ("max", "event"), ("mlp", None)])
+@pytest.mark.parametrize(
+    "name,mode", [("avg", "event"), ("avg", "clock"), ("avg", "dense"), ("max", "event"), ("mlp", None)]
+)
 def test_single_pass_equals_separate_runs(name, mode, converted, digits):
     """One run to T_max read at every T gives, for every T, exactly what a
     separate run to T gives: accuracy, SynOps and MACs (rows), per-layer and
@@ -258,7 +279,9 @@ def test_single_pass_equals_separate_runs(name, mode, converted, digits):
         assert np.array_equal(traj.synops[:, t], per_layer), t
         assert np.array_equal(traj.synops_at(t), per_layer.sum(axis=0)), t
         assert np.array_equal(traj.macs, np.stack([c.macs for c in run.counts])), t
-        assert np.allclose(traj.readout[t - 1], run.membrane, rtol=1e-9, atol=1e-9 * np.abs(run.membrane).max())
+        assert np.allclose(
+            traj.readout[t - 1], run.membrane, rtol=1e-9, atol=1e-9 * np.abs(run.membrane).max()
+        )
         assert np.array_equal(traj.decisions()[t - 1], run.membrane.argmax(axis=1)), t
     assert np.array_equal(traj.synops[:, 0], np.zeros_like(traj.synops[:, 0]))
     assert np.all(np.diff(traj.synops, axis=1) >= 0)
@@ -285,7 +308,7 @@ def _rule_holds(dec, readout, t, patience, margin, min_steps):
     dec [T] decisions, readout [T, n_out]."""
     ok = t >= min_steps
     if patience is not None:
-        ok &= t > patience and len(set(dec[t - 1 - patience:t].tolist())) == 1
+        ok &= t > patience and len(set(dec[t - 1 - patience : t].tolist())) == 1
     if margin is not None:
         top = np.sort(readout[t - 1])
         ok &= (top[-1] - top[-2]) / t >= margin
@@ -306,13 +329,24 @@ def test_early_exit_rules(converted, digits):
     dec = traj.decisions()
     readout = traj.readout
     full = traj.synops_at(n_steps)
-    for rule in ({"patience": 0}, {"patience": 3}, {"patience": 5, "min_steps": 4}, {"margin": 0.5},
-                 {"margin": 2.0, "patience": 2}):
+    for rule in (
+        {"patience": 0},
+        {"patience": 3},
+        {"patience": 5, "min_steps": 4},
+        {"margin": 0.5},
+        {"margin": 2.0, "patience": 2},
+    ):
         ex = ev.early_exit(**rule)
         patience, margin, first = rule.get("patience"), rule.get("margin"), rule.get("min_steps", 1)
         for b in range(len(y)):
-            expected = next((t for t in range(1, n_steps + 1)
-                             if _rule_holds(dec[:, b], readout[:, b], t, patience, margin, first)), n_steps)
+            expected = next(
+                (
+                    t
+                    for t in range(1, n_steps + 1)
+                    if _rule_holds(dec[:, b], readout[:, b], t, patience, margin, first)
+                ),
+                n_steps,
+            )
             assert ex.exit_step[b] == expected, (rule, b)
         assert np.all(ex.synops <= full) and np.array_equal(ex.full_synops, full)
         assert np.array_equal(ex.decision, dec[ex.exit_step - 1, np.arange(len(y))])
@@ -325,10 +359,10 @@ def test_early_exit_rules(converted, digits):
     # a run stopped at the exit step decides the same, with the same SynOps
     ex = ev.early_exit(patience=3)
     for b in np.flatnonzero(ex.exit_step < n_steps)[:5]:
-        run = conv.run(x[b:b + 1], int(ex.exit_step[b]))
+        run = conv.run(x[b : b + 1], int(ex.exit_step[b]))
         assert run.membrane.argmax() == ex.decision[b]
         assert run.total("synops") == ex.synops[b]
-    assert ex.synops.sum() < full.sum()   # something was saved on these digits
+    assert ex.synops.sum() < full.sum()  # something was saved on these digits
     # impossible rules
     for rule in ({"patience": n_steps}, {"margin": math.inf}, {"patience": 1, "min_steps": n_steps}):
         ex = ev.early_exit(**rule)
@@ -338,7 +372,7 @@ def test_early_exit_rules(converted, digits):
     ex = ev.early_exit(patience=1)
     for b in range(len(y)):
         s = ex.stable_step[b]
-        assert np.all(dec[s - 1:, b] == dec[-1, b])
+        assert np.all(dec[s - 1 :, b] == dec[-1, b])
         assert s == 1 or dec[s - 2, b] != dec[-1, b]
     assert np.array_equal(ex.stable_synops, traj.synops_at(ex.stable_step))
 
@@ -347,9 +381,14 @@ def test_early_exit_refuses_bad_rules(converted, digits):
     _, _, x_test, y_test = digits
     conv = converted("avg")
     ev = sc.evaluate(conv, x_test[:8], y_test[:8], steps=(4,))
-    for kwargs, match in (({}, "give a rule"), ({"patience": -1}, "patience"), ({"patience": 1.5}, "patience"),
-                          ({"margin": -0.1}, "margin"), ({"margin": math.nan}, "margin"),
-                          ({"patience": 1, "min_steps": 0}, "min_steps")):
+    for kwargs, match in (
+        ({}, "give a rule"),
+        ({"patience": -1}, "patience"),
+        ({"patience": 1.5}, "patience"),
+        ({"margin": -0.1}, "margin"),
+        ({"margin": math.nan}, "margin"),
+        ({"patience": 1, "min_steps": 0}, "min_steps"),
+    ):
         with pytest.raises(ValueError, match=match):
             ev.early_exit(**kwargs)
     with pytest.raises(ValueError, match="labels"):
@@ -376,6 +415,7 @@ def test_ann_macs_are_independent_count(name, trained, converted, digits):
 # ---------------------------------------------------------------------------
 # the normalisation invariant and BatchNorm folding
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("name", MODELS)
@@ -411,7 +451,9 @@ def test_normalised_ann_keeps_the_logits(name, per_channel, trained, converted, 
             expected_lam = np.where(expected_lam > 0, expected_lam, chans.max(axis=1))
             norm = np.moveaxis(a_norm.reshape(a.shape), 1, 0).reshape(a.shape[1], -1)
             assert np.allclose(lam, expected_lam, rtol=1e-5, atol=1e-5 * expected_lam.max()), (
-                k, np.abs(lam - expected_lam).max())
+                k,
+                np.abs(lam - expected_lam).max(),
+            )
             # channels scaled by their percentile (not by their max), with a scale that is not tiny
             scaled = np.array([np.percentile(row, 99.99) > 0 for row in chans]) & (lam >= 0.01 * lam.max())
             assert scaled.sum() >= 0.5 * len(lam), k
@@ -430,10 +472,18 @@ def test_batchnorm_is_folded_exactly(digits):
     x_train, _, x_test, _ = digits
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Conv2d(6, 8, 3, stride=2, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Flatten(), nn.Linear(8 * 3 * 3, 20, bias=False), nn.BatchNorm1d(20, affine=False), nn.ReLU(),
-        nn.Linear(20, 10))
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 3 * 3, 20, bias=False),
+        nn.BatchNorm1d(20, affine=False),
+        nn.ReLU(),
+        nn.Linear(20, 10),
+    )
     randomise_batchnorm(model)
     conv = sc.convert(model, x_train)
     assert all(op.kind != "batchnorm" for op in conv.ops)
@@ -461,10 +511,18 @@ def test_run_ops_equals_trained_model(name, trained, converted, digits):
 # backends and counts on converted networks
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("warm_kernels")
-@pytest.mark.parametrize("name,per_channel,dtype", [
-    ("mlp", False, np.float64), ("avg", False, np.float64), ("max", False, np.float64),
-    ("max", True, np.float64), ("avg", False, np.float32)])
+@pytest.mark.parametrize(
+    "name,per_channel,dtype",
+    [
+        ("mlp", False, np.float64),
+        ("avg", False, np.float64),
+        ("max", False, np.float64),
+        ("max", True, np.float64),
+        ("avg", False, np.float32),
+    ],
+)
 def test_event_matches_reference_on_converted_network(name, per_channel, dtype, trained, converted, digits):
     """Spike trains of every layer and the readout membrane: event (auto,
     forced event, forced dense) vs the reference loop, tolerance rule of
@@ -545,6 +603,7 @@ def test_converted_network_structure(converted):
 # what the tracer accepts
 # ---------------------------------------------------------------------------
 
+
 class FunctionalNet(nn.Module):
     """relu as F.relu, torch.relu and x.relu(); flatten as torch.flatten or x.flatten(1)."""
 
@@ -570,10 +629,20 @@ def test_functional_relu_and_flatten_are_traced(method_flatten, digits):
     model = train(FunctionalNet(method_flatten), x_train, y_train, epochs=5, progress=False)
     conv = sc.convert(model, x_train)
     assert [type(layer).__name__ for layer in conv.network.layers] == ["Conv2d", "Linear", "Linear", "Linear"]
-    assert [op.kind for op in conv.ops] == ["affine", "relu", "flatten", "affine", "relu", "affine", "relu",
-                                            "affine"]
+    assert [op.kind for op in conv.ops] == [
+        "affine",
+        "relu",
+        "flatten",
+        "affine",
+        "relu",
+        "affine",
+        "relu",
+        "affine",
+    ]
     expected = torch_logits(model, x_test)
-    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (
+        1 + np.abs(expected).max()
+    )
     logits, _ = normalised_ann(conv.network, x_test)
     assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
     ann = accuracy(model, x_test, y_test)
@@ -587,17 +656,21 @@ def test_nested_sequential_dropout_identity(digits):
     torch.manual_seed(1)
     model = nn.Sequential(
         nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU()),
-        nn.Sequential(nn.Dropout(0.5), nn.Sequential(nn.Linear(32, 16), nn.Identity()), nn.ReLU(),
-                      nn.Dropout(0.1)),
+        nn.Sequential(
+            nn.Dropout(0.5), nn.Sequential(nn.Linear(32, 16), nn.Identity()), nn.ReLU(), nn.Dropout(0.1)
+        ),
         nn.Identity(),
-        nn.Linear(16, 10)).eval()
+        nn.Linear(16, 10),
+    ).eval()
     conv = sc.convert(model, x_train)
     layers = conv.network.layers
     assert [type(layer).__name__ for layer in layers] == ["Linear", "Linear", "Linear"]
     assert [layer.name for layer in layers] == ["0.1", "1.1.0", "3"]
     assert list(conv.ann_macs) == ["0.1", "1.1.0", "3"]
     expected = torch_logits(model, x_test)
-    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (
+        1 + np.abs(expected).max()
+    )
     logits, _ = normalised_ann(conv.network, x_test)
     assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
 
@@ -611,15 +684,24 @@ def test_other_supported_layers(digits):
     x_train, _, x_test, _ = digits
     torch.manual_seed(2)
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(4, 8, 2, padding=1, dilation=2, groups=2), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 8, 2, padding=1, dilation=2, groups=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    ).eval()
     conv = sc.convert(model, x_train)
     kinds = [type(layer).__name__ for layer in conv.network.layers]
     assert kinds == ["Conv2d", "AvgPool2d", "Conv2d", "Conv2d", "Linear"]
     expected = torch_logits(model, x_test)
-    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (
+        1 + np.abs(expected).max()
+    )
     logits, _ = normalised_ann(conv.network, x_test)
     assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
     x = x_test[:10]
@@ -631,6 +713,7 @@ def test_other_supported_layers(digits):
 # ---------------------------------------------------------------------------
 # what the tracer refuses, and registration
 # ---------------------------------------------------------------------------
+
 
 class SigmoidFunction(nn.Module):
     def __init__(self, as_method=False):
@@ -673,17 +756,34 @@ class DataDependentRelu(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("make,type_name,path,register", [
-    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Sigmoid(), nn.Linear(32, 10)),
-     "Sigmoid", "'2'", "register_module"),
-    (lambda: nn.Sequential(nn.Flatten(), nn.LSTM(64, 10)), "LSTM", "'1'", "register_module"),
-    (lambda: nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh()), nn.Linear(32, 10)),
-     "Tanh", "'0.2'", "register_module"),
-    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), DataDependentRelu(), nn.Linear(32, 10)),
-     "DataDependentRelu", "'2'", "register_module"),
-    (lambda: SigmoidFunction(), "sigmoid", "'sigmoid'", "register_function"),
-    (lambda: SigmoidFunction(as_method=True), "method 'sigmoid'", "'sigmoid'", "register_function"),
-])
+@pytest.mark.parametrize(
+    "make,type_name,path,register",
+    [
+        (
+            lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Sigmoid(), nn.Linear(32, 10)),
+            "Sigmoid",
+            "'2'",
+            "register_module",
+        ),
+        (lambda: nn.Sequential(nn.Flatten(), nn.LSTM(64, 10)), "LSTM", "'1'", "register_module"),
+        (
+            lambda: nn.Sequential(
+                nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh()), nn.Linear(32, 10)
+            ),
+            "Tanh",
+            "'0.2'",
+            "register_module",
+        ),
+        (
+            lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), DataDependentRelu(), nn.Linear(32, 10)),
+            "DataDependentRelu",
+            "'2'",
+            "register_module",
+        ),
+        (lambda: SigmoidFunction(), "sigmoid", "'sigmoid'", "register_function"),
+        (lambda: SigmoidFunction(as_method=True), "method 'sigmoid'", "'sigmoid'", "register_function"),
+    ],
+)
 def test_unsupported_module_or_function_is_named(make, type_name, path, register, digits):
     """The error names the module type (or function), its path in the model,
     and how to register a handler."""
@@ -703,22 +803,57 @@ def test_non_sequential_graphs_are_refused(make, what, digits):
         sc.convert(make().eval(), digits[0][:50])
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Linear(32, 10)),
-     r"'?1'?.*must be followed by a ReLU"),
-    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10), nn.ReLU()),
-     "must end with a Linear or Conv2d readout"),
-    (lambda: nn.Sequential(nn.Flatten(), nn.ReLU()), "no Linear or Conv2d"),
-    (lambda: nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(64, 10)), "BatchNorm must follow"),
-    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32, track_running_stats=False),
-                           nn.ReLU(), nn.Linear(32, 10)), "running statistics"),
-    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding="same"), nn.ReLU(), nn.Flatten(),
-                           nn.Linear(256, 10)), "padding"),
-    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, stride=1),
-                           nn.Flatten(), nn.Linear(196, 10)), "stride equal to the kernel"),
-    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(3, stride=2),
-                           nn.Flatten(), nn.Linear(36, 10)), "stride equal to the kernel"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (
+            lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Linear(32, 10)),
+            r"'?1'?.*must be followed by a ReLU",
+        ),
+        (
+            lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10), nn.ReLU()),
+            "must end with a Linear or Conv2d readout",
+        ),
+        (lambda: nn.Sequential(nn.Flatten(), nn.ReLU()), "no Linear or Conv2d"),
+        (lambda: nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(64, 10)), "BatchNorm must follow"),
+        (
+            lambda: nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(64, 32),
+                nn.BatchNorm1d(32, track_running_stats=False),
+                nn.ReLU(),
+                nn.Linear(32, 10),
+            ),
+            "running statistics",
+        ),
+        (
+            lambda: nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)
+            ),
+            "padding",
+        ),
+        (
+            lambda: nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2, stride=1),
+                nn.Flatten(),
+                nn.Linear(196, 10),
+            ),
+            "stride equal to the kernel",
+        ),
+        (
+            lambda: nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1),
+                nn.ReLU(),
+                nn.AvgPool2d(3, stride=2),
+                nn.Flatten(),
+                nn.Linear(36, 10),
+            ),
+            "stride equal to the kernel",
+        ),
+    ],
+)
 def test_unsupported_structures(make, match, digits):
     with pytest.raises(sc.ConversionError, match=match):
         sc.convert(make().eval(), digits[0][:50])
@@ -756,7 +891,9 @@ def test_register_module_makes_a_module_convertible(digits):
     sc.register_module(DataDependentRelu, lambda module, path: [sc.Op("relu", path)])
     conv = sc.convert(gated, x_train)
     expected = torch_logits(gated, x_test)
-    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (
+        1 + np.abs(expected).max()
+    )
 
 
 class FunctionalDropout(nn.Module):
@@ -782,13 +919,18 @@ def test_register_function_makes_a_function_convertible(digits):
 def test_registry_is_left_clean():
     """(after the registration tests) AlphaDropout is unsupported again."""
     with pytest.raises(sc.ConversionError, match="AlphaDropout"):
-        sc.convert(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.AlphaDropout(0.1), nn.ReLU(),
-                                 nn.Linear(8, 2)).eval(), np.zeros((4, 1, 8, 8), np.float32))
+        sc.convert(
+            nn.Sequential(
+                nn.Flatten(), nn.Linear(64, 8), nn.AlphaDropout(0.1), nn.ReLU(), nn.Linear(8, 2)
+            ).eval(),
+            np.zeros((4, 1, 8, 8), np.float32),
+        )
 
 
 # ---------------------------------------------------------------------------
 # refusals of models and data
 # ---------------------------------------------------------------------------
+
 
 def test_model_in_training_mode_is_refused(digits):
     model = digits_mlp()
@@ -808,27 +950,33 @@ def test_nonfinite_parameters_are_refused(where, value, digits):
         sc.convert(model, digits[0])
 
 
-@pytest.mark.parametrize("name,shape,match", [
-    ("mlp", (20, 1, 7, 7), r"expects 64 inputs"),
-    ("avg", (20, 64), r"\(C, H, W\)"),
-    ("avg", (20, 3, 8, 8), r"\(3, 8, 8\).*1 channels"),
-    ("avg", (20, 1, 6, 6), r"expects 512 inputs"),
-])
+@pytest.mark.parametrize(
+    "name,shape,match",
+    [
+        ("mlp", (20, 1, 7, 7), r"expects 64 inputs"),
+        ("avg", (20, 64), r"\(C, H, W\)"),
+        ("avg", (20, 3, 8, 8), r"\(3, 8, 8\).*1 channels"),
+        ("avg", (20, 1, 6, 6), r"expects 512 inputs"),
+    ],
+)
 def test_calibration_data_of_wrong_shape_names_the_expected_shape(name, shape, match):
     model = (digits_mlp() if name == "mlp" else digits_cnn(name)).eval()
     with pytest.raises(sc.ConversionError, match=match):
         sc.convert(model, np.random.default_rng(0).random(shape).astype(np.float32))
 
 
-@pytest.mark.parametrize("data,match", [
-    (np.ones((10, 1, 8, 8), np.int64), "floating-point"),
-    (np.ones((10, 1, 8, 8), np.uint8), "floating-point"),
-    (np.ones((10, 1, 8, 8), bool), "floating-point"),
-    (torch.ones(10, 1, 8, 8, dtype=torch.int32), "floating-point"),
-    (np.full((10, 1, 8, 8), np.nan, np.float32), "finite"),
-    (np.zeros((0, 1, 8, 8), np.float32), "batch"),
-    (np.zeros(64, np.float32), "batch"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (np.ones((10, 1, 8, 8), np.int64), "floating-point"),
+        (np.ones((10, 1, 8, 8), np.uint8), "floating-point"),
+        (np.ones((10, 1, 8, 8), bool), "floating-point"),
+        (torch.ones(10, 1, 8, 8, dtype=torch.int32), "floating-point"),
+        (np.full((10, 1, 8, 8), np.nan, np.float32), "finite"),
+        (np.zeros((0, 1, 8, 8), np.float32), "batch"),
+        (np.zeros(64, np.float32), "batch"),
+    ],
+)
 def test_bad_calibration_data_is_refused(data, match):
     with pytest.raises(sc.ConversionError, match=match):
         sc.convert(digits_mlp().eval(), data)
@@ -846,6 +994,7 @@ def test_other_argument_errors(converted, digits):
 
 # -- layer-wise calibration ---------------------------------------------------------
 
+
 @pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("what", ["bias", "potential"])
 def test_calibration_shift_is_the_measured_mean_error(what, trained, converted, digits):
@@ -860,7 +1009,7 @@ def test_calibration_shift_is_the_measured_mean_error(what, trained, converted, 
     calibrated = sc.calibrate(conv, x, T, what=what)
     with torch.no_grad():
         a = F.relu(model[1](model[0](torch.as_tensor(x)))).double().numpy()  # Conv2d, BatchNorm2d, ReLU
-    target = np.minimum(a / conv.scales[0], 1.0)                              # [N, 16, 8, 8]
+    target = np.minimum(a / conv.scales[0], 1.0)  # [N, 16, 8, 8]
     rate = conv.run(x, T).trains[0].counts_per_neuron().reshape(target.shape) / T
     error = np.repeat((target - rate).mean(axis=(0, 2, 3)), 64)
     first, original = calibrated.network.layers[0], conv.network.layers[0]
@@ -870,10 +1019,10 @@ def test_calibration_shift_is_the_measured_mean_error(what, trained, converted, 
     else:
         np.testing.assert_allclose(first.v_init - original.v_init, T * error, atol=1e-6)
         np.testing.assert_array_equal(first.bias, original.bias)
-    assert np.abs(error).max() > 1e-3                                       # there was something to correct
+    assert np.abs(error).max() > 1e-3  # there was something to correct
     readout = calibrated.network.layers[-1]
     np.testing.assert_array_equal(readout.bias, conv.network.layers[-1].bias)  # readout=False by default
-    for layer, kept in zip(conv.network.layers, before.layers):                # the original is untouched
+    for layer, kept in zip(conv.network.layers, before.layers):  # the original is untouched
         np.testing.assert_array_equal(layer.bias, kept.bias)
         np.testing.assert_array_equal(layer.v_init, kept.v_init)
     assert conv.calibration is None and [c.name for c in calibrated.calibration] == ["0", "3"]

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import build_network, net_specs, run_kwargs
 from hypothesis import given
 from hypothesis import strategies as st
 
 import snn
-from conftest import build_network, net_specs, run_kwargs
 
 PATHS = (("event", "event"), ("event", "clock"), ("event", "dense"), ("reference", None))
 
@@ -35,18 +35,20 @@ def structural_fan_out(W) -> np.ndarray:
 
 def independent_synops(raster, W) -> np.ndarray:
     """Input spikes x fan-out, per sample, from a ``[T, B, n_in]`` raster."""
-    per_input = raster.astype(np.int64).sum(axis=0)          # [B, n_in]
+    per_input = raster.astype(np.int64).sum(axis=0)  # [B, n_in]
     return per_input @ structural_fan_out(W)
 
 
 def counts_specs():
     """Random networks whose Linear layers have no zero weight (see the
     module docstring) and whose sparse layers come from our own matrices."""
+
     def fix(spec):
         for L in spec.layers:
             if L.kind == "dense":
                 L.W = np.where(L.W == 0, np.float32(0.125), L.W).astype(np.float32)
         return spec
+
     return net_specs(kinds=("dense", "sparse", "coo")).map(fix)
 
 
@@ -74,7 +76,7 @@ def test_counts_match_independent_count(backend, mode, spec):
         assert c.dense_updates.tolist() == [T * L.n_out] * B
         if k == 0 and spec.input_kind != "spikes":
             # analog input: MACs on the non-zero inputs, no SynOps, no input events
-            nz = (spec.x != 0).reshape(-1, B, L.n_in).sum(axis=0)             # [B, n_in]
+            nz = (spec.x != 0).reshape(-1, B, L.n_in).sum(axis=0)  # [B, n_in]
             assert np.array_equal(c.macs, nz @ structural_fan_out(L.W)), "layer 0 MACs"
             assert c.synops.tolist() == [0] * B
             assert c.input_events.tolist() == [0] * B
@@ -96,7 +98,7 @@ def test_counts_match_independent_count(backend, mode, spec):
                 # constant input is a bias, nothing arrives: clock-driven neurons for "dense"
                 expected = "event" if mode == "event" else "clock"
             elif k == 0 and spec.input_kind == "analog_tv":
-                expected = "dense"      # time-varying analog input is clock-driven
+                expected = "dense"  # time-varying analog input is clock-driven
             assert c.mode == expected, (k, c.mode)
             if c.mode == "event":
                 assert np.all(c.updates <= c.dense_updates), (k, c.updates, c.dense_updates)
@@ -118,7 +120,7 @@ def test_constant_analog_macs_computed_once(backend, mode, sparse):
     expected = (x != 0).astype(np.int64) @ structural_fan_out(W)
     assert expected.tolist()[1] == 0
     for T in (1, 7, 30):
-        layer = (snn.SparseLinear.from_dense(W, snn.IF()) if sparse else snn.Linear(5, 6, snn.IF(), weight=W))
+        layer = snn.SparseLinear.from_dense(W, snn.IF()) if sparse else snn.Linear(5, 6, snn.IF(), weight=W)
         net = snn.Network([layer, snn.Linear(6, 2, snn.IF(), weight=np.ones((2, 6)))])
         r = net.run(analog=x, T=T, backend=backend, mode=mode)
         assert r.counts[0].macs.tolist() == expected.tolist(), T
@@ -131,21 +133,24 @@ def test_constant_analog_macs_computed_once(backend, mode, sparse):
 
 
 @pytest.mark.usefixtures("warm_kernels")
-@pytest.mark.parametrize("neuron", [snn.IF(), snn.LIF(beta=0.8), snn.CubaLIF(beta=0.8, alpha=0.6),
-                                    snn.LIF(beta=0.9, refractory=2)])
+@pytest.mark.parametrize(
+    "neuron", [snn.IF(), snn.LIF(beta=0.8), snn.CubaLIF(beta=0.8, alpha=0.6), snn.LIF(beta=0.9, refractory=2)]
+)
 def test_neurons_that_receive_nothing_cost_nothing(neuron):
     """Event path, no bias: a layer with no input performs no update at all,
     whatever its v_init below threshold (the clock path does T * n)."""
     rng = np.random.default_rng(2)
     inhibitory = -rng.uniform(0.1, 1.0, (8, 6))
-    net = snn.Network([
-        snn.Linear(6, 8, neuron, weight=inhibitory, mode="event"),             # never fires
-        snn.SparseLinear.from_dense(rng.uniform(0.5, 2, (5, 8)), neuron, v_init=0.5, mode="event"),
-        snn.Linear(5, 3, neuron, weight=np.ones((3, 5)), v_init=-0.3, mode="event"),
-    ])
+    net = snn.Network(
+        [
+            snn.Linear(6, 8, neuron, weight=inhibitory, mode="event"),  # never fires
+            snn.SparseLinear.from_dense(rng.uniform(0.5, 2, (5, 8)), neuron, v_init=0.5, mode="event"),
+            snn.Linear(5, 3, neuron, weight=np.ones((3, 5)), v_init=-0.3, mode="event"),
+        ]
+    )
     T, B = 25, 2
     x = (rng.random((T, B, 6)) < 0.5).astype(np.uint8)
-    x[:, 1] = 0                     # sample 1: no input at all
+    x[:, 1] = 0  # sample 1: no input at all
     r = net.run(x)
     assert r.counts[0].updates[1] == 0
     assert r.counts[0].updates[0] > 0
@@ -165,15 +170,21 @@ def test_neurons_that_receive_nothing_cost_nothing(neuron):
 
 @pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("sparse", [False, True])
-@given(seed=st.integers(0, 2**31), T=st.integers(1, 30), n_in=st.integers(1, 20),
-       n_out=st.integers(1, 20), p=st.floats(0, 1), density=st.floats(0.05, 1.0))
+@given(
+    seed=st.integers(0, 2**31),
+    T=st.integers(1, 30),
+    n_in=st.integers(1, 20),
+    n_out=st.integers(1, 20),
+    p=st.floats(0, 1),
+    density=st.floats(0.05, 1.0),
+)
 def test_event_updates_only_where_spikes_arrive(sparse, seed, T, n_in, n_out, p, density):
     """IF neurons with no bias whose membrane never reaches threshold (weights
     too small, T short) and so never self-fire: a sparse layer updates exactly
     the distinct targets reached at each step; a dense layer updates all its
     neurons at the steps that bring at least one input spike."""
     rng = np.random.default_rng(seed)
-    W = rng.uniform(-1, 1, (n_out, n_in)) / (n_in * T + 1)   # |v| < 1: never fires
+    W = rng.uniform(-1, 1, (n_out, n_in)) / (n_in * T + 1)  # |v| < 1: never fires
     if sparse:
         W = W * (rng.random(W.shape) < density)
         layer = snn.SparseLinear.from_dense(W, snn.IF(), mode="event")
@@ -185,9 +196,9 @@ def test_event_updates_only_where_spikes_arrive(sparse, seed, T, n_in, n_out, p,
     r = snn.Network([layer]).run(x)
     c = r.counts[0]
     assert r.spikes(0).sum() == 0
-    syn = W != 0                                                   # [n_out, n_in]
+    syn = W != 0  # [n_out, n_in]
     if sparse:
-        reached = (x.astype(np.int64) @ syn.T.astype(np.int64)) > 0   # [T, B, n_out]
+        reached = (x.astype(np.int64) @ syn.T.astype(np.int64)) > 0  # [T, B, n_out]
         expected = reached.sum(axis=(0, 2))
     else:
         expected = (x.sum(axis=2) > 0).sum(axis=0) * n_out
@@ -202,7 +213,7 @@ def test_random_sparse_layer_fan_out():
     all weights 1 so that no synapse is hidden by a zero)."""
     layer = snn.SparseLinear.random(30, 20, 0.2, weight=1.0, neuron=snn.IF(threshold=100.0), seed=4)
     W = layer.dense_rows().T
-    assert set(np.unique(W).tolist()) <= {0.0, 1.0}   # distinct targets per row
+    assert set(np.unique(W).tolist()) <= {0.0, 1.0}  # distinct targets per row
     assert layer.n_synapses == int(W.sum())
     x = (np.random.default_rng(0).random((15, 3, 30)) < 0.3).astype(np.uint8)
     net = snn.Network([layer])
@@ -225,8 +236,12 @@ def test_repeated_event_is_one_spike(backend):
 
 @pytest.mark.usefixtures("warm_kernels")
 def test_table_reports_totals():
-    net = snn.Network([snn.Linear(4, 3, snn.IF(), weight=np.full((3, 4), 0.6), name="hidden"),
-                       snn.Linear(3, 2, snn.IF(), weight=np.full((2, 3), 0.6))])
+    net = snn.Network(
+        [
+            snn.Linear(4, 3, snn.IF(), weight=np.full((3, 4), 0.6), name="hidden"),
+            snn.Linear(3, 2, snn.IF(), weight=np.full((2, 3), 0.6)),
+        ]
+    )
     x = np.ones((5, 2, 4), np.uint8)
     r = net.run(x, mode="event")
     text = r.table()

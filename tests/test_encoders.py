@@ -41,11 +41,15 @@ def test_poisson_statistics():
     assert spikes[:, 0, 4].mean() < 0.7
 
 
-@pytest.mark.parametrize("encode", [
-    lambda seed: snn.rate(np.full((2, 30), 0.3), 40, seed=seed),
-    lambda seed: snn.poisson(np.full((2, 30), 100.0), 40, 1e-3, seed=seed),
-    lambda seed: snn.bernoulli(np.full((2, 30), 0.3), 40, seed=seed),
-], ids=["rate", "poisson", "bernoulli"])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda seed: snn.rate(np.full((2, 30), 0.3), 40, seed=seed),
+        lambda seed: snn.poisson(np.full((2, 30), 100.0), 40, 1e-3, seed=seed),
+        lambda seed: snn.bernoulli(np.full((2, 30), 0.3), 40, seed=seed),
+    ],
+    ids=["rate", "poisson", "bernoulli"],
+)
 def test_seeded_determinism(encode):
     a, b, c = encode(7), encode(7), encode(8)
     assert np.array_equal(a, b)
@@ -141,12 +145,16 @@ def test_bad_inputs_raise(call, message):
 
 
 @pytest.mark.usefixtures("warm_kernels")
-@pytest.mark.parametrize("encode", [
-    lambda x: snn.rate(x, 25, seed=0),
-    lambda x: snn.poisson(x * 300.0, 25, 1e-3, seed=0),
-    lambda x: snn.latency(x, 25),
-    lambda x: snn.bernoulli(x, 25, seed=0),
-], ids=["rate", "poisson", "latency", "bernoulli"])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda x: snn.rate(x, 25, seed=0),
+        lambda x: snn.poisson(x * 300.0, 25, 1e-3, seed=0),
+        lambda x: snn.latency(x, 25),
+        lambda x: snn.bernoulli(x, 25, seed=0),
+    ],
+    ids=["rate", "poisson", "latency", "bernoulli"],
+)
 def test_encoded_spikes_run_through_a_network(encode):
     x = np.random.default_rng(5).random((3, 8))
     spikes = encode(x)

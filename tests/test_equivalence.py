@@ -40,10 +40,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
-
-import snn
 from conftest import (
     NetSpec,
     assert_equivalent,
@@ -52,6 +48,10 @@ from conftest import (
     reference_with_traces,
     run_kwargs,
 )
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import snn
 
 MODES = ("event", "clock", "dense")
 
@@ -93,16 +93,21 @@ def test_exact_arithmetic_bit_identical(mode, spec):
     for the whole network and for every prefix of it (so that every layer's
     final membrane is compared)."""
     for depth in range(1, len(spec.layers) + 1):
-        sub = NetSpec(layers=spec.layers[:depth], dtype=spec.dtype, T=spec.T, batch=spec.batch,
-                      input_kind=spec.input_kind, x=spec.x)
+        sub = NetSpec(
+            layers=spec.layers[:depth],
+            dtype=spec.dtype,
+            T=spec.T,
+            batch=spec.batch,
+            input_kind=spec.input_kind,
+            x=spec.x,
+        )
         net = build_network(sub)
         ref = net.run(**run_kwargs(sub), backend="reference")
         result = net.run(**run_kwargs(sub), mode=mode)
         for k in range(depth):
             assert np.array_equal(result.spikes(k), ref.spikes(k)), (mode, depth, k)
         assert result.membrane.dtype == np.dtype(spec.dtype)
-        assert np.array_equal(result.membrane, ref.membrane), (
-            mode, depth, result.membrane, ref.membrane)
+        assert np.array_equal(result.membrane, ref.membrane), (mode, depth, result.membrane, ref.membrane)
 
 
 @pytest.mark.usefixtures("warm_kernels")
@@ -112,9 +117,15 @@ def test_raster_events_and_bool_inputs_agree(dtype, mode):
     """The same spikes given as a raster and as events give the same result."""
     rng = np.random.default_rng(3)
     W = (rng.integers(-8, 17, (7, 5)) / 8).astype(np.float32)
-    net = snn.Network([snn.Linear(5, 7, snn.IF(threshold=1.5), weight=W, bias=0.125),
-                       snn.SparseLinear.from_dense(rng.integers(-8, 17, (3, 7)) / 8,
-                                                   snn.IF(threshold=0.75, reset="zero"))], dtype=dtype)
+    net = snn.Network(
+        [
+            snn.Linear(5, 7, snn.IF(threshold=1.5), weight=W, bias=0.125),
+            snn.SparseLinear.from_dense(
+                rng.integers(-8, 17, (3, 7)) / 8, snn.IF(threshold=0.75, reset="zero")
+            ),
+        ],
+        dtype=dtype,
+    )
     x = (rng.random((20, 2, 5)) < 0.3).astype(np.uint8)
     r1 = net.run(x, mode=mode)
     t, s, i = np.nonzero(x)
@@ -128,6 +139,7 @@ def test_raster_events_and_bool_inputs_agree(dtype, mode):
 
 
 # -- targeted precision checks (float64 state must not be computed in float32) --
+
 
 @pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("mode", MODES)
@@ -166,13 +178,22 @@ def test_float64_analog_input_not_rounded_to_float32(kind):
 
 # -- deterministic corner cases the random search may rarely hit --
 
+
 @pytest.mark.usefixtures("warm_kernels")
-@pytest.mark.parametrize("neuron", [
-    snn.IF(), snn.LIF(beta=0.5), snn.LIF(beta=1.0), snn.CubaLIF(beta=0.9, alpha=0.0),
-    snn.CubaLIF(beta=0.9, alpha=1.0), snn.CubaLIF(beta=1.0, alpha=1.0), snn.CubaLIF(beta=0.8, alpha=0.8),
-    snn.CubaLIF(beta=0.6, alpha=0.95, refractory=3), snn.LIF(beta=0.7, reset="value", v_reset=-0.5,
-                                                             refractory=2),
-])
+@pytest.mark.parametrize(
+    "neuron",
+    [
+        snn.IF(),
+        snn.LIF(beta=0.5),
+        snn.LIF(beta=1.0),
+        snn.CubaLIF(beta=0.9, alpha=0.0),
+        snn.CubaLIF(beta=0.9, alpha=1.0),
+        snn.CubaLIF(beta=1.0, alpha=1.0),
+        snn.CubaLIF(beta=0.8, alpha=0.8),
+        snn.CubaLIF(beta=0.6, alpha=0.95, refractory=3),
+        snn.LIF(beta=0.7, reset="value", v_reset=-0.5, refractory=2),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_self_driven_spikes_long_run(neuron, dtype):
     """Neurons driven only by bias and v_init (no input spikes at all) over a
@@ -187,7 +208,7 @@ def test_self_driven_spikes_long_run(neuron, dtype):
     layer = snn.Linear(4, n, neuron, weight=weight, bias=bias, v_init=v_init)
     net = snn.Network([layer], dtype=dtype)
     x = np.zeros((T, 2, 4), np.uint8)
-    x[50, 1, :] = 1   # sample 1 gets one volley
+    x[50, 1, :] = 1  # sample 1 gets one volley
     spec = NetSpec(layers=[None], dtype=dtype, T=T, batch=2, input_kind="spikes", x=x)
     ref, traces = reference_with_traces(net, spec)
     assert ref.spikes(0).sum() > 0
@@ -204,8 +225,12 @@ def test_larger_networks_long_runs(seed, n_layers):
     rng = np.random.default_rng(seed)
     sizes = [int(rng.integers(20, 100)) for _ in range(n_layers + 1)]
     T = int(rng.integers(50, 300))
-    models = [snn.IF(), snn.LIF(beta=0.95), snn.CubaLIF(beta=0.9, alpha=0.7, refractory=1),
-              snn.LIF(beta=0.8, reset="zero", refractory=2)]
+    models = [
+        snn.IF(),
+        snn.LIF(beta=0.95),
+        snn.CubaLIF(beta=0.9, alpha=0.7, refractory=1),
+        snn.LIF(beta=0.8, reset="zero", refractory=2),
+    ]
     layers = []
     for k in range(n_layers):
         W = rng.uniform(-0.3, 1.0, (sizes[k + 1], sizes[k])) * 3.0 / np.sqrt(sizes[k])
@@ -233,8 +258,11 @@ def test_output_buffer_overflow_is_retried(mode, sparse):
     rerun with room for all of them, not truncated."""
     n, T = 200, 60
     W = np.full((n, 3), 0.5)
-    layer = (snn.SparseLinear.from_dense(W, snn.IF(), bias=1.0) if sparse
-             else snn.Linear(3, n, snn.IF(), weight=W, bias=1.0))
+    layer = (
+        snn.SparseLinear.from_dense(W, snn.IF(), bias=1.0)
+        if sparse
+        else snn.Linear(3, n, snn.IF(), weight=W, bias=1.0)
+    )
     net = snn.Network([layer, snn.Linear(n, 2, snn.IF(threshold=50.0), weight=np.full((2, n), 0.25))])
     x = np.zeros((T, 2, 3), np.uint8)
     x[::7, 1] = 1
@@ -253,12 +281,16 @@ def test_runs_are_independent(mode):
     """A network keeps no state between runs, and a sample's result does not
     depend on the other samples of its batch."""
     rng = np.random.default_rng(5)
-    net = snn.Network([snn.Linear(6, 5, snn.CubaLIF(beta=0.9, alpha=0.8, refractory=1), seed=1, bias=0.05),
-                       snn.SparseLinear.random(5, 4, 0.6, weight=0.7, neuron=snn.LIF(beta=0.9), seed=2)])
+    net = snn.Network(
+        [
+            snn.Linear(6, 5, snn.CubaLIF(beta=0.9, alpha=0.8, refractory=1), seed=1, bias=0.05),
+            snn.SparseLinear.random(5, 4, 0.6, weight=0.7, neuron=snn.LIF(beta=0.9), seed=2),
+        ]
+    )
     x = (rng.random((30, 3, 6)) < 0.4).astype(np.uint8)
     first = net.run(x, mode=mode)
     again = net.run(x, mode=mode)
-    alone = [net.run(x[:, b:b + 1], mode=mode) for b in range(3)]
+    alone = [net.run(x[:, b : b + 1], mode=mode) for b in range(3)]
     for k in range(2):
         assert np.array_equal(first.spikes(k), again.spikes(k))
         for b in range(3):

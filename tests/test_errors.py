@@ -17,6 +17,7 @@ def net():
 
 # -- network structure ---------------------------------------------------------
 
+
 def test_layers_that_do_not_chain():
     with pytest.raises(ValueError, match=r"do not chain: layer 0 has 2 outputs but layer 1 expects 3"):
         snn.Network([snn.Linear(3, 2), snn.Linear(3, 2)])
@@ -156,6 +157,7 @@ def test_float32_network_refuses_values_beyond_float32(what):
 
 # -- neuron parameters -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("tau", [0, -1.0, np.inf, np.nan])
 def test_tau_must_be_positive(tau):
     with pytest.raises(ValueError, match="tau must be finite and > 0"):
@@ -236,6 +238,7 @@ def test_reset_options():
 
 # -- spike and event input ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [0.5, 2, -1, np.nan])
 def test_spike_values_must_be_0_or_1(net, value):
     x = np.zeros((4, 1, 3))
@@ -257,9 +260,13 @@ def test_spike_dtype(net):
 
 @pytest.mark.parametrize("width", [2, 4])
 def test_spike_input_width(net, width):
-    with pytest.raises(ValueError, match=rf"spikes has {width} inputs per sample but the first layer expects 3"):
+    with pytest.raises(
+        ValueError, match=rf"spikes has {width} inputs per sample but the first layer expects 3"
+    ):
         net.run(np.zeros((5, 2, width), np.uint8))
-    with pytest.raises(ValueError, match=rf"analog has {width} inputs per sample but the first layer expects 3"):
+    with pytest.raises(
+        ValueError, match=rf"analog has {width} inputs per sample but the first layer expects 3"
+    ):
         net.run(analog=np.zeros((2, width)), T=3)
 
 
@@ -270,10 +277,17 @@ def test_spike_input_rank_and_steps(net):
         net.run(np.zeros((5, 1, 3), np.uint8), T=4)
 
 
-@pytest.mark.parametrize("row,label,bound", [
-    ([5, 0, 1], "t", 5), ([-1, 0, 1], "t", 5), ([0, 2, 1], "sample", 2), ([0, -1, 1], "sample", 2),
-    ([0, 0, 3], "index", 3), ([0, 0, -1], "index", 3),
-])
+@pytest.mark.parametrize(
+    "row,label,bound",
+    [
+        ([5, 0, 1], "t", 5),
+        ([-1, 0, 1], "t", 5),
+        ([0, 2, 1], "sample", 2),
+        ([0, -1, 1], "sample", 2),
+        ([0, 0, 3], "index", 3),
+        ([0, 0, -1], "index", 3),
+    ],
+)
 def test_events_out_of_range(net, row, label, bound):
     events = np.array([[0, 0, 0], row])
     with pytest.raises(ValueError, match=rf"event {label} must be in \[0, {bound}\)"):
@@ -297,6 +311,7 @@ def test_events_batch_size_must_be_a_positive_integer(net, batch_size):
 
 # -- run arguments --------------------------------------------------------------------------
 
+
 def test_run_arguments(net):
     with pytest.raises(ValueError, match="exactly one of spikes=, events= or analog="):
         net.run()
@@ -317,9 +332,11 @@ def test_run_arguments(net):
         net.run(np.zeros((1, 1, 3)), mode="fast")
 
 
-@pytest.mark.parametrize("value", [np.ones((1, 3)) * 1j, np.array([["a", "b", "c"]]),
-                                   np.array([[1, None, 2]], dtype=object)],
-                         ids=["complex", "string", "object"])
+@pytest.mark.parametrize(
+    "value",
+    [np.ones((1, 3)) * 1j, np.array([["a", "b", "c"]]), np.array([[1, None, 2]], dtype=object)],
+    ids=["complex", "string", "object"],
+)
 def test_analog_dtype(net, value):
     with pytest.raises(TypeError, match="analog must be a real numeric array"):
         net.run(analog=value, T=2)
@@ -327,9 +344,12 @@ def test_analog_dtype(net, value):
 
 # -- weight dtypes ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("W", [np.ones((2, 3)) * (1 + 1j), np.full((2, 3), "1"), np.full((2, 3), b"1"),
-                               np.ones((2, 3), dtype=object)],
-                         ids=["complex", "str", "bytes", "object"])
+
+@pytest.mark.parametrize(
+    "W",
+    [np.ones((2, 3)) * (1 + 1j), np.full((2, 3), "1"), np.full((2, 3), b"1"), np.ones((2, 3), dtype=object)],
+    ids=["complex", "str", "bytes", "object"],
+)
 def test_weight_dtype_complex_or_string(W):
     with pytest.raises(TypeError, match="weight must be a real numeric array"):
         snn.Linear(3, 2, weight=W)
@@ -341,9 +361,12 @@ def test_weight_dtype_complex_or_string(W):
 
 # -- CSR structure --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cols,lo,hi", [([0, 2, 1], 0, 2), ([0, -1, 1], -1, 1), ([5, 0, 1], 0, 5)])
 def test_csr_cols_out_of_range(cols, lo, hi):
-    with pytest.raises(ValueError, match=rf"cols must index targets in \[0, 2\), got values in \[{lo}, {hi}\]"):
+    with pytest.raises(
+        ValueError, match=rf"cols must index targets in \[0, 2\), got values in \[{lo}, {hi}\]"
+    ):
         snn.SparseLinear(3, 2, snn.IF(), rowptr=[0, 1, 2, 3], cols=cols, weights=[1.0, 1.0, 1.0])
 
 

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _run(args, timeout=300):
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTEST_XDIST_WORKER", None)
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     return proc.stdout
@@ -39,12 +40,23 @@ def test_quickstart():
         acc = _percent(rf"^\s*{T}\s+([\d.]+)%", out)
         assert acc > ann - 0.05, (T, acc, ann)
     assert "Per-layer counts" in out and "SynOps" in out and "MACs" in out
-    assert re.search(r"^\s*64\s", out, re.MULTILINE) is None   # --quick: no T = 64 row
+    assert re.search(r"^\s*64\s", out, re.MULTILINE) is None  # --quick: no T = 64 row
 
 
 def test_convert_digits(tmp_path):
-    out = _run(["examples/convert_digits.py", "--epochs", "3", "--steps", "4", "8", "--out", str(tmp_path),
-                "--no-progress"])
+    out = _run(
+        [
+            "examples/convert_digits.py",
+            "--epochs",
+            "3",
+            "--steps",
+            "4",
+            "8",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert "ANN test accuracy:" in out and "(3 epochs)" in out
     assert "Conv2d(1x8x8 -> 16x8x8" in out
     for T in (4, 8):
@@ -58,7 +70,9 @@ def test_convert_digits(tmp_path):
 
 
 def test_brunel(tmp_path):
-    out = _run(["examples/brunel.py", "--n", "2000", "--duration", "0.2", "--out", str(tmp_path), "--no-progress"])
+    out = _run(
+        ["examples/brunel.py", "--n", "2000", "--duration", "0.2", "--out", str(tmp_path), "--no-progress"]
+    )
     assert "Projection('inh' -> 'exc'" in out and "Poisson(100 x 20 Hz" in out
     rate = float(re.search(r"mean rate: ([\d.]+) Hz", out).group(1))
     cv = float(re.search(r"ISI CV: ([\d.]+)", out).group(1))

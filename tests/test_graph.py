@@ -24,10 +24,10 @@ from conftest import TOL
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels
 import snn
-from kernels import rng as krng
+import snn_kernels as kernels
 from snn.reference import run_graph_reference
+from snn_kernels import rng as krng
 
 DYADIC = np.arange(-16, 17) / 8.0
 
@@ -75,8 +75,16 @@ def graphs(draw, exact=False):
         n = draw(st.integers(1, 8))
         nrn = draw(neuron_models(exact))
         bias = values(n, -0.25, 0.5) if draw(st.booleans()) else 0.0
-        pops.append(g.population(n, nrn, bias=bias, v_init=values(n, -0.5, 0.75), name=f"p{k}",
-                                 mode=draw(st.sampled_from(["auto", "event", "clock"]))))
+        pops.append(
+            g.population(
+                n,
+                nrn,
+                bias=bias,
+                v_init=values(n, -0.5, 0.75),
+                name=f"p{k}",
+                mode=draw(st.sampled_from(["auto", "event", "clock"])),
+            )
+        )
     sources = pops + ([g["in"]] if inputs else [])
     for _ in range(draw(st.integers(0, 5))):
         a = draw(st.sampled_from(sources))
@@ -98,12 +106,21 @@ def graphs(draw, exact=False):
             post, pre = np.nonzero(w)
             order = np.lexsort((post, pre))
             rowptr = np.concatenate(([0], np.cumsum(np.bincount(pre, minlength=a.n))))
-            g.connect(a, b, w[post[order], pre[order]], connectivity=(rowptr, post[order]),
-                      delay=delay if np.ndim(delay) == 0 else delay[order])
+            g.connect(
+                a,
+                b,
+                w[post[order], pre[order]],
+                connectivity=(rowptr, post[order]),
+                delay=delay if np.ndim(delay) == 0 else delay[order],
+            )
     for pop in pops:
         if draw(st.booleans()):
-            g.poisson_input(pop, draw(st.integers(1, 5)), draw(st.sampled_from([50.0, 200.0])),
-                            float(values(1, -1.0, 1.0)[0]))
+            g.poisson_input(
+                pop,
+                draw(st.integers(1, 5)),
+                draw(st.sampled_from([50.0, 200.0])),
+                float(values(1, -1.0, 1.0)[0]),
+            )
     return g, inputs, T, batch
 
 
@@ -116,14 +133,22 @@ def test_exact_graphs_identical(case, seed):
     g, inputs, T, batch = case
     record = {p: np.arange(p.n) for p in g.populations if not p.is_input}
     ev = g.run(T, inputs=inputs, batch_size=None if inputs else batch, seed=seed, record_v=record)
-    ref = g.run(T, inputs=inputs, batch_size=None if inputs else batch, seed=seed, record_v=record,
-                backend="reference")
+    ref = g.run(
+        T,
+        inputs=inputs,
+        batch_size=None if inputs else batch,
+        seed=seed,
+        record_v=record,
+        backend="reference",
+    )
     for name in ev.names:
         np.testing.assert_array_equal(ev.spikes(name), ref.spikes(name), err_msg=name)
         for field in ("synops", "spikes", "input_events"):
-            np.testing.assert_array_equal(getattr(ev.counts[ev.names.index(name)], field),
-                                          getattr(ref.counts[ref.names.index(name)], field),
-                                          err_msg=f"{name} {field}")
+            np.testing.assert_array_equal(
+                getattr(ev.counts[ev.names.index(name)], field),
+                getattr(ref.counts[ref.names.index(name)], field),
+                err_msg=f"{name} {field}",
+            )
     for p in record:
         np.testing.assert_array_equal(ev.v(p.name), ref.v(p.name))
 
@@ -149,11 +174,12 @@ def test_graphs_agree_within_tolerance(case, seed):
             for b, j in differ[p.name]:
                 scale = max(1.0, abs(thr), float(np.abs(v[b]).max()))
                 assert abs(v[b, j] - thr) <= TOL[g.dtype] * scale, (
-                    f"{p.name} neuron {j} sample {b} step {t}: reference v={v[b, j]!r}, threshold {thr}")
+                    f"{p.name} neuron {j} sample {b} step {t}: reference v={v[b, j]!r}, threshold {thr}"
+                )
         diverged = True
         break
     if not diverged:
-        for k, name in enumerate(ev.names):
+        for k in range(len(ev.names)):
             for field in ("synops", "spikes", "input_events"):
                 np.testing.assert_array_equal(getattr(ev.counts[k], field), getattr(ref.counts[k], field))
 
@@ -230,10 +256,14 @@ def test_brunel_statistics_small():
 
 # -- the random generator ------------------------------------------------------
 
+
 def _xoshiro_reference(state, n):
     s = [int(x) for x in state]
     mask = (1 << 64) - 1
-    rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & mask
+
+    def rotl(x, k):
+        return ((x << k) | (x >> (64 - k))) & mask
+
     out = []
     for _ in range(n):
         out.append(rotl((s[1] * 5) & mask, 7) * 9 & mask)
@@ -290,17 +320,21 @@ def test_background_drive_statistics():
 
 # -- bad input -----------------------------------------------------------------
 
+
 def _two_pops():
     g = snn.Graph()
     return g, g.population(3, name="a"), g.population(2, name="b")
 
 
-@pytest.mark.parametrize("delay, match", [
-    (0, "delay < 1 on a recurrent projection"),
-    (-1, "delay must be >= 0"),
-    (1.5, "integer number of steps"),
-    ("1", "integer number of steps"),
-])
+@pytest.mark.parametrize(
+    "delay, match",
+    [
+        (0, "delay < 1 on a recurrent projection"),
+        (-1, "delay must be >= 0"),
+        (1.5, "integer number of steps"),
+        ("1", "integer number of steps"),
+    ],
+)
 def test_bad_delays_on_self_projection(delay, match):
     g, a, _ = _two_pops()
     with pytest.raises(ValueError, match=match):
@@ -332,14 +366,17 @@ def test_non_finite_weights(bad):
         g.connect(a, b, bad, connectivity=(np.array([0, 1, 1, 2]), np.array([0, 1])))
 
 
-@pytest.mark.parametrize("rows, match", [
-    ((np.array([0, 1, 2, 3]), np.array([0, 1, 2])), "cols must index targets"),
-    ((np.array([0, 1, 2, 3]), np.array([0, -1, 1])), "cols must index targets"),
-    ((np.array([0, 2, 1, 3]), np.array([0, 1, 1])), "non-decreasing"),
-    ((np.array([0, 1, 3]), np.array([0, 1, 1])), "shape"),
-    ((np.array([0, 1, 2, 4]), np.array([0, 1, 1])), "cols must be 1-D with rowptr"),
-    ((np.array([0.0, 1, 2, 3]), np.array([0, 1, 1])), "integer arrays"),
-])
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        ((np.array([0, 1, 2, 3]), np.array([0, 1, 2])), "cols must index targets"),
+        ((np.array([0, 1, 2, 3]), np.array([0, -1, 1])), "cols must index targets"),
+        ((np.array([0, 2, 1, 3]), np.array([0, 1, 1])), "non-decreasing"),
+        ((np.array([0, 1, 3]), np.array([0, 1, 1])), "shape"),
+        ((np.array([0, 1, 2, 4]), np.array([0, 1, 1])), "cols must be 1-D with rowptr"),
+        ((np.array([0.0, 1, 2, 3]), np.array([0, 1, 1])), "integer arrays"),
+    ],
+)
 def test_bad_csr(rows, match):
     g, a, b = _two_pops()
     with pytest.raises((ValueError, TypeError), match=match):

@@ -70,24 +70,67 @@ def _assert_same_runs(a: snn.Network, b: snn.Network, x):
 
 # -- round trips ----------------------------------------------------------------------------------
 
+
 def _stacks():
     rng = np.random.default_rng(0)
-    yield "linear-lif-if", snn.Network([
-        snn.Linear(12, 8, snn.LIF(beta=0.85, threshold=0.6), seed=1, bias=rng.normal(0, 0.05, 8)),
-        snn.Linear(8, 4, snn.IF(threshold=0.8, reset="zero"), seed=2, mode="event", name="out")])
-    yield "cubalif-value-refractory-vinit", snn.Network([
-        snn.Linear(12, 6, snn.CubaLIF(0.9, 0.6, threshold=0.7, reset="value", v_reset=-0.2, refractory=2),
-                   seed=3, bias=0.02, v_init=rng.uniform(0, 0.5, 6)),
-        snn.SparseLinear.random(6, 5, 0.5, weight=0.7, neuron=snn.LIF(beta=0.5, reset="zero"), seed=4)])
-    yield "conv-pool-linear", snn.Network([
-        snn.Conv2d((2, 8, 8), 4, 3, snn.LIF(beta=0.8), stride=1, padding=2, dilation=2, groups=2, seed=5,
-                   bias=np.array([0.1, 0.0, -0.05, 0.2])),
-        snn.AvgPool2d((4, 8, 8), 2, neuron=snn.IF(threshold=0.5)),
-        snn.Conv2d((4, 4, 4), 4, (2, 3), snn.IF(), stride=(2, 1), padding=(0, 1), seed=6),
-        snn.Linear(32, 3, snn.LIF(beta=0.9), seed=7)])
-    yield "pool-with-bias-readout", snn.Network([
-        snn.AvgPool2d((1, 6, 6), 3, neuron=snn.IF(), bias=0.1),
-        snn.Linear(4, 2, snn.LIF(beta=0.7, threshold=float("inf")), seed=8)])
+    yield (
+        "linear-lif-if",
+        snn.Network(
+            [
+                snn.Linear(12, 8, snn.LIF(beta=0.85, threshold=0.6), seed=1, bias=rng.normal(0, 0.05, 8)),
+                snn.Linear(8, 4, snn.IF(threshold=0.8, reset="zero"), seed=2, mode="event", name="out"),
+            ]
+        ),
+    )
+    yield (
+        "cubalif-value-refractory-vinit",
+        snn.Network(
+            [
+                snn.Linear(
+                    12,
+                    6,
+                    snn.CubaLIF(0.9, 0.6, threshold=0.7, reset="value", v_reset=-0.2, refractory=2),
+                    seed=3,
+                    bias=0.02,
+                    v_init=rng.uniform(0, 0.5, 6),
+                ),
+                snn.SparseLinear.random(
+                    6, 5, 0.5, weight=0.7, neuron=snn.LIF(beta=0.5, reset="zero"), seed=4
+                ),
+            ]
+        ),
+    )
+    yield (
+        "conv-pool-linear",
+        snn.Network(
+            [
+                snn.Conv2d(
+                    (2, 8, 8),
+                    4,
+                    3,
+                    snn.LIF(beta=0.8),
+                    stride=1,
+                    padding=2,
+                    dilation=2,
+                    groups=2,
+                    seed=5,
+                    bias=np.array([0.1, 0.0, -0.05, 0.2]),
+                ),
+                snn.AvgPool2d((4, 8, 8), 2, neuron=snn.IF(threshold=0.5)),
+                snn.Conv2d((4, 4, 4), 4, (2, 3), snn.IF(), stride=(2, 1), padding=(0, 1), seed=6),
+                snn.Linear(32, 3, snn.LIF(beta=0.9), seed=7),
+            ]
+        ),
+    )
+    yield (
+        "pool-with-bias-readout",
+        snn.Network(
+            [
+                snn.AvgPool2d((1, 6, 6), 3, neuron=snn.IF(), bias=0.1),
+                snn.Linear(4, 2, snn.LIF(beta=0.7, threshold=float("inf")), seed=8),
+            ]
+        ),
+    )
 
 
 @pytest.mark.parametrize("name,net", list(_stacks()), ids=[n for n, _ in _stacks()])
@@ -114,9 +157,13 @@ def test_round_trip_through_file(tmp_path):
 
 
 def test_exported_parameters_follow_the_stated_discretisation():
-    net = snn.Network([snn.Linear(3, 2, snn.LIF(beta=0.75, reset="zero"), bias=0.1, seed=0),
-                       snn.Linear(2, 2, snn.CubaLIF(0.5, 0.8, reset="zero"), seed=0),
-                       snn.Linear(2, 1, snn.IF(reset="value", v_reset=-1.0), seed=0)])
+    net = snn.Network(
+        [
+            snn.Linear(3, 2, snn.LIF(beta=0.75, reset="zero"), bias=0.1, seed=0),
+            snn.Linear(2, 2, snn.CubaLIF(0.5, 0.8, reset="zero"), seed=0),
+            snn.Linear(2, 1, snn.IF(reset="value", v_reset=-1.0), seed=0),
+        ]
+    )
     g = snn.to_nir(net, dt=2.0)
     lif, cuba, if_ = g.nodes["0.lif"], g.nodes["1.cubalif"], g.nodes["2.if"]
     assert np.allclose(lif.tau, 8.0) and np.allclose(1 - 2.0 / lif.tau, 0.75)
@@ -137,6 +184,7 @@ def test_exported_parameters_follow_the_stated_discretisation():
 
 # -- export refusals and warnings -------------------------------------------------------------------
 
+
 def test_subtract_reset_warns_with_the_difference_and_records_it():
     net = snn.Network([snn.Linear(4, 3, snn.LIF(beta=0.9), seed=0)])
     with pytest.warns(NIRExportWarning, match=r"reset by subtraction .* Tools ignoring it reset to 0"):
@@ -155,12 +203,14 @@ def test_refractory_and_v_init_warn():
     assert "refractory period of 3 steps" in text and "v_init" in text
 
 
-@pytest.mark.parametrize("layers,match", [
-    (lambda: [snn.MaxPool2d((1, 4, 4), 2), snn.Linear(4, 2, snn.IF(reset="zero"), seed=0)], "MaxPool2d"),
-    (lambda: [snn.Linear(4, 2, snn.CubaLIF(1.0, 0.5, reset="zero"), seed=0)], "CubaLIF with beta=1"),
-    (lambda: [snn.Conv2d((1, 3, 3), 1, 2, snn.IF(reset="zero"), seed=0)],
-     "varying within a channel"),
-])
+@pytest.mark.parametrize(
+    "layers,match",
+    [
+        (lambda: [snn.MaxPool2d((1, 4, 4), 2), snn.Linear(4, 2, snn.IF(reset="zero"), seed=0)], "MaxPool2d"),
+        (lambda: [snn.Linear(4, 2, snn.CubaLIF(1.0, 0.5, reset="zero"), seed=0)], "CubaLIF with beta=1"),
+        (lambda: [snn.Conv2d((1, 3, 3), 1, 2, snn.IF(reset="zero"), seed=0)], "varying within a channel"),
+    ],
+)
 def test_export_refuses_what_nir_cannot_express(layers, match):
     net = snn.Network(layers())
     if isinstance(net.layers[-1], snn.Conv2d):  # per-position bias, set directly
@@ -179,6 +229,7 @@ def test_stale_metadata_is_ignored_with_a_warning():
 
 
 # -- hand-built graphs against a numpy reference of the discretisation --------------------------
+
 
 def _euler_reference(x, layers, dt):
     """Forward Euler of NIR LIF / CubaLIF nodes, float64, fire on v > v_threshold, reset to v_reset.
@@ -226,8 +277,10 @@ def test_hand_built_graph_gain_one_exact():
     rng = np.random.default_rng(3)
     w1 = rng.integers(-2, 5, (6, 10)) / 4.0
     w2 = rng.integers(-2, 5, (3, 6)) / 4.0
-    layers = [(w1, np.zeros(6), _lif(6, tau=1, r=1, v_leak=0, v_threshold=1.0, v_reset=0)),
-              (w2, np.zeros(3), _lif(3, tau=2, r=2, v_leak=0.5, v_threshold=0.75, v_reset=-0.25))]
+    layers = [
+        (w1, np.zeros(6), _lif(6, tau=1, r=1, v_leak=0, v_threshold=1.0, v_reset=0)),
+        (w2, np.zeros(3), _lif(3, tau=2, r=2, v_leak=0.5, v_threshold=0.75, v_reset=-0.25)),
+    ]
     x = _spikes(rng, 10, p=0.4)
     ref, margin = _euler_reference(x, layers, dt=1.0)
     assert margin == 0.0  # ties happen: the test exercises ">"
@@ -242,10 +295,18 @@ def test_hand_built_graph_with_gain_and_current():
     """Gains != 1 (r, w_in not tau/dt), a leak voltage and a CubaLIF layer."""
     rng = np.random.default_rng(4)
     dt = 0.5
-    layers = [(rng.normal(0, 1.0, (8, 10)), rng.normal(0, 0.1, 8),
-               _lif(8, tau=5, r=3, v_leak=0.2, v_threshold=0.9, v_reset=0.1)),
-              (rng.normal(0, 1.0, (4, 8)), np.full(4, 0.05),
-               _lif(4, tau_syn=2, tau_mem=4, r=5, v_leak=0, w_in=1.5, v_threshold=0.6, v_reset=0))]
+    layers = [
+        (
+            rng.normal(0, 1.0, (8, 10)),
+            rng.normal(0, 0.1, 8),
+            _lif(8, tau=5, r=3, v_leak=0.2, v_threshold=0.9, v_reset=0.1),
+        ),
+        (
+            rng.normal(0, 1.0, (4, 8)),
+            np.full(4, 0.05),
+            _lif(4, tau_syn=2, tau_mem=4, r=5, v_leak=0, w_in=1.5, v_threshold=0.6, v_reset=0),
+        ),
+    ]
     x = _spikes(rng, 10)
     ref, margin = _euler_reference(x, layers, dt)
     assert margin > MARGIN
@@ -260,9 +321,12 @@ def test_hand_built_graph_with_gain_and_current():
 def test_membrane_readout_in_node_units():
     rng = np.random.default_rng(5)
     w = rng.normal(0, 1, (3, 5))
-    nodes = {"in": nir.Input(input_type=np.array([5])), "fc": nir.Linear(weight=w),
-             "li": nir.LI(tau=np.full(3, 4.0), r=np.full(3, 2.0), v_leak=np.zeros(3)),
-             "out": nir.Output(output_type=np.array([3]))}
+    nodes = {
+        "in": nir.Input(input_type=np.array([5])),
+        "fc": nir.Linear(weight=w),
+        "li": nir.LI(tau=np.full(3, 4.0), r=np.full(3, 2.0), v_leak=np.zeros(3)),
+        "out": nir.Output(output_type=np.array([3])),
+    }
     g = nir.NIRGraph(nodes=nodes, edges=[("in", "fc"), ("fc", "li"), ("li", "out")])
     x = _spikes(rng, 5, batch=2, steps=10)
     v = np.zeros((2, 3))
@@ -275,19 +339,32 @@ def test_membrane_readout_in_node_units():
 
 # -- snnTorch's export ------------------------------------------------------------------------------
 
+
 def test_snntorch_export_imports_with_matching_spikes():
     torch = pytest.importorskip("torch")
     st = pytest.importorskip("snntorch")
     from snntorch import utils
+
     pytest.importorskip("nirtorch")
     from snntorch.export_nir import export_to_nir
 
     torch.manual_seed(0)
     # per-neuron parameter tensors: snnTorch's export of scalar ones fails nir's type check
-    lif1 = st.Leaky(beta=torch.full((16,), 0.8), threshold=torch.ones(16), init_hidden=True,
-                    reset_mechanism="zero", reset_delay=False)
-    lif2 = st.Leaky(beta=torch.full((4,), 0.9), threshold=torch.full((4,), 0.5), init_hidden=True,
-                    reset_mechanism="zero", reset_delay=False, output=True)
+    lif1 = st.Leaky(
+        beta=torch.full((16,), 0.8),
+        threshold=torch.ones(16),
+        init_hidden=True,
+        reset_mechanism="zero",
+        reset_delay=False,
+    )
+    lif2 = st.Leaky(
+        beta=torch.full((4,), 0.9),
+        threshold=torch.full((4,), 0.5),
+        init_hidden=True,
+        reset_mechanism="zero",
+        reset_delay=False,
+        output=True,
+    )
     model = torch.nn.Sequential(torch.nn.Linear(10, 16), lif1, torch.nn.Linear(16, 4), lif2)
     graph = export_to_nir(model, torch.zeros(1, 10), ignore_dims=[0])
     net = snn.from_nir(graph, dt=1e-4)
@@ -314,33 +391,73 @@ def test_snntorch_export_imports_with_matching_spikes():
 
 # -- malformed / unsupported graphs ---------------------------------------------------------------
 
+
 def _nodes():
-    return {"in": nir.Input(input_type=np.array([4])),
-            "fc": nir.Affine(weight=np.ones((3, 4)), bias=np.zeros(3)),
-            "lif": nir.LIF(tau=np.full(3, 2.0), r=np.full(3, 2.0), v_leak=np.zeros(3),
-                           v_threshold=np.ones(3)),
-            "out": nir.Output(output_type=np.array([3]))}
+    return {
+        "in": nir.Input(input_type=np.array([4])),
+        "fc": nir.Affine(weight=np.ones((3, 4)), bias=np.zeros(3)),
+        "lif": nir.LIF(tau=np.full(3, 2.0), r=np.full(3, 2.0), v_leak=np.zeros(3), v_threshold=np.ones(3)),
+        "out": nir.Output(output_type=np.array([3])),
+    }
 
 
 CHAIN = [("in", "fc"), ("fc", "lif"), ("lif", "out")]
 
 
-@pytest.mark.parametrize("change,match", [
-    (lambda n, e: e.remove(("fc", "lif")), "node 'fc' has no outgoing edge"),
-    (lambda n, e: e.append(("lif", "ghost")), "refers to node 'ghost'"),
-    (lambda n, e: n.update(fc=nir.Scale(scale=np.ones(4))), "node 'fc': node type Scale is not supported"),
-    (lambda n, e: n.update(fc=nir.Affine(weight=np.ones((3, 5)), bias=np.zeros(3))),
-     "node 'fc': weight expects 5 inputs but receives shape \\(4,\\)"),
-    (lambda n, e: n.update(lif=nir.LIF(tau=np.full(2, 2.0), r=np.full(2, 2.0), v_leak=np.zeros(2),
-                                       v_threshold=np.ones(2))), "node 'lif': r has shape \\(2,\\)"),
-    (lambda n, e: (n.update(rec=nir.Linear(weight=np.eye(3))), e.append(("lif", "rec")), e.append(("rec", "lif"))),
-     "node 'lif' has 2 outgoing edges"),
-    (lambda n, e: n.update(lif=nir.LIF(tau=np.full(3, 0.5), r=np.full(3, 2.0), v_leak=np.zeros(3),
-                                       v_threshold=np.ones(3))), "node 'lif': tau=0.5 must be finite and >= dt"),
-    (lambda n, e: n.update(lif=nir.LIF(tau=np.full(3, 2.0), r=np.full(3, 2.0), v_leak=np.zeros(3),
-                                       v_threshold=np.arange(1.0, 4.0))), "node 'lif': per-neuron v_threshold"),
-    (lambda n, e: n.update(stray=nir.Linear(weight=np.eye(3))), "nodes \\['stray'\\] are not on the chain"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda n, e: e.remove(("fc", "lif")), "node 'fc' has no outgoing edge"),
+        (lambda n, e: e.append(("lif", "ghost")), "refers to node 'ghost'"),
+        (
+            lambda n, e: n.update(fc=nir.Scale(scale=np.ones(4))),
+            "node 'fc': node type Scale is not supported",
+        ),
+        (
+            lambda n, e: n.update(fc=nir.Affine(weight=np.ones((3, 5)), bias=np.zeros(3))),
+            "node 'fc': weight expects 5 inputs but receives shape \\(4,\\)",
+        ),
+        (
+            lambda n, e: n.update(
+                lif=nir.LIF(
+                    tau=np.full(2, 2.0), r=np.full(2, 2.0), v_leak=np.zeros(2), v_threshold=np.ones(2)
+                )
+            ),
+            "node 'lif': r has shape \\(2,\\)",
+        ),
+        (
+            lambda n, e: (
+                n.update(rec=nir.Linear(weight=np.eye(3))),
+                e.append(("lif", "rec")),
+                e.append(("rec", "lif")),
+            ),
+            "node 'lif' has 2 outgoing edges",
+        ),
+        (
+            lambda n, e: n.update(
+                lif=nir.LIF(
+                    tau=np.full(3, 0.5), r=np.full(3, 2.0), v_leak=np.zeros(3), v_threshold=np.ones(3)
+                )
+            ),
+            "node 'lif': tau=0.5 must be finite and >= dt",
+        ),
+        (
+            lambda n, e: n.update(
+                lif=nir.LIF(
+                    tau=np.full(3, 2.0),
+                    r=np.full(3, 2.0),
+                    v_leak=np.zeros(3),
+                    v_threshold=np.arange(1.0, 4.0),
+                )
+            ),
+            "node 'lif': per-neuron v_threshold",
+        ),
+        (
+            lambda n, e: n.update(stray=nir.Linear(weight=np.eye(3))),
+            "nodes \\['stray'\\] are not on the chain",
+        ),
+    ],
+)
 def test_malformed_graph_names_the_node(change, match):
     nodes, edges = _nodes(), list(CHAIN)
     change(nodes, edges)

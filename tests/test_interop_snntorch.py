@@ -94,13 +94,22 @@ def synaptic(**kw):
 CASES = {
     "leaky-subtract-immediate": (leaky, {"beta": 0.8, "threshold": 0.7, "reset_delay": False}, 0.6),
     "leaky-zero-delayed": (leaky, {"beta": 0.8, "threshold": 0.7, "reset_mechanism": "zero"}, 0.6),
-    "leaky-zero-immediate": (leaky, {"beta": 0.9, "threshold": 0.5, "reset_mechanism": "zero",
-                                     "reset_delay": False}, 0.6),
+    "leaky-zero-immediate": (
+        leaky,
+        {"beta": 0.9, "threshold": 0.5, "reset_mechanism": "zero", "reset_delay": False},
+        0.6,
+    ),
     "if-subtract-delayed": (leaky, {"beta": 1.0, "threshold": 0.7}, 0.6),
-    "synaptic-subtract-immediate": (synaptic, {"alpha": 0.6, "beta": 0.8, "threshold": 2.0,
-                                               "reset_delay": False}, 0.6),
-    "synaptic-zero-immediate": (synaptic, {"alpha": 0.6, "beta": 0.8, "threshold": 1.0,
-                                           "reset_mechanism": "zero", "reset_delay": False}, 0.6),
+    "synaptic-subtract-immediate": (
+        synaptic,
+        {"alpha": 0.6, "beta": 0.8, "threshold": 2.0, "reset_delay": False},
+        0.6,
+    ),
+    "synaptic-zero-immediate": (
+        synaptic,
+        {"alpha": 0.6, "beta": 0.8, "threshold": 1.0, "reset_mechanism": "zero", "reset_delay": False},
+        0.6,
+    ),
     "synaptic-subtract-delayed-beta1": (synaptic, {"alpha": 0.5, "beta": 1.0, "threshold": 1.5}, 0.4),
 }
 
@@ -121,11 +130,10 @@ def test_learned_parameters_are_taken_at_their_trained_values():
     torch.manual_seed(2)
     lif = leaky(beta=0.9, threshold=1.0, learn_beta=True, learn_threshold=True, reset_delay=False)
     with torch.no_grad():
-        lif.beta.fill_(1.3)        # snnTorch clamps beta to [0, 1] in the forward pass
+        lif.beta.fill_(1.3)  # snnTorch clamps beta to [0, 1] in the forward pass
         lif.threshold.fill_(1.25)
     net = nn.Sequential(nn.Linear(12, 16), lif)
-    ours, _ = check_agreement(net, torch.rand(T, 3, 12, dtype=torch.float64) * 0.3,
-                                check_post_reset=True)
+    ours, _ = check_agreement(net, torch.rand(T, 3, 12, dtype=torch.float64) * 0.3, check_post_reset=True)
     neuron = ours.layers[0].neuron
     assert (neuron.beta, neuron.threshold) == (1.0, pytest.approx(1.25))
 
@@ -134,11 +142,18 @@ def test_conv_pool_flatten_stack_matches_snntorch():
     torch.manual_seed(3)
     kw = {"beta": 0.85, "threshold": 0.6, "reset_delay": False}
     net = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), leaky(**kw),
+        nn.Conv2d(2, 4, 3, padding=1),
+        leaky(**kw),
         nn.MaxPool2d(2),
-        nn.Conv2d(4, 6, 3), leaky(**kw),
-        nn.AvgPool2d(2), leaky(beta=1.0, threshold=0.6),
-        nn.Flatten(), nn.Dropout(0.5), nn.Linear(6, 5), leaky(**kw))
+        nn.Conv2d(4, 6, 3),
+        leaky(**kw),
+        nn.AvgPool2d(2),
+        leaky(beta=1.0, threshold=0.6),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(6, 5),
+        leaky(**kw),
+    )
     net.eval()
     x = torch.rand(T, 3, 2, 10, 10, dtype=torch.float64)
     ours, result = check_agreement(net, x, in_shape=(2, 10, 10))
@@ -149,9 +164,12 @@ def test_conv_pool_flatten_stack_matches_snntorch():
 
 def test_membrane_readout_matches_snntorch_membrane():
     torch.manual_seed(4)
-    net = nn.Sequential(nn.Linear(10, 20), leaky(beta=0.8, threshold=1.0, reset_delay=False),
-                        nn.Linear(20, 3), st.Leaky(beta=0.9, reset_mechanism="none", init_hidden=True,
-                                                   output=True)).double()
+    net = nn.Sequential(
+        nn.Linear(10, 20),
+        leaky(beta=0.8, threshold=1.0, reset_delay=False),
+        nn.Linear(20, 3),
+        st.Leaky(beta=0.9, reset_mechanism="none", init_hidden=True, output=True),
+    ).double()
     x = torch.rand(T, 2, 10, dtype=torch.float64) * 0.5
     mem, margin, post = run_snntorch(net, x)
     assert margin > MARGIN and post <= 0.0
@@ -165,34 +183,57 @@ def test_membrane_readout_matches_snntorch_membrane():
 # -- refusals --------------------------------------------------------------------------
 
 REFUSED = {
-    "delayed subtract, beta < 1": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9)),
-                                   "reset_delay=False"),
-    "synaptic delayed zero": (lambda: nn.Sequential(nn.Linear(4, 4), synaptic(alpha=0.5, beta=0.9,
-                                                                              reset_mechanism="zero")),
-                              "zeroes the synaptic current"),
-    "no reset": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, reset_mechanism="none")),
-                 "membrane_readout=True"),
-    "no reset, not last": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, reset_mechanism="none"),
-                                                 nn.Linear(4, 2), leaky(beta=0.9, reset_delay=False)),
-                           "module 1 \\(Leaky\\)"),
-    "inhibition": (lambda: nn.Sequential(nn.Linear(4, 4),
-                                         leaky(beta=0.9, inhibition=True, reset_delay=False)),
-                   "inhibition"),
-    "per-neuron beta": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=torch.tensor([0.5, 0.6, 0.7, 0.8]),
-                                                                     reset_delay=False)),
-                        "per-neuron beta"),
-    "graded spikes": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, graded_spikes_factor=2.0,
-                                                                   reset_delay=False)),
-                      "graded_spikes_factor"),
-    "pooling currents": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), leaky(beta=1.0)),
-                         "module 1 \\(MaxPool2d\\).*currents of module 0"),
-    "unknown neuron": (lambda: nn.Sequential(nn.Linear(4, 4), st.RLeaky(beta=0.9, linear_features=4,
-                                                                        init_hidden=True)),
-                       "RLeaky"),
-    "ends in currents": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=1.0), nn.Linear(4, 2)),
-                         "module 2 \\(Linear\\) is not followed by a spiking neuron"),
-    "two neurons in a row": (lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=1.0), leaky(beta=1.0)),
-                             "must follow"),
+    "delayed subtract, beta < 1": (
+        lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9)),
+        "reset_delay=False",
+    ),
+    "synaptic delayed zero": (
+        lambda: nn.Sequential(nn.Linear(4, 4), synaptic(alpha=0.5, beta=0.9, reset_mechanism="zero")),
+        "zeroes the synaptic current",
+    ),
+    "no reset": (
+        lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, reset_mechanism="none")),
+        "membrane_readout=True",
+    ),
+    "no reset, not last": (
+        lambda: nn.Sequential(
+            nn.Linear(4, 4),
+            leaky(beta=0.9, reset_mechanism="none"),
+            nn.Linear(4, 2),
+            leaky(beta=0.9, reset_delay=False),
+        ),
+        "module 1 \\(Leaky\\)",
+    ),
+    "inhibition": (
+        lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, inhibition=True, reset_delay=False)),
+        "inhibition",
+    ),
+    "per-neuron beta": (
+        lambda: nn.Sequential(
+            nn.Linear(4, 4), leaky(beta=torch.tensor([0.5, 0.6, 0.7, 0.8]), reset_delay=False)
+        ),
+        "per-neuron beta",
+    ),
+    "graded spikes": (
+        lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, graded_spikes_factor=2.0, reset_delay=False)),
+        "graded_spikes_factor",
+    ),
+    "pooling currents": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), leaky(beta=1.0)),
+        "module 1 \\(MaxPool2d\\).*currents of module 0",
+    ),
+    "unknown neuron": (
+        lambda: nn.Sequential(nn.Linear(4, 4), st.RLeaky(beta=0.9, linear_features=4, init_hidden=True)),
+        "RLeaky",
+    ),
+    "ends in currents": (
+        lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=1.0), nn.Linear(4, 2)),
+        "module 2 \\(Linear\\) is not followed by a spiking neuron",
+    ),
+    "two neurons in a row": (
+        lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=1.0), leaky(beta=1.0)),
+        "must follow",
+    ),
 }
 
 

@@ -53,48 +53,110 @@ T, BATCH = 16, 3
 # Networks covering every layer type, neuron model and option
 # ---------------------------------------------------------------------------
 
+
 def dense_network(dtype=np.float64) -> snn.Network:
     rng = np.random.default_rng(0)
-    return snn.Network([
-        snn.Linear(20, 16, snn.LIF(beta=0.9, refractory=2), weight=rng.normal(0.15, 0.3, (16, 20)),
-                   bias=rng.normal(0.0, 0.05, 16), v_init=rng.uniform(0.0, 0.5, 16), mode="event", name="in"),
-        snn.SparseLinear.random(16, 12, 0.5, weight=lambda r, n: r.normal(0.4, 0.3, n),
-                                neuron=snn.CubaLIF(beta=0.85, alpha=0.6, reset="zero"), seed=1, bias=0.01,
-                                mode="dense", name="sparse"),
-        snn.SparseLinear.from_dense(np.where(rng.random((10, 12)) < 0.6, rng.normal(0.5, 0.3, (10, 12)), 0.0),
-                                    snn.LIF(tau_mem=7.0, threshold=0.7, reset="value", v_reset=-0.2),
-                                    v_init=0.1),
-        snn.Linear(10, 4, snn.IF(threshold=math.inf), weight=rng.normal(0.0, 0.5, (4, 10)), name="readout"),
-    ], dtype=dtype)
+    return snn.Network(
+        [
+            snn.Linear(
+                20,
+                16,
+                snn.LIF(beta=0.9, refractory=2),
+                weight=rng.normal(0.15, 0.3, (16, 20)),
+                bias=rng.normal(0.0, 0.05, 16),
+                v_init=rng.uniform(0.0, 0.5, 16),
+                mode="event",
+                name="in",
+            ),
+            snn.SparseLinear.random(
+                16,
+                12,
+                0.5,
+                weight=lambda r, n: r.normal(0.4, 0.3, n),
+                neuron=snn.CubaLIF(beta=0.85, alpha=0.6, reset="zero"),
+                seed=1,
+                bias=0.01,
+                mode="dense",
+                name="sparse",
+            ),
+            snn.SparseLinear.from_dense(
+                np.where(rng.random((10, 12)) < 0.6, rng.normal(0.5, 0.3, (10, 12)), 0.0),
+                snn.LIF(tau_mem=7.0, threshold=0.7, reset="value", v_reset=-0.2),
+                v_init=0.1,
+            ),
+            snn.Linear(
+                10, 4, snn.IF(threshold=math.inf), weight=rng.normal(0.0, 0.5, (4, 10)), name="readout"
+            ),
+        ],
+        dtype=dtype,
+    )
 
 
 def conv_network(dtype=np.float64) -> snn.Network:
     """Like a converted CNN: Conv2d -> AvgPool2d -> Flatten -> Linear readout, IF neurons."""
     rng = np.random.default_rng(1)
-    return snn.Network([
-        snn.Conv2d((2, 8, 8), 4, 3, snn.IF(), padding=1, weight=rng.normal(0.2, 0.3, (4, 2, 3, 3)),
-                   bias=rng.normal(0.0, 0.05, 4), v_init=0.5, name="conv"),
-        snn.AvgPool2d((4, 8, 8), 2, v_init=0.5, name="pool"),
-        snn.Flatten(),
-        snn.Linear(64, 5, snn.IF(threshold=math.inf), weight=rng.normal(0.0, 0.3, (5, 64)), name="fc"),
-    ], dtype=dtype)
+    return snn.Network(
+        [
+            snn.Conv2d(
+                (2, 8, 8),
+                4,
+                3,
+                snn.IF(),
+                padding=1,
+                weight=rng.normal(0.2, 0.3, (4, 2, 3, 3)),
+                bias=rng.normal(0.0, 0.05, 4),
+                v_init=0.5,
+                name="conv",
+            ),
+            snn.AvgPool2d((4, 8, 8), 2, v_init=0.5, name="pool"),
+            snn.Flatten(),
+            snn.Linear(64, 5, snn.IF(threshold=math.inf), weight=rng.normal(0.0, 0.3, (5, 64)), name="fc"),
+        ],
+        dtype=dtype,
+    )
 
 
 def pooling_network(dtype=np.float64) -> snn.Network:
     """Conv2d with every geometry option -> AvgPool2d with its options -> MaxPool2d -> Linear."""
     rng = np.random.default_rng(2)
-    conv = snn.Conv2d((2, 11, 9), 4, (3, 2), snn.LIF(beta=0.95, reset="zero", refractory=1), stride=(1, 2),
-                      padding=(1, 0), dilation=(2, 1), groups=2, weight=rng.normal(0.5, 0.3, (4, 1, 3, 2)),
-                      v_init=rng.uniform(0.0, 0.5, 4 * 9 * 4), mode="dense")
-    avg = snn.AvgPool2d(conv.out_shape, 3, stride=1, padding=1, dilation=1,
-                        neuron=snn.CubaLIF(beta=0.9, alpha=0.5, threshold=0.5), bias=[0.0, 0.01, 0.02, 0.03],
-                        mode="event")
+    conv = snn.Conv2d(
+        (2, 11, 9),
+        4,
+        (3, 2),
+        snn.LIF(beta=0.95, reset="zero", refractory=1),
+        stride=(1, 2),
+        padding=(1, 0),
+        dilation=(2, 1),
+        groups=2,
+        weight=rng.normal(0.5, 0.3, (4, 1, 3, 2)),
+        v_init=rng.uniform(0.0, 0.5, 4 * 9 * 4),
+        mode="dense",
+    )
+    avg = snn.AvgPool2d(
+        conv.out_shape,
+        3,
+        stride=1,
+        padding=1,
+        dilation=1,
+        neuron=snn.CubaLIF(beta=0.9, alpha=0.5, threshold=0.5),
+        bias=[0.0, 0.01, 0.02, 0.03],
+        mode="event",
+    )
     maxpool = snn.MaxPool2d(avg.out_shape, 2, name="max")
-    return snn.Network([
-        conv, avg, maxpool,
-        snn.Linear(maxpool.n_out, 3, snn.IF(threshold=2.0, reset="value", v_reset=-1.0),
-                   weight=rng.normal(0.5, 0.5, (3, maxpool.n_out))),
-    ], dtype=dtype)
+    return snn.Network(
+        [
+            conv,
+            avg,
+            maxpool,
+            snn.Linear(
+                maxpool.n_out,
+                3,
+                snn.IF(threshold=2.0, reset="value", v_reset=-1.0),
+                weight=rng.normal(0.5, 0.5, (3, maxpool.n_out)),
+            ),
+        ],
+        dtype=dtype,
+    )
 
 
 NETWORKS = {
@@ -129,8 +191,9 @@ def assert_same_layer(a, b):
             assert same_bits(value, other), key
         elif isinstance(value, snn.Neuron):
             fields = [f.name for f in dataclasses.fields(value)]
-            assert [(type(getattr(value, f)), getattr(value, f)) for f in fields] == \
-                   [(type(getattr(other, f)), getattr(other, f)) for f in fields], key
+            assert [(type(getattr(value, f)), getattr(value, f)) for f in fields] == [
+                (type(getattr(other, f)), getattr(other, f)) for f in fields
+            ], key
         else:
             assert type(value) is type(other) and value == other, key
 
@@ -149,7 +212,7 @@ def assert_same_run(a: snn.Network, b: snn.Network, **inputs):
         assert np.array_equal(ra.spikes(k), rb.spikes(k)), k
         for f in dataclasses.fields(snn.LayerCounts):
             va, vb = getattr(ra.counts[k], f.name), getattr(rb.counts[k], f.name)
-            assert (same_bits(va, vb) if isinstance(va, np.ndarray) else va == vb), (k, f.name)
+            assert same_bits(va, vb) if isinstance(va, np.ndarray) else va == vb, (k, f.name)
     assert (ra.membrane is None and rb.membrane is None) or same_bits(ra.membrane, rb.membrane)
     return ra
 
@@ -157,6 +220,7 @@ def assert_same_run(a: snn.Network, b: snn.Network, **inputs):
 # ---------------------------------------------------------------------------
 # Exact round trip
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("make", NETWORKS.values(), ids=NETWORKS.keys())
 def test_round_trip_is_exact(make, tmp_path):
@@ -184,18 +248,27 @@ def test_round_trip_analog_input(make, tmp_path):
 def test_flatten_is_dropped_and_the_rest_kept_in_order(tmp_path):
     network = conv_network()
     snn.save(network, tmp_path / "net.npz")
-    assert [type(layer) for layer in snn.load(tmp_path / "net.npz").layers] == [snn.Conv2d, snn.AvgPool2d,
-                                                                                 snn.Linear]
+    assert [type(layer) for layer in snn.load(tmp_path / "net.npz").layers] == [
+        snn.Conv2d,
+        snn.AvgPool2d,
+        snn.Linear,
+    ]
 
 
 def test_converted_network_round_trips(tmp_path):
     torch = pytest.importorskip("torch")
     from snn.convert import convert
+
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
-        torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-        torch.nn.Linear(64, 3)).eval()
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AvgPool2d(2),
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 3),
+    ).eval()
     data = torch.rand(32, 1, 8, 8)
     network = convert(model, data, per_channel=True).network
     snn.save(network, tmp_path / "converted.npz")
@@ -212,23 +285,48 @@ def test_path_is_written_exactly_without_a_suffix(tmp_path):
 
 
 def test_manifest_of_a_tiny_network(tmp_path):
-    network = snn.Network([snn.Linear(2, 3, snn.LIF(beta=0.5, threshold=math.inf), weight=np.ones((3, 2)),
-                                      name="only")], dtype=np.float32)
+    network = snn.Network(
+        [snn.Linear(2, 3, snn.LIF(beta=0.5, threshold=math.inf), weight=np.ones((3, 2)), name="only")],
+        dtype=np.float32,
+    )
     snn.save(network, tmp_path / "tiny.npz")
     with np.load(tmp_path / "tiny.npz", allow_pickle=False) as npz:
         assert sorted(npz.files) == ["layer0.bias", "layer0.v_init", "layer0.weight", "manifest"]
         manifest = json.loads(str(npz["manifest"]))
     assert manifest == {
-        "format": "snn-zero-waste network", "format_version": 1, "snn_version": snn.__version__,
-        "network": {"type": "Network", "dtype": "float32", "layers": [{
-            "type": "Linear", "n_in": 2, "n_out": 3, "mode": "auto", "name": "only",
-            "neuron": {"type": "Neuron", "beta": 0.5, "alpha": None, "threshold": "inf", "reset": "subtract",
-                       "v_reset": 0.0, "refractory": 0, "name": "LIF"}}]}}
+        "format": "snn-zero-waste network",
+        "format_version": 1,
+        "snn_version": snn.__version__,
+        "network": {
+            "type": "Network",
+            "dtype": "float32",
+            "layers": [
+                {
+                    "type": "Linear",
+                    "n_in": 2,
+                    "n_out": 3,
+                    "mode": "auto",
+                    "name": "only",
+                    "neuron": {
+                        "type": "Neuron",
+                        "beta": 0.5,
+                        "alpha": None,
+                        "threshold": "inf",
+                        "reset": "subtract",
+                        "v_reset": 0.0,
+                        "refractory": 0,
+                        "name": "LIF",
+                    },
+                }
+            ],
+        },
+    }
 
 
 # ---------------------------------------------------------------------------
 # Errors on load
 # ---------------------------------------------------------------------------
+
 
 def entries(path) -> dict:
     with np.load(path, allow_pickle=False) as npz:
@@ -270,6 +368,7 @@ def _replace_array(key, value):
         arrays = entries(path)
         arrays[key] = value(arrays[key]) if callable(value) else value
         write_entries(path, arrays)
+
     return edit
 
 
@@ -278,6 +377,7 @@ def _drop_array(key):
         arrays = entries(path)
         del arrays[key]
         write_entries(path, arrays)
+
     return edit
 
 
@@ -286,7 +386,9 @@ def _add_array(key, value):
         arrays = entries(path)
         arrays[key] = value
         write_entries(path, arrays)
+
     return edit
+
 
 def _set(field, value, where=layer0):
     return lambda path: edit_manifest(path, lambda m: where(m).__setitem__(field, value))
@@ -303,30 +405,48 @@ LOAD_ERRORS = {
     "corrupted-bytes": (_flip_weight_byte, "corrupted"),
     "no-manifest": (lambda p: write_entries(p, {"w": np.zeros(3)}), "no JSON 'manifest'"),
     "manifest-not-text": (_replace_array("manifest", np.zeros(3)), "no JSON 'manifest'"),
-    "malformed-json": (_replace_array("manifest", np.array('{"format": "snn-zero-waste network",')),
-                       "not valid JSON"),
+    "malformed-json": (
+        _replace_array("manifest", np.array('{"format": "snn-zero-waste network",')),
+        "not valid JSON",
+    ),
     "manifest-not-object": (_replace_array("manifest", np.array("[1, 2]")), "not an snn network file"),
     "wrong-format-name": (_set("format", "another format", lambda m: m), "not an snn network file"),
     "newer-version": (_set("format_version", 2, lambda m: m), "newer than this snn.*upgrade"),
-    "version-not-int": (_set("format_version", "1", lambda m: m), "format_version must be a positive integer"),
+    "version-not-int": (
+        _set("format_version", "1", lambda m: m),
+        "format_version must be a positive integer",
+    ),
     "no-network-record": (_delete("network", lambda m: m), "no 'network' record"),
     "missing-array": (_drop_array("layer0.weight"), "layer0: array 'layer0.weight' is missing"),
-    "wrong-dtype": (_replace_array("layer0.weight", lambda w: w.astype(np.float64)),
-                    "'layer0.weight' is float64 .* expected float32"),
+    "wrong-dtype": (
+        _replace_array("layer0.weight", lambda w: w.astype(np.float64)),
+        "'layer0.weight' is float64 .* expected float32",
+    ),
     "wrong-ndim": (_replace_array("layer1.cols", lambda c: c[None]), "'layer1.cols' is int32 of shape"),
-    "wrong-shape": (_replace_array("layer0.weight", lambda w: np.ascontiguousarray(w.T)),
-                    "layer0: cannot rebuild the Linear: weight must have shape"),
+    "wrong-shape": (
+        _replace_array("layer0.weight", lambda w: np.ascontiguousarray(w.T)),
+        "layer0: cannot rebuild the Linear: weight must have shape",
+    ),
     "short-bias": (_replace_array("layer2.bias", lambda b: b[1:]), "layer2: cannot rebuild.*bias must be"),
-    "inconsistent-csr": (_replace_array("layer1.cols", lambda c: c[1:]), "layer1: cannot rebuild the SparseLinear"),
+    "inconsistent-csr": (
+        _replace_array("layer1.cols", lambda c: c[1:]),
+        "layer1: cannot rebuild the SparseLinear",
+    ),
     "missing-field": (_delete("n_in"), "layer0: the Linear record has no field 'n_in'"),
-    "stray-array": (_add_array("layer5.weight", np.zeros(3, np.float32)),
-                    r"arrays that no record reads: layer5\.weight$"),
+    "stray-array": (
+        _add_array("layer5.weight", np.zeros(3, np.float32)),
+        r"arrays that no record reads: layer5\.weight$",
+    ),
     "unknown-type": (_set("type", "Bogus"), "layer0: unknown type 'Bogus'"),
-    "record-not-object": (lambda p: edit_manifest(p, lambda m: m["network"]["layers"].append(3)),
-                          "layer4: expected a JSON object"),
+    "record-not-object": (
+        lambda p: edit_manifest(p, lambda m: m["network"]["layers"].append(3)),
+        "layer4: expected a JSON object",
+    ),
     "refused-mode": (_set("mode", "fast"), "layer0: cannot rebuild the Linear: mode must be"),
-    "refused-neuron": (_set("beta", 1.5, lambda m: layer0(m)["neuron"]),
-                       r"layer0\.neuron: cannot rebuild the Neuron: beta must be in \[0, 1\]"),
+    "refused-neuron": (
+        _set("beta", 1.5, lambda m: layer0(m)["neuron"]),
+        r"layer0\.neuron: cannot rebuild the Neuron: beta must be in \[0, 1\]",
+    ),
     "refused-dtype": (_set("dtype", "int8", lambda m: m["network"]), "network: cannot rebuild the Network"),
 }
 
@@ -359,6 +479,7 @@ def test_missing_file_is_a_file_not_found_error(tmp_path):
 # Errors on save, and the registry
 # ---------------------------------------------------------------------------
 
+
 class ScaledLinear(snn.Linear):
     """A plug-in layer type: a Linear whose weights are multiplied by ``scale``."""
 
@@ -379,15 +500,26 @@ def test_a_registered_plug_in_type_round_trips(tmp_path, monkeypatch):
 
     def to_record(layer, out):
         out.array("weight", layer.weight / layer.scale)
-        return {"n_in": layer.n_in, "n_out": layer.n_out, "scale": layer.scale,
-                "neuron": out.part("neuron", layer.neuron)}
+        return {
+            "n_in": layer.n_in,
+            "n_out": layer.n_out,
+            "scale": layer.scale,
+            "neuron": out.part("neuron", layer.neuron),
+        }
 
     def from_record(src):
-        return ScaledLinear(src["n_in"], src["n_out"], src.part("neuron", src["neuron"]), scale=src["scale"],
-                            weight=src.array("weight", np.float32, 2))
+        return ScaledLinear(
+            src["n_in"],
+            src["n_out"],
+            src.part("neuron", src["neuron"]),
+            scale=src["scale"],
+            weight=src.array("weight", np.float32, 2),
+        )
 
     snn.io.register(ScaledLinear, to_record, from_record)
-    network = snn.Network([ScaledLinear(3, 2, snn.IF(threshold=0.5), scale=2.0, weight=np.full((2, 3), 0.25))])
+    network = snn.Network(
+        [ScaledLinear(3, 2, snn.IF(threshold=0.5), scale=2.0, weight=np.full((2, 3), 0.25))]
+    )
     snn.save(network, tmp_path / "net.npz")
     loaded = snn.load(tmp_path / "net.npz")
     assert_same_network(network, loaded)
@@ -397,6 +529,7 @@ def test_a_registered_plug_in_type_round_trips(tmp_path, monkeypatch):
 def test_register_refuses_a_name_taken_by_another_class():
     class Linear(snn.Linear):
         pass
+
     with pytest.raises(ValueError, match="already registered"):
         snn.io.register(Linear, lambda layer, out: {}, lambda src: None)
 
@@ -424,10 +557,10 @@ def test_float32_decay_of_a_hand_built_neuron_is_stored_as_the_float_it_became(t
     assert_same_network(network, snn.load(tmp_path / "net.npz"))
 
 
-
 # ---------------------------------------------------------------------------
 # Graphs
 # ---------------------------------------------------------------------------
+
 
 def mixed_graph(dtype=np.float64) -> snn.Graph:
     """Every kind of graph part: an input population; CubaLIF, LIF and IF
@@ -438,17 +571,33 @@ def mixed_graph(dtype=np.float64) -> snn.Graph:
     rng = np.random.default_rng(5)
     g = snn.Graph(dt=1e-3, dtype=dtype)
     inp = g.input(30, name="in")
-    cuba = g.population(40, snn.CubaLIF(beta=0.9, alpha=0.7, threshold=1.0, refractory=2),
-                        bias=rng.normal(0.02, 0.01, 40), v_init=rng.uniform(0.0, 0.5, 40), name="cuba")
+    cuba = g.population(
+        40,
+        snn.CubaLIF(beta=0.9, alpha=0.7, threshold=1.0, refractory=2),
+        bias=rng.normal(0.02, 0.01, 40),
+        v_init=rng.uniform(0.0, 0.5, 40),
+        name="cuba",
+    )
     lif = g.population(25, snn.LIF(tau_mem=20e-3, dt=1e-3, reset="zero", refractory=1), bias=0.05, name="lif")
     readout = g.population(5, snn.IF(threshold=math.inf))
     rowptr, cols = snn.fixed_probability(30, 40, 0.3, seed=2)
-    g.connect(inp, cuba, rng.normal(0.3, 0.2, len(cols)), connectivity=(rowptr, cols),
-              delay=rng.integers(1, 4, len(cols)), name="in->cuba")
+    g.connect(
+        inp,
+        cuba,
+        rng.normal(0.3, 0.2, len(cols)),
+        connectivity=(rowptr, cols),
+        delay=rng.integers(1, 4, len(cols)),
+        name="in->cuba",
+    )
     rowptr, cols = snn.fixed_probability(40, 40, 0.2, seed=3)
     g.connect(cuba, cuba, -0.2, connectivity=(rowptr, cols), delay=rng.integers(1, 4, len(cols)))
-    g.connect(cuba, lif, np.where(rng.random((25, 40)) < 0.3, rng.normal(0.4, 0.2, (25, 40)), 0.0), delay=0,
-              name="dense")
+    g.connect(
+        cuba,
+        lif,
+        np.where(rng.random((25, 40)) < 0.3, rng.normal(0.4, 0.2, (25, 40)), 0.0),
+        delay=0,
+        name="dense",
+    )
     g.connect(lif, cuba, 0.1, connectivity=snn.fixed_probability(25, 40, 0.2, seed=4), delay=2)
     g.connect(lif, readout, rng.normal(0.0, 0.5, (5, 25)))
     g.poisson_input(lif, n_trains=20, rate=30.0, weight=0.1)
@@ -465,8 +614,11 @@ GRAPHS = {
 
 def graph_inputs(graph, n_steps, batch=2) -> dict:
     rng = np.random.default_rng(6)
-    return {p.name: (rng.random((n_steps, batch, p.n)) < 0.2).astype(np.uint8)
-            for p in graph.populations if p.is_input}
+    return {
+        p.name: (rng.random((n_steps, batch, p.n)) < 0.2).astype(np.uint8)
+        for p in graph.populations
+        if p.is_input
+    }
 
 
 def same_value(a, b) -> bool:
@@ -478,8 +630,9 @@ def assert_same_neuron(a, b):
         assert a is None and b is None
         return
     fields = [f.name for f in dataclasses.fields(a)]
-    assert [(type(getattr(a, f)), getattr(a, f)) for f in fields] == \
-           [(type(getattr(b, f)), getattr(b, f)) for f in fields]
+    assert [(type(getattr(a, f)), getattr(a, f)) for f in fields] == [
+        (type(getattr(b, f)), getattr(b, f)) for f in fields
+    ]
 
 
 def assert_same_graph(a: snn.Graph, b: snn.Graph):
@@ -512,8 +665,10 @@ def assert_same_graph(a: snn.Graph, b: snn.Graph):
 def assert_same_graph_run(a: snn.Graph, b: snn.Graph, n_steps: int, backend="event"):
     inputs = graph_inputs(a, n_steps)
     record = {p.name: np.arange(0, p.n, 3) for p in a.populations if not p.is_input}
-    ra, rb = (g.run(n_steps, inputs=inputs, batch_size=2, seed=7, record_v=record, backend=backend,
-                    progress=False) for g in (a, b))
+    ra, rb = (
+        g.run(n_steps, inputs=inputs, batch_size=2, seed=7, record_v=record, backend=backend, progress=False)
+        for g in (a, b)
+    )
     for pop in a.populations:
         assert np.array_equal(ra.spikes(pop.name), rb.spikes(pop.name)), pop.name
         if not pop.is_input:
@@ -521,7 +676,7 @@ def assert_same_graph_run(a: snn.Graph, b: snn.Graph, n_steps: int, backend="eve
     for ca, cb in zip(ra.counts, rb.counts):
         for f in dataclasses.fields(snn.LayerCounts):
             va, vb = getattr(ca, f.name), getattr(cb, f.name)
-            assert (same_bits(va, vb) if isinstance(va, np.ndarray) else va == vb), (ca, f.name)
+            assert same_bits(va, vb) if isinstance(va, np.ndarray) else va == vb, (ca, f.name)
     return ra
 
 
@@ -533,13 +688,17 @@ def test_graph_round_trip_is_exact_before_and_after_a_run(make, n_steps, tmp_pat
     assert isinstance(before, snn.Graph)
     assert_same_graph(graph, before)
     result = assert_same_graph_run(graph, before, n_steps)
-    silent = [p.name for p, c in zip(graph.populations, result.counts)
-              if not p.is_input and np.isfinite(p.neuron.threshold) and not c.total("spikes")]
+    silent = [
+        p.name
+        for p, c in zip(graph.populations, result.counts)
+        if not p.is_input and np.isfinite(p.neuron.threshold) and not c.total("spikes")
+    ]
     assert not silent, f"silent populations make the comparison vacuous: {silent}"
     assert any(len(p.groups) > 1 for p in graph.projections) or make is GRAPHS["brunel"][0]
 
-    assert any(cols.base is not None for p in graph.projections for _, _, cols, _ in p.groups), \
+    assert any(cols.base is not None for p in graph.projections for _, _, cols, _ in p.groups), (
         "the run no longer rebinds the projections' arrays to views: this half of the test checks nothing new"
+    )
     snn.save(graph, tmp_path / "after.npz")  # after a run: views into the compiled plan's arrays
     after = snn.load(tmp_path / "after.npz")
     assert_same_graph(graph, after)
@@ -565,8 +724,13 @@ def test_graph_delay_groups_are_merged_back_in_order(tmp_path):
     g = snn.Graph()
     a, b = g.population(50, name="a"), g.population(60, name="b")
     rowptr, cols = snn.fixed_probability(50, 60, 0.5, seed=9)
-    g.connect(a, b, rng.normal(0.0, 1.0, len(cols)), connectivity=(rowptr, cols),
-              delay=rng.choice([0, 2, 5, 7], len(cols)))
+    g.connect(
+        a,
+        b,
+        rng.normal(0.0, 1.0, len(cols)),
+        connectivity=(rowptr, cols),
+        delay=rng.choice([0, 2, 5, 7], len(cols)),
+    )
     rowptr, cols = snn.fixed_probability(60, 50, 0.05, seed=10)
     g.connect(b, a, 0.5, connectivity=(rowptr, cols), delay=np.full(len(cols), 4))  # per synapse, one value
     assert g.projections[0].delays == [0, 2, 5, 7] and g.projections[1].delays == [4]
@@ -578,8 +742,13 @@ def test_graph_projection_without_synapses_round_trips(tmp_path):
     g = snn.Graph()
     a, b = g.population(3, name="a"), g.population(2, name="b")
     g.connect(a, b, np.zeros((2, 3)), delay=3)
-    g.connect(a, b, np.zeros(0), connectivity=(np.zeros(4, np.int64), np.zeros(0, np.int32)),
-              delay=np.zeros(0, np.int64))
+    g.connect(
+        a,
+        b,
+        np.zeros(0),
+        connectivity=(np.zeros(4, np.int64), np.zeros(0, np.int32)),
+        delay=np.zeros(0, np.int64),
+    )
     snn.save(g, tmp_path / "graph.npz")
     assert_same_graph(g, snn.load(tmp_path / "graph.npz"))
 
@@ -594,25 +763,47 @@ def test_manifest_of_a_tiny_graph(tmp_path):
     arrays = entries(tmp_path / "tiny.npz")
     manifest = json.loads(str(arrays.pop("manifest")))
     assert manifest == {
-        "format": "snn-zero-waste network", "format_version": 1, "snn_version": snn.__version__,
+        "format": "snn-zero-waste network",
+        "format_version": 1,
+        "snn_version": snn.__version__,
         "network": {
-            "type": "Graph", "dt": 0.5, "dtype": "float32",
+            "type": "Graph",
+            "dt": 0.5,
+            "dtype": "float32",
             "populations": [
                 {"name": "in", "n": 2, "neuron": None},
-                {"name": "out", "n": 2,
-                 "neuron": {"type": "Neuron", "beta": 1.0, "alpha": None, "threshold": 1.0,
-                            "reset": "subtract", "v_reset": 0.0, "refractory": 0, "name": "IF"}, "mode": "auto"}],
-            "projections": [{"name": "in->out", "source": "in", "target": "out", "weight": None,
-                             "delays": [1, 2]}],
-            "sources": [{"target": "out", "n_trains": 3, "rate": 10.0, "weight": 0.5}]}}
+                {
+                    "name": "out",
+                    "n": 2,
+                    "neuron": {
+                        "type": "Neuron",
+                        "beta": 1.0,
+                        "alpha": None,
+                        "threshold": 1.0,
+                        "reset": "subtract",
+                        "v_reset": 0.0,
+                        "refractory": 0,
+                        "name": "IF",
+                    },
+                    "mode": "auto",
+                },
+            ],
+            "projections": [
+                {"name": "in->out", "source": "in", "target": "out", "weight": None, "delays": [1, 2]}
+            ],
+            "sources": [{"target": "out", "n_trains": 3, "rate": 10.0, "weight": 0.5}],
+        },
+    }
     expected = {
-        "population1.bias": np.array([0.0, 0.25]), "population1.v_init": np.zeros(2),
+        "population1.bias": np.array([0.0, 0.25]),
+        "population1.v_init": np.zeros(2),
         "projection0.group0.rowptr": np.array([0, 0, 1], np.int64),
         "projection0.group0.cols": np.array([0], np.int32),
         "projection0.group0.weights": np.array([0.75], np.float32),
         "projection0.group1.rowptr": np.array([0, 1, 1], np.int64),
         "projection0.group1.cols": np.array([1], np.int32),
-        "projection0.group1.weights": np.array([0.5], np.float32)}
+        "projection0.group1.weights": np.array([0.5], np.float32),
+    }
     assert arrays.keys() == expected.keys()
     assert all(same_bits(arrays[k], v) for k, v in expected.items())
 
@@ -639,69 +830,120 @@ def _empty_group(path):
 
 
 GRAPH_LOAD_ERRORS = {
-    "unknown-source": (_set("source", "nowhere", projection(1)),
-                       r"projection1: its source names an unknown population 'nowhere'"),
-    "unknown-target": (_set("target", "nowhere", projection(0)),
-                       r"projection0: its target names an unknown population 'nowhere'"),
-    "unknown-poisson-target": (_set("target", "gone", lambda m: graph_record(m)["sources"][0]),
-                               r"source0: its target names an unknown population 'gone'"),
-    "target-is-input": (_set("target", "in", projection(0)),
-                        r"projection0: cannot rebuild the projection: target 'in' is an input"),
-    "missing-cols": (_drop_array("projection0.group1.cols"),
-                     r"projection0: array 'projection0.group1.cols' is missing"),
-    "missing-rowptr": (_drop_array("projection1.group0.rowptr"),
-                       r"projection1: array 'projection1.group0.rowptr' is missing"),
-    "missing-weights": (_drop_array("projection0.group2.weights"),
-                        r"projection0: array 'projection0.group2.weights' is missing"),
-    "shared-weight-made-per-synapse": (_set("weight", None, projection(1)),
-                                       r"projection1: array 'projection1.group0.weights' is missing"),
-    "cols-int64": (_replace_array("projection0.group0.cols", lambda c: c.astype(np.int64)),
-                   r"projection0: array 'projection0.group0.cols' is int64 .* expected int32"),
-    "rowptr-int32": (_replace_array("projection1.group2.rowptr", lambda r: r.astype(np.int32)),
-                     r"'projection1.group2.rowptr' is int32 .* expected int64"),
-    "weights-float64": (_replace_array("projection0.group1.weights", lambda w: w.astype(np.float64)),
-                        r"'projection0.group1.weights' is float64 .* expected float32"),
-    "short-rowptr": (_replace_array("projection0.group1.rowptr", lambda r: r[:-1]),
-                     r"projection0: group 1 \(delay 2\): rowptr must be"),
-    "short-cols": (_replace_array("projection1.group0.cols", lambda c: c[1:]),
-                   r"projection1: group 0 \(delay 1\): rowptr must be"),
-    "short-weights": (_replace_array("projection0.group2.weights", lambda w: w[1:]),
-                      r"projection0: group 2 \(delay 3\): weights has shape"),
-    "cols-out-of-range": (_replace_array("projection3.group0.cols", lambda c: c + 1000),
-                          r"projection3: cannot rebuild the projection: cols must index targets"),
+    "unknown-source": (
+        _set("source", "nowhere", projection(1)),
+        r"projection1: its source names an unknown population 'nowhere'",
+    ),
+    "unknown-target": (
+        _set("target", "nowhere", projection(0)),
+        r"projection0: its target names an unknown population 'nowhere'",
+    ),
+    "unknown-poisson-target": (
+        _set("target", "gone", lambda m: graph_record(m)["sources"][0]),
+        r"source0: its target names an unknown population 'gone'",
+    ),
+    "target-is-input": (
+        _set("target", "in", projection(0)),
+        r"projection0: cannot rebuild the projection: target 'in' is an input",
+    ),
+    "missing-cols": (
+        _drop_array("projection0.group1.cols"),
+        r"projection0: array 'projection0.group1.cols' is missing",
+    ),
+    "missing-rowptr": (
+        _drop_array("projection1.group0.rowptr"),
+        r"projection1: array 'projection1.group0.rowptr' is missing",
+    ),
+    "missing-weights": (
+        _drop_array("projection0.group2.weights"),
+        r"projection0: array 'projection0.group2.weights' is missing",
+    ),
+    "shared-weight-made-per-synapse": (
+        _set("weight", None, projection(1)),
+        r"projection1: array 'projection1.group0.weights' is missing",
+    ),
+    "cols-int64": (
+        _replace_array("projection0.group0.cols", lambda c: c.astype(np.int64)),
+        r"projection0: array 'projection0.group0.cols' is int64 .* expected int32",
+    ),
+    "rowptr-int32": (
+        _replace_array("projection1.group2.rowptr", lambda r: r.astype(np.int32)),
+        r"'projection1.group2.rowptr' is int32 .* expected int64",
+    ),
+    "weights-float64": (
+        _replace_array("projection0.group1.weights", lambda w: w.astype(np.float64)),
+        r"'projection0.group1.weights' is float64 .* expected float32",
+    ),
+    "short-rowptr": (
+        _replace_array("projection0.group1.rowptr", lambda r: r[:-1]),
+        r"projection0: group 1 \(delay 2\): rowptr must be",
+    ),
+    "short-cols": (
+        _replace_array("projection1.group0.cols", lambda c: c[1:]),
+        r"projection1: group 0 \(delay 1\): rowptr must be",
+    ),
+    "short-weights": (
+        _replace_array("projection0.group2.weights", lambda w: w[1:]),
+        r"projection0: group 2 \(delay 3\): weights has shape",
+    ),
+    "cols-out-of-range": (
+        _replace_array("projection3.group0.cols", lambda c: c + 1000),
+        r"projection3: cannot rebuild the projection: cols must index targets",
+    ),
     "delays-not-increasing": (_set("delays", [1, 3, 2], projection(0)), "delays must be strictly increasing"),
     "delays-not-integers": (_set("delays", [1, 2.5, 3], projection(0)), "delays must be a non-empty list"),
-    "fewer-delays-than-groups": (_set("delays", [1, 2], projection(0)),
-                                 "arrays that no record reads: " + re.escape(", ".join(
-                                     f"projection0.group2.{a}" for a in ("cols", "rowptr", "weights")))
-                                 + "$"),
-    "stray-weights": (_add_array("projection3.group0.weights", np.zeros(3, np.float32)),
-                      r"arrays that no record reads: projection3\.group0\.weights$"),
-    "more-delays-than-groups": (_set("delays", [1, 2, 3, 4], projection(0)),
-                                "'projection0.group3.rowptr' is missing"),
+    "fewer-delays-than-groups": (
+        _set("delays", [1, 2], projection(0)),
+        "arrays that no record reads: "
+        + re.escape(", ".join(f"projection0.group2.{a}" for a in ("cols", "rowptr", "weights")))
+        + "$",
+    ),
+    "stray-weights": (
+        _add_array("projection3.group0.weights", np.zeros(3, np.float32)),
+        r"arrays that no record reads: projection3\.group0\.weights$",
+    ),
+    "more-delays-than-groups": (
+        _set("delays", [1, 2, 3, 4], projection(0)),
+        "'projection0.group3.rowptr' is missing",
+    ),
     "empty-group": (_empty_group, r"projection2: group 1 \(delay 5\) has no synapses"),
-    "zero-delay-cycle": (_set("delays", [0], projection(3)),
-                         "projection3: cannot rebuild the projection: zero-delay projections form a cycle"),
+    "zero-delay-cycle": (
+        _set("delays", [0], projection(3)),
+        "projection3: cannot rebuild the projection: zero-delay projections form a cycle",
+    ),
     "recurrent-zero-delay": (_set("delays", [0, 2, 3], projection(1)), "delay < 1 on a recurrent projection"),
-    "population-not-object": (_set(1, 7, lambda m: graph_record(m)["populations"]),
-                              "population1: expected a JSON object"),
-    "populations-not-list": (_set("populations", {"a": 1}, graph_record),
-                             "field 'populations' must be a list"),
-    "duplicate-population": (_set("name", "cuba", lambda m: graph_record(m)["populations"][2]),
-                             "population2: cannot rebuild the population: a population named 'cuba'"),
-    "refused-size": (_set("n", 0, lambda m: graph_record(m)["populations"][0]),
-                     "population0: cannot rebuild the population: population size must be"),
-    "short-v-init": (_replace_array("population1.v_init", lambda v: v[1:]),
-                     "population1: cannot rebuild the population: v_init must"),
+    "population-not-object": (
+        _set(1, 7, lambda m: graph_record(m)["populations"]),
+        "population1: expected a JSON object",
+    ),
+    "populations-not-list": (
+        _set("populations", {"a": 1}, graph_record),
+        "field 'populations' must be a list",
+    ),
+    "duplicate-population": (
+        _set("name", "cuba", lambda m: graph_record(m)["populations"][2]),
+        "population2: cannot rebuild the population: a population named 'cuba'",
+    ),
+    "refused-size": (
+        _set("n", 0, lambda m: graph_record(m)["populations"][0]),
+        "population0: cannot rebuild the population: population size must be",
+    ),
+    "short-v-init": (
+        _replace_array("population1.v_init", lambda v: v[1:]),
+        "population1: cannot rebuild the population: v_init must",
+    ),
     "missing-bias": (_drop_array("population2.bias"), "population2: array 'population2.bias' is missing"),
-    "refused-neuron": (_set("alpha", 2.0, lambda m: graph_record(m)["populations"][1]["neuron"]),
-                       r"population1\.neuron: cannot rebuild the Neuron: alpha must be in \[0, 1\]"),
-    "refused-rate": (_set("rate", -1.0, lambda m: graph_record(m)["sources"][1]),
-                     "source1: cannot rebuild the Poisson source: rate must be >= 0"),
+    "refused-neuron": (
+        _set("alpha", 2.0, lambda m: graph_record(m)["populations"][1]["neuron"]),
+        r"population1\.neuron: cannot rebuild the Neuron: alpha must be in \[0, 1\]",
+    ),
+    "refused-rate": (
+        _set("rate", -1.0, lambda m: graph_record(m)["sources"][1]),
+        "source1: cannot rebuild the Poisson source: rate must be >= 0",
+    ),
     "refused-dt": (_set("dt", 0.0, graph_record), "network: cannot rebuild the Graph: dt must be"),
     "missing-field": (_delete("weight", projection(2)), "projection2: the record has no field 'weight'"),
 }
-
 
 
 @pytest.mark.parametrize("corrupt, message", GRAPH_LOAD_ERRORS.values(), ids=GRAPH_LOAD_ERRORS.keys())

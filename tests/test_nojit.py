@@ -24,39 +24,55 @@ def _env():
 
 
 def _run(args, timeout):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_kernels_are_plain_python_when_jit_disabled():
     """No kernel is a numba dispatcher when the JIT is disabled (so the leg
     below really runs Python), and there are kernels to check."""
     code = (
-        "import importlib, pkgutil, types, kernels\n"
+        "import importlib, pkgutil, types, snn_kernels as kernels\n"
         "from numba.core.dispatcher import Dispatcher\n"
-        "mods = [importlib.import_module('kernels.' + m.name) for m in pkgutil.iter_modules(kernels.__path__)]\n"
+        "mods = [importlib.import_module('snn_kernels.' + m.name)\n"
+        "        for m in pkgutil.iter_modules(kernels.__path__)]\n"
         "fns = [v for m in mods for v in vars(m).values()\n"
         "       if isinstance(v, (types.FunctionType, Dispatcher)) and v.__module__ == m.__name__]\n"
         "assert len(fns) >= 5, fns\n"
         "jitted = [f for f in fns if isinstance(f, Dispatcher)]\n"
         "assert not jitted, jitted\n"
         "public = [getattr(kernels, n) for n in kernels.__all__ if callable(getattr(kernels, n))]\n"
-        "assert public and all(isinstance(f, types.FunctionType) for f in public), public\n")
+        "assert public and all(isinstance(f, types.FunctionType) for f in public), public\n"
+    )
     proc = _run(["-c", code], 120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_golden_and_equivalence_without_jit():
-    proc = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:randomly",
-                 "tests/test_golden.py",
-                 # spike input, mode="event": the float64 precision of the clock-driven path
-                 # (dense mode, time-varying analog input) is tested with the JIT
-                 "tests/test_equivalence.py::test_event_matches_reference_spike_input_small_layers[event]",
-                 "tests/test_equivalence.py::test_exact_arithmetic_bit_identical",
-                 "tests/test_equivalence.py::test_raster_events_and_bool_inputs_agree",
-                 "tests/test_graph.py::test_exact_graphs_identical",
-                 "tests/test_graph.py::test_delays_shift_arrival_exactly",
-                 "tests/test_graph.py::test_xoshiro_matches_reference_implementation"], 400)
+    proc = _run(
+        [
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "-p",
+            "no:randomly",
+            "tests/test_golden.py",
+            # spike input, mode="event": the float64 precision of the clock-driven path
+            # (dense mode, time-varying analog input) is tested with the JIT
+            "tests/test_equivalence.py::test_event_matches_reference_spike_input_small_layers[event]",
+            "tests/test_equivalence.py::test_exact_arithmetic_bit_identical",
+            "tests/test_equivalence.py::test_raster_events_and_bool_inputs_agree",
+            "tests/test_graph.py::test_exact_graphs_identical",
+            "tests/test_graph.py::test_delays_shift_arrival_exactly",
+            "tests/test_graph.py::test_xoshiro_matches_reference_implementation",
+        ],
+        400,
+    )
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
     assert " passed" in proc.stdout and " failed" not in proc.stdout, tail

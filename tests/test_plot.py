@@ -24,8 +24,9 @@ def _close():
 
 @pytest.fixture(scope="module")
 def result():
-    net = snn.Network([snn.Linear(30, 40, snn.LIF(beta=0.9), seed=0),
-                       snn.Linear(40, 10, snn.LIF(beta=0.9), seed=1)])
+    net = snn.Network(
+        [snn.Linear(30, 40, snn.LIF(beta=0.9), seed=0), snn.Linear(40, 10, snn.LIF(beta=0.9), seed=1)]
+    )
     return net.run(snn.bernoulli(np.full((2, 30), 0.3), T=50, seed=0))
 
 
@@ -84,8 +85,9 @@ def test_bars_one_per_layer(result, graph_result, tmp_path):
     assert len(ax.patches) == 2 and "Hz" in ax.get_ylabel()
     ax = plot.work_skipped(result)
     assert len(ax.patches) == 2
-    np.testing.assert_allclose([p.get_height() for p in ax.patches],
-                               [100 * lp.work_skipped for lp in prof.layers])
+    np.testing.assert_allclose(
+        [p.get_height() for p in ax.patches], [100 * lp.work_skipped for lp in prof.layers]
+    )
     ax.figure.savefig(tmp_path / "skipped.svg")
     assert (tmp_path / "skipped.svg").read_text().count("<svg") == 1
 
@@ -110,8 +112,10 @@ def test_traces(graph_result):
 
 
 class _Evaluation:  # the fields of snn.convert.Evaluation that the plots read
-    rows: ClassVar[list] = [{"T": t, "accuracy": a, "synops": s, "energy_pj": 0.9 * s}
-            for t, a, s in ((4, 0.5, 100.0), (8, 0.8, 200.0), (16, 0.9, 400.0))]
+    rows: ClassVar[list] = [
+        {"T": t, "accuracy": a, "synops": s, "energy_pj": 0.9 * s}
+        for t, a, s in ((4, 0.5, 100.0), (8, 0.8, 200.0), (16, 0.9, 400.0))
+    ]
     ann_accuracy, ann_macs, ann_energy_pj = 0.95, 1000, 4600.0
 
 

@@ -17,11 +17,14 @@ from snn.profile import DEFINITIONS, Profile
 
 
 def _two_layer(mode="auto"):
-    return snn.Network([
-        snn.Linear(30, 40, snn.LIF(beta=0.9), seed=0, mode=mode),
-        snn.SparseLinear.random(40, 12, p=0.3, weight=0.4, neuron=snn.CubaLIF(beta=0.9, alpha=0.8), seed=1,
-                                mode=mode),
-    ])
+    return snn.Network(
+        [
+            snn.Linear(30, 40, snn.LIF(beta=0.9), seed=0, mode=mode),
+            snn.SparseLinear.random(
+                40, 12, p=0.3, weight=0.4, neuron=snn.CubaLIF(beta=0.9, alpha=0.8), seed=1, mode=mode
+            ),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +118,9 @@ def test_all_silent_layer():
 
 def test_analog_input_counts_macs_and_energy():
     rng = np.random.default_rng(0)
-    net = snn.Network([snn.Linear(6, 5, snn.IF(), seed=0), snn.Linear(5, 2, snn.IF(threshold=math.inf), seed=1)])
+    net = snn.Network(
+        [snn.Linear(6, 5, snn.IF(), seed=0), snn.Linear(5, 2, snn.IF(threshold=math.inf), seed=1)]
+    )
     x = rng.uniform(0, 1, (4, 6))
     x[:, 0] = 0  # zero inputs are not multiplied
     result = net.run(analog=x, T=10)
@@ -168,8 +173,14 @@ def test_memory_independent_of_T_unless_asked(run):
     _, _, result = run
     prof = snn.profile(result)
     assert all(lp.activity is None for lp in prof.layers)
-    sizes = {len(json.dumps(snn.profile(_two_layer().run(
-        snn.bernoulli(np.full((1, 30), 0.2), T=t, seed=0))).to_dict())) for t in (10, 200)}
+    sizes = {
+        len(
+            json.dumps(
+                snn.profile(_two_layer().run(snn.bernoulli(np.full((1, 30), 0.2), T=t, seed=0))).to_dict()
+            )
+        )
+        for t in (10, 200)
+    }
     assert max(sizes) - min(sizes) < 200  # only the digits of the numbers change
 
 

@@ -69,11 +69,12 @@ def quantised_levels(x, lam, levels):
 # the activation
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("levels,lam", [(1, 1.0), (4, 2.0), (8, 0.7)])
 def test_qcfs_values_are_the_quantised_clip(levels, lam):
     x = torch.linspace(-1, 2 * lam, 1001, dtype=torch.float64)
     module = QCFS(levels, lam).double()
-    lam = module.threshold.item()   # lambda as stored (float32, then float64)
+    lam = module.threshold.item()  # lambda as stored (float32, then float64)
     y = module(x).detach().numpy()
     assert np.allclose(y, lam * quantised_levels(x.numpy(), lam, levels) / levels, atol=1e-12)
     assert set(np.round(y * levels / lam, 9)) <= set(range(levels + 1))
@@ -97,16 +98,26 @@ def test_straight_through_gradients():
     assert torch.equal(z.grad, torch.ones(2))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"levels": 0}, "levels"), ({"levels": 2.5}, "levels"), ({"levels": True}, "levels"),
-    ({"threshold": 0.0}, "threshold"), ({"threshold": -1.0}, "threshold"), ({"shift": 1.5}, "shift")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"levels": 0}, "levels"),
+        ({"levels": 2.5}, "levels"),
+        ({"levels": True}, "levels"),
+        ({"threshold": 0.0}, "threshold"),
+        ({"threshold": -1.0}, "threshold"),
+        ({"shift": 1.5}, "shift"),
+    ],
+)
 def test_qcfs_refuses_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         QCFS(**kwargs)
 
 
 def test_replace_relu_reaches_nested_modules_and_builders():
-    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 4), nn.ReLU()), nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Linear(4, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 4), nn.ReLU()), nn.Linear(4, 2)
+    )
     replace_relu(model, levels=8, threshold=3.0)
     found = [m for m in model.modules() if isinstance(m, QCFS)]
     assert len(found) == 2 and not any(isinstance(m, nn.ReLU) for m in model.modules())
@@ -120,6 +131,7 @@ def test_replace_relu_reaches_nested_modules_and_builders():
 # ---------------------------------------------------------------------------
 # conversion
 # ---------------------------------------------------------------------------
+
 
 def test_qcfs_is_registered_through_the_registry():
     """The converter knows QCFS through register_module (a subclass too),
@@ -171,7 +183,7 @@ def test_first_layer_spike_counts_are_the_qcfs_levels(qcfs_cnn, converted_qcfs, 
     scaled = z * LEVELS / lam + 0.5
     near = np.abs(scaled - np.round(scaled)) < 1e-5
     assert np.all((counts == expected) | near), np.abs(counts - expected).max()
-    assert (counts > 0).mean() > 0.05   # the layer is active
+    assert (counts > 0).mean() > 0.05  # the layer is active
 
 
 def test_nonpositive_threshold_is_refused(digits):

@@ -11,6 +11,7 @@ def from_snntorch(module, in_shape=None, **kwargs):
     """Import an ``nn.Sequential`` of snnTorch neurons and torch layers as a
     :class:`snn.Network`; see :func:`snn.interop.snntorch.from_snntorch`."""
     from .snntorch import from_snntorch as _from_snntorch
+
     return _from_snntorch(module, in_shape, **kwargs)
 
 
@@ -18,6 +19,7 @@ def to_nir(network, dt=1.0, **kwargs):
     """Export a :class:`snn.Network` as a ``nir.NIRGraph``; see
     :func:`snn.interop.nir.to_nir` (semantics and refusals there)."""
     from .nir import to_nir as _to_nir
+
     return _to_nir(network, dt, **kwargs)
 
 
@@ -25,6 +27,7 @@ def from_nir(graph, dt=None, **kwargs):
     """Import a feed-forward ``nir.NIRGraph`` as a :class:`snn.Network`; see
     :func:`snn.interop.nir.from_nir`."""
     from .nir import from_nir as _from_nir
+
     return _from_nir(graph, dt, **kwargs)
 
 

@@ -131,6 +131,7 @@ class NIRExportWarning(UserWarning):
 
 # -- export -----------------------------------------------------------------------------------
 
+
 def to_nir(network: Network, dt: float = 1.0, *, on_unsupported: str = "warn") -> nir.NIRGraph:
     """Export a feed-forward :class:`snn.Network` as a ``nir.NIRGraph``.
 
@@ -163,8 +164,10 @@ def to_nir(network: Network, dt: float = 1.0, *, on_unsupported: str = "warn") -
     for k, layer in enumerate(network.layers):
         where = f"layer {k} ({network.layer_name(k)})"
         if isinstance(layer, MaxPool2d):
-            raise NIRExportError(f"{where}: MaxPool2d (our spike gate) has no NIR counterpart in nir "
-                                 f"{nir.version}; use AvgPool2d")
+            raise NIRExportError(
+                f"{where}: MaxPool2d (our spike gate) has no NIR counterpart in nir "
+                f"{nir.version}; use AvgPool2d"
+            )
         if not isinstance(layer, Layer):
             raise NIRExportError(f"{where}: {type(layer).__name__} is not supported")
         if len(shape) == 3 and not isinstance(layer, Conv2d):
@@ -178,8 +181,11 @@ def to_nir(network: Network, dt: float = 1.0, *, on_unsupported: str = "warn") -
         shape = out_shape
     nodes["output"] = nir.Output(output_type=np.array(shape))
     chain.append("output")
-    metadata = {"snn.dt": float(dt), "snn.discretisation": DISCRETISATION,
-                "snn.fire": "v >= threshold (NIR: v > v_threshold; equal only at exact equality)"}
+    metadata = {
+        "snn.dt": float(dt),
+        "snn.discretisation": DISCRETISATION,
+        "snn.fire": "v >= threshold (NIR: v > v_threshold; equal only at exact equality)",
+    }
     return nir.NIRGraph(nodes=nodes, edges=list(itertools.pairwise(chain)), metadata=metadata)
 
 
@@ -199,14 +205,25 @@ def _export_conv(layer: Conv2d, where: str, meta: dict) -> tuple[str, nir.NIRNod
     c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = (int(v) for v in layer.geom)
     per_channel = layer.bias.reshape(c_out, h_out * w_out)
     if np.any(per_channel != per_channel[:, :1]):
-        raise NIRExportError(f"{where}: a bias varying within a channel is not expressible (NIR Conv2d "
-                             "has one bias per output channel)")
+        raise NIRExportError(
+            f"{where}: a bias varying within a channel is not expressible (NIR Conv2d "
+            "has one bias per output channel)"
+        )
     bias = per_channel[:, 0].copy()
     if isinstance(layer, AvgPool2d) and not bias.any() and (py, px, dy, dx) == (0, 0, 1, 1):
-        return "avgpool", nir.AvgPool2d(kernel_size=np.array([kh, kw]), stride=np.array([sy, sx]),
-                                        padding=np.array([0, 0]), metadata=meta)
-    node = nir.Conv2d(input_shape=(h, w), weight=np.asarray(layer.weight).copy(), stride=(sy, sx),
-                      padding=(py, px), dilation=(dy, dx), groups=groups, bias=bias, metadata=meta)
+        return "avgpool", nir.AvgPool2d(
+            kernel_size=np.array([kh, kw]), stride=np.array([sy, sx]), padding=np.array([0, 0]), metadata=meta
+        )
+    node = nir.Conv2d(
+        input_shape=(h, w),
+        weight=np.asarray(layer.weight).copy(),
+        stride=(sy, sx),
+        padding=(py, px),
+        dilation=(dy, dx),
+        groups=groups,
+        bias=bias,
+        metadata=meta,
+    )
     # nir 1.0.8 derives the types from weight.shape[1] (C_in / groups when grouped) and weight.shape[2]
     # (the kernel height, used for both sides): state them ourselves
     node.input_type = {"input": np.array([c_in, h, w])}
@@ -233,17 +250,25 @@ def _nir_params(neuron: Neuron, dt: float) -> tuple[str, dict]:
 def _export_neuron(layer: Layer, shape: tuple, dt: float, where: str, on_unsupported: str):
     neuron = layer.neuron
     if neuron.has_current and (neuron.beta == 1.0 or neuron.alpha == 1.0):
-        raise NIRExportError(f"{where}: CubaLIF with beta={neuron.beta:g}, alpha={neuron.alpha:g}: NIR's "
-                             "CubaLIF has no non-decaying form (tau would be infinite)")
+        raise NIRExportError(
+            f"{where}: CubaLIF with beta={neuron.beta:g}, alpha={neuron.alpha:g}: NIR's "
+            "CubaLIF has no non-decaying form (tau would be infinite)"
+        )
     differences = _differences(layer)
     for text in differences:
         if on_unsupported == "raise":
             raise NIRExportError(f"{where}: {text}")
         warnings.warn(f"{where}: {text}", NIRExportWarning, stacklevel=3)
     kind, params = _nir_params(neuron, dt)
-    meta = {"snn.model": neuron.name, "snn.beta": neuron.beta, "snn.threshold": neuron.threshold,
-            "snn.reset": neuron.reset, "snn.v_reset": neuron.v_reset, "snn.refractory": neuron.refractory,
-            "snn.dt": float(dt)}
+    meta = {
+        "snn.model": neuron.name,
+        "snn.beta": neuron.beta,
+        "snn.threshold": neuron.threshold,
+        "snn.reset": neuron.reset,
+        "snn.v_reset": neuron.v_reset,
+        "snn.refractory": neuron.refractory,
+        "snn.dt": float(dt),
+    }
     if neuron.alpha is not None:
         meta["snn.alpha"] = neuron.alpha
     if np.any(layer.v_init != 0):
@@ -258,20 +283,27 @@ def _differences(layer: Layer) -> list[str]:
     """What a tool that ignores our metadata will run differently."""
     neuron, out = layer.neuron, []
     if neuron.reset == "subtract" and neuron.threshold != math.inf:
-        out.append(f"reset by subtraction (v <- v - {neuron.threshold:g}) is not expressible in NIR "
-                   f"{nir.version} (v <- v_reset only); written as v_reset=0 with metadata snn.reset="
-                   "'subtract'. Tools ignoring it reset to 0 and drop the residue v - threshold, so they "
-                   "fire less whenever a step overshoots the threshold")
+        out.append(
+            f"reset by subtraction (v <- v - {neuron.threshold:g}) is not expressible in NIR "
+            f"{nir.version} (v <- v_reset only); written as v_reset=0 with metadata snn.reset="
+            "'subtract'. Tools ignoring it reset to 0 and drop the residue v - threshold, so they "
+            "fire less whenever a step overshoots the threshold"
+        )
     if neuron.refractory:
-        out.append(f"refractory period of {neuron.refractory} steps is not expressible in NIR; recorded "
-                   "as snn.refractory. Tools ignoring it do not hold v after a spike")
+        out.append(
+            f"refractory period of {neuron.refractory} steps is not expressible in NIR; recorded "
+            "as snn.refractory. Tools ignoring it do not hold v after a spike"
+        )
     if np.any(layer.v_init != 0):
-        out.append("initial membrane v_init != 0 is not expressible in NIR (state starts at 0); "
-                   "recorded as snn.v_init")
+        out.append(
+            "initial membrane v_init != 0 is not expressible in NIR (state starts at 0); "
+            "recorded as snn.v_init"
+        )
     return out
 
 
 # -- import -----------------------------------------------------------------------------------
+
 
 @dataclass
 class _Builder:
@@ -291,9 +323,11 @@ class _Builder:
 
     def start_projection(self, what: str, **pending):
         if self.pending is not None:
-            raise self.error(f"{what} follows {self.pending['name']!r} without neurons in between; two "
-                             "projections in a row are not supported (our layers are a projection onto "
-                             "neurons)")
+            raise self.error(
+                f"{what} follows {self.pending['name']!r} without neurons in between; two "
+                "projections in a row are not supported (our layers are a projection onto "
+                "neurons)"
+            )
         self.pending = {"name": self.name, **pending}
 
     def need_image(self, what: str) -> tuple:
@@ -330,8 +364,10 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, *, dtype=np.float64) 
     if dt is None:
         dt = graph.metadata.get("snn.dt") if isinstance(graph.metadata, dict) else None
         if dt is None:
-            raise NIRImportError("from_nir needs dt= (the step length in the unit of the graph's tau "
-                                 "values; graphs exported by snnTorch use dt=1e-4)")
+            raise NIRImportError(
+                "from_nir needs dt= (the step length in the unit of the graph's tau "
+                "values; graphs exported by snnTorch use dt=1e-4)"
+            )
         dt = float(dt)
     _check_dt(dt, NIRImportError)
     input_name, chain = _chain(graph)
@@ -340,8 +376,10 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, *, dtype=np.float64) 
     for b.index, (b.name, node) in enumerate(chain):
         handler = _HANDLERS.get(type(node))
         if handler is None:
-            raise b.error(f"node type {type(node).__name__} is not supported by from_nir (supported: "
-                          f"{', '.join(sorted(t.__name__ for t in _HANDLERS))}); see snn.interop.nir.register")
+            raise b.error(
+                f"node type {type(node).__name__} is not supported by from_nir (supported: "
+                f"{', '.join(sorted(t.__name__ for t in _HANDLERS))}); see snn.interop.nir.register"
+            )
         handler(node, b)
     if b.pending is not None:
         raise NIRImportError(f"node {b.pending['name']!r} is not followed by neurons before the Output")
@@ -360,8 +398,10 @@ def _chain(graph: nir.NIRGraph) -> tuple[str, list]:
     inputs = [k for k, n in nodes.items() if isinstance(n, nir.Input)]
     outputs = [k for k, n in nodes.items() if isinstance(n, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
-        raise NIRImportError(f"the graph must have exactly one Input and one Output node, got inputs "
-                             f"{inputs} and outputs {outputs}")
+        raise NIRImportError(
+            f"the graph must have exactly one Input and one Output node, got inputs "
+            f"{inputs} and outputs {outputs}"
+        )
     succ: dict = {}
     preds: dict = {}
     for a, z in graph.edges:
@@ -370,42 +410,58 @@ def _chain(graph: nir.NIRGraph) -> tuple[str, list]:
     for name in nodes:
         for label, table in (("outgoing", succ), ("incoming", preds)):
             if len(table.get(name, [])) > 1:
-                raise NIRImportError(f"node {name!r} has {len(table[name])} {label} edges "
-                                     f"{table[name]}; only a single chain Input -> ... -> Output "
-                                     "(no branches, no recurrence) can be imported")
+                raise NIRImportError(
+                    f"node {name!r} has {len(table[name])} {label} edges "
+                    f"{table[name]}; only a single chain Input -> ... -> Output "
+                    "(no branches, no recurrence) can be imported"
+                )
     chain, seen, name = [], {inputs[0]}, inputs[0]
     while name != outputs[0]:
         if not succ.get(name):
-            raise NIRImportError(f"node {name!r} has no outgoing edge: the chain from {inputs[0]!r} never "
-                                 f"reaches the Output {outputs[0]!r} (missing edge?)")
+            raise NIRImportError(
+                f"node {name!r} has no outgoing edge: the chain from {inputs[0]!r} never "
+                f"reaches the Output {outputs[0]!r} (missing edge?)"
+            )
         name = succ[name][0]
         if name in seen:
-            raise NIRImportError(f"node {name!r} is reached twice: the graph is recurrent, and our Network "
-                                 "is a feed-forward stack")
+            raise NIRImportError(
+                f"node {name!r} is reached twice: the graph is recurrent, and our Network "
+                "is a feed-forward stack"
+            )
         seen.add(name)
         if name != outputs[0]:
             chain.append((name, nodes[name]))
     stray = [k for k in nodes if k not in seen]
     if stray:
-        raise NIRImportError(f"nodes {stray} are not on the chain from {inputs[0]!r} to {outputs[0]!r} "
-                             "(missing edge, or a recurrent loop)")
+        raise NIRImportError(
+            f"nodes {stray} are not on the chain from {inputs[0]!r} to {outputs[0]!r} "
+            "(missing edge, or a recurrent loop)"
+        )
     return inputs[0], chain
 
 
 # -- import handlers: projections -------------------------------------------------------------
+
 
 def _affine(node, b: _Builder):
     weight = _array(node.weight, b, "weight")
     if weight.ndim != 2:
         raise b.error(f"weight must be 2-D [out, in], got shape {weight.shape}")
     if b.shape != (weight.shape[1],):
-        raise b.error(f"weight expects {weight.shape[1]} inputs but receives shape {b.shape}"
-                      + ("; add a Flatten node before it" if len(b.shape) > 1 else ""))
+        raise b.error(
+            f"weight expects {weight.shape[1]} inputs but receives shape {b.shape}"
+            + ("; add a Flatten node before it" if len(b.shape) > 1 else "")
+        )
     bias = _array(node.bias, b, "bias") if isinstance(node, nir.Affine) else np.zeros(weight.shape[0])
     if bias.shape not in ((), (1,), (weight.shape[0],)):
         raise b.error(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
-    b.start_projection(type(node).__name__, kind="linear", weight=weight,
-                       bias=np.broadcast_to(bias, (weight.shape[0],)).copy(), meta=_meta(node))
+    b.start_projection(
+        type(node).__name__,
+        kind="linear",
+        weight=weight,
+        bias=np.broadcast_to(bias, (weight.shape[0],)).copy(),
+        meta=_meta(node),
+    )
     b.shape = (weight.shape[0],)
 
 
@@ -414,8 +470,10 @@ def _conv2d(node: nir.Conv2d, b: _Builder):
     weight = _array(node.weight, b, "weight")
     groups = int(node.groups)
     if weight.ndim != 4 or weight.shape[1] * groups != c_in:
-        raise b.error(f"weight of shape {weight.shape} with groups={groups} does not take {c_in} input "
-                      f"channels (signal shape {b.shape})")
+        raise b.error(
+            f"weight of shape {weight.shape} with groups={groups} does not take {c_in} input "
+            f"channels (signal shape {b.shape})"
+        )
     kernel = weight.shape[2:]
     stride, dilation = _pair(node.stride, b, "stride"), _pair(node.dilation, b, "dilation")
     padding = _padding(node.padding, kernel, stride, dilation, b)
@@ -427,9 +485,15 @@ def _conv2d(node: nir.Conv2d, b: _Builder):
         probe = Conv2d(b.shape, weight.shape[0], kernel, weight=weight, **kwargs)
     except ValueError as exc:
         raise b.error(str(exc)) from exc
-    b.start_projection("Conv2d", kind="conv", in_shape=b.shape, weight=weight, kwargs=kwargs,
-                       bias=np.repeat(np.broadcast_to(bias, (weight.shape[0],)), probe.out_shape[1] * probe.out_shape[2]),
-                       meta=_meta(node))
+    b.start_projection(
+        "Conv2d",
+        kind="conv",
+        in_shape=b.shape,
+        weight=weight,
+        kwargs=kwargs,
+        bias=np.repeat(np.broadcast_to(bias, (weight.shape[0],)), probe.out_shape[1] * probe.out_shape[2]),
+        meta=_meta(node),
+    )
     b.shape = probe.out_shape
 
 
@@ -443,28 +507,41 @@ def _pool(node, b: _Builder):
         probe = AvgPool2d(shape, kernel, stride)
     except ValueError as exc:
         raise b.error(str(exc)) from exc
-    b.start_projection(name, kind="avgpool" if name == "AvgPool2d" else "sumpool", in_shape=shape,
-                       kernel=kernel, stride=stride, bias=np.zeros(probe.n_out), meta=_meta(node))
+    b.start_projection(
+        name,
+        kind="avgpool" if name == "AvgPool2d" else "sumpool",
+        in_shape=shape,
+        kernel=kernel,
+        stride=stride,
+        bias=np.zeros(probe.n_out),
+        meta=_meta(node),
+    )
     b.shape = probe.out_shape
 
 
 def _flatten(node: nir.Flatten, b: _Builder):
     from nir.ir.utils import calc_flatten_output
+
     b.shape = _shape(calc_flatten_output(list(b.shape), int(node.start_dim), int(node.end_dim)))
 
 
 def _delay(node: nir.Delay, b: _Builder):
     if np.any(_array(node.delay, b, "delay") != 0):
-        raise b.error("a non-zero Delay is not supported: in our Network spikes reach the next layer in "
-                      "the same step (use snn.Graph projections with integer delays)")
+        raise b.error(
+            "a non-zero Delay is not supported: in our Network spikes reach the next layer in "
+            "the same step (use snn.Graph projections with integer delays)"
+        )
 
 
 def _subgraph(node, b: _Builder):
-    raise b.error("a nested NIRGraph (e.g. snnTorch's export of a recurrent RLeaky/RSynaptic) is not "
-                  "supported: our Network is a feed-forward stack")
+    raise b.error(
+        "a nested NIRGraph (e.g. snnTorch's export of a recurrent RLeaky/RSynaptic) is not "
+        "supported: our Network is a feed-forward stack"
+    )
 
 
 # -- import handlers: neurons -----------------------------------------------------------------
+
 
 @dataclass
 class _Mapped:
@@ -480,9 +557,11 @@ class _Mapped:
 
 def _neuron_node(node, b: _Builder):
     if b.pending is None:
-        raise b.error(f"{type(node).__name__} must follow an Affine, Linear, Conv2d or pooling node (our "
-                      "layers are a projection onto neurons); neurons on the input or two neuron nodes in a "
-                      "row are not supported")
+        raise b.error(
+            f"{type(node).__name__} must follow an Affine, Linear, Conv2d or pooling node (our "
+            "layers are a projection onto neurons); neurons on the input or two neuron nodes in a "
+            "row are not supported"
+        )
     mapped = _from_metadata(node, b) or _from_euler(node, b)
     p, b.pending = b.pending, None
     meta = p["meta"]
@@ -490,8 +569,10 @@ def _neuron_node(node, b: _Builder):
     weight = p.get("weight")
     readout = mapped.neuron.threshold == math.inf
     if readout and b.index != b.n_nodes - 1:
-        raise b.error(f"{type(node).__name__} does not fire and passes its membrane on; only a last node "
-                      "(membrane readout) is supported")
+        raise b.error(
+            f"{type(node).__name__} does not fire and passes its membrane on; only a last node "
+            "(membrane readout) is supported"
+        )
     if readout and mapped.gain != 1.0:  # membrane in the node's units: fold g into weights and bias
         bias = bias * mapped.gain
         weight = None if weight is None else weight * mapped.gain
@@ -515,18 +596,34 @@ def _make_layer(p: dict, neuron: Neuron, weight, common: dict, meta: dict) -> La
             return SparseLinear.from_dense(weight, neuron, **common)
         return Linear(weight.shape[1], weight.shape[0], neuron, weight=weight, **common)
     if p["kind"] == "conv" and meta.get("snn.layer") == "AvgPool2d":
-        pool = AvgPool2d(p["in_shape"], weight.shape[2:], p["kwargs"]["stride"], neuron,
-                         padding=p["kwargs"]["padding"], dilation=p["kwargs"]["dilation"], **common)
+        pool = AvgPool2d(
+            p["in_shape"],
+            weight.shape[2:],
+            p["kwargs"]["stride"],
+            neuron,
+            padding=p["kwargs"]["padding"],
+            dilation=p["kwargs"]["dilation"],
+            **common,
+        )
         if np.array_equal(pool.weight, weight):
             return pool
     if p["kind"] == "conv":
-        return Conv2d(p["in_shape"], weight.shape[0], weight.shape[2:], neuron, weight=weight,
-                      **p["kwargs"], **common)
+        return Conv2d(
+            p["in_shape"], weight.shape[0], weight.shape[2:], neuron, weight=weight, **p["kwargs"], **common
+        )
     if p["kind"] == "avgpool":
         return AvgPool2d(p["in_shape"], p["kernel"], p["stride"], neuron, **common)
     c = p["in_shape"][0]  # SumPool2d: a depthwise convolution of ones
-    return Conv2d(p["in_shape"], c, p["kernel"], neuron, stride=p["stride"], groups=c,
-                  weight=np.ones((c, 1) + p["kernel"]), **common)
+    return Conv2d(
+        p["in_shape"],
+        c,
+        p["kernel"],
+        neuron,
+        stride=p["stride"],
+        groups=c,
+        weight=np.ones((c, 1) + p["kernel"]),
+        **common,
+    )
 
 
 def _from_metadata(node, b: _Builder) -> _Mapped | None:
@@ -537,19 +634,31 @@ def _from_metadata(node, b: _Builder) -> _Mapped | None:
         return None
     try:
         alpha = float(meta["snn.alpha"]) if "snn.alpha" in meta else None
-        neuron = Neuron(float(meta["snn.beta"]), alpha, float(meta["snn.threshold"]), str(meta["snn.reset"]),
-                        float(meta["snn.v_reset"]), int(meta["snn.refractory"]), str(meta["snn.model"]))
+        neuron = Neuron(
+            float(meta["snn.beta"]),
+            alpha,
+            float(meta["snn.threshold"]),
+            str(meta["snn.reset"]),
+            float(meta["snn.v_reset"]),
+            int(meta["snn.refractory"]),
+            str(meta["snn.model"]),
+        )
     except (KeyError, ValueError, TypeError) as exc:
-        warnings.warn(f"node {b.name!r}: unreadable snn metadata ({exc}); using the NIR parameters",
-                      stacklevel=4)
+        warnings.warn(
+            f"node {b.name!r}: unreadable snn metadata ({exc}); using the NIR parameters", stacklevel=4
+        )
         return None
     kind, params = _nir_params(neuron, b.dt)
     consistent = kind == type(node).__name__ and all(
         np.allclose(_array(getattr(node, key), b, key), value, rtol=_REL_TOL, atol=0.0)
-        for key, value in params.items())
+        for key, value in params.items()
+    )
     if not consistent:
-        warnings.warn(f"node {b.name!r}: its snn metadata does not match its NIR parameters at dt={b.dt:g} "
-                      "(graph edited after export, or another dt); using the NIR parameters", stacklevel=4)
+        warnings.warn(
+            f"node {b.name!r}: its snn metadata does not match its NIR parameters at dt={b.dt:g} "
+            "(graph edited after export, or another dt); using the NIR parameters",
+            stacklevel=4,
+        )
         return None
     return _Mapped(neuron, v_init=np.asarray(meta.get("snn.v_init", 0.0), np.float64), exact=True)
 
@@ -574,8 +683,10 @@ def _from_euler(node, b: _Builder) -> _Mapped:
         tau_syn, tau_mem = _tau(node.tau_syn, b, "tau_syn"), _tau(node.tau_mem, b, "tau_mem")
         w_in = _uniform(node.w_in, b, "w_in")
         if np.any(_param(node.v_leak, b, "v_leak") != 0):
-            raise b.error("CubaLIF with v_leak != 0 drives v directly, which our current-based neuron (bias "
-                          "and input enter the current) cannot express")
+            raise b.error(
+                "CubaLIF with v_leak != 0 drives v directly, which our current-based neuron (bias "
+                "and input enter the current) cannot express"
+            )
         if not w_in > 0:
             raise b.error(f"w_in must be > 0, got {w_in:g}")
         alpha, beta = 1.0 - dt / tau_syn, 1.0 - dt / tau_mem
@@ -590,8 +701,15 @@ def _from_euler(node, b: _Builder) -> _Mapped:
         v_reset = reset_value / gain
         reset = "zero" if v_reset == 0.0 else "value"
     try:
-        neuron = Neuron(beta, alpha, threshold, reset, v_reset, 0, kind if kind in ("IF", "LIF", "CubaLIF")
-                        else {"I": "IF", "LI": "LIF", "CubaLI": "CubaLIF"}[kind])
+        neuron = Neuron(
+            beta,
+            alpha,
+            threshold,
+            reset,
+            v_reset,
+            0,
+            kind if kind in ("IF", "LIF", "CubaLIF") else {"I": "IF", "LI": "LIF", "CubaLI": "CubaLIF"}[kind],
+        )
     except (ValueError, TypeError) as exc:
         raise b.error(str(exc)) from exc
     return _Mapped(neuron, gain=gain if not fires else 1.0, drive=drive)
@@ -625,9 +743,14 @@ def register(node_type: type, handler: Callable) -> None:
 
 # -- helpers -----------------------------------------------------------------------------------
 
+
 def _check_dt(dt, error: type):
-    if isinstance(dt, bool) or not isinstance(dt, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(dt) or dt <= 0:
+    if (
+        isinstance(dt, bool)
+        or not isinstance(dt, (int, float, np.integer, np.floating))
+        or not math.isfinite(dt)
+        or dt <= 0
+    ):
         raise error(f"dt must be a finite number > 0, got {dt!r}")
 
 
@@ -662,8 +785,10 @@ def _uniform(value, b: _Builder, name: str) -> float:
 def _tau(value, b: _Builder, name: str) -> float:
     tau = _uniform(value, b, name)
     if not (math.isfinite(tau) and tau >= b.dt):
-        raise b.error(f"{name}={tau:g} must be finite and >= dt={b.dt:g} (forward Euler gives a decay "
-                      "1 - dt/tau in [0, 1) only then)")
+        raise b.error(
+            f"{name}={tau:g} must be finite and >= dt={b.dt:g} (forward Euler gives a decay "
+            "1 - dt/tau in [0, 1) only then)"
+        )
     return tau
 
 
@@ -685,9 +810,11 @@ def _padding(value, kernel, stride, dilation, b: _Builder) -> tuple:
         value = value.decode() if isinstance(value, bytes) else value
         if value == "valid":
             return (0, 0)
-        span = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        span = [d * (k - 1) for d, k in zip(dilation, kernel, strict=True)]
         if value == "same" and stride == (1, 1) and all(s % 2 == 0 for s in span):
             return (span[0] // 2, span[1] // 2)
-        raise b.error(f"padding={value!r} is supported as 'valid', or 'same' with stride 1 and a symmetric "
-                      "(odd) effective kernel")
+        raise b.error(
+            f"padding={value!r} is supported as 'valid', or 'same' with stride 1 and a symmetric "
+            "(odd) effective kernel"
+        )
     return _pair(value, b, "padding")

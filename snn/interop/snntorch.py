@@ -95,9 +95,11 @@ class _Builder:
 
     def need_spikes(self, what: str):
         if self.pending is not None:
-            raise self.error(f"{what} applied to the currents of {self.pending['where']} is not supported "
-                             "(it is not linear in spikes or not expressible by our layers); place it after "
-                             "the spiking neuron so that it acts on spikes")
+            raise self.error(
+                f"{what} applied to the currents of {self.pending['where']} is not supported "
+                "(it is not linear in spikes or not expressible by our layers); place it after "
+                "the spiking neuron so that it acts on spikes"
+            )
 
     def need_image(self, what: str) -> tuple:
         if self.shape is None or len(self.shape) != 3:
@@ -107,14 +109,22 @@ class _Builder:
 
 # -- layer handlers -------------------------------------------------------------
 
+
 def _linear(m: nn.Linear, b: _Builder):
     b.need_spikes("nn.Linear")
     if b.shape is not None and b.shape != (m.in_features,):
-        raise b.error(f"nn.Linear expects {m.in_features} inputs but receives shape {b.shape}; "
-                      "add nn.Flatten() before it")
+        raise b.error(
+            f"nn.Linear expects {m.in_features} inputs but receives shape {b.shape}; "
+            "add nn.Flatten() before it"
+        )
     bias = _array(m.bias) if m.bias is not None else 0.0
-    b.pending = {"kind": "linear", "where": b.where, "weight": _array(m.weight), "bias": bias,
-                 "n_in": m.in_features}
+    b.pending = {
+        "kind": "linear",
+        "where": b.where,
+        "weight": _array(m.weight),
+        "bias": bias,
+        "n_in": m.in_features,
+    }
     b.shape = (m.out_features,)
 
 
@@ -122,22 +132,35 @@ def _conv2d(m: nn.Conv2d, b: _Builder):
     b.need_spikes("nn.Conv2d")
     shape = b.need_image("nn.Conv2d")
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
-        raise b.error(f"nn.Conv2d with padding={m.padding!r}, padding_mode={m.padding_mode!r} is not "
-                      "supported; use integer zero padding")
+        raise b.error(
+            f"nn.Conv2d with padding={m.padding!r}, padding_mode={m.padding_mode!r} is not "
+            "supported; use integer zero padding"
+        )
     bias = _array(m.bias) if m.bias is not None else 0.0
     layer_kwargs = {"stride": m.stride, "padding": m.padding, "dilation": m.dilation, "groups": m.groups}
     probe = Conv2d(shape, m.out_channels, m.kernel_size, IF(), weight=_array(m.weight), **layer_kwargs)
-    b.pending = {"kind": "conv", "where": b.where, "in_shape": shape, "out_channels": m.out_channels,
-                 "kernel_size": m.kernel_size, "weight": _array(m.weight), "bias": bias,
-                 "kwargs": layer_kwargs}
+    b.pending = {
+        "kind": "conv",
+        "where": b.where,
+        "in_shape": shape,
+        "out_channels": m.out_channels,
+        "kernel_size": m.kernel_size,
+        "weight": _array(m.weight),
+        "bias": bias,
+        "kwargs": layer_kwargs,
+    }
     b.shape = probe.out_shape
 
 
 def _pool_geometry(m, b: _Builder, name: str):
     k = _pair(m.kernel_size)
     stride = _pair(m.stride if m.stride is not None else m.kernel_size)
-    if _pair(m.padding) != (0, 0) or getattr(m, "ceil_mode", False) \
-            or _pair(getattr(m, "dilation", 1)) != (1, 1) or getattr(m, "divisor_override", None):
+    if (
+        _pair(m.padding) != (0, 0)
+        or getattr(m, "ceil_mode", False)
+        or _pair(getattr(m, "dilation", 1)) != (1, 1)
+        or getattr(m, "divisor_override", None)
+    ):
         raise b.error(f"{name} is supported without padding, dilation, ceil_mode or divisor_override")
     return k, stride
 
@@ -159,8 +182,16 @@ def _maxpool2d(m: nn.MaxPool2d, b: _Builder):
     shape = b.need_image("nn.MaxPool2d")
     k, stride = _pool_geometry(m, b, "nn.MaxPool2d")
     c = shape[0]
-    layer = Conv2d(shape, c, k, IF(threshold=1.0, reset="zero"), stride=stride, groups=c,
-                   weight=np.ones((c, 1) + k), name=f"{b.index}:MaxPool2d")
+    layer = Conv2d(
+        shape,
+        c,
+        k,
+        IF(threshold=1.0, reset="zero"),
+        stride=stride,
+        groups=c,
+        weight=np.ones((c, 1) + k),
+        name=f"{b.index}:MaxPool2d",
+    )
     b.layers.append(layer)
     b.shape = layer.out_shape
 
@@ -178,9 +209,11 @@ def _identity(m, b: _Builder):
 
 def _neuron_layer(m, b: _Builder):
     if b.pending is None:
-        raise b.error(f"{type(m).__name__} must follow nn.Linear, nn.Conv2d or nn.AvgPool2d (our layers "
-                      "are a projection onto neurons); two neurons in a row or a neuron first is not "
-                      "supported")
+        raise b.error(
+            f"{type(m).__name__} must follow nn.Linear, nn.Conv2d or nn.AvgPool2d (our layers "
+            "are a projection onto neurons); two neurons in a row or a neuron first is not "
+            "supported"
+        )
     neuron = _neuron(m, b)
     p, b.pending = b.pending, None
     name = f"{b.index}:{type(m).__name__}"
@@ -188,8 +221,18 @@ def _neuron_layer(m, b: _Builder):
         n_out = p["weight"].shape[0]
         b.layers.append(Linear(p["n_in"], n_out, neuron, weight=p["weight"], bias=p["bias"], name=name))
     elif p["kind"] == "conv":
-        b.layers.append(Conv2d(p["in_shape"], p["out_channels"], p["kernel_size"], neuron,
-                               weight=p["weight"], bias=p["bias"], name=name, **p["kwargs"]))
+        b.layers.append(
+            Conv2d(
+                p["in_shape"],
+                p["out_channels"],
+                p["kernel_size"],
+                neuron,
+                weight=p["weight"],
+                bias=p["bias"],
+                name=name,
+                **p["kwargs"],
+            )
+        )
     else:
         b.layers.append(AvgPool2d(p["in_shape"], p["kernel_size"], p["stride"], neuron, name=name))
 
@@ -212,9 +255,11 @@ def _neuron(m, b: _Builder):
     last = b.index == b.n_modules - 1
     if reset == "none":
         if not (b.membrane_readout and last):
-            raise b.error(f"{kind}(reset_mechanism='none') keeps firing without reset; our neurons always "
-                          "reset. For a membrane readout as the last module pass membrane_readout=True "
-                          "(it then never fires; read result.membrane)")
+            raise b.error(
+                f"{kind}(reset_mechanism='none') keeps firing without reset; our neurons always "
+                "reset. For a membrane readout as the last module pass membrane_readout=True "
+                "(it then never fires; read result.membrane)"
+            )
         threshold, reset = math.inf, "subtract"
     elif delay:
         _check_delayed_reset(kind, reset, beta, b)
@@ -232,21 +277,29 @@ def _refuse_options(m, b: _Builder, kind: str):
         raise b.error(f"{kind}(state_quant=...) quantises the state; not supported")
     graded = getattr(m, "graded_spikes_factor", None)
     if graded is not None and not torch.all(torch.as_tensor(graded) == 1):
-        raise b.error(f"{kind} graded_spikes_factor != 1 emits graded spikes; ours are binary. Fold the "
-                      "factor into the next layer's weights and set it to 1")
+        raise b.error(
+            f"{kind} graded_spikes_factor != 1 emits graded spikes; ours are binary. Fold the "
+            "factor into the next layer's weights and set it to 1"
+        )
 
 
 def _check_delayed_reset(kind: str, reset: str, beta: float, b: _Builder):
-    fix = (f"construct it with {kind}(..., reset_delay=False) (same parameters, reset in the step of the "
-           "spike) and fine-tune briefly")
+    fix = (
+        f"construct it with {kind}(..., reset_delay=False) (same parameters, reset in the step of the "
+        "spike) and fine-tune briefly"
+    )
     if reset == "subtract" and beta != 1.0:
-        raise b.error(f"{kind}(reset_mechanism='subtract', reset_delay=True) with beta={beta:g} < 1 "
-                      "subtracts the threshold after the next step's leak, i.e. a reset by threshold / beta, "
-                      f"which our neurons cannot express (they fire and subtract the same threshold); {fix}")
+        raise b.error(
+            f"{kind}(reset_mechanism='subtract', reset_delay=True) with beta={beta:g} < 1 "
+            "subtracts the threshold after the next step's leak, i.e. a reset by threshold / beta, "
+            f"which our neurons cannot express (they fire and subtract the same threshold); {fix}"
+        )
     if reset == "zero" and kind == "Synaptic":
-        raise b.error("Synaptic(reset_mechanism='zero', reset_delay=True) zeroes the synaptic current too "
-                      "and drops the next step's input, which our CubaLIF (current kept) cannot express; "
-                      f"{fix}")
+        raise b.error(
+            "Synaptic(reset_mechanism='zero', reset_delay=True) zeroes the synaptic current too "
+            "and drops the next step's input, which our CubaLIF (current kept) cannot express; "
+            f"{fix}"
+        )
 
 
 def _uniform(t: torch.Tensor, b: _Builder, name: str) -> float:
@@ -254,8 +307,10 @@ def _uniform(t: torch.Tensor, b: _Builder, name: str) -> float:
     if values.numel() == 0:
         raise b.error(f"{name} is empty")
     if not torch.all(values == values[0]):
-        raise b.error(f"per-neuron {name} values (shape {tuple(t.shape)}) are not supported: a layer's "
-                      "neurons share one model")
+        raise b.error(
+            f"per-neuron {name} values (shape {tuple(t.shape)}) are not supported: a layer's "
+            "neurons share one model"
+        )
     return float(values[0])
 
 
@@ -292,7 +347,8 @@ def _modules(module) -> list:
     if isinstance(module, nn.Module):
         raise SnnTorchImportError(
             f"{type(module).__name__}: pass an nn.Sequential (or a list of modules in forward order); a "
-            "custom forward() cannot be read faithfully")
+            "custom forward() cannot be read faithfully"
+        )
     raise TypeError(f"from_snntorch needs an nn.Sequential or a list of modules, got {type(module).__name__}")
 
 
@@ -339,11 +395,13 @@ def from_snntorch(module, in_shape=None, *, membrane_readout: bool = False, dtyp
         raise SnnTorchImportError(
             f"{b.pending['where']} is not followed by a spiking neuron; the model must end with "
             "snntorch.Leaky or snntorch.Synaptic (use reset_mechanism='none' and membrane_readout=True "
-            "for a membrane readout)")
+            "for a membrane readout)"
+        )
     return Network(b.layers, dtype=dtype)
 
 
 # -- helpers -------------------------------------------------------------------------
+
 
 def _array(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy().copy()
