@@ -451,17 +451,17 @@ class ConvertedNetwork:
     calibration: list | None = field(default=None, repr=False)
 
     def run(self, x, T: int, **kwargs):
-        """Run the SNN on analog samples ``x`` (``[N, *input_shape]``) for ``T`` steps."""
+        """Run the SNN on analog samples ``x`` (``[N, *input_shape]``, finite
+        floats, checked by :func:`check_samples`) for ``T`` steps."""
         return self.network.run(analog=self._flat(x), T=T, **kwargs)
 
     def predict(self, x, T: int) -> np.ndarray:
         """Class decisions (argmax of the readout membrane after ``T`` steps)."""
         return self.run(x, T).membrane.argmax(axis=1)
 
-    def _flat(self, x):
-        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        if tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise ValueError(f"input samples must have shape {self.input_shape}, got {tuple(x.shape[1:])}")
+    def _flat(self, x, what: str = "x") -> np.ndarray:
+        """Checked samples, flattened: a new float64 array ``[N, prod(input_shape)]``."""
+        x = check_samples(x, what, self.input_shape)
         return x.reshape(len(x), -1)
 
     @property
@@ -469,29 +469,134 @@ class ConvertedNetwork:
         return int(sum(self.ann_macs.values()))
 
 
+# -- what the user gives: one check for samples, labels and models -------------
+
+
+def check_samples(x, what: str, input_shape: tuple | None = None) -> np.ndarray:
+    """``x`` as a new float64 array ``[N, *input_shape]`` (the caller's array
+    or tensor is never changed nor kept).
+
+    Raises :class:`ConversionError` (a ``ValueError``) unless ``x`` is a
+    non-empty batch ``[N >= 1, ...]`` of finite floating-point numbers, of
+    sample shape ``input_shape`` when given. Integers are refused: images
+    stored as integers (e.g. 0..255) must first be scaled as the model was
+    trained. ``what`` names the argument in the messages.
+    """
+    x = _as_numpy(x, what)
+    if x.ndim < 2:
+        expected = f"[N, {', '.join(map(str, input_shape))}]" if input_shape is not None else "[N, ...]"
+        raise ConversionError(f"{what} must be a batch {expected} of samples, got shape {x.shape}")
+    if len(x) == 0:
+        raise ConversionError(f"{what} is an empty batch (shape {x.shape}): give at least one sample")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise ConversionError(
+            f"{what}: input samples must have shape {tuple(input_shape)} (the model's), "
+            f"got {tuple(x.shape[1:])} (batch shape {x.shape})"
+        )
+    if x.dtype.kind != "f":
+        raise ConversionError(
+            f"{what} must be floating-point samples, got dtype {x.dtype}; scale integer data as the "
+            "model was trained (e.g. x.astype(np.float32) / 255 for 8-bit images) before passing it"
+        )
+    bad = ~np.isfinite(x)
+    if bad.any():
+        samples = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
+        raise ConversionError(
+            f"{what} must be finite: {int(bad.sum())} NaN or inf value(s), in sample(s) {_few(samples)}"
+        )
+    return x.astype(np.float64)  # always a copy
+
+
+def check_labels(y, what: str, n_samples: int, n_classes: int) -> np.ndarray:
+    """``y`` as a new int64 array ``[n_samples]`` of classes in ``[0, n_classes)``;
+    :class:`ConversionError` otherwise."""
+    y = _as_numpy(y, what)
+    if y.shape != (n_samples,):
+        raise ConversionError(f"{what} must hold one label per sample, shape ({n_samples},), got {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise ConversionError(f"{what} must be integer class labels, got dtype {y.dtype}")
+    out_of_range = (y < 0) | (y >= n_classes)
+    if out_of_range.any():
+        raise ConversionError(
+            f"{what} must be classes in [0, {n_classes}) (the readout has {n_classes} outputs); "
+            f"sample(s) {_few(np.nonzero(out_of_range)[0])} have {_few(np.unique(y[out_of_range]))}"
+        )
+    return y.astype(np.int64)
+
+
+def _as_numpy(x, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise ConversionError(f"{what} must be an array of numbers: {err}") from err
+    if x.dtype == object:
+        raise ConversionError(f"{what} must be an array of numbers (not ragged, not objects), got {x.dtype}")
+    return x
+
+
+def _few(values, limit: int = 5) -> str:
+    values = [v.item() for v in values[: limit + 1]]
+    return ", ".join(map(str, values[:limit])) + (", ..." if len(values) > limit else "")
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """:class:`ConversionError` naming every (sub)module of ``model`` still
+    in training mode: BatchNorm would normalise by the batch and update its
+    running statistics, Dropout would drop."""
+    training = [
+        f"'{name}'" if name else "the model itself" for name, m in model.named_modules() if m.training
+    ]
+    if training:
+        raise ConversionError(
+            f"the model has {len(training)} module(s) in training mode: {', '.join(training[:10])}"
+            f"{', ...' if len(training) > 10 else ''} (Dropout and BatchNorm behave differently, and "
+            "BatchNorm would update its running statistics); call model.eval() before converting"
+        )
+
+
+def _private_copy(model: nn.Module) -> nn.Module:
+    """A deep copy to run and trace, so that nothing the converter does (a
+    forward pass, tracing, ``.double()``) can touch the user's model; the
+    model itself if it cannot be copied (it is in eval mode and only run
+    under ``no_grad`` then)."""
+    try:
+        return copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 -- an uncopyable attribute: fall back to the checked original
+        return model
+
+
+def ann_outputs(model: nn.Module, x: np.ndarray, what: str = "the samples") -> torch.Tensor:
+    """The ANN's outputs on ``x`` (checked samples), computed on a private
+    copy in the model's own dtype without gradients; the model must be in eval
+    mode. :class:`ConversionError` if the outputs hold NaN or inf."""
+    check_eval_mode(model)
+    model = _private_copy(model)
+    with torch.no_grad():
+        out = _apply_module(model, torch.from_numpy(x))
+    _check_finite_output(out, f"the model's output on {what}")
+    return out
+
+
+def _check_finite_output(out, what: str) -> None:
+    if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
+        bad = (~torch.isfinite(out)).reshape(len(out), -1).any(dim=1).nonzero().reshape(-1).numpy()
+        raise ConversionError(
+            f"{what} contains NaN or inf (sample(s) {_few(bad)}): the ANN itself overflows or divides "
+            "by zero; check its weights and the scale of the data"
+        )
+
+
 def _check_model(model, calibration_data):
+    """The checked model and calibration data (float64 ``[N, ...]`` tensor, a copy)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
-        raise ConversionError(
-            "the model is in training mode (Dropout and BatchNorm behave differently); "
-            "call model.eval() before converting"
-        )
+    check_eval_mode(model)
     for name, p in list(model.named_parameters()) + list(model.named_buffers()):
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise ConversionError(f"parameter '{name}' contains NaN or inf")
-    data = (
-        calibration_data.detach().cpu()
-        if isinstance(calibration_data, torch.Tensor)
-        else torch.as_tensor(np.asarray(calibration_data))
-    )
-    if data.ndim < 2 or len(data) == 0:
-        raise ConversionError(
-            f"calibration_data must be a batch [N, ...] of samples, got shape {tuple(data.shape)}"
-        )
-    if not data.is_floating_point() or not torch.isfinite(data).all():
-        raise ConversionError("calibration_data must be finite floating-point samples")
-    return data.double()
+    return torch.from_numpy(check_samples(calibration_data, "calibration_data"))
 
 
 def convert(
@@ -528,6 +633,7 @@ def convert(
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
     input_shape = tuple(data.shape[1:])
+    model = _private_copy(model)  # traced and run below: the user's model is never touched
     ops = _fold(_trace_ops(model))
     affine = [op for op in ops if op.kind == "affine"]
     if not affine:
@@ -549,6 +655,7 @@ def convert(
             raise ConversionError(
                 f"the model does not accept calibration samples of shape {input_shape}: {exc}"
             ) from exc
+    _check_finite_output(expected, "the model's output on calibration samples 0-1")
     folded = run_ops(ops, data[:2])
     if not torch.allclose(folded.reshape(expected.shape), expected.double(), rtol=1e-4, atol=1e-4):
         raise ConversionError("folding changed the model's output (an unsupported construct?)")
@@ -604,6 +711,7 @@ def _build_layers(ops, data, percentile, per_channel, v_init):
         # affine, possibly followed by relu
         has_relu = i + 1 < len(ops) and ops[i + 1].kind == "relu"
         z = _apply(op, x.reshape(-1, *op.meta["in_shape"]))
+        _check_finite_output(z, f"layer '{op.path}' (folded, float64) on the calibration data")
         weight, bias = op.weight.copy(), op.bias.copy()
         in_flat = int(np.prod(op.meta["in_shape"]))
         if prev_scale is not None:  # undo the previous layer's normalisation on the inputs
@@ -891,10 +999,8 @@ def early_exit(
         raise ValueError(f"margin must be >= 0, got {margin!r}")
     if isinstance(min_steps, bool) or not isinstance(min_steps, (int, np.integer)) or min_steps < 1:
         raise ValueError(f"min_steps must be an integer >= 1, got {min_steps!r}")
-    labels = np.asarray(labels)
     n_steps, batch = trajectory.n_steps, trajectory.batch_size
-    if labels.shape != (batch,):
-        raise ValueError(f"labels must have shape ({batch},), got {labels.shape}")
+    labels = check_labels(labels, "labels", batch, trajectory.readout.shape[2])
     decisions = trajectory.decisions()
     ok = np.zeros((n_steps, batch), bool)
     ok[min_steps - 1 :] = True
@@ -1039,6 +1145,7 @@ def evaluate(
     ann_model: nn.Module | None = None,
     mode: str | None = None,
     progress: bool = False,
+    client=None,
 ) -> Evaluation:
     """Accuracy, exact counts and time per sample of ``converted`` on ``x``
     (``[N, *input_shape]``, labels ``y`` ``[N]``) for each T in ``steps``.
@@ -1053,18 +1160,28 @@ def evaluate(
     ann_model : the ANN, for its accuracy on ``x``.
     mode : passed to ``Network.run`` (None: each layer's own choice).
     progress : a progress bar over the separate runs.
+    client : a Dask client (or a scheduler address, or ``"local"``): split
+        the samples across its workers, same numbers (see
+        :func:`snn.distributed.evaluate`; needs the ``dask`` extra).
 
     Kernels are compiled before the timed runs.
     """
     from tqdm.auto import tqdm
 
+    if client is not None:
+        from .distributed import evaluate as distributed_evaluate
+
+        return distributed_evaluate(converted, x, y, steps, single_pass=single_pass, energy=energy,
+                                    ann_model=ann_model, mode=mode, progress=progress, client=client)
+    _check_converted(converted)
     steps = [_positive_int("steps", t) for t in np.atleast_1d(steps).tolist()]
     if not steps:
         raise ValueError("steps must name at least one T")
     energy = energy or EnergyModel()
-    y = np.asarray(y)
-    if y.shape != (len(x),):
-        raise ValueError(f"y must have one label per sample, shape ({len(x)},), got {y.shape}")
+    x = check_samples(x, "x", converted.input_shape)
+    y = check_labels(y, "y", len(x), converted.network.layers[-1].n_out)
+    if ann_model is not None and not isinstance(ann_model, nn.Module):
+        raise TypeError(f"ann_model must be a torch.nn.Module, got {type(ann_model).__name__}")
     converted.network.prepare()
     trajectory, readout_ms = None, math.nan
     if single_pass:
@@ -1076,9 +1193,7 @@ def evaluate(
         ]
     ann_accuracy = float("nan")
     if ann_model is not None:
-        with torch.no_grad():
-            xt = torch.as_tensor(np.asarray(x), dtype=next(ann_model.parameters()).dtype)
-            ann_accuracy = float(np.mean(ann_model(xt).argmax(1).numpy() == y))
+        ann_accuracy = float(np.mean(ann_outputs(ann_model, x, "x").argmax(1).numpy() == y))
     macs = converted.ann_total_macs
     return Evaluation(
         rows,
@@ -1091,6 +1206,13 @@ def evaluate(
         y if single_pass else None,
         readout_ms,
     )
+
+
+def _check_converted(converted) -> None:
+    if not isinstance(converted, ConvertedNetwork):
+        raise TypeError(
+            f"expected a ConvertedNetwork (the result of snn.convert.convert), got {type(converted).__name__}"
+        )
 
 
 def _positive_int(name, value) -> int:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .conv import Conv2d
-from .convert import ConvertedNetwork, _apply
+from .convert import ConversionError, ConvertedNetwork, _apply, _check_converted
 
 WHAT = ("bias", "potential")
 
@@ -68,13 +68,24 @@ def calibrate(
     since a per-class offset learnt from the mean does not help the argmax).
     The copy's ``calibration`` holds a :class:`LayerCalibration` per
     corrected layer (pooling layers have nothing to correct). Costs one run
-    of the network on the data per layer, plus one."""
+    of the network on the data per layer, plus one.
+
+    ``calibration_data`` is checked like :func:`snn.convert.convert`'s
+    (:func:`snn.convert.check_samples`: a non-empty batch of finite floats of
+    the converted model's input shape); :class:`ConversionError` otherwise."""
+    _check_converted(converted)
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
         raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
     if what not in WHAT:
         raise ValueError(f"what must be one of {WHAT}, got {what!r}")
-    x = converted._flat(calibration_data)
+    x = converted._flat(calibration_data, "calibration_data")
     targets = _ann_targets(converted, x)
+    for k, target in enumerate(targets):
+        if target is not None and not np.isfinite(target).all():
+            raise ConversionError(
+                f"layer {converted.network.layer_name(k)!r}: the ANN's activation on calibration_data "
+                "is NaN or inf (it overflows); check the scale of the data"
+            )
     network = copy.deepcopy(converted.network)
     layers = network.layers
     last = len(layers) - 1

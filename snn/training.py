@@ -111,26 +111,36 @@ def train(
 ) -> nn.Module:
     """Adam with weight decay, cross-entropy, shuffled mini-batches, seeded
     (the initial weights are the model builder's: :func:`digits_cnn` and
-    :func:`digits_mlp` seed them); returns the model in eval mode."""
+    :func:`digits_mlp` seed them); returns the model in eval mode. Trains
+    ``model`` in place (that is its purpose) but leaves the global torch
+    generator's state and the caller's ``x``, ``y`` as they were."""
     from tqdm.auto import trange
 
-    torch.manual_seed(seed)
-    x = torch.as_tensor(x, dtype=torch.float32)
+    x = torch.as_tensor(x, dtype=torch.float32)  # read only: nothing below writes into x or y
     y = torch.as_tensor(y, dtype=torch.long)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in trange(epochs, desc="training", disable=not progress, leave=False):
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), batch_size):
-            batch = order[start : start + batch_size]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
+    with _seeded(seed):  # dropout draws from the seeded global generator, restored afterwards
+        for _ in trange(epochs, desc="training", disable=not progress, leave=False):
+            order = torch.randperm(len(x), generator=gen)
+            for start in range(0, len(x), batch_size):
+                batch = order[start : start + batch_size]
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+                opt.step()
     return model.eval()
 
 
 def accuracy(model: nn.Module, x, y) -> float:
-    """Fraction of samples ``x`` (``[N, ...]``) whose argmax output is ``y`` (``[N]``)."""
-    with torch.no_grad():
-        return float((model(torch.as_tensor(x)).argmax(1).numpy() == np.asarray(y)).mean())
+    """Fraction of samples ``x`` (``[N, ...]`` finite floats) whose argmax
+    output is ``y`` (``[N]`` integer classes). ``model`` must be in eval mode
+    and is not changed (run on a copy, without gradients); data and model
+    are checked as :func:`snn.convert.evaluate` checks them
+    (:class:`snn.convert.ConversionError`)."""
+    from .convert import ann_outputs, check_labels, check_samples
+
+    x = check_samples(x, "x")
+    out = ann_outputs(model, x, "x")
+    y = check_labels(y, "y", len(x), out.shape[1])
+    return float((out.argmax(1).numpy() == y).mean())

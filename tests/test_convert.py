@@ -1053,3 +1053,174 @@ def test_calibration_refuses_bad_arguments(converted, digits):
         sc.calibrate(conv, digits[0][:10], 4, what="threshold")
     with pytest.raises(ValueError, match=r"\(1, 8, 8\)"):
         sc.calibrate(conv, digits[0][:10].reshape(10, 64), 4)
+
+
+# -- hardening: the user's model and data are never changed; one data check everywhere --------
+
+
+def _snapshot(model):
+    """Everything of a model the converter must leave alone: parameters and
+    buffers (deep copies), training flags, requires_grad flags, hooks."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "training": [(name, m.training) for name, m in model.named_modules()],
+        "grad": [(name, p.requires_grad, p.dtype) for name, p in model.named_parameters()],
+        "hooks": [
+            (name, list(m._forward_hooks), list(m._forward_pre_hooks), list(m._backward_hooks))
+            for name, m in model.named_modules()
+        ],
+    }
+
+
+def _assert_same(before, after):
+    assert before["state"].keys() == after["state"].keys()
+    for key, value in before["state"].items():
+        assert value.dtype == after["state"][key].dtype and torch.equal(value, after["state"][key]), key
+    for field in ("training", "grad", "hooks"):
+        assert before[field] == after[field], field
+
+
+@pytest.mark.usefixtures("warm_kernels")
+@pytest.mark.parametrize("activation", ["relu", "qcfs"])
+def test_convert_calibrate_evaluate_leave_model_and_data_unchanged(activation, digits):
+    """A model with BatchNorm, a forward hook and trainable parameters, and
+    the numpy data, come out of convert, calibrate, evaluate (with the ANN)
+    and predict bit-identical: state, flags and hooks."""
+    x_train, _, x_test, y_test = digits
+    model = digits_cnn("avg", activation=activation).eval()
+    calls = []
+    model[2].register_forward_hook(lambda m, i, o: calls.append(1))
+    x, xt, yt = x_train[:60].copy(), x_test[:12].copy(), y_test[:12].copy()
+    kept = [a.copy() for a in (x, xt, yt)]
+    before = _snapshot(model)
+    conv = sc.convert(model, x)
+    calibrated = sc.calibrate(conv, x, 4)
+    sc.evaluate(calibrated, xt, yt, steps=(2, 4), ann_model=model)
+    calibrated.predict(torch.as_tensor(xt), 2)
+    _assert_same(before, _snapshot(model))
+    for a, b in zip((x, xt, yt), kept, strict=True):
+        assert a.tobytes() == b.tobytes() and a.dtype == b.dtype
+
+
+@pytest.mark.parametrize("module", ["1", "3.0", "dropout"])
+def test_submodule_in_training_mode_is_refused_by_name(module, digits):
+    """A BatchNorm (or Dropout) left in training mode in an otherwise eval()
+    model is named in the refusal, and its running statistics are not
+    updated by the converter's check pass (they were, and the error blamed
+    folding)."""
+    model = digits_cnn("avg").eval()
+    if module == "3.0":
+        model[3] = nn.Sequential(model[3], nn.Identity()).eval()
+    if module == "dropout":
+        model[6] = nn.Sequential(nn.Dropout(0.5), model[6]).eval()
+        module = "6.0"
+    model.get_submodule(module).train()
+    before = _snapshot(model)
+    with pytest.raises(sc.ConversionError, match=rf"training mode: '{module}'.*model\.eval\(\)"):
+        sc.convert(model, digits[0][:50])
+    _assert_same(before, _snapshot(model))
+
+
+@pytest.mark.usefixtures("warm_kernels")
+def test_ann_in_training_mode_is_refused_by_evaluate_and_accuracy(converted, trained, digits):
+    """evaluate(..., ann_model=) and training.accuracy run the ANN only in
+    eval mode, and never update its statistics."""
+    model = copy.deepcopy(trained("avg"))
+    model[4].train()
+    before = _snapshot(model)
+    x, y = digits[2][:8], digits[3][:8]
+    with pytest.raises(sc.ConversionError, match=r"training mode: '4'"):
+        sc.evaluate(converted("avg"), x, y, steps=(2,), ann_model=model)
+    with pytest.raises(sc.ConversionError, match=r"training mode: '4'"):
+        accuracy(model, x, y)
+    _assert_same(before, _snapshot(model))
+
+
+BAD_SAMPLES = [
+    (np.ones((10, 1, 8, 8), np.uint8) * 16, "floating-point"),
+    (np.ones((10, 1, 8, 8), np.int64), "floating-point"),
+    (torch.ones(10, 1, 8, 8, dtype=torch.int32), "floating-point"),
+    (np.ones((10, 1, 8, 8), np.complex64), "floating-point"),
+    (np.zeros((0, 1, 8, 8), np.float32), "empty batch"),
+    (np.zeros((1, 8, 8), np.float32), r"input samples must have shape \(1, 8, 8\)"),
+    (np.zeros((10, 64), np.float32), r"\(1, 8, 8\)"),
+    (np.zeros(64, np.float32), "batch"),
+    (np.float32(1.0), "batch"),
+    (np.full((10, 1, 8, 8), np.inf, np.float32), "finite.*sample"),
+    ([[1.0, 2.0], [3.0]], "array of numbers"),
+    (np.array([None, None], dtype=object), "array of numbers"),
+]
+
+
+@pytest.mark.parametrize("data,match", BAD_SAMPLES)
+@pytest.mark.parametrize("entry", ["calibrate", "run", "predict", "evaluate"])
+def test_every_entry_point_checks_samples_alike(entry, data, match, converted):
+    """calibrate, run, predict and evaluate share convert's data check:
+    integer images on the wrong scale (calibrate took them silently, 99.3%
+    -> 77.6% at T=4 on the QCFS CNN) and empty data (numpy's reshape error)
+    are refused with a ConversionError saying what is wrong."""
+    conv = converted("mlp")
+    call = {
+        "calibrate": lambda: sc.calibrate(conv, data, 4),
+        "run": lambda: conv.run(data, 4),
+        "predict": lambda: conv.predict(data, 4),
+        "evaluate": lambda: sc.evaluate(conv, data, np.zeros(10, np.int64), steps=(4,)),
+    }[entry]
+    with pytest.raises(sc.ConversionError, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        (np.arange(8) + 5, r"classes in \[0, 10\).*sample\(s\) 5, 6, 7 have 10, 11, 12"),
+        (-np.ones(8, np.int64), r"classes in \[0, 10\)"),
+        (np.zeros(8), "integer class labels"),
+        (np.zeros(7, np.int64), "one label per sample"),
+        (np.zeros((8, 1), np.int64), "one label per sample"),
+        (["a"] * 8, "integer class labels"),
+    ],
+)
+def test_labels_are_checked(labels, match, converted, digits):
+    """evaluate, early_exit and accuracy refuse labels that cannot be
+    classes of the readout (before: accuracy 0 or a silent broadcast)."""
+    conv = converted("mlp")
+    x = digits[2][:8]
+    with pytest.raises(sc.ConversionError, match=match):
+        sc.evaluate(conv, x, labels, steps=(2,))
+    trajectory = sc.evaluate(conv, x, digits[3][:8], steps=(2,)).trajectory
+    with pytest.raises(sc.ConversionError, match=match.replace("y ", "labels ")):
+        sc.early_exit(trajectory, labels, patience=1)
+
+
+def test_ann_that_outputs_nan_or_inf_is_named(digits):
+    """Finite parameters whose product overflows float32: the error says the
+    ANN's output is not finite (it blamed folding)."""
+    model = digits_mlp().eval()
+    with torch.no_grad():
+        model[1].weight.mul_(1e30)
+        model[3].weight.mul_(1e30)
+    with pytest.raises(sc.ConversionError, match=r"model's output.*NaN or inf"):
+        sc.convert(model, digits[0][:20])
+    with pytest.raises(sc.ConversionError, match=r"model's output on x.*NaN or inf"):
+        accuracy(model, digits[2][:8], digits[3][:8])
+
+
+def test_entry_points_refuse_objects_of_the_wrong_type(converted, digits):
+    with pytest.raises(TypeError, match="ConvertedNetwork"):
+        sc.calibrate(converted("mlp").network, digits[0][:10], 4)
+    with pytest.raises(TypeError, match="ConvertedNetwork"):
+        sc.evaluate(None, digits[2][:8], digits[3][:8])
+    with pytest.raises(TypeError, match="ann_model"):
+        sc.evaluate(converted("mlp"), digits[2][:8], digits[3][:8], steps=(2,), ann_model=lambda x: x)
+
+
+def test_train_leaves_the_global_generator_alone(digits):
+    """train() seeds its own draws and restores torch's global generator."""
+    state = torch.get_rng_state()
+    x, y = digits[0][:64], digits[1][:64]
+    model = train(digits_mlp(), x, y, epochs=1, progress=False)
+    assert torch.equal(state, torch.get_rng_state())
+    again = train(digits_mlp(), x, y, epochs=1, progress=False)
+    for a, b in zip(model.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
