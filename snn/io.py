@@ -71,6 +71,15 @@ back into one CSR (per presynaptic neuron: group 0's synapses, then group
 1's...) with a delay per synapse, which ``connect`` splits into the same
 groups again.
 
+Every record is checked against its type's schema (the JSON type of each
+field) before its constructor runs. A manifest nests at most ``MAX_DEPTH``
+(32) levels, JSON integers fit an int64, NaN/Infinity are not JSON, and a
+size no array of the file backs (an input population, a first layer's
+``in_shape``) is at most ``MAX_SIZE`` (2**31 - 1, what the kernels index);
+each ``.npy`` entry's header must declare exactly the bytes it holds. So a
+crafted file gives a :class:`FileFormatError`, never a ``RecursionError``
+nor an allocation of what it does not hold.
+
 A reader refuses a file whose ``format_version`` is newer than it knows; a
 change that old readers would misread increments the version (a new type,
 such as Graph, does not: an older reader refuses it as an unknown type).
@@ -84,6 +93,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -112,12 +122,54 @@ class _Codec:
     to_record: Callable
     from_record: Callable
     network: bool
+    fields: dict | None = None
 
 
 _REGISTRY: dict[str, _Codec] = {}
 
+# Limits of what a file may declare. A manifest nests a few levels (network,
+# layer, neuron); a size that no array of the file backs (an input
+# population, a pooling window's input) is at most what the kernels index
+# (int32 neuron indices), so a small crafted file cannot make load() allocate
+# terabytes; every JSON integer fits an int64.
+MAX_DEPTH = 32
+MAX_SIZE = 2**31 - 1
+_INT64 = 2**63
 
-def register(cls: type, to_record: Callable, from_record: Callable, *, network: bool = False) -> None:
+# Field kinds of a record's schema (see register): the JSON type each field must have.
+_KINDS: dict[str, tuple[Callable, str]] = {
+    "int": (lambda v: _is_int(v), "an integer"),
+    "size": (lambda v: _is_int(v) and v <= MAX_SIZE, f"an integer of at most {MAX_SIZE}"),
+    "number": (lambda v: _is_int(v) or isinstance(v, float), "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "null": (lambda v: v is None, "null"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "object": (lambda v: isinstance(v, dict), "a JSON object"),
+    "pair": (lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)), "a pair of integers"),
+    "shape3": (
+        lambda v: (
+            isinstance(v, list)
+            and len(v) == 3
+            and all(_is_int(d) and d >= 1 for d in v)
+            and math.prod(v) <= MAX_SIZE
+        ),
+        f"three positive integers [C, H, W] of product at most {MAX_SIZE}",
+    ),
+}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -_INT64 < value < _INT64
+
+
+def register(
+    cls: type,
+    to_record: Callable,
+    from_record: Callable,
+    *,
+    network: bool = False,
+    fields: dict | None = None,
+) -> None:
     """Make instances of ``cls`` saveable, under the type name ``cls.__name__``.
 
     Parameters
@@ -136,6 +188,13 @@ def register(cls: type, to_record: Callable, from_record: Callable, *, network: 
         reported as a :class:`FileFormatError` naming the file and the record.
     network : whether the type is a whole network, which ``save`` accepts
         and ``load`` returns.
+    fields : optional schema ``{field: kind or tuple of kinds}`` checked
+        before ``from_record`` runs, so that it gets fields of the right JSON
+        types (a field absent from the record is reported when read). Kinds:
+        ``"int"``, ``"size"`` (an integer of at most ``MAX_SIZE``; the
+        constructor refuses one < 1), ``"number"``,
+        ``"str"``, ``"null"``, ``"list"``, ``"object"``, ``"pair"`` (two
+        integers), ``"shape3"`` (``[C, H, W]``, product at most ``MAX_SIZE``).
 
     Raises
     ------
@@ -144,7 +203,14 @@ def register(cls: type, to_record: Callable, from_record: Callable, *, network: 
     old = _REGISTRY.get(cls.__name__)
     if old is not None and _qualified(old.cls) != _qualified(cls):
         raise ValueError(f"type name {cls.__name__!r} is already registered for {_qualified(old.cls)}")
-    _REGISTRY[cls.__name__] = _Codec(cls, to_record, from_record, network)
+    unknown = {kind for kinds in (fields or {}).values() for kind in _kinds(kinds)} - set(_KINDS)
+    if unknown:
+        raise ValueError(f"unknown field kind(s) {sorted(unknown)}; known: {sorted(_KINDS)}")
+    _REGISTRY[cls.__name__] = _Codec(cls, to_record, from_record, network, fields)
+
+
+def _kinds(kinds) -> tuple:
+    return (kinds,) if isinstance(kinds, str) else tuple(kinds)
 
 
 def _qualified(cls: type) -> str:
@@ -238,6 +304,18 @@ class Reader:
             raise child.error(f"expected a JSON object, got {record!r}")
         return child
 
+    def check(self, fields: dict) -> Reader:
+        """Refuse the record unless each field of the schema ``fields`` that
+        it has is of its kind (see :func:`register`); returns ``self``."""
+        for field, kinds in fields.items():
+            if field not in self.record:
+                continue
+            value = self.record[field]
+            if not any(_KINDS[kind][0](value) for kind in _kinds(kinds)):
+                expected = " or ".join(_KINDS[kind][1] for kind in _kinds(kinds))
+                raise self.error(f"field {field!r} must be {expected}, got {_short(value)}")
+        return self
+
     def list_field(self, field: str) -> list:
         """Field ``field``, refused unless it is a JSON list."""
         value = self[field]
@@ -248,6 +326,11 @@ class Reader:
 
 def _join(location: str, name: str) -> str:
     return f"{location}.{name}" if location else name
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _encode(obj, out: Writer) -> dict:
@@ -265,11 +348,13 @@ def _decode(src: Reader):
             f"unknown type {name!r} (known: {', '.join(sorted(_REGISTRY))}); a type of a "
             "plug-in must be registered with snn.io.register before loading"
         )
+    if codec.fields is not None:
+        src.check(codec.fields)
     try:
         return codec.from_record(src)
     except FileFormatError:
         raise
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise src.error(f"cannot rebuild the {name}: {err}") from err
 
 
@@ -313,8 +398,11 @@ def load(path) -> Network | Graph:
     FileNotFoundError : no file at ``path``.
     FileFormatError (a ValueError) : not an ``.npz`` archive, a truncated or
         corrupted one, not an snn network file, a newer format version, a
-        malformed manifest, a missing array, an array of the wrong dtype or
-        shape, an array no record reads, or parameters the constructors
+        malformed manifest (nested too deeply, a field of the wrong JSON
+        type, a size beyond ``MAX_SIZE``), an ``.npy`` header declaring more
+        or fewer bytes than it holds, an array of objects, a missing array, an
+        array of the wrong dtype or shape, an array no record reads, or
+        parameters the constructors
         refuse (for a graph also: a projection or source naming an unknown
         population, delay groups that do not match their arrays); the
         message names the file and what is wrong.
@@ -323,7 +411,10 @@ def load(path) -> Network | Graph:
     arrays = _read_npz(name)
     manifest = _read_manifest(name, arrays)
     src = Reader(name, arrays, manifest["network"], "")
-    network = _decode(src)
+    try:
+        network = _decode(src)
+    except MemoryError as err:  # a last resort: the size limits above should keep every allocation small
+        raise FileFormatError(f"{name}: the file declares sizes too large to allocate ({err})") from err
     if not _codec_of(network).network:
         raise src.error(f"holds a {type(network).__name__}, not a network")
     unused = sorted(set(arrays) - src._used)
@@ -344,14 +435,62 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
             raise FileFormatError(f"{path}: not an .npz file (not a zip archive, or a truncated one)")
         file.seek(0)
         try:
+            with zipfile.ZipFile(file) as archive:
+                for info in archive.infolist():
+                    _check_entry(path, archive, info)
+            file.seek(0)
             with np.load(file, allow_pickle=False) as npz:
                 entries = {key: npz[key] for key in npz.files}
-        except (zipfile.BadZipFile, ValueError, EOFError, OSError) as err:
+        except FileFormatError:
+            raise
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError, zlib.error) as err:
             raise FileFormatError(f"{path}: a corrupted .npz file ({err})") from err
+        except (NotImplementedError, RuntimeError) as err:  # an unknown compression, an encrypted entry
+            raise FileFormatError(f"{path}: an .npz entry that cannot be read ({err})") from err
     for key, value in entries.items():
         if not isinstance(value, np.ndarray):
             raise FileFormatError(f"{path}: entry {key!r} is not a numpy array")
     return entries
+
+
+_DEFLATE_RATIO = 1032  # the most deflate can compress: a larger declared size is a lie
+
+
+def _check_entry(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Refuse an entry whose declared sizes are not backed by its bytes,
+    before anything is allocated for it: an uncompressed size beyond what its
+    compressed bytes can hold, or an ``.npy`` header declaring more (or
+    fewer) bytes than the entry holds; and arrays of Python objects."""
+    if (
+        info.compress_type != zipfile.ZIP_STORED
+        and info.file_size > _DEFLATE_RATIO * info.compress_size + 1024
+    ):
+        raise FileFormatError(
+            f"{path}: entry {info.filename!r} declares {info.file_size:,} bytes, more than its "
+            f"{info.compress_size:,} compressed bytes can hold"
+        )
+    if not info.filename.endswith(".npy"):
+        return
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise FileFormatError(
+                f"{path}: entry {info.filename!r} is an .npy of version {version}, not 1.0 or 2.0"
+            )
+        header = member.tell()
+    name = info.filename[: -len(".npy")]
+    if dtype.hasobject:
+        raise FileFormatError(f"{path}: array {name!r} holds Python objects ({dtype}); refused")
+    expected = math.prod(shape) * dtype.itemsize
+    if expected != info.file_size - header:
+        raise FileFormatError(
+            f"{path}: array {name!r} declares {dtype} of shape {shape} ({expected:,} bytes) but the file "
+            f"holds {info.file_size - header:,} bytes of it"
+        )
 
 
 def _read_manifest(path: str, arrays: dict[str, np.ndarray]) -> dict:
@@ -359,9 +498,15 @@ def _read_manifest(path: str, arrays: dict[str, np.ndarray]) -> dict:
     if text is None or text.dtype.kind != "U" or text.ndim != 0:
         raise FileFormatError(f"{path}: not an snn network file (no JSON 'manifest' entry)")
     try:
-        manifest = json.loads(str(text))
+        manifest = json.loads(str(text), parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         raise FileFormatError(f"{path}: the manifest is not valid JSON ({err})") from err
+    except RecursionError as err:
+        raise FileFormatError(f"{path}: the manifest nests deeper than {MAX_DEPTH} levels") from err
+    except ValueError as err:  # a non-standard constant
+        raise FileFormatError(f"{path}: the manifest is not valid JSON ({err})") from err
+    if _depth(manifest) > MAX_DEPTH:
+        raise FileFormatError(f"{path}: the manifest nests deeper than {MAX_DEPTH} levels")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else manifest
         raise FileFormatError(f"{path}: not an snn network file (format {found!r}, expected {FORMAT!r})")
@@ -378,6 +523,25 @@ def _read_manifest(path: str, arrays: dict[str, np.ndarray]) -> dict:
     return manifest
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (save writes no NaN or infinity)")
+
+
+def _depth(value) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 # -- the built-in types ---------------------------------------------------------
 
 
@@ -389,8 +553,30 @@ def _network_to_record(network: Network, out: Writer) -> dict:
 
 
 def _network_from_record(src: Reader) -> Network:
-    layers = [src.part(f"layer{k}", record) for k, record in enumerate(src["layers"])]
+    """Layer by layer; each layer's declared input size is checked against the
+    previous layer's output before it is built (nothing is allocated for a
+    size the file does not back)."""
+    layers = []
+    for k, record in enumerate(src["layers"]):
+        n_in = _declared_n_in(record)
+        if layers and n_in is not None and n_in != layers[-1].n_out:
+            raise src.error(
+                f"cannot rebuild the Network: layers do not chain: layer {k} takes {n_in} inputs but "
+                f"layer {k - 1} gives {layers[-1].n_out} outputs"
+            )
+        layers.append(src.part(f"layer{k}", record))
     return Network(layers, dtype=src["dtype"])
+
+
+def _declared_n_in(record) -> int | None:
+    """The input size a layer record declares (``n_in`` or ``in_shape``), if well-formed."""
+    if not isinstance(record, dict):
+        return None
+    if _KINDS["size"][0](record.get("n_in")):
+        return record["n_in"]
+    if _KINDS["shape3"][0](record.get("in_shape")):
+        return math.prod(record["in_shape"])
+    return None
 
 
 def _neuron_to_record(neuron: Neuron, out: Writer) -> dict:
@@ -592,7 +778,7 @@ def _graph_to_record(graph: Graph, out: Writer) -> dict:
 def _graph_from_record(src: Reader) -> Graph:
     graph = Graph(src["dt"], src["dtype"])
     for k, record in enumerate(src.list_field("populations")):
-        sub = src.child(f"population{k}", record)
+        sub = src.child(f"population{k}", record).check(_POPULATION)
         n, name = sub["n"], sub["name"]
         neuron = None if sub["neuron"] is None else sub.part("neuron", sub["neuron"])
         state = (
@@ -612,7 +798,7 @@ def _graph_from_record(src: Reader) -> Graph:
         except (TypeError, ValueError) as err:
             raise sub.error(f"cannot rebuild the population: {err}") from err
     for k, record in enumerate(src.list_field("projections")):
-        sub = src.child(f"projection{k}", record)
+        sub = src.child(f"projection{k}", record).check(_PROJECTION)
         source, target = (_population(graph, sub, role) for role in ("source", "target"))
         rowptr, cols, weights, delay = _merged_groups(sub, source.n)
         try:
@@ -627,7 +813,7 @@ def _graph_from_record(src: Reader) -> Graph:
         except (TypeError, ValueError) as err:
             raise sub.error(f"cannot rebuild the projection: {err}") from err
     for k, record in enumerate(src.list_field("sources")):
-        sub = src.child(f"source{k}", record)
+        sub = src.child(f"source{k}", record).check(_SOURCE)
         target, n_trains, rate, weight = (
             _population(graph, sub, "target"),
             sub["n_trains"],
@@ -703,11 +889,65 @@ def _merged_groups(src: Reader, n_source: int):
     return rowptr, cols, weights, delay
 
 
-register(Network, _network_to_record, _network_from_record, network=True)
-register(Neuron, _neuron_to_record, _neuron_from_record)
-register(Linear, _linear_to_record, _linear_from_record)
-register(SparseLinear, _sparse_to_record, _sparse_from_record)
-register(Conv2d, _conv_to_record, _conv_from_record)
-register(AvgPool2d, _avgpool_to_record, _avgpool_from_record)
-register(MaxPool2d, _maxpool_to_record, _maxpool_from_record)
-register(Graph, _graph_to_record, _graph_from_record, network=True)
+# -- the schemas of the built-in records -----------------------------------------
+
+_NAME = ("str", "null")
+_COMMON = {"mode": "str", "name": _NAME, "neuron": "object"}
+_WINDOW = {
+    "in_shape": "shape3",
+    "kernel_size": "pair",
+    "stride": "pair",
+    "padding": "pair",
+    "dilation": "pair",
+}
+_POPULATION = {"name": _NAME, "n": "size", "neuron": ("object", "null"), "mode": "str"}
+_PROJECTION = {
+    "name": _NAME,
+    "source": "str",
+    "target": "str",
+    "weight": ("number", "null"),
+    "delays": "list",
+}
+_SOURCE = {"target": "str", "n_trains": "size", "rate": "number", "weight": "number"}
+
+register(
+    Network, _network_to_record, _network_from_record, network=True, fields={"dtype": "str", "layers": "list"}
+)
+register(
+    Neuron,
+    _neuron_to_record,
+    _neuron_from_record,
+    fields={
+        "beta": "number",
+        "alpha": ("number", "null"),
+        "threshold": ("number", "str"),
+        "reset": "str",
+        "v_reset": "number",
+        "refractory": "int",
+        "name": _NAME,
+    },
+)
+register(Linear, _linear_to_record, _linear_from_record, fields={"n_in": "size", "n_out": "size", **_COMMON})
+register(
+    SparseLinear, _sparse_to_record, _sparse_from_record, fields={"n_in": "size", "n_out": "size", **_COMMON}
+)
+register(
+    Conv2d,
+    _conv_to_record,
+    _conv_from_record,
+    fields={**_WINDOW, "out_channels": "size", "groups": "size", **_COMMON},
+)
+register(AvgPool2d, _avgpool_to_record, _avgpool_from_record, fields={**_WINDOW, **_COMMON})
+register(
+    MaxPool2d,
+    _maxpool_to_record,
+    _maxpool_from_record,
+    fields={"in_shape": "shape3", "kernel_size": "size", "name": _NAME},
+)
+register(
+    Graph,
+    _graph_to_record,
+    _graph_from_record,
+    network=True,
+    fields={"dt": "number", "dtype": "str", "populations": "list", "projections": "list", "sources": "list"},
+)

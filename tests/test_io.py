@@ -31,6 +31,11 @@ What is checked, and against what:
   the manifest of a tiny graph against its documented form; load errors
   naming the file and the record (unknown population, missing group array,
   wrong dtype, delays or groups that do not match).
+- Crafted files (issue 15): manifests nested thousands of levels deep,
+  fields of the wrong JSON type, sizes that would allocate terabytes, .npy
+  headers declaring bytes they do not hold, object arrays: each gives the
+  FileFormatError; and a property test replaces any field of a valid
+  manifest by any JSON value: a network or a FileFormatError, nothing else.
 """
 
 from __future__ import annotations
@@ -962,3 +967,190 @@ def test_graph_load_errors_name_the_file_and_the_record(corrupt, message, tmp_pa
 def test_save_names_both_kinds_of_network(tmp_path):
     with pytest.raises(TypeError, match=r"takes a network \(snn.Network or snn.Graph\), got a Neuron"):
         snn.save(mixed_graph()["cuba"].neuron, tmp_path / "neuron.npz")
+
+
+# ---------------------------------------------------------------------------
+# Hardening: crafted files give FileFormatError, never a crash or a huge allocation
+# ---------------------------------------------------------------------------
+
+
+def _manifest_text(text):
+    return _replace_array("manifest", np.array(text))
+
+
+def _nested_networks(depth):
+    def edit(m):
+        record = {"type": "Linear"}
+        for _ in range(depth):
+            record = {"type": "Network", "dtype": "float64", "layers": [record]}
+        m["network"] = record
+
+    return lambda path: edit_manifest(path, edit)
+
+
+def _npy_entry(name, header_shape, payload: np.ndarray, allow_pickle=False):
+    """Add entry ``name`` whose .npy header declares ``header_shape`` but holds ``payload``'s bytes."""
+
+    def edit(path):
+        import io
+        import zipfile
+
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, payload, allow_pickle=allow_pickle)
+        raw = buffer.getvalue()
+        old = repr(payload.shape).encode()
+        new = repr(header_shape).encode()
+        raw = raw.replace(old, new.ljust(len(old)) if len(new) < len(old) else new, 1)
+        magic_len = 10  # version 1.0: the header length is a 2-byte field at offset 8
+        header_len = raw.index(b"\n") + 1 - magic_len
+        raw = raw[:8] + header_len.to_bytes(2, "little") + raw[magic_len:]
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(f"{name}.npy", raw)
+
+    return edit
+
+
+HARDENING_ERRORS = {
+    "object-nested-100000-deep": (
+        _manifest_text('{"a": ' * 100_000 + "1" + "}" * 100_000),
+        "nests deeper than 32 levels",
+    ),
+    "list-nested-100000-deep": (_manifest_text("[" * 100_000 + "]" * 100_000), "nests deeper"),
+    "list-nested-500-deep": (_manifest_text("[" * 500 + "]" * 500), "nests deeper"),
+    "networks-nested-40-deep": (_nested_networks(40), "nests deeper"),
+    "nan-constant": (
+        lambda p: edit_manifest(p, lambda m: layer0(m)["neuron"].__setitem__("beta", math.nan)),
+        "not valid JSON.*NaN",
+    ),
+    "size-as-string": (_set("n_in", "20"), "layer0: field 'n_in' must be an integer"),
+    "size-as-bool": (_set("n_out", True), "layer0: field 'n_out' must be an integer"),
+    "size-beyond-int64": (_set("n_in", 10**400), "layer0: field 'n_in' must be an integer"),
+    "int-beyond-int64": (
+        _set("refractory", 10**30, lambda m: layer0(m)["neuron"]),
+        r"layer0\.neuron: field 'refractory' must be an integer",
+    ),
+    "number-as-list": (
+        _set("beta", [0.5], lambda m: layer0(m)["neuron"]),
+        r"layer0\.neuron: field 'beta' must be a number",
+    ),
+    "name-as-object": (_set("name", {"a": 1}), "layer0: field 'name' must be a string or null"),
+    "mode-as-list": (_set("mode", ["event"]), "layer0: field 'mode' must be a string"),
+    "dtype-as-object": (_set("dtype", {"x": 1}, lambda m: m["network"]), "field 'dtype' must be a string"),
+    "layers-as-object": (_set("layers", {}, lambda m: m["network"]), "field 'layers' must be a list"),
+    "neuron-as-list": (_set("neuron", [1]), "layer0: field 'neuron' must be a JSON object"),
+    "maxpool-of-a-trillion-inputs": (
+        lambda p: edit_manifest(
+            p,
+            lambda m: m["network"]["layers"].insert(
+                0, {"type": "MaxPool2d", "in_shape": [10**4, 10**4, 10**4], "kernel_size": 2, "name": None}
+            ),
+        ),
+        "layer0: field 'in_shape' must be three positive integers",
+    ),
+    "npy-header-declares-80-terabytes": (
+        _npy_entry("extra", (10**13,), np.zeros(3)),
+        r"array 'extra' declares float64 of shape \(10000000000000,\)",
+    ),
+    "npy-header-declares-too-few-bytes": (_npy_entry("extra", (2,), np.zeros(3)), "array 'extra' declares"),
+    "object-array": (
+        _npy_entry("extra", (2,), np.array([1, "a"], dtype=object), allow_pickle=True),
+        "Python objects",
+    ),
+}
+
+
+@pytest.mark.parametrize("corrupt, message", HARDENING_ERRORS.values(), ids=HARDENING_ERRORS.keys())
+def test_crafted_files_give_the_format_error(corrupt, message, tmp_path):
+    """Each crafted file was a RecursionError, a MemoryError, a silently
+    loaded wrong network, or an error from deep inside a constructor."""
+    path = tmp_path / "net.npz"
+    snn.save(dense_network(), path)
+    corrupt(path)
+    with pytest.raises(snn.io.FileFormatError, match=message) as err:
+        snn.load(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+GRAPH_HARDENING = {
+    "input-of-1e15-neurons": (
+        _set("n", 10**15, lambda m: graph_record(m)["populations"][0]),
+        "population0: field 'n' must be an integer of at most 2147483647",
+    ),
+    "population-name-as-list": (
+        _set("name", [1], lambda m: graph_record(m)["populations"][0]),
+        "population0: field 'name' must be a string or null",
+    ),
+    "source-target-as-int": (
+        _set("target", 3, lambda m: graph_record(m)["sources"][0]),
+        "source0: field 'target' must be a string",
+    ),
+    "dt-as-string": (_set("dt", "1e-3", graph_record), "network: field 'dt' must be a number"),
+}
+
+
+@pytest.mark.parametrize("corrupt, message", GRAPH_HARDENING.values(), ids=GRAPH_HARDENING.keys())
+def test_crafted_graph_files_give_the_format_error(corrupt, message, tmp_path):
+    path = tmp_path / "graph.npz"
+    snn.save(mixed_graph(), path)
+    corrupt(path)
+    with pytest.raises(snn.io.FileFormatError, match=message):
+        snn.load(path)
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=8),
+        st.sampled_from(["inf", "float32", "subtract", "Linear", "Network", "in"]),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    )
+
+
+def _paths(value, prefix=()):
+    """Every (container path) in a JSON value where a field or item can be replaced."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield (*prefix, key)
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for k, item in enumerate(value):
+            yield (*prefix, k)
+            yield from _paths(item, (*prefix, k))
+
+
+@pytest.mark.parametrize("make", [dense_network, pooling_network, mixed_graph])
+def test_any_edit_of_the_manifest_loads_or_gives_the_format_error(make, tmp_path):
+    """Property: replacing any one field of a valid manifest by any JSON
+    value gives a network or a FileFormatError, never another exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    path = tmp_path / "net.npz"
+    snn.save(make(), path)
+    arrays = entries(path)
+    manifest = json.loads(str(arrays["manifest"]))
+    paths = sorted(_paths(manifest["network"]), key=repr)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.sampled_from(paths), _json_values())
+    def check(where, value):
+        edited = json.loads(json.dumps(manifest))
+        container = edited["network"]
+        for key in where[:-1]:
+            container = container[key]
+        container[where[-1]] = value
+        write_entries(path, {**arrays, "manifest": np.array(json.dumps(edited))})
+        try:
+            snn.load(path)
+        except snn.io.FileFormatError:
+            pass
+
+    check()
