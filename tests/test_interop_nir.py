@@ -20,6 +20,7 @@ Agreement rules:
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 import sys
 import warnings
@@ -485,3 +486,47 @@ def test_import_refuses_delay_neuron_first_and_missing_dt():
 def test_import_snn_stays_free_of_nir():
     code = "import sys, snn; assert 'nir' not in sys.modules and 'h5py' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- hardening (issue 15): paths and wrong types -----------------------------------------------
+
+
+def _small_network():
+    return snn.Network(
+        [snn.Linear(4, 3, snn.LIF(beta=0.9), seed=0), snn.Linear(3, 2, snn.IF(threshold=math.inf), seed=1)]
+    )
+
+
+@pytest.mark.parametrize("as_path", [str, __import__("pathlib").Path])
+def test_from_nir_reads_a_file_path(as_path, tmp_path):
+    """A str or pathlib path is read with nir.read (it was an AttributeError)."""
+    net = _small_network()
+    path = tmp_path / "net.nir"
+    nir.write(path, _export(net))
+    _assert_same_network(snn.from_nir(as_path(path)), net)
+
+
+def test_from_nir_and_to_nir_refuse_what_they_cannot_read(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no NIR file"):
+        snn.from_nir(tmp_path / "missing.nir")
+    not_nir = tmp_path / "net.npz"
+    snn.save(_small_network(), not_nir)
+    with pytest.raises(NIRImportError, match="not a readable NIR file"):
+        snn.from_nir(not_nir)
+    for bad in (3, {"nodes": {}}, _small_network(), None):
+        with pytest.raises(TypeError, match=r"nir\.NIRGraph or the path"):
+            snn.from_nir(bad)
+    for bad in (_export(_small_network()), None, _small_network().layers):
+        with pytest.raises(TypeError, match=r"exports an snn\.Network"):
+            snn.to_nir(bad)
+
+
+def test_from_nir_refuses_malformed_metadata_and_input_shapes():
+    graph = _export(_small_network())
+    graph.metadata["snn.dt"] = "one"
+    with pytest.raises(NIRImportError, match="'snn.dt' is not a number"):
+        snn.from_nir(graph)
+    graph = _export(_small_network())
+    graph.nodes["input"].input_type = {"input": np.array([-4])}
+    with pytest.raises(NIRImportError, match="Input node's shape must be positive integers"):
+        snn.from_nir(graph)

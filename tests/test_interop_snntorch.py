@@ -260,3 +260,40 @@ def test_custom_module_is_refused():
 def test_conv_needs_in_shape():
     with pytest.raises(SnnTorchImportError, match="in_shape"):
         snn.from_snntorch(nn.Sequential(nn.Conv2d(1, 2, 3), leaky(beta=1.0)))
+
+
+# -- hardening (issue 15): wrong shapes and values name the module; the model is not changed ----
+
+
+def _conv_model():
+    return nn.Sequential(nn.Conv2d(1, 2, 3), leaky(beta=0.9, reset_delay=False))
+
+
+@pytest.mark.parametrize(
+    "in_shape,error,match",
+    [
+        (5, TypeError, "in_shape must be a sequence"),
+        ((1, 8.5, 8), SnnTorchImportError, "positive integers"),  # was rounded down to 8 silently
+        ((1, -8, 8), SnnTorchImportError, "positive integers"),
+        ((1, True, 8), SnnTorchImportError, "positive integers"),
+        ((1, 2, 2), SnnTorchImportError, r"module 0 \(Conv2d\): the kernel does not fit"),
+        ((3, 8, 8), SnnTorchImportError, r"module 0 \(Conv2d\): weight must have shape"),
+    ],
+)
+def test_wrong_in_shapes_are_refused_naming_the_module(in_shape, error, match):
+    with pytest.raises(error, match=match):
+        snn.from_snntorch(_conv_model(), in_shape)
+
+
+def test_nan_parameters_are_named_and_the_model_is_not_changed():
+    model = nn.Sequential(nn.Linear(4, 3), leaky(beta=0.9, reset_delay=False))
+    with torch.no_grad():
+        model[1].beta.fill_(math.nan)
+    with pytest.raises(SnnTorchImportError, match=r"module 1 \(Leaky\): beta is NaN"):
+        snn.from_snntorch(model)
+    model = nn.Sequential(nn.Linear(4, 3), leaky(beta=0.9, reset_delay=False))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [m.training for m in model.modules()]
+    snn.from_snntorch(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert flags == [m.training for m in model.modules()]

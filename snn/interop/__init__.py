@@ -24,8 +24,8 @@ def to_nir(network, dt=1.0, **kwargs):
 
 
 def from_nir(graph, dt=None, **kwargs):
-    """Import a feed-forward ``nir.NIRGraph`` as a :class:`snn.Network`; see
-    :func:`snn.interop.nir.from_nir`."""
+    """Import a feed-forward ``nir.NIRGraph`` (or the path of a NIR file) as a
+    :class:`snn.Network`; see :func:`snn.interop.nir.from_nir`."""
     from .nir import from_nir as _from_nir
 
     return _from_nir(graph, dt, **kwargs)

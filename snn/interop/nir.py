@@ -98,6 +98,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -154,6 +155,8 @@ def to_nir(network: Network, dt: float = 1.0, *, on_unsupported: str = "warn") -
     whose parameters follow the module's discretisation and whose metadata
     makes :func:`from_nir` rebuild ``network`` exactly.
     """
+    if not isinstance(network, Network):
+        raise TypeError(f"to_nir exports an snn.Network, got {type(network).__name__}")
     _check_dt(dt, NIRExportError)
     if on_unsupported not in ("warn", "raise"):
         raise ValueError(f"on_unsupported must be 'warn' or 'raise', got {on_unsupported!r}")
@@ -341,7 +344,10 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, *, dtype=np.float64) 
 
     Parameters
     ----------
-    graph : one chain ``Input -> (projection -> neuron)+ -> Output``;
+    graph : a ``nir.NIRGraph``, or the path (``str`` or ``os.PathLike``) of a
+        NIR file, read with ``nir.read(path, type_check=False)`` (nir 1.0.8
+        mis-derives grouped convolutions' types; the import checks every
+        shape itself). One chain ``Input -> (projection -> neuron)+ -> Output``;
         projections ``Affine``, ``Linear``, ``Conv2d``, ``AvgPool2d``,
         ``SumPool2d``; neurons ``IF``, ``LIF``, ``CubaLIF`` (``I``, ``LI``,
         ``CubaLI`` as a last-layer membrane readout); ``Flatten`` and
@@ -359,19 +365,16 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, *, dtype=np.float64) 
 
     Raises
     ------
-    NIRImportError naming the node and what is not supported.
+    NIRImportError naming the node and what is not supported, or a file that
+    is not a NIR graph. TypeError: ``graph`` is neither a graph nor a path.
+    FileNotFoundError: no file at the path.
     """
+    graph = _graph_of(graph)
     if dt is None:
-        dt = graph.metadata.get("snn.dt") if isinstance(graph.metadata, dict) else None
-        if dt is None:
-            raise NIRImportError(
-                "from_nir needs dt= (the step length in the unit of the graph's tau "
-                "values; graphs exported by snnTorch use dt=1e-4)"
-            )
-        dt = float(dt)
+        dt = _metadata_dt(graph)
     _check_dt(dt, NIRImportError)
     input_name, chain = _chain(graph)
-    shape = _shape(graph.nodes[input_name].input_type["input"])
+    shape = _input_shape(graph.nodes[input_name])
     b = _Builder(shape, dt, len(chain))
     for b.index, (b.name, node) in enumerate(chain):
         handler = _HANDLERS.get(type(node))
@@ -386,6 +389,56 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, *, dtype=np.float64) 
     if not b.layers:
         raise NIRImportError("the graph has no layers")
     return Network(b.layers, dtype=dtype)
+
+
+def _graph_of(graph) -> nir.NIRGraph:
+    """``graph`` itself, or the graph read from the NIR file at that path."""
+    if isinstance(graph, nir.NIRGraph):
+        return graph
+    if isinstance(graph, (str, os.PathLike)):
+        if not os.path.isfile(graph):
+            raise FileNotFoundError(f"no NIR file at {os.fspath(graph)!r}")
+        try:
+            read = nir.read(graph, type_check=False)
+        except Exception as exc:  # noqa: BLE001 -- h5py and nir raise many kinds; all mean "not a NIR file"
+            raise NIRImportError(f"{os.fspath(graph)}: not a readable NIR file ({exc})") from exc
+        if not isinstance(read, nir.NIRGraph):
+            raise NIRImportError(f"{os.fspath(graph)}: holds a {type(read).__name__}, not a NIR graph")
+        return read
+    raise TypeError(
+        "from_nir takes a nir.NIRGraph or the path of a NIR file (str or os.PathLike), "
+        f"got {type(graph).__name__}"
+    )
+
+
+def _metadata_dt(graph: nir.NIRGraph) -> float:
+    """The step length our export stored in the graph's metadata."""
+    dt = graph.metadata.get("snn.dt") if isinstance(graph.metadata, dict) else None
+    if dt is None:
+        raise NIRImportError(
+            "from_nir needs dt= (the step length in the unit of the graph's tau "
+            "values; graphs exported by snnTorch use dt=1e-4)"
+        )
+    try:
+        return float(np.asarray(dt, dtype=np.float64).item())
+    except (TypeError, ValueError) as exc:
+        raise NIRImportError(f"the graph's metadata 'snn.dt' is not a number ({dt!r}); pass dt=") from exc
+
+
+def _input_shape(node) -> tuple:
+    """The Input node's shape: positive integers."""
+    try:
+        value = np.asarray(node.input_type["input"])
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise NIRImportError(f"the Input node has no readable input_type ({exc})") from exc
+    if (
+        value.size == 0
+        or value.dtype.kind not in "iuf"
+        or np.any(value != np.round(value))
+        or np.any(value < 1)
+    ):
+        raise NIRImportError(f"the Input node's shape must be positive integers, got {value.tolist()}")
+    return _shape(value)
 
 
 def _chain(graph: nir.NIRGraph) -> tuple[str, list]:

@@ -306,6 +306,8 @@ def _uniform(t: torch.Tensor, b: _Builder, name: str) -> float:
     values = t.reshape(-1)
     if values.numel() == 0:
         raise b.error(f"{name} is empty")
+    if values.is_floating_point() and torch.isnan(values).any():
+        raise b.error(f"{name} is NaN")
     if not torch.all(values == values[0]):
         raise b.error(
             f"per-neuron {name} values (shape {tuple(t.shape)}) are not supported: a layer's "
@@ -386,11 +388,15 @@ def from_snntorch(module, in_shape=None, *, membrane_readout: bool = False, dtyp
     modules = _modules(module)
     if not modules:
         raise SnnTorchImportError("the model has no modules")
-    shape = tuple(int(s) for s in in_shape) if in_shape is not None else None
-    b = _Builder(shape, membrane_readout, len(modules))
+    b = _Builder(_in_shape(in_shape), membrane_readout, len(modules))
     for b.index, m in enumerate(modules):
         b.where = f"module {b.index} ({type(m).__name__})"
-        _HANDLERS[type(m)](m, b)
+        try:
+            _HANDLERS[type(m)](m, b)
+        except SnnTorchImportError:
+            raise
+        except (TypeError, ValueError) as exc:  # a layer constructor refused what the module holds
+            raise b.error(str(exc)) from exc
     if b.pending is not None:
         raise SnnTorchImportError(
             f"{b.pending['where']} is not followed by a spiking neuron; the model must end with "
@@ -401,6 +407,23 @@ def from_snntorch(module, in_shape=None, *, membrane_readout: bool = False, dtyp
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _in_shape(in_shape) -> tuple | None:
+    """``in_shape`` as a tuple of positive ints (None stays None); refused
+    unless it is a sequence of positive integers (a float such as 8.5 is not
+    rounded)."""
+    if in_shape is None:
+        return None
+    try:
+        values = list(in_shape)
+    except TypeError:
+        raise TypeError(f"in_shape must be a sequence such as (C, H, W), got {in_shape!r}") from None
+    if not values or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values
+    ):
+        raise SnnTorchImportError(f"in_shape must be positive integers such as (C, H, W), got {in_shape!r}")
+    return tuple(int(v) for v in values)
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
