@@ -410,6 +410,7 @@ def profile(
     quantiles=(0.05, 0.25, 0.5, 0.75, 0.95),
     bins: int = 30,
     ann_macs: int | None = None,
+    client=None,
 ) -> Profile:
     """The sparsity profile of a run.
 
@@ -426,11 +427,19 @@ def profile(
     bins : bins of the per-neuron rate histogram.
     ann_macs : MACs per sample of the original ANN (``converted.ann_total_macs``),
         to compare energies.
+    client : the Dask client of a :class:`snn.distributed.PartitionedResult`
+        (optional: the result knows it); such a result is profiled from its
+        partitions' statistics without moving its spike trains.
 
     Returns
     -------
     Profile
     """
+    if client is not None or getattr(result, "partitioned", False):
+        from .distributed import profile as distributed_profile
+
+        return distributed_profile(result, client=client, dt=dt, energy=energy, activity=activity,
+                                   quantiles=quantiles, bins=bins, ann_macs=ann_macs)
     if not isinstance(result, RunResult):
         raise TypeError(f"profile takes a RunResult or GraphResult, got {type(result).__name__}")
     if dt is None:
