@@ -3,6 +3,8 @@ conversions that change values."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 
@@ -27,6 +29,90 @@ def real_array(name: str, value, dtype=np.float64, ndim: int | None = None) -> n
     if out.dtype.kind == "f" and not np.all(np.isfinite(out)):
         raise ValueError(f"{name} has values too large for {np.dtype(dtype).name} (they overflow to inf)")
     return out
+
+
+# neurons and synapses are indexed by int32 in the kernels
+MAX_INDEX = 2**31 - 1
+
+
+def positive_int(name: str, value, limit: int = MAX_INDEX) -> int:
+    """``value`` as an int in ``[1, limit]``; bools, floats and others refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= limit:
+        raise ValueError(f"{name} must be a positive integer at most {limit}, got {value!r}")
+    return int(value)
+
+
+# float32 state counts steps exactly up to 2**24 (the event path keeps each
+# neuron's last update step in its state row); the kernels' calendars hold
+# steps as int32
+MAX_STEPS = {np.dtype(np.float32): 2**24, np.dtype(np.float64): MAX_INDEX}
+
+
+def run_extent(n_steps: int, batch: int, dtype=np.float64) -> None:
+    """Refuse a run of no step, of no sample, or longer than the state
+    precision ``dtype`` counts steps exactly."""
+    if n_steps < 1:
+        raise ValueError(f"a run needs at least one step, got T={n_steps}")
+    if batch < 1:
+        raise ValueError(f"a run needs at least one sample, got a batch of {batch}")
+    limit = MAX_STEPS[np.dtype(dtype)]
+    if n_steps > limit:
+        raise ValueError(
+            f"T={n_steps} steps is more than a run in {np.dtype(dtype).name} state can count ({limit:,})"
+            + ("; use dtype=np.float64" if limit < MAX_INDEX else "")
+        )
+
+
+@contextlib.contextmanager
+def numba_threads(n_threads: int | None):
+    """Run the enclosed kernels on ``n_threads`` numba threads (``None``: as
+    they are), restoring the caller's setting afterwards."""
+    if n_threads is None:
+        yield
+        return
+    import numba
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    if (
+        isinstance(n_threads, bool)
+        or not isinstance(n_threads, (int, np.integer))
+        or not 1 <= n_threads <= limit
+    ):
+        raise ValueError(
+            f"n_threads must be an integer in [1, {limit}] (this machine's cores), got {n_threads!r}"
+        )
+    before = numba.get_num_threads()
+    numba.set_num_threads(int(n_threads))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def owned(arr: np.ndarray, dtype=None) -> np.ndarray:
+    """A C-contiguous copy of ``arr`` (of ``dtype``), read-only: the library's
+    own, never the caller's array (which stays as it was, writeable)."""
+    out = np.array(arr, dtype=dtype, order="C", copy=True)
+    out.flags.writeable = False
+    return out
+
+
+def checked_csr(rowptr, cols, n_source: int, n_target: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR connectivity by presynaptic neuron, checked and owned: ``rowptr``
+    int64 ``[n_source + 1]`` non-decreasing from 0, ``cols`` int32 target
+    indices in ``[0, n_target)``, ``rowptr[-1]`` of them; both read-only copies."""
+    rowptr, cols = np.asarray(rowptr), np.asarray(cols)
+    if rowptr.dtype.kind not in "iu" or cols.dtype.kind not in "iu":
+        raise TypeError(f"rowptr and cols must be integer arrays, got {rowptr.dtype} and {cols.dtype}")
+    if rowptr.shape != (n_source + 1,) or rowptr[0] != 0 or np.any(np.diff(rowptr) < 0):
+        raise ValueError(f"rowptr must be non-decreasing offsets of shape ({n_source + 1},) starting at 0")
+    if cols.ndim != 1 or rowptr[-1] != len(cols):
+        raise ValueError(f"cols must be 1-D with rowptr[-1] = {rowptr[-1]} entries, got shape {cols.shape}")
+    if len(cols) and (cols.min() < 0 or cols.max() >= n_target):
+        raise ValueError(
+            f"cols must index targets in [0, {n_target}), got values in [{cols.min()}, {cols.max()}]"
+        )
+    return owned(rowptr, np.int64), owned(cols, np.int32)
 
 
 def binary_spikes(name: str, value) -> np.ndarray:

@@ -14,9 +14,7 @@ import math
 
 import numpy as np
 
-from ._validate import real_array
-
-_MAX_SIZE = 2**31 - 1  # targets are stored as int32
+from ._validate import positive_int, real_array
 
 
 def fixed_probability(n_pre: int, n_post: int, p: float, seed=None, autapses: bool = True):
@@ -150,9 +148,7 @@ def _subsets(rng, rows: int, k: int, m: int) -> np.ndarray:
 
 
 def _check_sizes(n_pre, n_post, autapses) -> tuple[int, int]:
-    for label, size in (("n_pre", n_pre), ("n_post", n_post)):
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 < size <= _MAX_SIZE:
-            raise ValueError(f"{label} must be a positive integer at most {_MAX_SIZE}, got {size!r}")
+    n_pre, n_post = positive_int("n_pre", n_pre), positive_int("n_post", n_post)
     if not autapses and n_pre != n_post:
         raise ValueError(
             f"autapses=False is for a population onto itself (n_pre == n_post), "

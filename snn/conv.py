@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import real_array
+from ._validate import owned, real_array
 from .layers import Layer
 from .neurons import IF, Neuron
 
@@ -102,11 +102,10 @@ class Conv2d(Layer):
         weight = real_array("weight", weight, np.float32, ndim=4)
         if weight.shape != (out_channels, cg_in, kh, kw):
             raise ValueError(f"weight must have shape {(out_channels, cg_in, kh, kw)}, got {weight.shape}")
-        self.weight = weight
+        # our own read-only copies: derived data (dense_rows) is cached
+        self.weight = owned(weight)
         # kernel layout [C_in / groups, kh, kw, C_out], flat (see kernels.conv)
-        self.kernel_weights = np.ascontiguousarray(weight.transpose(1, 2, 3, 0)).reshape(-1)
-        for arr in (self.weight, self.kernel_weights):
-            arr.flags.writeable = False  # derived data (dense_rows) is cached
+        self.kernel_weights = owned(weight.transpose(1, 2, 3, 0).reshape(-1))
         self.geom = np.array(
             [c_in, h, w, out_channels, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups], np.int64
         )
@@ -123,7 +122,7 @@ class Conv2d(Layer):
         per_pixel = np.outer(taps(h, h_out, kh, sy, py, dy), taps(w, w_out, kw, sx, px, dx))
         return np.tile(per_pixel.reshape(-1) * (c_out // groups), c_in).astype(np.int64)
 
-    def _dense_rows(self) -> np.ndarray:
+    def _dense_rows(self, dtype) -> np.ndarray:
         """The equivalent ``[n_in, n_out]`` matrix, for the dense fallback and
         the reference backend; the event path never builds it."""
         c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = self.geom
@@ -151,7 +150,7 @@ class Conv2d(Layer):
                         np.broadcast_to(src, (cg_in, cg_out, len(pix_in))),
                         np.broadcast_to(dst, (cg_in, cg_out, len(pix_in))),
                     ] = np.broadcast_to(wts, (cg_in, cg_out, len(pix_in)))
-        return rows
+        return rows.astype(dtype, copy=False)
 
     def __repr__(self):
         c, h, w = self.in_shape
@@ -169,6 +168,8 @@ class AvgPool2d(Conv2d):
     def __init__(self, in_shape, kernel_size, stride=None, neuron: Neuron | None = None, **kwargs):
         c = _shape3(in_shape)[0]
         kh, kw = _pair("kernel_size", kernel_size)
+        if min(kh, kw) < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size!r}")
         weight = np.full((c, 1, kh, kw), 1.0 / (kh * kw))
         super().__init__(
             in_shape,
@@ -201,6 +202,8 @@ class MaxPool2d:
     def __init__(self, in_shape, kernel_size: int, stride: int | None = None, name: str | None = None):
         c, h, w = _shape3(in_shape)
         k = _pair("kernel_size", kernel_size)
+        if min(k) < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size!r}")
         if k[0] != k[1] or (stride is not None and _pair("stride", stride) != k):
             raise ValueError("MaxPool2d supports square windows with stride equal to the kernel size")
         self.k = k[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import real_array
+from ._validate import positive_int, real_array
 
 
 def bernoulli(rates, T: int, seed=None) -> np.ndarray:
@@ -146,9 +146,7 @@ def _draw(p: np.ndarray, n_steps: int, seed) -> np.ndarray:
 
 
 def _steps(T) -> int:
-    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
-        raise ValueError(f"T must be a positive integer, got {T!r}")
-    return int(T)
+    return positive_int("T", T)
 
 
 def _unit_interval(name: str, value) -> np.ndarray:

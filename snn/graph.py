@@ -27,7 +27,7 @@ import numpy as np
 
 import snn_kernels as kernels
 
-from ._validate import real_array
+from ._validate import checked_csr, numba_threads, owned, positive_int, real_array, run_extent
 from .graph_result import GraphResult
 from .neurons import LIF, Neuron
 from .reference import run_graph_reference
@@ -39,6 +39,9 @@ POP_MODES = ("auto", "event", "clock")
 # at least this many events per neuron per step (measured on BRUNEL-100 with
 # benchmarks/brunel.py --mode: there, at 0.2, the sweep is faster)
 CLOCK_BACKGROUND = 0.1
+# Poisson background events per step onto one population, at most: each is
+# delivered one by one (a larger count would run for hours, or overflow)
+MAX_BACKGROUND_EVENTS = 2.0**31
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,7 +229,7 @@ class Graph:
         if w.ndim == 0:
             shared, weights = float(w), None
         elif w.shape == (n_syn,):
-            shared, weights = None, w
+            shared, weights = None, owned(w)
         else:
             raise ValueError(
                 f"weight must be a scalar or have one value per synapse ({n_syn}), got {w.shape}"
@@ -255,6 +258,12 @@ class Graph:
         weight = float(real_array("weight", weight))
         if rate < 0:
             raise ValueError(f"rate must be >= 0 Hz, got {rate!r}")
+        per_step = n_trains * rate * self.dt * target.n
+        if per_step > MAX_BACKGROUND_EVENTS:
+            raise ValueError(
+                f"{n_trains} trains of {rate:g} Hz onto {target.n:,} neurons bring {per_step:.3g} events per "
+                f"step of {self.dt:g} s; at most {MAX_BACKGROUND_EVENTS:.0e} (each event is simulated)"
+            )
         source = PoissonInput(target, int(n_trains), rate, weight)
         self.sources.append(source)
         self._plan = None
@@ -275,9 +284,7 @@ class Graph:
 
     @staticmethod
     def _size(n):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-            raise ValueError(f"population size must be a positive integer, got {n!r}")
-        return int(n)
+        return positive_int("population size", n)
 
     def __getitem__(self, name: str) -> Population:
         for pop in self.populations:
@@ -390,14 +397,13 @@ class Graph:
         if not any(not p.is_input for p in self.populations):
             raise ValueError("the graph has no neuron population to simulate")
         trains, batch = self._inputs(inputs, int(T), batch_size)
+        run_extent(int(T), batch, self.dtype)
+        self._check_precision()
         record = self._record(record_v, "v") + self._record(record_i, "i")
-        if backend == "reference":
-            return run_graph_reference(self, int(T), trains, batch, int(seed), record)
-        if n_threads is not None:
-            import numba
-
-            numba.set_num_threads(n_threads)
-        return self._compiled().run(int(T), trains, batch, int(seed), record, progress, mode)
+        with numba_threads(n_threads):
+            if backend == "reference":
+                return run_graph_reference(self, int(T), trains, batch, int(seed), record)
+            return self._compiled().run(int(T), trains, batch, int(seed), record, progress, mode)
 
     def _inputs(self, inputs, n_steps, batch_size):
         inputs = dict(inputs or {})
@@ -425,6 +431,17 @@ class Graph:
         if batch_size is not None and batch_size != batch:
             raise ValueError(f"batch_size={batch_size} but the inputs have {batch} samples")
         return given, int(batch)
+
+    def _check_precision(self):
+        """Refuse parameters the state precision cannot hold (they would
+        become inf, or a threshold 0, silently)."""
+        for pop in self.populations:
+            if not pop.is_input:
+                pop.neuron.constants(self.dtype)
+                real_array(f"bias of {pop.name!r}", pop.bias, self.dtype)
+                real_array(f"v_init of {pop.name!r}", pop.v_init, self.dtype)
+        for source in self.sources:
+            real_array(f"Poisson weight onto {source.target.name!r}", source.weight, self.dtype)
 
     def _record(self, asked, var):
         """``[(population, indices, var)]`` for ``record_v`` / ``record_i``."""
@@ -529,8 +546,11 @@ class _Plan:
             if w is not None:
                 view_w = self.weights[w_off[k] : w_off[k + 1]]
                 view_w[:] = w
+                view_w.flags.writeable = False
+            view_cols = self.cols[syn_off[k] : syn_off[k + 1]]
+            view_cols.flags.writeable = False  # the projection's handle reads, never writes, the plan
             new = list(p.groups)
-            new[g] = (d, rowptr, self.cols[syn_off[k] : syn_off[k + 1]], view_w)
+            new[g] = (d, rowptr, view_cols, view_w)
             del cols, w
             object.__setattr__(p, "groups", tuple(new))
 
@@ -708,7 +728,7 @@ def _per_neuron(label, value, n):
         return np.full(n, float(arr))
     if arr.shape != (n,):
         raise ValueError(f"{label} must be a scalar or have shape ({n},), got {arr.shape}")
-    return arr.copy()
+    return owned(arr)
 
 
 def _checked_csr(connectivity, n_source, n_target):
@@ -716,19 +736,7 @@ def _checked_csr(connectivity, n_source, n_target):
         rowptr, cols = connectivity
     except (TypeError, ValueError):
         raise TypeError("connectivity must be a (rowptr, cols) pair (CSR by presynaptic neuron)") from None
-    rowptr = np.asarray(rowptr)
-    cols = np.asarray(cols)
-    if rowptr.dtype.kind not in "iu" or cols.dtype.kind not in "iu":
-        raise TypeError(f"rowptr and cols must be integer arrays, got {rowptr.dtype} and {cols.dtype}")
-    if rowptr.shape != (n_source + 1,) or rowptr[0] != 0 or np.any(np.diff(rowptr) < 0):
-        raise ValueError(f"rowptr must be non-decreasing offsets of shape ({n_source + 1},) starting at 0")
-    if cols.ndim != 1 or rowptr[-1] != len(cols):
-        raise ValueError(f"cols must be 1-D with rowptr[-1] = {rowptr[-1]} entries, got shape {cols.shape}")
-    if len(cols) and (cols.min() < 0 or cols.max() >= n_target):
-        raise ValueError(
-            f"cols must index targets in [0, {n_target}), got values in [{cols.min()}, {cols.max()}]"
-        )
-    return rowptr.astype(np.int64, copy=False), cols.astype(np.int32, copy=False)
+    return checked_csr(rowptr, cols, n_source, n_target)
 
 
 def _checked_delay(delay, n_syn, onto_itself):
@@ -760,5 +768,6 @@ def _split_by_delay(rowptr, cols, weights, delay):
         keep = delay == d
         sub_rowptr = np.zeros_like(rowptr)
         np.cumsum(np.bincount(pre[keep], minlength=len(rowptr) - 1), out=sub_rowptr[1:])
-        groups.append((int(d), sub_rowptr, cols[keep], None if weights is None else weights[keep]))
+        parts = (sub_rowptr, cols[keep], None if weights is None else weights[keep])
+        groups.append((int(d), *(None if a is None else owned(a) for a in parts)))
     return tuple(groups)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import connectivity
-from ._validate import real_array
+from ._validate import checked_csr, owned, positive_int, real_array
 from .neurons import LIF, Neuron
 
 MODES = ("auto", "event", "clock", "dense")
@@ -48,9 +48,7 @@ class Layer:
         mode: str = "auto",
         name: str | None = None,
     ):
-        for label, size in (("n_in", n_in), ("n_out", n_out)):
-            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-                raise ValueError(f"{label} must be a positive integer, got {size!r}")
+        n_in, n_out = positive_int("n_in", n_in), positive_int("n_out", n_out)
         if neuron is None:
             neuron = LIF(beta=0.9)
         if not isinstance(neuron, Neuron):
@@ -72,10 +70,32 @@ class Layer:
 
     @bias.setter
     def bias(self, value):
-        arr = self._per_neuron("bias", value)
-        arr.flags.writeable = False
-        self._bias = arr
+        self._bias = owned(self._per_neuron("bias", value))
         self._bias_rows = {}
+
+    @property
+    def v_init(self) -> np.ndarray:
+        """``[n_out]`` float64, read-only; assign a new value to change it
+        (checked like the constructor's)."""
+        return self._v_init
+
+    @v_init.setter
+    def v_init(self, value):
+        self._v_init = owned(self._per_neuron("v_init", value))
+        self._v_init_rows = {}
+
+    def v_init_row(self, dtype) -> np.ndarray:
+        """The initial membrane as the kernels take it, ``[n_out]`` of the
+        state ``dtype`` (writeable, never written: numba compiles read-only
+        arrays as another type); refused if ``dtype`` cannot hold it.
+        Prepared once per dtype."""
+        if self._v_init.flags.writeable:  # a copy (deepcopy, unpickling) came back writeable: check it again
+            self.v_init = self._v_init.copy()
+        key = np.dtype(dtype)
+        if key not in self._v_init_rows:
+            name = f"v_init of {self.name or type(self).__name__}"
+            self._v_init_rows[key] = real_array(name, self._v_init, key).copy()
+        return self._v_init_rows[key]
 
     def bias_row(self, dtype) -> tuple[np.ndarray, bool]:
         """The bias as the kernels take it, ``[1, n_out]`` of ``dtype`` or
@@ -111,7 +131,7 @@ class Layer:
         cache = self.__dict__.setdefault("_rows", {})
         key = np.dtype(dtype)
         if key not in cache:
-            rows = self._dense_rows() if key == np.float32 else self.dense_rows().astype(key)
+            rows = self._dense_rows(key)
             rows.flags.writeable = False
             cache[key] = rows
         return cache[key]
@@ -156,8 +176,7 @@ class Linear(Layer):
             raise ValueError(
                 f"weight must have shape (n_out, n_in) = ({self.n_out}, {self.n_in}), got {w.shape}"
             )
-        self.weight_rows = np.ascontiguousarray(w.T)  # [n_in, n_out]
-        self.weight_rows.flags.writeable = False
+        self.weight_rows = owned(w.T)  # [n_in, n_out], our own copy
         self.fan_out = np.full(self.n_in, self.n_out, np.int64)
 
     @property
@@ -165,8 +184,8 @@ class Linear(Layer):
         """``[n_out, n_in]`` float32 (a copy, torch layout)."""
         return self.weight_rows.T.copy()
 
-    def _dense_rows(self) -> np.ndarray:
-        return self.weight_rows
+    def _dense_rows(self, dtype) -> np.ndarray:
+        return self.weight_rows.astype(dtype)
 
 
 class SparseLinear(Layer):
@@ -195,37 +214,22 @@ class SparseLinear(Layer):
         name: str | None = None,
     ):
         super().__init__(n_in, n_out, neuron, bias, v_init, mode, name)
-        rowptr = np.ascontiguousarray(rowptr, dtype=np.int64)
-        cols_arr = np.asarray(cols)
-        if cols_arr.dtype.kind not in "iu":
-            raise TypeError(f"cols must be integers, got dtype {cols_arr.dtype}")
+        self.rowptr, self.cols = checked_csr(rowptr, cols, self.n_in, self.n_out)
         weights = real_array("weights", weights, np.float32, ndim=1)
-        if rowptr.shape != (self.n_in + 1,) or rowptr[0] != 0 or np.any(np.diff(rowptr) < 0):
+        if weights.shape != self.cols.shape:
             raise ValueError(
-                f"rowptr must be non-decreasing offsets of shape ({self.n_in + 1},) starting at 0"
+                f"weights must have one value per synapse ({len(self.cols)}), got {weights.shape}"
             )
-        if cols_arr.shape != weights.shape or rowptr[-1] != len(weights):
-            raise ValueError(
-                f"cols and weights must both have rowptr[-1] = {rowptr[-1]} entries, "
-                f"got {cols_arr.shape} and {weights.shape}"
-            )
-        if len(cols_arr) and (cols_arr.min() < 0 or cols_arr.max() >= self.n_out):
-            raise ValueError(
-                f"cols must index targets in [0, {self.n_out}), "
-                f"got values in [{cols_arr.min()}, {cols_arr.max()}]"
-            )
-        self.rowptr = rowptr
-        self.cols = np.ascontiguousarray(cols_arr, dtype=np.int32)
-        self.weights = weights
-        for arr in (self.rowptr, self.cols, self.weights):
-            arr.flags.writeable = False  # derived data (dense_rows) is cached
-        self.fan_out = np.diff(rowptr)
+        self.weights = owned(weights)  # derived data (dense_rows) is cached: never changed
+        self.fan_out = np.diff(self.rowptr)
 
     @classmethod
     def from_coo(cls, n_in, n_out, pre, post, weights, neuron=None, **kwargs) -> SparseLinear:
         """From synapses ``pre[k] -> post[k]`` with ``weights[k]`` (any order)."""
         pre = np.asarray(pre)
         post = np.asarray(post)
+        if pre.dtype.kind not in "iu" or post.dtype.kind not in "iu":
+            raise TypeError(f"pre and post must be integer arrays, got {pre.dtype} and {post.dtype}")
         if pre.shape != post.shape or pre.ndim != 1:
             raise ValueError(f"pre and post must be 1-D of equal length, got {pre.shape} and {post.shape}")
         if len(pre) and (pre.min() < 0 or pre.max() >= n_in):
@@ -270,8 +274,10 @@ class SparseLinear(Layer):
         w = weight(rng, n) if callable(weight) else np.full(n, weight)
         return cls(n_in, n_out, neuron, rowptr=rowptr, cols=cols, weights=w, **kwargs)
 
-    def _dense_rows(self) -> np.ndarray:
-        rows = np.zeros((self.n_in, self.n_out), np.float32)
+    def _dense_rows(self, dtype) -> np.ndarray:
+        """Repeated synapses (the same pair twice) are summed in ``dtype``,
+        as the event path sums them into the state."""
+        rows = np.zeros((self.n_in, self.n_out), dtype)
         pre = np.repeat(np.arange(self.n_in), self.fan_out)
-        np.add.at(rows, (pre, self.cols), self.weights)
+        np.add.at(rows, (pre, self.cols), self.weights.astype(dtype))
         return rows

@@ -9,7 +9,7 @@ import numpy as np
 
 import snn_kernels as kernels
 
-from ._validate import real_array
+from ._validate import numba_threads, real_array, run_extent
 from .conv import Flatten, MaxPool2d
 from .layers import Layer
 from .reference import run_reference
@@ -121,13 +121,17 @@ class Network:
         if mode not in (None, "event", "clock", "dense", "auto"):
             raise ValueError(f"mode must be 'event', 'clock', 'dense', 'auto' or None, got {mode!r}")
         source, analog_x, n_steps = self._inputs(spikes, events, analog, T, batch_size)
-        if backend == "reference":
-            return run_reference(self, source, analog_x, n_steps)
-        if n_threads is not None:
-            import numba
-
-            numba.set_num_threads(n_threads)
-        return self._run_event(source, analog_x, n_steps, mode)
+        batch = source.batch_size if source is not None else analog_x.shape[-2]
+        run_extent(n_steps, batch, self.dtype)
+        for layer in self.layers:  # parameters the state precision cannot hold are refused
+            if layer.kind != "maxpool":
+                layer.neuron.constants(self.dtype)
+                layer.v_init_row(self.dtype)
+                layer.bias_row(self.dtype)
+        with numba_threads(n_threads):
+            if backend == "reference":
+                return run_reference(self, source, analog_x, n_steps)
+            return self._run_event(source, analog_x, n_steps, mode)
 
     def _inputs(self, spikes, events, analog, T, batch_size):
         given = [x is not None for x in (spikes, events, analog)]
@@ -247,8 +251,8 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
         n_steps * layer.n_out,
         max(1024, 4 * int(source.per_sample.max(initial=0)), n_steps * layer.n_out // 8),
     )
-    v_init = layer.v_init.astype(dtype)
-    thr, v_reset = dtype(neuron.threshold), dtype(neuron.v_reset)
+    v_init = layer.v_init_row(dtype)
+    thr, v_reset = neuron.constants(dtype)
     while True:
         state = np.empty((batch, layer.n_out, width), dtype)
         out_tptr = np.empty((batch, n_steps + 1), np.int64)

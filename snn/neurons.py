@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 RESET_MODES = {"subtract": 0, "zero": 1, "value": 1}
+MAX_REFRACTORY = 2**31 - 1  # steps; the kernels count them in int64 beside the step number
 
 
 def beta_from_tau(tau: float, dt: float) -> float:
@@ -102,9 +103,12 @@ class Neuron:
         if (
             isinstance(self.refractory, bool)
             or not isinstance(self.refractory, (int, np.integer))
-            or self.refractory < 0
+            or not 0 <= self.refractory <= MAX_REFRACTORY
         ):
-            raise ValueError(f"refractory must be an integer number of steps >= 0, got {self.refractory!r}")
+            raise ValueError(
+                f"refractory must be an integer number of steps in [0, {MAX_REFRACTORY:,}], "
+                f"got {self.refractory!r}"
+            )
         # plain Python numbers: a numpy float32 beta would make the propagator
         # float32-accurate, and equal neurons must hash alike for its cache
         for name in ("beta", "threshold", "v_reset"):
@@ -134,6 +138,25 @@ class Neuron:
         if self.refractory:
             parts.append(f"refractory={self.refractory}")
         return f"{self.name}({', '.join(parts)})"
+
+    def constants(self, dtype) -> tuple:
+        """``(threshold, v_reset)`` in the state precision ``dtype``; raises
+        if that precision cannot hold them (a finite threshold that would
+        become inf or 0, a reset value that would reach the threshold)."""
+        dtype = np.dtype(dtype).type
+        with np.errstate(over="ignore", under="ignore"):
+            thr, v_reset = dtype(self.threshold), dtype(self.v_reset)
+        if self.threshold != math.inf and not (np.isfinite(thr) and thr > 0):
+            raise ValueError(
+                f"threshold {self.threshold!r} of {self!r} is {thr} in {np.dtype(dtype).name} state; "
+                "rescale the network or use dtype=np.float64"
+            )
+        if not np.isfinite(v_reset) or (self.reset != "subtract" and v_reset >= thr):
+            raise ValueError(
+                f"v_reset {self.v_reset!r} of {self!r} does not stay below the threshold in "
+                f"{np.dtype(dtype).name} state; use dtype=np.float64"
+            )
+        return thr, v_reset
 
     def propagator(self, n_steps: int, dtype=np.float64) -> np.ndarray:
         """Table ``[n_steps + 1, 5]`` of the k-step input-free propagator

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import binary_spikes
+from ._validate import binary_spikes, run_extent
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class SpikeTrains:
         if raster.ndim != 3:
             raise ValueError(f"spikes must have shape [T, batch, n], got {raster.shape}")
         n_steps, batch, n = raster.shape
+        run_extent(n_steps, batch)
         s, t, i = np.nonzero(raster.transpose(1, 0, 2))
         return cls._from_sorted(s, t, i, n_steps, batch, n)
 

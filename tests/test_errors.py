@@ -217,7 +217,7 @@ def test_decay_given_twice_or_never():
 
 @pytest.mark.parametrize("refractory", [1.5, 2.0, -1, True, "2", None])
 def test_refractory_must_be_a_nonnegative_integer(refractory):
-    with pytest.raises(ValueError, match="refractory must be an integer number of steps >= 0"):
+    with pytest.raises(ValueError, match=r"refractory must be an integer number of steps in \[0, "):
         snn.IF(refractory=refractory)
 
 
@@ -378,15 +378,170 @@ def test_coo_post_out_of_range():
 
 
 def test_csr_structure():
-    with pytest.raises(TypeError, match="cols must be integers"):
+    with pytest.raises(TypeError, match="rowptr and cols must be integer arrays"):
         snn.SparseLinear(3, 2, rowptr=[0, 1, 2, 3], cols=[0.0, 1.0, 0.0], weights=[1, 1, 1])
+    with pytest.raises(TypeError, match="rowptr and cols must be integer arrays"):  # not truncated silently
+        snn.SparseLinear(3, 2, rowptr=[0.0, 1.5, 2.0, 3.0], cols=[0, 1, 0], weights=[1, 1, 1])
     with pytest.raises(ValueError, match="rowptr must be non-decreasing offsets of shape"):
         snn.SparseLinear(3, 2, rowptr=[0, 2, 1, 3], cols=[0, 1, 0], weights=[1, 1, 1])
     with pytest.raises(ValueError, match="rowptr must be non-decreasing offsets of shape"):
         snn.SparseLinear(3, 2, rowptr=[0, 1, 3], cols=[0, 1, 0], weights=[1, 1, 1])
     with pytest.raises(ValueError, match="rowptr must be non-decreasing offsets of shape"):
         snn.SparseLinear(3, 2, rowptr=[1, 1, 2, 3], cols=[0, 1, 0], weights=[1, 1, 1])
-    with pytest.raises(ValueError, match=r"cols and weights must both have rowptr\[-1\] = 3 entries"):
+    with pytest.raises(ValueError, match=r"cols must be 1-D with rowptr\[-1\] = 3 entries"):
+        snn.SparseLinear(3, 2, rowptr=[0, 1, 2, 3], cols=[0, 1], weights=[1, 1])
+    with pytest.raises(ValueError, match=r"weights must have one value per synapse \(3\)"):
         snn.SparseLinear(3, 2, rowptr=[0, 1, 2, 3], cols=[0, 1, 0], weights=[1, 1])
     with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\]"):
         snn.SparseLinear.random(3, 2, 1.5)
+
+
+# -- runs of no step, no sample, or too many steps ---------------------------------
+
+
+def _empty_runs(net, backend):
+    return {
+        "spikes, T=0": lambda: net.run(np.zeros((0, 1, 3), np.uint8), backend=backend),
+        "spikes, batch 0": lambda: net.run(np.zeros((4, 0, 3), np.uint8), backend=backend),
+        "constant analog, batch 0": lambda: net.run(analog=np.zeros((0, 3)), T=4, backend=backend),
+        "varying analog, T=0": lambda: net.run(analog=np.zeros((0, 1, 3)), backend=backend),
+        "varying analog, batch 0": lambda: net.run(analog=np.zeros((4, 0, 3)), backend=backend),
+    }
+
+
+@pytest.mark.parametrize("backend", ["event", "reference"])
+@pytest.mark.parametrize(
+    "case", list(_empty_runs(None, None)), ids=lambda c: c.replace(" ", "-").replace(",", "")
+)
+def test_runs_of_no_step_or_no_sample_are_refused(net, backend, case):
+    with pytest.raises(
+        ValueError, match=r"a run needs at least one (step, got T=0|sample, got a batch of 0)"
+    ):
+        _empty_runs(net, backend)[case]()
+
+
+@pytest.mark.parametrize("backend", ["event", "reference"])
+def test_graph_runs_of_no_sample_are_refused(backend):
+    g = snn.Graph()
+    inp = g.input(3)
+    g.connect(inp, g.population(2), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="a run needs at least one sample, got a batch of 0"):
+        g.run(2, inputs={inp: np.zeros((2, 0, 3), np.uint8)}, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["event", "reference"])
+def test_float32_runs_longer_than_it_counts_are_refused(backend):
+    """float32 state holds step numbers exactly up to 2**24 (the event path
+    keeps each neuron's last update step): longer runs would lose spikes."""
+    net32 = snn.Network([snn.Linear(3, 2)], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"T=16777217 steps is more than .* float32 .* use dtype=np.float64"):
+        net32.run(analog=np.ones((1, 3)), T=2**24 + 1, backend=backend)
+    g = snn.Graph(dtype=np.float32)
+    g.population(2)
+    with pytest.raises(ValueError, match=r"T=16777217 steps .* float32 .* use dtype=np.float64"):
+        g.run(2**24 + 1, backend=backend)
+    with pytest.raises(ValueError, match=r"T=2147483648 steps is more than a run in float64 state can count"):
+        snn.Network([snn.Linear(3, 2)]).run(analog=np.ones((1, 3)), T=2**31, backend=backend)
+
+
+# -- values the state precision cannot hold, absurd values ---------------------------
+
+
+@pytest.mark.parametrize(
+    "neuron",
+    [snn.IF(threshold=1e39), snn.IF(threshold=1e-50), snn.LIF(beta=0.9, reset="value", v_reset=-1e39)],
+    ids=["threshold-overflows", "threshold-underflows-to-0", "v_reset-overflows"],
+)
+@pytest.mark.parametrize("backend", ["event", "reference"])
+def test_float32_refuses_neuron_constants_it_cannot_hold(neuron, backend):
+    net32 = snn.Network([snn.Linear(3, 2, neuron)], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"(threshold|v_reset) .* float32"):
+        net32.run(analog=np.ones((1, 3)), T=3, backend=backend)
+    snn.Network([snn.Linear(3, 2, neuron)]).run(
+        analog=np.ones((1, 3)), T=3, backend=backend
+    )  # float64 holds them
+    g = snn.Graph(dtype=np.float32)
+    g.population(2, neuron)
+    with pytest.raises(ValueError, match=r"(threshold|v_reset) .* float32"):
+        g.run(3, backend=backend)
+
+
+@pytest.mark.parametrize("what", ["bias", "v_init"])
+@pytest.mark.parametrize("backend", ["event", "reference"])
+def test_float32_graph_refuses_membranes_it_cannot_hold(what, backend):
+    g = snn.Graph(dtype=np.float32)
+    g.population(2, **{what: 1e39})
+    with pytest.raises(ValueError, match=rf"{what} of 'pop0' has values too large for float32"):
+        g.run(3, backend=backend)
+
+
+def test_poisson_background_beyond_what_can_be_simulated_is_refused():
+    g = snn.Graph()
+    pop = g.population(2, snn.IF())
+    with pytest.raises(ValueError, match=r"events per step .* at most"):
+        g.poisson_input(pop, 10, 1e300, 0.1)
+    with pytest.raises(ValueError, match=r"events per step .* at most"):
+        g.poisson_input(pop, 2**62, 1.0, 0.1)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_n_threads_is_checked_and_restored(graph):
+    numba = pytest.importorskip("numba")
+    if graph:
+        g = snn.Graph()
+        g.population(2, bias=0.5)
+        run = g.run
+        kwargs = {"T": 3}
+    else:
+        run = snn.Network([snn.Linear(3, 2)]).run
+        kwargs = {"analog": np.ones((2, 3)), "T": 3}
+    before = numba.get_num_threads()
+    run(**kwargs, n_threads=1)
+    assert numba.get_num_threads() == before
+    for bad in (0, -1, numba.config.NUMBA_NUM_THREADS + 1, 1.5, True):
+        with pytest.raises(ValueError, match="n_threads must be"):
+            run(**kwargs, n_threads=bad)
+    assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: snn.Linear(2**31, 1),
+        lambda: snn.Linear(1, 2**40),
+        lambda: snn.Graph().population(2**31),
+        lambda: snn.rate(np.full((1, 2), 0.5), 2**40),
+    ],
+    ids=["n_in", "n_out", "population", "encoder-T"],
+)
+def test_sizes_beyond_int32_indices_are_refused(build):
+    with pytest.raises(ValueError, match="must be a positive integer at most 2147483647"):
+        build()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: snn.MaxPool2d((1, 3, 3), 0),
+        lambda: snn.AvgPool2d((1, 3, 3), 0),
+        lambda: snn.AvgPool2d((1, 2, 5), -1),
+    ],
+)
+def test_pooling_windows_must_be_positive(build):
+    with pytest.raises(ValueError, match="kernel_size must be >= 1"):
+        build()
+
+
+def test_refractory_beyond_int_range_is_refused():
+    with pytest.raises(ValueError, match="refractory must be an integer number of steps in"):
+        snn.IF(refractory=2**63)
+
+
+@pytest.mark.parametrize("backend, mode", [("event", "event"), ("event", "dense"), ("reference", None)])
+def test_repeated_synapses_sum_in_the_state_precision(backend, mode):
+    """Two synapses on the same pair: every path adds both weights in float64
+    (the dense matrix of the reference and dense paths too, not in float32)."""
+    w = np.array([1.0, 2.0**-30], np.float32)
+    layer = snn.SparseLinear(1, 1, snn.IF(threshold=10.0), rowptr=[0, 2], cols=[0, 0], weights=w)
+    result = snn.Network([layer]).run(np.ones((1, 1, 1), np.uint8), backend=backend, mode=mode)
+    assert result.membrane[0, 0] == 1.0 + 2.0**-30

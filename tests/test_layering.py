@@ -132,3 +132,34 @@ def test_import_snn_loads_no_torch_or_matplotlib():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_foreign_kernels_package_does_not_clash(tmp_path):
+    """The folder kernels/ is imported as ``snn_kernels``: a package named
+    ``kernels`` (there is one on the package index) first on the path breaks
+    neither it nor us."""
+    foreign = tmp_path / "kernels"
+    foreign.mkdir()
+    (foreign / "__init__.py").write_text("FOREIGN = True\n")
+    code = (
+        "import numpy as np, kernels, snn\n"
+        "assert kernels.FOREIGN\n"
+        "net = snn.Network([snn.Linear(2, 1, snn.IF(), weight=[[1.0, 1.0]])])\n"
+        "assert net.run(np.ones((3, 1, 2), np.uint8)).spikes(-1).sum() == 3\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists the packages by hand (the kernels' import name
+    differs from their folder): every folder of snn/ with an __init__.py is
+    listed, so an install never misses one."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in SNN.rglob("__init__.py")}
+    assert found | {"snn_kernels"} == listed
