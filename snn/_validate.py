@@ -55,6 +55,8 @@ def run_extent(n_steps: int, batch: int, dtype=np.float64) -> None:
         raise ValueError(f"a run needs at least one step, got T={n_steps}")
     if batch < 1:
         raise ValueError(f"a run needs at least one sample, got a batch of {batch}")
+    if batch > MAX_INDEX:
+        raise ValueError(f"a batch of {batch} samples is more than a run holds ({MAX_INDEX:,})")
     limit = MAX_STEPS[np.dtype(dtype)]
     if n_steps > limit:
         raise ValueError(

@@ -166,10 +166,13 @@ class AvgPool2d(Conv2d):
     spikes. Its accumulates are counted as SynOps."""
 
     def __init__(self, in_shape, kernel_size, stride=None, neuron: Neuron | None = None, **kwargs):
-        c = _shape3(in_shape)[0]
+        c, h, w = _shape3(in_shape)
         kh, kw = _pair("kernel_size", kernel_size)
-        if min(kh, kw) < 1:
-            raise ValueError(f"kernel_size must be >= 1, got {kernel_size!r}")
+        py, px = _pair("padding", kwargs.get("padding", 0))
+        if min(kh, kw) < 1 or kh > h + 2 * py or kw > w + 2 * px:
+            raise ValueError(
+                f"kernel_size must be >= 1 and fit the (padded) input {h}x{w}, got {kernel_size!r}"
+            )
         weight = np.full((c, 1, kh, kw), 1.0 / (kh * kw))
         super().__init__(
             in_shape,

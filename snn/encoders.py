@@ -61,7 +61,7 @@ def poisson(rate_hz, T: int, dt: float, seed=None) -> np.ndarray:
     -------
     ``[T, B, n]`` uint8 0/1.
     """
-    r = real_array("rate_hz", rate_hz, ndim=2)
+    r = _samples("rate_hz", rate_hz)
     if np.any(r < 0):
         raise ValueError("rate_hz must be non-negative (events per second)")
     step = _scalar("dt", dt)
@@ -134,7 +134,7 @@ def direct(x, T: int | None = None) -> np.ndarray:
     -------
     ``[B, n]`` float64, a new array.
     """
-    out = np.array(real_array("x", x, ndim=2))
+    out = np.array(_samples("x", x))
     if T is not None:
         _steps(T)
     return out
@@ -149,8 +149,16 @@ def _steps(T) -> int:
     return positive_int("T", T)
 
 
-def _unit_interval(name: str, value) -> np.ndarray:
+def _samples(name: str, value) -> np.ndarray:
+    """``[B, n]`` real data of at least one sample and one input."""
     arr = real_array(name, value, ndim=2)
+    if arr.size == 0:
+        raise ValueError(f"{name} must hold at least one sample of at least one input, got shape {arr.shape}")
+    return arr
+
+
+def _unit_interval(name: str, value) -> np.ndarray:
+    arr = _samples(name, value)
     if np.any((arr < 0) | (arr > 1)):
         raise ValueError(f"{name} must be in [0, 1]")
     return arr

@@ -226,6 +226,7 @@ class SparseLinear(Layer):
     @classmethod
     def from_coo(cls, n_in, n_out, pre, post, weights, neuron=None, **kwargs) -> SparseLinear:
         """From synapses ``pre[k] -> post[k]`` with ``weights[k]`` (any order)."""
+        n_in, n_out = positive_int("n_in", n_in), positive_int("n_out", n_out)
         pre = np.asarray(pre)
         post = np.asarray(post)
         if pre.dtype.kind not in "iu" or post.dtype.kind not in "iu":

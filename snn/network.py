@@ -154,6 +154,7 @@ class Network:
                 or batch_size <= 0
             ):
                 raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            run_extent(T, batch_size, self.dtype)  # before anything is allocated for them
             return SpikeTrains.from_events(events, T, batch_size, self.n_in), None, T
         if self.layers[0].kind == "maxpool":
             raise ValueError("analog input needs a layer with neurons first; MaxPool2d gates spikes only")

@@ -62,7 +62,7 @@ F32_MAX = float(np.finfo(np.float32).max)
 # Classes of defect found by this fuzzer and not yet fixed: the fuzzer steers
 # around them (narrow filters, each marked "# known, reported"); the xfail
 # tests at the end reproduce them. Emptied as fixes land.
-KNOWN: set[str] = {"huge_T_events", "huge_coo_size", "huge_pool_kernel"}
+KNOWN: set[str] = set()
 
 FORBIDDEN = (
     IndexError,
