@@ -7,10 +7,13 @@ A network description (:class:`NetSpec`) keeps every weight as a dense
 ``[n_out, n_in]`` float32 matrix (zeros = absent synapses for sparse layers),
 so tests can count fan-outs independently of the library's CSR structures.
 
-Hypothesis profiles: ``default`` (the normal run), ``nojit`` (a handful of
-examples, for the pure-Python leg of ``test_nojit.py``) and ``explore`` (2000
-examples, for a long bug hunt by hand), chosen with the environment variable
-``SNN_HYPOTHESIS_PROFILE``.
+Hypothesis profiles (``PROFILES``): ``ci`` (derandomized: a failure
+reproduces; the default when the environment sets ``CI``), ``dev`` (the
+default otherwise: new examples every run), ``nightly`` (ten times the
+examples, for a long bug hunt) and ``nojit`` (a handful of examples, for the
+pure-Python leg of ``test_nojit.py``), chosen with the environment variable
+``SNN_HYPOTHESIS_PROFILE``. Tests that set their own example count pass it
+through :func:`examples`, which scales it by the profile.
 """
 
 from __future__ import annotations
@@ -26,30 +29,45 @@ from hypothesis import strategies as st
 import snn
 from snn.reference import run_reference
 
-settings.register_profile(
-    "default",
-    deadline=None,
-    max_examples=80,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "nojit",
-    deadline=None,
-    max_examples=25,
-    print_blob=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-settings.register_profile(
-    "explore",
-    deadline=None,
-    max_examples=2000,
-    print_blob=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.load_profile(os.environ.get("SNN_HYPOTHESIS_PROFILE", "default"))
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
+# name: (settings, how many times each test's own example count)
+PROFILES = {
+    # CI: the same examples every run, so a failure reproduces from its log
+    "ci": (dict(derandomize=True, database=None, max_examples=80, suppress_health_check=_QUIET), 1.0),
+    # local work (the default outside CI): new examples each run, failures remembered
+    "dev": (dict(max_examples=80, suppress_health_check=_QUIET), 1.0),
+    # a long bug hunt (by hand or nightly): ten times the examples
+    "nightly": (dict(database=None, max_examples=800, suppress_health_check=_QUIET), 10.0),
+    # the pure-Python leg of test_nojit.py: a handful of examples
+    "nojit": (
+        dict(derandomize=True, database=None, max_examples=25, suppress_health_check=list(HealthCheck)),
+        0.4,
+    ),
+}
+for _name, (_kwargs, _) in PROFILES.items():
+    settings.register_profile(_name, deadline=None, print_blob=True, **_kwargs)
+PROFILE = os.environ.get("SNN_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
+
+
+def examples(n: int) -> int:
+    """A test's own example count ``n``, scaled by the profile (``nightly``
+    runs ten times as many)."""
+    return max(1, round(n * PROFILES[PROFILE][1]))
+
+
+# A test is slow when it trains a model (through one of these fixtures), or
+# runs the notebooks, the examples, a Dask cluster or the pure-Python kernels:
+# ``pytest -m "not slow"`` is the quick loop.
+TRAINING_FIXTURES = {"trained", "converted", "qcfs_cnn", "converted_qcfs"}
+SLOW_MODULES = {"test_examples.py", "test_notebooks.py", "test_distributed.py", "test_nojit.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in SLOW_MODULES or TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 NOJIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
