@@ -76,3 +76,24 @@ def test_golden_and_equivalence_without_jit():
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
     assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
+
+
+def test_the_bounds_check_leg_catches_an_out_of_range_index(tmp_path):
+    """``NUMBA_BOUNDSCHECK=1`` (the leg of .ci/run that reruns the kernel
+    tests with it) turns a kernel's out-of-range write into an IndexError;
+    compiled into a cache of its own, as the leg does."""
+    code = (
+        "import numpy as np, snn_kernels as k\n"
+        "x = np.ones((1, 1)); drive = np.zeros((1, 1))\n"
+        "rowptr = np.array([0, 1], np.int64); cols = np.array([5], np.int32)\n"
+        "try:\n"
+        "    k.csr_drive(x, rowptr, cols, np.ones(1, np.float32), drive)\n"
+        "except IndexError as err:\n"
+        "    print('IndexError', err)\n"
+    )
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and "IndexError" in proc.stdout, proc.stdout + proc.stderr
