@@ -7,9 +7,8 @@ Workload
 - ANN: the DIGITS-CNN of shared/BENCHMARKS.md (``snn.training.digits_cnn``,
   ``--epochs`` of training, seed 0), converted with ``percentile=99.99``.
 - Data: the 540 test digits shifted by every offset ``(dy, dx)`` in
-  ``[-r, r]^2`` (``--radius r``; r = 1: 9 copies, 4,860 samples; the pixels
-  rolled in from the border are zero: the digits' border is blank), the set
-  repeated ``--tile`` times.
+  ``[-r, r]^2`` (``--radius r``; r = 1: 9 copies, 4,860 samples; r = 2: 25,
+  13,500), zeros shifted in, the set repeated ``--tile`` times.
 - Evaluation: ``snn.convert.evaluate`` at T in ``--steps`` (one run to the
   largest T read at every T, as by default) -- the same call with
   ``client=`` for the clusters. Every figure of the rows and the whole
@@ -44,10 +43,17 @@ from snn.convert import convert, evaluate
 from snn.training import digits_cnn, load_digits_split, train
 
 
+def shifted(x, dy, dx):
+    """Images ``[N, C, H, W]`` moved by ``(dy, dx)`` pixels, zeros shifted in."""
+    h, w = x.shape[2:]
+    padded = np.pad(x, ((0, 0), (0, 0), (abs(dy),) * 2, (abs(dx),) * 2))
+    return padded[:, :, abs(dy) - dy : abs(dy) - dy + h, abs(dx) - dx : abs(dx) - dx + w]
+
+
 def augmented(x, y, radius, tile):
     """The digits shifted by every offset in ``[-radius, radius]^2``, ``tile`` times."""
     offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-    xs = np.concatenate([np.roll(np.roll(x, dy, axis=2), dx, axis=3) for dy, dx in offsets] * tile)
+    xs = np.concatenate([shifted(x, dy, dx) for dy, dx in offsets] * tile)
     return xs, np.concatenate([y] * (len(offsets) * tile))
 
 

@@ -35,8 +35,9 @@ with a fixed ``mode``) and the equality holds whatever the partitions.
 Workers
 -------
 :func:`local_client` starts a ``LocalCluster`` of worker processes with one
-numba thread each (``NUMBA_NUM_THREADS`` in the workers' environment and
-``numba.set_num_threads`` in every task: numba's setting is per thread), and
+numba thread each (``numba.set_num_threads`` in every task: numba's setting
+is per thread; ``NUMBA_NUM_THREADS`` is left alone, as numba refuses a
+compilation once it differs from the size of the pool already started), and
 registers :class:`WorkerSetup`, a worker plugin that records the thread
 count and loads the kernel cache once per worker (compiled at most once per
 machine: compilation holds a lock file, so the other processes on the
@@ -241,17 +242,14 @@ def local_client(
     cluster_kwargs : passed to ``LocalCluster`` (the dashboard is off unless
         ``dashboard_address`` is given).
 
-    Close it with ``client.close(); client.cluster.close()`` or use it as a
-    context manager (``with local_client(2) as client:``; the cluster closes
-    with it).
+    Close it with ``client.close(); client.cluster.close()``.
     """
     distributed = _distributed()
     numba_threads = _positive("numba_threads", numba_threads)
     n_workers = (os.cpu_count() or 1) if n_workers is None else _positive("n_workers", n_workers)
-    env = {"NUMBA_NUM_THREADS": str(numba_threads), **cluster_kwargs.pop("env", {})}
     cluster_kwargs.setdefault("dashboard_address", None)
     cluster = distributed.LocalCluster(
-        n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True, env=env, **cluster_kwargs
+        n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True, **cluster_kwargs
     )
     client = distributed.Client(cluster, set_as_default=False)
     client._snn_owns_cluster = True  # closing the client closes the cluster (see _close)
