@@ -7,11 +7,12 @@ from .clock import clock_layer
 from .drive import conv_drive, csr_drive, dense_drive, spike_currents
 from .event import conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
-from .neuron import RESET_SUBTRACT, RESET_TO_VALUE
+from .neuron import RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE
 from .pool import maxpool_layer
 from .rng import seed_state
 
 __all__ = [
+    "RESET_NONE",
     "RESET_SUBTRACT",
     "RESET_TO_VALUE",
     "background_step",

@@ -9,7 +9,7 @@ leak, integrate (bias + input), fire, reset.
 import numpy as np
 
 from ._jit import jit, pjit, prange, run_batch
-from .neuron import RESET_SUBTRACT, bias_of
+from .neuron import after_spike, bias_of
 
 
 @jit
@@ -57,10 +57,7 @@ def clock_layer_sample(
                     return
                 out_idx[n_out] = j
                 n_out += 1
-                if reset_mode == RESET_SUBTRACT:
-                    v_new = v_new - threshold
-                else:
-                    v_new = v_reset
+                v_new = after_spike(v_new, threshold, reset_mode, v_reset)
                 ref_until[j] = t + refractory
             v[j] = v_new
     out_tptr[n_steps] = n_out

@@ -31,11 +31,11 @@ from .conv import conv_sizes, spatial_taps
 from .neuron import (
     NEVER,
     REF,
-    RESET_SUBTRACT,
     T_LAST,
     I,
     V,
     advance,
+    after_spike,
     bias_of,
     calendar_insert,
     calendar_remove,
@@ -430,7 +430,7 @@ def dense_layer_sample(
                             return
                         out_idx[n_out] = j
                         n_out += 1
-                        v = v - threshold if reset_mode == RESET_SUBTRACT else v_reset
+                        v = after_spike(v, threshold, reset_mode, v_reset)
                     state[j, V] = v
                 continue
             for j in range(n):

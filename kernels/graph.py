@@ -73,11 +73,11 @@ from ._jit import helper, jit, pjit, prange, run_batch
 from .neuron import (
     NEVER,
     REF,
-    RESET_SUBTRACT,
     T_LAST,
     I,
     V,
     advance,
+    after_spike,
     bias_of,
     calendar_insert,
     calendar_remove,
@@ -162,7 +162,7 @@ def _close_plain(
         if v >= threshold:
             hist_idx[n_hist] = j
             n_hist += 1
-            v = v - threshold if reset_mode == RESET_SUBTRACT else v_reset
+            v = after_spike(v, threshold, reset_mode, v_reset)
         state[j, V] = v
         calendar_remove(calendar, nxt, prv, due, j)
         if b > 0 or v >= threshold:

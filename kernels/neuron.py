@@ -30,8 +30,20 @@ import numpy as np
 from ._jit import helper
 
 V, T_LAST, I, REF = 0, 1, 2, 3  # noqa: E741 -- I: the synaptic current, as in the equations
-RESET_SUBTRACT, RESET_TO_VALUE = 0, 1
+RESET_SUBTRACT, RESET_TO_VALUE, RESET_NONE = 0, 1, 2  # RESET_NONE: fire, keep v
 NEVER = -1
+
+
+@helper
+def after_spike(v, threshold, reset_mode, v_reset):
+    """Membrane after a spike fired at ``v``: ``v - threshold`` (subtract),
+    ``v_reset`` (to value) or ``v`` itself (none: the neuron keeps firing
+    while ``v`` stays at or above threshold)."""
+    if reset_mode == RESET_SUBTRACT:
+        return v - threshold
+    if reset_mode == RESET_NONE:
+        return v
+    return v_reset
 
 
 @helper
@@ -94,10 +106,7 @@ def fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory
         return False
     v = state[j, V]
     if v >= threshold:
-        if reset_mode == RESET_SUBTRACT:
-            state[j, V] = v - threshold
-        else:
-            state[j, V] = v_reset
+        state[j, V] = after_spike(v, threshold, reset_mode, v_reset)
         if has_refractory:
             state[j, REF] = t + refractory
         return True
@@ -276,7 +285,7 @@ def sweep_step(
                     return -1
                 out_idx[n_out] = j
                 n_out += 1
-                v = v - threshold if reset_mode == RESET_SUBTRACT else v_reset
+                v = after_spike(v, threshold, reset_mode, v_reset)
             state[j, V] = v
         return n_out
     for q in range(n):

@@ -6,9 +6,11 @@ Every model follows the step of DESIGN.md §1, for each step ``t``:
    ``i <- alpha * i + bias + input`` first, then ``v <- beta * v + i``;
 2. integrate (IF/LIF): ``v <- v + bias + input``;
 3. fire: spike if ``v >= threshold``;
-4. reset: ``"subtract"`` (``v <- v - threshold``, the default) or ``"zero"``
-   / ``"value"`` (``v <- v_reset``), then ``refractory`` steps during which
-   ``v`` is held and its input discarded (a current still integrates).
+4. reset: ``"subtract"`` (``v <- v - threshold``, the default), ``"zero"``
+   / ``"value"`` (``v <- v_reset``) or ``"none"`` (``v`` kept: the neuron
+   fires every step its membrane stays at or above threshold), then
+   ``refractory`` steps during which ``v`` is held and its input discarded
+   (a current still integrates).
 
 Potentials and thresholds are in the user's units (mV, or dimensionless for
 converted networks); times (``tau_*``, ``dt``) in any one unit, e.g. ms.
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-RESET_MODES = {"subtract": 0, "zero": 1, "value": 1}
+RESET_MODES = {"subtract": 0, "zero": 1, "value": 1, "none": 2}  # codes: snn_kernels.RESET_*
 MAX_REFRACTORY = 2**31 - 1  # steps; the kernels count them in int64 beside the step number
 
 
@@ -70,9 +72,12 @@ class Neuron:
         without a current (input goes straight into ``v``).
     threshold : firing threshold, > 0 (potential units); ``math.inf`` for a
         population that never fires (a membrane readout).
-    reset : ``"subtract"`` (default), ``"zero"`` or ``"value"``.
+    reset : ``"subtract"`` (default), ``"zero"``, ``"value"`` or ``"none"``
+        (fire and keep the membrane; e.g. snnTorch's delayed subtraction is
+        a ``"none"`` population with a self-projection of weight
+        ``-threshold`` and delay 1).
     v_reset : potential after a ``"zero"``/``"value"`` reset (``"zero"``
-        forces 0).
+        and ``"none"`` force 0).
     refractory : steps held after a spike, integer >= 0.
     """
 
@@ -94,11 +99,13 @@ class Neuron:
             raise ValueError(f"reset must be one of {sorted(RESET_MODES)}, got {self.reset!r}")
         if self.reset == "zero" and self.v_reset != 0.0:
             raise ValueError("reset='zero' resets to 0; use reset='value' with v_reset")
+        if self.reset == "none" and self.v_reset != 0.0:
+            raise ValueError("reset='none' keeps the membrane; v_reset is unused and must stay 0")
         if not (
             isinstance(self.v_reset, (int, float, np.integer, np.floating)) and math.isfinite(self.v_reset)
         ):
             raise ValueError(f"v_reset must be a finite number, got {self.v_reset!r}")
-        if self.reset != "subtract" and self.v_reset >= self.threshold != math.inf:
+        if self.resets_to_value and self.v_reset >= self.threshold != math.inf:
             raise ValueError("v_reset must be below threshold, or the neuron fires every step")
         if (
             isinstance(self.refractory, bool)
@@ -120,6 +127,11 @@ class Neuron:
     @property
     def has_current(self) -> bool:
         return self.alpha is not None
+
+    @property
+    def resets_to_value(self) -> bool:
+        """True for ``"zero"`` and ``"value"`` (``v <- v_reset`` on a spike)."""
+        return self.reset in ("zero", "value")
 
     @property
     def reset_code(self) -> int:
@@ -151,7 +163,7 @@ class Neuron:
                 f"threshold {self.threshold!r} of {self!r} is {thr} in {np.dtype(dtype).name} state; "
                 "rescale the network or use dtype=np.float64"
             )
-        if not np.isfinite(v_reset) or (self.reset != "subtract" and v_reset >= thr):
+        if not np.isfinite(v_reset) or (self.resets_to_value and v_reset >= thr):
             raise ValueError(
                 f"v_reset {self.v_reset!r} of {self!r} does not stay below the threshold in "
                 f"{np.dtype(dtype).name} state; use dtype=np.float64"

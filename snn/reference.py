@@ -101,7 +101,7 @@ def _step_neurons(nrn, dtype, v, i, ref_until, bias, current, t):
     refractory = ref_until >= t
     v = np.where(refractory, v, v_new)
     spike = (v >= thr) & ~refractory
-    reset_to = v - thr if nrn.reset == "subtract" else dtype(nrn.v_reset)
+    reset_to = {"subtract": v - thr, "none": v}.get(nrn.reset, dtype(nrn.v_reset))
     v_out = np.where(spike, reset_to, v)
     return v_out, i, np.where(spike, t + nrn.refractory, ref_until), spike, v
 

@@ -211,7 +211,7 @@ def neurons(draw, exact: bool = False):
         threshold = draw(
             st.one_of(st.sampled_from([1.0, 0.5, 0.3, 2.0]), st.floats(0.05, 4.0, allow_nan=False))
         )
-    reset = draw(st.sampled_from(["subtract", "zero", "value"]))
+    reset = draw(st.sampled_from(["subtract", "zero", "value", "none"]))
     v_reset = 0.0
     if reset == "value":
         if exact:
