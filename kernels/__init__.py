@@ -4,15 +4,17 @@ Imports only numpy and numba; never the user-facing ``snn`` package.
 """
 
 from .clock import clock_layer
+from .conv import spatial_taps
 from .drive import conv_drive, csr_drive, dense_drive, spike_currents
-from .event import conv_layer, csr_layer, dense_layer
+from .event import CONV, CSR, conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
-from .neuron import RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE
+from .neuron import RESET_SUBTRACT, RESET_TO_VALUE
 from .pool import maxpool_layer
 from .rng import seed_state
 
 __all__ = [
-    "RESET_NONE",
+    "CONV",
+    "CSR",
     "RESET_SUBTRACT",
     "RESET_TO_VALUE",
     "background_step",
@@ -27,5 +29,6 @@ __all__ = [
     "graph_run",
     "maxpool_layer",
     "seed_state",
+    "spatial_taps",
     "spike_currents",
 ]

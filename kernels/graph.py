@@ -24,7 +24,8 @@ A step, for each neuron population in order
 -------------------------------------------
 1. arrivals: for every projection into it, every source spike of step
    ``t - d`` adds its weights to ``acc`` of its targets (one synaptic
-   operation each); the first arrival marks a target as touched;
+   operation each; a convolution scatters the spike through its kernel);
+   the first arrival marks a target as touched;
 2. background: each Poisson source draws the population's event count of
    the step, ``Poisson(lam * n)``, and sends each event to a uniformly drawn
    neuron (independent Poisson trains per neuron, split exactly);
@@ -51,6 +52,12 @@ within the target population) and weights float32, per synapse;
 proj_w [K] state dtype and proj_shared [K] bool: one weight for all of a
 projection's synapses; otherwise synapse ``s`` has ``weights[s + proj_woff[k]]``
 (float32; ``weights`` holds only the projections without a shared weight).
+proj_kind [K] int64: ``CSR`` (the rows above) or ``CONV``: a convolution,
+never expanded; its kernel is ``weights[proj_woff[k]:]`` laid out
+``[C_in / groups, kh, kw, C_out]``, its geometry ``proj_geom[k]`` ([K, 15]
+int64, ``conv.GEOM_FIELDS``) and its spatial taps (``conv.spatial_taps``)
+the rows ``tap_off[k] + p`` of ``tap_n`` [M] and ``tap_pixel``,
+``tap_kernel`` [M, taps] int64 for input position ``p``.
 bg_ptr [P + 1] int64: background sources of ``p`` are
 ``bg_ptr[p] .. bg_ptr[p + 1] - 1``; bg_lam [G] float64 expected events per
 neuron per step; bg_w [G] state dtype.
@@ -70,6 +77,8 @@ events); progress [2] int64 (spikes in the history so far, next step).
 import numpy as np
 
 from ._jit import helper, jit, pjit, prange, run_batch
+from .conv import conv_sizes
+from .event import CONV
 from .neuron import (
     NEVER,
     REF,
@@ -216,6 +225,50 @@ def _close_general(
     return n_hist
 
 
+@helper
+def _deliver_conv(
+    spikes,
+    first,
+    base,
+    geom,
+    weights,
+    tap_n,
+    tap_pixel,
+    tap_kernel,
+    clock,
+    acc,
+    mark,
+    touched,
+    n_touched,
+    synops,
+):
+    """A convolution's arrivals: each source spike (global id, the source
+    starting at ``first``) scattered through its taps (``spatial_taps`` of
+    ``geom``, from the spike's position) to the output channels of its group;
+    kernel ``weights`` ``[C_in / groups, kh, kw, C_out]`` flat. Returns the
+    updated ``(synops, n_touched)``."""
+    hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
+    for e in range(spikes.shape[0]):
+        i = spikes[e] - first
+        c = i // hw_in
+        p = i - c * hw_in
+        g = c // cg_in
+        w_base = (c - g * cg_in) * kk * c_out + g * cg_out
+        out_base = base + g * cg_out * plane
+        synops += tap_n[p] * cg_out
+        for q in range(tap_n[p]):
+            pixel = tap_pixel[p, q]
+            w0 = w_base + tap_kernel[p, q] * c_out
+            for co in range(cg_out):
+                j = out_base + co * plane + pixel
+                acc[j] += weights[w0 + co]
+                if not clock:
+                    touched[n_touched] = j  # kept only if j is new: no branch to mispredict
+                    n_touched += 1 - mark[j]
+                    mark[j] = 1
+    return synops, n_touched
+
+
 @jit
 def graph_sample(
     t_end,
@@ -242,6 +295,12 @@ def graph_sample(
     cols,
     weights,
     proj_woff,
+    proj_kind,
+    proj_geom,
+    tap_off,
+    tap_n,
+    tap_pixel,
+    tap_kernel,
     bg_ptr,
     bg_lam,
     bg_w,
@@ -298,6 +357,24 @@ def graph_sample(
                     continue
                 src = proj_src[k]
                 first = pop_start[src]
+                if proj_kind[k] == CONV:
+                    synops, n_touched = _deliver_conv(
+                        hist_idx[hist_ptr[ts, src] : hist_ptr[ts, src + 1]],
+                        first,
+                        base,
+                        proj_geom[k],
+                        weights[proj_woff[k] :],
+                        tap_n[tap_off[k] :],
+                        tap_pixel[tap_off[k] :],
+                        tap_kernel[tap_off[k] :],
+                        clock,
+                        acc,
+                        mark,
+                        touched,
+                        n_touched,
+                        synops,
+                    )
+                    continue
                 rp = proj_rp[k]
                 shared = proj_shared[k]
                 w = proj_w[k]
@@ -451,6 +528,12 @@ def _graph_batch(
     cols,
     weights,
     proj_woff,
+    proj_kind,
+    proj_geom,
+    tap_off,
+    tap_n,
+    tap_pixel,
+    tap_kernel,
     bg_ptr,
     bg_lam,
     bg_w,
@@ -500,6 +583,12 @@ def _graph_batch(
             cols,
             weights,
             proj_woff,
+            proj_kind,
+            proj_geom,
+            tap_off,
+            tap_n,
+            tap_pixel,
+            tap_kernel,
             bg_ptr,
             bg_lam,
             bg_w,
@@ -525,7 +614,7 @@ def _graph_batch(
         )
 
 
-_GRAPH_BATCHED = tuple(range(30, 46))  # in_tptr .. progress: one per sample
+_GRAPH_BATCHED = tuple(range(36, 52))  # in_tptr .. progress: one per sample
 
 
 def graph_run(*args):

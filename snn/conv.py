@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import owned, real_array
+from ._validate import owned, positive_int, real_array
 from .layers import Layer
 from .neurons import IF, Neuron
 
@@ -30,6 +30,97 @@ def _shape3(in_shape):
     if len(shape) != 3 or min(shape) <= 0:
         raise ValueError(f"in_shape must be (channels, height, width) of positive sizes, got {in_shape!r}")
     return shape
+
+
+def conv_geometry(
+    in_shape, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1
+) -> np.ndarray:
+    """The geometry of a convolution as the kernels read it (int64
+    ``[15]``, fields ``kernels.conv.GEOM_FIELDS``), checked: sizes as in
+    ``torch.nn.Conv2d`` (zero padding), the kernel fitting the padded input."""
+    c_in, h, w = _shape3(in_shape)
+    out_channels = positive_int("out_channels", out_channels)
+    kh, kw = _pair("kernel_size", kernel_size)
+    sy, sx = _pair("stride", stride)
+    py, px = _pair("padding", padding)
+    dy, dx = _pair("dilation", dilation)
+    if min(kh, kw, sy, sx, dy, dx) < 1 or min(py, px) < 0:
+        raise ValueError("kernel_size, stride and dilation must be >= 1 and padding >= 0")
+    if (
+        isinstance(groups, bool)
+        or not isinstance(groups, (int, np.integer))
+        or groups < 1
+        or c_in % groups
+        or out_channels % groups
+    ):
+        raise ValueError(f"groups={groups!r} must divide in_channels={c_in} and out_channels={out_channels}")
+    h_out = (h + 2 * py - dy * (kh - 1) - 1) // sy + 1
+    w_out = (w + 2 * px - dx * (kw - 1) - 1) // sx + 1
+    if h_out < 1 or w_out < 1:
+        raise ValueError(f"the kernel does not fit: input {in_shape} gives an output of {h_out}x{w_out}")
+    return np.array(
+        [c_in, h, w, out_channels, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups], np.int64
+    )
+
+
+def conv_weight_shape(geom) -> tuple:
+    """``(C_out, C_in / groups, kh, kw)``, torch's layout."""
+    return (int(geom[3]), int(geom[0] // geom[14]), int(geom[6]), int(geom[7]))
+
+
+def conv_weight(geom, weight) -> np.ndarray:
+    """``weight`` checked against the geometry, as our own read-only float32 copy."""
+    weight = real_array("weight", weight, np.float32, ndim=4)
+    if weight.shape != conv_weight_shape(geom):
+        raise ValueError(f"weight must have shape {conv_weight_shape(geom)}, got {weight.shape}")
+    return owned(weight)
+
+
+def kernel_layout(weight) -> np.ndarray:
+    """Torch-layout weights flat in the kernels' order ``[C_in / groups, kh,
+    kw, C_out]`` (the output channels of a tap contiguous), read-only."""
+    return owned(np.asarray(weight).transpose(1, 2, 3, 0).reshape(-1))
+
+
+def conv_fan_out(geom) -> np.ndarray:
+    """Targets reached by each input neuron (fewer at padded borders), ``[n_in]`` int64."""
+    c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = geom
+
+    def taps(size, out, k, s, p, d):
+        pos = np.arange(size)[:, None] + p - np.arange(k)[None, :] * d
+        return ((pos >= 0) & (pos % s == 0) & (pos // s < out)).sum(axis=1)
+
+    per_pixel = np.outer(taps(h, h_out, kh, sy, py, dy), taps(w, w_out, kw, sx, px, dx))
+    return np.tile(per_pixel.reshape(-1) * (c_out // groups), c_in).astype(np.int64)
+
+
+def conv_dense_rows(geom, weight, dtype=np.float32) -> np.ndarray:
+    """The convolution as a dense ``[n_in, n_out]`` matrix of ``dtype``, for
+    the clock-driven paths (the event path never builds it)."""
+    c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = (int(v) for v in geom)
+    rows = np.zeros((c_in * h * w, c_out * h_out * w_out), np.float32)
+    cg_in, cg_out = c_in // groups, c_out // groups
+    co = np.arange(c_out)
+    c_local = np.arange(cg_in)
+    for ky in range(kh):
+        oy = np.arange(h_out)
+        y = oy * sy - py + ky * dy
+        oy, y = oy[(y >= 0) & (y < h)], y[(y >= 0) & (y < h)]
+        for kx in range(kw):
+            ox = np.arange(w_out)
+            x = ox * sx - px + kx * dx
+            ox, x = ox[(x >= 0) & (x < w)], x[(x >= 0) & (x < w)]
+            pix_in = (y[:, None] * w + x[None, :]).reshape(-1)
+            pix_out = (oy[:, None] * w_out + ox[None, :]).reshape(-1)
+            for g in range(groups):
+                cos = co[g * cg_out : (g + 1) * cg_out]
+                cis = g * cg_in + c_local
+                src = cis[:, None, None] * h * w + pix_in[None, None, :]
+                dst = cos[None, :, None] * h_out * w_out + pix_out[None, None, :]
+                wts = weight[cos][:, :, ky, kx].T[:, :, None]  # [cg_in, cg_out, 1]
+                shape = (cg_in, cg_out, len(pix_in))
+                rows[np.broadcast_to(src, shape), np.broadcast_to(dst, shape)] = np.broadcast_to(wts, shape)
+    return rows.astype(dtype, copy=False)
 
 
 class Conv2d(Layer):
@@ -66,27 +157,8 @@ class Conv2d(Layer):
         seed: int | None = None,
         name: str | None = None,
     ):
-        c_in, h, w = _shape3(in_shape)
-        kh, kw = _pair("kernel_size", kernel_size)
-        sy, sx = _pair("stride", stride)
-        py, px = _pair("padding", padding)
-        dy, dx = _pair("dilation", dilation)
-        if min(kh, kw, sy, sx, dy, dx) < 1 or min(py, px) < 0:
-            raise ValueError("kernel_size, stride and dilation must be >= 1 and padding >= 0")
-        if (
-            isinstance(groups, bool)
-            or not isinstance(groups, (int, np.integer))
-            or groups < 1
-            or c_in % groups
-            or out_channels % groups
-        ):
-            raise ValueError(
-                f"groups={groups!r} must divide in_channels={c_in} and out_channels={out_channels}"
-            )
-        h_out = (h + 2 * py - dy * (kh - 1) - 1) // sy + 1
-        w_out = (w + 2 * px - dx * (kw - 1) - 1) // sx + 1
-        if h_out < 1 or w_out < 1:
-            raise ValueError(f"the kernel does not fit: input {in_shape} gives an output of {h_out}x{w_out}")
+        geom = conv_geometry(in_shape, out_channels, kernel_size, stride, padding, dilation, groups)
+        c_in, h, w, out_channels, h_out, w_out, kh, kw = (int(v) for v in geom[:8])
         self.in_shape = (c_in, h, w)
         self.out_shape = (int(out_channels), h_out, w_out)
         bias = real_array("bias", bias)
@@ -95,62 +167,20 @@ class Conv2d(Layer):
                 raise ValueError(f"bias must be a scalar or have shape ({out_channels},), got {bias.shape}")
             bias = np.repeat(bias, h_out * w_out)
         super().__init__(c_in * h * w, out_channels * h_out * w_out, neuron, bias, v_init, mode, name)
-        cg_in = c_in // groups
         if weight is None:
-            bound = 1.0 / np.sqrt(cg_in * kh * kw)
-            weight = np.random.default_rng(seed).uniform(-bound, bound, (out_channels, cg_in, kh, kw))
-        weight = real_array("weight", weight, np.float32, ndim=4)
-        if weight.shape != (out_channels, cg_in, kh, kw):
-            raise ValueError(f"weight must have shape {(out_channels, cg_in, kh, kw)}, got {weight.shape}")
+            bound = 1.0 / np.sqrt(c_in // geom[14] * kh * kw)
+            weight = np.random.default_rng(seed).uniform(-bound, bound, conv_weight_shape(geom))
         # our own read-only copies: derived data (dense_rows) is cached
-        self.weight = owned(weight)
+        self.weight = conv_weight(geom, weight)
         # kernel layout [C_in / groups, kh, kw, C_out], flat (see kernels.conv)
-        self.kernel_weights = owned(weight.transpose(1, 2, 3, 0).reshape(-1))
-        self.geom = np.array(
-            [c_in, h, w, out_channels, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups], np.int64
-        )
-        self.fan_out = self._fan_out()
-
-    def _fan_out(self) -> np.ndarray:
-        """Targets reached by each input neuron (fewer at padded borders)."""
-        c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = self.geom
-
-        def taps(size, out, k, s, p, d):
-            pos = np.arange(size)[:, None] + p - np.arange(k)[None, :] * d
-            return ((pos >= 0) & (pos % s == 0) & (pos // s < out)).sum(axis=1)
-
-        per_pixel = np.outer(taps(h, h_out, kh, sy, py, dy), taps(w, w_out, kw, sx, px, dx))
-        return np.tile(per_pixel.reshape(-1) * (c_out // groups), c_in).astype(np.int64)
+        self.kernel_weights = kernel_layout(self.weight)
+        self.geom = geom
+        self.fan_out = conv_fan_out(geom)
 
     def _dense_rows(self, dtype) -> np.ndarray:
         """The equivalent ``[n_in, n_out]`` matrix, for the dense fallback and
         the reference backend; the event path never builds it."""
-        c_in, h, w, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = self.geom
-        rows = np.zeros((self.n_in, self.n_out), np.float32)
-        cg_in, cg_out = c_in // groups, c_out // groups
-        co = np.arange(c_out)
-        c_local = np.arange(cg_in)
-        for ky in range(kh):
-            oy = np.arange(h_out)
-            y = oy * sy - py + ky * dy
-            oy, y = oy[(y >= 0) & (y < h)], y[(y >= 0) & (y < h)]
-            for kx in range(kw):
-                ox = np.arange(w_out)
-                x = ox * sx - px + kx * dx
-                ox, x = ox[(x >= 0) & (x < w)], x[(x >= 0) & (x < w)]
-                pix_in = (y[:, None] * w + x[None, :]).reshape(-1)
-                pix_out = (oy[:, None] * w_out + ox[None, :]).reshape(-1)
-                for g in range(groups):
-                    cos = co[g * cg_out : (g + 1) * cg_out]
-                    cis = g * cg_in + c_local
-                    src = cis[:, None, None] * h * w + pix_in[None, None, :]
-                    dst = cos[None, :, None] * h_out * w_out + pix_out[None, None, :]
-                    wts = self.weight[cos][:, :, ky, kx].T[:, :, None]  # [cg_in, cg_out, 1]
-                    rows[
-                        np.broadcast_to(src, (cg_in, cg_out, len(pix_in))),
-                        np.broadcast_to(dst, (cg_in, cg_out, len(pix_in))),
-                    ] = np.broadcast_to(wts, (cg_in, cg_out, len(pix_in)))
-        return rows.astype(dtype, copy=False)
+        return conv_dense_rows(self.geom, self.weight, dtype)
 
     def __repr__(self):
         c, h, w = self.in_shape

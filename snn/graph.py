@@ -28,6 +28,7 @@ import numpy as np
 import snn_kernels as kernels
 
 from ._validate import checked_csr, numba_threads, owned, positive_int, real_array, run_extent
+from .conv import conv_fan_out, conv_geometry, conv_weight, kernel_layout
 from .graph_result import GraphResult
 from .neurons import LIF, Neuron
 from .reference import run_graph_reference
@@ -56,6 +57,7 @@ class Population:
     bias: np.ndarray | None  # [n] potential added every step
     v_init: np.ndarray | None  # [n] membrane before step 0
     mode: str = "auto"  # "event", "clock" or "auto" (see Graph.population)
+    shape: tuple | None = None  # (C, H, W) of a population laid out as an image (channel-first), else None
 
     @property
     def is_input(self) -> bool:
@@ -63,7 +65,8 @@ class Population:
 
     def __repr__(self):
         model = "input" if self.is_input else repr(self.neuron)
-        return f"Population({self.name!r}, n={self.n:,}, {model})"
+        size = "x".join(map(str, self.shape)) if self.shape else f"{self.n:,}"
+        return f"Population({self.name!r}, n={size}, {model})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,6 +108,52 @@ class Projection:
     @property
     def weights_shared(self) -> bool:
         return self.weight is not None
+
+    kind = "csr"
+
+
+@dataclass(frozen=True, eq=False)
+class ConvProjection:
+    """A 2-D convolution from ``source`` (an image ``(C_in, H, W)``) onto
+    ``target`` (``(C_out, H_out, W_out)``), never expanded into a matrix:
+    ``geom`` int64 [15] (``kernels.conv.GEOM_FIELDS``), ``kernel`` float32
+    ``[C_out, C_in / groups, kh, kw]`` (torch's layout of a Conv2d weight),
+    one integer ``delay``.
+    Create it with :meth:`Graph.conv`."""
+
+    source: Population
+    target: Population
+    geom: np.ndarray
+    kernel: np.ndarray
+    delay: int
+    name: str
+
+    kind = "conv"
+    weights_shared = False
+
+    @property
+    def delays(self) -> list[int]:
+        return [self.delay]
+
+    def fan_out(self) -> np.ndarray:
+        """Targets reached by each source neuron, ``[n_source]`` int64."""
+        return conv_fan_out(self.geom)
+
+    @property
+    def n_synapses(self) -> int:
+        return int(self.fan_out().sum())
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the connectivity: the shared kernel only."""
+        return self.kernel.nbytes
+
+    def __repr__(self):
+        kh, kw, sy, sx, py, px = (int(v) for v in self.geom[6:12])
+        return (
+            f"ConvProjection({self.source.name!r} -> {self.target.name!r}, kernel {kh}x{kw}, "
+            f"stride {sy}x{sx}, padding {py}x{px}, groups {int(self.geom[14])}, delay={self.delay})"
+        )
 
 
 @dataclass(frozen=True)
@@ -148,7 +197,7 @@ class Graph:
 
     def population(
         self,
-        n: int,
+        n,
         neuron: Neuron | None = None,
         *,
         bias=0.0,
@@ -157,7 +206,10 @@ class Graph:
         mode: str = "auto",
     ) -> Population:
         """Add ``n`` neurons of ``neuron`` (default ``LIF(beta=0.9)``);
-        ``bias`` and ``v_init`` scalars or ``[n]``. Returns its handle.
+        ``n`` an int, or a shape ``(C, H, W)`` for a population laid out as
+        an image (channel-first numbering, as a flattened torch tensor; what
+        :meth:`conv` needs); ``bias`` and ``v_init`` scalars or ``[n]``.
+        Returns its handle.
 
         mode : ``"event"`` (only neurons that receive input or are due to
             fire are updated, lazily), ``"clock"`` (every neuron every step,
@@ -173,15 +225,23 @@ class Graph:
             neuron = LIF(beta=0.9)
         if not isinstance(neuron, Neuron):
             raise TypeError(f"neuron must be a snn.Neuron (IF, LIF, CubaLIF), got {type(neuron).__name__}")
-        n = self._size(n)
+        n, shape = self._size(n)
         pop = Population(
-            self._name(name), n, neuron, _per_neuron("bias", bias, n), _per_neuron("v_init", v_init, n), mode
+            self._name(name),
+            n,
+            neuron,
+            _per_neuron("bias", bias, n),
+            _per_neuron("v_init", v_init, n),
+            mode,
+            shape,
         )
         return self._add(pop)
 
-    def input(self, n: int, name: str | None = None) -> Population:
-        """Add ``n`` input neurons whose spikes are given to :meth:`run`."""
-        return self._add(Population(self._name(name), self._size(n), None, None, None))
+    def input(self, n, name: str | None = None) -> Population:
+        """Add ``n`` input neurons (an int, or a shape ``(C, H, W)``) whose
+        spikes are given to :meth:`run`."""
+        n, shape = self._size(n)
+        return self._add(Population(self._name(name), n, None, None, None, shape=shape))
 
     def connect(
         self,
@@ -204,11 +264,7 @@ class Graph:
         delay : steps from a spike to its arrival, an integer >= 0 (>= 1 on
             a projection that closes a cycle), or one per synapse.
         """
-        for role, pop in (("source", source), ("target", target)):
-            if not isinstance(pop, Population) or pop not in self.populations:
-                raise ValueError(f"{role} must be a population of this graph, got {pop!r}")
-        if target.is_input:
-            raise ValueError(f"target {target.name!r} is an input population; inputs receive no synapses")
+        self._check_pair(source, target)
         name = name or f"{source.name}->{target.name}"
         if connectivity is None:
             w = real_array("weight", weight, np.float32, ndim=2)
@@ -235,7 +291,17 @@ class Graph:
                 f"weight must be a scalar or have one value per synapse ({n_syn}), got {w.shape}"
             )
         groups = _split_by_delay(rowptr, cols, weights, _checked_delay(delay, n_syn, source is target))
-        proj = Projection(source, target, groups, shared, name)
+        return self._add_projection(Projection(source, target, groups, shared, name))
+
+    def _check_pair(self, source, target):
+        for role, pop in (("source", source), ("target", target)):
+            if not isinstance(pop, Population) or pop not in self.populations:
+                raise ValueError(f"{role} must be a population of this graph, got {pop!r}")
+        if target.is_input:
+            raise ValueError(f"target {target.name!r} is an input population; inputs receive no synapses")
+
+    def _add_projection(self, proj):
+        """Add ``proj`` unless its zero delays close a cycle."""
         self.projections.append(proj)
         try:
             self._order()
@@ -244,6 +310,49 @@ class Graph:
             raise
         self._plan = None
         return proj
+
+    def conv(
+        self,
+        source: Population,
+        target: Population,
+        weight,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        delay: int = 1,
+        name: str | None = None,
+    ) -> ConvProjection:
+        """Add a 2-D convolution from ``source`` onto ``target``, both
+        populations made with a shape ``(C, H, W)`` (the target's must be the
+        convolution's output shape). ``weight`` ``[C_out, C_in / groups, kh,
+        kw]`` (torch layout); ``stride``, ``padding`` (zeros), ``dilation``,
+        ``groups`` as in ``torch.nn.Conv2d``; ``delay`` one integer >= 0 (>= 1
+        onto the source itself, or where it closes a cycle). A spike of
+        ``source`` is scattered through the kernel to the outputs it reaches:
+        the convolution is never expanded into a matrix."""
+        self._check_pair(source, target)
+        if source.shape is None or target.shape is None:
+            raise ValueError(
+                "a convolution joins populations made with a shape (C, H, W); "
+                f"{source.name!r} has {source.shape}, {target.name!r} has {target.shape}"
+            )
+        w = real_array("weight", weight, np.float32, ndim=4)
+        geom = conv_geometry(source.shape, w.shape[0], w.shape[2:], stride, padding, dilation, groups)
+        out_shape = tuple(int(v) for v in geom[3:6])
+        if out_shape != target.shape:
+            raise ValueError(
+                f"the convolution maps {source.name!r} {source.shape} to {out_shape}, "
+                f"but target {target.name!r} has shape {target.shape}"
+            )
+        if np.ndim(delay) != 0:
+            raise ValueError(f"a convolution has one delay (an integer >= 0), got {delay!r}")
+        d = _checked_delay(delay, 1, source is target)
+        proj = ConvProjection(
+            source, target, geom, conv_weight(geom, w), int(d), name or f"{source.name}->{target.name}"
+        )
+        return self._add_projection(proj)
 
     def poisson_input(self, target: Population, n_trains: int, rate: float, weight: float) -> PoissonInput:
         """Drive every neuron of ``target`` with ``n_trains`` independent
@@ -283,8 +392,14 @@ class Graph:
         return name
 
     @staticmethod
-    def _size(n):
-        return positive_int("population size", n)
+    def _size(n) -> tuple[int, tuple | None]:
+        """``(n, shape)`` of a size given as an int or a shape ``(C, H, W)``."""
+        if isinstance(n, (tuple, list)):
+            if len(n) != 3:
+                raise ValueError(f"a population's shape must be (channels, height, width), got {n!r}")
+            shape = tuple(positive_int("population shape", s) for s in n)
+            return positive_int("population size", shape[0] * shape[1] * shape[2]), shape
+        return positive_int("population size", n), None
 
     def __getitem__(self, name: str) -> Population:
         for pop in self.populations:
@@ -505,20 +620,24 @@ class _Plan:
 
     def _flatten_projections(self, graph, order):
         """One kernel projection per (projection, delay group), sorted by
-        target; weights are stored only for groups without a shared weight."""
+        target; weights are stored only for groups without a shared weight,
+        and a convolution's kernel (``proj_kind`` CONV, its geometry and tap
+        tables in ``proj_geom`` and ``tap_*``, see ``kernels.graph``)."""
         rows = sorted(
             (
                 (self.pop_index[p.target.name], self.pop_index[p.source.name], g, p)
                 for p in graph.projections
-                for g in range(len(p.groups))
+                for g in range(len(p.delays))
             ),
             key=lambda r: r[0],
         )
-        groups = [p.groups[g] for _, _, g, p in rows]
+        groups = [_kernel_group(p, g) for _, _, g, p in rows]
+        conv = [p.kind == "conv" for *_, p in rows]
         self.in_ptr = np.searchsorted([r[0] for r in rows], np.arange(len(order) + 1)).astype(np.int64)
         self.in_proj = np.arange(len(rows), dtype=np.int64)
         self.proj_src = np.array([r[1] for r in rows], np.int64)
         self.proj_delay = np.array([d for d, *_ in groups], np.int64)
+        self.proj_kind = np.array([kernels.CONV if c else kernels.CSR for c in conv], np.int64)
         n_syn = [len(cols) for _, _, cols, _ in groups]
         syn_off = np.concatenate(([0], np.cumsum(n_syn))).astype(np.int64)
         self.proj_rp = np.concatenate(([0], np.cumsum([len(r) for _, r, _, _ in groups])))[:-1].astype(
@@ -530,9 +649,13 @@ class _Plan:
         w_off = np.concatenate(([0], np.cumsum([len(w) if w is not None else 0 for *_, w in groups]))).astype(
             np.int64
         )
-        self.proj_woff = (w_off[:-1] - syn_off[:-1]).astype(np.int64)
-        self.proj_shared = np.array([p.weight is not None for *_, p in rows], np.bool_)
-        self.proj_w = np.array([p.weight if p.weight is not None else 0.0 for *_, p in rows], self.dtype)
+        # CSR synapse s reads weights[s + proj_woff]; a kernel starts at weights[proj_woff]
+        self.proj_woff = np.where(conv, w_off[:-1], w_off[:-1] - syn_off[:-1]).astype(np.int64)
+        self.proj_shared = np.array([p.weight is not None if p.kind == "csr" else False for *_, p in rows])
+        self.proj_w = np.array(
+            [p.weight if p.kind == "csr" and p.weight is not None else 0.0 for *_, p in rows], self.dtype
+        )
+        self._tap_tables(rows)
         del groups
         # Hold the connectivity once: each group is copied into the plan's arrays and the
         # projection rebound to a view at once, so its own array is freed before the next
@@ -540,6 +663,9 @@ class _Plan:
         self.cols = np.empty(syn_off[-1], np.int32)
         self.weights = np.empty(w_off[-1], np.float32)
         for k, (_, _, g, p) in enumerate(rows):
+            if p.kind == "conv":
+                self.weights[w_off[k] : w_off[k + 1]] = _kernel_group(p, g)[3]
+                continue
             d, rowptr, cols, w = p.groups[g]
             self.cols[syn_off[k] : syn_off[k + 1]] = cols
             view_w = None
@@ -553,6 +679,32 @@ class _Plan:
             new[g] = (d, rowptr, view_cols, view_w)
             del cols, w
             object.__setattr__(p, "groups", tuple(new))
+
+    def _tap_tables(self, rows):
+        """Geometry and spatial tap tables of the convolutions (zeros for the
+        other projections): projection ``k``'s input position ``p`` has
+        ``tap_n[tap_off[k] + p]`` taps, ``tap_pixel`` / ``tap_kernel`` rows
+        ``tap_off[k] + p``."""
+        self.proj_geom = np.zeros((max(len(rows), 1), 15), np.int64)
+        tables = []
+        offset = 0
+        self.tap_off = np.zeros(len(rows), np.int64)
+        for k, (*_, p) in enumerate(rows):
+            if p.kind == "conv":
+                self.proj_geom[k] = p.geom
+                self.tap_off[k] = offset
+                tables.append(kernels.spatial_taps(p.geom))
+                offset += len(tables[-1][0])
+        width = max([t[1].shape[1] for t in tables], default=1)
+        self.tap_n = np.concatenate([t[0] for t in tables] or [np.zeros(1, np.int64)])
+        self.tap_pixel = np.zeros((max(offset, 1), width), np.int64)
+        self.tap_kernel = np.zeros((max(offset, 1), width), np.int64)
+        for k, (n, pixel, tap) in zip(
+            np.flatnonzero([r[3].kind == "conv" for r in rows]), tables, strict=True
+        ):
+            at = self.tap_off[k]
+            self.tap_pixel[at : at + len(n), : pixel.shape[1]] = pixel
+            self.tap_kernel[at : at + len(n), : tap.shape[1]] = tap
 
     def modes(self, force: str | None) -> list[str]:
         """The path each population (in plan order) runs: ``"input"``,
@@ -651,6 +803,12 @@ class _Plan:
                     self.cols,
                     self.weights,
                     self.proj_woff,
+                    self.proj_kind,
+                    self.proj_geom,
+                    self.tap_off,
+                    self.tap_n,
+                    self.tap_pixel,
+                    self.tap_kernel,
                     self.bg_ptr,
                     self.bg_lam,
                     self.bg_w,
@@ -720,6 +878,14 @@ def _progress_bar(progress, n_steps, work):
             return None
         raise ImportError("progress=True needs tqdm: pip install tqdm (or pass progress=False)") from err
     return tqdm(total=n_steps, unit="step", desc="simulating", leave=False)
+
+
+def _kernel_group(proj, g):
+    """Delay group ``g`` of a projection as the plan flattens it: ``(delay,
+    rowptr, cols, weights)``; a convolution has no rows, its kernel as weights."""
+    if proj.kind == "conv":
+        return (proj.delay, np.zeros(0, np.int64), np.zeros(0, np.int32), kernel_layout(proj.kernel))
+    return proj.groups[g]
 
 
 def _per_neuron(label, value, n):

@@ -173,6 +173,6 @@ def _arriving(graph, trains, n_steps, batch):
     out = {p.name: np.zeros(batch, np.int64) for p in graph.populations}
     for proj in graph.projections:
         tptr = trains[proj.source.name].tptr
-        for d, *_ in proj.groups:
+        for d in proj.delays:
             out[proj.target.name] += tptr[:, max(n_steps - d, 0)]
     return out

@@ -65,6 +65,11 @@ graph's order, with their arrays under their own path:
   ``weight`` is null, ``group{g}.weights`` float32 [S_g].
 - ``sources[k]`` (Poisson inputs, no arrays): ``target`` (a population name),
   ``n_trains``, ``rate`` (Hz), ``weight``.
+- a population made with a shape has ``shape`` [C, H, W]; a convolution
+  (``Graph.conv``) is a projection with ``kind`` "conv", one delay in
+  ``delays``, the window fields ``kernel_size``, ``stride``, ``padding``,
+  ``dilation`` (pairs) and ``groups``, and the array ``kernel`` float32
+  [C_out, C_in / groups, kh, kw].
 
 A graph is rebuilt with one ``connect`` per projection, the groups merged
 back into one CSR (per presynaptic neuron: group 0's synapses, then group
@@ -738,6 +743,8 @@ def _graph_to_record(graph: Graph, out: Writer) -> dict:
     populations = []
     for k, pop in enumerate(graph.populations):
         record = {"name": pop.name, "n": pop.n, "neuron": None}
+        if pop.shape is not None:
+            record["shape"] = list(pop.shape)
         if not pop.is_input:
             sub = out.child(f"population{k}")
             sub.array("bias", np.asarray(pop.bias, np.float64))
@@ -748,6 +755,9 @@ def _graph_to_record(graph: Graph, out: Writer) -> dict:
     projections = []
     for k, proj in enumerate(graph.projections):
         sub = out.child(f"projection{k}")
+        if proj.kind == "conv":
+            projections.append(_conv_projection_to_record(proj, sub))
+            continue
         for g, (_, rowptr, cols, weights) in enumerate(proj.groups):
             sub.array(f"group{g}.rowptr", rowptr)
             sub.array(f"group{g}.cols", cols)
@@ -780,6 +790,11 @@ def _graph_from_record(src: Reader) -> Graph:
     for k, record in enumerate(src.list_field("populations")):
         sub = src.child(f"population{k}", record).check(_POPULATION)
         n, name = sub["n"], sub["name"]
+        shape = sub.record.get("shape")
+        if shape is not None:
+            if int(np.prod(shape)) != n:
+                raise sub.error(f"its shape {shape} does not hold its {n} neurons")
+            n = tuple(shape)
         neuron = None if sub["neuron"] is None else sub.part("neuron", sub["neuron"])
         state = (
             {}
@@ -800,6 +815,9 @@ def _graph_from_record(src: Reader) -> Graph:
     for k, record in enumerate(src.list_field("projections")):
         sub = src.child(f"projection{k}", record).check(_PROJECTION)
         source, target = (_population(graph, sub, role) for role in ("source", "target"))
+        if sub.record.get("kind", "csr") == "conv":
+            _conv_projection_from_record(graph, sub, source, target)
+            continue
         rowptr, cols, weights, delay = _merged_groups(sub, source.n)
         try:
             graph.connect(
@@ -825,6 +843,46 @@ def _graph_from_record(src: Reader) -> Graph:
         except (TypeError, ValueError) as err:
             raise sub.error(f"cannot rebuild the Poisson source: {err}") from err
     return graph
+
+
+def _conv_projection_to_record(proj, out: Writer) -> dict:
+    kh, kw, sy, sx, py, px, dy, dx = (int(g) for g in proj.geom[6:14])
+    out.array("kernel", proj.kernel)
+    return {
+        "kind": "conv",
+        "name": proj.name,
+        "source": proj.source.name,
+        "target": proj.target.name,
+        "delays": [proj.delay],
+        "kernel_size": [kh, kw],
+        "stride": [sy, sx],
+        "padding": [py, px],
+        "dilation": [dy, dx],
+        "groups": int(proj.geom[14]),
+    }
+
+
+def _conv_projection_from_record(graph: Graph, src: Reader, source, target) -> None:
+    delays = src.list_field("delays")
+    if len(delays) != 1:
+        raise src.error(f"a convolution has one delay, got {delays!r}")
+    kernel = src.array("kernel", np.float32, 4)
+    if list(kernel.shape[2:]) != src["kernel_size"]:
+        raise src.error(f"its kernel {kernel.shape} does not match kernel_size {src['kernel_size']}")
+    try:
+        graph.conv(
+            source,
+            target,
+            kernel,
+            stride=src["stride"],
+            padding=src["padding"],
+            dilation=src["dilation"],
+            groups=src["groups"],
+            delay=delays[0],
+            name=src["name"],
+        )
+    except (TypeError, ValueError) as err:
+        raise src.error(f"cannot rebuild the convolution: {err}") from err
 
 
 def _population(graph: Graph, src: Reader, role: str):
@@ -900,13 +958,19 @@ _WINDOW = {
     "padding": "pair",
     "dilation": "pair",
 }
-_POPULATION = {"name": _NAME, "n": "size", "neuron": ("object", "null"), "mode": "str"}
+_POPULATION = {"name": _NAME, "n": "size", "neuron": ("object", "null"), "mode": "str", "shape": "shape3"}
 _PROJECTION = {
     "name": _NAME,
     "source": "str",
     "target": "str",
     "weight": ("number", "null"),
     "delays": "list",
+    "kind": "str",  # "conv" for a convolution (with the window fields below); absent: CSR
+    "kernel_size": "pair",
+    "stride": "pair",
+    "padding": "pair",
+    "dilation": "pair",
+    "groups": "size",
 }
 _SOURCE = {"target": "str", "n_trains": "size", "rate": "number", "weight": "number"}
 

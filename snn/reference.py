@@ -11,6 +11,7 @@ import numpy as np
 
 import snn_kernels as kernels
 
+from .conv import conv_dense_rows
 from .graph_result import GraphResult
 from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
@@ -121,6 +122,10 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
         rasters[name] = trains.to_raster()
     incoming = {p.name: [] for p in order}  # (source, delay, W [n_src, n_tgt], fan-out [n_src])
     for proj in graph.projections:
+        if proj.kind == "conv":
+            dense = conv_dense_rows(proj.geom, proj.kernel, dtype)
+            incoming[proj.target.name].append((proj.source.name, proj.delay, dense, proj.fan_out()))
+            continue
         for d, rowptr, cols, w in proj.groups:
             dense = np.zeros((proj.source.n, proj.target.n), dtype)
             pre = np.repeat(np.arange(proj.source.n), np.diff(rowptr))

@@ -72,12 +72,14 @@ def graphs(draw, exact=False):
         inputs["in"] = (rng.random((T, batch, n_in)) < draw(st.floats(0.0, 0.6))).astype(np.uint8)
     pops = []
     for k in range(draw(st.integers(1, 3))):
-        n = draw(st.integers(1, 8))
+        shaped = draw(st.booleans())  # laid out as an image: convolutions may join it
+        shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        n = int(np.prod(shape)) if shaped else draw(st.integers(1, 8))
         nrn = draw(neuron_models(exact))
         bias = values(n, -0.25, 0.5) if draw(st.booleans()) else 0.0
         pops.append(
             g.population(
-                n,
+                shape if shaped else n,
                 nrn,
                 bias=bias,
                 v_init=values(n, -0.5, 0.75),
@@ -100,7 +102,23 @@ def graphs(draw, exact=False):
             delay = draw(st.integers(lo, lo + 2))
         if not n_syn:
             continue
-        if draw(st.booleans()):  # dense matrix or CSR with per-synapse weights
+        window = _conv_window(draw, a.shape, b.shape)
+        if window is not None and draw(st.booleans()):  # a convolution, never expanded
+            c_out, c_in = b.shape[0], a.shape[0]
+            kernel = values(
+                c_out * c_in // window["groups"] * window["kernel"][0] * window["kernel"][1], -1, 1.5
+            )
+            g.conv(
+                a,
+                b,
+                kernel.reshape(c_out, c_in // window["groups"], *window["kernel"]),
+                stride=window["stride"],
+                padding=window["padding"],
+                dilation=window["dilation"],
+                groups=window["groups"],
+                delay=draw(st.integers(lo, lo + 2)),
+            )
+        elif draw(st.booleans()):  # dense matrix or CSR with per-synapse weights
             g.connect(a, b, w, delay=delay)
         else:
             post, pre = np.nonzero(w)
@@ -122,6 +140,37 @@ def graphs(draw, exact=False):
                 float(values(1, -1.0, 1.0)[0]),
             )
     return g, inputs, T, batch
+
+
+def _conv_window(draw, in_shape, out_shape):
+    """A convolution window (kernel, stride, padding, dilation per axis, and
+    groups) mapping ``in_shape`` onto ``out_shape``, drawn among those that
+    do, or None (either population is not an image, or nothing fits)."""
+    if in_shape is None or out_shape is None:
+        return None
+    axes = []
+    for size, out in zip(in_shape[1:], out_shape[1:]):
+        fits = [
+            (k, s, p, d)
+            for k in range(1, 4)
+            for s in (1, 2)
+            for p in range(3)
+            for d in (1, 2)
+            if size + 2 * p - d * (k - 1) - 1 >= 0 and (size + 2 * p - d * (k - 1) - 1) // s + 1 == out
+        ]
+        if not fits:
+            return None
+        axes.append(draw(st.sampled_from(fits)))
+    (ky, sy, py, dy), (kx, sx, px, dx) = axes
+    c_in, c_out = in_shape[0], out_shape[0]
+    groups = draw(st.sampled_from([g for g in (1, 2) if c_in % g == 0 and c_out % g == 0]))
+    return {
+        "kernel": (ky, kx),
+        "stride": (sy, sx),
+        "padding": (py, px),
+        "dilation": (dy, dx),
+        "groups": groups,
+    }
 
 
 def _rasters(result):
@@ -449,3 +498,95 @@ def test_record_current_matches_reference_and_hand_computation():
     np.testing.assert_allclose(ref.v("c"), ev.v("c"), rtol=1e-12)
     with pytest.raises(ValueError, match="has no synaptic current"):
         snn.models.brunel(100).run(5, record_i={"exc": [0]})
+
+
+# -- convolutions in graphs ---------------------------------------------------------
+
+
+def _dyadic_kernel(rng, shape):
+    return (rng.integers(-4, 5, shape) / 8).astype(np.float32)
+
+
+def test_conv_graph_equals_conv_stack():
+    """A chain of convolutions as a graph (delay 0) gives the stack's spikes
+    and SynOps exactly."""
+    rng = np.random.default_rng(3)
+    w1, w2 = _dyadic_kernel(rng, (4, 2, 3, 3)), _dyadic_kernel(rng, (6, 2, 2, 2))
+    net = snn.Network(
+        [
+            snn.Conv2d((2, 5, 5), 4, 3, snn.IF(), padding=1, weight=w1),
+            snn.Conv2d((4, 5, 5), 6, 2, snn.IF(threshold=0.5), stride=2, groups=2, weight=w2),
+        ]
+    )
+    g = snn.Graph()
+    x = g.input((2, 5, 5), name="x")
+    h = g.population((4, 5, 5), snn.IF(), v_init=0.0, name="h", mode="event")
+    o = g.population((6, 2, 2), snn.IF(threshold=0.5), v_init=0.0, name="o", mode="event")
+    g.conv(x, h, w1, padding=1, delay=0)
+    g.conv(h, o, w2, stride=2, groups=2, delay=0)
+    spikes = snn.bernoulli(np.full((2, 50), 0.4), T=12, seed=0)
+    stack, graph = net.run(spikes, mode="event"), g.run(12, inputs={x: spikes})
+    for k, name in enumerate(("h", "o")):
+        np.testing.assert_array_equal(graph.spikes(name), stack.spikes(k))
+        np.testing.assert_array_equal(graph.counts[k + 1].synops, stack.counts[k].synops)
+
+
+@pytest.mark.parametrize("mode", ["event", "clock"])
+def test_merges_and_convolutional_recurrence_exact(mode):
+    """Two projections into one population (a residual merge: a convolution
+    and a CSR projection) and a convolution of a population onto itself
+    (delay 1): bit-identical to the reference, SynOps equal to source spikes
+    times fan-out (counted independently here)."""
+    rng = np.random.default_rng(7)
+    g = snn.Graph()
+    x = g.input((2, 6, 6), name="x")
+    h = g.population((4, 6, 6), snn.IF(), v_init=0.25, name="h", mode=mode)
+    o = g.population((3, 3, 3), snn.LIF(beta=0.75), name="o", mode=mode)
+    down = g.conv(h, o, _dyadic_kernel(rng, (3, 4, 3, 3)), stride=2, padding=1, delay=0)
+    skip = g.connect(x, o, np.full((27, 72), 0.125, np.float32), delay=2)
+    up = g.conv(x, h, _dyadic_kernel(rng, (4, 2, 3, 3)), padding=1, delay=0)
+    loop = g.conv(h, h, _dyadic_kernel(rng, (4, 2, 3, 3)), padding=1, groups=2, delay=1)
+    spikes = snn.bernoulli(np.full((2, 72), 0.3), T=16, seed=1)
+    record = {h: np.arange(h.n), o: np.arange(o.n)}
+    ev = g.run(16, inputs={x: spikes}, record_v=record)
+    ref = g.run(16, inputs={x: spikes}, record_v=record, backend="reference")
+    for name in ("h", "o"):
+        np.testing.assert_array_equal(ev.spikes(name), ref.spikes(name))
+        np.testing.assert_array_equal(ev.v(name), ref.v(name))
+    assert ev.spikes("h").any() and ev.spikes("o").any()
+
+    def delivered(proj, src):
+        counts = ev.spikes(src)[: 16 - proj.delays[0]].sum(axis=0)  # [batch, n_source]
+        return counts @ proj.fan_out() if proj.kind == "conv" else counts @ np.diff(proj.groups[0][1])
+
+    expect = {
+        "h": delivered(up, "x") + delivered(loop, "h"),
+        "o": delivered(down, "h") + delivered(skip, "x"),
+    }
+    for name, synops in expect.items():
+        np.testing.assert_array_equal(ev.counts[ev.names.index(name)].synops, synops)
+
+
+def test_conv_refusals():
+    g = snn.Graph()
+    x, flat = g.input((1, 4, 4), name="x"), g.input(16, name="flat")
+    h = g.population((2, 4, 4), name="h")
+    w = np.ones((2, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"made with a shape \(C, H, W\)"):
+        g.conv(flat, h, w, padding=1)
+    with pytest.raises(ValueError, match=r"maps 'x' \(1, 4, 4\) to \(2, 2, 2\), but target 'h' has shape"):
+        g.conv(x, h, w)
+    with pytest.raises(ValueError, match="a convolution has one delay"):
+        g.conv(x, h, w, padding=1, delay=[1, 2])
+    with pytest.raises(ValueError, match="delay < 1 on a recurrent projection"):
+        g.conv(h, h, np.ones((2, 2, 3, 3)), padding=1, delay=0)
+    with pytest.raises(ValueError, match=r"weight must have shape \(2, 1, 3, 3\)"):
+        g.conv(x, h, np.ones((2, 2, 3, 3)), padding=1)
+    with pytest.raises(ValueError, match="population's shape must be"):
+        g.population((2, 4), name="bad")
+    g.conv(x, h, w, padding=1, delay=0)
+    o = g.population((2, 4, 4), name="o")
+    g.conv(h, o, np.ones((2, 2, 3, 3)), padding=1, delay=0)
+    with pytest.raises(ValueError, match="zero-delay projections form a cycle"):
+        g.conv(o, h, np.ones((2, 2, 3, 3)), padding=1, delay=0)
+    assert len(g.projections) == 2
