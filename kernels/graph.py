@@ -41,7 +41,8 @@ pop_start [P + 1] int64; n_inputs: the first ``n_inputs`` populations are
 inputs. thr, v_reset [P] state dtype; reset_mode, refractory [P] int64;
 has_cur, has_ref [P] bool; pop_clock [P] bool: populations stepped clock-driven
 (every neuron every step, see ``neuron.sweep_step``) instead of event-driven;
-tables [P, T + 1, 5] state dtype (propagators, see ``neuron``); bias state dtype and
+tables [P, T + 1, 5] state dtype (propagators, see ``neuron``); bias state dtype
+(this sample's: a constant input current is a per-sample bias) and
 bias_off [P + 1] int64: the bias of population ``p`` is
 ``bias[bias_off[p]:bias_off[p + 1]]``, one value per neuron or one shared by all (no random reads then).
 in_ptr [P + 1], in_proj: projections into ``p`` are
@@ -570,7 +571,7 @@ def _graph_batch(
             has_ref,
             pop_clock,
             tables,
-            bias,
+            bias[s],
             bias_off,
             in_ptr,
             in_proj,
@@ -614,7 +615,7 @@ def _graph_batch(
         )
 
 
-_GRAPH_BATCHED = tuple(range(36, 52))  # in_tptr .. progress: one per sample
+_GRAPH_BATCHED = (11, *range(36, 52))  # bias, in_tptr .. progress: one per sample
 
 
 def graph_run(*args):

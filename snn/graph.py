@@ -475,6 +475,7 @@ class Graph:
         T: int,
         *,
         inputs=None,
+        drive=None,
         batch_size: int | None = None,
         seed: int = 0,
         record_v=None,
@@ -488,8 +489,14 @@ class Graph:
 
         inputs : ``{population or name: spikes}``, one entry per input
             population, spikes 0/1 ``[T, B, n]``.
+        drive : ``{population or name: x}``, a constant current ``x``
+            ``[B, n]`` (potential units, float64) added at every step to each
+            neuron of a neuron population, one row per sample (an analog
+            input, e.g. an image already multiplied by the first weights:
+            a per-sample bias, added to the population's own).
         batch_size : samples (independent copies of the network, each with
-            its own background draws); default the inputs' batch, else 1.
+            its own background draws); default the batch of the inputs or
+            drives, else 1.
         seed : integer >= 0; sample ``s`` draws its background from stream
             ``(seed, s)``, so results do not depend on threads or backend.
         record_v : ``{population or name: neuron indices}``: membrane of
@@ -511,14 +518,35 @@ class Graph:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         if not any(not p.is_input for p in self.populations):
             raise ValueError("the graph has no neuron population to simulate")
+        drives = self._drives(drive)
+        sizes = sorted({len(x) for x in drives.values()})
+        if len(sizes) > 1:
+            raise ValueError(f"drives have different batch sizes {sizes}")
+        if batch_size is None and not inputs and sizes:
+            batch_size = sizes[0]
         trains, batch = self._inputs(inputs, int(T), batch_size)
+        if sizes and sizes != [batch]:
+            raise ValueError(f"drives have {sizes[0]} samples but the run has {batch}")
         run_extent(int(T), batch, self.dtype)
-        self._check_precision()
+        self._check_precision(drives)
         record = self._record(record_v, "v") + self._record(record_i, "i")
         with numba_threads(n_threads):
             if backend == "reference":
-                return run_graph_reference(self, int(T), trains, batch, int(seed), record)
-            return self._compiled().run(int(T), trains, batch, int(seed), record, progress, mode)
+                return run_graph_reference(self, int(T), trains, batch, int(seed), record, drives=drives)
+            return self._compiled().run(int(T), trains, batch, int(seed), record, progress, mode, drives)
+
+    def _drives(self, drive) -> dict:
+        """``{population name: [B, n] float64}``, checked."""
+        out = {}
+        for key, x in dict(drive or {}).items():
+            pop = self[key] if isinstance(key, str) else key
+            if not isinstance(pop, Population) or pop not in self.populations or pop.is_input:
+                raise ValueError(f"drive keys must be neuron populations of this graph, got {key!r}")
+            x = real_array(f"drive[{pop.name!r}]", x, ndim=2)
+            if x.shape[1] != pop.n:
+                raise ValueError(f"drive[{pop.name!r}] must be [batch, {pop.n}], got shape {x.shape}")
+            out[pop.name] = x
+        return out
 
     def _inputs(self, inputs, n_steps, batch_size):
         inputs = dict(inputs or {})
@@ -547,7 +575,7 @@ class Graph:
             raise ValueError(f"batch_size={batch_size} but the inputs have {batch} samples")
         return given, int(batch)
 
-    def _check_precision(self):
+    def _check_precision(self, drives):
         """Refuse parameters the state precision cannot hold (they would
         become inf, or a threshold 0, silently)."""
         for pop in self.populations:
@@ -555,6 +583,8 @@ class Graph:
                 pop.neuron.constants(self.dtype)
                 real_array(f"bias of {pop.name!r}", pop.bias, self.dtype)
                 real_array(f"v_init of {pop.name!r}", pop.v_init, self.dtype)
+                if pop.name in drives:
+                    real_array(f"bias + drive of {pop.name!r}", pop.bias + drives[pop.name], self.dtype)
         for source in self.sources:
             real_array(f"Poisson weight onto {source.target.name!r}", source.weight, self.dtype)
 
@@ -603,12 +633,10 @@ class _Plan:
         self.has_ref = np.array([n.refractory > 0 for n in neurons], np.bool_)
         self.width = 4 if (self.has_cur.any() or self.has_ref.any()) else 2
         self.neurons = neurons
-        biases = [
+        self.biases = [
             np.zeros(1) if p.is_input else (p.bias[:1] if np.all(p.bias == p.bias[0]) else p.bias)
             for p in order
         ]  # one value when shared: no per-neuron reads
-        self.bias = np.concatenate(biases).astype(dtype)
-        self.bias_off = np.concatenate(([0], np.cumsum([len(b) for b in biases]))).astype(np.int64)
         self.v_init = np.concatenate([np.zeros(p.n) if p.is_input else p.v_init for p in order]).astype(dtype)
         self._flatten_projections(graph, order)
         bg = sorted(graph.sources, key=lambda s: self.pop_index[s.target.name])
@@ -723,8 +751,23 @@ class _Plan:
             out.append(mode)
         return out
 
-    def run(self, n_steps, given, batch, seed, record, progress, force_mode):
+    def bias_rows(self, batch, drives) -> tuple[np.ndarray, np.ndarray]:
+        """The bias of every sample as the kernel reads it, ``[B, nb]`` of
+        the state dtype, and its offsets ``[P + 1]``: one value for a
+        population whose neurons share it, else one per neuron; a driven
+        population's is its bias plus the sample's drive (summed in float64)."""
+        parts = [
+            self.order[k].bias + drives[pop.name]
+            if pop.name in drives
+            else np.broadcast_to(b, (batch, len(b)))
+            for k, (pop, b) in enumerate(zip(self.order, self.biases, strict=True))
+        ]
+        offsets = np.concatenate(([0], np.cumsum([part.shape[1] for part in parts]))).astype(np.int64)
+        return np.concatenate(parts, axis=1).astype(self.dtype), offsets
+
+    def run(self, n_steps, given, batch, seed, record, progress, force_mode, drives):
         dtype = self.dtype
+        bias, bias_off = self.bias_rows(batch, drives)
         modes = self.modes(force_mode)
         pop_clock = np.array([m == "clock" for m in modes], np.bool_)
         tables = np.stack([n.propagator(n_steps, dtype) for n in self.neurons])
@@ -762,8 +805,8 @@ class _Plan:
                 self.has_cur,
                 self.has_ref,
                 tables,
-                self.bias,
-                self.bias_off,
+                bias[s],
+                bias_off,
                 self.v_init,
                 state[s],
                 head[s],
@@ -790,8 +833,8 @@ class _Plan:
                     self.has_ref,
                     pop_clock,
                     tables,
-                    self.bias,
-                    self.bias_off,
+                    bias,
+                    bias_off,
                     self.in_ptr,
                     self.in_proj,
                     self.proj_src,

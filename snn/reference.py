@@ -107,12 +107,14 @@ def _step_neurons(nrn, dtype, v, i, ref_until, bias, current, t):
     return v_out, i, np.where(spike, t + nrn.refractory, ref_until), spike, v
 
 
-def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None):
+def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None, drives=None):
     """Run a :class:`snn.Graph` clock-driven: every population in the
     event backend's order, every neuron, every step; background events
     replay the event backend's draws (``kernels.background_step`` on the
     same per-sample streams). ``given``: input SpikeTrains by population
-    name; ``record``: ``[(population, indices, "v" | "i")]``. If ``traces`` is a dict,
+    name; ``drives``: constant currents ``[B, n]`` by population name,
+    added to the bias (in float64, then rounded to the state dtype, as
+    the event backend does); ``record``: ``[(population, indices, "v" | "i")]``. If ``traces`` is a dict,
     it receives per population the membrane of every neuron after
     integration and before reset, ``[T, B, n]`` (for tolerance checks)."""
     dtype = graph.dtype
@@ -165,8 +167,9 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None)
                             rngs[b], lam, dtype(source.weight), current[b]
                         )
             v, i, ref_until = state[pop.name]
+            bias = pop.bias + drives[pop.name] if drives and pop.name in drives else pop.bias
             v, i, ref_until, spike, before_reset = _step_neurons(
-                pop.neuron, dtype, v, i, ref_until, pop.bias.astype(dtype), current, t
+                pop.neuron, dtype, v, i, ref_until, bias.astype(dtype), current, t
             )
             if traces is not None:
                 traces.setdefault(pop.name, np.zeros((n_steps, batch, pop.n), dtype))[t] = before_reset

@@ -590,3 +590,53 @@ def test_conv_refusals():
     with pytest.raises(ValueError, match="zero-delay projections form a cycle"):
         g.conv(o, h, np.ones((2, 2, 3, 3)), padding=1, delay=0)
     assert len(g.projections) == 2
+
+
+# -- constant input currents (drive) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["event", "clock"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_drive_is_a_per_sample_bias(mode, dtype):
+    """A population driven by a constant current per sample runs as the
+    stack runs constant analog input (the first layer's ``W x`` as a bias):
+    the same spikes and membranes; the reference agrees bit for bit."""
+    rng = np.random.default_rng(5)
+    w1, w2 = (rng.integers(-8, 9, (6, 4)) / 8).astype(np.float32), (rng.integers(-8, 9, (3, 6)) / 8)
+    x = rng.integers(0, 9, (3, 4)) / 8
+    net = snn.Network(
+        [snn.Linear(4, 6, snn.IF(), weight=w1, bias=0.125), snn.Linear(6, 3, snn.IF(), weight=w2)], dtype
+    )
+    g = snn.Graph(dtype=dtype)
+    h = g.population(6, snn.IF(), bias=0.125, v_init=0.0, name="h", mode=mode)
+    o = g.population(3, snn.IF(), v_init=0.0, name="o", mode=mode)
+    g.connect(h, o, w2, delay=0)
+    drive = {"h": x @ w1.T.astype(np.float64)}
+    stack = net.run(analog=x, T=10, mode=mode)
+    for backend in ("event", "reference"):
+        result = g.run(10, drive=drive, backend=backend, record_v={o: [0, 1, 2]})
+        np.testing.assert_array_equal(result.spikes("h"), stack.spikes(0))
+        np.testing.assert_array_equal(result.spikes("o"), stack.spikes(1))
+        np.testing.assert_array_equal(result.v("o")[-1], stack.membrane)
+    assert stack.spikes(1).any()
+
+
+def test_drive_refusals():
+    g = snn.Graph()
+    inp = g.input(2, name="in")
+    p = g.population(3, name="p")
+    g.connect(inp, p, np.ones((3, 2)), delay=0)
+    spikes = np.zeros((4, 2, 2), np.uint8)
+    with pytest.raises(ValueError, match="drive keys must be neuron populations"):
+        g.run(4, inputs={inp: spikes}, drive={inp: np.ones((2, 2))})
+    with pytest.raises(ValueError, match=r"drive\['p'\] must be \[batch, 3\]"):
+        g.run(4, inputs={inp: spikes}, drive={p: np.ones((2, 2))})
+    with pytest.raises(ValueError, match="drives have 3 samples but the run has 2"):
+        g.run(4, inputs={inp: spikes}, drive={p: np.ones((3, 3))})
+    with pytest.raises(ValueError, match="NaN or inf"):
+        g.run(4, inputs={inp: spikes}, drive={p: np.full((2, 3), np.nan)})
+    g32 = snn.Graph(dtype=np.float32)
+    q = g32.population(3, name="q")
+    with pytest.raises(ValueError, match="too large for float32"):
+        g32.run(4, drive={q: np.full((1, 3), 1e39)})
+    assert g32.run(4, drive={q: np.full((2, 3), 0.5)}).batch_size == 2
