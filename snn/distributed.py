@@ -801,32 +801,18 @@ def _checked_samples(sc, converted, x, y):
     """Samples and labels checked as ``snn.convert.evaluate`` checks them (its
     ``check_samples`` / ``check_labels``); a dask array's values are checked
     on the workers, chunk by chunk, when the network reads them."""
-    if hasattr(sc, "_check_converted"):
-        sc._check_converted(converted)
+    sc._check_converted(converted)
     if _is_dask_array(y):
         y = y.compute()
-    if not _is_dask_array(x) and hasattr(sc, "check_samples"):
+    if not _is_dask_array(x):
         x = sc.check_samples(x, "x", converted.input_shape)
-    elif not _is_dask_array(x):
-        x = np.asarray(x)
-    if hasattr(sc, "check_labels"):
-        return x, sc.check_labels(y, "y", len(x), converted.network.layers[-1].n_out)
-    y = np.asarray(y)
-    if y.shape != (len(x),):
-        raise ValueError(f"y must have one label per sample, shape ({len(x)},), got {y.shape}")
-    return x, y
+    return x, sc.check_labels(y, "y", len(x), converted.network.layers[-1].n_out)
 
 
 def _ann_accuracy(sc, ann_model, x, y) -> float:
     """The ANN's accuracy on ``x``, in this process, as ``snn.convert.evaluate`` computes it."""
     x = np.asarray(x)  # a dask array is computed here: the ANN runs in this process
-    if hasattr(sc, "ann_outputs"):
-        return float(np.mean(sc.ann_outputs(ann_model, x, "x").argmax(1).numpy() == y))
-    import torch
-
-    with torch.no_grad():
-        xt = torch.as_tensor(x, dtype=next(ann_model.parameters()).dtype)
-        return float(np.mean(ann_model(xt).argmax(1).numpy() == y))
+    return float(np.mean(sc.ann_outputs(ann_model, x, "x").argmax(1).numpy() == y))
 
 
 def _trajectory_task(converted, x, n_steps, mode, numba_threads):
