@@ -111,6 +111,13 @@ CASES = {
         0.6,
     ),
     "synaptic-subtract-delayed-beta1": (synaptic, {"alpha": 0.5, "beta": 1.0, "threshold": 1.5}, 0.4),
+    # snnTorch zeroes mem in the step after a spike (syn keeps integrating): our refractory step
+    "synaptic-zero-delayed": (
+        synaptic,
+        {"alpha": 0.6, "beta": 0.8, "threshold": 1.0, "reset_mechanism": "zero"},
+        0.6,
+    ),
+    "leaky-none": (leaky, {"beta": 0.7, "threshold": 1.0, "reset_mechanism": "none"}, 0.6),
 }
 
 
@@ -180,29 +187,199 @@ def test_membrane_readout_matches_snntorch_membrane():
     np.testing.assert_allclose(result.membrane, mem[-1], rtol=0, atol=1e-12)
 
 
+# -- graphs: recurrent modules and the delayed subtraction ------------------------------
+
+
+def run_snntorch_modules(net, x):
+    """Step ``net`` (float64) over 0/1 spikes ``x[T, B, n]``; returns per
+    neuron module its spikes ``[T, B, n]``, the smallest distance of a
+    pre-fire membrane to threshold (recorded from the module's own ``fire``)
+    and the largest post-reset membrane minus threshold of modules with an
+    immediate subtraction. Spikes are cast to the membrane's dtype (float64):
+    snnTorch's float32 spikes would stop a float64 recurrent module."""
+    neurons = [m for m in net if isinstance(m, (st.Leaky, st.Synaptic, st.RLeaky, st.RSynaptic))]
+    margins, post = [], [-math.inf]
+    for m in neurons:
+        fire = type(m).fire.__get__(m)
+
+        def recording(mem, m=m, fire=fire):
+            margins.append(float((mem - m.threshold).abs().min()))
+            return fire(mem).to(mem.dtype)  # snnTorch's Heaviside returns float32 spikes
+
+        m.fire = recording
+    utils.reset(net)
+    spikes = [[] for _ in neurons]
+    try:
+        with torch.no_grad():
+            for t in range(x.shape[0]):
+                h = x[t]
+                for m in net:
+                    h = m(h)
+                    h = h[0] if isinstance(h, tuple) else h
+                    if m in neurons:
+                        spikes[neurons.index(m)].append(h.numpy().copy())
+                        if not m.reset_delay and int(m.reset_mechanism_val) == 0:
+                            post.append(float((m.mem - m.threshold).max()))
+    finally:
+        for m in neurons:
+            del m.fire
+    return [np.stack(s) for s in spikes], min(margins), max(post)
+
+
+def check_graph_agreement(net, x, **kwargs):
+    """snnTorch and the imported Graph give the same spikes in every neuron
+    module / population, on the event path (every mode) and the reference."""
+    net = net.double()
+    ref, margin, post = run_snntorch_modules(net, x)
+    assert margin > MARGIN, f"a membrane came within {margin:.2e} of threshold: choose another seed"
+    assert post <= 0.0, "a post-reset membrane exceeds threshold: outside the exact regime"
+    g = snn.from_snntorch(net, **kwargs)
+    assert isinstance(g, snn.Graph)
+    spikes = x.reshape(x.shape[0], x.shape[1], -1).numpy().astype(np.uint8)
+    neuron_types = (st.Leaky, st.Synaptic, st.RLeaky, st.RSynaptic)
+    names = [f"{k}:{type(m).__name__}" for k, m in enumerate(net) if isinstance(m, neuron_types)]
+    for run in ({}, {"mode": "clock"}, {"backend": "reference"}):
+        result = g.run(x.shape[0], inputs={"input": spikes}, **run)
+        for name, expected in zip(names, ref, strict=True):
+            np.testing.assert_array_equal(result.spikes(name), expected.reshape(result.spikes(name).shape))
+    assert all(r.sum() > 0 for r in ref), "a silent module: the test would be vacuous"
+    return g
+
+
+def rleaky(**kw):
+    return st.RLeaky(init_hidden=True, **kw)
+
+
+def rsynaptic(**kw):
+    return st.RSynaptic(init_hidden=True, **kw)
+
+
+RECURRENT = {
+    "rleaky-subtract-delayed": (rleaky, {"beta": 0.8, "threshold": 0.7}),
+    "rleaky-subtract-immediate": (rleaky, {"beta": 0.85, "threshold": 1.0, "reset_delay": False}),
+    "rleaky-zero-delayed": (rleaky, {"beta": 0.8, "threshold": 0.7, "reset_mechanism": "zero"}),
+    "rleaky-zero-immediate": (
+        rleaky,
+        {"beta": 0.9, "threshold": 0.6, "reset_mechanism": "zero", "reset_delay": False},
+    ),
+    "rleaky-none": (rleaky, {"beta": 0.7, "threshold": 0.5, "reset_mechanism": "none"}),
+    "rleaky-if-delayed": (rleaky, {"beta": 1.0, "threshold": 1.25}),
+    "rsynaptic-subtract-delayed-beta1": (rsynaptic, {"alpha": 0.5, "beta": 1.0, "threshold": 1.5}),
+    "rsynaptic-zero-delayed": (
+        rsynaptic,
+        {"alpha": 0.6, "beta": 0.8, "threshold": 1.0, "reset_mechanism": "zero"},
+    ),
+    "rsynaptic-none": (
+        rsynaptic,
+        {"alpha": 0.5, "beta": 0.7, "threshold": 1.0, "reset_mechanism": "none"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECURRENT))
+@pytest.mark.parametrize("wiring", ["all_to_all", "one_to_one"])
+def test_recurrent_stack_matches_snntorch(case, wiring):
+    make, kw = RECURRENT[case]
+    torch.manual_seed(5)
+    if wiring == "all_to_all":
+        first, second = make(linear_features=24, **kw), make(linear_features=6, **kw)
+    else:  # V: one value per neuron, then a scalar
+        first = make(all_to_all=False, V=torch.linspace(-0.5, 0.5, 24), **kw)
+        second = make(all_to_all=False, V=-0.25, **kw)
+    net = nn.Sequential(nn.Linear(16, 24), first, nn.Linear(24, 6), second)
+    x = (torch.rand(T, 3, 16) < 0.3).double()
+    g = check_graph_agreement(net, x)
+    rec = [p for p in g.projections if p.name.endswith(".rec")]
+    assert [(p.source.name, p.delays) for p in rec] == [
+        ("1:" + type(first).__name__, [1]),
+        ("3:" + type(second).__name__, [1]),
+    ]
+
+
+def test_delayed_subtraction_chain_is_a_graph_matching_snntorch():
+    """Leaky's default (reset_delay=True, subtract) with beta < 1: a 'none'
+    population and a self-projection of weight -threshold, delay 1."""
+    torch.manual_seed(6)
+    net = nn.Sequential(
+        nn.Linear(12, 20),
+        leaky(beta=0.9, threshold=0.75),
+        nn.Linear(20, 5),
+        leaky(beta=0.8, threshold=0.5),
+    )
+    g = check_graph_agreement(net, (torch.rand(T, 4, 12) < 0.4).double())
+    pop = g["1:Leaky"]
+    assert pop.neuron.reset == "none" and pop.neuron.beta == pytest.approx(0.9)
+    reset = next(p for p in g.projections if p.name == "1:Leaky.reset")
+    assert reset.source is pop and reset.target is pop and reset.delays == [1]
+    assert reset.n_synapses == pop.n and np.all(reset.groups[0][3] == np.float32(-0.75))
+
+
+def test_recurrent_conv_and_pooling_match_snntorch():
+    """RLeaky with a recurrent nn.Conv2d (expanded into a dense matrix) after
+    a convolution, then max pooling and a dense RLeaky."""
+    torch.manual_seed(7)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        rleaky(beta=0.8, threshold=0.6, conv2d_channels=3, kernel_size=3),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 3 * 3, 5),
+        rleaky(beta=0.85, threshold=0.5, linear_features=5),
+    )
+    check_graph_agreement(net, (torch.rand(T, 2, 1, 6, 6) < 0.3).double(), in_shape=(1, 6, 6))
+
+
+def test_recurrent_bias_enters_every_step():
+    """The recurrent nn.Linear's bias is added at every step (snnTorch adds
+    rec(0) = bias at step 0 too): a population with no input fires from it."""
+    torch.manual_seed(8)
+    lif = rleaky(beta=0.5, threshold=1.0, linear_features=3, reset_delay=False)
+    with torch.no_grad():
+        lif.recurrent.weight.zero_()
+        lif.recurrent.bias.copy_(torch.tensor([0.75, 0.25, 0.0]))
+    fc = nn.Linear(2, 3)
+    with torch.no_grad():
+        fc.weight.zero_()
+        fc.bias.copy_(torch.tensor([0.0, 0.5, 0.625]))
+    g = snn.from_snntorch(nn.Sequential(fc, lif))
+    np.testing.assert_array_equal(g["1:RLeaky"].bias, [0.75, 0.75, 0.625])
+    check_graph_agreement(nn.Sequential(fc, lif), torch.zeros(T, 1, 2, dtype=torch.float64))
+
+
+def test_chains_stay_networks():
+    net = nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, reset_delay=False), nn.Linear(4, 2), leaky(beta=1.0))
+    assert isinstance(snn.from_snntorch(net), snn.Network)
+
+
 # -- refusals --------------------------------------------------------------------------
 
 REFUSED = {
-    "delayed subtract, beta < 1": (
-        lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9)),
-        "reset_delay=False",
+    "synaptic delayed subtract, beta < 1": (
+        lambda: nn.Sequential(nn.Linear(4, 4), synaptic(alpha=0.5, beta=0.9)),
+        "feed the synaptic current of a CubaLIF",
     ),
-    "synaptic delayed zero": (
-        lambda: nn.Sequential(nn.Linear(4, 4), synaptic(alpha=0.5, beta=0.9, reset_mechanism="zero")),
-        "zeroes the synaptic current",
+    "rsynaptic delayed subtract, beta < 1": (
+        lambda: nn.Sequential(
+            nn.Linear(4, 4), st.RSynaptic(alpha=0.5, beta=0.9, linear_features=4, init_hidden=True)
+        ),
+        "module 1 \\(RSynaptic\\).*reset_delay=False",
     ),
-    "no reset": (
-        lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, reset_mechanism="none")),
-        "membrane_readout=True",
-    ),
-    "no reset, not last": (
+    "rsynaptic immediate reset": (
         lambda: nn.Sequential(
             nn.Linear(4, 4),
-            leaky(beta=0.9, reset_mechanism="none"),
-            nn.Linear(4, 2),
-            leaky(beta=0.9, reset_delay=False),
+            st.RSynaptic(alpha=0.5, beta=1.0, linear_features=4, init_hidden=True, reset_delay=False),
         ),
-        "module 1 \\(Leaky\\)",
+        "fails in snnTorch itself",
+    ),
+    "recurrent size": (
+        lambda: nn.Sequential(nn.Linear(4, 5), st.RLeaky(beta=0.9, linear_features=4, init_hidden=True)),
+        "does not map the layer's 5 neurons onto themselves",
+    ),
+    "one-to-one V size": (
+        lambda: nn.Sequential(
+            nn.Linear(4, 5), st.RLeaky(beta=0.9, all_to_all=False, V=torch.ones(3), init_hidden=True)
+        ),
+        "V has 3 values but the layer has 5 neurons",
     ),
     "inhibition": (
         lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=0.9, inhibition=True, reset_delay=False)),
@@ -223,8 +400,8 @@ REFUSED = {
         "module 1 \\(MaxPool2d\\).*currents of module 0",
     ),
     "unknown neuron": (
-        lambda: nn.Sequential(nn.Linear(4, 4), st.RLeaky(beta=0.9, linear_features=4, init_hidden=True)),
-        "RLeaky",
+        lambda: nn.Sequential(nn.Linear(4, 4), st.Alpha(alpha=0.6, beta=0.5, init_hidden=True)),
+        "Alpha",
     ),
     "ends in currents": (
         lambda: nn.Sequential(nn.Linear(4, 4), leaky(beta=1.0), nn.Linear(4, 2)),

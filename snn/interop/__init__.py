@@ -9,7 +9,9 @@ from __future__ import annotations
 
 def from_snntorch(module, in_shape=None, **kwargs):
     """Import an ``nn.Sequential`` of snnTorch neurons and torch layers as a
-    :class:`snn.Network`; see :func:`snn.interop.snntorch.from_snntorch`."""
+    :class:`snn.Network` (a chain) or a :class:`snn.Graph` (``RLeaky``/
+    ``RSynaptic``, or a delayed subtraction with ``beta < 1``); see
+    :func:`snn.interop.snntorch.from_snntorch`."""
     from .snntorch import from_snntorch as _from_snntorch
 
     return _from_snntorch(module, in_shape, **kwargs)

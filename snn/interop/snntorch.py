@@ -1,39 +1,54 @@
-"""Import snnTorch models: ``from_snntorch(nn.Sequential(...))`` -> :class:`snn.Network`.
+"""Import snnTorch models: ``from_snntorch(nn.Sequential(...))`` -> :class:`snn.Network`
+(a chain) or :class:`snn.Graph` (recurrent, or a delayed subtraction).
 
-Step semantics, snnTorch (``snntorch`` 0.9 - 1.0, ``Leaky`` / ``Synaptic``),
-per step ``t`` with input current ``x[t]`` (the preceding layer's output,
-bias included), spikes ``s[t] = (mem[t] > threshold)``:
+Step semantics, snnTorch (``snntorch`` 0.9 - 1.0, ``Leaky`` / ``Synaptic`` /
+``RLeaky`` / ``RSynaptic``), per step ``t`` with input current ``x[t]`` (the
+preceding layer's output, bias included), spikes ``s[t] = (mem[t] > threshold)``:
 
 - ``Leaky``:    ``mem[t] = beta mem[t-1] + x[t] - R[t]``;
-- ``Synaptic``: ``syn[t] = alpha syn[t-1] + x[t]``; ``mem[t] = beta mem[t-1] + syn[t] - R[t]``.
+- ``Synaptic``: ``syn[t] = alpha syn[t-1] + x[t]``; ``mem[t] = beta mem[t-1] + syn[t] - R[t]``;
+- ``RLeaky`` / ``RSynaptic``: the same with ``x[t] + rec(s[t-1])`` in place
+  of ``x[t]``, ``rec`` an ``nn.Linear`` (bias included), an ``nn.Conv2d``
+  (``all_to_all=True``) or ``V * s`` (``all_to_all=False``).
 
 ``reset_delay=True`` (snnTorch's default): the reset of a spike at ``t - 1``
 is applied at step ``t``, *after* the leak: subtract gives
 ``R[t] = threshold s[t-1]``; zero gives ``mem[t-1] <- 0`` before the leak
-(``Synaptic`` also zeroes ``syn`` and drops ``x[t]``). ``reset_delay=False``:
-the reset is applied in the step of the spike, like ours.
+for ``Leaky``, and ``mem[t] = 0`` (that step's drive to ``mem`` dropped;
+``syn`` keeps integrating) for ``Synaptic``, ``RLeaky`` and ``RSynaptic``.
+``reset_delay=False``: the reset is applied in the step of the spike, like ours.
 
 Ours (``snn.neurons``): ``v[t] = beta (v[t-1] - threshold s[t-1]) + x[t]``,
 the subtraction before the leak. Hence, exactly (up to rounding):
 
-=================  =============  ===========================================
-snnTorch           reset_delay    ours
-=================  =============  ===========================================
-Leaky subtract     False          LIF(beta), subtract  (*)
-Leaky subtract     True, beta=1   IF, subtract (the delay commutes with no leak)
-Leaky subtract     True, beta<1   refused: equals a reset by threshold / beta,
-                                  which our neurons (one threshold for firing
-                                  and subtracting) cannot express
-Leaky zero         True or False  LIF(beta), zero (``beta * 0 + x[t]`` either way)
-Synaptic subtract  False          CubaLIF(beta, alpha), subtract  (*)
-Synaptic subtract  True, beta=1   CubaLIF(1, alpha), subtract
-Synaptic subtract  True, beta<1   refused (as Leaky)
-Synaptic zero      False          CubaLIF, zero (``syn`` kept, as in snnTorch)
-Synaptic zero      True           refused: snnTorch zeroes the current too and
-                                  drops that step's input
-any "none"         -              refused (our neurons always reset), except
-                                  the last layer with ``membrane_readout=True``
-=================  =============  ===========================================
+=====================  =============  ==========================================
+snnTorch               reset_delay    ours
+=====================  =============  ==========================================
+Leaky subtract         False          LIF(beta), subtract  (*)
+Leaky subtract         True, beta=1   IF, subtract (the delay commutes with no leak)
+Leaky subtract         True, beta<1   LIF(beta), reset "none" + a self-projection
+                                      of weight -threshold, delay 1 (a Graph)
+Leaky zero             True or False  LIF(beta), zero (``beta * 0 + x[t]`` either way)
+Synaptic subtract      False          CubaLIF(beta, alpha), subtract  (*)
+Synaptic subtract      True, beta=1   CubaLIF(1, alpha), subtract
+Synaptic subtract      True, beta<1   refused: the delayed subtraction acts on
+                                      ``mem`` only, and a projection of ours
+                                      feeds the current of a CubaLIF
+Synaptic zero          False          CubaLIF, zero (``syn`` kept, as in snnTorch)
+Synaptic zero          True           CubaLIF, zero, refractory 1 (``mem`` held
+                                      at 0 one step, ``syn`` integrating)
+RLeaky                 as Leaky       plus the recurrent self-projection, delay
+                                      1 (a Graph); zero with reset_delay=True:
+                                      LIF, zero, refractory 1 (the step after a
+                                      spike is zeroed, input included)
+RSynaptic              True           as Synaptic, plus the recurrent projection
+RSynaptic              False          refused: snnTorch 1.0 itself fails on it
+                                      (its forward reads the ``spk``/``mem``
+                                      arguments, None under ``init_hidden``)
+any "none"             -              reset "none" (fires, keeps mem); the last
+                                      module with ``membrane_readout=True``: a
+                                      never-firing membrane (threshold inf)
+=====================  =============  ==========================================
 
 (*) snnTorch with ``reset_delay=False`` applies an extra, delayed subtraction
 when a membrane is *still* above threshold after its reset (its "avoid double
@@ -44,6 +59,20 @@ threshold of net input in a step beyond what its spike removes.
 snnTorch fires on ``mem > threshold``, ours on ``v >= threshold``: they
 differ only when a membrane equals the threshold exactly.
 
+Recurrent weights (``nn.Linear``, ``V``, an ``nn.Conv2d`` expanded into a
+matrix) and the ``-threshold`` of a delayed subtraction are stored as float32
+like every weight of ours (exact for snnTorch's float32 parameters); a
+recurrent ``nn.Linear``/``nn.Conv2d`` bias is added to the population's bias
+(it enters every step, as in snnTorch, where ``rec(0)`` is that bias).
+
+Chains without recurrence or delayed subtraction import as an
+:class:`snn.Network` (inputs: analog currents or spikes, as before). Any other
+model imports as an :class:`snn.Graph`: an input population ``"input"``
+(spikes only: ``graph.run(T, inputs={"input": spikes})``), one population per
+neuron module, named like the layers (``"1:RLeaky"``), feed-forward
+projections of delay 0 and self-projections of delay 1 (``"1:RLeaky.rec"``,
+``"1:Leaky.reset"``).
+
 Layers: ``nn.Linear``, ``nn.Conv2d`` (integer zero padding) followed by a
 neuron; ``nn.AvgPool2d`` on spikes followed by a neuron
 (:class:`snn.AvgPool2d`); ``nn.MaxPool2d`` on spikes, which is the per-step
@@ -51,7 +80,8 @@ OR of the window, imported exactly as a depthwise convolution of ones onto
 IF neurons (threshold 1, reset to zero); ``nn.Flatten`` (from dim 1);
 ``nn.Dropout`` / ``nn.Identity`` (identities at inference). Pooling applied to
 currents (``Conv2d -> MaxPool2d -> Leaky``, snnTorch's tutorial order) is
-refused: move the pool after the neuron.
+refused: move the pool after the neuron. In a Graph, convolutions and
+pooling are expanded into dense projections.
 """
 
 from __future__ import annotations
@@ -66,9 +96,10 @@ import torch
 from torch import nn
 
 from ..conv import AvgPool2d, Conv2d
+from ..graph import Graph
 from ..layers import Linear
 from ..network import Network
-from ..neurons import IF, LIF, CubaLIF
+from ..neurons import IF, LIF, CubaLIF, Neuron
 
 __all__ = ["SnnTorchImportError", "from_snntorch", "register"]
 
@@ -77,16 +108,28 @@ class SnnTorchImportError(ValueError):
     """An snnTorch model (or option) that cannot be imported faithfully."""
 
 
+@dataclass(frozen=True)
+class _SelfProjection:
+    """A projection of a layer's population onto itself with delay 1:
+    ``weight`` ``[n, n]`` (torch layout ``[target, source]``) or ``[n]``
+    (one-to-one); ``label`` names it (``"rec"``, ``"reset"``)."""
+
+    label: str
+    weight: np.ndarray
+
+
 @dataclass
 class _Builder:
     """State of the walk: the shape of the current signal (``(C, H, W)`` or
-    ``(n,)``), the projection waiting for its neurons, the layers built."""
+    ``(n,)``), the projection waiting for its neurons, the layers built and,
+    per layer index, its self-projections (recurrence, delayed reset)."""
 
     shape: tuple | None
     membrane_readout: bool
     n_modules: int
     pending: dict | None = None
     layers: list = field(default_factory=list)
+    selfs: dict = field(default_factory=dict)
     index: int = 0
     where: str = ""
 
@@ -214,60 +257,131 @@ def _neuron_layer(m, b: _Builder):
             "are a projection onto neurons); two neurons in a row or a neuron first is not "
             "supported"
         )
-    neuron = _neuron(m, b)
+    neuron, selfs = _neuron(m, b)
+    extra_bias = 0.0
+    if isinstance(m, _RECURRENT):
+        rec, extra_bias = _recurrent(m, b)
+        selfs = [rec, *selfs]
     p, b.pending = b.pending, None
-    name = f"{b.index}:{type(m).__name__}"
+    layer = _layer(p, neuron, f"{b.index}:{type(m).__name__}")
+    if np.any(extra_bias != 0):
+        layer.bias = layer.bias + extra_bias
+    if selfs:
+        b.selfs[len(b.layers)] = selfs
+    b.layers.append(layer)
+
+
+def _layer(p: dict, neuron: Neuron, name: str):
+    """The layer of a pending projection onto ``neuron``."""
     if p["kind"] == "linear":
         n_out = p["weight"].shape[0]
-        b.layers.append(Linear(p["n_in"], n_out, neuron, weight=p["weight"], bias=p["bias"], name=name))
-    elif p["kind"] == "conv":
-        b.layers.append(
-            Conv2d(
-                p["in_shape"],
-                p["out_channels"],
-                p["kernel_size"],
-                neuron,
-                weight=p["weight"],
-                bias=p["bias"],
-                name=name,
-                **p["kwargs"],
-            )
+        return Linear(p["n_in"], n_out, neuron, weight=p["weight"], bias=p["bias"], name=name)
+    if p["kind"] == "conv":
+        return Conv2d(
+            p["in_shape"],
+            p["out_channels"],
+            p["kernel_size"],
+            neuron,
+            weight=p["weight"],
+            bias=p["bias"],
+            name=name,
+            **p["kwargs"],
         )
-    else:
-        b.layers.append(AvgPool2d(p["in_shape"], p["kernel_size"], p["stride"], neuron, name=name))
+    return AvgPool2d(p["in_shape"], p["kernel_size"], p["stride"], neuron, name=name)
+
+
+def _recurrent(m, b: _Builder) -> tuple[_SelfProjection, np.ndarray | float]:
+    """RLeaky/RSynaptic's feedback of the previous step's spikes: the
+    self-projection (delay 1) and the per-neuron bias it adds every step."""
+    rec, n = m.recurrent, int(np.prod(b.shape))
+    if not m.all_to_all:  # RecurrentOneToOne: s * V, V a scalar or one value per neuron
+        v = _array(torch.as_tensor(rec.V)).reshape(-1)
+        if v.size not in (1, n):
+            raise b.error(f"V has {v.size} values but the layer has {n} neurons")
+        if np.isnan(v).any():
+            raise b.error("V is NaN")
+        return _SelfProjection("rec", np.broadcast_to(v, (n,)).copy()), 0.0
+    bias = _array(rec.bias) if rec.bias is not None else None
+    if isinstance(rec, nn.Linear):
+        if (rec.in_features, rec.out_features) != (n, n):
+            raise b.error(
+                f"the recurrent nn.Linear({rec.in_features}, {rec.out_features}) does not map the "
+                f"layer's {n} neurons onto themselves (linear_features={n})"
+            )
+        return _SelfProjection("rec", _array(rec.weight)), (0.0 if bias is None else bias)
+    if isinstance(rec, nn.Conv2d):
+        shape = b.need_image("a recurrent nn.Conv2d")
+        if rec.padding_mode != "zeros" or isinstance(rec.padding, str):
+            raise b.error("a recurrent nn.Conv2d is supported with integer zero padding")
+        conv = Conv2d(
+            shape,
+            rec.out_channels,
+            rec.kernel_size,
+            IF(),
+            weight=_array(rec.weight),
+            bias=0.0 if bias is None else bias,
+            stride=rec.stride,
+            padding=rec.padding,
+            dilation=rec.dilation,
+            groups=rec.groups,
+        )
+        if conv.out_shape != shape:
+            raise b.error(
+                f"the recurrent nn.Conv2d maps {shape} onto {conv.out_shape}, not onto the layer "
+                "itself (use an odd kernel_size)"
+            )
+        return _SelfProjection("rec", conv.dense_rows(np.float32).T.copy()), conv.bias.copy()
+    raise b.error(f"recurrent module {type(rec).__name__} is not supported (nn.Linear, nn.Conv2d or V)")
 
 
 # -- neurons ----------------------------------------------------------------------
 
 _RESETS = {0: "subtract", 1: "zero", 2: "none"}
+_RECURRENT = (snntorch.RLeaky, snntorch.RSynaptic)
+_WITH_CURRENT = (snntorch.Synaptic, snntorch.RSynaptic)
 
 
-def _neuron(m, b: _Builder):
+def _neuron(m, b: _Builder) -> tuple[Neuron, list]:
+    """Our neuron for snnTorch neuron module ``m`` (see the module's table)
+    and the self-projections its reset needs (a delayed subtraction)."""
     kind = type(m).__name__
     _refuse_options(m, b, kind)
     beta = _uniform(m.beta.detach().clamp(0, 1), b, "beta")
     threshold = _uniform(m.threshold.detach(), b, "threshold")
-    alpha = _uniform(m.alpha.detach().clamp(0, 1), b, "alpha") if kind == "Synaptic" else None
+    alpha = _uniform(m.alpha.detach().clamp(0, 1), b, "alpha") if isinstance(m, _WITH_CURRENT) else None
     if not threshold > 0:
         raise b.error(f"{kind} threshold must be > 0, got {threshold}")
     reset = _RESETS[int(m.reset_mechanism_val)]
     delay = bool(getattr(m, "reset_delay", True))
-    last = b.index == b.n_modules - 1
+    refractory, selfs = 0, []
     if reset == "none":
-        if not (b.membrane_readout and last):
+        if b.membrane_readout and b.index == b.n_modules - 1:
+            threshold, reset = math.inf, "subtract"
+    elif isinstance(m, snntorch.RSynaptic) and not delay:
+        raise b.error(
+            "RSynaptic(reset_delay=False) fails in snnTorch itself (its forward reads the spk/mem "
+            "arguments, None under init_hidden=True), so there is no behaviour to import; use "
+            "reset_delay=True"
+        )
+    elif delay and reset == "subtract" and beta != 1.0:
+        if alpha is not None:
             raise b.error(
-                f"{kind}(reset_mechanism='none') keeps firing without reset; our neurons always "
-                "reset. For a membrane readout as the last module pass membrane_readout=True "
-                "(it then never fires; read result.membrane)"
+                f"{kind}(reset_mechanism='subtract', reset_delay=True) with beta={beta:g} < 1 "
+                "subtracts the threshold from mem one step after the spike; our projections feed "
+                f"the synaptic current of a CubaLIF, not its membrane. Construct it with {kind}(..., "
+                "reset_delay=False) (same parameters, reset in the step of the spike) and fine-tune "
+                "briefly"
             )
-        threshold, reset = math.inf, "subtract"
-    elif delay:
-        _check_delayed_reset(kind, reset, beta, b)
+        # mem[t] = beta mem[t-1] + x[t] - threshold s[t-1]: no reset, and the spike fed back
+        reset = "none"
+        selfs.append(_SelfProjection("reset", np.full(int(np.prod(b.shape)), -threshold)))
+    elif delay and reset == "zero" and not isinstance(m, snntorch.Leaky):
+        refractory = 1  # mem[t] = 0 after a spike at t - 1: held one step, input to mem dropped
     if alpha is not None:
-        return CubaLIF(beta, alpha, threshold=threshold, reset=reset)
+        return CubaLIF(beta, alpha, threshold=threshold, reset=reset, refractory=refractory), selfs
     if beta == 1.0:
-        return IF(threshold=threshold, reset=reset)
-    return LIF(beta, threshold=threshold, reset=reset)
+        return IF(threshold=threshold, reset=reset, refractory=refractory), selfs
+    return LIF(beta, threshold=threshold, reset=reset, refractory=refractory), selfs
 
 
 def _refuse_options(m, b: _Builder, kind: str):
@@ -280,25 +394,6 @@ def _refuse_options(m, b: _Builder, kind: str):
         raise b.error(
             f"{kind} graded_spikes_factor != 1 emits graded spikes; ours are binary. Fold the "
             "factor into the next layer's weights and set it to 1"
-        )
-
-
-def _check_delayed_reset(kind: str, reset: str, beta: float, b: _Builder):
-    fix = (
-        f"construct it with {kind}(..., reset_delay=False) (same parameters, reset in the step of the "
-        "spike) and fine-tune briefly"
-    )
-    if reset == "subtract" and beta != 1.0:
-        raise b.error(
-            f"{kind}(reset_mechanism='subtract', reset_delay=True) with beta={beta:g} < 1 "
-            "subtracts the threshold after the next step's leak, i.e. a reset by threshold / beta, "
-            f"which our neurons cannot express (they fire and subtract the same threshold); {fix}"
-        )
-    if reset == "zero" and kind == "Synaptic":
-        raise b.error(
-            "Synaptic(reset_mechanism='zero', reset_delay=True) zeroes the synaptic current too "
-            "and drops the next step's input, which our CubaLIF (current kept) cannot express; "
-            f"{fix}"
         )
 
 
@@ -328,6 +423,8 @@ _HANDLERS: dict[type, Callable] = {
     nn.Identity: _identity,
     snntorch.Leaky: _neuron_layer,
     snntorch.Synaptic: _neuron_layer,
+    snntorch.RLeaky: _neuron_layer,
+    snntorch.RSynaptic: _neuron_layer,
 }
 
 
@@ -354,15 +451,18 @@ def _modules(module) -> list:
     raise TypeError(f"from_snntorch needs an nn.Sequential or a list of modules, got {type(module).__name__}")
 
 
-def from_snntorch(module, in_shape=None, *, membrane_readout: bool = False, dtype=np.float64) -> Network:
-    """Import an snnTorch model as an event-driven :class:`snn.Network`.
+def from_snntorch(
+    module, in_shape=None, *, membrane_readout: bool = False, dtype=np.float64
+) -> Network | Graph:
+    """Import an snnTorch model as an event-driven :class:`snn.Network` (a
+    chain) or :class:`snn.Graph` (recurrent, or with a delayed subtraction).
 
     Parameters
     ----------
     module : ``nn.Sequential`` (nested ones are flattened) or a list of
         modules in forward order: ``nn.Linear``/``nn.Conv2d``/``nn.AvgPool2d``
-        followed by ``snntorch.Leaky``/``snntorch.Synaptic``, ``nn.MaxPool2d``
-        and ``nn.Flatten`` on spikes, ``nn.Dropout``/``nn.Identity``.
+        followed by ``snntorch.Leaky``/``Synaptic``/``RLeaky``/``RSynaptic``,
+        ``nn.MaxPool2d`` and ``nn.Flatten`` on spikes, ``nn.Dropout``/``nn.Identity``.
         Learnable ``beta``/``alpha``/``threshold`` are taken at their current
         (trained) values, clamped to [0, 1] like snnTorch does.
     in_shape : ``(C, H, W)`` of one input sample when the model starts with a
@@ -371,15 +471,21 @@ def from_snntorch(module, in_shape=None, *, membrane_readout: bool = False, dtyp
         starting with ``nn.Linear``.
     membrane_readout : import a last neuron with ``reset_mechanism="none"``
         as a never-firing membrane (threshold inf): ``result.membrane`` is
-        snnTorch's final ``mem``.
+        snnTorch's final ``mem`` (otherwise it imports as reset ``"none"``:
+        it fires and keeps its membrane, as in snnTorch).
     dtype : state precision of the network (float64: closest to snnTorch
         run in float64).
 
     Returns
     -------
-    Network whose spike trains equal snnTorch's for the same input (analog
-    ``[T, B, n]`` or constant ``[B, n]`` currents, or 0/1 spikes), see the
-    module docstring for the exact correspondence and what is refused.
+    Network (a chain: no ``RLeaky``/``RSynaptic``, no delayed subtraction
+    with ``beta < 1``) whose spike trains equal snnTorch's for the same
+    input (analog ``[T, B, n]`` or constant ``[B, n]`` currents, or 0/1
+    spikes); otherwise a Graph with an input population ``"input"`` (0/1
+    spikes ``[T, B, n]``: ``graph.run(T, inputs={"input": spikes})``) and
+    one population per neuron module named like its layer (``"1:RLeaky"``),
+    whose spikes equal snnTorch's. See the module docstring for the exact
+    correspondence and what is refused.
 
     Raises
     ------
@@ -400,10 +506,32 @@ def from_snntorch(module, in_shape=None, *, membrane_readout: bool = False, dtyp
     if b.pending is not None:
         raise SnnTorchImportError(
             f"{b.pending['where']} is not followed by a spiking neuron; the model must end with "
-            "snntorch.Leaky or snntorch.Synaptic (use reset_mechanism='none' and membrane_readout=True "
-            "for a membrane readout)"
+            "an snnTorch neuron (Leaky, Synaptic, RLeaky, RSynaptic; use reset_mechanism='none' and "
+            "membrane_readout=True for a membrane readout)"
         )
+    if b.selfs:
+        return _graph(b, dtype)
     return Network(b.layers, dtype=dtype)
+
+
+def _graph(b: _Builder, dtype) -> Graph:
+    """The layers as a Graph: an input population, one population per layer
+    fed by the previous one (delay 0, the layer's weights as a dense
+    matrix), and the self-projections (delay 1)."""
+    g = Graph(dt=1.0, dtype=dtype)
+    source = g.input(b.layers[0].n_in, name="input")
+    for k, layer in enumerate(b.layers):
+        pop = g.population(layer.n_out, layer.neuron, bias=layer.bias, v_init=layer.v_init, name=layer.name)
+        g.connect(source, pop, layer.dense_rows(np.float32).T, delay=0, name=f"{source.name}->{pop.name}")
+        for sp in b.selfs.get(k, ()):
+            name = f"{pop.name}.{sp.label}"
+            if sp.weight.ndim == 1:  # one-to-one
+                diagonal = (np.arange(pop.n + 1), np.arange(pop.n))
+                g.connect(pop, pop, sp.weight, connectivity=diagonal, delay=1, name=name)
+            else:
+                g.connect(pop, pop, sp.weight, delay=1, name=name)
+        source = pop
+    return g
 
 
 # -- helpers -------------------------------------------------------------------------
