@@ -315,8 +315,8 @@ def test_delayed_subtraction_chain_is_a_graph_matching_snntorch():
 
 
 def test_recurrent_conv_and_pooling_match_snntorch():
-    """RLeaky with a recurrent nn.Conv2d (expanded into a dense matrix) after
-    a convolution, then max pooling and a dense RLeaky."""
+    """RLeaky with a recurrent nn.Conv2d (a convolution of the population onto
+    itself, delay 1) after a convolution, then max pooling and a dense RLeaky."""
     torch.manual_seed(7)
     net = nn.Sequential(
         nn.Conv2d(1, 3, 3, padding=1),
@@ -326,7 +326,10 @@ def test_recurrent_conv_and_pooling_match_snntorch():
         nn.Linear(3 * 3 * 3, 5),
         rleaky(beta=0.85, threshold=0.5, linear_features=5),
     )
-    check_graph_agreement(net, (torch.rand(T, 2, 1, 6, 6) < 0.3).double(), in_shape=(1, 6, 6))
+    g = check_graph_agreement(net, (torch.rand(T, 2, 1, 6, 6) < 0.3).double(), in_shape=(1, 6, 6))
+    kinds = {p.name: p.kind for p in g.projections}
+    assert kinds["1:RLeaky.rec"] == kinds["input->1:RLeaky"] == "conv"  # never expanded
+    assert g["1:RLeaky"].shape == (3, 6, 6) and kinds["5:RLeaky.rec"] == "csr"
 
 
 def test_recurrent_bias_enters_every_step():

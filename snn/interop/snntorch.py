@@ -59,9 +59,9 @@ threshold of net input in a step beyond what its spike removes.
 snnTorch fires on ``mem > threshold``, ours on ``v >= threshold``: they
 differ only when a membrane equals the threshold exactly.
 
-Recurrent weights (``nn.Linear``, ``V``, an ``nn.Conv2d`` expanded into a
-matrix) and the ``-threshold`` of a delayed subtraction are stored as float32
-like every weight of ours (exact for snnTorch's float32 parameters); a
+Recurrent weights (``nn.Linear``, ``V``, an ``nn.Conv2d`` kernel) and the
+``-threshold`` of a delayed subtraction are stored as float32 like every
+weight of ours (exact for snnTorch's float32 parameters); a
 recurrent ``nn.Linear``/``nn.Conv2d`` bias is added to the population's bias
 (it enters every step, as in snnTorch, where ``rec(0)`` is that bias).
 
@@ -81,7 +81,9 @@ IF neurons (threshold 1, reset to zero); ``nn.Flatten`` (from dim 1);
 ``nn.Dropout`` / ``nn.Identity`` (identities at inference). Pooling applied to
 currents (``Conv2d -> MaxPool2d -> Leaky``, snnTorch's tutorial order) is
 refused: move the pool after the neuron. In a Graph, convolutions and
-pooling are expanded into dense projections.
+pooling are convolution projections between image populations (never
+expanded); a recurrent ``nn.Conv2d`` is a convolution of the population
+onto itself.
 """
 
 from __future__ import annotations
@@ -111,11 +113,14 @@ class SnnTorchImportError(ValueError):
 @dataclass(frozen=True)
 class _SelfProjection:
     """A projection of a layer's population onto itself with delay 1:
-    ``weight`` ``[n, n]`` (torch layout ``[target, source]``) or ``[n]``
-    (one-to-one); ``label`` names it (``"rec"``, ``"reset"``)."""
+    ``weight`` ``[n, n]`` (torch layout ``[target, source]``), ``[n]``
+    (one-to-one) or a convolution kernel ``[C, C / groups, kh, kw]`` with
+    its ``conv`` arguments (stride, padding, dilation, groups); ``label``
+    names it (``"rec"``, ``"reset"``)."""
 
     label: str
     weight: np.ndarray
+    conv: dict | None = None
 
 
 @dataclass
@@ -313,24 +318,21 @@ def _recurrent(m, b: _Builder) -> tuple[_SelfProjection, np.ndarray | float]:
         shape = b.need_image("a recurrent nn.Conv2d")
         if rec.padding_mode != "zeros" or isinstance(rec.padding, str):
             raise b.error("a recurrent nn.Conv2d is supported with integer zero padding")
-        conv = Conv2d(
-            shape,
-            rec.out_channels,
-            rec.kernel_size,
-            IF(),
-            weight=_array(rec.weight),
-            bias=0.0 if bias is None else bias,
-            stride=rec.stride,
-            padding=rec.padding,
-            dilation=rec.dilation,
-            groups=rec.groups,
-        )
+        window = {
+            "stride": rec.stride,
+            "padding": rec.padding,
+            "dilation": rec.dilation,
+            "groups": rec.groups,
+        }
+        weight = _array(rec.weight)
+        conv = Conv2d(shape, rec.out_channels, rec.kernel_size, IF(), weight=weight, **window)
         if conv.out_shape != shape:
             raise b.error(
                 f"the recurrent nn.Conv2d maps {shape} onto {conv.out_shape}, not onto the layer "
                 "itself (use an odd kernel_size)"
             )
-        return _SelfProjection("rec", conv.dense_rows(np.float32).T.copy()), conv.bias.copy()
+        per_neuron = 0.0 if bias is None else np.repeat(bias, shape[1] * shape[2])
+        return _SelfProjection("rec", weight, window), per_neuron
     raise b.error(f"recurrent module {type(rec).__name__} is not supported (nn.Linear, nn.Conv2d or V)")
 
 
@@ -516,22 +518,43 @@ def from_snntorch(
 
 def _graph(b: _Builder, dtype) -> Graph:
     """The layers as a Graph: an input population, one population per layer
-    fed by the previous one (delay 0, the layer's weights as a dense
-    matrix), and the self-projections (delay 1)."""
+    (an image ``(C, H, W)`` after a convolution or pooling) fed by the
+    previous one with delay 0 (a convolution, or the layer's weights as a
+    dense matrix), and the self-projections (delay 1)."""
     g = Graph(dt=1.0, dtype=dtype)
-    source = g.input(b.layers[0].n_in, name="input")
+    first = b.layers[0]
+    source = g.input(first.in_shape if isinstance(first, Conv2d) else first.n_in, name="input")
     for k, layer in enumerate(b.layers):
-        pop = g.population(layer.n_out, layer.neuron, bias=layer.bias, v_init=layer.v_init, name=layer.name)
-        g.connect(source, pop, layer.dense_rows(np.float32).T, delay=0, name=f"{source.name}->{pop.name}")
+        conv = isinstance(layer, Conv2d)
+        pop = g.population(
+            layer.out_shape if conv else layer.n_out,
+            layer.neuron,
+            bias=layer.bias,
+            v_init=layer.v_init,
+            name=layer.name,
+        )
+        name = f"{source.name}->{pop.name}"
+        if conv:
+            g.conv(source, pop, layer.weight, **_window(layer), delay=0, name=name)
+        else:
+            g.connect(source, pop, layer.dense_rows(np.float32).T, delay=0, name=name)
         for sp in b.selfs.get(k, ()):
             name = f"{pop.name}.{sp.label}"
-            if sp.weight.ndim == 1:  # one-to-one
+            if sp.conv is not None:
+                g.conv(pop, pop, sp.weight, **sp.conv, delay=1, name=name)
+            elif sp.weight.ndim == 1:  # one-to-one
                 diagonal = (np.arange(pop.n + 1), np.arange(pop.n))
                 g.connect(pop, pop, sp.weight, connectivity=diagonal, delay=1, name=name)
             else:
                 g.connect(pop, pop, sp.weight, delay=1, name=name)
         source = pop
     return g
+
+
+def _window(layer: Conv2d) -> dict:
+    """Stride, padding, dilation and groups of a convolution layer."""
+    sy, sx, py, px, dy, dx, groups = (int(v) for v in layer.geom[8:15])
+    return {"stride": (sy, sx), "padding": (py, px), "dilation": (dy, dx), "groups": groups}
 
 
 # -- helpers -------------------------------------------------------------------------
