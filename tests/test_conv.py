@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TOL, NetSpec, assert_equivalent, conv_fan_out, neurons, reference_with_traces
+from conftest import TOL, NetSpec, assert_equivalent, conv_fan_out, examples, neurons, reference_with_traces
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -324,7 +324,7 @@ def test_conv_stack_event_matches_reference(mode, stack):
 
 @pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("mode", ["event", "clock", "dense"])
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(stack=conv_stacks(exact=True))
 def test_conv_stack_exact_arithmetic_bit_identical(mode, stack):
     """Exact arithmetic: identical spikes in every layer (max pooling
@@ -384,7 +384,7 @@ def test_fan_out_helper_by_hand(geo):
 
 @pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("backend,mode", PATHS)
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(
     geo=conv_geometries(max_hw=7),
     seed=st.integers(0, 2**32 - 1),
@@ -482,7 +482,7 @@ def test_grouped_conv_updates_only_reached_neurons(groups):
 
 
 @pytest.mark.usefixtures("warm_kernels")
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(
     c=st.integers(1, 3),
     h=st.integers(2, 9),
@@ -627,7 +627,7 @@ def test_maxpool_windows_and_channels_are_independent(backend):
 
 
 @pytest.mark.usefixtures("warm_kernels")
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(
     c=st.integers(1, 3),
     h=st.integers(1, 9),

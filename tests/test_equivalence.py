@@ -44,6 +44,7 @@ from conftest import (
     NetSpec,
     assert_equivalent,
     build_network,
+    examples,
     net_specs,
     reference_with_traces,
     run_kwargs,
@@ -77,7 +78,7 @@ def test_event_matches_reference(mode, spec):
 
 @pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("mode", MODES)
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(spec=net_specs(input_kinds=("spikes",), max_size=12))
 def test_event_matches_reference_spike_input_small_layers(mode, spec):
     """More examples where spikes travel through all layers (small layers
@@ -218,7 +219,7 @@ def test_self_driven_spikes_long_run(neuron, dtype):
 
 @pytest.mark.usefixtures("warm_kernels")
 @example(seed=0, n_layers=3)
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(seed=st.integers(0, 2**31), n_layers=st.integers(1, 3))
 def test_larger_networks_long_runs(seed, n_layers):
     """A few bigger/longer runs (T up to 300, 100 neurons) with mixed models."""

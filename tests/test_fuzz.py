@@ -48,7 +48,7 @@ import traceback
 import numba
 import numpy as np
 import pytest
-from conftest import TOL, NetSpec, assert_equivalent, reference_with_traces
+from conftest import TOL, NetSpec, assert_equivalent, examples, reference_with_traces
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from numba.core.errors import NumbaError
@@ -77,7 +77,7 @@ FORBIDDEN = (
 )
 
 SETTINGS = dict(
-    max_examples=int(os.environ.get("SNN_FUZZ_EXAMPLES", "120")),
+    max_examples=int(os.environ.get("SNN_FUZZ_EXAMPLES", examples(120))),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )

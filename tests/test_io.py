@@ -47,6 +47,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import examples
 
 import snn
 import snn.io
@@ -1139,7 +1140,9 @@ def test_any_edit_of_the_manifest_loads_or_gives_the_format_error(make, tmp_path
     manifest = json.loads(str(arrays["manifest"]))
     paths = sorted(_paths(manifest["network"]), key=repr)
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
     @given(st.sampled_from(paths), _json_values())
     def check(where, value):
         edited = json.loads(json.dumps(manifest))

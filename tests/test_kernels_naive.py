@@ -30,6 +30,7 @@ from fractions import Fraction
 import naive
 import numpy as np
 import pytest
+from conftest import examples  # a test's own example count, scaled by the profile
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -39,14 +40,6 @@ from snn_kernels import conv as kconv
 from snn_kernels import event as kevent
 from snn_kernels import neuron as kn
 from snn_kernels import rng as krng
-
-try:
-    from conftest import examples  # a test's own example count, scaled by the profile
-except ImportError:  # a conftest without per-test scaling
-
-    def examples(n):
-        return n
-
 
 NEVER = kn.NEVER
 DECAYS = [0.0, 0.25, 0.5, 0.75, 1.0]
