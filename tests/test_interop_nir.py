@@ -15,6 +15,12 @@ Agreement rules:
   and by us: identical spike trains; the NIR parameters are float32-rounded
   (beta recovered to ~1e-7), so the test asserts snnTorch's pre-fire
   membranes stay ``MARGIN_ST = 1e-4`` away from threshold first.
+- Graphs (recurrent, delayed, branching; ``snn.interop.nir_graph``): ours ->
+  NIR (-> file) -> ours gives equal populations, neurons, biases, synapse
+  counts, Poisson sources and identical spike trains on both backends (same
+  seed); a hand-built graph with Delay nodes and a Delay-free self-loop is
+  compared exactly with a numpy loop of the Euler steps (dyadic, gain 1);
+  snnTorch's export of an ``RLeaky`` as above (float32, ``MARGIN_ST``).
 """
 
 from __future__ import annotations
@@ -428,11 +434,37 @@ CHAIN = [("in", "fc"), ("fc", "lif"), ("lif", "out")]
         ),
         (
             lambda n, e: (
-                n.update(rec=nir.Linear(weight=np.eye(3))),
-                e.append(("lif", "rec")),
-                e.append(("rec", "lif")),
+                n.update(fc2=nir.Linear(weight=np.eye(3)), lif2=n["lif"], back=nir.Linear(weight=np.eye(3))),
+                e.extend([("lif", "fc2"), ("fc2", "lif2"), ("lif2", "back"), ("back", "lif")]),
             ),
-            "node 'lif' has 2 outgoing edges",
+            "node 'back': zero-delay projections form a cycle.*close a cycle through several neuron "
+            "nodes with a Delay node",
+        ),
+        (
+            lambda n, e: (
+                n.update(d=nir.Delay(delay=np.full(3, 1.5))),
+                e.remove(("fc", "lif")),
+                e.extend([("fc", "d"), ("d", "lif")]),
+            ),
+            "node 'd': delay .* is not a whole number of steps",
+        ),
+        (
+            lambda n, e: (
+                n.update(
+                    li=nir.LI(tau=np.full(3, 2.0), r=np.full(3, 2.0), v_leak=np.zeros(3)),
+                    fc2=nir.Linear(weight=np.eye(3)),
+                    fc3=nir.Linear(weight=np.eye(3)),
+                ),
+                e.extend([("lif", "fc2"), ("fc2", "li"), ("li", "fc3"), ("fc3", "lif")]),
+            ),
+            "node 'li': LI does not fire and passes its membrane on",
+        ),
+        (
+            lambda n, e: (
+                n.update(fc2=nir.Linear(weight=np.eye(3))),
+                e.extend([("lif", "fc2"), ("fc2", "out")]),
+            ),
+            "node 'fc2': a projection into an Output",
         ),
         (
             lambda n, e: n.update(
@@ -455,7 +487,7 @@ CHAIN = [("in", "fc"), ("fc", "lif"), ("lif", "out")]
         ),
         (
             lambda n, e: n.update(stray=nir.Linear(weight=np.eye(3))),
-            "nodes \\['stray'\\] are not on the chain",
+            "nodes \\['stray'\\] are not on any path",
         ),
     ],
 )
@@ -467,12 +499,7 @@ def test_malformed_graph_names_the_node(change, match):
         snn.from_nir(g, dt=1.0)
 
 
-def test_import_refuses_delay_neuron_first_and_missing_dt():
-    nodes = _nodes()
-    nodes["d"] = nir.Delay(delay=np.full(3, 2.0))
-    edges = [("in", "fc"), ("fc", "d"), ("d", "lif"), ("lif", "out")]
-    with pytest.raises(NIRImportError, match="node 'd': a non-zero Delay"):
-        snn.from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), dt=1.0)
+def test_import_refuses_neuron_first_and_missing_dt():
     nodes = _nodes()
     del nodes["fc"]
     nodes["lif"] = nir.LIF(tau=np.full(4, 2.0), r=np.full(4, 2.0), v_leak=np.zeros(4), v_threshold=np.ones(4))
@@ -530,3 +557,256 @@ def test_from_nir_refuses_malformed_metadata_and_input_shapes():
     graph.nodes["input"].input_type = {"input": np.array([-4])}
     with pytest.raises(NIRImportError, match="Input node's shape must be positive integers"):
         snn.from_nir(graph)
+
+
+# -- graphs: recurrence, delays, branches (snn.interop.nir_graph) ---------------------------------
+
+
+def _graphs():
+    """Graphs that are not chains: recurrent, delayed (per projection and
+    per synapse), branching and merging, current-based, reset 'none' with
+    the delayed subtraction, convolutions with delays, Poisson background."""
+    rng = np.random.default_rng(11)
+    g = snn.Graph(dt=1e-3)
+    x = g.input(6, name="x")
+    a = g.population(8, snn.LIF(beta=0.875, threshold=1.0), bias=0.125, name="a")
+    b = g.population(
+        5, snn.CubaLIF(beta=0.75, alpha=0.5, threshold=1.0, reset="zero"), name="b", mode="clock"
+    )
+    c = g.population(4, snn.LIF(beta=0.5, threshold=0.5, reset="none", refractory=1), v_init=0.25, name="c")
+    g.connect(x, a, rng.normal(0, 0.8, (8, 6)), delay=0)
+    g.connect(a, a, rng.normal(0, 0.3, (8, 8)), delay=1)
+    g.connect(a, b, rng.normal(0, 0.8, (5, 8)), delay=2)
+    g.connect(x, b, rng.normal(0, 0.8, (5, 6)), delay=0)  # merge into b
+    post, pre = np.nonzero(rng.random((4, 5)) < 0.7)
+    order = np.lexsort((post, pre))
+    rowptr = np.concatenate(([0], np.cumsum(np.bincount(pre[order], minlength=5))))
+    g.connect(b, c, 0.75, connectivity=(rowptr, post[order]), delay=rng.integers(0, 3, len(post)))
+    g.connect(c, c, -0.5, connectivity=(np.arange(5), np.arange(4)), delay=1)  # delayed subtraction
+    g.connect(c, a, rng.normal(0, 0.5, (8, 4)), delay=3)  # a cycle a -> b -> c -> a
+    g.poisson_input(a, 3, 100.0, 0.25)
+    yield "recurrent-delayed-merged", g, {"x": (rng.random((T, 2, 6)) < 0.3).astype(np.uint8)}
+
+    g = snn.Graph(dt=0.5)
+    x = g.input((1, 6, 6), name="img")
+    h = g.population((2, 6, 6), snn.LIF(beta=0.75, threshold=1.0), bias=0.0625, name="h")
+    o = g.population(3, snn.IF(threshold=2.0), name="o")
+    g.conv(x, h, rng.normal(0, 0.8, (2, 1, 3, 3)), padding=1, delay=1)
+    g.conv(h, h, rng.normal(0, 0.3, (2, 2, 3, 3)), padding=1, delay=2)  # convolutional recurrence
+    g.connect(h, o, rng.normal(0, 0.5, (3, 72)), delay=0)
+    yield "conv-recurrent", g, {"img": (rng.random((T, 2, 36)) < 0.3).astype(np.uint8)}
+
+
+def _assert_same_graph(a: snn.Graph, b: snn.Graph):
+    assert [p.name for p in a.populations] == [p.name for p in b.populations]
+    assert a.dt == b.dt
+    for pa, pb in zip(a.populations, b.populations, strict=True):
+        assert (pa.n, pa.shape, pa.mode) == (pb.n, pb.shape, pb.mode)
+        if not pa.is_input:
+            assert pa.neuron == pb.neuron and pa.neuron.name == pb.neuron.name
+            assert np.array_equal(pa.bias, pb.bias) and np.array_equal(pa.v_init, pb.v_init)
+    assert a.n_synapses == b.n_synapses
+    assert [(s.target.name, s.n_trains, s.rate, s.weight) for s in a.sources] == [
+        (s.target.name, s.n_trains, s.rate, s.weight) for s in b.sources
+    ]
+
+
+def _assert_same_graph_runs(a: snn.Graph, b: snn.Graph, inputs):
+    for backend in ("event", "reference"):
+        ra = a.run(T, inputs=inputs, seed=4, backend=backend)
+        rb = b.run(T, inputs=inputs, seed=4, backend=backend)
+        for name in ra.names:
+            assert np.array_equal(ra.spikes(name), rb.spikes(name)), (backend, name)
+            if backend == "event":
+                assert ra.spikes(name).sum() > 0 or name in inputs, f"{name} silent: vacuous"
+
+
+@pytest.mark.parametrize("through_file", [False, True])
+@pytest.mark.parametrize("name,graph,inputs", list(_graphs()), ids=[c[0] for c in _graphs()])
+def test_graph_round_trip_is_exact(name, graph, inputs, through_file, tmp_path):
+    exported = _export(graph, dt=None)
+    if through_file:
+        nir.write(tmp_path / "g.nir", exported)
+        exported = tmp_path / "g.nir"
+    back = snn.from_nir(exported)
+    assert isinstance(back, snn.Graph)
+    _assert_same_graph(graph, back)
+    _assert_same_graph_runs(graph, back, inputs)
+
+
+def test_graph_export_writes_delays_cycles_and_outputs():
+    _, g, _ = next(_graphs())
+    with pytest.warns(NIRExportWarning) as caught:
+        exported = snn.to_nir(g)
+    text = " ".join(str(w.message) for w in caught)
+    assert "Poisson background" in text and "reset 'none'" in text and "subtraction" in text
+    nodes, edges = exported.nodes, set(exported.edges)
+    assert isinstance(nodes["x"], nir.Input) and isinstance(nodes["c"], nir.LIF)
+    assert isinstance(nodes["a->b.delay"], nir.Delay)
+    np.testing.assert_allclose(nodes["a->b.delay"].delay, np.full(8, 2e-3))  # 2 steps of dt = 1e-3
+    assert {("a", "a->a.delay"), ("a->a.delay", "a->a"), ("a->a", "a")} <= edges  # a cycle
+    assert {"b->c.d0", "b->c.d1", "b->c.d2"} <= set(nodes)  # one node chain per delay
+    np.testing.assert_array_equal(nodes["x->a"].bias, np.full(8, 0.125))  # a's bias on its first input
+    assert [k for k, n in nodes.items() if isinstance(n, nir.Output)] == ["a.output", "b.output", "c.output"]
+    assert exported.metadata["snn.model"] == "Graph" and exported.metadata["snn.dt"] == 1e-3
+
+
+def test_graph_export_raises_on_unsupported():
+    def graph(neuron, poisson=False):
+        g = snn.Graph()
+        a, b = g.input(4, name="a"), g.population(3, neuron, name="b")
+        g.connect(a, b, np.ones((3, 4)), delay=1)
+        if poisson:
+            g.poisson_input(b, 2, 10.0, 0.5)
+        return g
+
+    zero = snn.LIF(beta=0.5, reset="zero")
+    snn.to_nir(graph(zero), on_unsupported="raise")  # nothing NIR cannot say
+    for g, match in (
+        (graph(zero, poisson=True), "population 'b': Poisson background"),
+        (graph(snn.LIF(beta=0.5)), "population 'b': reset by subtraction"),
+        (graph(snn.LIF(beta=0.5, reset="none")), "population 'b': reset 'none'"),
+    ):
+        with pytest.raises(NIRExportError, match=match):
+            snn.to_nir(g, on_unsupported="raise")
+
+
+def test_graph_export_refuses_a_bias_nir_cannot_carry():
+    g = snn.Graph()
+    g.population(3, snn.LIF(beta=0.5, reset="zero"), bias=0.5, name="pacemaker")
+    with pytest.raises(NIRExportError, match="population 'pacemaker': its bias has no place in NIR"):
+        snn.to_nir(g)
+    g = snn.Graph()
+    x = g.input(4, name="x")
+    img = g.population((1, 2, 2), snn.LIF(beta=0.5, reset="zero"), name="img")
+    g.connect(x, img, np.ones((4, 4)), delay=0)
+    with pytest.raises(NIRExportError, match="dense projection onto the image population 'img'"):
+        snn.to_nir(g)
+
+
+def test_chain_imports_as_graph_on_request():
+    net = _small_network()
+    x = _spikes(np.random.default_rng(2), 4, p=0.6)
+    g = snn.from_nir(_export(net), as_graph=True)
+    assert isinstance(g, snn.Graph) and isinstance(snn.from_nir(_export(net)), snn.Network)
+    r_net, r_g = net.run(x), g.run(T, inputs={"input": x}, record_v={g.populations[-1]: np.arange(2)})
+    assert np.array_equal(r_net.spikes(0), r_g.spikes(g.populations[1].name))
+    np.testing.assert_array_equal(r_g.v(g.populations[-1].name)[-1], r_net.membrane)
+
+
+def _euler_nodes():
+    """Input -> Delay (2, 1, 0 steps per input) -> Affine -> LIF; LIF ->
+    Linear -> LIF (no Delay); LIF -> Linear -> Delay(3) -> IF -> Output;
+    dt = 1, gains 1."""
+    w_in = np.array([[0.5, 0.25, 0.0], [0.75, -0.25, 0.5]])
+    w_rec = np.array([[0.0, -0.5], [0.25, 0.0]])
+    w_out = np.array([[0.5, 0.75]])
+    nodes = {
+        "in": nir.Input(input_type=np.array([3])),
+        "fc": nir.Affine(weight=w_in, bias=np.array([0.125, 0.0])),
+        "d": nir.Delay(delay=np.array([2.0, 1.0, 0.0])),  # per input neuron
+        "lif": nir.LIF(tau=np.full(2, 2.0), r=np.full(2, 2.0), v_leak=np.zeros(2), v_threshold=np.ones(2)),
+        "rec": nir.Linear(weight=w_rec),
+        "fc2": nir.Linear(weight=w_out),
+        "d2": nir.Delay(delay=np.array([3.0])),
+        "if": nir.IF(r=np.ones(1), v_threshold=np.ones(1)),
+        "out": nir.Output(output_type=np.array([1])),
+    }
+    edges = [
+        ("in", "d"),
+        ("d", "fc"),
+        ("fc", "lif"),
+        ("lif", "rec"),
+        ("rec", "lif"),
+        ("lif", "fc2"),
+        ("fc2", "d2"),
+        ("d2", "if"),
+        ("if", "out"),
+    ]
+    return nodes, edges, (w_in, w_rec, w_out)
+
+
+def test_hand_built_recurrent_delayed_graph_follows_euler_steps():
+    """NIR semantics step by step (numpy, float64, dyadic: exact): Delay
+    nodes shift by delay/dt steps (per element), the Delay-free self-loop
+    feeds back the previous step's spikes, LIF: v <- v + (dt/tau)(-v + r I),
+    fire on v > threshold, reset to v_reset = 0."""
+    nodes, edges, (w_in, w_rec, w_out) = _euler_nodes()
+    g = snn.from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), dt=1.0)
+    assert isinstance(g, snn.Graph)
+    x = _spikes(np.random.default_rng(9), 3, p=0.6, batch=2)
+    steps = np.array([2, 1, 0])
+    v, s, u, z = np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 1)), np.zeros((T, 2, 1))
+    lif_out = np.zeros((T, 2, 2))
+    for t in range(T):
+        xd = np.stack([x[t - d, :, i] if t >= d else np.zeros(2) for i, d in enumerate(steps)], axis=1)
+        current = xd @ w_in.T + np.array([0.125, 0.0]) + s @ w_rec.T
+        v = v + 0.5 * (-v + 2.0 * current)
+        s = (v > 1.0).astype(float)
+        v = np.where(s > 0, 0.0, v)
+        lif_out[t] = s
+        arriving = lif_out[t - 3] @ w_out.T if t >= 3 else np.zeros((2, 1))
+        u = u + arriving
+        z[t] = u > 1.0
+        u = np.where(z[t] > 0, 0.0, u)
+    for backend in ("event", "reference"):
+        r = g.run(T, inputs={"in": x}, backend=backend)
+        assert np.array_equal(r.spikes("lif"), lif_out) and np.array_equal(r.spikes("if"), z)
+    assert lif_out.sum() > 0 and z.sum() > 0
+
+
+def test_snntorch_rleaky_export_imports_with_matching_spikes():
+    """snnTorch's NIR export of an RLeaky (a flat cycle lif -> w_rec -> lif,
+    nirtorch >= 2) imports as a Graph whose spikes equal snnTorch's."""
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("snntorch")
+    from snntorch import utils
+
+    pytest.importorskip("nirtorch")
+    from snntorch.export_nir import export_to_nir
+
+    torch.manual_seed(1)
+    lif1 = st.RLeaky(
+        beta=torch.full((16,), 0.8),
+        threshold=torch.ones(16),
+        linear_features=16,
+        init_hidden=True,
+        reset_mechanism="zero",
+        reset_delay=False,
+    )
+    lif2 = st.Leaky(
+        beta=torch.full((4,), 0.9),
+        threshold=torch.full((4,), 0.5),
+        init_hidden=True,
+        reset_mechanism="zero",
+        reset_delay=False,
+    )
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), lif1, torch.nn.Linear(16, 4), lif2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        exported = export_to_nir(model, torch.zeros(1, 10), ignore_dims=[0])
+    assert ("1.w_rec", "1.lif") in exported.edges and ("1.lif", "1.w_rec") in exported.edges
+    g = snn.from_nir(exported, dt=1e-4)
+    assert isinstance(g, snn.Graph)
+    rec = [p for p in g.projections if p.source is p.target]
+    assert len(rec) == 1 and rec[0].delays == [1]
+    x = _spikes(np.random.default_rng(6), 10, p=0.4, batch=4, steps=40)
+    utils.reset(model)
+    margins, out = [], [[], []]
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            h = torch.as_tensor(x[t], dtype=torch.float32)
+            for k, m in enumerate(model):
+                if k % 2:  # the pre-fire membrane: snnTorch's own state function, as its forward
+                    if m.mem.shape == h.shape:
+                        pre = m.state_function(h)
+                        margins.append(float((pre - m.threshold).abs().min()))
+                h = m(h)
+                h = h[0] if isinstance(h, tuple) else h
+                if k % 2:
+                    out[k // 2].append(h.numpy().copy())
+    assert min(margins) > MARGIN_ST
+    result = g.run(x.shape[0], inputs={"input": x})
+    for name, expected in zip(("1.lif", "3"), out, strict=True):
+        assert result.spikes(name).sum() > 0
+        assert np.array_equal(result.spikes(name), np.stack(expected)), name

@@ -17,17 +17,20 @@ def from_snntorch(module, in_shape=None, **kwargs):
     return _from_snntorch(module, in_shape, **kwargs)
 
 
-def to_nir(network, dt=1.0, **kwargs):
-    """Export a :class:`snn.Network` as a ``nir.NIRGraph``; see
-    :func:`snn.interop.nir.to_nir` (semantics and refusals there)."""
+def to_nir(network, dt=None, **kwargs):
+    """Export a :class:`snn.Network` or :class:`snn.Graph` as a
+    ``nir.NIRGraph`` (``dt``: 1.0 for a Network, the graph's ``dt`` for a
+    Graph, if not given); see :func:`snn.interop.nir.to_nir` (semantics and
+    refusals there)."""
     from .nir import to_nir as _to_nir
 
     return _to_nir(network, dt, **kwargs)
 
 
 def from_nir(graph, dt=None, **kwargs):
-    """Import a feed-forward ``nir.NIRGraph`` (or the path of a NIR file) as a
-    :class:`snn.Network`; see :func:`snn.interop.nir.from_nir`."""
+    """Import a ``nir.NIRGraph`` (or the path of a NIR file) as a
+    :class:`snn.Network` (a chain) or a :class:`snn.Graph` (recurrent,
+    delayed, branching); see :func:`snn.interop.nir.from_nir`."""
     from .nir import from_nir as _from_nir
 
     return _from_nir(graph, dt, **kwargs)

@@ -1,7 +1,11 @@
 """NIR (Neuromorphic Intermediate Representation, ``nir`` >= 1.0) export and import.
 
-``to_nir(network, dt)`` writes a :class:`snn.Network` as a ``nir.NIRGraph``;
-``from_nir(graph, dt)`` reads a feed-forward NIR graph back as a Network.
+``to_nir(network, dt)`` writes a :class:`snn.Network` (a chain) or an
+:class:`snn.Graph` as a ``nir.NIRGraph``; ``from_nir(graph, dt)`` reads a NIR
+graph that is one chain back as a Network, and any other graph (branches,
+merges, recurrent edges, ``Delay`` nodes; snnTorch's ``RLeaky`` export) as a
+Graph. This module holds the discretisation, the neuron mapping and the
+chain; graphs are in :mod:`snn.interop.nir_graph` (nodes, delays, cycles).
 
 Discretisation
 --------------
@@ -62,6 +66,9 @@ reset "subtract"           NIR resets to ``v_reset`` only: written as ``v_reset 
                            ``on_unsupported="raise"``): other tools reset to zero and lose
                            the residue, so they fire less whenever a step's input
                            overshoots the threshold
+reset "none"               the same (``v_reset = 0`` + metadata + warning / error): other
+                           tools reset after every spike
+Poisson background         (graphs) not in NIR: the target's metadata + warning / error
 refractory > 0             not in NIR: metadata + warning / error (others never hold v)
 v_init != 0                not in NIR (state starts at 0): metadata + warning / error
 fire on ``v >= thr``       NIR fires on ``v > thr``: differs only when v equals the
@@ -74,14 +81,15 @@ a channel
 =========================  ====================================================================
 
 Import refuses (``NIRImportError`` naming the node): a node type we do not
-know (``Scale``, ``Threshold``, ``Conv1d``, nested ``NIRGraph`` such as
-snnTorch's recurrent export), graphs that are not one chain
-``Input -> ... -> Output`` (recurrent or branching, missing edges, dangling
-nodes), two projections or two neurons in a row, a neuron directly on the
-input, non-zero ``Delay``, per-neuron ``tau``/``r``/thresholds within a layer,
+know (``Scale``, ``Threshold``, ``Conv1d``, a nested ``NIRGraph``: flatten
+it), missing edges and dangling nodes, two projections or two neurons in a
+row, a neuron directly on the input, per-neuron ``tau``/``r``/thresholds
+within a layer,
 ``tau < dt`` (Euler unstable), ``r <= 0``, CubaLIF ``v_leak != 0`` (a drive
 into ``v`` that our current-based neuron cannot carry), pooling with padding,
-and shape mismatches.
+and shape mismatches; for graphs also the refusals listed in
+:mod:`snn.interop.nir_graph` (e.g. a cycle through several neuron nodes with
+no ``Delay`` node, delays that are not whole steps).
 
 Graphs from snnTorch's ``export_to_nir`` (its ``dt = 1e-4``: pass
 ``dt=1e-4``) import with the NIR meaning of each node. snnTorch writes
@@ -89,6 +97,9 @@ Graphs from snnTorch's ``export_to_nir`` (its ``dt = 1e-4``: pass
 a model trained with reset by subtraction therefore imports as reset to zero
 (NIR carries nothing else), and ``beta = 1`` layers are refused (``tau``
 infinite); import such models with :func:`snn.from_snntorch` instead.
+snnTorch exports an ``RLeaky``/``RSynaptic`` as the cycle ``lif -> w_rec ->
+lif`` without a ``Delay``: it imports as a Graph whose self-projection has
+delay 1 (the previous step's spikes, as snnTorch computes them).
 nir 1.0.8 mis-derives the types of grouped or non-square ``Conv2d`` nodes
 from the weight shape; ``to_nir`` states them itself, and files holding
 such nodes are read back with ``nir.read(path, type_check=False)``.
@@ -107,6 +118,7 @@ import nir
 import numpy as np
 
 from ..conv import AvgPool2d, Conv2d, MaxPool2d
+from ..graph import Graph
 from ..layers import Layer, Linear, SparseLinear
 from ..network import Network
 from ..neurons import Neuron
@@ -133,33 +145,49 @@ class NIRExportWarning(UserWarning):
 # -- export -----------------------------------------------------------------------------------
 
 
-def to_nir(network: Network, dt: float = 1.0, *, on_unsupported: str = "warn") -> nir.NIRGraph:
-    """Export a feed-forward :class:`snn.Network` as a ``nir.NIRGraph``.
+def to_nir(
+    network: Network | Graph, dt: float | None = None, *, on_unsupported: str = "warn"
+) -> nir.NIRGraph:
+    """Export a feed-forward :class:`snn.Network` or an :class:`snn.Graph`
+    (recurrent, delayed, branching) as a ``nir.NIRGraph``.
 
     Parameters
     ----------
-    network : layers ``Linear``, ``SparseLinear`` (written dense), ``Conv2d``,
-        ``AvgPool2d`` with ``IF``/``LIF``/``CubaLIF`` neurons; a ``Flatten``
-        node is inserted where a convolution feeds a dense layer.
-    dt : step length in the time unit of the written ``tau`` values (1.0:
-        ``tau`` in steps; snnTorch uses 1e-4).
+    network : a Network of layers ``Linear``, ``SparseLinear`` (written
+        dense), ``Conv2d``, ``AvgPool2d`` with ``IF``/``LIF``/``CubaLIF``
+        neurons (a ``Flatten`` node is inserted where a convolution feeds a
+        dense layer), or a Graph (see :mod:`snn.interop.nir_graph`:
+        populations as nodes, projections as ``Linear``/``Affine``/``Conv2d``
+        nodes, delays as ``Delay`` nodes, recurrence as cycles).
+    dt : step length in the time unit of the written ``tau`` values; default
+        1.0 for a Network (``tau`` in steps; snnTorch uses 1e-4), the
+        graph's ``dt`` (seconds) for a Graph.
     on_unsupported : ``"warn"`` (default) or ``"raise"``: what to do with a
-        reset by subtraction, a refractory period or a non-zero ``v_init``,
-        which NIR cannot express (see the module docstring). ``"warn"``
-        writes the nearest NIR node, the exact parameters as metadata and
-        emits :class:`NIRExportWarning` stating the difference.
+        reset by subtraction or ``"none"``, a refractory period, a non-zero
+        ``v_init`` or Poisson background, which NIR cannot express (see the
+        module docstring). ``"warn"`` writes the nearest NIR node, the exact
+        parameters as metadata and emits :class:`NIRExportWarning` stating
+        the difference.
 
     Returns
     -------
-    ``nir.NIRGraph``: ``input -> {k}.<projection> -> {k}.<neuron> -> ... -> output``
-    whose parameters follow the module's discretisation and whose metadata
-    makes :func:`from_nir` rebuild ``network`` exactly.
+    ``nir.NIRGraph``: for a Network ``input -> {k}.<projection> -> {k}.<neuron>
+    -> ... -> output``; for a Graph one node per population, one node chain
+    per projection (and delay); parameters follow the module's
+    discretisation and the metadata makes :func:`from_nir` rebuild the
+    model exactly.
     """
-    if not isinstance(network, Network):
-        raise TypeError(f"to_nir exports an snn.Network, got {type(network).__name__}")
+    if not isinstance(network, (Network, Graph)):
+        raise TypeError(f"to_nir exports an snn.Network or snn.Graph, got {type(network).__name__}")
+    if dt is None:
+        dt = network.dt if isinstance(network, Graph) else 1.0
     _check_dt(dt, NIRExportError)
     if on_unsupported not in ("warn", "raise"):
         raise ValueError(f"on_unsupported must be 'warn' or 'raise', got {on_unsupported!r}")
+    if isinstance(network, Graph):
+        from .nir_graph import graph_to_nir
+
+        return graph_to_nir(network, float(dt), on_unsupported)
     first = network.layers[0]
     shape = tuple(first.in_shape) if isinstance(first, Conv2d) else (first.n_in,)
     nodes: dict = {"input": nir.Input(input_type=np.array(shape))}
@@ -292,6 +320,12 @@ def _differences(layer: Layer) -> list[str]:
             "'subtract'. Tools ignoring it reset to 0 and drop the residue v - threshold, so they "
             "fire less whenever a step overshoots the threshold"
         )
+    if neuron.reset == "none" and neuron.threshold != math.inf:
+        out.append(
+            f"reset 'none' (the membrane kept after a spike) is not expressible in NIR {nir.version} "
+            "(v <- v_reset only); written as v_reset=0 with metadata snn.reset='none'. Tools ignoring "
+            "it reset to 0 after every spike, so they fire less"
+        )
     if neuron.refractory:
         out.append(
             f"refractory period of {neuron.refractory} steps is not expressible in NIR; recorded "
@@ -339,29 +373,39 @@ class _Builder:
         return self.shape
 
 
-def from_nir(graph: nir.NIRGraph, dt: float | None = None, *, dtype=np.float64) -> Network:
-    """Import a feed-forward NIR graph as a :class:`snn.Network`.
+def from_nir(
+    graph: nir.NIRGraph, dt: float | None = None, *, dtype=np.float64, as_graph: bool = False
+) -> Network | Graph:
+    """Import a NIR graph as a :class:`snn.Network` (one chain) or an
+    :class:`snn.Graph` (anything else: branches, merges, recurrent edges,
+    delays; and graphs written from a Graph).
 
     Parameters
     ----------
     graph : a ``nir.NIRGraph``, or the path (``str`` or ``os.PathLike``) of a
         NIR file, read with ``nir.read(path, type_check=False)`` (nir 1.0.8
         mis-derives grouped convolutions' types; the import checks every
-        shape itself). One chain ``Input -> (projection -> neuron)+ -> Output``;
-        projections ``Affine``, ``Linear``, ``Conv2d``, ``AvgPool2d``,
-        ``SumPool2d``; neurons ``IF``, ``LIF``, ``CubaLIF`` (``I``, ``LI``,
-        ``CubaLI`` as a last-layer membrane readout); ``Flatten`` and
-        zero ``Delay`` anywhere.
+        shape itself). A chain ``Input -> (projection -> neuron)+ -> Output``
+        (projections ``Affine``, ``Linear``, ``Conv2d``, ``AvgPool2d``,
+        ``SumPool2d``; neurons ``IF``, ``LIF``, ``CubaLIF``; ``I``, ``LI``,
+        ``CubaLI`` as a last-layer membrane readout; ``Flatten`` and zero
+        ``Delay`` anywhere) imports as a Network. Other graphs follow the
+        rules of :mod:`snn.interop.nir_graph` (e.g. snnTorch's export of
+        ``RLeaky``: ``lif -> w_rec -> lif``, the previous step's spikes fed back).
     dt : step length for the forward-Euler mapping, in the unit of the
         graph's ``tau`` values (snnTorch's export: 1e-4). Default: the
         graph's ``snn.dt`` metadata (graphs written by :func:`to_nir`).
     dtype : state precision of the network.
+    as_graph : import a chain as a Graph too.
 
     Returns
     -------
     Network whose spikes for an input of shape ``[T, B, prod(input shape)]``
-    (channel-first flattened) follow the module's discretisation; exactly
-    the exported network for graphs written by :func:`to_nir`.
+    (channel-first flattened) follow the module's discretisation, or a Graph
+    (``dt`` seconds per step) with one input population per ``Input`` node
+    and one population per neuron node, named after the nodes
+    (``graph.run(T, inputs={"input": spikes})``); exactly the exported
+    model for graphs written by :func:`to_nir`.
 
     Raises
     ------
@@ -373,6 +417,11 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, *, dtype=np.float64) 
     if dt is None:
         dt = _metadata_dt(graph)
     _check_dt(dt, NIRImportError)
+    _check_edges(graph)
+    from .nir_graph import graph_from_nir, is_chain
+
+    if as_graph or not is_chain(graph):
+        return graph_from_nir(graph, float(dt), dtype)
     input_name, chain = _chain(graph)
     shape = _input_shape(graph.nodes[input_name])
     b = _Builder(shape, dt, len(chain))
@@ -441,13 +490,16 @@ def _input_shape(node) -> tuple:
     return _shape(value)
 
 
+def _check_edges(graph: nir.NIRGraph) -> None:
+    for a, z in graph.edges:
+        for end in (a, z):
+            if end not in graph.nodes:
+                raise NIRImportError(f"edge ({a!r}, {z!r}) refers to node {end!r}, which is not in the graph")
+
+
 def _chain(graph: nir.NIRGraph) -> tuple[str, list]:
     """The nodes between the single Input and the single Output, in order."""
     nodes = graph.nodes
-    for a, z in graph.edges:
-        for end in (a, z):
-            if end not in nodes:
-                raise NIRImportError(f"edge ({a!r}, {z!r}) refers to node {end!r}, which is not in the graph")
     inputs = [k for k, n in nodes.items() if isinstance(n, nir.Input)]
     outputs = [k for k, n in nodes.items() if isinstance(n, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
@@ -588,8 +640,8 @@ def _delay(node: nir.Delay, b: _Builder):
 
 def _subgraph(node, b: _Builder):
     raise b.error(
-        "a nested NIRGraph (e.g. snnTorch's export of a recurrent RLeaky/RSynaptic) is not "
-        "supported: our Network is a feed-forward stack"
+        "a nested NIRGraph is not supported; flatten it into the outer graph (snnTorch's export "
+        "with nirtorch >= 2 writes its RLeaky/RSynaptic flat: lif -> w_rec -> lif)"
     )
 
 
