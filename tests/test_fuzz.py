@@ -238,7 +238,7 @@ HUGE = [2**40, 2**63]
 BAD_SIZES = [0, -1, -(2**40), 2.0, 2.5, True, None, "3", np.float64(3.0)] + HUGE
 BAD_UNIT = [1.5, -0.1, nan, inf, -inf, None, "0.9", True, 1 + 0j, 1e300]
 BAD_THR = [0.0, -1.0, nan, -inf, 1e300, 1e39, 5e-324, "1", None, True, 1 + 0j]
-BAD_RESET = ["Subtract", "", None, 0, "none"]
+BAD_RESET = ["Subtract", "", None, 0, "None"]
 BAD_REFRACTORY = [-1, 1.5, True, 2**40, 2**63 - 1, "1", None] + (
     [] if "huge_refractory" in KNOWN else [2**63]
 )

@@ -35,7 +35,7 @@ DYADIC = np.arange(-16, 17) / 8.0
 @st.composite
 def neuron_models(draw, exact):
     thr = draw(st.sampled_from([0.5, 1.0, 1.5, 2.0]))
-    reset = draw(st.sampled_from(["subtract", "zero", "value"]))
+    reset = draw(st.sampled_from(["subtract", "zero", "value", "none"]))
     kw = {"threshold": thr, "reset": reset, "refractory": draw(st.integers(0, 2))}
     if reset == "value":
         kw["v_reset"] = draw(st.sampled_from([-0.5, 0.25]))
