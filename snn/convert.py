@@ -38,6 +38,7 @@ from .qcfs import QCFS
 
 __all__ = [
     "ConversionError",
+    "ConvertedGraph",
     "ConvertedNetwork",
     "EarlyExit",
     "Evaluation",
@@ -247,10 +248,31 @@ class _Tracer(torch.fx.Tracer):
         return any(cls in _MODULE_HANDLERS for cls in type(m).__mro__) or super().is_leaf_module(m, qualname)
 
 
-def _trace_ops(model) -> list[Op]:
+def _fx_graph(model):
+    """The model's torch.fx graph, or None if fx cannot trace it."""
     try:
-        graph = _Tracer().trace(model)
+        return _Tracer().trace(model)
     except Exception:  # noqa: BLE001 -- dynamic control flow: a plain walk of Sequential containers
+        return None
+
+
+def _is_chain(graph) -> bool:
+    """Every node reads exactly the node before it (and nothing else)."""
+    previous = None
+    for node in graph.nodes:
+        if node.op == "output":
+            return True
+        if node.op != "placeholder":
+            tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+            if len(tensor_args) != 1 or tensor_args[0] is not previous:
+                return False
+        previous = node
+    return True
+
+
+def _trace_ops(model, graph=None) -> list[Op]:
+    graph = graph if graph is not None else _fx_graph(model)
+    if graph is None:
         return _walk_ops(model, "")
     ops, previous = [], None
     for node in graph.nodes:
@@ -607,8 +629,17 @@ def convert(
     per_channel: bool = False,
     v_init: float = 0.5,
     dtype=np.float64,
-) -> ConvertedNetwork:
+    maxpool: str | None = None,
+) -> ConvertedNetwork | ConvertedGraph:
     """Convert a trained ReLU (or QCFS) network to an event-driven SNN of IF neurons.
+
+    A chain of layers becomes a :class:`ConvertedNetwork` over an
+    :class:`snn.Network`; a model whose torch.fx graph is not a chain
+    (residual adds ``+``/``torch.add``/``+=``, ``torch.cat`` along
+    channels, ``x.view(x.size(0), -1)``...) becomes a
+    :class:`snn.convert_graph.ConvertedGraph` over an :class:`snn.Graph`
+    (see :mod:`snn.convert_graph` for what it supports and how it
+    normalises through the merges).
 
     Parameters
     ----------
@@ -628,13 +659,33 @@ def convert(
         threshold (0.5 centres the rounding error of rate coding). A QCFS
         layer starts at its shift (1/2: half its threshold).
     dtype : state precision of the SNN.
+    maxpool : models that are not chains only (the graph has no spiking
+        max-pool yet): ``None`` refuses a MaxPool2d, ``"avg"`` replaces it
+        by an average pool of the same window (kernel, stride, zero
+        padding) -- a different function than the ANN's, the user's choice.
     """
     data = _check_model(model, calibration_data)
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    if maxpool not in (None, "avg"):
+        raise ValueError(f"maxpool must be None or 'avg', got {maxpool!r}")
     input_shape = tuple(data.shape[1:])
     model = _private_copy(model)  # traced and run below: the user's model is never touched
-    ops = _fold(_trace_ops(model))
+    graph = _fx_graph(model)
+    if graph is not None and not _is_chain(graph):
+        from .convert_graph import convert_graph
+
+        return convert_graph(
+            model,
+            graph,
+            data,
+            percentile=percentile,
+            per_channel=per_channel,
+            v_init=v_init,
+            dtype=dtype,
+            maxpool=maxpool,
+        )
+    ops = _fold(_trace_ops(model, graph))
     affine = [op for op in ops if op.kind == "affine"]
     if not affine:
         raise ConversionError("the model has no Linear or Conv2d layer")
@@ -847,7 +898,13 @@ def readout_trajectory(converted: ConvertedNetwork, x, result) -> Trajectory:
 
     Uses only the spike trains and counts in ``result`` (and ``x`` when the
     readout is the first layer); see :class:`Trajectory` for what is exact.
+    A :class:`snn.convert_graph.ConvertedGraph`'s readout is its recorded
+    membrane (:func:`snn.convert_graph.graph_trajectory`).
     """
+    if _is_graph(converted):
+        from .convert_graph import graph_trajectory
+
+        return graph_trajectory(converted, x, result)
     layers = converted.network.layers
     n_steps, batch = result.n_steps, result.batch_size
     if result.counts[0].synops.any():
@@ -1169,17 +1226,32 @@ def evaluate(
     from tqdm.auto import tqdm
 
     if client is not None:
+        if _is_graph(converted):
+            raise NotImplementedError(
+                "evaluate(client=...) distributes converted chains (ConvertedNetwork) only; "
+                "run a ConvertedGraph without client="
+            )
         from .distributed import evaluate as distributed_evaluate
 
-        return distributed_evaluate(converted, x, y, steps, single_pass=single_pass, energy=energy,
-                                    ann_model=ann_model, mode=mode, progress=progress, client=client)
+        return distributed_evaluate(
+            converted,
+            x,
+            y,
+            steps,
+            single_pass=single_pass,
+            energy=energy,
+            ann_model=ann_model,
+            mode=mode,
+            progress=progress,
+            client=client,
+        )
     _check_converted(converted)
     steps = [_positive_int("steps", t) for t in np.atleast_1d(steps).tolist()]
     if not steps:
         raise ValueError("steps must name at least one T")
     energy = energy or EnergyModel()
     x = check_samples(x, "x", converted.input_shape)
-    y = check_labels(y, "y", len(x), converted.network.layers[-1].n_out)
+    y = check_labels(y, "y", len(x), _n_out(converted))
     if ann_model is not None and not isinstance(ann_model, nn.Module):
         raise TypeError(f"ann_model must be a torch.nn.Module, got {type(ann_model).__name__}")
     converted.network.prepare()
@@ -1209,10 +1281,31 @@ def evaluate(
 
 
 def _check_converted(converted) -> None:
-    if not isinstance(converted, ConvertedNetwork):
+    from .convert_graph import ConvertedGraph
+
+    if not isinstance(converted, (ConvertedNetwork, ConvertedGraph)):
         raise TypeError(
-            f"expected a ConvertedNetwork (the result of snn.convert.convert), got {type(converted).__name__}"
+            "expected a ConvertedNetwork or ConvertedGraph (the result of snn.convert.convert), "
+            f"got {type(converted).__name__}"
         )
+
+
+def _is_graph(converted) -> bool:
+    from .convert_graph import ConvertedGraph
+
+    return isinstance(converted, ConvertedGraph)
+
+
+def _n_out(converted) -> int:
+    """Outputs of the readout."""
+    return converted.n_out if _is_graph(converted) else converted.network.layers[-1].n_out
+
+
+def _n_neurons(converted) -> int:
+    """Neurons updated per step by a clock-driven run."""
+    if _is_graph(converted):
+        return converted.network.n_neurons
+    return sum(layer.n_out for layer in converted.network.layers)
 
 
 def _positive_int(name, value) -> int:
@@ -1254,7 +1347,7 @@ def _single_pass_rows(converted, x, y, steps, energy, mode):
     start = time.perf_counter()
     trajectory = readout_trajectory(converted, x, result)
     readout_ms = 1e3 * (time.perf_counter() - start) / n
-    per_step = sum(layer.n_out for layer in converted.network.layers)
+    per_step = _n_neurons(converted)
     macs = trajectory.macs.sum() / n
     rows = []
     for t in steps:
@@ -1277,3 +1370,4 @@ def _single_pass_rows(converted, x, y, steps, energy, mode):
 
 # the calibration pass lives in its own module, which builds on the names above
 from .convert_calibrate import LayerCalibration, calibrate  # noqa: E402
+from .convert_graph import ConvertedGraph  # noqa: E402

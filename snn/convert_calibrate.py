@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .conv import Conv2d
-from .convert import ConversionError, ConvertedNetwork, _apply, _check_converted
+from .convert import ConversionError, ConvertedNetwork, _apply, _check_converted, _is_graph, check_samples
 
 WHAT = ("bias", "potential")
 
@@ -78,6 +78,8 @@ def calibrate(
         raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
     if what not in WHAT:
         raise ValueError(f"what must be one of {WHAT}, got {what!r}")
+    if _is_graph(converted):
+        return _calibrate_graph(converted, calibration_data, int(T), what, readout)
     x = converted._flat(calibration_data, "calibration_data")
     targets = _ann_targets(converted, x)
     for k, target in enumerate(targets):
@@ -165,3 +167,61 @@ def _ann_targets(converted: ConvertedNetwork, x: np.ndarray) -> list:
             targets.append(np.minimum(h.numpy() / lam, 1.0).reshape(len(x), -1))
             i += 2
     return targets
+
+
+# -- graphs ---------------------------------------------------------------------------
+
+
+def _calibrate_graph(converted, calibration_data, T, what, readout):
+    """:func:`calibrate` for a :class:`snn.convert_graph.ConvertedGraph`:
+    population by population in topological order (each corrected with its
+    sources already corrected), the target the normalised ANN activation
+    ``min(a / lambda, 1)`` (the logits for the readout), per channel; the
+    graph is rebuilt with the shifts after each population."""
+    x = check_samples(calibration_data, "calibration_data", converted.input_shape)
+    targets = converted.ann_activations(x)
+    for name, target in targets.items():
+        if not np.isfinite(target).all():
+            raise ConversionError(
+                f"population {name!r}: the ANN's activation on calibration_data is NaN or inf "
+                "(it overflows); check the scale of the data"
+            )
+    shifts = {p.name: np.zeros(int(np.prod(p.shape))) for p in converted.pops}
+    before, mean_shift = {}, {}
+    current = converted.rebuilt({}, {})
+
+    def error_of(pop, result):
+        lam = converted.scales[pop.name]
+        channel = _graph_channels(pop.shape)
+        if pop.kind == "readout":
+            target, output = targets[pop.name], result.membrane / T
+        else:
+            target = np.minimum(targets[pop.name] / lam[channel], 1.0)
+            output = result.spike_counts(pop.name) / T
+        error = (target - output).mean(axis=0)
+        return np.bincount(channel, error)[channel] / np.bincount(channel)[channel]
+
+    for pop in converted.pops:
+        if pop.kind == "readout" and not readout:
+            continue
+        error = error_of(pop, current.run(x, T))
+        before[pop.name] = float(np.abs(error).mean())
+        shift = error if what == "bias" else T * error
+        mean_shift[pop.name] = float(shift.mean())
+        shifts[pop.name] = shifts[pop.name] + shift
+        current = current.rebuilt({}, shifts) if what == "bias" else current.rebuilt(shifts, {})
+    final = current.run(x, T)
+    report = [
+        LayerCalibration(
+            pop.name, before[pop.name], float(np.abs(error_of(pop, final)).mean()), mean_shift[pop.name]
+        )
+        for pop in converted.pops
+        if pop.name in before
+    ]
+    return replace(current, calibration=report)
+
+
+def _graph_channels(shape) -> np.ndarray:
+    if len(shape) == 3:
+        return np.repeat(np.arange(shape[0]), shape[1] * shape[2])
+    return np.arange(int(np.prod(shape)))

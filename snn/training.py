@@ -1,6 +1,7 @@
 """Small, seeded training helpers for the digits examples and tests: the
-data set bundled with scikit-learn (no download) and the DIGITS-CNN / MLP of
-``shared/BENCHMARKS.md``. Uses torch and scikit-learn (imported here only)."""
+data set bundled with scikit-learn (no download) and the DIGITS-CNN / MLP /
+DIGITS-RESNET models of ``shared/BENCHMARKS.md`` (and ResNet-18 as
+torchvision writes it, for RESNET18-32). Uses torch and scikit-learn (imported here only)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,124 @@ def digits_mlp(
             _activation(activation, levels, threshold),
             nn.Linear(128, 10),
         )
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock, written as torchvision writes it:
+    conv3x3-BN-ReLU-conv3x3-BN, ``out += identity`` (the input, or
+    ``downsample(x)``), then the same ``ReLU(inplace=True)`` module again."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        out = self.relu(out)
+        return out
+
+
+def _downsample(inplanes: int, planes: int, stride: int) -> nn.Sequential:
+    """torchvision's shortcut: conv1x1 (stride, no bias) then BN."""
+    return nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+
+
+class DigitsResNet(nn.Module):
+    """DIGITS-RESNET (``shared/BENCHMARKS.md``): stem Conv(1,16,3,p1)-BN-ReLU,
+    block A (16 -> 16, identity), block B (16 -> 32, stride 2, shortcut
+    conv1x1-BN), AdaptiveAvgPool2d((1, 1)), ``torch.flatten(x, 1)``,
+    Linear(32, 10); 533,824 MACs on 8x8 digits."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = BasicBlock(16, 16)
+        self.layer2 = BasicBlock(16, 32, stride=2, downsample=_downsample(16, 32, 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer2(self.layer1(x))
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+def digits_resnet(seed: int | None = 0) -> DigitsResNet:
+    """The DIGITS-RESNET model, initial weights drawn with ``seed`` (the
+    global torch generator left untouched; ``None``: drawn from it)."""
+    with _seeded(seed):
+        return DigitsResNet()
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 as ``torchvision.models.resnet18(num_classes=...)`` defines
+    it (torchvision does not import here): stem conv7x7/2-BN-ReLU-
+    MaxPool2d(3, 2, 1), four stages of two :class:`BasicBlock` (64, 128,
+    256, 512 planes; stride 2 and a conv1x1-BN downsample from the second),
+    AdaptiveAvgPool2d((1, 1)), ``torch.flatten(x, 1)``, Linear(512, classes);
+    torchvision's initialisation (Kaiming normal fan-out convolutions, BN
+    weight 1 and bias 0)."""
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, 1)
+        self.layer2 = self._make_layer(128, 2)
+        self.layer3 = self._make_layer(256, 2)
+        self.layer4 = self._make_layer(512, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, planes: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = _downsample(self.inplanes, planes, stride)
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample), BasicBlock(planes, planes)]
+        self.inplanes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        x = self.fc(x)
+        return x
 
 
 def train(

@@ -1,0 +1,107 @@
+"""DIGITS-RESNET (shared/BENCHMARKS.md): a residual network trained on the
+digits, converted to an event-driven SNN graph, run on the 540 test digits
+with direct (constant current) input; against SpikingJelly's figures.
+
+Workload
+--------
+- ANN: ``snn.training.digits_resnet`` -- stem Conv(1,16,3,p1)-BN-ReLU, block
+  A (identity), block B (stride 2, conv1x1-BN shortcut), written as
+  torchvision's BasicBlock (``out += identity``, one reused
+  ``ReLU(inplace=True)``), AdaptiveAvgPool2d((1, 1)), ``torch.flatten``,
+  Linear(32, 10); Adam 1e-3, wd 1e-4, batch 64, 60 epochs, seed 0.
+- Conversion: ``snn.convert.convert(model, x_train, percentile=99.99)``
+  gives a ``ConvertedGraph`` (each residual add: two projections into one
+  population); ``--calibrate-at T`` also calibrates the initial membranes.
+- One single-pass ``evaluate`` (one run to the largest T, read at every T):
+  accuracy, SynOps and MACs per sample, SynOps / ANN MACs, energy / ANN.
+- Peer: SpikingJelly 2.0's converter (``99.9%`` mode) on the same
+  architecture, measured by whoever wrote BENCHMARKS.md (SpikingJelly is not
+  installed here): its accuracy and SynOps/MAC are printed next to ours.
+
+Usage::
+
+    python benchmarks/digits_resnet.py [--epochs N] [--steps 4 8 ...] [--calibrate-at T] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from _common import describe_env, environment, md_table, warn_if_busy
+
+from snn.convert import calibrate, convert, evaluate
+from snn.training import accuracy, digits_resnet, load_digits_split, train
+
+# BENCHMARKS.md, DIGITS-RESNET: SpikingJelly 2.0 "99.9%" mode (ANN 99.26 %)
+SPIKINGJELLY = {4: (0.096, 0.25), 8: (0.185, 0.67), 16: (0.839, 1.52), 32: (0.983, 3.21), 64: (0.994, 6.58)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--calibrate-at", type=int, default=None)
+    parser.add_argument("--json", default=None, help="write every figure here")
+    args = parser.parse_args()
+    import torch
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    env = environment()
+    print(describe_env(env))
+    warn_if_busy()
+
+    x_train, y_train, x_test, y_test = load_digits_split()
+    start = time.perf_counter()
+    model = train(digits_resnet(), x_train, y_train, epochs=args.epochs, progress=False)
+    train_s = time.perf_counter() - start
+    ann_acc = accuracy(model, x_test, y_test)
+    converted = convert(model, x_train, percentile=99.99)
+    if args.calibrate_at:
+        converted = calibrate(converted, x_train, args.calibrate_at)
+    compile_s = converted.network.prepare()
+    print(
+        f"ANN accuracy {ann_acc:.2%} ({args.epochs} epochs, {train_s:.0f} s), {converted.ann_total_macs:,} "
+        f"MACs per sample; kernels ready in {compile_s:.2f} s"
+        + (f"; calibrated at T={args.calibrate_at}" if args.calibrate_at else "")
+        + "\n"
+    )
+    ev = evaluate(converted, x_test, y_test, steps=args.steps, ann_model=model)
+    print(ev.table() + "\n")
+    rows, record = [], {"env": env, "ann_accuracy": ann_acc, "epochs": args.epochs, "rows": ev.rows}
+    for r in ev.rows:
+        peer = SPIKINGJELLY.get(r["T"])
+        rows.append(
+            [
+                str(r["T"]),
+                f"{r['accuracy']:.2%}",
+                f"{(r['accuracy'] - ann_acc) * 100:+.2f}",
+                f"{r['synops'] / ev.ann_macs:.2f}",
+                f"{peer[0]:.1%}" if peer else "-",
+                f"{peer[1]:.2f}" if peer else "-",
+            ]
+        )
+    print(
+        md_table(
+            [
+                "T",
+                f"accuracy (ANN {ann_acc:.2%})",
+                "pp vs ANN",
+                "SynOps/MAC",
+                "SpikingJelly acc.",
+                "SJ SynOps/MAC",
+            ],
+            rows,
+        )
+    )
+    print("\n(SpikingJelly: BENCHMARKS.md's measurement, its own trained ANN at 99.26 %)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
