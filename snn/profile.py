@@ -438,8 +438,16 @@ def profile(
     if client is not None or getattr(result, "partitioned", False):
         from .distributed import profile as distributed_profile
 
-        return distributed_profile(result, client=client, dt=dt, energy=energy, activity=activity,
-                                   quantiles=quantiles, bins=bins, ann_macs=ann_macs)
+        return distributed_profile(
+            result,
+            client=client,
+            dt=dt,
+            energy=energy,
+            activity=activity,
+            quantiles=quantiles,
+            bins=bins,
+            ann_macs=ann_macs,
+        )
     if not isinstance(result, RunResult):
         raise TypeError(f"profile takes a RunResult or GraphResult, got {type(result).__name__}")
     if dt is None:
