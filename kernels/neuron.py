@@ -39,11 +39,8 @@ def after_spike(v, threshold, reset_mode, v_reset):
     """Membrane after a spike fired at ``v``: ``v - threshold`` (subtract),
     ``v_reset`` (to value) or ``v`` itself (none: the neuron keeps firing
     while ``v`` stays at or above threshold)."""
-    if reset_mode == RESET_SUBTRACT:
-        return v - threshold
-    if reset_mode == RESET_NONE:
-        return v
-    return v_reset
+    # one expression (selects, no branches): the sweeps that call it vectorise
+    return v - threshold if reset_mode == RESET_SUBTRACT else (v if reset_mode == RESET_NONE else v_reset)
 
 
 @helper

@@ -154,27 +154,32 @@ class Neuron:
     def constants(self, dtype) -> tuple:
         """``(threshold, v_reset)`` in the state precision ``dtype``; raises
         if that precision cannot hold them (a finite threshold that would
-        become inf or 0, a reset value that would reach the threshold)."""
-        dtype = np.dtype(dtype).type
-        with np.errstate(over="ignore", under="ignore"):
-            thr, v_reset = dtype(self.threshold), dtype(self.v_reset)
-        if self.threshold != math.inf and not (np.isfinite(thr) and thr > 0):
-            raise ValueError(
-                f"threshold {self.threshold!r} of {self!r} is {thr} in {np.dtype(dtype).name} state; "
-                "rescale the network or use dtype=np.float64"
-            )
-        if not np.isfinite(v_reset) or (self.resets_to_value and v_reset >= thr):
-            raise ValueError(
-                f"v_reset {self.v_reset!r} of {self!r} does not stay below the threshold in "
-                f"{np.dtype(dtype).name} state; use dtype=np.float64"
-            )
-        return thr, v_reset
+        become inf or 0, a reset value that would reach the threshold).
+        Cached: a run asks once per layer."""
+        return _constants(self, np.dtype(dtype))
 
     def propagator(self, n_steps: int, dtype=np.float64) -> np.ndarray:
         """Table ``[n_steps + 1, 5]`` of the k-step input-free propagator
         (see ``kernels.neuron``), computed by iterating one step in float64;
         cached, read-only."""
         return _propagator(self, int(n_steps), np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _constants(neuron: Neuron, dtype) -> tuple:
+    with np.errstate(over="ignore", under="ignore"):
+        thr, v_reset = dtype.type(neuron.threshold), dtype.type(neuron.v_reset)
+    if neuron.threshold != math.inf and not (np.isfinite(thr) and thr > 0):
+        raise ValueError(
+            f"threshold {neuron.threshold!r} of {neuron!r} is {thr} in {dtype.name} state; "
+            "rescale the network or use dtype=np.float64"
+        )
+    if not np.isfinite(v_reset) or (neuron.resets_to_value and v_reset >= thr):
+        raise ValueError(
+            f"v_reset {neuron.v_reset!r} of {neuron!r} does not stay below the threshold in "
+            f"{dtype.name} state; use dtype=np.float64"
+        )
+    return thr, v_reset
 
 
 @functools.lru_cache(maxsize=64)
