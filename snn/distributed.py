@@ -646,7 +646,7 @@ def _profile_stats(result: RunResult) -> dict:
 def _profile_from_stats(stats, dt, energy, activity, quantiles, bins, ann_macs):
     """The whole set's profile from the partitions' statistics; every figure
     as ``snn.profile._layer_profile`` computes it from the spike trains."""
-    from .profile import LayerProfile, Profile
+    from .profile import Profile, layer_profile
 
     n_steps, batch = stats[0]["n_steps"], sum(s["batch_size"] for s in stats)
     layers = []
@@ -660,39 +660,20 @@ def _profile_from_stats(stats, dt, energy, activity, quantiles, bins, ann_macs):
                 stacklevel=3,
             )
         per_neuron = np.sum([p["per_neuron"] for p in parts], axis=0)
-        total = {key: sum(p[key] for p in parts) for key in _TOTALS}
-        n = parts[0]["n"]
-        cells = batch * n_steps  # the most spikes one neuron can emit
-        rates = per_neuron / cells
-        spikes = int(per_neuron.sum())
-        rate = spikes / (n * cells) if n else math.nan
-        top = float(rates.max(initial=0.0))
-        hist, edges = np.histogram(rates, bins=bins, range=(0.0, top if top > 0 else 1.0))
-        synops, macs, inputs = total["synops"], total["macs"], total["input_events"]
-        updates, dense = total["updates"], total["dense_updates"]
+        totals = {key: sum(p[key] for p in parts) for key in _TOTALS}
+        per_step = np.sum([p["per_step"] for p in parts], axis=0) if activity else None
         layers.append(
-            LayerProfile(
-                name=parts[0]["name"],
-                mode="+".join(modes),
-                neurons=n,
-                spikes=spikes,
-                rate=rate,
-                rate_hz=rate / dt if dt else math.nan,
-                rate_std=float(rates.std()) if n else math.nan,
-                rate_quantiles=tuple(float(x) for x in np.quantile(rates, quantiles)) if n else (),
-                silent=float(np.mean(per_neuron == 0)),
-                at_max_rate=float(np.mean(per_neuron == cells)),
-                input_events=inputs,
-                synops=synops,
-                synops_per_input_spike=synops / inputs if inputs else math.nan,
-                macs=macs,
-                updates=updates,
-                dense_updates=dense,
-                work_skipped=1 - updates / dense if dense else math.nan,
-                energy_pj=float(energy.energy_pj(synops, macs)),
-                hist_edges=tuple(float(e) for e in edges),
-                hist_counts=tuple(int(c) for c in hist),
-                activity=np.sum([p["per_step"] for p in parts], axis=0) if activity else None,
+            layer_profile(
+                parts[0]["name"],
+                "+".join(modes),
+                per_neuron,
+                batch * n_steps,
+                totals,
+                per_step,
+                dt,
+                energy,
+                quantiles,
+                bins,
             )
         )
     return Profile(

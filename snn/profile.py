@@ -483,23 +483,35 @@ def _neuron_counts(train) -> np.ndarray:
 
 
 def _layer_profile(train, counts, dt, energy, activity, quantiles, bins) -> LayerProfile:
-    per_neuron = _neuron_counts(train)
-    cells = train.batch_size * train.n_steps  # the most spikes one neuron can emit
+    totals = {
+        key: counts.total(key) for key in ("synops", "macs", "input_events", "updates", "dense_updates")
+    }
+    per_step = np.diff(train.tptr, axis=1).sum(axis=0) if activity else None
+    cells = train.batch_size * train.n_steps
+    return layer_profile(
+        counts.name, counts.mode, _neuron_counts(train), cells, totals, per_step, dt, energy, quantiles, bins
+    )
+
+
+def layer_profile(
+    name, mode, per_neuron, cells, totals, per_step, dt, energy, quantiles, bins
+) -> LayerProfile:
+    """A layer's profile from its statistics: spikes per neuron ``[n]``
+    over ``cells`` (samples x steps: the most one neuron can emit), the
+    count totals (``synops``, ``macs``, ``input_events``, ``updates``,
+    ``dense_updates``) and the spikes per step ``[T]`` (or None). The one
+    place every figure is computed, for a run and for a partitioned one."""
+    n = len(per_neuron)
     rates = per_neuron / cells
-    n = train.n
     spikes = int(per_neuron.sum())
     rate = spikes / (n * cells) if n else math.nan
     top = float(rates.max(initial=0.0))
     hist, edges = np.histogram(rates, bins=bins, range=(0.0, top if top > 0 else 1.0))
-    synops, macs = counts.total("synops"), counts.total("macs")
-    inputs, updates, dense = (
-        counts.total("input_events"),
-        counts.total("updates"),
-        counts.total("dense_updates"),
-    )
+    synops, macs, inputs = totals["synops"], totals["macs"], totals["input_events"]
+    updates, dense = totals["updates"], totals["dense_updates"]
     return LayerProfile(
-        name=counts.name,
-        mode=counts.mode,
+        name=name,
+        mode=mode,
         neurons=n,
         spikes=spikes,
         rate=rate,
@@ -518,7 +530,7 @@ def _layer_profile(train, counts, dt, energy, activity, quantiles, bins) -> Laye
         energy_pj=float(energy.energy_pj(synops, macs)),
         hist_edges=tuple(float(e) for e in edges),
         hist_counts=tuple(int(c) for c in hist),
-        activity=np.diff(train.tptr, axis=1).sum(axis=0) if activity else None,
+        activity=per_step,
     )
 
 
