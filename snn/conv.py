@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import owned, positive_int, real_array
+from ._validate import MAX_INDEX, owned, positive_int, real_array
 from .layers import Layer
 from .neurons import IF, Neuron
 
@@ -19,9 +19,11 @@ def _pair(name, value):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     value = tuple(value)
     if len(value) != 2 or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(v) <= MAX_INDEX for v in value
     ):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        raise ValueError(
+            f"{name} must be an int or a pair of ints (at most {MAX_INDEX} in size), got {value!r}"
+        )
     return int(value[0]), int(value[1])
 
 

@@ -625,9 +625,13 @@ def test_spatial_taps(geom):
 # ---------------------------------------------------------------------------
 
 
-def sum_bound(x, m):
-    """``(n + 1) eps64 sum|x_p m_pj|`` per output: the recursive-summation bound."""
-    return (m.shape[0] + 1) * EPS[np.float64] * (np.abs(x)[:, None] * np.abs(m)).sum(axis=0)
+def sum_bound(x, m, n_terms=None):
+    """``(n + 1) eps64 sum|x_p m_pj|`` per output: the recursive-summation
+    bound over ``n_terms`` terms (default: one per row of ``m``); ``m`` holds
+    the absolute value of every term's weight (repeated synapses summed as
+    absolute values: their cancellation does not shrink the rounding)."""
+    n_terms = m.shape[0] if n_terms is None else n_terms
+    return (n_terms + 1) * EPS[np.float64] * (np.abs(x)[:, None] * np.abs(m)).sum(axis=0)
 
 
 def _inputs(data, batch, n_in, exact):
@@ -645,13 +649,16 @@ def _weights(data, size, exact):
     return np.array(data.draw(st.lists(value, min_size=size, max_size=size)), np.float32)
 
 
-def _check_drive(x, m, drive, exact):
+def _check_drive(x, m, drive, exact, m_abs=None, n_terms=None):
+    """``drive == x @ m`` per sample: exactly, or within the summation bound
+    (``m_abs``: the absolute weights of the terms, default ``|m|``)."""
     for s in range(x.shape[0]):
         want = naive.matvec(x[s], m)
         if exact:
             np.testing.assert_array_equal(drive[s], want)
         else:
-            assert (np.abs(drive[s] - want) <= sum_bound(x[s], m)).all()
+            bound = sum_bound(x[s], np.abs(m) if m_abs is None else m_abs, n_terms)
+            assert (np.abs(drive[s] - want) <= bound).all()
 
 
 @pytest.mark.parametrize("exact", [True, False])
@@ -686,7 +693,8 @@ def test_csr_drive(exact, data):
     rowptr, cols, weights = data.draw(csr(n_in, n, exact))
     drive = np.full((batch, n), np.nan)
     kernels.csr_drive(x, rowptr, cols, weights, drive)
-    _check_drive(x, naive.csr_matrix(rowptr, cols, weights, n), drive, exact)
+    m_abs = naive.csr_matrix(rowptr, cols, np.abs(weights), n)  # repeated synapses: terms of their own
+    _check_drive(x, naive.csr_matrix(rowptr, cols, weights, n), drive, exact, m_abs, n_terms=len(cols) + n_in)
 
 
 @pytest.mark.parametrize("exact", [True, False])
