@@ -1333,6 +1333,33 @@ def _run_row(converted, x, y, n_steps, energy, mode) -> dict:
     }
 
 
+def trajectory_rows(trajectory, updates, n_neurons, y, steps, energy, run_ms) -> list[dict]:
+    """The evaluation's rows, one per ``T`` in ``steps``, read from a run to
+    ``max(steps)``: its readout and SynOps trajectory, its neuron updates
+    (summed over samples), the neurons updated per step by a clock-driven
+    run, the labels ``y``, and its ms per sample. The one place these figures
+    are computed, for a run in this process and for a partitioned one."""
+    t_max, n = max(steps), len(y)
+    macs = trajectory.macs.sum() / n
+    rows = []
+    for t in steps:
+        synops = trajectory.synops[:, t].sum() / n
+        last = t == t_max
+        rows.append(
+            {
+                "T": t,
+                "accuracy": float(np.mean(trajectory.readout[t - 1].argmax(axis=1) == y)),
+                "synops": synops,
+                "macs": macs,
+                "updates": updates / n if last else math.nan,
+                "dense_updates": float(t * n_neurons),
+                "energy_pj": energy.energy_pj(synops, macs),
+                "ms_per_sample": run_ms if last else math.nan,
+            }
+        )
+    return rows
+
+
 def _single_pass_rows(converted, x, y, steps, energy, mode):
     """Rows read from one timed run to ``max(steps)``; returns ``(rows, trajectory, ms/sample to read)``."""
     t_max = max(steps)
@@ -1347,24 +1374,9 @@ def _single_pass_rows(converted, x, y, steps, energy, mode):
     start = time.perf_counter()
     trajectory = readout_trajectory(converted, x, result)
     readout_ms = 1e3 * (time.perf_counter() - start) / n
-    per_step = _n_neurons(converted)
-    macs = trajectory.macs.sum() / n
-    rows = []
-    for t in steps:
-        synops = trajectory.synops[:, t].sum() / n
-        last = t == t_max
-        rows.append(
-            {
-                "T": t,
-                "accuracy": float(np.mean(trajectory.readout[t - 1].argmax(axis=1) == y)),
-                "synops": synops,
-                "macs": macs,
-                "updates": result.total("updates") / n if last else math.nan,
-                "dense_updates": float(t * per_step),
-                "energy_pj": energy.energy_pj(synops, macs),
-                "ms_per_sample": run_ms if last else math.nan,
-            }
-        )
+    rows = trajectory_rows(
+        trajectory, result.total("updates"), _n_neurons(converted), y, steps, energy, run_ms
+    )
     return rows, trajectory, readout_ms
 
 

@@ -828,30 +828,13 @@ def _concat_trajectories(parts):
 
 
 def _single_pass_rows(converted, trajectory, counts, y, steps, energy, run_ms):
-    """The rows of ``snn.convert._single_pass_rows``, from the merged
-    trajectory and counts (the same expressions on the same arrays)."""
-    result = RunResult([], counts, None, "event")  # for .total() over the merged per-sample counts
-    t_max = max(steps)
-    n = len(y)
-    per_step = sum(layer.n_out for layer in converted.network.layers)
-    macs = trajectory.macs.sum() / n
-    rows = []
-    for t in steps:
-        synops = trajectory.synops[:, t].sum() / n
-        last = t == t_max
-        rows.append(
-            {
-                "T": t,
-                "accuracy": float(np.mean(trajectory.readout[t - 1].argmax(axis=1) == y)),
-                "synops": synops,
-                "macs": macs,
-                "updates": result.total("updates") / n if last else math.nan,
-                "dense_updates": float(t * per_step),
-                "energy_pj": energy.energy_pj(synops, macs),
-                "ms_per_sample": run_ms if last else math.nan,
-            }
-        )
-    return rows
+    """The rows of ``snn.convert.evaluate``'s single pass, from the merged
+    trajectory and per-sample counts, by the same function."""
+    from .convert import trajectory_rows
+
+    updates = RunResult([], counts, None, "event").total("updates")  # over the merged per-sample counts
+    n_neurons = sum(layer.n_out for layer in converted.network.layers)
+    return trajectory_rows(trajectory, updates, n_neurons, y, steps, energy, run_ms)
 
 
 def _run_row(n_steps, done, y, energy, threads) -> dict:
