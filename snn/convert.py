@@ -27,14 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import snn_kernels as kernels
-
 from .conv import AvgPool2d, Conv2d, MaxPool2d
 from .energy import EnergyModel
 from .layers import Linear
 from .network import Network
 from .neurons import IF
 from .qcfs import QCFS
+from .spiketrains import SpikeTrains
 
 __all__ = [
     "ConversionError",
@@ -938,12 +937,9 @@ def _cumulative_synops(trains, fan_out) -> np.ndarray:
 def _readout_from_spikes(layer, trains) -> np.ndarray:
     """``[T, B, n_out]``: ``v_init + t * bias + W @ (input counts of steps < t)``, t = 1..T;
     each step's input current summed by a kernel, then summed over steps."""
-    weight = np.array(layer.dense_rows(np.float64))  # [n_in, n_out], the float32 weights exactly; writeable,
-    # as the arrays the kernel is compiled for before it is timed (numba types read-only arrays apart)
     bias = np.broadcast_to(np.asarray(layer.bias, np.float64), (layer.n_out,))
     start = np.broadcast_to(np.asarray(layer.v_init, np.float64), (layer.n_out,))
-    current = np.empty((trains.batch_size, trains.n_steps, layer.n_out))
-    kernels.spike_currents(trains.tptr, trains.idx, weight, current)
+    current = trains.currents(layer.dense_rows(np.float64))  # [n_in, n_out], the float32 weights exactly
     t = np.arange(1, trains.n_steps + 1, dtype=np.float64)[:, None, None]
     return start + t * bias + np.cumsum(current, axis=1).transpose(1, 0, 2)
 
@@ -1367,10 +1363,7 @@ def _single_pass_rows(converted, x, y, steps, energy, mode):
     start = time.perf_counter()
     result = converted.run(x, t_max, mode=mode)
     run_ms = 1e3 * (time.perf_counter() - start) / n
-    # compile (or load) the reading kernel outside the timing
-    kernels.spike_currents(
-        np.zeros((1, 2), np.int64), np.zeros((1, 1), np.int32), np.zeros((1, 1)), np.zeros((1, 1, 1))
-    )
+    SpikeTrains.empty(1, 1, 1).currents(np.zeros((1, 1)))  # compile (or load) the reading kernel, untimed
     start = time.perf_counter()
     trajectory = readout_trajectory(converted, x, result)
     readout_ms = 1e3 * (time.perf_counter() - start) / n

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import snn_kernels as kernels
+
 from ._validate import binary_spikes, run_extent
 
 
@@ -87,6 +89,20 @@ class SpikeTrains:
         pos = np.arange(len(s)) - np.repeat(start, per_sample)
         idx[s, pos] = i
         return cls(tptr, idx, n)
+
+    def currents(self, weight) -> np.ndarray:
+        """The input current of every step through a dense ``[n, n_out]``
+        float64 matrix, ``[B, T, n_out]`` float64: step ``t`` of sample ``b``
+        is the sum of the rows of the neurons that spiked then, summed in
+        spike order by a kernel (no raster, no GEMM)."""
+        weight = np.ascontiguousarray(weight, np.float64)
+        if weight.ndim != 2 or weight.shape[0] != self.n:
+            raise ValueError(f"weight must be [{self.n}, n_out], got shape {weight.shape}")
+        if not weight.flags.writeable:  # numba compiles read-only arrays as another type
+            weight = weight.copy()
+        current = np.empty((self.batch_size, self.n_steps, weight.shape[1]))
+        kernels.spike_currents(self.tptr, self.idx, weight, current)
+        return current
 
     def to_raster(self) -> np.ndarray:
         """0/1 array ``[T, B, n]`` (uint8)."""

@@ -163,3 +163,21 @@ def test_every_package_is_installed():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in SNN.rglob("__init__.py")}
     assert found | {"snn_kernels"} == listed
+
+
+TOOLS = [
+    path
+    for path in sorted(SNN.rglob("*.py"))
+    if path.relative_to(SNN).parts[0] in ("interop", "plot")
+    or path.name.startswith(TOOL_PREFIXES + ("profile", "distributed", "cli", "energy", "io"))
+]
+
+
+@pytest.mark.parametrize("path", TOOLS, ids=_id)
+def test_tools_reach_kernels_only_through_the_core(path):
+    """DESIGN.md §4: the converter, profiler, plots, interop, Dask, files and
+    the CLI use the network's public API and its counters, never a kernel."""
+    bad = [
+        f"line {line}: {module}" for level, module, line in imports_of(path) if top(module) == "snn_kernels"
+    ]
+    assert not bad, f"{_id(path)} imports the kernels directly: {bad}"
