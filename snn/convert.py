@@ -1259,6 +1259,12 @@ def evaluate(
             _run_row(converted, x, y, t, energy, mode)
             for t in tqdm(steps, desc="evaluating", disable=not progress, leave=False)
         ]
+    return evaluation(converted, rows, ann_model, x, y, energy, single_pass, trajectory, readout_ms)
+
+
+def evaluation(converted, rows, ann_model, x, y, energy, single_pass, trajectory, readout_ms) -> Evaluation:
+    """An :class:`Evaluation` of ``rows``, with the ANN's accuracy on
+    ``x`` (NaN without ``ann_model``, which runs in this process)."""
     ann_accuracy = float("nan")
     if ann_model is not None:
         ann_accuracy = float(np.mean(ann_outputs(ann_model, x, "x").argmax(1).numpy() == y))
@@ -1315,17 +1321,24 @@ def _run_row(converted, x, y, n_steps, energy, mode) -> dict:
     start = time.perf_counter()
     result = converted.run(x, n_steps, mode=mode)
     elapsed = time.perf_counter() - start
+    return run_row(n_steps, result.membrane.argmax(axis=1), result, y, energy, 1e3 * elapsed / len(y))
+
+
+def run_row(n_steps, decisions, result, y, energy, ms_per_sample) -> dict:
+    """The evaluation's row of a run to ``n_steps``: its decisions ``[B]``,
+    its counts (``result.total``), the labels ``y``; the one place these
+    figures are computed, for a run in this process and for a partitioned one."""
     n = len(y)
     synops, macs = result.total("synops") / n, result.total("macs") / n
     return {
         "T": n_steps,
-        "accuracy": float(np.mean(result.membrane.argmax(axis=1) == y)),
+        "accuracy": float(np.mean(decisions == y)),
         "synops": synops,
         "macs": macs,
         "updates": result.total("updates") / n,
         "dense_updates": result.total("dense_updates") / n,
         "energy_pj": energy.energy_pj(synops, macs),
-        "ms_per_sample": 1e3 * elapsed / n,
+        "ms_per_sample": ms_per_sample,
     }
 
 

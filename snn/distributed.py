@@ -603,17 +603,12 @@ def profile(
         )
     if client is not None and client is not result.client:
         raise ValueError("the partitions belong to another client")
-    if dt is not None and not (dt > 0 and math.isfinite(dt)):
-        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
-    quantiles = tuple(float(q) for q in quantiles)
-    if any(not 0 <= q <= 1 for q in quantiles):
-        raise ValueError(f"quantiles must be in [0, 1], got {quantiles}")
-    energy = energy or EnergyModel()
+    from .profile import profile_options
+
+    dt, energy, quantiles, bins = profile_options(dt, energy, quantiles, bins)
     client = result.client
     stats = client.gather([client.submit(_profile_stats, f, pure=False) for f in result.futures])
-    return _profile_from_stats(stats, dt, energy, activity, quantiles, int(bins), ann_macs)
+    return _profile_from_stats(stats, dt, energy, activity, quantiles, bins, ann_macs)
 
 
 _TOTALS = ("synops", "macs", "input_events", "updates", "dense_updates")
@@ -761,21 +756,10 @@ def evaluate(
             per_t = [done[k * len(parts) : (k + 1) * len(parts)] for k in range(len(steps))]
             rows = [_run_row(t, d, y, energy, threads) for t, d in zip(steps, per_t, strict=True)]
             trajectory, readout_ms = None, math.nan
-    ann_accuracy = float("nan")
-    if ann_model is not None:  # as snn.convert.evaluate: the ANN in this process
-        ann_accuracy = _ann_accuracy(sc, ann_model, x, y)
-    macs = converted.ann_total_macs
-    return sc.Evaluation(
-        rows,
-        ann_accuracy,
-        macs,
-        energy.energy_pj(0, macs),
-        energy,
-        single_pass,
-        trajectory,
-        y if single_pass else None,
-        readout_ms,
-    )
+    x = (
+        np.asarray(x) if ann_model is not None else x
+    )  # a dask array computed here: the ANN runs in this process
+    return sc.evaluation(converted, rows, ann_model, x, y, energy, single_pass, trajectory, readout_ms)
 
 
 def _checked_samples(sc, converted, x, y):
@@ -788,12 +772,6 @@ def _checked_samples(sc, converted, x, y):
     if not _is_dask_array(x):
         x = sc.check_samples(x, "x", converted.input_shape)
     return x, sc.check_labels(y, "y", len(x), converted.network.layers[-1].n_out)
-
-
-def _ann_accuracy(sc, ann_model, x, y) -> float:
-    """The ANN's accuracy on ``x``, in this process, as ``snn.convert.evaluate`` computes it."""
-    x = np.asarray(x)  # a dask array is computed here: the ANN runs in this process
-    return float(np.mean(sc.ann_outputs(ann_model, x, "x").argmax(1).numpy() == y))
 
 
 def _trajectory_task(converted, x, n_steps, mode, numba_threads):
@@ -839,20 +817,11 @@ def _single_pass_rows(converted, trajectory, counts, y, steps, energy, run_ms):
 
 def _run_row(n_steps, done, y, energy, threads) -> dict:
     """The row of ``snn.convert._run_row`` from the partitions' decisions and counts."""
+    from .convert import run_row
+
     decisions = np.concatenate([d[0] for d in done])
     result = RunResult([], _merge_counts([d[1] for d in done]), None, "event")
-    n = len(y)
-    synops, macs = result.total("synops") / n, result.total("macs") / n
-    return {
-        "T": n_steps,
-        "accuracy": float(np.mean(decisions == y)),
-        "synops": synops,
-        "macs": macs,
-        "updates": result.total("updates") / n,
-        "dense_updates": result.total("dense_updates") / n,
-        "energy_pj": energy.energy_pj(synops, macs),
-        "ms_per_sample": 1e3 * sum(d[2] for d in done) / n / threads,
-    }
+    return run_row(n_steps, decisions, result, y, energy, 1e3 * sum(d[2] for d in done) / len(y) / threads)
 
 
 # -- sweeps ---------------------------------------------------------------------------------

@@ -452,16 +452,9 @@ def profile(
         raise TypeError(f"profile takes a RunResult or GraphResult, got {type(result).__name__}")
     if dt is None:
         dt = getattr(result, "dt", None)
-    if dt is not None and not (dt > 0 and math.isfinite(dt)):
-        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
-    quantiles = tuple(float(q) for q in quantiles)
-    if any(not 0 <= q <= 1 for q in quantiles):
-        raise ValueError(f"quantiles must be in [0, 1], got {quantiles}")
-    energy = energy or EnergyModel()
+    dt, energy, quantiles, bins = profile_options(dt, energy, quantiles, bins)
     layers = tuple(
-        _layer_profile(train, counts, dt, energy, activity, quantiles, int(bins))
+        _layer_profile(train, counts, dt, energy, activity, quantiles, bins)
         for train, counts in zip(result.trains, result.counts, strict=True)
     )
     return Profile(
@@ -480,6 +473,19 @@ def _neuron_counts(train) -> np.ndarray:
     """Spikes of each neuron summed over the batch, ``[n]`` int64."""
     filled = np.arange(train.idx.shape[1])[None, :] < train.tptr[:, -1:]
     return np.bincount(train.idx[filled], minlength=train.n).astype(np.int64)
+
+
+def profile_options(dt, energy, quantiles, bins) -> tuple:
+    """``(dt, energy, quantiles, bins)`` checked (``energy`` None: the
+    default model), as every profile takes them."""
+    if dt is not None and not (dt > 0 and math.isfinite(dt)):
+        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    quantiles = tuple(float(q) for q in quantiles)
+    if any(not 0 <= q <= 1 for q in quantiles):
+        raise ValueError(f"quantiles must be in [0, 1], got {quantiles}")
+    return dt, energy or EnergyModel(), quantiles, int(bins)
 
 
 def _layer_profile(train, counts, dt, energy, activity, quantiles, bins) -> LayerProfile:
