@@ -69,8 +69,9 @@ global ids sorted within a step.
 Mutated, per sample: state [N, width]; acc [N] state dtype (zero between
 steps); mark [N] uint8 (zero between steps); touched [N + 1] int32; head
 [P, T + 1] int32, nxt, prv, due [N] int32 (calendars, see ``neuron``); rng
-uint64[4]; hist_ptr [T, P + 1] int64; hist_idx int32; rec_v [T, R] state
-dtype (recorded variable at the end of each step); counts [P, 4]
+[G, 4] uint64: one generator per background source (so a source draws the
+same events whichever populations are stepped with it); hist_ptr [T, P + 1]
+int64; hist_idx int32; rec_v [T, R] state dtype (recorded variable at the end of each step); counts [P, 4]
 int64 (synaptic operations received, state updates, spikes, background
 events); progress [2] int64 (spikes in the history so far, next step).
 """
@@ -393,11 +394,12 @@ def graph_sample(
                             n_touched += 1 - mark[j]
                             mark[j] = 1
             for g in range(bg_ptr[p], bg_ptr[p + 1]):
-                n_events = poisson(rng, bg_lam[g] * n_p)
+                draws = rng[g]
+                n_events = poisson(draws, bg_lam[g] * n_p)
                 counts[p, 3] += n_events
                 w = bg_w[g]
                 for _ in range(n_events):
-                    j = base + below(rng, n_p)
+                    j = base + below(draws, n_p)
                     acc[j] += w
                     if not clock:
                         touched[n_touched] = j

@@ -4,8 +4,9 @@ Kernels that draw random numbers (the Poisson background drive) take the
 generator state as a ``uint64[4]`` array they mutate, so a run is
 reproducible from its seed, independent of thread scheduling, and the
 reference backend can replay exactly the same draws by calling the same
-helpers. ``seed_state(seed, stream)`` gives independent streams (one per
-sample) from one seed, through splitmix64 as the xoshiro authors advise.
+helpers. ``seed_state(seed, stream, substream)`` gives independent streams
+(one per sample and background source) from one seed, through splitmix64 as
+the xoshiro authors advise.
 """
 
 import math
@@ -17,9 +18,14 @@ from ._jit import helper
 _MASK = (1 << 64) - 1
 
 
-def seed_state(seed: int, stream: int = 0) -> np.ndarray:
-    """Generator state ``uint64[4]`` for ``(seed, stream)``, both integers >= 0."""
-    x = (seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03 + 0x2545F4914F6CDD1D) & _MASK
+def seed_state(seed: int, stream: int = 0, substream: int = 0) -> np.ndarray:
+    """Generator state ``uint64[4]`` for ``(seed, stream, substream)``, integers >= 0."""
+    x = (
+        seed * 0x9E3779B97F4A7C15
+        + stream * 0xD1B54A32D192ED03
+        + substream * 0x8CB92BA72F3D8DD7
+        + 0x2545F4914F6CDD1D
+    ) & _MASK
     words = []
     for _ in range(4):  # splitmix64
         x = (x + 0x9E3779B97F4A7C15) & _MASK

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from .result import LayerCounts, RunResult
-from .spiketrains import SpikeTrains
 
 
 class GraphResult(RunResult):
@@ -30,51 +29,45 @@ class GraphResult(RunResult):
         self.seconds = seconds
 
     @classmethod
-    def from_history(cls, plan, n_steps, hist_ptr, hist_idx, counts, rec_v, record, seconds, modes):
-        """From the event kernel's spike history and counters (``kernels.graph``)."""
-        graph = plan.graph
-        batch = hist_ptr.shape[0]
-        per_step = np.diff(hist_ptr, axis=2)  # [B, T, P] spikes per population and step
-        trains, layer_counts = {}, {}
-        for k, pop in enumerate(plan.order):
-            tptr = np.zeros((batch, n_steps + 1), np.int64)
-            np.cumsum(per_step[:, :, k], axis=1, out=tptr[:, 1:])
-            idx = np.zeros((batch, int(tptr[:, -1].max(initial=0))), np.int32)
-            for b in range(batch):
-                starts = hist_ptr[b, :, k]
-                sel = np.repeat(starts - tptr[b, :-1], per_step[b, :, k]) + np.arange(tptr[b, -1])
-                idx[b, : tptr[b, -1]] = hist_idx[b, sel] - plan.pop_start[k]
-            trains[pop.name] = SpikeTrains(tptr, idx, pop.n)
+    def assemble(cls, graph, n_steps, trains, counts, modes, recorded, seconds):
+        """From the stages of an event run (``snn.schedule``): ``trains``
+        of every population by name, kernel ``counts`` ``[B, 4]`` (synaptic
+        operations received, updates, spikes, background events) and
+        ``modes`` of the neuron populations, ``recorded`` variables by
+        ``(name, var)``."""
+        batch = next(iter(trains.values())).batch_size
         arriving = _arriving(graph, trains, n_steps, batch)
-        for k, pop in enumerate(plan.order):
-            c = counts[:, k]
-            layer_counts[pop.name] = LayerCounts(
-                pop.name,
-                modes[k],
-                c[:, 0].copy(),
-                np.zeros(batch, np.int64),
-                c[:, 1].copy(),
-                np.full(batch, 0 if pop.is_input else n_steps * pop.n, np.int64),
-                c[:, 2].copy(),
-                arriving[pop.name] + c[:, 3],
-            )
-        recorded, recorded_i, col = {}, {}, 0
-        for pop, idx, var in record:
-            (recorded if var == "v" else recorded_i)[pop.name] = (
-                idx,
-                rec_v[:, :, col : col + len(idx)].transpose(1, 0, 2).copy(),
-            )
-            col += len(idx)
         names = [p.name for p in graph.populations]
+        layer_counts = []
+        for pop in graph.populations:
+            if pop.is_input:
+                spikes, zero = trains[pop.name].per_sample, np.zeros(batch, np.int64)
+                layer_counts.append(
+                    LayerCounts(pop.name, "input", zero, zero, zero, zero, spikes, zero.copy())
+                )
+                continue
+            c = counts[pop.name]
+            layer_counts.append(
+                LayerCounts(
+                    pop.name,
+                    modes[pop.name],
+                    c[:, 0].copy(),
+                    np.zeros(batch, np.int64),
+                    c[:, 1].copy(),
+                    np.full(batch, n_steps * pop.n, np.int64),
+                    c[:, 2].copy(),
+                    arriving[pop.name] + c[:, 3],
+                )
+            )
         return cls(
             names,
             [trains[n] for n in names],
-            [layer_counts[n] for n in names],
-            recorded,
+            layer_counts,
+            {n: r for (n, var), r in recorded.items() if var == "v"},
             graph.dt,
             seconds,
             "event",
-            recorded_i,
+            {n: r for (n, var), r in recorded.items() if var == "i"},
         )
 
     def _k(self, key) -> int:

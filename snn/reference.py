@@ -111,7 +111,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
     """Run a :class:`snn.Graph` clock-driven: every population in the
     event backend's order, every neuron, every step; background events
     replay the event backend's draws (``kernels.background_step`` on the
-    same per-sample streams). ``given``: input SpikeTrains by population
+    same streams, one per sample and source). ``given``: input SpikeTrains by population
     name; ``drives``: constant currents ``[B, n]`` by population name,
     added to the bias (in float64, then rounded to the state dtype, as
     the event backend does); ``record``: ``[(population, indices, "v" | "i")]``. If ``traces`` is a dict,
@@ -133,7 +133,12 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
             pre = np.repeat(np.arange(proj.source.n), np.diff(rowptr))
             np.add.at(dense, (pre, cols), np.float32(proj.weight) if w is None else w)
             incoming[proj.target.name].append((proj.source.name, d, dense, np.diff(rowptr)))
-    rngs = [kernels.seed_state(seed, s) for s in range(batch)]
+    streams = {id(source): g for g, source in enumerate(graph.sources)}
+    rngs = {
+        (b, id(source)): kernels.seed_state(seed, b, streams[id(source)])
+        for b in range(batch)
+        for source in graph.sources
+    }
     state = {
         p.name: (
             np.tile(p.v_init.astype(dtype), (batch, 1)),
@@ -164,7 +169,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
                     lam = source.events_per_step(graph.dt) * pop.n
                     for b in range(batch):
                         arrived[pop.name][b] += kernels.background_step(
-                            rngs[b], lam, dtype(source.weight), current[b]
+                            rngs[b, id(source)], lam, dtype(source.weight), current[b]
                         )
             v, i, ref_until = state[pop.name]
             bias = pop.bias + drives[pop.name] if drives and pop.name in drives else pop.bias

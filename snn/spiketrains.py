@@ -90,6 +90,28 @@ class SpikeTrains:
         idx[s, pos] = i
         return cls(tptr, idx, n)
 
+    @classmethod
+    def concatenate(cls, parts, n: int) -> SpikeTrains:
+        """Trains of several groups as one over ``n`` neurons: ``parts`` are
+        ``(trains, offset)`` pairs (same steps and batch), neuron ``i`` of a
+        part becomes ``offset + i``; within a step the parts' spikes follow
+        each other in the order given (sorted if the offsets increase)."""
+        batch, n_steps = parts[0][0].batch_size, parts[0][0].n_steps
+        per_step = [np.diff(trains.tptr, axis=1) for trains, _ in parts]  # [B, T] each
+        tptr = np.zeros((batch, n_steps + 1), np.int64)
+        np.cumsum(sum(per_step), axis=1, out=tptr[:, 1:])
+        idx = np.zeros((batch, int(tptr[:, -1].max(initial=0))), np.int32)
+        before = np.zeros((batch, n_steps), np.int64)  # spikes of earlier parts in each step
+        for (trains, offset), count in zip(parts, per_step, strict=True):
+            per_sample = trains.tptr[:, -1]
+            sample = np.repeat(np.arange(batch), per_sample)
+            step = np.repeat(np.tile(np.arange(n_steps), batch), count.ravel())
+            rank = np.arange(len(sample)) - np.repeat(np.cumsum(per_sample) - per_sample, per_sample)
+            at = tptr[sample, step] + before[sample, step] + rank - trains.tptr[sample, step]
+            idx[sample, at] = trains.idx[sample, rank] + offset
+            before += count
+        return cls(tptr, idx, n)
+
     def currents(self, weight) -> np.ndarray:
         """The input current of every step through a dense ``[n, n_out]``
         float64 matrix, ``[B, T, n_out]`` float64: step ``t`` of sample ``b``

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 import snn
 import snn_kernels as kernels
 from snn.reference import run_graph_reference
+from snn.spiketrains import SpikeTrains
 from snn_kernels import rng as krng
 
 DYADIC = np.arange(-16, 17) / 8.0
@@ -177,10 +178,12 @@ def _rasters(result):
     return {name: result.spikes(name) for name in result.names}
 
 
-@given(graphs(exact=True), st.integers(0, 1000))
-def test_exact_graphs_identical(case, seed):
+@given(graphs(exact=True), st.integers(0, 1000), st.data())
+def test_exact_graphs_identical(case, seed, data):
     g, inputs, T, batch = case
-    record = {p: np.arange(p.n) for p in g.populations if not p.is_input}
+    # a recorded population is stepped; the others may run as layers over all steps
+    recorded = data.draw(st.lists(st.sampled_from([p for p in g.populations if not p.is_input]), unique=True))
+    record = {p: np.arange(p.n) for p in recorded}
     ev = g.run(T, inputs=inputs, batch_size=None if inputs else batch, seed=seed, record_v=record)
     ref = g.run(
         T,
@@ -200,6 +203,60 @@ def test_exact_graphs_identical(case, seed):
             )
     for p in record:
         np.testing.assert_array_equal(ev.v(p.name), ref.v(p.name))
+
+
+@given(graphs(exact=False), st.integers(0, 1000))
+def test_schedule_changes_speed_only(case, seed):
+    """Populations run as layers over all steps give the spikes and counts
+    they give stepped with the others, bit for bit, in any precision."""
+    g, inputs, T, batch = case
+    bs = None if inputs else batch
+    neurons = [p for p in g.populations if not p.is_input]
+    planned = g.run(T, inputs=inputs, batch_size=bs, seed=seed)
+    stepped = g.run(T, inputs=inputs, batch_size=bs, seed=seed, record_v={p: [0] for p in neurons})
+    assert all(stage.layer is None for stage in g.schedule(neurons))
+    for name in planned.names:
+        np.testing.assert_array_equal(planned.spikes(name), stepped.spikes(name), err_msg=name)
+        for field in ("synops", "spikes", "input_events"):
+            np.testing.assert_array_equal(
+                getattr(planned.counts[planned.names.index(name)], field),
+                getattr(stepped.counts[stepped.names.index(name)], field),
+                err_msg=f"{name} {field}",
+            )
+
+
+def test_schedule_runs_populations_outside_cycles_as_layers():
+    g = snn.Graph()
+    x = g.input(4, name="x")
+    a = g.population(3, snn.IF(), name="a")
+    b = g.population(3, snn.IF(), name="b")
+    c = g.population(2, snn.IF(), name="c")
+    d = g.population(2, snn.IF(), name="d")
+    e = g.population(2, snn.IF(), bias=0.3, name="e")  # bias only: a layer of no input
+    g.connect(x, a, np.ones((3, 4)), delay=0)
+    g.connect(a, b, np.ones((3, 3)), delay=0)
+    g.connect(b, a, np.ones((3, 3)), delay=1)  # a and b: a cycle, stepped together
+    g.connect(b, c, np.ones((2, 3)), delay=2)  # one projection, outside the cycle: a layer
+    g.connect(c, d, np.ones((2, 2)), delay=0)
+    g.connect(a, d, np.ones((2, 3)), delay=0)  # a merge: stepped, with c and a as its inputs
+    g.connect(e, d, np.ones((2, 2)), delay=1)
+    plan = g.schedule()
+    kinds = {tuple(stage.names): stage.layer is not None for stage in plan}
+    assert kinds == {("a", "b"): False, ("c",): True, ("d",): False, ("e",): True}
+    position = {name: k for k, stage in enumerate(plan) for name in stage.names}
+    assert all(position[p.source.name] <= position[p.target.name] for p in g.projections if p.source is not x)
+    assert sorted(p.name for p in plan[position["d"]].plan.order if p.is_input) == ["a", "c", "e"]
+    assert not any(stage.layer for stage in g.schedule(["c", "e"]))
+    spikes = (np.random.default_rng(0).random((12, 2, 4)) < 0.5).astype(np.uint8)
+    ref = g.run(12, inputs={"x": spikes}, backend="reference")
+    for mode in ("event", "clock"):
+        ev = g.run(12, inputs={"x": spikes}, mode=mode)
+        assert ev.counts[ev.names.index("c")].mode == mode
+        for name in ev.names:
+            np.testing.assert_array_equal(ev.spikes(name), ref.spikes(name), err_msg=name)
+            np.testing.assert_array_equal(
+                ev.counts[ev.names.index(name)].synops, ref.counts[ref.names.index(name)].synops
+            )
 
 
 @given(graphs(exact=False), st.integers(0, 1000))
@@ -640,3 +697,22 @@ def test_drive_refusals():
     with pytest.raises(ValueError, match="too large for float32"):
         g32.run(4, drive={q: np.full((1, 3), 1e39)})
     assert g32.run(4, drive={q: np.full((2, 3), 0.5)}).batch_size == 2
+
+
+@given(st.integers(0, 2**31), st.integers(1, 3), st.integers(1, 6), st.integers(1, 3))
+def test_concatenated_trains_are_the_union_sorted_within_steps(seed, batch, T, n_parts):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, n_parts)
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    rasters = [(rng.random((T, batch, n)) < rng.random()).astype(np.uint8) for n in sizes]
+    parts = [(SpikeTrains.from_raster(r), int(o)) for r, o in zip(rasters, offsets, strict=False)]
+    order = rng.permutation(n_parts)  # any order: spikes follow the parts' order within a step
+    merged = SpikeTrains.concatenate([parts[k] for k in order], int(offsets[-1]))
+    np.testing.assert_array_equal(merged.to_raster(), np.concatenate(rasters, axis=2))
+    position = np.empty(n_parts, np.int64)
+    position[order] = np.arange(n_parts)  # where each part comes within a step
+    for b in range(batch):
+        for t in range(T):
+            step = merged.idx[b, merged.tptr[b, t] : merged.tptr[b, t + 1]]
+            key = position[np.searchsorted(offsets, step, side="right") - 1] * offsets[-1] + step
+            assert np.all(np.diff(key) > 0)

@@ -1,0 +1,389 @@
+"""The step-by-step engine of graph runs: a set of populations flattened
+into the arrays of ``kernels.graph`` and stepped together, every population
+at step ``t`` before any at ``t + 1`` (what recurrence through delays
+needs). The schedule (``snn.schedule``) gives it the populations that cannot
+run one after another over all steps, with their sources' spikes as inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import snn_kernels as kernels
+
+from .conv import kernel_layout
+from .neurons import LIF
+from .spiketrains import SpikeTrains
+
+# "auto" steps a population clock-driven when its Poisson background brings
+# at least this many events per neuron per step (measured on BRUNEL-100 with
+# benchmarks/brunel.py --mode: there, at 0.2, the sweep is faster)
+CLOCK_BACKGROUND = 0.1
+
+
+@dataclass(frozen=True)
+class Part:
+    """Populations stepped together (sources outside the part among them as
+    input populations), the projections into them and their background
+    sources; ``streams[k]``: the generator stream of ``sources[k]`` (its
+    position in the whole graph)."""
+
+    dt: float
+    dtype: type
+    populations: list
+    projections: list
+    sources: list
+    streams: list
+
+
+def zero_delay_order(populations, projections) -> list:
+    """Inputs first, then neuron populations so that every zero-delay
+    projection goes forward; raises if zero-delay projections form a cycle."""
+    order = [p for p in populations if p.is_input]
+    rest = [p for p in populations if not p.is_input]
+    instant = [(pr.source, pr.target, pr.name) for pr in projections if 0 in pr.delays]
+    while rest:
+        ready = [p for p in rest if not any(t is p and s in rest for s, t, _ in instant)]
+        if not ready:
+            cycle = [name for s, t, name in instant if s in rest and t in rest]
+            raise ValueError(
+                f"zero-delay projections form a cycle ({', '.join(cycle)}): a recurrent "
+                "projection needs delay >= 1"
+            )
+        order += ready
+        rest = [p for p in rest if p not in ready]
+    return order
+
+
+class SteppedPlan:
+    """A :class:`Part` flattened into the kernel's arrays (``kernels.graph``).
+    Projections' arrays are rebound to views into the concatenated ones, so
+    connectivity is held once."""
+
+    def __init__(self, graph: Part):
+        dtype = graph.dtype
+        self.graph, self.dtype = graph, dtype
+        order = zero_delay_order(graph.populations, graph.projections)
+        self.order = order
+        self.pop_index = {p.name: k for k, p in enumerate(order)}
+        sizes = np.array([p.n for p in order], np.int64)
+        self.pop_start = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self.n_inputs = sum(p.is_input for p in order)
+        neurons = [p.neuron or LIF(beta=1.0) for p in order]  # inputs: placeholders, never read
+        self.thr = np.array([n.threshold for n in neurons], dtype)
+        self.reset_mode = np.array([n.reset_code for n in neurons], np.int64)
+        self.v_reset = np.array([n.v_reset for n in neurons], dtype)
+        self.refractory = np.array([n.refractory for n in neurons], np.int64)
+        self.has_cur = np.array([n.has_current for n in neurons], np.bool_)
+        self.has_ref = np.array([n.refractory > 0 for n in neurons], np.bool_)
+        self.width = 4 if (self.has_cur.any() or self.has_ref.any()) else 2
+        self.neurons = neurons
+        self.biases = [
+            np.zeros(1) if p.is_input else (p.bias[:1] if np.all(p.bias == p.bias[0]) else p.bias)
+            for p in order
+        ]  # one value when shared: no per-neuron reads
+        self.v_init = np.concatenate([np.zeros(p.n) if p.is_input else p.v_init for p in order]).astype(dtype)
+        self._flatten_projections(graph, order)
+        bg = sorted(range(len(graph.sources)), key=lambda g: self.pop_index[graph.sources[g].target.name])
+        self.bg_stream = [graph.streams[g] for g in bg]
+        bg = [graph.sources[g] for g in bg]
+        self.bg_ptr = np.searchsorted(
+            [self.pop_index[s.target.name] for s in bg], np.arange(len(order) + 1)
+        ).astype(np.int64)
+        self.bg_lam = np.array([s.events_per_step(graph.dt) for s in bg], np.float64)
+        self.bg_w = np.array([s.weight for s in bg], dtype)
+
+    def _flatten_projections(self, graph, order):
+        """One kernel projection per (projection, delay group), sorted by
+        target; weights are stored only for groups without a shared weight,
+        and a convolution's kernel (``proj_kind`` CONV, its geometry and tap
+        tables in ``proj_geom`` and ``tap_*``, see ``kernels.graph``)."""
+        rows = sorted(
+            (
+                (self.pop_index[p.target.name], self.pop_index[p.source.name], g, p)
+                for p in graph.projections
+                for g in range(len(p.delays))
+            ),
+            key=lambda r: r[0],
+        )
+        groups = [_kernel_group(p, g) for _, _, g, p in rows]
+        conv = [p.kind == "conv" for *_, p in rows]
+        self.in_ptr = np.searchsorted([r[0] for r in rows], np.arange(len(order) + 1)).astype(np.int64)
+        self.in_proj = np.arange(len(rows), dtype=np.int64)
+        self.proj_src = np.array([r[1] for r in rows], np.int64)
+        self.proj_delay = np.array([d for d, *_ in groups], np.int64)
+        self.proj_kind = np.array([kernels.CONV if c else kernels.CSR for c in conv], np.int64)
+        n_syn = [len(cols) for _, _, cols, _ in groups]
+        syn_off = np.concatenate(([0], np.cumsum(n_syn))).astype(np.int64)
+        self.proj_rp = np.concatenate(([0], np.cumsum([len(r) for _, r, _, _ in groups])))[:-1].astype(
+            np.int64
+        )
+        self.rowptr = np.concatenate(
+            [r + syn_off[k] for k, (_, r, _, _) in enumerate(groups)] or [np.zeros(1, np.int64)]
+        )
+        w_off = np.concatenate(([0], np.cumsum([len(w) if w is not None else 0 for *_, w in groups]))).astype(
+            np.int64
+        )
+        # CSR synapse s reads weights[s + proj_woff]; a kernel starts at weights[proj_woff]
+        self.proj_woff = np.where(conv, w_off[:-1], w_off[:-1] - syn_off[:-1]).astype(np.int64)
+        self.proj_shared = np.array([p.weight is not None if p.kind == "csr" else False for *_, p in rows])
+        self.proj_w = np.array(
+            [p.weight if p.kind == "csr" and p.weight is not None else 0.0 for *_, p in rows], self.dtype
+        )
+        self._tap_tables(rows)
+        del groups
+        # Hold the connectivity once: each group is copied into the plan's arrays and the
+        # projection rebound to a view at once, so its own array is freed before the next
+        # copy (the build's peak stays near one copy of the synapses).
+        self.cols = np.empty(syn_off[-1], np.int32)
+        self.weights = np.empty(w_off[-1], np.float32)
+        for k, (_, _, g, p) in enumerate(rows):
+            if p.kind == "conv":
+                self.weights[w_off[k] : w_off[k + 1]] = _kernel_group(p, g)[3]
+                continue
+            d, rowptr, cols, w = p.groups[g]
+            self.cols[syn_off[k] : syn_off[k + 1]] = cols
+            view_w = None
+            if w is not None:
+                view_w = self.weights[w_off[k] : w_off[k + 1]]
+                view_w[:] = w
+                view_w.flags.writeable = False
+            view_cols = self.cols[syn_off[k] : syn_off[k + 1]]
+            view_cols.flags.writeable = False  # the projection's handle reads, never writes, the plan
+            new = list(p.groups)
+            new[g] = (d, rowptr, view_cols, view_w)
+            del cols, w
+            object.__setattr__(p, "groups", tuple(new))
+
+    def _tap_tables(self, rows):
+        """Geometry and spatial tap tables of the convolutions (zeros for the
+        other projections): projection ``k``'s input position ``p`` has
+        ``tap_n[tap_off[k] + p]`` taps, ``tap_pixel`` / ``tap_kernel`` rows
+        ``tap_off[k] + p``."""
+        self.proj_geom = np.zeros((max(len(rows), 1), 15), np.int64)
+        tables = []
+        offset = 0
+        self.tap_off = np.zeros(len(rows), np.int64)
+        for k, (*_, p) in enumerate(rows):
+            if p.kind == "conv":
+                self.proj_geom[k] = p.geom
+                self.tap_off[k] = offset
+                tables.append(kernels.spatial_taps(p.geom))
+                offset += len(tables[-1][0])
+        width = max([t[1].shape[1] for t in tables], default=1)
+        self.tap_n = np.concatenate([t[0] for t in tables] or [np.zeros(1, np.int64)])
+        self.tap_pixel = np.zeros((max(offset, 1), width), np.int64)
+        self.tap_kernel = np.zeros((max(offset, 1), width), np.int64)
+        for k, (n, pixel, tap) in zip(
+            np.flatnonzero([r[3].kind == "conv" for r in rows]), tables, strict=True
+        ):
+            at = self.tap_off[k]
+            self.tap_pixel[at : at + len(n), : pixel.shape[1]] = pixel
+            self.tap_kernel[at : at + len(n), : tap.shape[1]] = tap
+
+    def modes(self, force: str | None) -> list[str]:
+        """The path each population (in plan order) runs: ``"input"``,
+        ``"event"`` or ``"clock"``."""
+        out = []
+        for k, pop in enumerate(self.order):
+            mode = force or pop.mode
+            if pop.is_input:
+                mode = "input"
+            elif mode == "auto":
+                mode = (
+                    "clock"
+                    if self.bg_lam[self.bg_ptr[k] : self.bg_ptr[k + 1]].sum() >= CLOCK_BACKGROUND
+                    else "event"
+                )
+            out.append(mode)
+        return out
+
+    def bias_rows(self, batch, drives) -> tuple[np.ndarray, np.ndarray]:
+        """The bias of every sample as the kernel reads it, ``[B, nb]`` of
+        the state dtype, and its offsets ``[P + 1]``: one value for a
+        population whose neurons share it, else one per neuron; a driven
+        population's is its bias plus the sample's drive (summed in float64)."""
+        parts = [
+            self.order[k].bias + drives[pop.name]
+            if pop.name in drives and not pop.is_input
+            else np.broadcast_to(b, (batch, len(b)))
+            for k, (pop, b) in enumerate(zip(self.order, self.biases, strict=True))
+        ]
+        offsets = np.concatenate(([0], np.cumsum([part.shape[1] for part in parts]))).astype(np.int64)
+        return np.concatenate(parts, axis=1).astype(self.dtype), offsets
+
+    def run(self, n_steps, given, batch, seed, record, bar, force_mode, drives) -> dict:
+        """Step the part over ``n_steps``; ``given``: the spikes of its
+        input populations by name; ``bar``: a progress bar to advance, or
+        None. Returns, by population name, its ``trains``, kernel
+        ``counts`` ``[B, 4]`` (synaptic operations received, updates,
+        spikes, background events) and ``modes``, and the ``recorded``
+        variables by ``(name, var)``: ``(indices, [T, B, R])``."""
+        dtype = self.dtype
+        bias, bias_off = self.bias_rows(batch, drives)
+        modes = self.modes(force_mode)
+        pop_clock = np.array([m == "clock" for m in modes], np.bool_)
+        tables = np.stack([n.propagator(n_steps, dtype) for n in self.neurons])
+        n_total = int(self.pop_start[-1])
+        n_pops = len(self.order)
+        in_tptr, in_idx = self._input_arrays(given, batch, n_steps)
+        rec_ids = np.concatenate(
+            [self.pop_start[self.pop_index[p.name]] + idx for p, idx, _ in record] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        rec_pop = np.concatenate(
+            [np.full(len(idx), self.pop_index[p.name]) for p, idx, _ in record] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        rec_var = np.concatenate(
+            [np.full(len(idx), int(var == "i")) for _, idx, var in record] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        state = np.empty((batch, n_total, self.width), dtype)
+        acc = np.zeros((batch, n_total), dtype)
+        mark = np.zeros((batch, n_total), np.uint8)
+        touched = np.empty((batch, n_total + 1), np.int32)
+        head = np.empty((batch, n_pops, n_steps + 1), np.int32)
+        nxt = np.empty((batch, n_total), np.int32)
+        prv = np.empty((batch, n_total), np.int32)
+        due = np.empty((batch, n_total), np.int32)
+        rng = np.array(
+            [[kernels.seed_state(seed, s, g) for g in self.bg_stream] for s in range(batch)], np.uint64
+        ).reshape(batch, len(self.bg_stream), 4)
+        hist_ptr = np.zeros((batch, n_steps, n_pops + 1), np.int64)
+        hist_idx = np.empty((batch, 2 * n_total + min(n_total * n_steps // 1000, 1 << 24)), np.int32)
+        rec_v = np.zeros((batch, n_steps, len(rec_ids)), dtype)
+        counts = np.zeros((batch, n_pops, 4), np.int64)
+        progress_at = np.zeros((batch, 2), np.int64)
+        for s in range(batch):
+            kernels.graph_init(
+                self.pop_start,
+                self.n_inputs,
+                self.thr,
+                self.has_cur,
+                self.has_ref,
+                tables,
+                bias[s],
+                bias_off,
+                self.v_init,
+                state[s],
+                head[s],
+                nxt[s],
+                prv[s],
+                due[s],
+            )
+        chunk = n_steps if bar is None else max(1, n_steps // 100)
+        t_end = done = 0
+        while t_end < n_steps:
+            t_end = min(n_steps, t_end + chunk)
+            while progress_at[:, 1].min() < t_end:
+                kernels.graph_run(
+                    t_end,
+                    self.pop_start,
+                    self.n_inputs,
+                    self.thr,
+                    self.reset_mode,
+                    self.v_reset,
+                    self.refractory,
+                    self.has_cur,
+                    self.has_ref,
+                    pop_clock,
+                    tables,
+                    bias,
+                    bias_off,
+                    self.in_ptr,
+                    self.in_proj,
+                    self.proj_src,
+                    self.proj_delay,
+                    self.proj_rp,
+                    self.proj_w,
+                    self.proj_shared,
+                    self.rowptr,
+                    self.cols,
+                    self.weights,
+                    self.proj_woff,
+                    self.proj_kind,
+                    self.proj_geom,
+                    self.tap_off,
+                    self.tap_n,
+                    self.tap_pixel,
+                    self.tap_kernel,
+                    self.bg_ptr,
+                    self.bg_lam,
+                    self.bg_w,
+                    rec_ids,
+                    rec_pop,
+                    rec_var,
+                    in_tptr,
+                    in_idx,
+                    state,
+                    acc,
+                    mark,
+                    touched,
+                    head,
+                    nxt,
+                    prv,
+                    due,
+                    rng,
+                    hist_ptr,
+                    hist_idx,
+                    rec_v,
+                    counts,
+                    progress_at,
+                )
+                if progress_at[:, 1].min() < t_end:  # the spike history is full: grow it
+                    grown = np.empty((batch, 2 * hist_idx.shape[1]), np.int32)
+                    grown[:, : hist_idx.shape[1]] = hist_idx
+                    hist_idx = grown
+            if bar is not None:
+                bar.update(t_end - done)
+            done = t_end
+        return self._outputs(n_steps, hist_ptr, hist_idx, counts, rec_v, record, modes)
+
+    def _outputs(self, n_steps, hist_ptr, hist_idx, counts, rec_v, record, modes) -> dict:
+        """The kernel's spike history and counters, by population name."""
+        batch = hist_ptr.shape[0]
+        per_step = np.diff(hist_ptr, axis=2)  # [B, T, P] spikes per population and step
+        out = {"trains": {}, "counts": {}, "modes": {}, "recorded": {}}
+        for k, pop in enumerate(self.order):
+            if pop.is_input:
+                continue
+            tptr = np.zeros((batch, n_steps + 1), np.int64)
+            np.cumsum(per_step[:, :, k], axis=1, out=tptr[:, 1:])
+            idx = np.zeros((batch, int(tptr[:, -1].max(initial=0))), np.int32)
+            for b in range(batch):
+                starts = hist_ptr[b, :, k]
+                sel = np.repeat(starts - tptr[b, :-1], per_step[b, :, k]) + np.arange(tptr[b, -1])
+                idx[b, : tptr[b, -1]] = hist_idx[b, sel] - self.pop_start[k]
+            out["trains"][pop.name] = SpikeTrains(tptr, idx, pop.n)
+            out["counts"][pop.name] = counts[:, k].copy()
+            out["modes"][pop.name] = modes[k]
+        col = 0
+        for pop, idx, var in record:
+            out["recorded"][pop.name, var] = (
+                idx,
+                rec_v[:, :, col : col + len(idx)].transpose(1, 0, 2).copy(),
+            )
+            col += len(idx)
+        return out
+
+    def _input_arrays(self, given, batch, n_steps):
+        """Per-sample input spikes with global ids, sorted within each step."""
+        if not given:
+            return np.zeros((batch, n_steps + 1), np.int64), np.zeros((batch, 1), np.int32)
+        merged = SpikeTrains.concatenate(
+            sorted(
+                ((trains, int(self.pop_start[self.pop_index[name]])) for name, trains in given.items()),
+                key=lambda part: part[1],
+            ),
+            int(self.pop_start[-1]),
+        )
+        idx = merged.idx if merged.idx.shape[1] else np.zeros((batch, 1), np.int32)
+        return merged.tptr, idx
+
+
+def _kernel_group(proj, g):
+    """Delay group ``g`` of a projection as the plan flattens it: ``(delay,
+    rowptr, cols, weights)``; a convolution has no rows, its kernel as weights."""
+    if proj.kind == "conv":
+        return (proj.delay, np.zeros(0, np.int64), np.zeros(0, np.int32), kernel_layout(proj.kernel))
+    return proj.groups[g]
