@@ -4,28 +4,65 @@ Rule: output ``o`` spikes at step ``t`` iff some input of its window spiked
 at ``t`` and that input's spike count (up to and including ``t``) is at least
 the highest count in the window before ``t``. The leading input passes its
 spikes; the output rate follows the window's highest input rate. The outcome
-does not depend on the order in which the step's spikes are processed.
-Windows are ``k x k`` with stride ``k`` and no padding.
+does not depend on the order in which the step's spikes are processed, and a
+window emits at most one spike per step.
+
+Windows are those of ``torch.nn.MaxPool2d(kernel_size, stride, padding)``
+(dilation 1, ``ceil_mode=False``): window ``(oy, ox)`` covers input rows
+``oy * stride_y - pad_y ...`` (``kh`` of them) and columns ``ox * stride_x -
+pad_x ...`` (``kw``); ``h_out = (h_in + 2 pad_y - kh) // stride_y + 1`` (and
+likewise ``w_out``), as torch floors it. Windows may overlap (stride < kernel),
+so an input may belong to several windows, up to ``ceil(kh / stride_y) *
+ceil(kw / stride_x)``, and each of its spikes is checked against every window
+that contains it; an input in no window (cropped by the floor) is never
+checked. Padding positions never spike (their count stays 0, which never
+raises a window's highest count: counts are >= 0).
+
+Geometry ``geom`` (int64 ``[11]``, fields :data:`GEOM_FIELDS`). Neurons are
+numbered channel-first, ``(c * H + y) * W + x``, input and output alike.
+
+Why it is order-independent: within one step, a window's running maximum
+stays its maximum before the step until some spike of the step passes the
+test (a spike that fails has a count below it), so "some spike of the step
+passes against the running maximum" is "some spike of the step passes against
+the maximum before the step", whichever spike comes first; and the running
+maximum ends the step as the window's true highest count (a failing spike's
+count is below it).
 """
 
 import numpy as np
 
 from ._jit import jit, pjit, prange, run_batch
 
+GEOM_FIELDS = (
+    "channels",
+    "h_in",
+    "w_in",
+    "h_out",
+    "w_out",
+    "kh",
+    "kw",
+    "stride_y",
+    "stride_x",
+    "pad_y",
+    "pad_x",
+)
+
 
 @jit
-def maxpool_sample(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts):
-    """One sample: input ``(c, y, x)`` channel-first over ``[channels, height,
-    width]``, output over ``[channels, height // k, width // k]``.
-    ``counts`` (mutated): gate evaluations, spikes, status (0 ok)."""
-    h_out = height // k
-    w_out = width // k
+def maxpool_sample(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
+    """One sample of :func:`maxpool_layer` (the same arguments without the
+    leading sample axis). Returns nothing; see ``counts``."""
+    channels, height, width = geom[0], geom[1], geom[2]
+    h_out, w_out, kh, kw = geom[3], geom[4], geom[5], geom[6]
+    sy, sx, py, px = geom[7], geom[8], geom[9], geom[10]
     n_out = channels * h_out * w_out
     spike_count = np.zeros(channels * height * width, np.int32)
     window_max = np.zeros(n_out, np.int32)
     stamp = np.full(n_out, -1, np.int64)
     cap = out_idx.shape[0]
     emitted = 0
+    checks = 0
     for t in range(in_tptr.shape[0] - 1):
         out_tptr[t] = emitted
         for e in range(in_tptr[t], in_tptr[t + 1]):
@@ -34,43 +71,77 @@ def maxpool_sample(in_tptr, in_idx, channels, height, width, k, out_tptr, out_id
             y = (p // width) % height
             x = p % width
             spike_count[p] += 1
-            if y >= h_out * k or x >= w_out * k:
-                continue  # outside every window (torch floors the output size)
-            o = (c * h_out + y // k) * w_out + x // k
-            if spike_count[p] >= window_max[o]:
-                window_max[o] = spike_count[p]
-                if stamp[o] != t:
-                    stamp[o] = t
-                    if emitted >= cap:
-                        counts[3] = 1
-                        return
-                    out_idx[emitted] = o
-                    emitted += 1
-        counts[1] += in_tptr[t + 1] - in_tptr[t]
+            n = spike_count[p]
+            # windows containing row y: oy * sy - py <= y <= oy * sy - py + kh - 1
+            lo = y + py - kh + 1
+            oy_lo = 0 if lo <= 0 else (lo + sy - 1) // sy
+            oy_hi = min(h_out - 1, (y + py) // sy)
+            lo = x + px - kw + 1
+            ox_lo = 0 if lo <= 0 else (lo + sx - 1) // sx
+            ox_hi = min(w_out - 1, (x + px) // sx)
+            for oy in range(oy_lo, oy_hi + 1):
+                for ox in range(ox_lo, ox_hi + 1):
+                    o = (c * h_out + oy) * w_out + ox
+                    checks += 1
+                    if n >= window_max[o]:
+                        window_max[o] = n
+                        if stamp[o] != t:
+                            stamp[o] = t
+                            if emitted >= cap:
+                                counts[1] = checks
+                                counts[2] = emitted
+                                counts[3] = 1
+                                return
+                            out_idx[emitted] = o
+                            emitted += 1
     out_tptr[in_tptr.shape[0] - 1] = emitted
+    counts[1] = checks
     counts[2] = emitted
     counts[3] = 0
 
 
-def maxpool_layer(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts):
-    """A batch through :func:`maxpool_sample`, samples in parallel."""
+def maxpool_layer(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
+    """Max-pool gate of a batch of samples (in parallel over samples).
+
+    Parameters
+    ----------
+    in_tptr : int64 ``[B, T + 1]``, input spikes as time-CSR: those of step
+        ``t`` of sample ``s`` are ``in_idx[s, in_tptr[s, t] : in_tptr[s, t + 1]]``.
+    in_idx : int32 ``[B, E]``, input neuron ``(c * h_in + y) * w_in + x``;
+        an input spikes at most once per step.
+    geom : int64 ``[11]``, the window geometry, fields :data:`GEOM_FIELDS`:
+        ``channels, h_in, w_in, h_out, w_out, kh, kw, stride_y, stride_x,
+        pad_y, pad_x``. Trusted: the caller checks ``kh, kw, stride >= 1``,
+        ``pad >= 0`` and ``h_out = (h_in + 2 pad_y - kh) // stride_y + 1 >= 1``
+        (likewise ``w_out``).
+    out_tptr : int64 ``[B, T + 1]``, mutated: output spikes as time-CSR.
+    out_idx : int32 ``[B, cap]``, mutated: output neuron ``(c * h_out + oy)
+        * w_out + ox``, within a step in the order emitted (not sorted), each
+        output at most once per step. A sample emits at most ``min(checks,
+        n_out * T)`` spikes (``checks`` below; at most ``ceil(kh / stride_y)
+        * ceil(kw / stride_x)`` per input spike); ``cap`` = its input spike
+        count always suffices when windows do not overlap.
+    counts : int64 ``[B, 4]``, mutated (overwritten): ``[0]`` untouched
+        (no synaptic operations: a gate compares, it does not accumulate);
+        ``[1]`` gate evaluations = ``(input spike, window containing it)``
+        pairs checked; ``[2]`` output spikes; ``[3]`` status: 0 ok, 1 the
+        sample overflowed ``out_idx`` (its outputs are then incomplete and
+        ``[1]``, ``[2]`` partial: run it again with a larger ``cap``).
+    """
     run_batch(
         _maxpool_layer,
         maxpool_sample,
         in_tptr,
         in_idx,
-        channels,
-        height,
-        width,
-        k,
+        geom,
         out_tptr,
         out_idx,
         counts,
-        batched=(0, 1, 6, 7, 8),
+        batched=(0, 1, 3, 4, 5),
     )
 
 
 @pjit
-def _maxpool_layer(in_tptr, in_idx, channels, height, width, k, out_tptr, out_idx, counts):
+def _maxpool_layer(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
     for s in prange(in_tptr.shape[0]):
-        maxpool_sample(in_tptr[s], in_idx[s], channels, height, width, k, out_tptr[s], out_idx[s], counts[s])
+        maxpool_sample(in_tptr[s], in_idx[s], geom, out_tptr[s], out_idx[s], counts[s])

@@ -225,33 +225,62 @@ class AvgPool2d(Conv2d):
 
 
 class MaxPool2d:
-    """Spiking max pooling over ``k x k`` windows with stride ``k`` (no
-    neurons): output ``(c, y, x)`` passes a spike of its window when the input
-    that spiked has the highest accumulated spike count of the window so far
-    (see ``kernels.pool``), so the output rate follows the most active input.
+    """Spiking max pooling (no neurons), with the windows of
+    ``torch.nn.MaxPool2d(kernel_size, stride, padding)`` (dilation 1,
+    ``ceil_mode=False``; windows may overlap): output ``(c, y, x)`` passes a
+    spike of its window when the input that spiked has the highest
+    accumulated spike count of the window so far (see ``kernels.pool``), so
+    the output rate follows the most active input. Padding never spikes.
+
+    Parameters
+    ----------
+    in_shape : ``(C, H, W)`` of the input.
+    kernel_size, stride, padding : an int or a pair ``(y, x)`` each, as in
+        torch: ``stride`` defaults to ``kernel_size``; ``padding <=
+        kernel_size // 2``; output ``(H + 2 padding - kernel_size) // stride + 1``
+        (floored), at least 1.
+    name : optional layer name.
+
     Counts: no SynOps (comparisons, not accumulates); ``updates`` = gate
-    evaluations (one per input spike)."""
+    evaluations, one per (input spike, window containing that input) pair
+    (an input cropped out of every window by the floor is never checked)."""
 
     kind = "maxpool"
 
-    def __init__(self, in_shape, kernel_size: int, stride: int | None = None, name: str | None = None):
+    def __init__(self, in_shape, kernel_size, stride=None, padding=0, name: str | None = None):
         c, h, w = _shape3(in_shape)
-        k = _pair("kernel_size", kernel_size)
-        if min(k) < 1:
+        positive_int("the input size C * H * W", c * h * w)  # the kernels index neurons with int32
+        kh, kw = _pair("kernel_size", kernel_size)
+        if min(kh, kw) < 1:
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size!r}")
-        if k[0] != k[1] or (stride is not None and _pair("stride", stride) != k):
-            raise ValueError("MaxPool2d supports square windows with stride equal to the kernel size")
-        self.k = k[0]
-        if h // self.k < 1 or w // self.k < 1:
-            raise ValueError(f"kernel_size {self.k} is larger than the input {h}x{w}")
+        sy, sx = (kh, kw) if stride is None else _pair("stride", stride)
+        if min(sy, sx) < 1:
+            raise ValueError(f"stride must be >= 1, got {stride!r}")
+        py, px = _pair("padding", padding)
+        if min(py, px) < 0:
+            raise ValueError(f"padding must be >= 0, got {padding!r}")
+        if py > kh // 2 or px > kw // 2:
+            raise ValueError(
+                f"padding {py}x{px} must be at most half the kernel size {kh}x{kw} (as torch requires)"
+            )
+        if kh > h + 2 * py or kw > w + 2 * px:
+            raise ValueError(f"kernel_size {kh}x{kw} is larger than the input {h}x{w} (padded by {py}x{px})")
+        h_out, w_out = (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1
+        self.kernel_size, self.stride, self.padding = (kh, kw), (sy, sx), (py, px)
+        # the kernels' geometry (kernels.pool.GEOM_FIELDS), read-only
+        self.geom = owned(np.array([c, h, w, h_out, w_out, kh, kw, sy, sx, py, px], np.int64))
         self.in_shape = (c, h, w)
-        self.out_shape = (c, h // self.k, w // self.k)
-        self.n_in, self.n_out = c * h * w, int(np.prod(self.out_shape))
-        self.fan_out = np.zeros(self.n_in, np.int64)
+        self.out_shape = (c, h_out, w_out)
+        self.n_in, self.n_out = c * h * w, c * h_out * w_out
+        self.fan_out = np.zeros(self.n_in, np.int64)  # SynOps per input spike
         self.name = name
 
     def __repr__(self):
-        return f"MaxPool2d({'x'.join(map(str, self.in_shape))} -> {'x'.join(map(str, self.out_shape))})"
+        shapes = f"{'x'.join(map(str, self.in_shape))} -> {'x'.join(map(str, self.out_shape))}"
+        window = f"kernel {'x'.join(map(str, self.kernel_size))}, stride {'x'.join(map(str, self.stride))}"
+        if self.padding != (0, 0):
+            window += f", padding {'x'.join(map(str, self.padding))}"
+        return f"MaxPool2d({shapes}, {window})"
 
 
 class Flatten:

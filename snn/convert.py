@@ -153,7 +153,43 @@ def _adaptive_avgpool(m, path):
 
 
 def _maxpool(m, path):
-    return [Op("maxpool", path, kernel=_pool_kernel(m, path, "MaxPool2d"))]
+    """Any window of ``nn.MaxPool2d`` (overlapping, padded) but dilation and
+    ceil_mode: ``meta["window"]`` = ``(kernel, stride, padding)``, pairs.
+    Max pooling keeps the scale of its input (``max(lam a) = lam max(a)``
+    for ``lam > 0``, per channel; padding, -inf in torch, is never the max
+    of post-ReLU activations >= 0, and never spikes in the SNN)."""
+
+    def pair(v):
+        return (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)
+
+    k = pair(m.kernel_size)
+    s = pair(m.stride if m.stride is not None else m.kernel_size)
+    p = pair(m.padding)
+    if pair(m.dilation) != (1, 1):
+        raise ConversionError(
+            f"{path}: MaxPool2d with dilation={m.dilation!r} is not supported (dilation 1 only)"
+        )
+    if m.ceil_mode:
+        raise ConversionError(
+            f"{path}: MaxPool2d with ceil_mode=True is not supported (ceil_mode=False only)"
+        )
+    if m.return_indices:
+        raise ConversionError(f"{path}: MaxPool2d with return_indices=True is not supported")
+    if min(k) < 1 or min(s) < 1 or min(p) < 0 or p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ConversionError(
+            f"{path}: MaxPool2d(kernel_size={m.kernel_size!r}, stride={m.stride!r}, padding={m.padding!r}) "
+            "is not a valid window (padding at most half the kernel size)"
+        )
+    return [Op("maxpool", path, kernel=k[0], meta={"window": (k, s, p)})]
+
+
+def _maxpool_window(op: Op) -> tuple:
+    """``(kernel, stride, padding)`` pairs of a maxpool op: its ``meta["window"]``,
+    or, for an op a registered handler made with ``kernel`` only, ``kernel``
+    square with stride = kernel and no padding."""
+    if "window" in op.meta:
+        return op.meta["window"]
+    return (op.kernel, op.kernel), (op.kernel, op.kernel), (0, 0)
 
 
 def _flatten(m, path):
@@ -353,9 +389,15 @@ def _shapes(ops, in_shape):
                 k, s, p, dl = g["kernel_size"][d], g["stride"][d], g["padding"][d], g["dilation"][d]
                 out.append((shape[1 + d] + 2 * p - dl * (k - 1) - 1) // s + 1)
             shape = (op.weight.shape[0], *out)
-        elif op.kind in ("avgpool", "maxpool"):
-            if len(shape) != 3:
-                raise ConversionError(f"{op.path}: pooling needs (C, H, W) input, gets {shape}")
+        elif op.kind in ("avgpool", "maxpool") and len(shape) != 3:
+            raise ConversionError(f"{op.path}: pooling needs (C, H, W) input, gets {shape}")
+        elif op.kind == "maxpool":
+            (kh, kw), (sy, sx), (py, px) = _maxpool_window(op)
+            out = ((shape[1] + 2 * py - kh) // sy + 1, (shape[2] + 2 * px - kw) // sx + 1)
+            if min(out) < 1:
+                raise ConversionError(f"{op.path}: the {kh}x{kw} window does not fit its input {shape}")
+            shape = (shape[0], *out)
+        elif op.kind == "avgpool":
             if op.kernel == -1:
                 op.kernel = shape[1] if shape[1] == shape[2] else None
                 if op.kernel is None:
@@ -424,7 +466,8 @@ def _apply(op: Op, x: torch.Tensor) -> torch.Tensor:
     if op.kind == "avgpool":
         return F.avg_pool2d(x, op.kernel)
     if op.kind == "maxpool":
-        return F.max_pool2d(x, op.kernel)
+        k, s, p = _maxpool_window(op)
+        return F.max_pool2d(x, k, s, p)
     if op.kind == "flatten":
         return x.flatten(1)
     raise AssertionError(op.kind)
@@ -644,9 +687,10 @@ def convert(
     ----------
     model : a ``torch.nn.Module`` in eval mode, a chain of supported layers
         (Linear, Conv2d, BatchNorm1d/2d, ReLU, :class:`snn.qcfs.QCFS`,
-        AvgPool2d, AdaptiveAvgPool2d to 1x1, MaxPool2d, Flatten, Dropout,
-        Identity, nested Sequential, functional relu/flatten) ending in a
-        Linear or Conv2d (the readout).
+        AvgPool2d, AdaptiveAvgPool2d to 1x1, MaxPool2d (any kernel, stride
+        and padding, overlapping windows included; dilation 1 and
+        ``ceil_mode=False``), Flatten, Dropout, Identity, nested Sequential,
+        functional relu/flatten) ending in a Linear or Conv2d (the readout).
     calibration_data : ``[N, *input_shape]`` samples (training data) used to
         find each ReLU layer's activation scale.
     percentile : the activation percentile that maps to the firing threshold
@@ -745,15 +789,14 @@ def _build_layers(ops, data, percentile, per_channel, v_init):
         if op.kind in ("maxpool", "avgpool"):  # an avgpool here is not followed by a Linear
             x = _apply(op, x)
             if op.kind == "maxpool":
-                layers.append(MaxPool2d(op.meta["in_shape"], op.kernel, name=op.path))
+                layers.append(MaxPool2d(op.meta["in_shape"], *_maxpool_window(op), name=op.path))
             else:  # a spiking AvgPool2d (rates re-quantised)
                 layers.append(
                     AvgPool2d(op.meta["in_shape"], op.kernel, neuron=IF(), v_init=v_init, name=op.path)
                 )
-            if prev_scale is not None:  # channel scales survive pooling: keep one per output pixel
-                c, h, w = op.meta["in_shape"]
-                k = op.kernel
-                prev_scale = prev_scale.reshape(c, h, w)[:, : h // k * k : k, : w // k * k : k].reshape(-1)
+            if prev_scale is not None:  # channel scales (one per channel) survive pooling
+                c, h_out, w_out = op.meta["out_shape"]
+                prev_scale = np.repeat(prev_scale.reshape(c, -1)[:, 0], h_out * w_out)
             i += 1
             continue
         if op.kind == "relu":

@@ -35,7 +35,12 @@ SparseLinear  ``n_in, n_out``, common                        ``rowptr`` int64 [n
 Conv2d        ``in_shape`` [C, H, W], ``out_channels``,      ``weight`` float32 [C_out, C / groups, kh,
               window, ``groups``, common                     kw], ``bias`` float64 [C_out], ``v_init``
 AvgPool2d     ``in_shape``, window, common                   ``bias`` float64 [C], ``v_init``
-MaxPool2d     ``in_shape``, ``kernel_size`` (int), ``name``  none
+MaxPool2d     ``in_shape``, ``kernel_size``, ``stride``,     none
+              ``padding`` (pairs), ``name``; a square
+              kernel with stride = kernel and no padding
+              is written as ``kernel_size`` (int) alone,
+              as before; a record without ``stride`` and
+              ``padding``: stride = kernel, no padding
 Neuron        ``beta, alpha, threshold, reset, v_reset,``    none
               ``refractory, name`` (``alpha`` null without
               a current; an infinite threshold is "inf")
@@ -725,11 +730,26 @@ def _avgpool_from_record(src: Reader) -> AvgPool2d:
 
 
 def _maxpool_to_record(layer: MaxPool2d, out: Writer) -> dict:
-    return {"in_shape": list(layer.in_shape), "kernel_size": layer.k, "name": layer.name}
+    """The window of a square kernel with stride = kernel and no padding as
+    one int, the record readers before stride and padding read; any other
+    window as pairs, with ``stride`` and ``padding``: such a reader refuses
+    it (``kernel_size`` is not an int) instead of ignoring the two fields."""
+    (kh, kw), stride, padding = layer.kernel_size, layer.stride, layer.padding
+    record = {"in_shape": list(layer.in_shape), "kernel_size": kh, "name": layer.name}
+    if kh != kw or stride != (kh, kw) or padding != (0, 0):
+        record.update(kernel_size=[kh, kw], stride=list(stride), padding=list(padding))
+    return record
 
 
 def _maxpool_from_record(src: Reader) -> MaxPool2d:
-    return MaxPool2d(src["in_shape"], src["kernel_size"], name=src["name"])
+    """Without ``stride`` and ``padding`` (older files): stride = kernel, no padding."""
+    return MaxPool2d(
+        src["in_shape"],
+        src["kernel_size"],
+        src.record.get("stride"),
+        src.record.get("padding", 0),
+        name=src["name"],
+    )
 
 
 # -- graphs ---------------------------------------------------------------------
@@ -1006,7 +1026,13 @@ register(
     MaxPool2d,
     _maxpool_to_record,
     _maxpool_from_record,
-    fields={"in_shape": "shape3", "kernel_size": "size", "name": _NAME},
+    fields={
+        "in_shape": "shape3",
+        "kernel_size": ("size", "pair"),
+        "stride": "pair",
+        "padding": "pair",
+        "name": _NAME,
+    },
 )
 register(
     Graph,

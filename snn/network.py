@@ -314,13 +314,26 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
 
 
 def _run_maxpool(layer, source):
+    """The gate over all steps (``kernels.maxpool_layer``). Output buffer: the
+    largest input spike count of a sample first, which suffices when windows
+    do not overlap (each output spike takes an input spike of its own); a
+    batch that overflows it runs again with the bound that always suffices,
+    ``ceil(kh / sy) * ceil(kw / sx)`` outputs per input spike (the windows
+    containing an input), at most one per window and step."""
     batch, n_steps = source.batch_size, source.n_steps
-    c, h, w = layer.in_shape
-    cap = max(1, int(source.per_sample.max(initial=0)))  # at most one output per input spike
+    kh, kw = layer.kernel_size
+    sy, sx = layer.stride
+    most = int(source.per_sample.max(initial=0))
+    bound = min(most * -(-kh // sy) * -(-kw // sx), layer.n_out * n_steps)
     out_tptr = np.empty((batch, n_steps + 1), np.int64)
-    out_idx = np.empty((batch, cap), np.int32)
     kc = np.zeros((batch, 4), np.int64)
-    kernels.maxpool_layer(source.tptr, source.idx, c, h, w, layer.k, out_tptr, out_idx, kc)
+    for cap in (min(most, bound), bound):
+        out_idx = np.empty((batch, max(1, cap)), np.int32)
+        kc[:] = 0
+        kernels.maxpool_layer(source.tptr, source.idx, layer.geom, out_tptr, out_idx, kc)
+        if not kc[:, 3].any():
+            break
+    assert not kc[:, 3].any(), "max-pool output buffer overflowed its bound"
     used = int(kc[:, 2].max(initial=0))
     return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), kc
 

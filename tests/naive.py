@@ -297,25 +297,58 @@ def spike_currents(tptr, idx, weights):
 # ---------------------------------------------------------------------------
 
 
-def maxpool(raster, k):
+def maxpool(raster, kernel, stride=None, padding=0):
     """The gate rule of ``kernels.pool`` on a ``[T, C, H, W]`` boolean
     raster: output ``(c, oy, ox)`` spikes at ``t`` iff some input of its
-    ``k x k`` window spiked at ``t`` with a spike count (up to and including
-    ``t``) at least the window's highest count before ``t``. Returns the
-    output raster ``[T, C, H // k, W // k]``."""
+    window spiked at ``t`` with a spike count (up to and including ``t``) at
+    least the window's highest count before ``t``. Window ``(oy, ox)``: rows
+    ``oy * sy - py ... + kh - 1`` and columns ``ox * sx - px ... + kw - 1``
+    that lie inside the image (padding never spikes); ``kernel``, ``stride``
+    (default: the kernel), ``padding``: ints or pairs. Returns the output
+    raster ``[T, C, h_out, w_out]``, ``h_out = (H + 2 py - kh) // sy + 1``."""
     n_steps, c, h, w = raster.shape
-    h_out, w_out = h // k, w // k
+    kh, kw = (kernel, kernel) if np.isscalar(kernel) else kernel
+    stride = kernel if stride is None else stride
+    sy, sx = (stride, stride) if np.isscalar(stride) else stride
+    py, px = (padding, padding) if np.isscalar(padding) else padding
+    h_out, w_out = (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1
     out = np.zeros((n_steps, c, h_out, w_out), bool)
     counts = np.cumsum(raster, axis=0)  # counts[t]: up to and including t
     for t in range(n_steps):
         for ch in range(c):
             for oy in range(h_out):
                 for ox in range(w_out):
-                    window = (ch, slice(oy * k, oy * k + k), slice(ox * k, ox * k + k))
-                    before = counts[t - 1][window].max() if t > 0 else 0
-                    fired = raster[t][window] & (counts[t][window] >= before)
-                    out[t, ch, oy, ox] = fired.any()
+                    cells = [
+                        (y, x)
+                        for y in range(oy * sy - py, oy * sy - py + kh)
+                        for x in range(ox * sx - px, ox * sx - px + kw)
+                        if 0 <= y < h and 0 <= x < w
+                    ]
+                    before = max(counts[t - 1][ch, y, x] for y, x in cells) if t > 0 else 0
+                    out[t, ch, oy, ox] = any(
+                        raster[t][ch, y, x] and counts[t][ch, y, x] >= before for y, x in cells
+                    )
     return out
+
+
+def maxpool_checks(raster, kernel, stride=None, padding=0):
+    """Gate evaluations of ``kernels.pool`` on a ``[T, C, H, W]`` raster:
+    the (input spike, window containing the input) pairs, counted window by
+    window as the spikes inside each window (cells as in :func:`maxpool`)."""
+    n_steps, c, h, w = raster.shape
+    kh, kw = (kernel, kernel) if np.isscalar(kernel) else kernel
+    stride = kernel if stride is None else stride
+    sy, sx = (stride, stride) if np.isscalar(stride) else stride
+    py, px = (padding, padding) if np.isscalar(padding) else padding
+    per_input = raster.sum(axis=0)  # [C, H, W]
+    total = 0
+    for oy in range((h + 2 * py - kh) // sy + 1):
+        for ox in range((w + 2 * px - kw) // sx + 1):
+            for y in range(oy * sy - py, oy * sy - py + kh):
+                for x in range(ox * sx - px, ox * sx - px + kw):
+                    if 0 <= y < h and 0 <= x < w:
+                        total += int(per_input[:, y, x].sum())
+    return total
 
 
 # ---------------------------------------------------------------------------

@@ -23,8 +23,10 @@ What is checked, and against what:
   computed by torch's conv2d of every one-hot input with an all-ones kernel
   (``conftest.conv_fan_out``): exact at padded borders.
 - AvgPool2d = a depthwise Conv2d with weights ``1 / (kh * kw)``.
-- MaxPool2d's gating rule (``kernels/pool.py``) on hand-built cases and
-  against a plain-Python transcription of the rule on random input.
+- MaxPool2d's gating rule (``kernels/pool.py``) on hand-built cases
+  (non-overlapping, and overlapping windows with padding) and against a
+  plain-Python transcription of the rule on random input and random windows
+  (kernel, stride, padding as torch allows them).
 - Construction errors.
 """
 
@@ -254,7 +256,7 @@ def conv_stacks(draw, exact: bool = False, max_layers: int = 3):
             kinds += ["avg", "max", "max"] if k > 0 else ["avg"]
         kind = draw(st.sampled_from(kinds))
         if kind == "max":
-            layers.append(snn.MaxPool2d(shape, draw(st.integers(2, min(3, *shape[1:])))))
+            layers.append(snn.MaxPool2d(shape, *draw(maxpool_windows(shape))))
             shape = layers[-1].out_shape
             continue
         neuron = draw(neurons(exact=exact))
@@ -546,14 +548,39 @@ def test_avgpool_rate_is_window_mean_rate():
 # ---------------------------------------------------------------------------
 
 
-def maxpool_oracle(x, in_shape, k):
+@st.composite
+def maxpool_windows(draw, in_shape):
+    """``(kernel_size, stride, padding)`` that torch's ``MaxPool2d`` accepts
+    on ``in_shape``: ints or pairs, stride below, at or above the kernel
+    (overlapping, tiling, gapped windows), padding at most half the kernel."""
+    _, h, w = in_shape
+    kh = draw(st.integers(1, min(4, h + 2)))
+    kw = draw(st.integers(1, min(4, w + 2)))
+    py = draw(st.integers(max(0, (kh - h + 1) // 2), kh // 2))
+    px = draw(st.integers(max(0, (kw - w + 1) // 2), kw // 2))
+    sy, sx = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kernel = kh if kh == kw and draw(st.booleans()) else (kh, kw)
+    stride = draw(st.sampled_from([None, (sy, sx)] + ([sy] if sy == sx else [])))
+    padding = py if py == px and draw(st.booleans()) else (py, px)
+    return kernel, stride, padding
+
+
+def maxpool_oracle(x, in_shape, kernel, stride=None, padding=0):
     """Plain-Python transcription of the rule of ``kernels/pool.py``: output
     ``o`` spikes at ``t`` iff some input of its window spiked at ``t`` with a
-    count (``t`` included) >= the window's highest count before ``t``."""
+    count (``t`` included) >= the window's highest count before ``t``; the
+    windows are torch's (``F.max_pool2d(kernel, stride, padding)``, padding
+    never spikes). Returns ``(raster [T, B, n_out], checks [B])``, checks
+    being the (input spike, window containing it) pairs."""
     c, h, w = in_shape
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    stride = (kh, kw) if stride is None else stride
+    sy, sx = (stride, stride) if isinstance(stride, int) else stride
+    py, px = (padding, padding) if isinstance(padding, int) else padding
     T, B, _ = x.shape
-    ho, wo = h // k, w // k
+    ho, wo = (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1
     out = np.zeros((T, B, c * ho * wo), np.uint8)
+    checks = np.zeros(B, np.int64)
     for b in range(B):
         count = np.zeros((c, h, w), np.int64)
         for t in range(T):
@@ -563,11 +590,14 @@ def maxpool_oracle(x, in_shape, k):
             for ch in range(c):
                 for oy in range(ho):
                     for ox in range(wo):
-                        win = (ch, slice(oy * k, oy * k + k), slice(ox * k, ox * k + k))
+                        rows = slice(max(0, oy * sy - py), max(0, oy * sy - py + kh))
+                        cols = slice(max(0, ox * sx - px), max(0, ox * sx - px + kw))
+                        win = (ch, rows, cols)
                         spiking = now[win] > 0
+                        checks[b] += spiking.sum()
                         if spiking.any() and count[win][spiking].max() >= before[win].max():
                             out[t, b, (ch * ho + oy) * wo + ox] = 1
-    return out
+    return out, checks
 
 
 def _pool_raster(T, n, spikes):
@@ -604,7 +634,7 @@ def test_maxpool_hand_built(backend, case, spikes, expected):
     out = r.spikes(0)[:, 0, 0]
     assert np.nonzero(out)[0].tolist() == expected, case
     assert r.counts[0].spikes.tolist() == [len(expected)]
-    assert np.array_equal(maxpool_oracle(x, (1, 2, 2), 2)[:, 0, 0], out)
+    assert np.array_equal(maxpool_oracle(x, (1, 2, 2), 2)[0][:, 0, 0], out)
 
 
 @pytest.mark.usefixtures("warm_kernels")
@@ -627,33 +657,71 @@ def test_maxpool_windows_and_channels_are_independent(backend):
 
 
 @pytest.mark.usefixtures("warm_kernels")
+@pytest.mark.parametrize("backend", ["event", "reference"])
+def test_maxpool_overlapping_windows_hand_built(backend):
+    """ResNet's stem pool, ``MaxPool2d(3, stride=2, padding=1)``, on a 1x4x4
+    map: 2x2 outputs, window ``o = 2 oy + ox`` covering rows ``2 oy - 1 ..
+    2 oy + 1`` and columns ``2 ox - 1 .. 2 ox + 1`` of the map (padding
+    outside). Inputs: a = (1, 1) in windows 0, 1, 2, 3; b = (0, 1) in 0, 1;
+    e = (0, 3) in 1; d = (3, 3) in 3. Counts after each step in brackets::
+
+        t0: e [e1]        window 1: 1 >= 0                  -> 1
+        t1: e [e2]        window 1: 2 >= 1                  -> 1
+        t2: b [b1]        window 0: 1 >= 0; window 1: 1 < 2 -> 0
+        t3: a, d [a1 d1]  a: w0 1 >= 1, w1 1 < 2, w2 1 >= 0,
+                          w3 1 >= 0; d: w3 1 >= 0           -> 0, 2, 3
+        t4: d [d2]        window 3: 2 >= 1                  -> 3
+        t5: b, e [b2 e3]  b: w0 2 >= 1, w1 2 >= 2; e: w1    -> 0, 1
+
+    Gate evaluations: e 3 x 1 + b 2 x 2 + a 1 x 4 + d 2 x 1 = 13."""
+    a, b, e, d = 1 * 4 + 1, 0 * 4 + 1, 0 * 4 + 3, 3 * 4 + 3
+    steps = [[e], [e], [b], [a, d], [d], [b, e]]
+    x = np.zeros((len(steps), 1, 16), np.uint8)
+    for t, inputs in enumerate(steps):
+        x[t, 0, inputs] = 1
+    pool = snn.MaxPool2d((1, 4, 4), 3, 2, 1)
+    assert pool.out_shape == (1, 2, 2)
+    r = snn.Network([pool]).run(x, backend=backend)
+    got = [np.flatnonzero(row).tolist() for row in r.spikes(0)[:, 0]]
+    assert got == [[1], [1], [0], [0, 2, 3], [3], [0, 1]]
+    assert r.counts[0].spikes.tolist() == [9]
+    if backend == "event":
+        assert r.counts[0].updates.tolist() == [13]
+    assert np.array_equal(maxpool_oracle(x, (1, 4, 4), 3, 2, 1)[0], r.spikes(0))
+
+
+@pytest.mark.usefixtures("warm_kernels")
 @settings(max_examples=examples(60))
 @given(
     c=st.integers(1, 3),
     h=st.integers(1, 9),
     w=st.integers(1, 9),
-    k=st.integers(1, 4),
+    data=st.data(),
     T=st.integers(1, 25),
     batch=st.integers(1, 3),
     seed=st.integers(0, 2**32 - 1),
     p=st.sampled_from([0.05, 0.2, 0.5, 0.9, 1.0]),
 )
-def test_maxpool_event_matches_reference_and_rule(c, h, w, k, T, batch, seed, p):
-    """Random spikes (per-input rates too, so that leaders exist): event ==
-    reference == the plain-Python rule, bit for bit; at most one output spike
-    per step and window, counted once; output count of a window between the
-    highest input count and the window's total input spikes; no SynOps; one
-    gate evaluation per input spike on the event path."""
-    k = min(k, h, w)
+def test_maxpool_event_matches_reference_and_rule(c, h, w, data, T, batch, seed, p):
+    """Random spikes (per-input rates too, so that leaders exist) through
+    random windows (overlapping, tiling, gapped, padded): event == reference
+    == the plain-Python rule, bit for bit; the output shape is torch's; at
+    most one output spike per step and window, counted once; output count of
+    a window between the highest input count in it and the window's total
+    input spikes; no SynOps; one gate evaluation per (input spike, window
+    containing it) on the event path."""
+    kernel, stride, padding = data.draw(maxpool_windows((c, h, w)))
     rng = np.random.default_rng(seed)
     rates = rng.random(c * h * w) * p
     x = (rng.random((T, batch, c * h * w)) < rates).astype(np.uint8)
-    pool = snn.MaxPool2d((c, h, w), k)
-    assert pool.out_shape == (c, h // k, w // k)
+    pool = snn.MaxPool2d((c, h, w), kernel, stride, padding)
+    counts_in = torch.as_tensor(x.reshape(T, batch, c, h, w).sum(axis=0), dtype=torch.float64)
+    highest = F.max_pool2d(counts_in, kernel, stride, padding)
+    assert pool.out_shape == tuple(highest.shape[1:])
     net = snn.Network([pool])
     r = net.run(x)
     ref = net.run(x, backend="reference")
-    expected = maxpool_oracle(x, (c, h, w), k)
+    expected, checks = maxpool_oracle(x, (c, h, w), kernel, stride, padding)
     assert np.array_equal(ref.spikes(0), expected)
     assert np.array_equal(r.spikes(0), expected)
     assert r.membrane is None and ref.membrane is None
@@ -661,14 +729,11 @@ def test_maxpool_event_matches_reference_and_rule(c, h, w, k, T, batch, seed, p)
     assert len(np.unique(events, axis=0)) == len(events) == expected.sum()  # once per step
     assert r.counts[0].spikes.tolist() == expected.reshape(T, batch, -1).sum(axis=(0, 2)).tolist()
     assert r.counts[0].synops.tolist() == [0] * batch == ref.counts[0].synops.tolist()
-    assert r.counts[0].updates.tolist() == x.reshape(T, batch, -1).sum(axis=(0, 2)).tolist()
-    ho, wo = h // k, w // k
-    cropped = x.reshape(T, batch, c, h, w)[:, :, :, : ho * k, : wo * k]
-    win = cropped.reshape(T, batch, c, ho, k, wo, k).sum(axis=0)  # per-input counts
-    highest = win.max(axis=(3, 5)).reshape(batch, -1)
-    total = win.sum(axis=(3, 5)).reshape(batch, -1)
-    out_counts = expected.sum(axis=0).astype(np.int64)
-    assert np.all(highest <= out_counts) and np.all(out_counts <= total)
+    assert r.counts[0].updates.tolist() == checks.tolist()
+    kh, kw = pool.kernel_size
+    total = F.avg_pool2d(counts_in, kernel, stride, padding, count_include_pad=True) * (kh * kw)
+    out_counts = torch.as_tensor(expected.sum(axis=0).reshape(batch, *pool.out_shape), dtype=torch.float64)
+    assert torch.all(highest <= out_counts) and torch.all(out_counts <= total.round())
 
 
 @pytest.mark.usefixtures("warm_kernels")
@@ -690,12 +755,21 @@ def test_maxpool_first_layer_refuses_analog_input(backend):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(kernel_size=(2, 3)), "square"),
-        (dict(kernel_size=2, stride=1), "stride equal to the kernel"),
-        (dict(kernel_size=2, stride=(2, 1)), "stride equal to the kernel"),
         (dict(kernel_size=5), "larger than the input"),
         (dict(in_shape=(1, 3, 8), kernel_size=4), "larger than the input"),
+        (dict(kernel_size=(2, 7), padding=(0, 1)), "larger than the input"),
         (dict(in_shape=(4, 4), kernel_size=2), "in_shape"),
+        (dict(kernel_size=0), "kernel_size"),
+        (dict(kernel_size=(2, 3, 1)), "kernel_size"),
+        (dict(kernel_size=2, stride=0), "stride"),
+        (dict(kernel_size=2, stride=(1, -1)), "stride"),
+        (dict(kernel_size=2, stride=1.5), "stride"),
+        (dict(kernel_size=3, padding=-1), "padding"),
+        (dict(kernel_size=3, padding=2), "at most half the kernel"),
+        (dict(kernel_size=(3, 2), padding=(1, 2)), "at most half the kernel"),
+        (dict(kernel_size=2, padding="same"), "padding"),
+        (dict(in_shape=(2**20, 2**10, 2**10), kernel_size=2), "input size"),
+        (dict(in_shape=(2**63, 1, 1), kernel_size=1), "input size"),
     ],
 )
 def test_maxpool_errors(kwargs, match):
@@ -704,9 +778,38 @@ def test_maxpool_errors(kwargs, match):
         snn.MaxPool2d(kwargs.pop("in_shape"), kwargs.pop("kernel_size"), **kwargs)
 
 
-def test_maxpool_stride_equal_to_kernel_is_accepted():
-    assert snn.MaxPool2d((1, 4, 6), 2, stride=2).out_shape == (1, 2, 3)
-    assert snn.MaxPool2d((1, 4, 6), (2, 2), stride=(2, 2)).out_shape == (1, 2, 3)
+@pytest.mark.parametrize(
+    "args",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=2, stride=2),
+        dict(kernel_size=(2, 3)),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=3, stride=1, padding=1),
+        dict(kernel_size=(3, 2), stride=(1, 3), padding=(1, 0)),
+        dict(kernel_size=2, stride=3),
+        dict(kernel_size=5, padding=1),  # the kernel fits the padded 4x6 input only
+    ],
+)
+def test_maxpool_geometry_is_torchs(args):
+    """Output shape, stride default (the kernel) and stored window as
+    ``torch.nn.MaxPool2d`` has them; a short repr naming the window."""
+    pool = snn.MaxPool2d((3, 4, 6), **args)
+    ref = torch.nn.MaxPool2d(**args)
+    assert pool.out_shape == tuple(ref(torch.zeros(1, 3, 4, 6)).shape[1:])
+    assert pool.n_out == int(np.prod(pool.out_shape)) and pool.n_in == 72
+    assert pool.kernel_size == torch.nn.modules.utils._pair(ref.kernel_size)
+    assert pool.stride == torch.nn.modules.utils._pair(ref.stride)
+    assert pool.padding == torch.nn.modules.utils._pair(ref.padding)
+    assert not pool.geom.flags.writeable
+    assert repr(pool).startswith(f"MaxPool2d(3x4x6 -> {'x'.join(map(str, pool.out_shape))}, kernel ")
+
+
+def test_maxpool_repr():
+    assert repr(snn.MaxPool2d((64, 112, 112), 3, 2, 1)) == (
+        "MaxPool2d(64x112x112 -> 64x56x56, kernel 3x3, stride 2x2, padding 1x1)"
+    )
+    assert repr(snn.MaxPool2d((1, 4, 6), 2)) == "MaxPool2d(1x4x6 -> 1x2x3, kernel 2x2, stride 2x2)"
 
 
 @pytest.mark.parametrize(

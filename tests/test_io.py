@@ -165,12 +165,24 @@ def pooling_network(dtype=np.float64) -> snn.Network:
     )
 
 
+def maxpool_network(dtype=np.float64) -> snn.Network:
+    """Conv2d -> MaxPool2d(3, 2, 1) (ResNet's stem: overlapping, padded) ->
+    MaxPool2d((2, 3), stride (1, 2), padding (1, 0)) -> Linear."""
+    rng = np.random.default_rng(5)
+    conv = snn.Conv2d((1, 9, 10), 3, 3, snn.IF(), padding=1, weight=rng.normal(0.4, 0.3, (3, 1, 3, 3)))
+    stem = snn.MaxPool2d(conv.out_shape, 3, 2, 1, name="stem")
+    odd = snn.MaxPool2d(stem.out_shape, (2, 3), stride=(1, 2), padding=(1, 0))
+    readout = snn.Linear(odd.n_out, 2, snn.IF(), weight=rng.normal(0.3, 0.3, (2, odd.n_out)))
+    return snn.Network([conv, stem, odd, readout], dtype=dtype)
+
+
 NETWORKS = {
     "dense-float64": lambda: dense_network(),
     "dense-float32": lambda: dense_network(np.float32),
     "conv-float64": lambda: conv_network(),
     "conv-float32": lambda: conv_network(np.float32),
     "pooling": lambda: pooling_network(),
+    "maxpool-windows": lambda: maxpool_network(),
 }
 
 
@@ -473,6 +485,58 @@ def test_load_refuses_layers_that_do_not_chain(tmp_path):
     snn.save(pooling_network(), path)  # its MaxPool2d (layer2) has no arrays: only the manifest changes
     edit_manifest(path, lambda m: m["network"]["layers"][2].__setitem__("in_shape", [4, 10, 4]))
     with pytest.raises(ValueError, match=f"{path}: network: cannot rebuild the Network: layers do not chain"):
+        snn.load(path)
+
+
+def test_maxpool_records_its_window(tmp_path):
+    """A MaxPool2d of stride = kernel, square, unpadded is written as before
+    (``kernel_size`` an int, no ``stride``/``padding``: readers that predate
+    them read it right); any other window with pairs, so that such a reader
+    refuses it (its schema wants an int ``kernel_size``) instead of dropping
+    the stride and padding. A record without ``stride``/``padding`` (an
+    older file) loads with stride = kernel and no padding."""
+    path = tmp_path / "net.npz"
+    snn.save(maxpool_network(), path)
+    layers = json.loads(str(entries(path)["manifest"]))["network"]["layers"]
+    assert {k: v for k, v in layers[1].items() if k != "type"} == {
+        "in_shape": [3, 9, 10],
+        "kernel_size": [3, 3],
+        "stride": [2, 2],
+        "padding": [1, 1],
+        "name": "stem",
+    }
+    assert (layers[2]["kernel_size"], layers[2]["stride"], layers[2]["padding"]) == ([2, 3], [1, 2], [1, 0])
+    snn.save(pooling_network(), path)
+    layers = json.loads(str(entries(path)["manifest"]))["network"]["layers"]
+    old_record = {"type": "MaxPool2d", "in_shape": [4, 9, 4], "kernel_size": 2, "name": "max"}
+    assert layers[2] == old_record
+    pool = snn.load(path).layers[2]
+    assert (pool.kernel_size, pool.stride, pool.padding) == ((2, 2), (2, 2), (0, 0))
+    assert pool.out_shape == (4, 4, 2)
+    # stride and padding are pairs in a record (an int kernel_size may go with them)
+    edit_manifest(path, lambda m: m["network"]["layers"][2].update(kernel_size=3, stride=[2, 1], padding=1))
+    with pytest.raises(snn.io.FileFormatError, match="layer2: field 'padding' must be a pair of integers"):
+        snn.load(path)
+    edit_manifest(path, lambda m: m["network"]["layers"][2].update(padding=[1, 1]))
+    with pytest.raises(snn.io.FileFormatError, match="layers do not chain"):  # 4x9x4 -> 4x5x4 now
+        snn.load(path)
+
+
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        ({"kernel_size": [3, 3], "padding": [2, 1]}, "at most half the kernel size"),
+        ({"kernel_size": [2, 2], "stride": [0, 2]}, "stride must be >= 1"),
+        ({"kernel_size": [2, 2], "stride": [2, 2, 2]}, "field 'stride' must be a pair of integers"),
+        ({"kernel_size": [2, 2, 2]}, "field 'kernel_size' must be an integer of at most .* or a pair"),
+        ({"kernel_size": [20, 2], "padding": [1, 1]}, "larger than the input"),
+    ],
+)
+def test_maxpool_window_errors_on_load(update, message, tmp_path):
+    path = tmp_path / "net.npz"
+    snn.save(maxpool_network(), path)
+    edit_manifest(path, lambda m: m["network"]["layers"][1].update(update))
+    with pytest.raises(snn.io.FileFormatError, match=f"layer1: .*{message}"):
         snn.load(path)
 
 
@@ -1127,7 +1191,7 @@ def _paths(value, prefix=()):
             yield from _paths(item, (*prefix, k))
 
 
-@pytest.mark.parametrize("make", [dense_network, pooling_network, mixed_graph])
+@pytest.mark.parametrize("make", [dense_network, pooling_network, maxpool_network, mixed_graph])
 def test_any_edit_of_the_manifest_loads_or_gives_the_format_error(make, tmp_path):
     """Property: replacing any one field of a valid manifest by any JSON
     value gives a network or a FileFormatError, never another exception."""

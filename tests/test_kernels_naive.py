@@ -767,42 +767,142 @@ def test_spike_currents(exact, data):
 # ---------------------------------------------------------------------------
 
 
+@st.composite
+def pool_geometries(draw, max_size=7):
+    """``(geom, (kernel, stride, padding))`` of a max-pool of torch's rules:
+    padding at most half the kernel, the kernel fitting the padded input;
+    strides below, at and above the kernel (overlapping, tiling and gapped
+    windows)."""
+    c = draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    py, px = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    h = draw(st.integers(max(1, kh - 2 * py), max_size))
+    w = draw(st.integers(max(1, kw - 2 * px), max_size))
+    sy, sx = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return pool_geom(c, h, w, kh, kw, sy, sx, py, px), ((kh, kw), (sy, sx), (py, px))
+
+
+def pool_geom(c, h, w, kh, kw, sy, sx, py=0, px=0):
+    h_out, w_out = (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1
+    assert h_out >= 1 and w_out >= 1
+    return np.array([c, h, w, h_out, w_out, kh, kw, sy, sx, py, px], np.int64)
+
+
+def run_maxpool(tptr, idx, geom, cap):
+    batch, n_steps = tptr.shape[0], tptr.shape[1] - 1
+    out_tptr = np.full((batch, n_steps + 1), -1, np.int64)
+    out_idx = np.full((batch, max(1, cap)), -1, np.int32)
+    counts = np.zeros((batch, 4), np.int64)
+    kernels.maxpool_layer(tptr, idx, geom, out_tptr, out_idx, counts)
+    return out_tptr, out_idx, counts
+
+
+def pool_raster(out_tptr, out_idx, n_out):
+    """One sample's output time-CSR as a ``[T, n_out]`` boolean raster,
+    checking that no output spikes twice in a step."""
+    got = np.zeros((len(out_tptr) - 1, n_out), bool)
+    for t in range(len(out_tptr) - 1):
+        emitted = out_idx[out_tptr[t] : out_tptr[t + 1]]
+        assert len(set(emitted.tolist())) == len(emitted)  # one spike per output per step
+        got[t, emitted] = True
+    return got
+
+
+STEM = pool_geom(1, 5, 5, 3, 3, 2, 2, 1, 1), ((3, 3), (2, 2), (1, 1))  # ResNet's MaxPool2d(3, 2, 1)
+
+
 @given(data=st.data())
 @example(data=None)
+@settings(max_examples=examples(100))
 def test_maxpool_gate_rule(data):
-    if data is None:  # window larger than the image: no output at all
-        batch, n_steps, c, h, w, k = 1, 3, 1, 2, 3, 4
-        raster = np.ones((batch, n_steps, c * h * w), bool)
+    """Random geometries (overlapping, tiling, gapped, padded windows): the
+    twin's outputs, and counts ``[0, (spike, window) checks, spikes, ok]``;
+    the output buffer of the documented bound (``ceil(kh / sy) * ceil(kw /
+    sx)`` per input spike) suffices."""
+    if data is None:  # every input of the ResNet stem's windows spiking at every step
+        batch, n_steps = 1, 3
+        geom, (kernel, stride, padding) = STEM
+        raster = np.ones((batch, n_steps, 25), bool)
     else:
         batch, n_steps = data.draw(st.integers(1, 2)), data.draw(st.integers(0, 8))
-        c, h, w, k = (data.draw(st.integers(1, m)) for m in (3, 7, 7, 4))
-        raster = rasters(data, batch, n_steps, c * h * w)
+        geom, (kernel, stride, padding) = data.draw(pool_geometries())
+        raster = rasters(data, batch, n_steps, int(geom[0] * geom[1] * geom[2]))
+    c, h, w, h_out, w_out = (int(g) for g in geom[:5])
+    n_out = c * h_out * w_out
     tptr, idx = time_csr(raster)
-    h_out, w_out = h // k, w // k
-    out_tptr = np.full((batch, n_steps + 1), -1, np.int64)
-    out_idx = np.full((batch, max(1, int(raster.sum()))), -1, np.int32)
-    counts = np.zeros((batch, 4), np.int64)
-    kernels.maxpool_layer(tptr, idx, c, h, w, k, out_tptr, out_idx, counts)
+    per_spike = -(-kernel[0] // stride[0]) * -(-kernel[1] // stride[1])
+    out_tptr, out_idx, counts = run_maxpool(tptr, idx, geom, int(raster.sum(axis=(1, 2)).max()) * per_spike)
     for s in range(batch):
-        want = naive.maxpool(raster[s].reshape(n_steps, c, h, w), k)
-        n_out = c * h_out * w_out
-        got = np.zeros((n_steps, n_out), bool)
-        for t in range(n_steps):
-            emitted = out_idx[s, out_tptr[s, t] : out_tptr[s, t + 1]]
-            assert len(set(emitted)) == len(emitted)  # one spike per output per step
-            got[t, emitted] = True
-        np.testing.assert_array_equal(got, want.reshape(n_steps, n_out))
-        assert list(counts[s]) == [0, raster[s].sum(), want.sum(), 0]
+        sample = raster[s].reshape(n_steps, c, h, w)
+        want = naive.maxpool(sample, kernel, stride, padding).reshape(n_steps, n_out)
+        np.testing.assert_array_equal(pool_raster(out_tptr[s], out_idx[s], n_out), want)
+        checks = naive.maxpool_checks(sample, kernel, stride, padding)
+        assert list(counts[s]) == [0, checks, want.sum(), 0]
+    if data is None:  # all 9 windows pass at every step; the centre input is in 4 windows
+        assert counts[0].tolist() == [0, n_steps * 49, n_steps * 9, 0]
+
+
+@given(data=st.data())
+@settings(max_examples=examples(60))
+def test_maxpool_order_independent(data):
+    """The step's spikes in any order (shuffled within every step): the same
+    output spikes at every step, the same counts."""
+    n_steps = data.draw(st.integers(1, 10))
+    geom, _ = data.draw(pool_geometries(max_size=5))
+    n_in, n_out = int(geom[0] * geom[1] * geom[2]), int(geom[0] * geom[3] * geom[4])
+    raster = rasters(data, 1, n_steps, n_in, p=data.draw(st.sampled_from([0.3, 0.6, 0.9])))
+    tptr, idx = time_csr(raster)
+    cap = int(raster.sum()) * 16
+    sorted_run = run_maxpool(tptr, idx, geom, cap)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    shuffled = idx.copy()
+    for t in range(n_steps):
+        shuffled[0, tptr[0, t] : tptr[0, t + 1]] = rng.permutation(idx[0, tptr[0, t] : tptr[0, t + 1]])
+    shuffled_run = run_maxpool(tptr, shuffled, geom, cap)
+    reversed_idx = idx.copy()
+    for t in range(n_steps):
+        reversed_idx[0, tptr[0, t] : tptr[0, t + 1]] = idx[0, tptr[0, t] : tptr[0, t + 1]][::-1]
+    reversed_run = run_maxpool(tptr, reversed_idx, geom, cap)
+    want = pool_raster(sorted_run[0][0], sorted_run[1][0], n_out)
+    for out_tptr, out_idx, counts in (shuffled_run, reversed_run):
+        np.testing.assert_array_equal(pool_raster(out_tptr[0], out_idx[0], n_out), want)
+        assert np.array_equal(counts, sorted_run[2])
+
+
+def test_maxpool_hand_checked_overlap():
+    """A 1x3x3 map, MaxPool2d(2, stride 1): four windows, the centre input
+    (4) in all of them, corners in one. Step 0: corner 0 spikes (window 0
+    passes). Step 1: the centre spikes (count 1 >= every window's max: all
+    four pass). Step 2: corner 0 again (count 2: window 0 passes) and
+    corner 8 (count 1 >= window 3's max 1: passes). Step 3: the centre (count
+    2: passes in windows 0 (max 2), 1, 2, 3 (max 1)). Step 4: corner 2
+    (count 1 < window 1's max 2: blocked)."""
+    geom = pool_geom(1, 3, 3, 2, 2, 1, 1)
+    raster = np.zeros((1, 5, 9), bool)
+    for t, inputs in enumerate([[0], [4], [0, 8], [4], [2]]):
+        raster[0, t, inputs] = True
+    tptr, idx = time_csr(raster)
+    out_tptr, out_idx, counts = run_maxpool(tptr, idx, geom, 32)
+    got = pool_raster(out_tptr[0], out_idx[0], 4)
+    assert [np.flatnonzero(row).tolist() for row in got] == [[0], [0, 1, 2, 3], [0, 3], [0, 1, 2, 3], []]
+    # checks: 1 + 4 + (1 + 1) + 4 + 1
+    assert counts[0].tolist() == [0, 12, 11, 0]
 
 
 def test_maxpool_reports_overflow():
-    raster = np.ones((1, 2, 4), bool)  # 1 channel, 2 x 2, k = 1: four outputs per step
+    """Status 1 when the output buffer is too small, 0 when it suffices:
+    four outputs per step from a 2x2 map with 1x1 windows, and four outputs
+    from one spike of the centre of a 3x3 map under 2x2 windows of stride 1."""
+    raster = np.ones((1, 2, 4), bool)
     tptr, idx = time_csr(raster)
-    out_tptr = np.zeros((1, 3), np.int64)
-    out_idx = np.zeros((1, 5), np.int32)
-    counts = np.zeros((1, 4), np.int64)
-    kernels.maxpool_layer(tptr, idx, 1, 2, 2, 1, out_tptr, out_idx, counts)
-    assert counts[0, 3] == 1
+    assert run_maxpool(tptr, idx, pool_geom(1, 2, 2, 1, 1, 1, 1), 5)[2][0, 3] == 1
+    assert run_maxpool(tptr, idx, pool_geom(1, 2, 2, 1, 1, 1, 1), 8)[2][0, 3] == 0
+    centre = np.zeros((1, 1, 9), bool)
+    centre[0, 0, 4] = True
+    tptr, idx = time_csr(centre)
+    assert run_maxpool(tptr, idx, pool_geom(1, 3, 3, 2, 2, 1, 1), 3)[2][0, 3] == 1
+    out_tptr, out_idx, counts = run_maxpool(tptr, idx, pool_geom(1, 3, 3, 2, 2, 1, 1), 4)
+    assert counts[0].tolist() == [0, 4, 4, 0] and sorted(out_idx[0].tolist()) == [0, 1, 2, 3]
 
 
 # ---------------------------------------------------------------------------
