@@ -215,14 +215,20 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
 def _maxpool_step(layer, x, seen):
     """One step of spiking max pooling (rule in ``kernels.pool``): an output
     spikes if a window input spiking now has a count (this spike included)
-    at least the window's highest count before now. Mutates ``seen``."""
+    at least the window's highest count before now. Windows as torch's
+    ``max_pool2d(kernel_size, stride, padding)``: the maps zero-padded (a
+    padding position never spikes and counts 0, which is no count's
+    maximum: counts are >= 0), every ``kh x kw`` window taken, every
+    ``stride``-th kept, floored. Mutates ``seen``."""
     c, h, w = layer.in_shape
-    k = layer.k
+    _, h_out, w_out = layer.out_shape
+    (kh, kw), (sy, sx), (py, px) = layer.kernel_size, layer.stride, layer.padding
 
-    def windows(a):  # [B, n_in] -> [B, C, H/k, W/k, k*k]
-        a = a.reshape(-1, c, h, w)[:, :, : h // k * k, : w // k * k]
-        a = a.reshape(-1, c, h // k, k, w // k, k).transpose(0, 1, 2, 4, 3, 5)
-        return a.reshape(*a.shape[:4], k * k)
+    def windows(a):  # [B, n_in] -> [B, C, h_out, w_out, kh * kw]
+        a = np.pad(a.reshape(-1, c, h, w), ((0, 0), (0, 0), (py, py), (px, px)))
+        a = np.lib.stride_tricks.sliding_window_view(a, (kh, kw), axis=(2, 3))
+        a = a[:, :, ::sy, ::sx][:, :, :h_out, :w_out]
+        return a.reshape(*a.shape[:4], kh * kw)
 
     before = windows(seen).max(axis=-1)
     seen += x
