@@ -1,11 +1,15 @@
 """Spiking max pooling by gating with accumulated spike counts.
 
 Rule: output ``o`` spikes at step ``t`` iff some input of its window spiked
-at ``t`` and that input's spike count (up to and including ``t``) is at least
-the highest count in the window before ``t``. The leading input passes its
-spikes; the output rate follows the window's highest input rate. The outcome
-does not depend on the order in which the step's spikes are processed, and a
-window emits at most one spike per step.
+at ``t`` and that input's spike count (up to and including ``t``) is above
+the highest count in the window before ``t``: iff the window's highest count
+rises. So the output's spike count is, at every step, exactly the highest
+spike count among its inputs (max pooling of the rates the spikes encode);
+an input that only ties the leader passes nothing (passing ties lets two
+inputs that alternate in the lead both through, up to twice the leader's
+rate). The outcome does not depend on the order in which the step's spikes
+are processed, and a window emits at most one spike per step (an input
+spikes at most once per step, so the highest count rises by at most one).
 
 Windows are those of ``torch.nn.MaxPool2d(kernel_size, stride, padding)``
 (dilation 1, ``ceil_mode=False``): window ``(oy, ox)`` covers input rows
@@ -23,11 +27,10 @@ numbered channel-first, ``(c * H + y) * W + x``, input and output alike.
 
 Why it is order-independent: within one step, a window's running maximum
 stays its maximum before the step until some spike of the step passes the
-test (a spike that fails has a count below it), so "some spike of the step
+test (a spike that fails has a count at most it), so "some spike of the step
 passes against the running maximum" is "some spike of the step passes against
 the maximum before the step", whichever spike comes first; and the running
-maximum ends the step as the window's true highest count (a failing spike's
-count is below it).
+maximum ends the step as the window's true highest count.
 """
 
 import numpy as np
@@ -83,7 +86,7 @@ def maxpool_sample(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
                 for ox in range(ox_lo, ox_hi + 1):
                     o = (c * h_out + oy) * w_out + ox
                     checks += 1
-                    if n >= window_max[o]:
+                    if n > window_max[o]:
                         window_max[o] = n
                         if stamp[o] != t:
                             stamp[o] = t

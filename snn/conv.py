@@ -227,10 +227,11 @@ class AvgPool2d(Conv2d):
 class MaxPool2d:
     """Spiking max pooling (no neurons), with the windows of
     ``torch.nn.MaxPool2d(kernel_size, stride, padding)`` (dilation 1,
-    ``ceil_mode=False``; windows may overlap): output ``(c, y, x)`` passes a
-    spike of its window when the input that spiked has the highest
-    accumulated spike count of the window so far (see ``kernels.pool``), so
-    the output rate follows the most active input. Padding never spikes.
+    ``ceil_mode=False``; windows may overlap): output ``(c, y, x)`` spikes
+    when the highest accumulated spike count of its window rises (see
+    ``kernels.pool``), so its spike count is at every step the highest
+    input count of its window: max pooling of the rates. Padding never
+    spikes.
 
     Parameters
     ----------

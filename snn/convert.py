@@ -702,10 +702,11 @@ def convert(
         threshold (0.5 centres the rounding error of rate coding). A QCFS
         layer starts at its shift (1/2: half its threshold).
     dtype : state precision of the SNN.
-    maxpool : models that are not chains only (the graph has no spiking
-        max-pool yet): ``None`` refuses a MaxPool2d, ``"avg"`` replaces it
-        by an average pool of the same window (kernel, stride, zero
-        padding) -- a different function than the ANN's, the user's choice.
+    maxpool : models that are not chains only: ``None`` converts a
+        MaxPool2d to a spiking max-pool gate (``snn.Graph.max_pool``),
+        ``"avg"`` replaces it by an average pool of the same window (kernel,
+        stride, zero padding) -- a different function than the ANN's, the
+        user's choice.
     """
     data = _check_model(model, calibration_data)
     if not 0 < percentile <= 100:

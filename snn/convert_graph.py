@@ -116,7 +116,8 @@ class Proj:
 
     kind ``dense`` (``weight`` ``[n_target, n_source]``), ``conv``
     (``weight`` torch layout, ``geom`` dict of stride/padding/dilation/
-    groups) or ``one2one`` (``weight`` ``[n]`` per element)."""
+    groups), ``one2one`` (``weight`` ``[n]`` per element) or ``maxpool``
+    (``geom`` the pooling spec: window ``k``, stride ``s``, padding ``p``)."""
 
     source: str | None  # None: the analog input
     kind: str
@@ -126,8 +127,9 @@ class Proj:
 
 @dataclass
 class PopDef:
-    """A population: ``kind`` ``relu``, ``pool`` (a materialised pooling of
-    one population; scale inherited) or ``readout``."""
+    """A population: ``kind`` ``relu``, ``pool`` (a materialised average
+    pooling of one population; scale inherited), ``maxpool`` (a max-pool
+    gate, no neurons; scale inherited) or ``readout``."""
 
     name: str
     shape: tuple
@@ -177,11 +179,13 @@ def _apply_proj(proj: Proj, x: torch.Tensor, shape) -> torch.Tensor:
     if proj.kind == "conv":
         g = proj.geom
         return F.conv2d(x, w, None, g["stride"], g["padding"], g["dilation"], g["groups"])
+    if proj.kind == "maxpool":
+        return F.max_pool2d(x, proj.geom["k"], proj.geom["s"], proj.geom["p"])
     return (x.flatten(1) * w).reshape(len(x), *shape)
 
 
 def _activation(pop: PopDef, z: torch.Tensor) -> torch.Tensor:
-    if pop.kind == "readout" or pop.kind == "pool":
+    if pop.kind in ("readout", "pool", "maxpool"):
         return z
     if pop.clip is not None:
         from .convert import _clip
@@ -345,7 +349,9 @@ class _Builder:
             return self._flatten(value)
         if op.kind in ("avgpool", "maxpool"):  # from a registered or function handler
             if op.kind == "maxpool":
-                return self._pool(_max_spec(op.kernel, op.kernel, 0, self.maxpool, op.path), value, node)
+                from .convert import _maxpool_window
+
+                return self._pool(_max_spec(*_maxpool_window(op), self.maxpool), value, node)
             k = op.kernel
             if k == -1:
                 k = value.shape[1:]
@@ -450,6 +456,19 @@ class _Builder:
                 "or of the analog input is not supported"
             )
         out = _pool_out(value.shape, pool)
+        if pool["kind"] == "max":  # not linear: never folded, a gate population at once
+            if len(value.terms) != 1:
+                raise _error(
+                    f"'{node.name}': max pooling of a sum of populations is not supported "
+                    "(max(a + b) is not a sum of maxima); put a ReLU before the pooling"
+                )
+            t = self._materialise(value.terms[0], node) if value.terms[0].pre else value.terms[0]
+            name = self._name(f"{t.atom}_maxpool")
+            proj = Proj(t.atom, "maxpool", np.zeros(0), pool)
+            self.pops.append(
+                PopDef(name, out, "maxpool", [proj], np.zeros(int(np.prod(out))), path=node.name)
+            )
+            return Expr([Term(name, out)], out)
         return Expr([replace(t, pre=t.pre + [pool], shape=out) for t in value.terms], out)
 
     def _materialise(self, t: Term, node) -> Term:
@@ -612,15 +631,10 @@ def _pool_kernel(channels, pool):
     return w, {"stride": pool["s"], "padding": pool["p"], "dilation": (1, 1), "groups": channels}
 
 
-def _max_spec(k, s, p, maxpool, path):
-    if maxpool != "avg":
-        raise _error(
-            f"'{path}': MaxPool2d in a model that is not a chain: the graph engine has no spiking "
-            "max-pool yet. Pass convert(..., maxpool='avg') to replace it by an average pool of the same "
-            "window (this changes the function the SNN approximates; train the ANN with AvgPool2d to "
-            "keep it), or make the model a chain"
-        )
-    return {"kind": "avg", "k": _pair(k), "s": _pair(s), "p": _pair(p)}
+def _max_spec(k, s, p, maxpool):
+    """A max-pool window: a spiking max-pool gate, or with ``maxpool="avg"``
+    an average pool of the same window."""
+    return {"kind": "avg" if maxpool == "avg" else "max", "k": _pair(k), "s": _pair(s), "p": _pair(p)}
 
 
 def _pool_spec(m, path, maxpool):
@@ -630,7 +644,10 @@ def _pool_spec(m, path, maxpool):
     if m.ceil_mode or _pair(getattr(m, "dilation", 1)) != (1, 1):
         raise _error(f"'{path}': {type(m).__name__} with ceil_mode or dilation is not supported")
     if isinstance(m, nn.MaxPool2d):
-        return _max_spec(k, s, p, maxpool, path)
+        from .convert import _maxpool
+
+        _maxpool(m, path)  # refuses dilation, ceil_mode, return_indices and invalid windows by name
+        return _max_spec(k, s, p, maxpool)
     if not m.count_include_pad and p != (0, 0):
         raise _error(f"'{path}': AvgPool2d with count_include_pad=False and padding is not supported")
     if getattr(m, "divisor_override", None):
@@ -671,7 +688,7 @@ def population_scales(pops, acts, percentile, per_channel) -> dict:
         c = _channels(pop.shape)
         if pop.kind == "readout":
             scales[pop.name] = np.ones(c)
-        elif pop.kind == "pool":
+        elif pop.kind in ("pool", "maxpool"):  # pooling keeps the scale of its source, per channel
             scales[pop.name] = scales[pop.projections[0].source]
         elif pop.clip is not None:
             scales[pop.name] = np.full(c, pop.clip["threshold"])
@@ -705,6 +722,11 @@ def build_graph(pops, scales, input_shape, v_init, dtype, v_inits=None, biases=N
     shapes = {p.name: p.shape for p in pops}
     handles, drives = {}, {}
     for pop in pops:
+        if pop.kind == "maxpool":  # a gate: no neurons, nothing to normalise
+            (proj,) = pop.projections
+            window = proj.geom["k"], proj.geom["s"], proj.geom["p"]
+            handles[pop.name] = graph.max_pool(handles[proj.source], *window, name=pop.name)
+            continue
         lam = scales[pop.name]
         n = int(np.prod(pop.shape))
         readout = pop.kind == "readout"
@@ -944,6 +966,8 @@ def graph_trajectory(converted: ConvertedGraph, x, result):
     n_steps, batch = result.n_steps, result.batch_size
     synops = np.zeros((len(names), n_steps + 1, batch), np.int64)
     for proj in graph.projections:
+        if proj.kind == "maxpool":  # a gate compares spike counts: no SynOps
+            continue
         if proj.kind == "conv":
             fan = proj.fan_out()
         else:

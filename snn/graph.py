@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import checked_csr, numba_threads, owned, positive_int, real_array, run_extent
-from .conv import conv_fan_out, conv_geometry, conv_weight
+from .conv import MaxPool2d, conv_fan_out, conv_geometry, conv_weight
 from .graph_result import GraphResult
 from .neurons import LIF, Neuron
 from .reference import run_graph_reference
@@ -44,9 +44,10 @@ MAX_BACKGROUND_EVENTS = 2.0**31
 
 @dataclass(frozen=True, eq=False)
 class Population:
-    """A group of neurons of one model (``neuron``; ``None`` for an input
-    population, whose spikes are given to :meth:`Graph.run`). A handle:
-    create it with :meth:`Graph.population` or :meth:`Graph.input`."""
+    """A group of neurons of one model (``neuron``), or of inputs whose
+    spikes are given to :meth:`Graph.run`, or a max-pool gate (``pool``, no
+    neurons: it passes spikes of its source). A handle: create it with
+    :meth:`Graph.population`, :meth:`Graph.input` or :meth:`Graph.max_pool`."""
 
     name: str
     n: int
@@ -55,13 +56,18 @@ class Population:
     v_init: np.ndarray | None  # [n] membrane before step 0
     mode: str = "auto"  # "event", "clock" or "auto" (see Graph.population)
     shape: tuple | None = None  # (C, H, W) of a population laid out as an image (channel-first), else None
+    pool: MaxPool2d | None = None  # a max-pool gate's windows, else None
 
     @property
     def is_input(self) -> bool:
-        return self.neuron is None
+        return self.neuron is None and self.pool is None
+
+    @property
+    def has_neurons(self) -> bool:
+        return self.neuron is not None
 
     def __repr__(self):
-        model = "input" if self.is_input else repr(self.neuron)
+        model = "input" if self.is_input else repr(self.neuron or self.pool)
         size = "x".join(map(str, self.shape)) if self.shape else f"{self.n:,}"
         return f"Population({self.name!r}, n={size}, {model})"
 
@@ -151,6 +157,26 @@ class ConvProjection:
             f"ConvProjection({self.source.name!r} -> {self.target.name!r}, kernel {kh}x{kw}, "
             f"stride {sy}x{sx}, padding {py}x{px}, groups {int(self.geom[14])}, delay={self.delay})"
         )
+
+
+@dataclass(frozen=True, eq=False)
+class MaxPoolProjection:
+    """The spikes of ``source`` (an image ``(C, H, W)``) gated by max pooling
+    onto the gate population ``target`` (rule in ``kernels.pool``; windows
+    ``target.pool``), in the same step. Create it with :meth:`Graph.max_pool`."""
+
+    source: Population
+    target: Population
+    name: str
+
+    kind = "maxpool"
+    weights_shared = False
+    delays = (0,)
+    n_synapses = 0  # a gate compares spike counts: no synaptic operation
+    nbytes = 0
+
+    def __repr__(self):
+        return f"MaxPoolProjection({self.source.name!r} -> {self.target.name!r}, {self.target.pool!r})"
 
 
 @dataclass(frozen=True)
@@ -296,6 +322,10 @@ class Graph:
                 raise ValueError(f"{role} must be a population of this graph, got {pop!r}")
         if target.is_input:
             raise ValueError(f"target {target.name!r} is an input population; inputs receive no synapses")
+        if target.pool is not None:
+            raise ValueError(
+                f"target {target.name!r} is a max-pool gate; it receives its source's spikes only"
+            )
 
     def _add_projection(self, proj):
         """Add ``proj`` unless its zero delays close a cycle."""
@@ -351,12 +381,35 @@ class Graph:
         )
         return self._add_projection(proj)
 
+    def max_pool(
+        self, source: Population, kernel_size, stride=None, padding=0, name: str | None = None
+    ) -> Population:
+        """Add a max-pool gate over ``source`` (a population made with a
+        shape ``(C, H, W)``): windows of ``torch.nn.MaxPool2d(kernel_size,
+        stride, padding)`` (overlapping ones included; ``stride`` defaults to
+        ``kernel_size``); in each step a window passes one spike if an input
+        of it spiked and that input's spike count is the window's highest
+        so far (``kernels.pool``). Returns the gate, a population of shape
+        ``(C, H_out, W_out)`` without neurons: project from it like from any
+        population. Its counts: no SynOps, ``updates`` = gate evaluations."""
+        if not isinstance(source, Population) or source not in self.populations:
+            raise ValueError(f"source must be a population of this graph, got {source!r}")
+        if source.shape is None:
+            raise ValueError(
+                f"max pooling needs a population made with a shape (C, H, W); {source.name!r} has none"
+            )
+        name = self._name(name)
+        pool = MaxPool2d(source.shape, kernel_size, stride, padding, name=name)
+        gate = self._add(Population(name, pool.n_out, None, None, None, shape=pool.out_shape, pool=pool))
+        self._add_projection(MaxPoolProjection(source, gate, f"{source.name}->{name}"))
+        return gate
+
     def poisson_input(self, target: Population, n_trains: int, rate: float, weight: float) -> PoissonInput:
         """Drive every neuron of ``target`` with ``n_trains`` independent
         Poisson trains of ``rate`` Hz, each event adding ``weight``. Per step
         the population's event count is drawn once and the events are spread
         uniformly over its neurons, which is exactly independent trains."""
-        if not isinstance(target, Population) or target not in self.populations or target.is_input:
+        if not isinstance(target, Population) or target not in self.populations or not target.has_neurons:
             raise ValueError(f"target must be a neuron population of this graph, got {target!r}")
         if isinstance(n_trains, bool) or not isinstance(n_trains, (int, np.integer)) or n_trains <= 0:
             raise ValueError(f"n_trains must be a positive integer, got {n_trains!r}")
@@ -406,7 +459,7 @@ class Graph:
 
     @property
     def n_neurons(self) -> int:
-        return sum(p.n for p in self.populations if not p.is_input)
+        return sum(p.n for p in self.populations if p.has_neurons)
 
     @property
     def n_synapses(self) -> int:
@@ -506,7 +559,7 @@ class Graph:
             raise ValueError(f"mode must be one of {POP_MODES} or None, got {mode!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        if not any(not p.is_input for p in self.populations):
+        if not any(p.has_neurons for p in self.populations):
             raise ValueError("the graph has no neuron population to simulate")
         drives = self._drives(drive)
         sizes = sorted({len(x) for x in drives.values()})
@@ -531,7 +584,7 @@ class Graph:
         out = {}
         for key, x in dict(drive or {}).items():
             pop = self[key] if isinstance(key, str) else key
-            if not isinstance(pop, Population) or pop not in self.populations or pop.is_input:
+            if not isinstance(pop, Population) or pop not in self.populations or not pop.has_neurons:
                 raise ValueError(f"drive keys must be neuron populations of this graph, got {key!r}")
             x = real_array(f"drive[{pop.name!r}]", x, ndim=2)
             if x.shape[1] != pop.n:
@@ -570,7 +623,7 @@ class Graph:
         """Refuse parameters the state precision cannot hold (they would
         become inf, or a threshold 0, silently)."""
         for pop in self.populations:
-            if not pop.is_input:
+            if pop.has_neurons:
                 pop.neuron.constants(self.dtype)
                 real_array(f"bias of {pop.name!r}", pop.bias, self.dtype)
                 real_array(f"v_init of {pop.name!r}", pop.v_init, self.dtype)
@@ -584,7 +637,7 @@ class Graph:
         record, label = [], f"record_{var}"
         for key, idx in dict(asked or {}).items():
             pop = self[key] if isinstance(key, str) else key
-            if not isinstance(pop, Population) or pop not in self.populations or pop.is_input:
+            if not isinstance(pop, Population) or pop not in self.populations or not pop.has_neurons:
                 raise ValueError(f"{label} keys must be neuron populations of this graph, got {key!r}")
             if var == "i" and not pop.neuron.has_current:
                 raise ValueError(

@@ -103,7 +103,7 @@ class GraphResult(RunResult):
     def _neuron_names(self, population):
         if population is not None:
             return [self.names[self._k(population)]]
-        return [n for n, c in zip(self.names, self.counts, strict=True) if c.mode != "input"]
+        return [n for n, c in zip(self.names, self.counts, strict=True) if c.mode not in ("input", "gate")]
 
     def rate_hz(self, population=None) -> float:
         """Mean firing rate in Hz over the neurons (of all neuron populations

@@ -70,6 +70,10 @@ graph's order, with their arrays under their own path:
   ``weight`` is null, ``group{g}.weights`` float32 [S_g].
 - ``sources[k]`` (Poisson inputs, no arrays): ``target`` (a population name),
   ``n_trains``, ``rate`` (Hz), ``weight``.
+- a max-pool gate (``Graph.max_pool``) is a population with ``neuron`` null
+  and ``pool``: ``source`` (a population name), ``kernel_size``, ``stride``,
+  ``padding`` (pairs); its projection is written ``kind`` "maxpool" with
+  ``name``, ``source``, ``target`` and no arrays.
 - a population made with a shape has ``shape`` [C, H, W]; a convolution
   (``Graph.conv``) is a projection with ``kind`` "conv", one delay in
   ``delays``, the window fields ``kernel_size``, ``stride``, ``padding``,
@@ -765,7 +769,15 @@ def _graph_to_record(graph: Graph, out: Writer) -> dict:
         record = {"name": pop.name, "n": pop.n, "neuron": None}
         if pop.shape is not None:
             record["shape"] = list(pop.shape)
-        if not pop.is_input:
+        if pop.pool is not None:  # a max-pool gate: its source and windows
+            (source,) = (p.source.name for p in graph.projections if p.target is pop)
+            record["pool"] = {
+                "source": source,
+                "kernel_size": list(pop.pool.kernel_size),
+                "stride": list(pop.pool.stride),
+                "padding": list(pop.pool.padding),
+            }
+        if pop.has_neurons:
             sub = out.child(f"population{k}")
             sub.array("bias", np.asarray(pop.bias, np.float64))
             sub.array("v_init", np.asarray(pop.v_init, np.float64))
@@ -775,6 +787,11 @@ def _graph_to_record(graph: Graph, out: Writer) -> dict:
     projections = []
     for k, proj in enumerate(graph.projections):
         sub = out.child(f"projection{k}")
+        if proj.kind == "maxpool":  # made with its gate (see the gate's "pool")
+            projections.append(
+                {"kind": "maxpool", "name": proj.name, "source": proj.source.name, "target": proj.target.name}
+            )
+            continue
         if proj.kind == "conv":
             projections.append(_conv_projection_to_record(proj, sub))
             continue
@@ -826,17 +843,33 @@ def _graph_from_record(src: Reader) -> Graph:
             }
         )
         try:
-            if neuron is None:
+            if "pool" in sub.record:
+                pool = sub.child("pool", sub["pool"]).check(_POOL)
+                source = _population(graph, pool, "source")
+                graph.max_pool(source, pool["kernel_size"], pool["stride"], pool["padding"], name=name)
+                if graph[name].n != sub["n"] or list(graph[name].shape) != sub.record.get("shape"):
+                    raise ValueError(f"its windows give {graph[name].shape}, not {sub.record.get('shape')}")
+            elif neuron is None:
                 graph.input(n, name=name)
             else:
                 graph.population(n, neuron, name=name, **state)
         except (TypeError, ValueError) as err:
             raise sub.error(f"cannot rebuild the population: {err}") from err
+    in_order = []  # the projections in the record's order (a gate's is made with the gate)
     for k, record in enumerate(src.list_field("projections")):
         sub = src.child(f"projection{k}", record).check(_PROJECTION)
         source, target = (_population(graph, sub, role) for role in ("source", "target"))
+        if sub.record.get("kind", "csr") == "maxpool":  # made with its gate: check it is that one
+            made = [p for p in graph.projections if p.kind == "maxpool" and p.target is target]
+            if not made or made[0].source is not source:
+                raise sub.error(
+                    f"a max-pool projection must join a gate's source to the gate {target.name!r}"
+                )
+            in_order.append(made[0])
+            continue
         if sub.record.get("kind", "csr") == "conv":
             _conv_projection_from_record(graph, sub, source, target)
+            in_order.append(graph.projections[-1])
             continue
         rowptr, cols, weights, delay = _merged_groups(sub, source.n)
         try:
@@ -850,6 +883,10 @@ def _graph_from_record(src: Reader) -> Graph:
             )
         except (TypeError, ValueError) as err:
             raise sub.error(f"cannot rebuild the projection: {err}") from err
+        in_order.append(graph.projections[-1])
+    if len(in_order) != len(graph.projections):
+        raise src.error("a max-pool gate's projection is missing from its projections")
+    graph.projections[:] = in_order
     for k, record in enumerate(src.list_field("sources")):
         sub = src.child(f"source{k}", record).check(_SOURCE)
         target, n_trains, rate, weight = (
@@ -978,7 +1015,15 @@ _WINDOW = {
     "padding": "pair",
     "dilation": "pair",
 }
-_POPULATION = {"name": _NAME, "n": "size", "neuron": ("object", "null"), "mode": "str", "shape": "shape3"}
+_POPULATION = {
+    "name": _NAME,
+    "n": "size",
+    "neuron": ("object", "null"),
+    "mode": "str",
+    "shape": "shape3",
+    "pool": "object",
+}
+_POOL = {"source": "str", "kernel_size": "pair", "stride": "pair", "padding": "pair"}
 _PROJECTION = {
     "name": _NAME,
     "source": "str",

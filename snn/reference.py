@@ -123,7 +123,11 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
     for name, trains in given.items():
         rasters[name] = trains.to_raster()
     incoming = {p.name: [] for p in order}  # (source, delay, W [n_src, n_tgt], fan-out [n_src])
+    gated = {}  # gate name: (source name, spike counts so far [B, n_source])
     for proj in graph.projections:
+        if proj.kind == "maxpool":
+            gated[proj.target.name] = (proj.source.name, np.zeros((batch, proj.source.n), np.int64))
+            continue
         if proj.kind == "conv":
             dense = conv_dense_rows(proj.geom, proj.kernel, dtype)
             incoming[proj.target.name].append((proj.source.name, proj.delay, dense, proj.fan_out()))
@@ -146,7 +150,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
             np.full((batch, p.n), -1),
         )
         for p in order
-        if not p.is_input
+        if p.has_neurons
     }
     synops = {p.name: np.zeros(batch, np.int64) for p in order}
     arrived = {p.name: np.zeros(batch, np.int64) for p in order}
@@ -156,6 +160,12 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
     for t in range(n_steps):
         for pop in order:
             if pop.is_input:
+                continue
+            if pop.pool is not None:  # a max-pool gate, in the same step as its source
+                src, seen = gated[pop.name]
+                x = rasters[src][t]
+                arrived[pop.name] += x.sum(axis=1, dtype=np.int64)
+                rasters[pop.name][t] = _maxpool_step(pop.pool, x.astype(np.int64), seen)
                 continue
             current = np.zeros((batch, pop.n), dtype)
             for src, d, dense, fan_out in incoming[pop.name]:
@@ -191,7 +201,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
         counts.append(
             LayerCounts(
                 pop.name,
-                "input" if pop.is_input else "reference",
+                "input" if pop.is_input else "gate" if pop.pool is not None else "reference",
                 synops[pop.name],
                 np.zeros(batch, np.int64),
                 dense,
@@ -215,7 +225,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
 def _maxpool_step(layer, x, seen):
     """One step of spiking max pooling (rule in ``kernels.pool``): an output
     spikes if a window input spiking now has a count (this spike included)
-    at least the window's highest count before now. Windows as torch's
+    above the window's highest count before now. Windows as torch's
     ``max_pool2d(kernel_size, stride, padding)``: the maps zero-padded (a
     padding position never spikes and counts 0, which is no count's
     maximum: counts are >= 0), every ``kh x kw`` window taken, every
@@ -233,4 +243,4 @@ def _maxpool_step(layer, x, seen):
     before = windows(seen).max(axis=-1)
     seen += x
     candidates = np.where(windows(x) > 0, windows(seen), -1).max(axis=-1)
-    return (candidates >= before).reshape(x.shape[0], -1).astype(x.dtype)
+    return (candidates > before).reshape(x.shape[0], -1).astype(x.dtype)

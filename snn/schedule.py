@@ -3,7 +3,8 @@ after another over all steps, and which are stepped together.
 
 A population outside every cycle whose input is one projection (of one
 delay, CSR or convolution) or none (bias and drive only), with no Poisson
-background and nothing recorded, runs as a layer: over all ``T`` steps at once, from its source's complete
+background and nothing recorded, runs as a layer (and a max-pool gate as
+the stack's gate): over all ``T`` steps at once, from its source's complete
 spike trains (shifted by the delay), by the layer kernels of feed-forward
 stacks (event, clock or dense path, ``mode="auto"`` choosing by the same cost
 model). Every other population is stepped by ``snn.stepped``: the
@@ -24,7 +25,7 @@ import numpy as np
 
 from .conv import conv_dense_rows, kernel_layout
 from .graph_result import GraphResult
-from .network import _choose_driven_mode, _choose_mode, _run_layer, _synops
+from .network import _choose_driven_mode, _choose_mode, _run_layer, _run_maxpool, _synops
 from .spiketrains import SpikeTrains
 from .stepped import Part, SteppedPlan
 
@@ -42,13 +43,16 @@ _NO_ROWS = _read_only(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, 
 @dataclass(frozen=True, eq=False)
 class Stage:
     """Populations run together: one population run as a ``layer`` over all
-    steps (through its one incoming ``projection``, or none), or (``layer``
-    None) populations stepped together by ``plan``, a
-    :class:`snn.stepped.SteppedPlan`."""
+    steps (a neuron population through its one incoming projection, or none;
+    or a max-pool gate: ``layer`` its ``snn.MaxPool2d``) from the spikes of
+    ``source`` ``delay`` steps late, or (``layer`` None) populations stepped
+    together by ``plan``, a :class:`snn.stepped.SteppedPlan`."""
 
     populations: tuple
     plan: SteppedPlan | None = None
-    layer: _ProjectionLayer | None = None
+    layer: object = None
+    source: object = None
+    delay: int = 0
 
     @property
     def names(self) -> list[str]:
@@ -67,14 +71,30 @@ def stages(graph, stepped=frozenset()) -> list[Stage]:
     for component in _components(graph):
         pop = component[0]
         inputs = incoming[pop.name]
-        if (
+        gates = [p.name for p in component if p.pool is not None]
+        if gates and len(component) > 1:
+            raise ValueError(
+                f"max-pool gate(s) {gates} in a cycle ({', '.join(p.name for p in component)}): "
+                "a gate runs over all steps after its source; gating inside a recurrent loop is not supported"
+            )
+        if gates:
+            out.append(Stage((pop,), layer=pop.pool, source=inputs[0].source))
+        elif (
             len(component) == 1
             and pop.name not in stepped
             and pop.name not in driven
             and len(inputs) <= 1
             and all(p.source is not pop and len(p.delays) == 1 and p.kind in ("csr", "conv") for p in inputs)
         ):
-            out.append(Stage((pop,), layer=_ProjectionLayer(pop, inputs[0] if inputs else None)))
+            proj = inputs[0] if inputs else None
+            out.append(
+                Stage(
+                    (pop,),
+                    layer=_ProjectionLayer(pop, proj),
+                    source=None if proj is None else proj.source,
+                    delay=0 if proj is None else proj.delays[0],
+                )
+            )
         else:
             out.append(Stage(tuple(component), plan=SteppedPlan(_part(graph, component, incoming))))
     return out
@@ -88,14 +108,20 @@ def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mo
     start = time.perf_counter()
     for stage in schedule:
         if stage.layer is not None:
-            pop, proj = stage.populations[0], stage.layer.proj
-            if proj is None:
+            pop = stage.populations[0]
+            if stage.source is None:
                 source = SpikeTrains.empty(n_steps, batch, 0)
             else:
-                source = _delayed(trains[proj.source.name], proj.delays[0])
-            trains[pop.name], counts[pop.name], modes[pop.name] = _run_as_layer(
-                graph.dtype, stage.layer, source, force_mode, drives.get(pop.name)
-            )
+                source = _delayed(trains[stage.source.name], stage.delay)
+            if pop.pool is not None:
+                trains[pop.name], kc = _run_maxpool(pop.pool, source)
+                none = np.zeros(batch, np.int64)  # no SynOps, no background
+                counts[pop.name] = np.stack([none, kc[:, 1], kc[:, 2], none], axis=1)
+                modes[pop.name] = "gate"
+            else:
+                trains[pop.name], counts[pop.name], modes[pop.name] = _run_as_layer(
+                    graph.dtype, stage.layer, source, force_mode, drives.get(pop.name)
+                )
             if bar is not None:
                 bar.update(n_steps)
             continue
@@ -207,7 +233,7 @@ def _part(graph, component, incoming) -> Part:
     for proj in projections:
         if proj.source.name not in names:
             outside[proj.source.name] = dataclasses.replace(
-                proj.source, neuron=None, bias=None, v_init=None, mode="auto"
+                proj.source, neuron=None, bias=None, v_init=None, mode="auto", pool=None
             )
     sources = [(g, s) for g, s in enumerate(graph.sources) if s.target.name in names]
     return Part(

@@ -326,7 +326,7 @@ def maxpool(raster, kernel, stride=None, padding=0):
                     ]
                     before = max(counts[t - 1][ch, y, x] for y, x in cells) if t > 0 else 0
                     out[t, ch, oy, ox] = any(
-                        raster[t][ch, y, x] and counts[t][ch, y, x] >= before for y, x in cells
+                        raster[t][ch, y, x] and counts[t][ch, y, x] > before for y, x in cells
                     )
     return out
 

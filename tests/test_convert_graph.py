@@ -114,6 +114,12 @@ def normalised_ann(conv: ConvertedGraph, x, clip=False):
     drive, _ = snn.convert_graph.drive_currents(conv.drives, conv.input_shape, x)
     acts = {}
     for pop in conv.network.populations:
+        if pop.pool is not None:  # a max-pool gate: max pooling of its source
+            (src,) = [p.source for p in conv.network.projections if p.target is pop]
+            a = torch.from_numpy(acts[src.name]).reshape(len(x), *src.shape)
+            pooled = F.max_pool2d(a, pop.pool.kernel_size, pop.pool.stride, pop.pool.padding)
+            acts[pop.name] = pooled.reshape(len(x), -1).numpy()
+            continue
         z = np.asarray(pop.bias, np.float64)[None, :] + drive.get(pop.name, 0.0)
         for proj in conv.network.projections:
             if proj.target is not pop:
@@ -264,6 +270,48 @@ class Variants(nn.Module):
         return self.out(h)
 
 
+class PooledBranches(nn.Module):
+    """A stem, an overlapping max pool, a residual block and a max pool
+    before the classifier (untrained: the test is about the function)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.pool = nn.Conv2d(1, 6, 3, padding=1), nn.MaxPool2d(3, 2, 1)
+        self.c1, self.c2 = nn.Conv2d(6, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.relu, self.last, self.fc = nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Linear(6 * 4, 10)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.stem(x)))
+        out = self.c2(self.relu(self.c1(x)))
+        out += x
+        return self.fc(torch.flatten(self.last(self.relu(out)), 1))
+
+
+@pytest.mark.usefixtures("warm_kernels")
+def test_max_pool_in_a_graph_is_a_gate(digits):
+    """Each MaxPool2d of a branching model becomes a gate; the normalised
+    ANN read back from the graph (gates as max pooling) keeps the logits;
+    the event path equals the reference; the readout approaches the logits
+    (measured relative error over 20 test digits 0.027 / 0.016 / 0.009 at
+    T = 32 / 64 / 128; required < 0.05 at T = 64)."""
+    x_train, _, x_test, _ = digits
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        model = PooledBranches().eval()
+    conv = sc.convert(model, x_train)
+    gates = [p for p in conv.network.populations if p.pool is not None]
+    assert [g.shape for g in gates] == [(6, 4, 4), (6, 2, 2)]
+    expected = torch_logits(model, x_test)
+    logits, _ = normalised_ann(conv, x_test)
+    assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+    ev, ref = (conv.run(x_test[:5], 12, backend=b) for b in ("event", "reference"))
+    for name in ev.names:
+        np.testing.assert_array_equal(ev.spikes(name), ref.spikes(name), err_msg=name)
+    readout = conv.run(x_test[:20], 64).membrane / 64
+    err = np.linalg.norm(readout - expected[:20]) / np.linalg.norm(expected[:20])
+    assert err < 0.05, err
+
+
 @pytest.mark.usefixtures("warm_kernels")
 def test_every_spelling_converts(digits):
     x_train, _, x_test, _ = digits
@@ -359,6 +407,17 @@ class Block(nn.Module):
         return self.fc(torch.flatten(torch.cat([a, b], self.cat_dim), 1))
 
 
+class MaxOfSum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(4 * 16, 10)
+
+    def forward(self, x):
+        a = F.relu(self.c1(x))
+        return self.fc(torch.flatten(self.pool(a + F.relu(self.c2(a))), 1))
+
+
 class InPlace(nn.Module):
     def __init__(self):
         super().__init__()
@@ -373,7 +432,8 @@ class InPlace(nn.Module):
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: Block(pool=nn.MaxPool2d(3, 2, 1)), r"'pool'.*MaxPool2d.*maxpool='avg'"),
+        (MaxOfSum, r"max pooling of a sum.*ReLU before"),
+        (lambda: Block(pool=nn.MaxPool2d(3, 2, 1, ceil_mode=True)), r"pool.*ceil_mode"),
         (lambda: Block(cat_dim=2), r"cat.*along channels"),
         (lambda: Block(extra=nn.Sigmoid()), r"Sigmoid.*register_module"),
         (InPlace, r"in place.*reads"),
@@ -430,35 +490,40 @@ def resnet18():
     return model.eval(), calib
 
 
-def test_resnet18_is_refused_without_the_maxpool_option(resnet18):
-    model, calib = resnet18
-    with pytest.raises(sc.ConversionError, match=r"'maxpool'.*maxpool='avg'"):
-        sc.convert(model, calib)
-
-
-@pytest.mark.usefixtures("warm_kernels")
-def test_resnet18_converts_and_its_readout_approaches_the_logits(resnet18):
-    """No hand edit: torchvision's BasicBlock (``out += identity``, one
-    reused ``ReLU(inplace=True)``), the downsample Sequential,
-    ``AdaptiveAvgPool2d((1, 1))`` and ``torch.flatten(x, 1)`` convert; the
-    stem's ``MaxPool2d(3, 2, 1)`` with the documented ``maxpool='avg'``
-    option. The readout / T approaches the logits of that ANN (max pool as
-    average pool; it differs from the original by 1.19 in relative norm on
-    these random weights: the option's cost), measured relative error
-    ||readout / T - logits|| / ||logits|| over 4 images: 0.62 / 0.40 / 0.21
-    / 0.108 / 0.061 at T = 32 / 64 / 128 / 256 / 512; required < 0.2 at T =
-    256."""
+def test_resnet18_with_the_avg_option_converts_the_avg_model(resnet18):
+    """``maxpool="avg"`` replaces the stem's max pool by an average pool of
+    the same window: the normalised program computes that ANN's logits."""
     model, calib = resnet18
     conv = sc.convert(model, calib, maxpool="avg")
-    assert isinstance(conv, ConvertedGraph)
+    assert not any(p.pool is not None for p in conv.network.populations)
     avg = copy.deepcopy(model)
     avg.maxpool = nn.AvgPool2d(3, 2, 1)
     x = smooth_noise(4, 2)
     expected = torch_logits(avg, x)
     got = conv.ann_activations(x)[conv.readout]
     assert np.abs(got - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+
+
+@pytest.mark.usefixtures("warm_kernels")
+def test_resnet18_converts_and_its_readout_approaches_the_logits(resnet18):
+    """No hand edit: torchvision's BasicBlock (``out += identity``, one
+    reused ``ReLU(inplace=True)``), the downsample Sequential, the stem's
+    ``MaxPool2d(3, 2, 1)`` (a spiking max-pool gate), ``AdaptiveAvgPool2d((1,
+    1))`` and ``torch.flatten(x, 1)`` convert. The readout / T approaches
+    the ANN's logits: measured relative error ||readout / T - logits|| /
+    ||logits|| over 4 images 0.93 / 0.59 / 0.34 / 0.19 at T = 32 / 64 / 128
+    / 256; required < 0.25 at T = 256."""
+    model, calib = resnet18
+    conv = sc.convert(model, calib)
+    assert isinstance(conv, ConvertedGraph)
+    (gate,) = [p for p in conv.network.populations if p.pool is not None]
+    assert (gate.pool.kernel_size, gate.pool.stride, gate.pool.padding) == ((3, 3), (2, 2), (1, 1))
+    x = smooth_noise(4, 2)
+    expected = torch_logits(model, x)
+    got = conv.ann_activations(x)[conv.readout]
+    assert np.abs(got - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
     T = 256
     readout = conv.run(x, T).membrane / T
     err = np.linalg.norm(readout - expected) / np.linalg.norm(expected)
     print(f"ResNet-18 relative error at T={T}: {err:.3f}")
-    assert err < 0.2
+    assert err < 0.25

@@ -588,6 +588,74 @@ def test_conv_graph_equals_conv_stack():
         np.testing.assert_array_equal(graph.counts[k + 1].synops, stack.counts[k].synops)
 
 
+@pytest.mark.parametrize("window", [(2, None, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)])
+def test_max_pool_gate_equals_the_stack_and_the_reference(window):
+    """A gate with torch's windows (overlapping and padded ones too) between
+    a convolution and a dense layer: the stack's spikes and counts, and the
+    reference's, exactly."""
+    kernel, stride, padding = window
+    rng = np.random.default_rng(4)
+    w1 = _dyadic_kernel(rng, (3, 2, 3, 3))
+    pool = snn.MaxPool2d((3, 6, 6), kernel, stride, padding)
+    w2 = rng.choice(DYADIC[DYADIC != 0], (4, pool.n_out))  # a graph keeps non-zero weights as synapses
+    net = snn.Network(
+        [
+            snn.Conv2d((2, 6, 6), 3, 3, snn.IF(), padding=1, weight=w1),
+            pool,
+            snn.Linear(pool.n_out, 4, snn.IF(), weight=w2),
+        ]
+    )
+    g = snn.Graph()
+    x = g.input((2, 6, 6), name="x")
+    h = g.population((3, 6, 6), snn.IF(), v_init=0.0, name="h")
+    gate = g.max_pool(h, kernel, stride, padding, name="gate")
+    o = g.population(4, snn.IF(), v_init=0.0, name="o")
+    g.conv(x, h, w1, padding=1, delay=0)
+    g.connect(gate, o, w2, delay=0)
+    assert gate.shape == pool.out_shape and not gate.is_input and not gate.has_neurons
+    spikes = snn.bernoulli(np.full((3, 72), 0.3), T=15, seed=1)
+    stack, graph = net.run(spikes, mode="event"), g.run(15, inputs={x: spikes})
+    ref = g.run(15, inputs={x: spikes}, backend="reference")
+    assert graph.counts[2].mode == "gate"
+    for k, name in enumerate(("h", "gate", "o")):
+        for other in (stack.spikes(k), ref.spikes(name)):
+            np.testing.assert_array_equal(graph.spikes(name), other, err_msg=name)
+        for field in ("synops", "spikes", "input_events"):
+            np.testing.assert_array_equal(
+                getattr(graph.counts[k + 1], field), getattr(stack.counts[k], field), err_msg=name
+            )
+            np.testing.assert_array_equal(
+                getattr(graph.counts[k + 1], field), getattr(ref.counts[k + 1], field), err_msg=name
+            )
+    np.testing.assert_array_equal(graph.counts[2].updates, stack.counts[1].updates)  # gate evaluations
+
+
+def test_max_pool_gate_refusals():
+    g = snn.Graph()
+    x = g.input((1, 4, 4), name="x")
+    flat = g.population(16, name="flat")
+    h = g.population((1, 4, 4), name="h")
+    g.conv(x, h, np.ones((1, 1, 1, 1)), delay=0)
+    with pytest.raises(ValueError, match="shape"):
+        g.max_pool(flat, 2)
+    with pytest.raises(ValueError, match="kernel_size"):
+        g.max_pool(h, 5)
+    gate = g.max_pool(h, 2, name="gate")
+    with pytest.raises(ValueError, match="max-pool gate"):
+        g.connect(x, gate, np.ones((4, 16)))
+    for bad in ({"drive": {gate: np.zeros((1, 4))}}, {"record_v": {gate: [0]}}):
+        with pytest.raises(ValueError, match="neuron populations"):
+            g.run(3, inputs={x: np.zeros((3, 1, 16))}, **bad)
+    with pytest.raises(ValueError, match="neuron population"):
+        g.poisson_input(gate, 1, 10.0, 1.0)
+    assert g.run(3, inputs={x: np.ones((3, 1, 16))}).spikes("gate").shape == (3, 1, 4)
+    loop = g.population((1, 2, 2), name="loop")
+    g.conv(gate, loop, np.ones((1, 1, 1, 1)), delay=0)
+    g.connect(loop, h, np.ones((16, 4)), delay=1)  # h -> gate -> loop -> h: a gate in a cycle
+    with pytest.raises(ValueError, match="gate.*in a cycle"):
+        g.run(3, inputs={x: np.zeros((3, 1, 16))})
+
+
 @pytest.mark.parametrize("mode", ["event", "clock"])
 def test_merges_and_convolutional_recurrence_exact(mode):
     """Two projections into one population (a residual merge: a convolution

@@ -871,12 +871,13 @@ def test_maxpool_order_independent(data):
 
 def test_maxpool_hand_checked_overlap():
     """A 1x3x3 map, MaxPool2d(2, stride 1): four windows, the centre input
-    (4) in all of them, corners in one. Step 0: corner 0 spikes (window 0
-    passes). Step 1: the centre spikes (count 1 >= every window's max: all
-    four pass). Step 2: corner 0 again (count 2: window 0 passes) and
-    corner 8 (count 1 >= window 3's max 1: passes). Step 3: the centre (count
-    2: passes in windows 0 (max 2), 1, 2, 3 (max 1)). Step 4: corner 2
-    (count 1 < window 1's max 2: blocked)."""
+    (4) in all of them, corners in one. Step 0: corner 0 spikes (window 0's
+    max rises: passes). Step 1: the centre spikes (count 1: windows 1, 2, 3
+    rise from 0; window 0 only ties its max 1: blocked). Step 2: corner 0
+    again (count 2: window 0 passes) and corner 8 (count 1, a tie with
+    window 3's max: blocked). Step 3: the centre (count 2: windows 1, 2, 3
+    (max 1) pass, window 0 (max 2) does not). Step 4: corner 2 (count 1 <
+    window 1's max 2: blocked)."""
     geom = pool_geom(1, 3, 3, 2, 2, 1, 1)
     raster = np.zeros((1, 5, 9), bool)
     for t, inputs in enumerate([[0], [4], [0, 8], [4], [2]]):
@@ -884,9 +885,9 @@ def test_maxpool_hand_checked_overlap():
     tptr, idx = time_csr(raster)
     out_tptr, out_idx, counts = run_maxpool(tptr, idx, geom, 32)
     got = pool_raster(out_tptr[0], out_idx[0], 4)
-    assert [np.flatnonzero(row).tolist() for row in got] == [[0], [0, 1, 2, 3], [0, 3], [0, 1, 2, 3], []]
+    assert [np.flatnonzero(row).tolist() for row in got] == [[0], [1, 2, 3], [0], [1, 2, 3], []]
     # checks: 1 + 4 + (1 + 1) + 4 + 1
-    assert counts[0].tolist() == [0, 12, 11, 0]
+    assert counts[0].tolist() == [0, 12, 8, 0]
 
 
 def test_maxpool_reports_overflow():

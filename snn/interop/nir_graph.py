@@ -76,6 +76,11 @@ DELAY_RULE = "a Delay of d*dt delays by d steps; a neuron node onto itself witho
 
 def graph_to_nir(graph: Graph, dt: float, on_unsupported: str) -> nir.NIRGraph:
     """``graph`` as a NIR graph (see the module docstring)."""
+    gates = [p.name for p in graph.populations if p.pool is not None]
+    if gates:
+        raise ValueError(
+            f"max-pool gate(s) {gates}: NIR {nir.__version__} has no max-pool node to export them to"
+        )
     nodes: dict = {}
     edges: list = []
     for k, pop in enumerate(graph.populations):
