@@ -199,6 +199,7 @@ class AvgPool2d(Conv2d):
 
     def __init__(self, in_shape, kernel_size, stride=None, neuron: Neuron | None = None, **kwargs):
         c, h, w = _shape3(in_shape)
+        positive_int("the input size C * H * W", c * h * w)  # before its C kernels are allocated
         kh, kw = _pair("kernel_size", kernel_size)
         py, px = _pair("padding", kwargs.get("padding", 0))
         if min(kh, kw) < 1 or kh > h + 2 * py or kw > w + 2 * px:

@@ -516,6 +516,13 @@ def test_avgpool_is_depthwise_conv(c, h, w, k, stride, seed, dtype):
 
 
 @pytest.mark.usefixtures("warm_kernels")
+def test_avgpool_of_more_inputs_than_the_kernels_index_is_refused_before_allocating():
+    """Found by the fuzzer: 2**40 channels allocated 8 TiB of kernels (a
+    MemoryError) before any size was checked."""
+    with pytest.raises(ValueError, match="input size"):
+        snn.AvgPool2d((2**40, 1, 1), 1)
+
+
 def test_avgpool_linear_part_matches_torch():
     """Never-firing neurons: membrane after T spike steps == T x
     avg_pool2d of the mean input (non-square input, kernel (2, 3))."""
