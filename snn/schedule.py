@@ -25,7 +25,16 @@ import numpy as np
 
 from .conv import conv_dense_rows, kernel_layout
 from .graph_result import GraphResult
-from .network import _choose_driven_mode, _choose_mode, _run_layer, _run_maxpool, _synops
+from .network import (
+    _NS_PER_CLOCK_UPDATE,
+    _NS_PER_EVENT_UPDATE,
+    _NS_PER_SYNOP,
+    _choose_driven_mode,
+    _choose_mode,
+    _run_layer,
+    _run_maxpool,
+    _synops,
+)
 from .spiketrains import SpikeTrains
 from .stepped import Part, SteppedPlan
 
@@ -127,7 +136,8 @@ def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mo
             continue
         inputs = {p.name: trains[p.name] for p in stage.plan.order if p.is_input}
         mine = [r for r in record if r[0] in stage.populations]
-        out = stage.plan.run(n_steps, inputs, batch, seed, mine, bar, force_mode, drives)
+        chosen = _stepped_modes(stage, trains, n_steps)
+        out = stage.plan.run(n_steps, inputs, batch, seed, mine, bar, force_mode, drives, chosen)
         trains.update(out["trains"])
         counts.update(out["counts"])
         modes.update(out["modes"])
@@ -210,6 +220,34 @@ def _run_as_layer(dtype, layer, source, force_mode, drive):
     synops = kc[:, 0] if mode != "dense" else _synops(source, layer.fan_out)
     counts = np.stack([synops, kc[:, 1], kc[:, 2], np.zeros_like(synops)], axis=1)
     return out, counts, mode
+
+
+def _stepped_modes(stage, trains, n_steps) -> dict:
+    """Event or clock path for the populations of a stepped stage whose
+    sources are all outside it (a merge), from their input activity in this
+    run and the layers' cost model (``snn.network``), per sample: a sweep of
+    every neuron every step once most are touched most steps."""
+    inside = set(stage.names)
+    chosen = {}
+    for pop in stage.populations:
+        incoming = [p for p in stage.plan.graph.projections if p.target is pop]
+        if any(p.source.name in inside for p in incoming) or pop.name in {
+            s.target.name for s in stage.plan.graph.sources
+        }:
+            continue  # activity known only as the run goes (or Poisson: the background rule)
+        event = clock = synops = 0.0
+        per_update = _NS_PER_EVENT_UPDATE["csr"][1]  # a stepped neuron: visited in random order
+        for proj in incoming:
+            source = trains[proj.source.name]
+            kind = "conv" if proj.kind == "conv" else "csr"
+            arriving = source.total / source.batch_size * proj.n_synapses / proj.source.n
+            event += arriving * _NS_PER_SYNOP["event"][kind]
+            clock += arriving * _NS_PER_SYNOP["clock"][kind]
+            synops += arriving
+        event += min(synops, n_steps * pop.n) * per_update
+        clock += n_steps * pop.n * _NS_PER_CLOCK_UPDATE
+        chosen[pop.name] = "clock" if clock < event else "event"
+    return chosen
 
 
 def _delayed(trains: SpikeTrains, delay: int) -> SpikeTrains:

@@ -183,14 +183,18 @@ class SteppedPlan:
             self.tap_pixel[at : at + len(n), : pixel.shape[1]] = pixel
             self.tap_kernel[at : at + len(n), : tap.shape[1]] = tap
 
-    def modes(self, force: str | None) -> list[str]:
+    def modes(self, force: str | None, chosen: dict) -> list[str]:
         """The path each population (in plan order) runs: ``"input"``,
-        ``"event"`` or ``"clock"``."""
+        ``"event"`` or ``"clock"``; ``chosen``: the path of ``"auto"``
+        populations the caller chose from their input (by name), else clock
+        under heavy Poisson background."""
         out = []
         for k, pop in enumerate(self.order):
             mode = force or pop.mode
             if pop.is_input:
                 mode = "input"
+            elif mode == "auto" and pop.name in chosen:
+                mode = chosen[pop.name]
             elif mode == "auto":
                 mode = (
                     "clock"
@@ -214,16 +218,16 @@ class SteppedPlan:
         offsets = np.concatenate(([0], np.cumsum([part.shape[1] for part in parts]))).astype(np.int64)
         return np.concatenate(parts, axis=1).astype(self.dtype), offsets
 
-    def run(self, n_steps, given, batch, seed, record, bar, force_mode, drives) -> dict:
+    def run(self, n_steps, given, batch, seed, record, bar, force_mode, drives, chosen=None) -> dict:
         """Step the part over ``n_steps``; ``given``: the spikes of its
         input populations by name; ``bar``: a progress bar to advance, or
-        None. Returns, by population name, its ``trains``, kernel
+        None; ``chosen``: see :meth:`modes`. Returns, by population name, its ``trains``, kernel
         ``counts`` ``[B, 4]`` (synaptic operations received, updates,
         spikes, background events) and ``modes``, and the ``recorded``
         variables by ``(name, var)``: ``(indices, [T, B, R])``."""
         dtype = self.dtype
         bias, bias_off = self.bias_rows(batch, drives)
-        modes = self.modes(force_mode)
+        modes = self.modes(force_mode, chosen or {})
         pop_clock = np.array([m == "clock" for m in modes], np.bool_)
         tables = np.stack([n.propagator(n_steps, dtype) for n in self.neurons])
         n_total = int(self.pop_start[-1])

@@ -318,7 +318,7 @@ def test_delays_shift_arrival_exactly():
     g.connect(x, out, 1.0, connectivity=(np.array([0, 4]), np.arange(4)), delay=np.array([1, 2, 3, 4]))
     spikes = np.zeros((10, 1, 1), np.uint8)
     spikes[2] = 1
-    r = g.run(10, inputs={x: spikes})
+    r = g.run(10, inputs={x: spikes}, mode="event")  # (auto sweeps so small a population)
     fired = np.argwhere(r.spikes("out")[:, 0])
     assert fired.tolist() == [[3, 0], [4, 1], [5, 2], [6, 3]]
     assert r.counts[1].synops.tolist() == [4] and r.counts[1].updates.tolist() == [4]
