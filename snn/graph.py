@@ -428,6 +428,55 @@ class Graph:
         self._plan = None
         return source
 
+    @classmethod
+    def from_network(cls, network, dt: float = 1e-3) -> Graph:
+        """The graph of a stack (a stack is a chain): an input population
+        ``"input"`` (shaped like the first layer's input), one population per
+        layer named ``network.layer_name(k)`` with its neuron, bias,
+        ``v_init`` and mode (``"dense"`` becomes ``"auto"``, which may pick
+        it), joined by zero-delay projections: a ``Linear`` as CSR of all its
+        weights (zeros included: a stack counts them as SynOps), a
+        ``SparseLinear`` its CSR, a ``Conv2d`` or ``AvgPool2d`` a convolution,
+        a ``MaxPool2d`` a gate. Spike input runs give the stack's spikes and
+        counts (the tests check this)."""
+        graph = cls(dt, network.dtype)
+        first = network.layers[0]
+        source = graph.input(getattr(first, "in_shape", first.n_in), name="input")
+        for k, layer in enumerate(network.layers):
+            name = network.layer_name(k)
+            if layer.kind == "maxpool":
+                source = graph.max_pool(source, layer.kernel_size, layer.stride, layer.padding, name=name)
+                continue
+            target = graph.population(
+                getattr(layer, "out_shape", layer.n_out),
+                layer.neuron,
+                bias=layer.bias,
+                v_init=layer.v_init,
+                name=name,
+                mode="auto" if layer.mode == "dense" else layer.mode,
+            )
+            if layer.kind == "conv":
+                (sy, sx), (py, px), (dy, dx) = (
+                    tuple(int(v) for v in layer.geom[f : f + 2]) for f in (8, 10, 12)
+                )
+                graph.conv(
+                    source,
+                    target,
+                    layer.weight,
+                    stride=(sy, sx),
+                    padding=(py, px),
+                    dilation=(dy, dx),
+                    groups=int(layer.geom[14]),
+                    delay=0,
+                )
+            elif layer.kind == "dense":
+                every = (np.arange(layer.n_in + 1) * layer.n_out, np.tile(np.arange(layer.n_out), layer.n_in))
+                graph.connect(source, target, layer.weight_rows.ravel(), connectivity=every, delay=0)
+            else:
+                graph.connect(source, target, layer.weights, connectivity=(layer.rowptr, layer.cols), delay=0)
+            source = target
+        return graph
+
     def _add(self, pop):
         self.populations.append(pop)
         self._plan = None
