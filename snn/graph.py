@@ -30,7 +30,7 @@ from .conv import MaxPool2d, conv_fan_out, conv_geometry, conv_weight
 from .graph_result import GraphResult
 from .neurons import LIF, Neuron
 from .reference import run_graph_reference
-from .schedule import Stage, stages
+from .schedule import Simulation, Stage, stages, stepped_whole
 from .schedule import run as run_schedule
 from .spiketrains import SpikeTrains
 from .stepped import zero_delay_order
@@ -541,10 +541,10 @@ class Graph:
         in run order, each a population run as a layer over all steps or
         populations stepped together; ``stepped``: populations (or names)
         that must be stepped (those whose variables are recorded)."""
-        key = frozenset(p if isinstance(p, str) else p.name for p in stepped)
+        key = ("stages", frozenset(p if isinstance(p, str) else p.name for p in stepped))
         if self._plan is None or self._plan[0] != key:
             self._plan = None  # the old plans' arrays are freed before the new ones are made
-            self._plan = (key, stages(self, key))
+            self._plan = (key, stages(self, key[1]))
         return self._plan[1]
 
     # -- running -------------------------------------------------------------
@@ -600,10 +600,57 @@ class Graph:
         progress : show a progress bar (tqdm); ``"auto"``: for long runs.
         n_threads : cores used over the samples (default: all).
         """
-        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
-            raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
         if backend not in ("event", "reference"):
             raise ValueError(f"backend must be 'event' or 'reference', got {backend!r}")
+        T, trains, batch, drives, record = self._checked(
+            T, inputs, drive, batch_size, seed, record_v, record_i, mode
+        )
+        with numba_threads(n_threads):
+            if backend == "reference":
+                return run_graph_reference(self, T, trains, batch, int(seed), record, drives=drives)
+            plan = self.schedule([pop for pop, _, _ in record])
+            return run_schedule(self, plan, T, trains, batch, int(seed), record, progress, mode, drives)
+
+    def start(
+        self,
+        T: int,
+        *,
+        inputs=None,
+        drive=None,
+        batch_size: int | None = None,
+        seed: int = 0,
+        record_v=None,
+        record_i=None,
+        mode: str | None = None,
+        n_threads: int | None = None,
+    ) -> Simulation:
+        """A run of ``T`` steps to advance chunk by chunk
+        (:meth:`snn.schedule.Simulation.advance`), its state carried from
+        one chunk to the next: cut anywhere, it computes what :meth:`run`
+        computes, and ``result()`` after ``t`` steps is a run of ``t``
+        steps. Arguments as :meth:`run` takes them. Every population is
+        stepped (the layer path does not resume yet), so a graph with a
+        max-pool gate is refused."""
+        gates = [p.name for p in self.populations if p.pool is not None]
+        if gates:
+            raise ValueError(
+                f"max-pool gate(s) {gates}: a gate runs over whole runs only (Graph.run); "
+                "chunked runs step every population"
+            )
+        T, trains, batch, drives, record = self._checked(
+            T, inputs, drive, batch_size, seed, record_v, record_i, mode
+        )
+        key = ("whole",)
+        if self._plan is None or self._plan[0] != key:
+            self._plan = None  # the old plans' arrays are freed before the new ones are made
+            self._plan = (key, stepped_whole(self))
+        return Simulation(self, self._plan[1], T, trains, batch, int(seed), record, mode, drives, n_threads)
+
+    def _checked(self, T, inputs, drive, batch_size, seed, record_v, record_i, mode):
+        """A run's arguments checked: ``(T, input trains by name, batch,
+        drives by name, record)``."""
+        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
+            raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
         if mode is not None and mode not in POP_MODES:
             raise ValueError(f"mode must be one of {POP_MODES} or None, got {mode!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -622,11 +669,7 @@ class Graph:
         run_extent(int(T), batch, self.dtype)
         self._check_precision(drives)
         record = self._record(record_v, "v") + self._record(record_i, "i")
-        with numba_threads(n_threads):
-            if backend == "reference":
-                return run_graph_reference(self, int(T), trains, batch, int(seed), record, drives=drives)
-            plan = self.schedule([pop for pop, _, _ in record])
-            return run_schedule(self, plan, int(T), trains, batch, int(seed), record, progress, mode, drives)
+        return int(T), trains, batch, drives, record
 
     def _drives(self, drive) -> dict:
         """``{population name: [B, n] float64}``, checked."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validate import numba_threads
 from .conv import conv_dense_rows, kernel_layout
 from .graph_result import GraphResult
 from .network import (
@@ -36,7 +37,7 @@ from .network import (
     _synops,
 )
 from .spiketrains import SpikeTrains
-from .stepped import Part, SteppedPlan
+from .stepped import Part, SteppedPlan, SteppedRun
 
 
 def _read_only(*arrays):
@@ -146,6 +147,62 @@ def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mo
     if bar is not None:
         bar.close()
     return GraphResult.assemble(graph, n_steps, trains, counts, modes, recorded, seconds)
+
+
+def stepped_whole(graph) -> SteppedPlan:
+    """Every population of ``graph`` stepped together (what a chunked run
+    steps)."""
+    incoming = {p.name: [] for p in graph.populations}
+    for proj in graph.projections:
+        incoming[proj.target.name].append(proj)
+    return SteppedPlan(_part(graph, [p for p in graph.populations if not p.is_input], incoming))
+
+
+class Simulation:
+    """A graph run advanced chunk by chunk (made by :meth:`snn.Graph.start`),
+    its state kept between chunks."""
+
+    def __init__(self, graph, plan, n_steps, given, batch, seed, record, mode, drives, n_threads):
+        self.graph, self.n_steps, self.n_threads = graph, n_steps, n_threads
+        self._given = given
+        self._run = SteppedRun(plan, n_steps, batch, seed, record, mode, drives)
+        self.seconds = 0.0  # in advance, all chunks
+
+    @property
+    def t(self) -> int:
+        """Steps done."""
+        return self._run.t
+
+    def advance(self, steps: int | None = None) -> Simulation:
+        """Run ``steps`` more steps (default: to the end; fewer if the run
+        ends first); returns the simulation."""
+        if steps is None:
+            steps = self.n_steps - self.t
+        elif isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        start = time.perf_counter()
+        with numba_threads(self.n_threads):
+            self._run.advance(min(self.n_steps, self.t + int(steps)), self._given)
+        self.seconds += time.perf_counter() - start
+        return self
+
+    def result(self) -> GraphResult:
+        """Spikes, counts and recordings of the steps done (a run of
+        :attr:`t` steps)."""
+        t = self.t
+        if t == 0:
+            raise ValueError("no step has run yet: call advance() first")
+        out = self._run.outputs()
+        trains = {
+            name: SpikeTrains(tr.tptr[:, : t + 1].copy(), tr.idx, tr.n) for name, tr in self._given.items()
+        }
+        trains.update(out["trains"])
+        return GraphResult.assemble(
+            self.graph, t, trains, out["counts"], out["modes"], out["recorded"], self.seconds
+        )
+
+    def __repr__(self):
+        return f"Simulation(t={self.t} of {self.n_steps} steps)"
 
 
 def progress_bar(progress, total, work):

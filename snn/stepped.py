@@ -221,127 +221,16 @@ class SteppedPlan:
     def run(self, n_steps, given, batch, seed, record, bar, force_mode, drives, chosen=None) -> dict:
         """Step the part over ``n_steps``; ``given``: the spikes of its
         input populations by name; ``bar``: a progress bar to advance, or
-        None; ``chosen``: see :meth:`modes`. Returns, by population name, its ``trains``, kernel
-        ``counts`` ``[B, 4]`` (synaptic operations received, updates,
-        spikes, background events) and ``modes``, and the ``recorded``
-        variables by ``(name, var)``: ``(indices, [T, B, R])``."""
-        dtype = self.dtype
-        bias, bias_off = self.bias_rows(batch, drives)
-        modes = self.modes(force_mode, chosen or {})
-        pop_clock = np.array([m == "clock" for m in modes], np.bool_)
-        tables = np.stack([n.propagator(n_steps, dtype) for n in self.neurons])
-        n_total = int(self.pop_start[-1])
-        n_pops = len(self.order)
-        in_tptr, in_idx = self._input_arrays(given, batch, n_steps)
-        rec_ids = np.concatenate(
-            [self.pop_start[self.pop_index[p.name]] + idx for p, idx, _ in record] or [np.zeros(0, np.int64)]
-        ).astype(np.int64)
-        rec_pop = np.concatenate(
-            [np.full(len(idx), self.pop_index[p.name]) for p, idx, _ in record] or [np.zeros(0, np.int64)]
-        ).astype(np.int64)
-        rec_var = np.concatenate(
-            [np.full(len(idx), int(var == "i")) for _, idx, var in record] or [np.zeros(0, np.int64)]
-        ).astype(np.int64)
-        state = np.empty((batch, n_total, self.width), dtype)
-        acc = np.zeros((batch, n_total), dtype)
-        mark = np.zeros((batch, n_total), np.uint8)
-        touched = np.empty((batch, n_total + 1), np.int32)
-        head = np.empty((batch, n_pops, n_steps + 1), np.int32)
-        nxt = np.empty((batch, n_total), np.int32)
-        prv = np.empty((batch, n_total), np.int32)
-        due = np.empty((batch, n_total), np.int32)
-        rng = np.array(
-            [[kernels.seed_state(seed, s, g) for g in self.bg_stream] for s in range(batch)], np.uint64
-        ).reshape(batch, len(self.bg_stream), 4)
-        hist_ptr = np.zeros((batch, n_steps, n_pops + 1), np.int64)
-        hist_idx = np.empty((batch, 2 * n_total + min(n_total * n_steps // 1000, 1 << 24)), np.int32)
-        rec_v = np.zeros((batch, n_steps, len(rec_ids)), dtype)
-        counts = np.zeros((batch, n_pops, 4), np.int64)
-        progress_at = np.zeros((batch, 2), np.int64)
-        for s in range(batch):
-            kernels.graph_init(
-                self.pop_start,
-                self.n_inputs,
-                self.thr,
-                self.has_cur,
-                self.has_ref,
-                tables,
-                bias[s],
-                bias_off,
-                self.v_init,
-                state[s],
-                head[s],
-                nxt[s],
-                prv[s],
-                due[s],
-            )
+        None; the other arguments as :class:`SteppedRun` takes them.
+        Returns :meth:`SteppedRun.outputs`."""
+        stepping = SteppedRun(self, n_steps, batch, seed, record, force_mode, drives, chosen)
         chunk = n_steps if bar is None else max(1, n_steps // 100)
-        t_end = done = 0
-        while t_end < n_steps:
-            t_end = min(n_steps, t_end + chunk)
-            while progress_at[:, 1].min() < t_end:
-                kernels.graph_run(
-                    t_end,
-                    self.pop_start,
-                    self.n_inputs,
-                    self.thr,
-                    self.reset_mode,
-                    self.v_reset,
-                    self.refractory,
-                    self.has_cur,
-                    self.has_ref,
-                    pop_clock,
-                    tables,
-                    bias,
-                    bias_off,
-                    self.in_ptr,
-                    self.in_proj,
-                    self.proj_src,
-                    self.proj_delay,
-                    self.proj_rp,
-                    self.proj_w,
-                    self.proj_shared,
-                    self.rowptr,
-                    self.cols,
-                    self.weights,
-                    self.proj_woff,
-                    self.proj_kind,
-                    self.proj_geom,
-                    self.tap_off,
-                    self.tap_n,
-                    self.tap_pixel,
-                    self.tap_kernel,
-                    self.bg_ptr,
-                    self.bg_lam,
-                    self.bg_w,
-                    rec_ids,
-                    rec_pop,
-                    rec_var,
-                    in_tptr,
-                    in_idx,
-                    state,
-                    acc,
-                    mark,
-                    touched,
-                    head,
-                    nxt,
-                    prv,
-                    due,
-                    rng,
-                    hist_ptr,
-                    hist_idx,
-                    rec_v,
-                    counts,
-                    progress_at,
-                )
-                if progress_at[:, 1].min() < t_end:  # the spike history is full: grow it
-                    grown = np.empty((batch, 2 * hist_idx.shape[1]), np.int32)
-                    grown[:, : hist_idx.shape[1]] = hist_idx
-                    hist_idx = grown
+        while stepping.t < n_steps:
+            done = stepping.t
+            stepping.advance(min(n_steps, done + chunk), given)
             if bar is not None:
-                bar.update(t_end - done)
-            done = t_end
-        return self._outputs(n_steps, hist_ptr, hist_idx, counts, rec_v, record, modes)
+                bar.update(stepping.t - done)
+        return stepping.outputs()
 
     def _outputs(self, n_steps, hist_ptr, hist_idx, counts, rec_v, record, modes) -> dict:
         """The kernel's spike history and counters, by population name."""
@@ -371,7 +260,9 @@ class SteppedPlan:
         return out
 
     def _input_arrays(self, given, batch, n_steps):
-        """Per-sample input spikes with global ids, sorted within each step."""
+        """Per-sample input spikes with global ids, sorted within each step
+        (spikes of populations outside the part are not read)."""
+        given = {name: trains for name, trains in given.items() if name in self.pop_index}
         if not given:
             return np.zeros((batch, n_steps + 1), np.int64), np.zeros((batch, 1), np.int32)
         merged = SpikeTrains.concatenate(
@@ -383,6 +274,150 @@ class SteppedPlan:
         )
         idx = merged.idx if merged.idx.shape[1] else np.zeros((batch, 1), np.int32)
         return merged.tptr, idx
+
+
+class SteppedRun:
+    """A run of a :class:`SteppedPlan` in progress: neuron state, calendars,
+    generators, spike history and counters live here between calls of
+    :meth:`advance`, so a run cut into chunks of steps computes what one
+    uncut run computes. ``record``: ``[(population, indices, "v" | "i")]``;
+    ``chosen``: see :meth:`SteppedPlan.modes`."""
+
+    def __init__(self, plan, n_steps, batch, seed, record, force_mode, drives, chosen=None):
+        self.plan, self.n_steps, self.batch, self.record = plan, n_steps, batch, record
+        self.t = 0  # steps done
+        dtype = plan.dtype
+        bias, bias_off = plan.bias_rows(batch, drives)
+        self.modes = modes = plan.modes(force_mode, chosen or {})
+        pop_clock = np.array([m == "clock" for m in modes], np.bool_)
+        tables = np.stack([n.propagator(n_steps, dtype) for n in plan.neurons])
+        n_total = int(plan.pop_start[-1])
+        n_pops = len(plan.order)
+        rec_ids = np.concatenate(
+            [plan.pop_start[plan.pop_index[p.name]] + idx for p, idx, _ in record] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        rec_pop = np.concatenate(
+            [np.full(len(idx), plan.pop_index[p.name]) for p, idx, _ in record] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        rec_var = np.concatenate(
+            [np.full(len(idx), int(var == "i")) for _, idx, var in record] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        state = np.empty((batch, n_total, plan.width), dtype)
+        acc = np.zeros((batch, n_total), dtype)
+        mark = np.zeros((batch, n_total), np.uint8)
+        touched = np.empty((batch, n_total + 1), np.int32)
+        head = np.empty((batch, n_pops, n_steps + 1), np.int32)
+        nxt = np.empty((batch, n_total), np.int32)
+        prv = np.empty((batch, n_total), np.int32)
+        due = np.empty((batch, n_total), np.int32)
+        rng = np.array(
+            [[kernels.seed_state(seed, s, g) for g in plan.bg_stream] for s in range(batch)], np.uint64
+        ).reshape(batch, len(plan.bg_stream), 4)
+        hist_ptr = np.zeros((batch, n_steps, n_pops + 1), np.int64)
+        hist_idx = np.empty((batch, 2 * n_total + min(n_total * n_steps // 1000, 1 << 24)), np.int32)
+        rec_v = np.zeros((batch, n_steps, len(rec_ids)), dtype)
+        counts = np.zeros((batch, n_pops, 4), np.int64)
+        progress_at = np.zeros((batch, 2), np.int64)
+        for s in range(batch):
+            kernels.graph_init(
+                plan.pop_start,
+                plan.n_inputs,
+                plan.thr,
+                plan.has_cur,
+                plan.has_ref,
+                tables,
+                bias[s],
+                bias_off,
+                plan.v_init,
+                state[s],
+                head[s],
+                nxt[s],
+                prv[s],
+                due[s],
+            )
+        self.bias, self.pop_clock, self.tables = bias, pop_clock, tables
+        self.rec_ids, self.rec_pop, self.rec_var = rec_ids, rec_pop, rec_var
+        self.state, self.acc, self.mark, self.touched = state, acc, mark, touched
+        self.head, self.nxt, self.prv, self.due, self.rng = head, nxt, prv, due, rng
+        self.hist_ptr, self.hist_idx, self.rec_v = hist_ptr, hist_idx, rec_v
+        self.counts, self.progress_at = counts, progress_at
+        self.bias_off = bias_off
+
+    def advance(self, t_end: int, given: dict) -> None:
+        """Run steps ``self.t .. t_end - 1``; ``given``: the spikes of the
+        part's input populations by name, known at least up to ``t_end``."""
+        plan, batch = self.plan, self.batch
+        in_tptr, in_idx = plan._input_arrays(given, batch, self.n_steps)
+        while self.progress_at[:, 1].min() < t_end:
+            kernels.graph_run(
+                t_end,
+                plan.pop_start,
+                plan.n_inputs,
+                plan.thr,
+                plan.reset_mode,
+                plan.v_reset,
+                plan.refractory,
+                plan.has_cur,
+                plan.has_ref,
+                self.pop_clock,
+                self.tables,
+                self.bias,
+                self.bias_off,
+                plan.in_ptr,
+                plan.in_proj,
+                plan.proj_src,
+                plan.proj_delay,
+                plan.proj_rp,
+                plan.proj_w,
+                plan.proj_shared,
+                plan.rowptr,
+                plan.cols,
+                plan.weights,
+                plan.proj_woff,
+                plan.proj_kind,
+                plan.proj_geom,
+                plan.tap_off,
+                plan.tap_n,
+                plan.tap_pixel,
+                plan.tap_kernel,
+                plan.bg_ptr,
+                plan.bg_lam,
+                plan.bg_w,
+                self.rec_ids,
+                self.rec_pop,
+                self.rec_var,
+                in_tptr,
+                in_idx,
+                self.state,
+                self.acc,
+                self.mark,
+                self.touched,
+                self.head,
+                self.nxt,
+                self.prv,
+                self.due,
+                self.rng,
+                self.hist_ptr,
+                self.hist_idx,
+                self.rec_v,
+                self.counts,
+                self.progress_at,
+            )
+            if self.progress_at[:, 1].min() < t_end:  # the spike history is full: grow it
+                grown = np.empty((batch, 2 * self.hist_idx.shape[1]), np.int32)
+                grown[:, : self.hist_idx.shape[1]] = self.hist_idx
+                self.hist_idx = grown
+        self.t = t_end
+
+    def outputs(self) -> dict:
+        """What the steps done so far computed: by population name its
+        ``trains``, kernel ``counts`` ``[B, 4]`` (synaptic operations
+        received, updates, spikes, background events) and ``modes``, and the
+        ``recorded`` variables by ``(name, var)``: ``(indices, [t, B, R])``."""
+        t = self.t
+        return self.plan._outputs(
+            t, self.hist_ptr[:, :t], self.hist_idx, self.counts, self.rec_v[:, :t], self.record, self.modes
+        )
 
 
 def _kernel_group(proj, g):
