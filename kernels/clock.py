@@ -8,68 +8,90 @@ leak, integrate (bias + input), fire, reset.
 
 import numpy as np
 
-from ._jit import jit, pjit, prange, run_batch
+from ._jit import run_samples, specialise
 from .neuron import after_spike, bias_of
 
 
-@jit
-def clock_layer_sample(
-    currents,
-    bias,
-    alpha,
-    beta,
-    threshold,
-    reset_mode,
-    v_reset,
-    refractory,
-    v_init,
-    has_current,
-    state,
-    out_tptr,
-    out_idx,
-    counts,
-):
-    """One sample: ``currents[T, n]`` is the synaptic input per step (weights
-    already summed), ``state[n, 4]`` (mutated) ends as ``v, t_last, i, ref``
-    at step T - 1. Other arguments and ``counts`` as in ``kernels.event``."""
-    n_steps, n = currents.shape
-    cap = out_idx.shape[0]
-    v = v_init.copy()
-    i = np.zeros(n, state.dtype)
-    b = np.empty(n, state.dtype)
-    for j in range(n):
-        b[j] = bias_of(bias, j)
-    ref_until = np.full(n, -1, np.int64)
-    n_out = 0
-    for t in range(n_steps):
-        out_tptr[t] = n_out
-        for j in range(n):
-            if has_current:
-                i[j] = alpha * i[j] + b[j] + currents[t, j]
-                v_new = beta * v[j] + i[j]
-            else:
-                v_new = beta * v[j] + b[j] + currents[t, j]
-            if ref_until[j] >= t:
+@specialise
+def clock_kernel(has_current, has_refractory, reset_mode):
+    """The kernel of :func:`clock_layer`, specialised to the neuron model's
+    flags and its ``reset_mode`` (see ``kernels._jit``). Its arguments are
+    :func:`clock_layer`'s without the compile-time choices, then ``first,
+    stop``: it runs samples ``first .. stop - 1`` one after the other. Per
+    sample, ``currents[T, n]`` is the synaptic input of each step (weights
+    already summed) and ``state[n, 4]`` (mutated) ends as ``v, t_last, i,
+    ref`` at step T - 1."""
+
+    def clock_layer_sample(
+        currents_b,
+        bias_b,
+        alpha,
+        beta,
+        threshold,
+        v_reset,
+        refractory,
+        v_init,
+        state_b,
+        out_tptr_b,
+        out_idx_b,
+        counts_b,
+        first,
+        stop,
+    ):
+        for sample in range(first, stop):  # the samples of this call, one after the other
+            currents = currents_b[sample]
+            bias = bias_b[sample % bias_b.shape[0]]  # [1, n]: shared by all samples
+            state = state_b[sample]
+            out_tptr = out_tptr_b[sample]
+            out_idx = out_idx_b[sample]
+            counts = counts_b[sample]
+            n_steps, n = currents.shape
+            cap = out_idx.shape[0]
+            v = v_init.copy()
+            i = np.empty(n, state.dtype)
+            i[:] = 0.0
+            b = np.empty(n, state.dtype)
+            for j in range(n):
+                b[j] = bias_of(bias, j)
+            ref_until = np.empty(n, np.int64)
+            ref_until[:] = -1
+            n_out = 0
+            for t in range(n_steps):
+                out_tptr[t] = n_out
+                for j in range(n):
+                    if has_current:
+                        i[j] = alpha * i[j] + b[j] + currents[t, j]
+                        v_new = beta * v[j] + i[j]
+                    else:
+                        v_new = beta * v[j] + b[j] + currents[t, j]
+                    if has_refractory and ref_until[j] >= t:
+                        continue
+                    if v_new >= threshold:
+                        if n_out >= cap:
+                            n_out = -1
+                            break
+                        out_idx[n_out] = j
+                        n_out += 1
+                        v_new = after_spike(v_new, threshold, reset_mode, v_reset)
+                        ref_until[j] = t + refractory
+                    v[j] = v_new
+                if n_out < 0:
+                    break
+            if n_out < 0:  # out_idx is full: the caller runs the sample again with more room
+                counts[3] = 1
                 continue
-            if v_new >= threshold:
-                if n_out >= cap:
-                    counts[3] = 1
-                    return
-                out_idx[n_out] = j
-                n_out += 1
-                v_new = after_spike(v_new, threshold, reset_mode, v_reset)
-                ref_until[j] = t + refractory
-            v[j] = v_new
-    out_tptr[n_steps] = n_out
-    for j in range(n):
-        state[j, 0] = v[j]
-        state[j, 1] = n_steps - 1
-        if state.shape[1] > 2:
-            state[j, 2] = i[j]
-            state[j, 3] = ref_until[j]
-    counts[1] = n_steps * n
-    counts[2] = n_out
-    counts[3] = 0
+            out_tptr[n_steps] = n_out
+            for j in range(n):
+                state[j, 0] = v[j]
+                state[j, 1] = n_steps - 1
+                if state.shape[1] > 2:
+                    state[j, 2] = i[j]
+                    state[j, 3] = ref_until[j]
+            counts[1] = n_steps * n
+            counts[2] = n_out
+            counts[3] = 0
+
+    return clock_layer_sample
 
 
 def clock_layer(
@@ -88,62 +110,25 @@ def clock_layer(
     out_idx,
     counts,
 ):
-    """A batch (``currents[B, T, n]``) through :func:`clock_layer_sample`,
-    samples in parallel. Synaptic operations (``counts[:, 0]``) are left for
-    the caller, who knows the input events."""
-    run_batch(
-        _clock_layer,
-        clock_layer_sample,
+    """A batch (``currents[B, T, n]``) through :func:`clock_kernel`'s
+    kernel, samples in parallel. Other arguments and ``counts`` as in
+    ``kernels.event`` (``bias`` ``[B or 1, n or 1]``); ``has_current``,
+    ``refractory > 0`` and ``reset_mode`` choose the compiled kernel.
+    Synaptic operations (``counts[:, 0]``) are left for the caller, who
+    knows the input events."""
+    run_samples(
+        clock_kernel(bool(has_current), bool(refractory > 0), int(reset_mode)),
+        len(currents),
         currents,
         bias,
         alpha,
         beta,
         threshold,
-        reset_mode,
         v_reset,
         refractory,
         v_init,
-        has_current,
         state,
         out_tptr,
         out_idx,
         counts,
-        batched=(0, 1, 10, 11, 12, 13),
     )
-
-
-@pjit
-def _clock_layer(
-    currents,
-    bias,
-    alpha,
-    beta,
-    threshold,
-    reset_mode,
-    v_reset,
-    refractory,
-    v_init,
-    has_current,
-    state,
-    out_tptr,
-    out_idx,
-    counts,
-):
-    n_bias = bias.shape[0]
-    for s in prange(currents.shape[0]):
-        clock_layer_sample(
-            currents[s],
-            bias[s % n_bias],
-            alpha,
-            beta,
-            threshold,
-            reset_mode,
-            v_reset,
-            refractory,
-            v_init,
-            has_current,
-            state[s],
-            out_tptr[s],
-            out_idx[s],
-            counts[s],
-        )

@@ -6,79 +6,83 @@
   ``kernels.event``'s layer functions: no expanded matrix for a
   convolution, no BLAS call whose worker threads would spin against the
   kernels' own). ``x`` ``[B, n_in]`` float64; ``drive`` ``[B, n]`` float64,
-  mutated.
+  mutated. One kernel per projection kind (:func:`drive_kernel`), so a
+  network compiles the kinds it has.
 - :func:`spike_currents`: the input current of every step of a spike train
   through a dense ``[n_in, n]`` matrix (reading a readout at every step).
 """
 
 import numpy as np
 
-from ._jit import jit
-from .conv import conv_sizes, spatial_taps
+from ._jit import jit, specialise
+from .conv import NO_TAPS, conv_sizes, tap_tables
 from .event import _NO_COLS, _NO_GEOM, _NO_ROWPTR, CONV, CSR, DENSE
 
 
-@jit
-def drive_sample(kind, x, rowptr, cols, weights, geom, drive):
-    """One sample (``x`` [n_in], ``drive`` [n], zeroed here)."""
-    n = drive.shape[0]
-    drive[:] = 0.0
-    if kind == CONV:  # summed channel-last (contiguous channels of a tap), then reordered
-        n_taps, tap_pixel, tap_kernel = spatial_taps(geom)
-        hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
-        acc_cl = np.zeros(n)
-    for pre in range(x.shape[0]):
-        value = x[pre]
-        if value == 0:
-            continue
-        if kind == CSR:
-            for s in range(rowptr[pre], rowptr[pre + 1]):
-                drive[cols[s]] += value * weights[s]
-        elif kind == DENSE:
-            row = weights[pre * n : (pre + 1) * n]
-            for j in range(n):
-                drive[j] += value * row[j]
-        else:
-            c = pre // hw_in
-            p = pre - c * hw_in
-            g = c // cg_in
-            w_base = (c - g * cg_in) * kk * c_out + g * cg_out
-            for k in range(n_taps[p]):
-                a0 = tap_pixel[p, k] * c_out + g * cg_out
-                w0 = w_base + tap_kernel[p, k] * c_out
-                target = acc_cl[a0 : a0 + cg_out]
-                w = weights[w0 : w0 + cg_out]
-                for co in range(cg_out):
-                    target[co] += value * w[co]
-    if kind == CONV:
-        for pixel in range(plane):
-            for c in range(c_out):
-                drive[c * plane + pixel] = acc_cl[pixel * c_out + c]
+@specialise
+def drive_kernel(kind):
+    """The kernel of one projection ``kind`` (CSR, CONV or DENSE; see
+    ``kernels._jit``): a batch, one sample after the other (a few
+    microseconds each: not worth threads). Arguments: ``x, rowptr, cols,
+    weights, geom, n_taps, tap_pixel, tap_kernel, drive`` (the connectivity
+    of ``kind`` as in ``kernels.event``, placeholders for the rest)."""
 
+    def drive_batch(x, rowptr, cols, weights, geom, n_taps, tap_pixel, tap_kernel, drive):
+        n = drive.shape[1]
+        drive[:] = 0.0
+        if kind == CONV:  # summed channel-last (contiguous channels of a tap), then reordered
+            hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
+            acc_cl = np.empty(n, drive.dtype)  # zeroed per sample below
+        for sample in range(x.shape[0]):
+            out = drive[sample]
+            if kind == CONV:
+                acc_cl[:] = 0.0
+            for pre in range(x.shape[1]):
+                value = x[sample, pre]
+                if value == 0:
+                    continue
+                if kind == CSR:
+                    for s in range(rowptr[pre], rowptr[pre + 1]):
+                        out[cols[s]] += value * weights[s]
+                elif kind == DENSE:
+                    row = weights[pre * n : (pre + 1) * n]
+                    for j in range(n):
+                        out[j] += value * row[j]
+                else:
+                    c = pre // hw_in
+                    p = pre - c * hw_in
+                    g = c // cg_in
+                    w_base = (c - g * cg_in) * kk * c_out + g * cg_out
+                    for k in range(n_taps[p]):
+                        a0 = tap_pixel[p, k] * c_out + g * cg_out
+                        w0 = w_base + tap_kernel[p, k] * c_out
+                        target = acc_cl[a0 : a0 + cg_out]
+                        w = weights[w0 : w0 + cg_out]
+                        for co in range(cg_out):
+                            target[co] += value * w[co]
+            if kind == CONV:
+                for pixel in range(plane):
+                    for c in range(c_out):
+                        out[c * plane + pixel] = acc_cl[pixel * c_out + c]
 
-@jit
-def _drive(kind, x, rowptr, cols, weights, geom, drive):
-    """A batch through :func:`drive_sample`, one sample after the other (a
-    few microseconds each: not worth a parallel kernel's compile time)."""
-    for s in range(x.shape[0]):
-        drive_sample(kind, x[s], rowptr, cols, weights, geom, drive[s])
+    return drive_batch
 
 
 def dense_drive(x, weights, drive):
     """``drive = x @ weights`` for a fully connected projection
     (``weights[n_in, n]`` float32, C-contiguous)."""
-    _drive(DENSE, x, _NO_ROWPTR, _NO_COLS, weights.reshape(-1), _NO_GEOM, drive)
+    drive_kernel(DENSE)(x, _NO_ROWPTR, _NO_COLS, weights.reshape(-1), _NO_GEOM, *NO_TAPS, drive)
 
 
 def conv_drive(x, geom, weights, drive):
     """``drive = x @ W`` for a Conv2d projection (``geom`` and flat
     ``weights`` as in ``kernels.conv``)."""
-    _drive(CONV, x, _NO_ROWPTR, _NO_COLS, weights, geom, drive)
+    drive_kernel(CONV)(x, _NO_ROWPTR, _NO_COLS, weights, geom, *tap_tables(geom), drive)
 
 
 def csr_drive(x, rowptr, cols, weights, drive):
     """``drive = x @ W`` for a sparse CSR projection (as ``kernels.csr_layer``)."""
-    _drive(CSR, x, rowptr, cols, weights, _NO_GEOM, drive)
+    drive_kernel(CSR)(x, rowptr, cols, weights, _NO_GEOM, *NO_TAPS, drive)
 
 
 @jit

@@ -23,6 +23,15 @@ Propagator table
 ``i_k = i*table[k,3] + b*table[k,4]``. For IF/LIF only columns 0 and 2 are
 used (``beta**k`` and ``sum(beta**j, j < k)``). Tables replace ``exp`` and
 ``pow`` per event by one lookup.
+
+Compile-time choices
+--------------------
+The model's flags (``has_current``, ``has_refractory``) and the reset
+(``reset_mode``) are parameters of these helpers, declared as compile-time
+``choices``: a layer kernel passes them as constants, so each helper is
+compiled once per combination a network uses, without the branches the
+combination rules out (``kernels._jit``). Called with runtime values (the
+graph kernel, tests), a helper is compiled once with every branch.
 """
 
 import numpy as np
@@ -34,7 +43,7 @@ RESET_SUBTRACT, RESET_TO_VALUE, RESET_NONE = 0, 1, 2  # RESET_NONE: fire, keep v
 NEVER = -1
 
 
-@helper
+@helper(choices=("reset_mode",))
 def after_spike(v, threshold, reset_mode, v_reset):
     """Membrane after a spike fired at ``v``: ``v - threshold`` (subtract),
     ``v_reset`` (to value) or ``v`` itself (none: the neuron keeps firing
@@ -43,7 +52,7 @@ def after_spike(v, threshold, reset_mode, v_reset):
     return v - threshold if reset_mode == RESET_SUBTRACT else (v if reset_mode == RESET_NONE else v_reset)
 
 
-@helper
+@helper(choices=("has_current", "has_refractory"))
 def value_at(state, j, t, b, table, has_current, has_refractory):
     """Return ``(v, i)`` of neuron ``j`` brought to the end of step ``t``
     without input, from its row in ``state`` (not mutated).
@@ -73,7 +82,7 @@ def value_at(state, j, t, b, table, has_current, has_refractory):
     return v_new, v_new
 
 
-@helper
+@helper(choices=("has_current", "has_refractory"))
 def advance(state, j, t, b, table, has_current, has_refractory):
     """Bring neuron ``j`` to the end of step ``t`` (lazy leak); mutates ``state``."""
     v, i = value_at(state, j, t, b, table, has_current, has_refractory)
@@ -83,7 +92,7 @@ def advance(state, j, t, b, table, has_current, has_refractory):
         state[j, I] = i
 
 
-@helper
+@helper(choices=("has_current", "has_refractory"))
 def deliver(state, j, t, w, has_current, has_refractory):
     """Add input ``w`` to neuron ``j`` at step ``t`` (already advanced to ``t``).
 
@@ -96,7 +105,7 @@ def deliver(state, j, t, w, has_current, has_refractory):
     state[j, V] += w
 
 
-@helper
+@helper(choices=("reset_mode", "has_refractory"))
 def fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
     """Threshold check and reset of neuron ``j`` at step ``t``; True if it spiked."""
     if has_refractory and state[j, REF] >= t:
@@ -110,12 +119,12 @@ def fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory
     return False
 
 
-@helper
+@helper(choices=("has_current", "has_refractory"))
 def _v_at(state, j, t, b, table, has_current, has_refractory):
     return value_at(state, j, t, b, table, has_current, has_refractory)[0]
 
 
-@helper
+@helper(choices=("has_current", "has_refractory"))
 def _first_crossing(state, j, lo, hi, b, threshold, table, has_current, has_refractory):
     """Smallest s in (lo, hi] with v(s) >= threshold, given v(lo) < threshold <=
     v(hi) and v non-decreasing on [lo, hi]."""
@@ -128,7 +137,7 @@ def _first_crossing(state, j, lo, hi, b, threshold, table, has_current, has_refr
     return hi
 
 
-@helper
+@helper(choices=("has_current", "has_refractory"))
 def next_due(state, j, t, end, b, threshold, table, has_current, has_refractory):
     """First step ``s`` in ``(t, end)`` at which neuron ``j``, receiving no
     more input, would reach threshold on its own; ``NEVER`` if none (``end``
@@ -239,7 +248,7 @@ def calendar_remove(head, nxt, prv, due, j):
     head[head.shape[0] - 1] -= 1
 
 
-@helper
+@helper(choices=("reset_mode", "has_current", "has_refractory"))
 def sweep_step(
     state,
     acc,

@@ -79,15 +79,32 @@ class Network:
         return f"Network(dtype={np.dtype(self.dtype).name}, [\n  {inner}])"
 
     def prepare(self) -> float:
-        """Compile (or load from the cache) every kernel this network can use;
-        returns the seconds it took. Runs call it implicitly."""
+        """Compile (or load from the cache) the kernels this network's runs
+        can use; returns the seconds it took. For each layer, those of the
+        paths its ``mode`` allows (``"auto"``: event, clock and dense), and
+        for a first layer with neurons the multiply-once of a constant
+        analog input; each kernel is specialised to the layer's projection
+        kind, neuron model and reset (``kernels._jit``), so nothing else is
+        compiled. The samples of a batch run on threads over the same
+        kernels, so one sample is enough. Without it, a run compiles what it
+        needs when it first needs it (as does a path that ``run(mode=...)``
+        forces on a layer whose own ``mode`` excludes it, or time-varying
+        analog input to a first layer that cannot run ``"dense"``)."""
         start = time.perf_counter()
-        for batch in (1, 2):  # one sample runs the serial kernels, a batch the parallel ones
-            probe = np.ones((2, batch, self.n_in), np.uint8)
-            for mode in ("event", "clock", "dense"):
-                self.run(probe, mode=mode)
-            if self.layers[0].kind != "maxpool":
-                self.run(analog=np.ones((batch, self.n_in)), T=2)
+        n_steps = 2
+        source = SpikeTrains.from_raster(np.ones((n_steps, 1, self.n_in), np.uint8))
+        for k, layer in enumerate(self.layers):
+            if layer.kind == "maxpool":
+                source, _ = _run_maxpool(layer, source)
+                continue
+            bias, _ = layer.bias_row(self.dtype)
+            for mode in ("event", "clock", "dense") if layer.mode == "auto" else (layer.mode,):
+                out, _, _ = _run_layer(
+                    layer, source, bias, None, mode, n_steps, self.dtype, settle=k == len(self.layers) - 1
+                )
+            source = out
+        if self.layers[0].kind != "maxpool":
+            self.run(analog=np.ones((1, self.n_in)), T=n_steps)
         return time.perf_counter() - start
 
     def run(

@@ -1,0 +1,134 @@
+"""Kernels are specialised at compile time (issue 11 item 3, ``kernels._jit``):
+a network compiles the kernels it uses and no more.
+
+Each test runs in a subprocess with a new, empty ``NUMBA_CACHE_DIR``, so that
+everything it needs is compiled there (nothing is loaded from a cache) and
+the count of compiled specialisations (numba overloads of the dispatchers of
+``snn_kernels``) is that of a cold start. The count is deterministic.
+
+Bound: a 2-layer LIF network of ``Linear`` layers, event path, batch 1,
+compiles 18 specialisations (measured): one layer kernel (dense projection,
+event path, plain LIF, reset by subtraction; both layers share it) and 17
+helpers of the event path (``kernels.neuron`` and ``kernels.event``), each
+once. Before the kernels were specialised the same run compiled 33 (one
+``dense_layer_sample`` taking every choice as a runtime flag, and helpers
+compiled twice to six times: for int32 and int64 indices and for each
+constant some caller passed), and a batch of 3 samples one more (the
+parallel kernel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import NOJIT
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMPLE_NETWORK_BOUND = 18
+
+pytestmark = pytest.mark.skipif(NOJIT, reason="counts compiled kernels; nothing is compiled without the JIT")
+
+COUNT = r"""
+import gc, json
+from numba.core.registry import CPUDispatcher
+
+def compiled():
+    # every specialisation of every dispatcher of snn_kernels, factory-made kernels included
+    rows = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, CPUDispatcher) and obj.py_func.__module__.startswith("snn_kernels"):
+            name = f"{obj.py_func.__module__}.{obj.py_func.__qualname__}"
+            for sig in obj.overloads:
+                literal = [str(sig[k]).startswith("Literal") for k in sorted(obj._positions)]
+                rows.setdefault(name, []).append({"literal_choices": literal, "choices": list(obj.choices)})
+            if obj.stats.cache_hits:
+                rows.setdefault("loaded from a cache", []).append(name)
+    return rows
+"""
+
+
+def _child(code: str, cache_dir: Path) -> dict:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", COUNT + code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_simple_network_compiles_only_what_it_uses(tmp_path):
+    got = _child(
+        "import numpy as np, snn\n"
+        "net = snn.Network([snn.Linear(20, 10, snn.LIF(beta=0.9), seed=0, mode='event'),\n"
+        "                   snn.Linear(10, 5, snn.LIF(beta=0.9), seed=1, mode='event')])\n"
+        "net.run(snn.bernoulli(np.full((1, 20), 0.3), 10, seed=0))\n"
+        "one = compiled()\n"
+        "net.run(snn.bernoulli(np.full((3, 20), 0.3), 10, seed=0))\n"
+        "print(json.dumps({'batch1': one, 'batch3': compiled()}))\n",
+        tmp_path,
+    )
+    one = got["batch1"]
+    assert "loaded from a cache" not in one, one["loaded from a cache"]
+    count = sum(len(sigs) for sigs in one.values())
+    assert count <= SIMPLE_NETWORK_BOUND, (count, sorted(one))
+    # one layer kernel, specialised: dense projection, event path, no current,
+    # no refractory period, reset by subtraction (the choices in its name)
+    layer_kernels = [name.rsplit(".", 1)[1] for name in one if "_layer_sample" in name]
+    assert layer_kernels == ["dense_layer_sample_0_0_0_0"], layer_kernels
+    # nothing of a convolution, a sparse projection, the clock or dense paths,
+    # a constant analog input, or a parallel kernel
+    modules = {name.split(".")[1] for name in one}
+    assert modules <= {"event", "neuron"}, modules
+    assert not [name for name in one if "sparse" in name or "conv" in name or "sweep" in name], sorted(one)
+    # every helper taking the model's flags was compiled with them as constants
+    for name, sigs in one.items():
+        for sig in sigs:
+            assert all(sig["literal_choices"]), (name, sig)
+    # a batch runs the samples on threads over the same kernels: nothing new
+    assert got["batch3"] == one
+
+
+def test_cache_entry_of_another_signature_is_compiled_again(tmp_path):
+    """numba's on-disk index can point one signature's entry at another
+    signature's code when processes add entries at the same time; such an
+    entry is refused (compiled again), never run on arguments it was not
+    compiled for. Simulated: the entries of a kernel's float32 and float64
+    specialisations swapped in its index."""
+    run = (
+        "import numpy as np, snn_kernels as k\n"
+        "from snn_kernels.clock import clock_kernel\n"
+        "out = {}\n"
+        "for dtype in (np.float64, np.float32):\n"
+        "    state = np.zeros((1, 3, 4), dtype); tptr = np.zeros((1, 5), np.int64)\n"
+        "    idx = np.zeros((1, 12), np.int32); counts = np.zeros((1, 4), np.int64)\n"
+        "    currents = np.linspace(0, 1.5, 12).reshape(1, 4, 3).astype(dtype)\n"
+        "    bias, v_init = np.zeros((1, 1), dtype), np.zeros(3, dtype)\n"
+        "    k.clock_layer(currents, bias, dtype(0), dtype(0.5), dtype(1), 0, dtype(0), 0, v_init, False,\n"
+        "                  state, tptr, idx, counts)\n"
+        "    out[np.dtype(dtype).name] = [state[0, :, 0].tolist(), idx[0, : counts[0, 2]].tolist()]\n"
+        "disp = clock_kernel(False, False, 0)\n"
+        "out['cache_hits'] = sum(disp.stats.cache_hits.values())\n"
+    )
+    first = _child(run + "print(json.dumps(out))\n", tmp_path)
+    assert first["cache_hits"] == 0
+    swapped = _child(
+        run + "index = disp._cache._cache_file\n"
+        "entries = index._load_index()\n"
+        "assert len(entries) == 2, entries\n"
+        "a, b = entries\n"
+        "entries[a], entries[b] = entries[b], entries[a]\n"
+        "index._save_index(entries)\n"
+        "print(json.dumps(out))\n",
+        tmp_path,
+    )
+    assert swapped["cache_hits"] == 2  # loaded both (the cache worked), then swapped them
+    again = _child(run + "print(json.dumps(out))\n", tmp_path)
+    assert {key: again[key] for key in ("float64", "float32")} == {
+        key: first[key] for key in ("float64", "float32")
+    }
+    assert again["cache_hits"] == 0  # both entries refused, compiled again
