@@ -72,7 +72,7 @@ from _common import (
 )
 
 from snn.convert import ConversionError, convert
-from snn.convert_graph import _max_as_avg, drive_currents
+from snn.convert.graph import _max_as_avg, drive_currents
 from snn.training import ResNet18
 
 TARGETS = {1: 5.0, 32: 2.0}  # the issue: ours >= 5x faster than snnTorch at batch 1, >= 2x at batch 32

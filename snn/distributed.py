@@ -722,7 +722,7 @@ def evaluate(
     modified; the workers receive the SNN once each, without the converter's
     float64 copy of the ANN's weights.
     """
-    from . import convert as sc
+    from .convert import evaluation as sc  # evaluate's module: its checks, rows and result
 
     steps = [sc._positive_int("steps", t) for t in np.atleast_1d(steps).tolist()]
     if not steps:
@@ -808,7 +808,7 @@ def _concat_trajectories(parts):
 def _single_pass_rows(converted, trajectory, counts, y, steps, energy, run_ms):
     """The rows of ``snn.convert.evaluate``'s single pass, from the merged
     trajectory and per-sample counts, by the same function."""
-    from .convert import trajectory_rows
+    from .convert.evaluation import trajectory_rows
 
     updates = RunResult([], counts, None, "event").total("updates")  # over the merged per-sample counts
     n_neurons = sum(layer.n_out for layer in converted.network.layers)
@@ -816,8 +816,8 @@ def _single_pass_rows(converted, trajectory, counts, y, steps, energy, run_ms):
 
 
 def _run_row(n_steps, done, y, energy, threads) -> dict:
-    """The row of ``snn.convert._run_row`` from the partitions' decisions and counts."""
-    from .convert import run_row
+    """The row of ``snn.convert.evaluation._run_row`` from the partitions' decisions and counts."""
+    from .convert.evaluation import run_row
 
     decisions = np.concatenate([d[0] for d in done])
     result = RunResult([], _merge_counts([d[1] for d in done]), None, "event")

@@ -257,7 +257,7 @@ def accuracy(model: nn.Module, x, y) -> float:
     and is not changed (run on a copy, without gradients); data and model
     are checked as :func:`snn.convert.evaluate` checks them
     (:class:`snn.convert.ConversionError`)."""
-    from .convert import ann_outputs, check_labels, check_samples
+    from .convert.base import ann_outputs, check_labels, check_samples
 
     x = check_samples(x, "x")
     out = ann_outputs(model, x, "x")

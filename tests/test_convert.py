@@ -47,6 +47,8 @@ from torch import nn
 
 import snn
 import snn.convert as sc
+from snn.convert import ops
+from snn.convert.chain import run_ops
 from snn.training import accuracy, digits_cnn, digits_mlp, load_digits_split, train
 
 # one torch thread per xdist worker: two workers x two threads on two cores
@@ -498,7 +500,7 @@ def test_batchnorm_is_folded_exactly(digits):
     assert all(op.kind != "batchnorm" for op in conv.ops)
     with torch.no_grad():
         expected = copy.deepcopy(model).double()(torch.as_tensor(x_test, dtype=torch.float64)).numpy()
-    got = sc.run_ops(conv.ops, x_test).numpy()
+    got = run_ops(conv.ops, x_test).numpy()
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-5
     # and the SNN built from it keeps the logits (normalisation invariant)
@@ -512,7 +514,7 @@ def test_run_ops_equals_trained_model(name, trained, converted, digits):
     folded into the readout) compute the model."""
     x_test = digits[2]
     expected = torch_logits(trained(name), x_test)
-    got = sc.run_ops(converted(name).ops, x_test).numpy()
+    got = run_ops(converted(name).ops, x_test).numpy()
     assert np.abs(got - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
 
 
@@ -677,9 +679,7 @@ def test_functional_relu_and_flatten_are_traced(method_flatten, digits):
         "affine",
     ]
     expected = torch_logits(model, x_test)
-    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (
-        1 + np.abs(expected).max()
-    )
+    assert np.abs(run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
     logits, _ = normalised_ann(conv.network, x_test)
     assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
     ann = accuracy(model, x_test, y_test)
@@ -705,9 +705,7 @@ def test_nested_sequential_dropout_identity(digits):
     assert [layer.name for layer in layers] == ["0.1", "1.1.0", "3"]
     assert list(conv.ann_macs) == ["0.1", "1.1.0", "3"]
     expected = torch_logits(model, x_test)
-    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (
-        1 + np.abs(expected).max()
-    )
+    assert np.abs(run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
     logits, _ = normalised_ann(conv.network, x_test)
     assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
 
@@ -736,9 +734,7 @@ def test_other_supported_layers(digits):
     kinds = [type(layer).__name__ for layer in conv.network.layers]
     assert kinds == ["Conv2d", "AvgPool2d", "Conv2d", "Conv2d", "Linear"]
     expected = torch_logits(model, x_test)
-    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (
-        1 + np.abs(expected).max()
-    )
+    assert np.abs(run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
     logits, _ = normalised_ann(conv.network, x_test)
     assert np.abs(logits - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
     x = x_test[:10]
@@ -920,8 +916,8 @@ def test_unsupported_structures(make, match, digits):
 def private_registry(monkeypatch):
     """Registrations made in a test stay in the test (the registry is global
     and has no unregister)."""
-    monkeypatch.setattr(sc, "_MODULE_HANDLERS", dict(sc._MODULE_HANDLERS))
-    monkeypatch.setattr(sc, "_FUNCTION_HANDLERS", dict(sc._FUNCTION_HANDLERS))
+    monkeypatch.setattr(ops, "_MODULE_HANDLERS", dict(ops._MODULE_HANDLERS))
+    monkeypatch.setattr(ops, "_FUNCTION_HANDLERS", dict(ops._FUNCTION_HANDLERS))
 
 
 @pytest.mark.usefixtures("private_registry")
@@ -948,9 +944,7 @@ def test_register_module_makes_a_module_convertible(digits):
     sc.register_module(DataDependentRelu, lambda module, path: [sc.Op("relu", path)])
     conv = sc.convert(gated, x_train)
     expected = torch_logits(gated, x_test)
-    assert np.abs(sc.run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (
-        1 + np.abs(expected).max()
-    )
+    assert np.abs(run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
 
 
 class FunctionalDropout(nn.Module):

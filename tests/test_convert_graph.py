@@ -1,4 +1,4 @@
-"""Conversion of models that are not chains (``snn.convert_graph``): residual
+"""Conversion of models that are not chains (``snn.convert.graph``): residual
 adds, channel concatenations, shortcut convolutions, reused in-place ReLUs,
 view/reshape/flatten, on the digits data and on ResNet-18 as torchvision
 writes it.
@@ -30,7 +30,8 @@ from torch import nn
 
 import snn
 import snn.convert as sc
-from snn.convert_graph import ConvertedGraph
+from snn.convert import ConvertedGraph
+from snn.convert.graph import drive_currents
 from snn.training import ResNet18, accuracy, digits_resnet, load_digits_split, train
 
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
@@ -111,7 +112,7 @@ def normalised_ann(conv: ConvertedGraph, x, clip=False):
     at the threshold 1 if ``clip``), the readout without ReLU. Returns the
     logits ``[N, n_out]`` and the activations by name."""
     x = np.asarray(x, np.float64)
-    drive, _ = snn.convert_graph.drive_currents(conv.drives, conv.input_shape, x)
+    drive, _ = drive_currents(conv.drives, conv.input_shape, x)
     acts = {}
     for pop in conv.network.populations:
         if pop.pool is not None:  # a max-pool gate: max pooling of its source

@@ -4,10 +4,12 @@
   modules (relative imports or ``kernels.*``); never ``snn``, torch or
   matplotlib.
 - ``snn``'s core does not import torch or matplotlib, at any level (inside
-  functions too). The tools allowed to (files named ``convert*``,
-  ``training*``, ``qcfs*``, ``interop*``, ``plot*`` and the packages ``snn/interop``, ``snn/plot``) are
-  exempt.
+  functions too). The tools allowed to (files named ``training*``,
+  ``qcfs*``, ``interop*``, ``plot*`` and the packages ``snn/convert``,
+  ``snn/interop``, ``snn/plot``) are exempt.
 - and, at run time, ``import snn`` loads neither torch nor matplotlib.
+- the conversion modules import one another in one direction only (no
+  import circle, not even through a function-level import).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ CORE_FORBIDDEN = {"torch", "matplotlib"}
 # digits models (qcfs: the quantised activation trained for lossless conversion),
 # interop and plotting (DESIGN.md §4: the simulator itself loads without torch,
 # which test_import_snn_loads_no_torch_or_matplotlib checks).
-TOOL_PREFIXES = ("convert", "training", "qcfs", "interop", "plot")
+TOOL_PREFIXES = ("training", "qcfs", "interop", "plot")
+TOOL_PACKAGES = ("convert", "interop", "plot")  # subpackages of snn/ that are tools, every file
 
 
 def imports_of(path: Path) -> list[tuple[int, str, int]]:
@@ -72,7 +75,7 @@ def core_files():
     files = []
     for path in sorted(SNN.rglob("*.py")):
         rel = path.relative_to(SNN)
-        if rel.parts[0] in ("interop", "plot") and len(rel.parts) > 1:
+        if rel.parts[0] in TOOL_PACKAGES and len(rel.parts) > 1:
             continue
         if path.name.startswith(TOOL_PREFIXES):
             continue
@@ -168,7 +171,7 @@ def test_every_package_is_installed():
 TOOLS = [
     path
     for path in sorted(SNN.rglob("*.py"))
-    if path.relative_to(SNN).parts[0] in ("interop", "plot")
+    if path.relative_to(SNN).parts[0] in TOOL_PACKAGES
     or path.name.startswith(TOOL_PREFIXES + ("profile", "distributed", "cli", "energy", "io"))
 ]
 
@@ -181,3 +184,116 @@ def test_tools_reach_kernels_only_through_the_core(path):
         f"line {line}: {module}" for level, module, line in imports_of(path) if top(module) == "snn_kernels"
     ]
     assert not bad, f"{_id(path)} imports the kernels directly: {bad}"
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    """``snn/convert/chain.py`` -> ``snn.convert.chain``; a package's ``__init__.py`` -> the package."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def snn_imports(path: Path, modules: set, root: Path = ROOT) -> set:
+    """The modules of ``modules`` that ``path`` imports, at any level (inside
+    functions too), relative or absolute; ``from package import name`` is an
+    import of the submodule ``package.name`` if there is one, else of the
+    package itself (its ``__init__``)."""
+    name = module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            full = ".".join(base + ([node.module] if node.module else []))
+            targets = [(full, [alias.name for alias in node.names])]
+        else:
+            continue
+        for full, names in targets:
+            subs = [f"{full}.{n}" for n in names if f"{full}.{n}" in modules]
+            found.update(subs)
+            if len(subs) < len(names) or not names:
+                while full and full not in modules:  # import a.b.c: the deepest module we know
+                    full = full.rpartition(".")[0]
+                if full:
+                    found.add(full)
+    found.discard(name)
+    return found
+
+
+def conversion_files() -> list[Path]:
+    """The converter: the package ``snn/convert/`` (and any module ``snn/convert*.py``)."""
+    return sorted(SNN.glob("convert*.py")) + sorted((SNN / "convert").rglob("*.py"))
+
+
+def find_cycle(graph: dict) -> list | None:
+    """One cycle of ``graph`` (``{node: set of nodes}``) as a list of nodes, or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_conversion_modules_import_in_one_direction():
+    """No module of the converter imports one that imports it back, directly
+    or through others, not even in a function (an import made late to dodge a
+    circle is still a circle: the two modules cannot be read, tested or
+    replaced one without the other)."""
+    files = conversion_files()
+    assert files, "no conversion modules found"
+    modules = {module_name(p) for p in files}
+    graph = {module_name(p): snn_imports(p, modules) for p in files}
+    cycle = find_cycle(graph)
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("path", conversion_files(), ids=_id)
+def test_conversion_relative_imports_resolve(path):
+    """Every relative import of a conversion module, in a function too, names
+    a module that exists (a module moved into the package keeps no stale
+    ``from .x`` that only fails when its function runs)."""
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = ROOT.joinpath(*package[: len(package) - node.level + 1], *(node.module or "").split("."))
+            if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
+                bad.append(f"line {node.lineno}: {'.' * node.level}{node.module or ''}")
+    assert not bad, f"{_id(path)} imports modules that do not exist: {bad}"
+
+
+def test_cycle_finder_sees_circles(tmp_path):
+    """The scan itself: a function-level ``from .a import x`` closing a circle
+    through a package ``__init__`` is found, and a one-way chain passes."""
+    pkg = tmp_path / "snn" / "convert"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .b import g\n")
+    (pkg / "a.py").write_text("X = 1\n")
+    (pkg / "b.py").write_text("from .a import X\ndef g():\n    from . import g\n")
+    files = sorted(pkg.glob("*.py"))
+    modules = {module_name(p, tmp_path) for p in files}
+    graph = {module_name(p, tmp_path): snn_imports(p, modules, tmp_path) for p in files}
+    assert graph == {
+        "snn.convert": {"snn.convert.b"},
+        "snn.convert.a": set(),
+        "snn.convert.b": {"snn.convert.a", "snn.convert"},
+    }
+    assert find_cycle(graph) == ["snn.convert", "snn.convert.b", "snn.convert"]
+    graph["snn.convert.b"].discard("snn.convert")
+    assert find_cycle(graph) is None

@@ -33,6 +33,8 @@ from torch import nn
 
 import snn
 import snn.convert as sc
+from snn.convert.chain import run_ops
+from snn.convert.ops import _MODULE_HANDLERS
 from snn.qcfs import QCFS, floor_ste, qcfs, replace_relu
 from snn.training import accuracy, digits_cnn, digits_mlp, load_digits_split, train
 
@@ -136,7 +138,7 @@ def test_replace_relu_reaches_nested_modules_and_builders():
 def test_qcfs_is_registered_through_the_registry():
     """The converter knows QCFS through register_module (a subclass too),
     and the tracer keeps registered modules whole."""
-    assert QCFS in sc._MODULE_HANDLERS
+    assert QCFS in _MODULE_HANDLERS
 
     class MyQCFS(QCFS):
         pass
@@ -162,7 +164,7 @@ def test_converted_qcfs_takes_the_trained_thresholds(qcfs_cnn, converted_qcfs, d
     x_test = digits[2]
     with torch.no_grad():
         expected = copy.deepcopy(qcfs_cnn).double()(torch.as_tensor(x_test, dtype=torch.float64)).numpy()
-    got = sc.run_ops(converted_qcfs.ops, x_test).numpy()
+    got = run_ops(converted_qcfs.ops, x_test).numpy()
     assert np.abs(got - expected).max() <= 1e-6 * (1 + np.abs(expected).max())
 
 

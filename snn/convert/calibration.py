@@ -33,8 +33,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .conv import Conv2d
-from .convert import ConversionError, ConvertedNetwork, _apply, _check_converted, _is_graph, check_samples
+from ..conv import Conv2d
+from .base import ConversionError, check_samples
+from .chain import ConvertedNetwork, _apply
+from .dispatch import _check_converted, _is_graph
 
 WHAT = ("bias", "potential")
 
@@ -173,7 +175,7 @@ def _ann_targets(converted: ConvertedNetwork, x: np.ndarray) -> list:
 
 
 def _calibrate_graph(converted, calibration_data, T, what, readout):
-    """:func:`calibrate` for a :class:`snn.convert_graph.ConvertedGraph`:
+    """:func:`calibrate` for a :class:`snn.convert.ConvertedGraph`:
     population by population in topological order (each corrected with its
     sources already corrected), the target the normalised ANN activation
     ``min(a / lambda, 1)`` (the logits for the readout), per channel; the

@@ -38,17 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import conv_fan_out, conv_geometry
-from .graph import Graph
-from .neurons import IF
+from ..conv import conv_fan_out, conv_geometry
+from ..graph import Graph
+from ..neurons import IF
+from .base import ConversionError, _apply_module, _check_finite_output, _clip, _scale, check_samples
+from .ops import _function_handler, _maxpool, _maxpool_window, _module_ops
 
 MAX_DENSE = 1 << 26  # entries of a dense composite matrix (pooling folded into a Linear)
-
-
-def _error(*args):
-    from .convert import ConversionError
-
-    return ConversionError(*args)
 
 
 # -- symbolic values ----------------------------------------------------------
@@ -188,8 +184,6 @@ def _activation(pop: PopDef, z: torch.Tensor) -> torch.Tensor:
     if pop.kind in ("readout", "pool", "maxpool"):
         return z
     if pop.clip is not None:
-        from .convert import _clip
-
         return _clip(z, pop.clip)
     return F.relu(z)
 
@@ -236,19 +230,21 @@ class _Builder:
         for node in self.gm.nodes:
             if node.op == "placeholder":
                 if env:
-                    raise _error(f"'{node.name}': only models of one input are supported")
+                    raise ConversionError(f"'{node.name}': only models of one input are supported")
                 env[node] = Expr([Term(None, self.input_shape)], self.input_shape)
             elif node.op == "output":
                 out = node.args[0]
                 if not isinstance(out, torch.fx.Node):
-                    raise _error("the model must return one tensor (the logits)")
+                    raise ConversionError("the model must return one tensor (the logits)")
                 return self._readout(env[out], out)
             elif node.op == "get_attr":
-                raise _error(f"'{node.name}': a parameter used as a tensor ({node.target}) is not supported")
+                raise ConversionError(
+                    f"'{node.name}': a parameter used as a tensor ({node.target}) is not supported"
+                )
             else:
                 self._check_inplace(node, order)
                 env[node] = self._node(node, env)
-        raise _error("the traced model has no output")
+        raise ConversionError("the traced model has no output")
 
     def _check_inplace(self, node, order):
         inplace = node.kwargs.get("inplace", False) or (
@@ -262,7 +258,7 @@ class _Builder:
         if inplace and isinstance(arg, torch.fx.Node):
             later = [u for u in arg.users if u is not node and order[u] > order[node]]
             if later:
-                raise _error(
+                raise ConversionError(
                     f"'{node.name}' changes '{arg.name}' in place, which '{later[0].name}' reads "
                     "afterwards; the converter reads values, not mutations: make the op out of place"
                 )
@@ -285,16 +281,14 @@ class _Builder:
             return Shape()
         if target is operator.getitem and isinstance(args[0], Shape):
             if args[1] != 0:
-                raise _error(f"'{node.name}': only the batch size (dim 0) of a shape is supported")
+                raise ConversionError(f"'{node.name}': only the batch size (dim 0) of a shape is supported")
             return Batch()
         if node.op == "call_method" and target in ("view", "reshape") or target is torch.reshape:
             return self._reshape(node, args)
-        from .convert import _FUNCTION_HANDLERS
-
-        handler = _FUNCTION_HANDLERS.get(target)
+        handler = _function_handler(target)
         if handler is None:
             kind = "function" if node.op == "call_function" else "method"
-            raise _error(
+            raise ConversionError(
                 f"unsupported {kind} '{name}' at '{node.name}'. To convert it, register a handler: "
                 f"snn.convert.register_function({name!r} or the function, handler)"
             )
@@ -306,12 +300,12 @@ class _Builder:
     def _single(self, node, args):
         tensors = [a for a in args if isinstance(a, (Expr, Cat))]
         if len(tensors) != 1:
-            raise _error(f"'{node.name}' takes {len(tensors)} tensors; only add and cat merge branches")
+            raise ConversionError(
+                f"'{node.name}' takes {len(tensors)} tensors; only add and cat merge branches"
+            )
         return tensors[0]
 
     def _module(self, node, args):
-        from .convert import _module_ops
-
         module = self.model.get_submodule(node.target)
         value = self._single(node, args)
         if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
@@ -327,7 +321,7 @@ class _Builder:
         n = int(np.prod(value.shape))
         ok = len(dims) == 2 and (isinstance(dims[0], Batch) or dims[0] == -1) and dims[1] in (-1, n)
         if not ok:
-            raise _error(
+            raise ConversionError(
                 f"'{node.name}': {node.target} is supported only as flatten to (batch, -1), "
                 f"e.g. x.view(x.size(0), -1); got {node.args[1:]}"
             )
@@ -349,27 +343,25 @@ class _Builder:
             return self._flatten(value)
         if op.kind in ("avgpool", "maxpool"):  # from a registered or function handler
             if op.kind == "maxpool":
-                from .convert import _maxpool_window
-
                 return self._pool(_max_spec(*_maxpool_window(op), self.maxpool), value, node)
             k = op.kernel
             if k == -1:
                 k = value.shape[1:]
             return self._pool({"kind": "avg", "k": _pair(k), "s": _pair(k), "p": (0, 0)}, value, node)
-        raise _error(f"'{node.name}': op kind {op.kind!r} is not supported in a graph")
+        raise ConversionError(f"'{node.name}': op kind {op.kind!r} is not supported in a graph")
 
     def _affine(self, op, value, node):
         if isinstance(value, Cat):
             return self._affine_cat(op, value, node)
         if not value.pure:
-            raise _error(
+            raise ConversionError(
                 f"'{op.path}': a Linear/Conv2d must read ReLU outputs (spikes) or the input; its input "
                 "here is a pre-activation (two Linear/Conv2d, or a merge, without a ReLU between)"
             )
         terms = []
         for t in value.terms:
             if t.atom is None and any(p["kind"] != "flatten" for p in t.pre):
-                raise _error(f"'{op.path}': pooling of the analog input is not supported")
+                raise ConversionError(f"'{op.path}': pooling of the analog input is not supported")
             terms.append(self._weighted(t, op, node))
         out = terms[0].shape
         return Expr(terms, out, _broadcast(op.bias, out))
@@ -378,10 +370,10 @@ class _Builder:
         if op.conv is None:
             n = op.weight.shape[1]
             if int(np.prod(t.shape)) != n:
-                raise _error(f"'{op.path}': expects {n} inputs, gets shape {t.shape}")
+                raise ConversionError(f"'{op.path}': expects {n} inputs, gets shape {t.shape}")
             return Term(t.atom, (op.weight.shape[0],), list(t.pre), op)
         if len(t.shape) != 3:
-            raise _error(f"'{op.path}': Conv2d needs (C, H, W) input, gets {t.shape}")
+            raise ConversionError(f"'{op.path}': Conv2d needs (C, H, W) input, gets {t.shape}")
         if any(p["kind"] != "flatten" for p in t.pre):
             t = self._materialise(t, node)
         geom = conv_geometry(t.shape, op.weight.shape[0], **_geom_kwargs(op.conv))
@@ -389,7 +381,7 @@ class _Builder:
 
     def _affine_cat(self, op, value: Cat, node):
         if op.conv is not None and op.conv["groups"] != 1:
-            raise _error(f"'{op.path}': a grouped convolution of a concatenation is not supported")
+            raise ConversionError(f"'{op.path}': a grouped convolution of a concatenation is not supported")
         parts, start = [], 0
         for part in value.parts:
             if op.conv is not None:
@@ -403,7 +395,9 @@ class _Builder:
             parts.append(self._affine(piece, part, node))
         width = op.weight.shape[1] if op.conv is not None else op.weight.shape[1]
         if start != width:
-            raise _error(f"'{op.path}': expects {width} input channels, the concatenation has {start}")
+            raise ConversionError(
+                f"'{op.path}': expects {width} input channels, the concatenation has {start}"
+            )
         out = parts[0].shape
         return Expr([t for p in parts for t in p.terms], out, _broadcast(op.bias, out))
 
@@ -417,11 +411,13 @@ class _Builder:
                 start += c
             return Cat(parts, value.shape)
         if len(op.scale) != _channels(value.shape):
-            raise _error(f"'{op.path}': BatchNorm of {len(op.scale)} channels on shape {value.shape}")
+            raise ConversionError(
+                f"'{op.path}': BatchNorm of {len(op.scale)} channels on shape {value.shape}"
+            )
         terms = []
         for t in value.terms:
             if t.atom is None and t.op is None:
-                raise _error(
+                raise ConversionError(
                     f"'{op.path}': BatchNorm of the analog input is not supported (fold it into the data)"
                 )
             scale = _broadcast(op.scale, value.shape)
@@ -449,16 +445,16 @@ class _Builder:
             parts = [self._pool(pool, p, node) for p in value.parts]
             return Cat(parts, _pool_out(value.shape, pool))
         if len(value.shape) != 3:
-            raise _error(f"'{node.name}': pooling needs (C, H, W) input, gets {value.shape}")
+            raise ConversionError(f"'{node.name}': pooling needs (C, H, W) input, gets {value.shape}")
         if not value.pure or any(t.atom is None for t in value.terms):
-            raise _error(
+            raise ConversionError(
                 f"'{node.name}': pooling must read ReLU outputs (spikes); pooling of a pre-activation "
                 "or of the analog input is not supported"
             )
         out = _pool_out(value.shape, pool)
         if pool["kind"] == "max":  # not linear: never folded, a gate population at once
             if len(value.terms) != 1:
-                raise _error(
+                raise ConversionError(
                     f"'{node.name}': max pooling of a sum of populations is not supported "
                     "(max(a + b) is not a sum of maxima); put a ReLU before the pooling"
                 )
@@ -477,7 +473,9 @@ class _Builder:
         key = (t.atom, repr(t.pre))
         if key not in self.pooled:
             if any(p["kind"] == "flatten" for p in t.pre):
-                raise _error(f"'{node.name}': a convolution of flattened pooled spikes is not supported")
+                raise ConversionError(
+                    f"'{node.name}': a convolution of flattened pooled spikes is not supported"
+                )
             source, shape = t.atom, self._shape(t.atom)
             for k, pool in enumerate(t.pre):
                 out = _pool_out(shape, pool)
@@ -496,7 +494,7 @@ class _Builder:
         if value.population is not None and clip is None:
             return value  # ReLU of spikes: the identity
         if any(t.atom is None and t.op is None for t in value.terms):
-            raise _error(f"'{node.name}': a ReLU of the analog input itself is not supported")
+            raise ConversionError(f"'{node.name}': a ReLU of the analog input itself is not supported")
         name = self._name(node.name)
         projections = [self._realise(t, value.shape, node) for t in value.terms]
         bias = np.zeros(value.shape) if value.bias is None else value.bias
@@ -519,14 +517,16 @@ class _Builder:
         src_shape = self.input_shape if t.atom is None else self._shape(t.atom)
         if t.op is None and not pools:
             if int(np.prod(src_shape)) != n_out:
-                raise _error(f"'{node.name}': adds tensors of different sizes")
+                raise ConversionError(f"'{node.name}': adds tensors of different sizes")
             return Proj(t.atom, "one2one", np.ascontiguousarray(row, np.float64))
         if t.op is None and len(pools) == 1 and len(shape) == 3 and len(src_shape) == 3:
             w, geom = _pool_kernel(src_shape[0], pools[0])
             return Proj(t.atom, "conv", w * row.reshape(shape)[:, 0, 0].reshape(-1, 1, 1, 1), geom)
         n_src = int(np.prod(src_shape))
         if n_src * max(n_out, n_src) > MAX_DENSE:
-            raise _error(f"'{node.name}': a projection of {n_src} x {n_out} is too large to expand densely")
+            raise ConversionError(
+                f"'{node.name}': a projection of {n_src} x {n_out} is too large to expand densely"
+            )
         basis = torch.eye(n_src, dtype=torch.float64).reshape(n_src, *src_shape)
         with torch.no_grad():
             y = _apply_pre(t.pre, basis)
@@ -548,14 +548,14 @@ class _Builder:
 
     def _add(self, node, args, kwargs):
         if kwargs.get("alpha", 1) != 1 or len(args) != 2:
-            raise _error(f"'{node.name}': add is supported for two tensors with alpha=1")
+            raise ConversionError(f"'{node.name}': add is supported for two tensors with alpha=1")
         a, b = args
         if not all(isinstance(v, Expr) for v in (a, b)):
             what = "a concatenation" if any(isinstance(v, Cat) for v in (a, b)) else "a constant"
-            raise _error(f"'{node.name}' (add): adding {what} to a tensor is not supported")
+            raise ConversionError(f"'{node.name}' (add): adding {what} to a tensor is not supported")
         self._no_raw_input(node, "add", a, b)
         if a.shape != b.shape:
-            raise _error(f"'{node.name}': add of shapes {a.shape} and {b.shape} (no broadcasting)")
+            raise ConversionError(f"'{node.name}': add of shapes {a.shape} and {b.shape} (no broadcasting)")
         bias = None if a.bias is None and b.bias is None else _zero(a.bias, a.shape) + _zero(b.bias, a.shape)
         return Expr(a.terms + b.terms, a.shape, bias)
 
@@ -563,13 +563,15 @@ class _Builder:
         parts = list(args[0])
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         if any(not isinstance(p, (Expr, Cat)) for p in parts):
-            raise _error(f"'{node.name}': cat of something that is not a tensor")
+            raise ConversionError(f"'{node.name}': cat of something that is not a tensor")
         self._no_raw_input(node, "cat", *parts)
         ndim = len(parts[0].shape) + 1
         if dim % ndim != 1 or any(
             len(p.shape) + 1 != ndim or p.shape[1:] != parts[0].shape[1:] for p in parts
         ):
-            raise _error(f"'{node.name}' (cat): only a concatenation along channels (dim 1) is supported")
+            raise ConversionError(
+                f"'{node.name}' (cat): only a concatenation along channels (dim 1) is supported"
+            )
         flat = [q for p in parts for q in (p.parts if isinstance(p, Cat) else [p])]
         shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
         return Cat(flat, shape)
@@ -577,7 +579,7 @@ class _Builder:
     def _no_raw_input(self, node, what, *values):
         for v in values:
             if isinstance(v, Expr) and any(t.atom is None and t.op is None for t in v.terms):
-                raise _error(
+                raise ConversionError(
                     f"'{node.name}' ({what}) merges the analog input itself: it does not continue a "
                     "single chain of layers, and the graph converter merges spiking branches only "
                     "(the input is not spikes; it may only feed a Linear or Conv2d)"
@@ -585,12 +587,14 @@ class _Builder:
 
     def _readout(self, value, node):
         if isinstance(value, Cat) or value.population is not None or value.pure:
-            raise _error(
+            raise ConversionError(
                 f"the model must end with a Linear or Conv2d readout, it ends with '{node.name}' "
                 "(a ReLU, pooling or concatenation)"
             )
         if any(t.bare for t in value.terms):
-            raise _error(f"'{node.name}': the readout adds a branch that has no Linear/Conv2d of its own")
+            raise ConversionError(
+                f"'{node.name}': the readout adds a branch that has no Linear/Conv2d of its own"
+            )
         name = self._name(node.name)
         projections = [self._realise(t, value.shape, node) for t in value.terms]
         bias = np.zeros(value.shape) if value.bias is None else value.bias
@@ -642,16 +646,16 @@ def _pool_spec(m, path, maxpool):
     s = _pair(m.stride if m.stride is not None else m.kernel_size)
     p = _pair(m.padding)
     if m.ceil_mode or _pair(getattr(m, "dilation", 1)) != (1, 1):
-        raise _error(f"'{path}': {type(m).__name__} with ceil_mode or dilation is not supported")
+        raise ConversionError(f"'{path}': {type(m).__name__} with ceil_mode or dilation is not supported")
     if isinstance(m, nn.MaxPool2d):
-        from .convert import _maxpool
-
         _maxpool(m, path)  # refuses dilation, ceil_mode, return_indices and invalid windows by name
         return _max_spec(k, s, p, maxpool)
     if not m.count_include_pad and p != (0, 0):
-        raise _error(f"'{path}': AvgPool2d with count_include_pad=False and padding is not supported")
+        raise ConversionError(
+            f"'{path}': AvgPool2d with count_include_pad=False and padding is not supported"
+        )
     if getattr(m, "divisor_override", None):
-        raise _error(f"'{path}': AvgPool2d with divisor_override is not supported")
+        raise ConversionError(f"'{path}': AvgPool2d with divisor_override is not supported")
     return {"kind": "avg", "k": k, "s": s, "p": p}
 
 
@@ -681,8 +685,6 @@ def population_scales(pops, acts, percentile, per_channel) -> dict:
     """``{name: lambda [C]}``: the percentile of each ReLU population's
     activation (a trained clip: its threshold); a pooled population inherits
     its source's; the readout 1."""
-    from .convert import _scale
-
     scales = {}
     for pop in pops:
         c = _channels(pop.shape)
@@ -886,8 +888,6 @@ class ConvertedGraph:
         ``membrane`` is the readout after ``T`` steps and whose counts
         include the MACs of the analog input. ``kwargs`` go to
         :meth:`snn.Graph.run` (``mode``, ``n_threads``, ``backend``...)."""
-        from .convert import check_samples
-
         x = check_samples(x, "x", self.input_shape)
         currents, macs = drive_currents(self.drives, self.input_shape, x)
         kwargs.setdefault("progress", False)
@@ -906,8 +906,6 @@ class ConvertedGraph:
     def ann_activations(self, x) -> dict:
         """The folded ANN's activations per population (readout: logits) on
         ``x`` (``[N, *input_shape]``), float64 numpy ``[N, n]``."""
-        from .convert import check_samples
-
         x = torch.from_numpy(check_samples(x, "x", self.input_shape))
         with torch.no_grad():
             acts = run_program(self.pops, x)
@@ -927,8 +925,6 @@ class ConvertedGraph:
 def convert_graph(model, gm, data, *, percentile, per_channel, v_init, dtype, maxpool) -> ConvertedGraph:
     """Convert a model whose fx graph ``gm`` is not a chain (see the module
     docstring); ``data`` the checked calibration data, float64 tensor."""
-    from .convert import _apply_module, _check_finite_output
-
     input_shape = tuple(data.shape[1:])
     pops, macs = trace_program(model, gm, input_shape, maxpool)
     with torch.no_grad():
@@ -936,13 +932,13 @@ def convert_graph(model, gm, data, *, percentile, per_channel, v_init, dtype, ma
             reference = _max_as_avg(model) if maxpool == "avg" else model
             expected = _apply_module(reference, data[:2])
         except Exception as exc:  # noqa: BLE001 -- any failure is reported, with its message
-            raise _error(
+            raise ConversionError(
                 f"the model does not accept calibration samples of shape {input_shape}: {exc}"
             ) from exc
         _check_finite_output(expected, "the model's output on calibration samples 0-1")
         folded = run_program(pops, data[:2])[pops[-1].name]
         if not torch.allclose(folded.reshape(expected.shape), expected.double(), rtol=1e-4, atol=1e-4):
-            raise _error("folding changed the model's output (an unsupported construct?)")
+            raise ConversionError("folding changed the model's output (an unsupported construct?)")
         acts = run_program(pops, data, keep={p.name for p in pops if p.kind == "relu" and p.clip is None})
     for name, a in acts.items():
         _check_finite_output(a, f"population '{name}' (folded, float64) on the calibration data")
@@ -960,32 +956,3 @@ def _max_as_avg(model: nn.Module) -> nn.Module:
             parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
             setattr(parent, name.rpartition(".")[2], nn.AvgPool2d(m.kernel_size, m.stride, m.padding))
     return model
-
-
-# -- reading a run at every step -----------------------------------------------------
-
-
-def graph_trajectory(converted: ConvertedGraph, x, result):
-    """:class:`snn.convert.Trajectory` of a run of ``converted`` (``result =
-    converted.run(x, T)``): the readout membrane at every step (recorded),
-    and per population the cumulative SynOps it received (its sources'
-    spikes of steps ``< t`` times their fan-out through each projection;
-    delays are 0) and the MACs of its drive."""
-    from .convert import Trajectory, _cumulative_synops
-
-    graph = converted.network
-    names = [p.name for p in graph.populations]
-    n_steps, batch = result.n_steps, result.batch_size
-    synops = np.zeros((len(names), n_steps + 1, batch), np.int64)
-    for proj in graph.projections:
-        if proj.kind == "maxpool":  # a gate compares spike counts: no SynOps
-            continue
-        if proj.kind == "conv":
-            fan = proj.fan_out()
-        else:
-            ((_, rowptr, _, _),) = proj.groups
-            fan = np.diff(rowptr)
-        k = names.index(proj.target.name)
-        synops[k] += _cumulative_synops(result.trains[names.index(proj.source.name)], fan)
-    macs = np.stack([c.macs for c in result.counts]).astype(np.int64)
-    return Trajectory(result.v(converted.readout), synops, macs)

@@ -1,0 +1,113 @@
+"""The converter's entry point, :func:`convert`: checks the model and the
+calibration data, traces a private copy, and sends a chain of layers to
+:mod:`snn.convert.chain` (a stack) and any other graph to
+:mod:`snn.convert.graph` (an :class:`snn.Graph`); and which of the two a
+converted model is, for calibration and evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import _check_model, _private_copy
+from .chain import ConvertedNetwork, convert_chain
+from .graph import ConvertedGraph, convert_graph
+from .ops import _fx_graph
+
+
+def convert(
+    model: nn.Module,
+    calibration_data,
+    *,
+    percentile: float = 99.99,
+    per_channel: bool = False,
+    v_init: float = 0.5,
+    dtype=np.float64,
+    maxpool: str | None = None,
+) -> ConvertedNetwork | ConvertedGraph:
+    """Convert a trained ReLU (or QCFS) network to an event-driven SNN of IF neurons.
+
+    A chain of layers becomes a :class:`ConvertedNetwork` over an
+    :class:`snn.Network`; a model whose torch.fx graph is not a chain
+    (residual adds ``+``/``torch.add``/``+=``, ``torch.cat`` along
+    channels, ``x.view(x.size(0), -1)``...) becomes a
+    :class:`snn.convert.ConvertedGraph` over an :class:`snn.Graph`
+    (see :mod:`snn.convert.graph` for what it supports and how it
+    normalises through the merges).
+
+    Parameters
+    ----------
+    model : a ``torch.nn.Module`` in eval mode, a chain of supported layers
+        (Linear, Conv2d, BatchNorm1d/2d, ReLU, :class:`snn.qcfs.QCFS`,
+        AvgPool2d, AdaptiveAvgPool2d to 1x1, MaxPool2d (any kernel, stride
+        and padding, overlapping windows included; dilation 1 and
+        ``ceil_mode=False``), Flatten, Dropout, Identity, nested Sequential,
+        functional relu/flatten) ending in a Linear or Conv2d (the readout).
+    calibration_data : ``[N, *input_shape]`` samples (training data) used to
+        find each ReLU layer's activation scale.
+    percentile : the activation percentile that maps to the firing threshold
+        (100 = max-norm; 99.9-99.99 clip rare outliers and converge faster).
+        A QCFS layer ignores it: its scale is its trained threshold lambda.
+    per_channel : one scale per output channel instead of per layer (a QCFS
+        layer repeats its single lambda).
+    v_init : initial membrane of the ReLU-converted layers, in units of
+        threshold (0.5 centres the rounding error of rate coding). A QCFS
+        layer starts at its shift (1/2: half its threshold).
+    dtype : state precision of the SNN.
+    maxpool : models that are not chains only: ``None`` converts a
+        MaxPool2d to a spiking max-pool gate (``snn.Graph.max_pool``),
+        ``"avg"`` replaces it by an average pool of the same window (kernel,
+        stride, zero padding) -- a different function than the ANN's, the
+        user's choice.
+    """
+    data = _check_model(model, calibration_data)
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    if maxpool not in (None, "avg"):
+        raise ValueError(f"maxpool must be None or 'avg', got {maxpool!r}")
+    model = _private_copy(model)  # traced and run below: the user's model is never touched
+    graph = _fx_graph(model)
+    if graph is not None and not _is_chain(graph):
+        return convert_graph(
+            model,
+            graph,
+            data,
+            percentile=percentile,
+            per_channel=per_channel,
+            v_init=v_init,
+            dtype=dtype,
+            maxpool=maxpool,
+        )
+    return convert_chain(
+        model, graph, data, percentile=percentile, per_channel=per_channel, v_init=v_init, dtype=dtype
+    )
+
+
+def _is_chain(graph) -> bool:
+    """Every node reads exactly the node before it (and nothing else)."""
+    previous = None
+    for node in graph.nodes:
+        if node.op == "output":
+            return True
+        if node.op != "placeholder":
+            tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+            if len(tensor_args) != 1 or tensor_args[0] is not previous:
+                return False
+        previous = node
+    return True
+
+
+# -- either result ----------------------------------------------------------------
+
+
+def _check_converted(converted) -> None:
+    if not isinstance(converted, (ConvertedNetwork, ConvertedGraph)):
+        raise TypeError(
+            "expected a ConvertedNetwork or ConvertedGraph (the result of snn.convert.convert), "
+            f"got {type(converted).__name__}"
+        )
+
+
+def _is_graph(converted) -> bool:
+    return isinstance(converted, ConvertedGraph)
