@@ -589,8 +589,9 @@ class Graph:
         batch_size : samples (independent copies of the network, each with
             its own background draws); default the batch of the inputs or
             drives, else 1.
-        seed : integer >= 0; sample ``s`` draws its background from stream
-            ``(seed, s)``, so results do not depend on threads or backend.
+        seed : integer >= 0; Poisson source ``g`` of sample ``s`` draws from
+            stream ``(seed, s, g)``, so results depend neither on threads,
+            backend nor schedule.
         record_v : ``{population or name: neuron indices}``: membrane of
             these neurons at the end of every step (after reset).
         record_i : the same for the synaptic current (CubaLIF populations).
