@@ -295,7 +295,7 @@ class SnnTorchPeer:
                         counts, wmax = gates[name]
                         counts = counts + s
                         m = F.max_pool2d(s * counts, k, st, pd)  # highest count among this step's spikers
-                        spikes[name] = ((m > 0) & (m >= wmax)).to(s.dtype)
+                        spikes[name] = (m > wmax).to(s.dtype)  # the window's highest count rises
                         gates[name] = (counts, torch.maximum(wmax, m))
                     else:
                         current = const[name]
