@@ -276,9 +276,14 @@ class SparseLinear(Layer):
         return cls(n_in, n_out, neuron, rowptr=rowptr, cols=cols, weights=w, **kwargs)
 
     def _dense_rows(self, dtype) -> np.ndarray:
-        """Repeated synapses (the same pair twice) are summed in ``dtype``,
-        as the event path sums them into the state."""
-        rows = np.zeros((self.n_in, self.n_out), dtype)
-        pre = np.repeat(np.arange(self.n_in), self.fan_out)
-        np.add.at(rows, (pre, self.cols), self.weights.astype(dtype))
-        return rows
+        return csr_dense_rows(self.rowptr, self.cols, self.weights, self.n_out, dtype)
+
+
+def csr_dense_rows(rowptr, cols, weights, n_out: int, dtype) -> np.ndarray:
+    """CSR synapses by presynaptic neuron as a dense ``[n_in, n_out]`` matrix
+    of ``dtype``; repeated synapses (the same pair twice) are summed in
+    ``dtype``, as the event path sums them into the state."""
+    n_in = len(rowptr) - 1
+    rows = np.zeros((n_in, n_out), dtype)
+    np.add.at(rows, (np.repeat(np.arange(n_in), np.diff(rowptr)), cols), weights.astype(dtype))
+    return rows

@@ -26,6 +26,7 @@ import numpy as np
 from ._validate import numba_threads
 from .conv import conv_dense_rows, kernel_layout
 from .graph_result import GraphResult
+from .layers import csr_dense_rows
 from .network import (
     _NS_PER_CLOCK_UPDATE,
     _NS_PER_EVENT_UPDATE,
@@ -229,6 +230,7 @@ class _ProjectionLayer:
 
     def __init__(self, pop, proj):
         self.pop, self.proj, self.neuron, self.n_out = pop, proj, pop.neuron, pop.n
+        self._rows = {}  # dense_rows by dtype
         self.n_in, self.kind = (0, "csr") if proj is None else (proj.source.n, proj.kind)
         if proj is None:
             self.rowptr, self.cols, self.weights = _NO_ROWS
@@ -249,14 +251,15 @@ class _ProjectionLayer:
         return self.pop.v_init.astype(dtype)  # a writeable copy, never written
 
     def dense_rows(self, dtype):
-        """``[n_in, n_out]`` weights (the dense path's GEMM operand)."""
-        if self.kind == "conv":
-            return conv_dense_rows(self.geom, self.proj.kernel, dtype)
-        rows = np.zeros((self.n_in, self.n_out), dtype)
-        np.add.at(
-            rows, (np.repeat(np.arange(self.n_in), self.fan_out), self.cols), self.weights.astype(dtype)
-        )
-        return rows
+        """``[n_in, n_out]`` weights (the dense path's GEMM operand), built
+        once per dtype."""
+        key = np.dtype(dtype)
+        if key not in self._rows:
+            if self.kind == "conv":
+                self._rows[key] = conv_dense_rows(self.geom, self.proj.kernel, key)
+            else:
+                self._rows[key] = csr_dense_rows(self.rowptr, self.cols, self.weights, self.n_out, key)
+        return self._rows[key]
 
 
 def _run_as_layer(dtype, layer, source, force_mode, drive):
@@ -285,12 +288,11 @@ def _stepped_modes(stage, trains, n_steps) -> dict:
     run and the layers' cost model (``snn.network``), per sample: a sweep of
     every neuron every step once most are touched most steps."""
     inside = set(stage.names)
+    driven = {s.target.name for s in stage.plan.graph.sources}
     chosen = {}
     for pop in stage.populations:
         incoming = [p for p in stage.plan.graph.projections if p.target is pop]
-        if any(p.source.name in inside for p in incoming) or pop.name in {
-            s.target.name for s in stage.plan.graph.sources
-        }:
+        if any(p.source.name in inside for p in incoming) or pop.name in driven:
             continue  # activity known only as the run goes (or Poisson: the background rule)
         event = clock = synops = 0.0
         per_update = _NS_PER_EVENT_UPDATE["csr"][1]  # a stepped neuron: visited in random order

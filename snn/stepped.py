@@ -287,37 +287,37 @@ class SteppedRun:
         self.plan, self.n_steps, self.batch, self.record = plan, n_steps, batch, record
         self.t = 0  # steps done
         dtype = plan.dtype
-        bias, bias_off = plan.bias_rows(batch, drives)
+        self.bias, self.bias_off = plan.bias_rows(batch, drives)
         self.modes = modes = plan.modes(force_mode, chosen or {})
-        pop_clock = np.array([m == "clock" for m in modes], np.bool_)
-        tables = np.stack([n.propagator(n_steps, dtype) for n in plan.neurons])
+        self.pop_clock = np.array([m == "clock" for m in modes], np.bool_)
+        self.tables = np.stack([n.propagator(n_steps, dtype) for n in plan.neurons])
         n_total = int(plan.pop_start[-1])
         n_pops = len(plan.order)
-        rec_ids = np.concatenate(
+        self.rec_ids = np.concatenate(
             [plan.pop_start[plan.pop_index[p.name]] + idx for p, idx, _ in record] or [np.zeros(0, np.int64)]
         ).astype(np.int64)
-        rec_pop = np.concatenate(
+        self.rec_pop = np.concatenate(
             [np.full(len(idx), plan.pop_index[p.name]) for p, idx, _ in record] or [np.zeros(0, np.int64)]
         ).astype(np.int64)
-        rec_var = np.concatenate(
+        self.rec_var = np.concatenate(
             [np.full(len(idx), int(var == "i")) for _, idx, var in record] or [np.zeros(0, np.int64)]
         ).astype(np.int64)
-        state = np.empty((batch, n_total, plan.width), dtype)
-        acc = np.zeros((batch, n_total), dtype)
-        mark = np.zeros((batch, n_total), np.uint8)
-        touched = np.empty((batch, n_total + 1), np.int32)
-        head = np.empty((batch, n_pops, n_steps + 1), np.int32)
-        nxt = np.empty((batch, n_total), np.int32)
-        prv = np.empty((batch, n_total), np.int32)
-        due = np.empty((batch, n_total), np.int32)
-        rng = np.array(
+        self.state = np.empty((batch, n_total, plan.width), dtype)
+        self.acc = np.zeros((batch, n_total), dtype)
+        self.mark = np.zeros((batch, n_total), np.uint8)
+        self.touched = np.empty((batch, n_total + 1), np.int32)
+        self.head = np.empty((batch, n_pops, n_steps + 1), np.int32)
+        self.nxt = np.empty((batch, n_total), np.int32)
+        self.prv = np.empty((batch, n_total), np.int32)
+        self.due = np.empty((batch, n_total), np.int32)
+        self.rng = np.array(
             [[kernels.seed_state(seed, s, g) for g in plan.bg_stream] for s in range(batch)], np.uint64
         ).reshape(batch, len(plan.bg_stream), 4)
-        hist_ptr = np.zeros((batch, n_steps, n_pops + 1), np.int64)
-        hist_idx = np.empty((batch, 2 * n_total + min(n_total * n_steps // 1000, 1 << 24)), np.int32)
-        rec_v = np.zeros((batch, n_steps, len(rec_ids)), dtype)
-        counts = np.zeros((batch, n_pops, 4), np.int64)
-        progress_at = np.zeros((batch, 2), np.int64)
+        self.hist_ptr = np.zeros((batch, n_steps, n_pops + 1), np.int64)
+        self.hist_idx = np.empty((batch, 2 * n_total + min(n_total * n_steps // 1000, 1 << 24)), np.int32)
+        self.rec_v = np.zeros((batch, n_steps, len(self.rec_ids)), dtype)
+        self.counts = np.zeros((batch, n_pops, 4), np.int64)
+        self.progress_at = np.zeros((batch, 2), np.int64)
         for s in range(batch):
             kernels.graph_init(
                 plan.pop_start,
@@ -325,23 +325,16 @@ class SteppedRun:
                 plan.thr,
                 plan.has_cur,
                 plan.has_ref,
-                tables,
-                bias[s],
-                bias_off,
+                self.tables,
+                self.bias[s],
+                self.bias_off,
                 plan.v_init,
-                state[s],
-                head[s],
-                nxt[s],
-                prv[s],
-                due[s],
+                self.state[s],
+                self.head[s],
+                self.nxt[s],
+                self.prv[s],
+                self.due[s],
             )
-        self.bias, self.pop_clock, self.tables = bias, pop_clock, tables
-        self.rec_ids, self.rec_pop, self.rec_var = rec_ids, rec_pop, rec_var
-        self.state, self.acc, self.mark, self.touched = state, acc, mark, touched
-        self.head, self.nxt, self.prv, self.due, self.rng = head, nxt, prv, due, rng
-        self.hist_ptr, self.hist_idx, self.rec_v = hist_ptr, hist_idx, rec_v
-        self.counts, self.progress_at = counts, progress_at
-        self.bias_off = bias_off
 
     def advance(self, t_end: int, given: dict) -> None:
         """Run steps ``self.t .. t_end - 1``; ``given``: the spikes of the
