@@ -8,16 +8,18 @@ from .conv import spatial_taps
 from .drive import conv_drive, csr_drive, dense_drive, spike_currents
 from .event import CONV, CSR, conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
-from .neuron import RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE
+from .neuron import REF, RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE, T_LAST
 from .pool import maxpool_layer
 from .rng import seed_state
 
 __all__ = [
     "CONV",
     "CSR",
+    "REF",
     "RESET_NONE",
     "RESET_SUBTRACT",
     "RESET_TO_VALUE",
+    "T_LAST",
     "background_step",
     "clock_layer",
     "conv_drive",

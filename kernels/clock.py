@@ -20,7 +20,8 @@ def clock_kernel(has_current, has_refractory, reset_mode):
     stop``: it runs samples ``first .. stop - 1`` one after the other. Per
     sample, ``currents[T, n]`` is the synaptic input of each step (weights
     already summed) and ``state[n, 4]`` (mutated) ends as ``v, t_last, i,
-    ref`` at step T - 1."""
+    ref`` at step T - 1; an empty ``v_init`` continues from ``state`` (a
+    later chunk of a run, steps shifted as ``kernels.event`` describes)."""
 
     def clock_layer_sample(
         currents_b,
@@ -47,14 +48,21 @@ def clock_kernel(has_current, has_refractory, reset_mode):
             counts = counts_b[sample]
             n_steps, n = currents.shape
             cap = out_idx.shape[0]
-            v = v_init.copy()
+            v = np.empty(n, state.dtype)
             i = np.empty(n, state.dtype)
-            i[:] = 0.0
+            ref_until = np.empty(n, np.int64)
+            if v_init.shape[0]:  # a new run
+                v[:] = v_init
+                i[:] = 0.0
+                ref_until[:] = -1
+            else:  # a chunk continuing ``state`` (steps counted from this chunk's start)
+                for j in range(n):
+                    v[j] = state[j, 0]
+                    i[j] = state[j, 2]
+                    ref_until[j] = np.int64(state[j, 3])
             b = np.empty(n, state.dtype)
             for j in range(n):
                 b[j] = bias_of(bias, j)
-            ref_until = np.empty(n, np.int64)
-            ref_until[:] = -1
             n_out = 0
             for t in range(n_steps):
                 out_tptr[t] = n_out

@@ -11,9 +11,18 @@ Common arguments
 bias : [B or 1, n or 1] state dtype; constant input per step (a cached
     ``W @ x`` of an analog input included); one column if shared by all.
 table : [T + 1, 5] state dtype; propagator coefficients (see ``neuron``).
-v_init : [n] state dtype; membrane before step 0.
+v_init : [n] state dtype; membrane before step 0; or empty ``[0]``: the run
+    continues from ``state`` (a chunk after an earlier one, see below).
 state : [B, n, width] state dtype, mutated; per-sample neuron state, left at
     each neuron's last update (or settled to step T - 1 if ``settle``).
+
+Chunks: a run cut into chunks of steps computes what one uncut run computes
+if each chunk after the first gets the state the previous one left, with its
+step columns (``T_LAST``, and ``REF`` of refractory layers) shifted back by
+the previous chunk's length (steps count from the chunk's start, so a row
+may be valid for a step < -1), ``v_init`` empty, and a ``table`` with a row
+for every gap, i.e. as long as the steps run so far plus this chunk
+(``table[k]`` does not depend on the table's length).
 out_tptr : [B, T + 1] int64, mutated.  out_idx : [B, cap] int32, mutated.
 counts : [B, 4] int64, mutated: synaptic operations, neuron state updates,
     output spikes, and a status (0 ok, 1 if ``out_idx`` was too small: the
@@ -229,7 +238,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             n_steps = in_tptr.shape[0] - 1
             acc = np.empty(n, state.dtype)
             acc[:] = 0.0
-            _init_state(state, v_init, has_current, has_refractory)
+            if v_init.shape[0]:  # a new run; otherwise ``state`` continues an earlier chunk
+                _init_state(state, v_init, has_current, has_refractory)
             if not clock:  # the calendar of self-driven spikes, and the neurons touched in a step
                 head = _new_calendar(n_steps)
                 nxt = np.empty(n, np.int32)
@@ -432,7 +442,8 @@ def dense_kernel(clock, has_current, has_refractory, reset_mode):
             n_steps = in_tptr.shape[0] - 1
             acc = np.empty(n, state.dtype)
             acc[:] = 0.0
-            _init_state(state, v_init, has_current, has_refractory)
+            if v_init.shape[0]:  # a new run; otherwise ``state`` continues an earlier chunk
+                _init_state(state, v_init, has_current, has_refractory)
             if not clock:  # the calendar of self-driven spikes (up to the next step with input)
                 head = _new_calendar(n_steps)
                 nxt = np.empty(n, np.int32)

@@ -53,15 +53,13 @@ GEOM_FIELDS = (
 
 
 @jit
-def maxpool_sample(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
+def maxpool_sample(in_tptr, in_idx, geom, spike_count, window_max, out_tptr, out_idx, counts):
     """One sample of :func:`maxpool_layer` (the same arguments without the
     leading sample axis). Returns nothing; see ``counts``."""
     channels, height, width = geom[0], geom[1], geom[2]
     h_out, w_out, kh, kw = geom[3], geom[4], geom[5], geom[6]
     sy, sx, py, px = geom[7], geom[8], geom[9], geom[10]
     n_out = channels * h_out * w_out
-    spike_count = np.zeros(channels * height * width, np.int32)
-    window_max = np.zeros(n_out, np.int32)
     stamp = np.full(n_out, -1, np.int64)
     cap = out_idx.shape[0]
     emitted = 0
@@ -103,7 +101,7 @@ def maxpool_sample(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
     counts[3] = 0
 
 
-def maxpool_layer(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
+def maxpool_layer(in_tptr, in_idx, geom, spike_count, window_max, out_tptr, out_idx, counts):
     """Max-pool gate of a batch of samples (in parallel over samples).
 
     Parameters
@@ -117,6 +115,12 @@ def maxpool_layer(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
         pad_y, pad_x``. Trusted: the caller checks ``kh, kw, stride >= 1``,
         ``pad >= 0`` and ``h_out = (h_in + 2 pad_y - kh) // stride_y + 1 >= 1``
         (likewise ``w_out``).
+    spike_count : int32 ``[B, channels * h_in * w_in]``, mutated: each input's
+        spike count so far (zeros for a new run).
+    window_max : int32 ``[B, n_out]``, mutated: each window's highest count so
+        far (zeros for a new run). A run cut into chunks of steps computes
+        what one uncut run computes if each chunk gets the counts the last
+        one left.
     out_tptr : int64 ``[B, T + 1]``, mutated: output spikes as time-CSR.
     out_idx : int32 ``[B, cap]``, mutated: output neuron ``(c * h_out + oy)
         * w_out + ox``, within a step in the order emitted (not sorted), each
@@ -129,7 +133,8 @@ def maxpool_layer(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
         ``[1]`` gate evaluations = ``(input spike, window containing it)``
         pairs checked; ``[2]`` output spikes; ``[3]`` status: 0 ok, 1 the
         sample overflowed ``out_idx`` (its outputs are then incomplete and
-        ``[1]``, ``[2]`` partial: run it again with a larger ``cap``).
+        ``[1]``, ``[2]`` partial and the two count arrays changed: run it
+        again from copies of them with a larger ``cap``).
     """
     run_batch(
         _maxpool_layer,
@@ -137,14 +142,18 @@ def maxpool_layer(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
         in_tptr,
         in_idx,
         geom,
+        spike_count,
+        window_max,
         out_tptr,
         out_idx,
         counts,
-        batched=(0, 1, 3, 4, 5),
+        batched=(0, 1, 3, 4, 5, 6, 7),
     )
 
 
 @pjit
-def _maxpool_layer(in_tptr, in_idx, geom, out_tptr, out_idx, counts):
+def _maxpool_layer(in_tptr, in_idx, geom, spike_count, window_max, out_tptr, out_idx, counts):
     for s in prange(in_tptr.shape[0]):
-        maxpool_sample(in_tptr[s], in_idx[s], geom, out_tptr[s], out_idx[s], counts[s])
+        maxpool_sample(
+            in_tptr[s], in_idx[s], geom, spike_count[s], window_max[s], out_tptr[s], out_idx[s], counts[s]
+        )

@@ -30,7 +30,7 @@ from .conv import MaxPool2d, conv_fan_out, conv_geometry, conv_weight
 from .graph_result import GraphResult
 from .neurons import LIF, Neuron
 from .reference import run_graph_reference
-from .schedule import Simulation, Stage, stages, stepped_whole
+from .schedule import Simulation, Stage, stages
 from .schedule import run as run_schedule
 from .spiketrains import SpikeTrains
 from .stepped import zero_delay_order
@@ -628,24 +628,15 @@ class Graph:
         """A run of ``T`` steps to advance chunk by chunk
         (:meth:`snn.schedule.Simulation.advance`), its state carried from
         one chunk to the next: cut anywhere, it computes what :meth:`run`
-        computes, and ``result()`` after ``t`` steps is a run of ``t``
-        steps. Arguments as :meth:`run` takes them. Every population is
-        stepped (the layer path does not resume yet), so a graph with a
-        max-pool gate is refused."""
-        gates = [p.name for p in self.populations if p.pool is not None]
-        if gates:
-            raise ValueError(
-                f"max-pool gate(s) {gates}: a gate runs over whole runs only (Graph.run); "
-                "chunked runs step every population"
-            )
+        computes (on the same schedule: layers stay layers), and
+        ``result()`` after ``t`` steps is a run of ``t`` steps. Arguments as
+        :meth:`run` takes them; ``mode="auto"`` chooses each population's
+        path on the first chunk's activity."""
         T, trains, batch, drives, record = self._checked(
             T, inputs, drive, batch_size, seed, record_v, record_i, mode
         )
-        key = ("whole",)
-        if self._plan is None or self._plan[0] != key:
-            self._plan = None  # the old plans' arrays are freed before the new ones are made
-            self._plan = (key, stepped_whole(self))
-        return Simulation(self, self._plan[1], T, trains, batch, int(seed), record, mode, drives, n_threads)
+        plan = self.schedule([pop for pop, _, _ in record])
+        return Simulation(self, plan, T, trains, batch, int(seed), record, mode, drives, n_threads)
 
     def _checked(self, T, inputs, drive, batch_size, seed, record_v, record_i, mode):
         """A run's arguments checked: ``(T, input trains by name, batch,

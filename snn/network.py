@@ -95,7 +95,7 @@ class Network:
         source = SpikeTrains.from_raster(np.ones((n_steps, 1, self.n_in), np.uint8))
         for k, layer in enumerate(self.layers):
             if layer.kind == "maxpool":
-                source, _ = _run_maxpool(layer, source)
+                source, _, _ = _run_maxpool(layer, source)
                 continue
             bias, _ = layer.bias_row(self.dtype)
             for mode in ("event", "clock", "dense") if layer.mode == "auto" else (layer.mode,):
@@ -230,7 +230,7 @@ class Network:
                 if mode == "auto":
                     mode = _choose_mode(layer, source, n_steps, self.dtype, driven)
             if mode == "gate":
-                out, kcounts = _run_maxpool(layer, source)
+                out, kcounts, _ = _run_maxpool(layer, source)
             else:
                 out, state, kcounts = _run_layer(
                     layer, source, bias, currents, mode, n_steps, self.dtype, settle=last
@@ -258,8 +258,11 @@ def _state_width(neuron) -> int:
     return 4 if (neuron.has_current or neuron.refractory) else 2
 
 
-def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
-    """One layer over the batch; retries with a larger output buffer if needed."""
+def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carried=None, elapsed=0):
+    """One layer over the batch; retries with a larger output buffer if needed.
+    ``carried``: the state an earlier chunk of the run left (not mutated;
+    steps counted from this chunk's start, see ``kernels.event``), ``elapsed``
+    the steps run before this chunk; returns ``(trains, state, counts)``."""
     batch = source.batch_size
     neuron = layer.neuron
     width = 4 if mode == "dense" else _state_width(neuron)
@@ -269,10 +272,10 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
         n_steps * layer.n_out,
         max(1024, 4 * int(source.per_sample.max(initial=0)), n_steps * layer.n_out // 8),
     )
-    v_init = layer.v_init_row(dtype)
+    v_init = layer.v_init_row(dtype) if carried is None else np.zeros(0, dtype)
     thr, v_reset = neuron.constants(dtype)
     while True:
-        state = np.empty((batch, layer.n_out, width), dtype)
+        state = np.empty((batch, layer.n_out, width), dtype) if carried is None else carried.copy()
         out_tptr = np.empty((batch, n_steps + 1), np.int64)
         out_idx = np.empty((batch, cap), np.int32)
         kc = np.zeros((batch, 4), np.int64)
@@ -295,7 +298,7 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
                 kc,
             )
         else:
-            table = neuron.propagator(n_steps, dtype)
+            table = neuron.propagator(elapsed + n_steps, dtype)
             common = (
                 bias,
                 table,
@@ -330,8 +333,11 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle):
     return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), state, kc
 
 
-def _run_maxpool(layer, source):
-    """The gate over all steps (``kernels.maxpool_layer``). Output buffer: the
+def _run_maxpool(layer, source, carried=None):
+    """The gate over all steps (``kernels.maxpool_layer``); returns
+    ``(trains, counts, carry)``, ``carry`` the spike and window counts that
+    a next chunk of the run continues from (``carried``: those an earlier
+    chunk left, not mutated). Output buffer: the
     largest input spike count of a sample first, which suffices when windows
     do not overlap (each output spike takes an input spike of its own); a
     batch that overflows it runs again with the bound that always suffices,
@@ -347,12 +353,16 @@ def _run_maxpool(layer, source):
     for cap in (min(most, bound), bound):
         out_idx = np.empty((batch, max(1, cap)), np.int32)
         kc[:] = 0
-        kernels.maxpool_layer(source.tptr, source.idx, layer.geom, out_tptr, out_idx, kc)
+        if carried is None:
+            carry = np.zeros((batch, layer.n_in), np.int32), np.zeros((batch, layer.n_out), np.int32)
+        else:
+            carry = carried[0].copy(), carried[1].copy()
+        kernels.maxpool_layer(source.tptr, source.idx, layer.geom, *carry, out_tptr, out_idx, kc)
         if not kc[:, 3].any():
             break
     assert not kc[:, 3].any(), "max-pool output buffer overflowed its bound"
     used = int(kc[:, 2].max(initial=0))
-    return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), kc
+    return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), kc, carry
 
 
 def _dense_currents(source, layer, dtype) -> np.ndarray:

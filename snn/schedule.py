@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from snn_kernels import REF, T_LAST
+
 from ._validate import numba_threads
 from .conv import conv_dense_rows, kernel_layout
 from .graph_result import GraphResult
@@ -113,77 +115,65 @@ def stages(graph, stepped=frozenset()) -> list[Stage]:
 
 def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mode, drives) -> GraphResult:
     """Run ``schedule`` (from :func:`stages`) over ``n_steps``; arguments as
-    checked by :meth:`snn.Graph.run` (``given``: input spikes by name)."""
-    trains, counts, modes, recorded = dict(given), {}, {}, {}
+    checked by :meth:`snn.Graph.run` (``given``: input spikes by name). One
+    chunk of a :class:`Simulation`."""
+    sim = Simulation(graph, schedule, n_steps, given, batch, seed, record, force_mode, drives)
     bar = progress_bar(progress, n_steps * len(schedule), graph.n_neurons * n_steps * batch)
-    start = time.perf_counter()
-    for stage in schedule:
-        if stage.layer is not None:
-            pop = stage.populations[0]
-            if stage.source is None:
-                source = SpikeTrains.empty(n_steps, batch, 0)
-            else:
-                source = _delayed(trains[stage.source.name], stage.delay)
-            if pop.pool is not None:
-                trains[pop.name], kc = _run_maxpool(pop.pool, source)
-                none = np.zeros(batch, np.int64)  # no SynOps, no background
-                counts[pop.name] = np.stack([none, kc[:, 1], kc[:, 2], none], axis=1)
-                modes[pop.name] = "gate"
-            else:
-                trains[pop.name], counts[pop.name], modes[pop.name] = _run_as_layer(
-                    graph.dtype, stage.layer, source, force_mode, drives.get(pop.name)
-                )
-            if bar is not None:
-                bar.update(n_steps)
-            continue
-        inputs = {p.name: trains[p.name] for p in stage.plan.order if p.is_input}
-        mine = [r for r in record if r[0] in stage.populations]
-        chosen = _stepped_modes(stage, trains, n_steps)
-        out = stage.plan.run(n_steps, inputs, batch, seed, mine, bar, force_mode, drives, chosen)
-        trains.update(out["trains"])
-        counts.update(out["counts"])
-        modes.update(out["modes"])
-        recorded.update(out["recorded"])
-    seconds = time.perf_counter() - start
+    sim.advance(n_steps, bar=bar)
     if bar is not None:
         bar.close()
-    return GraphResult.assemble(graph, n_steps, trains, counts, modes, recorded, seconds)
-
-
-def stepped_whole(graph) -> SteppedPlan:
-    """Every population of ``graph`` stepped together (what a chunked run
-    steps)."""
-    incoming = {p.name: [] for p in graph.populations}
-    for proj in graph.projections:
-        incoming[proj.target.name].append(proj)
-    return SteppedPlan(_part(graph, [p for p in graph.populations if not p.is_input], incoming))
+    return sim.result()
 
 
 class Simulation:
-    """A graph run advanced chunk by chunk (made by :meth:`snn.Graph.start`),
-    its state kept between chunks."""
+    """A run of a graph's schedule advanced chunk by chunk (made by
+    :meth:`snn.Graph.start`; :func:`run` is one chunk), its state kept
+    between chunks: cut anywhere, it computes what one uncut run computes.
 
-    def __init__(self, graph, plan, n_steps, given, batch, seed, record, mode, drives, n_threads):
-        self.graph, self.n_steps, self.n_threads = graph, n_steps, n_threads
-        self._given = given
-        self._run = SteppedRun(plan, n_steps, batch, seed, record, mode, drives)
+    Each stage runs a chunk after the stages before it have: a layer stage
+    continues from the state its last chunk left (``kernels.event``'s
+    chunks), a gate from its counts, a stepped stage's
+    :class:`snn.stepped.SteppedRun` from where it stopped. ``mode="auto"``
+    chooses each path on the first chunk's activity and keeps it."""
+
+    def __init__(
+        self, graph, schedule, n_steps, given, batch, seed, record, force_mode, drives, n_threads=None
+    ):
+        self.graph, self.schedule, self.n_steps, self.batch = graph, schedule, n_steps, batch
+        self._given, self._record, self._force, self._drives = given, record, force_mode, drives
+        self._seed, self.n_threads = seed, n_threads
+        self.t = 0  # steps done
         self.seconds = 0.0  # in advance, all chunks
+        self._starts = []  # first step of each chunk
+        self._chunks = {}  # population name -> its trains of each chunk (layer and gate stages)
+        self._carry = {}  # stage index -> state a layer stage or gate continues from
+        self._runs = {}  # stage index -> SteppedRun
+        self._stepped_trains = {}  # population name -> trains of all steps done (stepped stages)
+        self._counts, self._modes = {}, {}
 
-    @property
-    def t(self) -> int:
-        """Steps done."""
-        return self._run.t
-
-    def advance(self, steps: int | None = None) -> Simulation:
+    def advance(self, steps: int | None = None, bar=None) -> Simulation:
         """Run ``steps`` more steps (default: to the end; fewer if the run
-        ends first); returns the simulation."""
+        ends first); returns the simulation. ``bar``: a progress bar to
+        advance, or None."""
         if steps is None:
             steps = self.n_steps - self.t
         elif isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        t0 = self.t
+        t1 = min(self.n_steps, t0 + int(steps))
+        if t1 == t0:
+            return self
         start = time.perf_counter()
         with numba_threads(self.n_threads):
-            self._run.advance(min(self.n_steps, self.t + int(steps)), self._given)
+            self._starts.append(t0)
+            for k, stage in enumerate(self.schedule):
+                if stage.layer is not None:
+                    self._layer_chunk(k, stage, t0, t1)
+                    if bar is not None:
+                        bar.update(t1 - t0)
+                else:
+                    self._stepped_chunk(k, stage, t0, t1, bar)
+        self.t = t1
         self.seconds += time.perf_counter() - start
         return self
 
@@ -193,17 +183,130 @@ class Simulation:
         t = self.t
         if t == 0:
             raise ValueError("no step has run yet: call advance() first")
-        out = self._run.outputs()
-        trains = {
-            name: SpikeTrains(tr.tptr[:, : t + 1].copy(), tr.idx, tr.n) for name, tr in self._given.items()
-        }
-        trains.update(out["trains"])
-        return GraphResult.assemble(
-            self.graph, t, trains, out["counts"], out["modes"], out["recorded"], self.seconds
-        )
+        trains = {name: _slice(tr, 0, t) for name, tr in self._given.items()}
+        trains.update((name, _join(chunks)) for name, chunks in self._chunks.items())
+        counts, modes, recorded = dict(self._counts), dict(self._modes), {}
+        for run in self._runs.values():
+            out = run.outputs()
+            trains.update(out["trains"])
+            counts.update(out["counts"])
+            modes.update(out["modes"])
+            recorded.update(out["recorded"])
+        return GraphResult.assemble(self.graph, t, trains, counts, modes, recorded, self.seconds)
 
     def __repr__(self):
         return f"Simulation(t={self.t} of {self.n_steps} steps)"
+
+    def _window(self, name, a, b) -> SpikeTrains:
+        """Spikes of population ``name`` in steps ``a .. b - 1`` (``b - a``
+        steps; those before step 0 or not yet run are empty)."""
+        if name in self._given:
+            return _slice(self._given[name], a, b)
+        if name in self._stepped_trains:
+            return _slice(self._stepped_trains[name], a, b)
+        chunks, starts = self._chunks[name], self._starts
+        if b <= 0:  # all before step 0 (a delayed source)
+            return SpikeTrains.empty(b - a, self.batch, chunks[0].n)
+        first = max(0, int(np.searchsorted(starts, a, side="right")) - 1)
+        last = int(np.searchsorted(starts, b, side="left"))
+        return _slice(_join(chunks[first:last]), a - starts[first], b - starts[first])
+
+    def _layer_chunk(self, k, stage, t0, t1):
+        pop, steps = stage.populations[0], t1 - t0
+        if stage.source is None:
+            source = SpikeTrains.empty(steps, self.batch, 0)
+        else:
+            source = self._window(stage.source.name, t0 - stage.delay, t1 - stage.delay)
+        if pop.pool is not None:
+            out, kc, self._carry[k] = _run_maxpool(pop.pool, source, self._carry.get(k))
+            none = np.zeros(self.batch, np.int64)  # no SynOps, no background
+            counts = np.stack([none, kc[:, 1], kc[:, 2], none], axis=1)
+            self._modes[pop.name] = "gate"
+        else:
+            out, counts, self._modes[pop.name], self._carry[k] = _run_as_layer(
+                self.graph.dtype,
+                stage.layer,
+                source,
+                self._modes.get(pop.name, self._force),
+                self._drives.get(pop.name),
+                self._carry.get(k),
+                t0,
+            )
+        self._chunks.setdefault(pop.name, []).append(out)
+        self._counts[pop.name] = self._counts.get(pop.name, 0) + counts
+
+    def _stepped_chunk(self, k, stage, t0, t1, bar):
+        given = {
+            p.name: _placed(self._window(p.name, t0, t1), t0, self.n_steps)
+            for p in stage.plan.order
+            if p.is_input
+        }
+        if k not in self._runs:
+            mine = [r for r in self._record if r[0] in stage.populations]
+            windows = {name: _slice(trains, t0, t1) for name, trains in given.items()}
+            chosen = _stepped_modes(stage, windows, t1 - t0)
+            self._runs[k] = SteppedRun(
+                stage.plan, self.n_steps, self.batch, self._seed, mine, self._force, self._drives, chosen
+            )
+        run = self._runs[k]
+        step = t1 - t0 if bar is None else max(1, self.n_steps // 100)
+        while run.t < t1:
+            done = run.t
+            run.advance(min(t1, done + step), given)
+            if bar is not None:
+                bar.update(run.t - done)
+        if any(not p.is_input for p in stage.plan.order):
+            self._stepped_trains.update(run.outputs()["trains"])
+
+
+def _slice(trains: SpikeTrains, a: int, b: int) -> SpikeTrains:
+    """Steps ``a .. b - 1`` of ``trains`` as trains of ``b - a`` steps (steps
+    outside ``trains`` are empty)."""
+    batch = trains.batch_size
+    lo, hi = min(max(a, 0), trains.n_steps), min(max(b, 0), trains.n_steps)
+    if (lo, hi) == (0, trains.n_steps) and (a, b) == (lo, hi):
+        return trains
+    if hi <= lo:
+        return SpikeTrains.empty(b - a, batch, trains.n)
+    first = trains.tptr[:, lo]
+    part = trains.tptr[:, lo : hi + 1] - first[:, None]
+    tptr = np.zeros((batch, b - a + 1), np.int64)
+    tptr[:, lo - a : hi - a + 1] = part
+    tptr[:, hi - a + 1 :] = part[:, -1:]
+    width = int(part[:, -1].max(initial=0))
+    if width == 0:
+        return SpikeTrains(tptr, np.zeros((batch, 0), np.int32), trains.n)
+    at = np.minimum(first[:, None] + np.arange(width), trains.idx.shape[1] - 1)
+    return SpikeTrains(tptr, np.take_along_axis(trains.idx, at, axis=1), trains.n)
+
+
+def _join(chunks) -> SpikeTrains:
+    """Trains of consecutive chunks of steps as one."""
+    if len(chunks) == 1:
+        return chunks[0]
+    batch = chunks[0].batch_size
+    per_step = np.concatenate([np.diff(c.tptr, axis=1) for c in chunks], axis=1)
+    tptr = np.zeros((batch, per_step.shape[1] + 1), np.int64)
+    np.cumsum(per_step, axis=1, out=tptr[:, 1:])
+    idx = np.zeros((batch, int(tptr[:, -1].max(initial=0))), np.int32)
+    offset = np.zeros(batch, np.int64)
+    for c in chunks:
+        count = c.per_sample
+        sample = np.repeat(np.arange(batch), count)
+        rank = np.arange(len(sample)) - np.repeat(np.cumsum(count) - count, count)
+        idx[sample, offset[sample] + rank] = c.idx[sample, rank]
+        offset += count
+    return SpikeTrains(tptr, idx, chunks[0].n)
+
+
+def _placed(window: SpikeTrains, t0: int, n_steps: int) -> SpikeTrains:
+    """The spikes of ``window`` (steps ``t0 ..``) as trains of ``n_steps``
+    steps, empty elsewhere (what a stepped run reads, step by step)."""
+    tptr = np.zeros((window.batch_size, n_steps + 1), np.int64)
+    t1 = t0 + window.n_steps
+    tptr[:, t0 : t1 + 1] = window.tptr
+    tptr[:, t1 + 1 :] = window.tptr[:, -1:]
+    return SpikeTrains(tptr, window.idx, window.n)
 
 
 def progress_bar(progress, total, work):
@@ -262,24 +365,32 @@ class _ProjectionLayer:
         return self._rows[key]
 
 
-def _run_as_layer(dtype, layer, source, force_mode, drive):
-    """One population over all steps by the layer kernels; returns its
-    trains, counts ``[B, 4]`` and the path that ran."""
+def _run_as_layer(dtype, layer, source, mode, drive, carried=None, elapsed=0):
+    """One population over a chunk of steps by the layer kernels, from the
+    state ``carried`` over from the run's ``elapsed`` steps before (None: a
+    new run); returns its trains, counts ``[B, 4]``, the path that ran
+    (``mode``, or the cost model's choice if ``"auto"``) and the state a next
+    chunk continues from."""
     pop = layer.pop
     bias = pop.bias if drive is None else pop.bias + drive  # summed in float64, as the stepped path does
     bias = np.atleast_2d(bias).astype(dtype)
     driven = bool(np.any(bias > 0))
-    mode = force_mode or pop.mode
+    mode = mode or pop.mode
     if mode == "auto" and layer.proj is None:
         mode = _choose_driven_mode(layer, bias, source.n_steps)
     elif mode == "auto":
         mode = _choose_mode(layer, source, source.n_steps, dtype, driven)
     if np.all(bias == bias.flat[0]):  # shared: one value, no per-neuron reads
         bias = np.ascontiguousarray(bias[:1, :1])
-    out, _, kc = _run_layer(layer, source, bias, None, mode, source.n_steps, dtype, settle=False)
+    out, state, kc = _run_layer(
+        layer, source, bias, None, mode, source.n_steps, dtype, False, carried, elapsed
+    )
+    state[..., T_LAST] -= source.n_steps  # steps count from the next chunk's start
+    if state.shape[2] > REF:
+        state[..., REF] -= source.n_steps
     synops = kc[:, 0] if mode != "dense" else _synops(source, layer.fan_out)
     counts = np.stack([synops, kc[:, 1], kc[:, 2], np.zeros_like(synops)], axis=1)
-    return out, counts, mode
+    return out, counts, mode, state
 
 
 def _stepped_modes(stage, trains, n_steps) -> dict:
@@ -307,17 +418,6 @@ def _stepped_modes(stage, trains, n_steps) -> dict:
         clock += n_steps * pop.n * _NS_PER_CLOCK_UPDATE
         chosen[pop.name] = "clock" if clock < event else "event"
     return chosen
-
-
-def _delayed(trains: SpikeTrains, delay: int) -> SpikeTrains:
-    """``trains`` as they arrive ``delay`` steps later (spikes of the last
-    ``delay`` steps fall beyond the run)."""
-    if delay == 0:
-        return trains
-    tptr = np.zeros_like(trains.tptr)
-    kept = max(trains.n_steps + 1 - delay, 0)
-    tptr[:, delay : delay + kept] = trains.tptr[:, :kept]
-    return SpikeTrains(tptr, trains.idx, trains.n)
 
 
 def _part(graph, component, incoming) -> Part:

@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import TOL
-from hypothesis import given
+from conftest import TOL, examples
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import snn
@@ -228,14 +228,16 @@ def test_schedule_changes_speed_only(case, seed):
 @given(graphs(exact=False), st.integers(0, 1000), st.data())
 def test_chunked_runs_equal_uncut_runs(case, seed, data):
     """``Graph.start``: a run advanced in random chunks computes the uncut
-    run's spikes, counts and recorded membranes bit for bit (its state,
-    calendars, generators and history carried over), and its result after
-    ``t`` steps is the run of ``t`` steps. (The same path for both: event
-    and clock membranes differ in the last bits, see the tolerance test.)"""
+    run's spikes, counts and recorded membranes bit for bit (layer stages
+    continue from the state, calendars and history their last chunk left,
+    stepped ones from their generators too), and its result after ``t``
+    steps is the run of ``t`` steps. A random subset is recorded, so the
+    other populations may run as layers. (The same path for both: event and
+    clock membranes differ in the last bits, see the tolerance test.)"""
     g, inputs, T, batch = case
     bs = None if inputs else batch
     neurons = [p for p in g.populations if not p.is_input]
-    record = {p: np.arange(p.n) for p in neurons}
+    record = {p: np.arange(p.n) for p in neurons if data.draw(st.booleans())}
     mode = data.draw(st.sampled_from(["event", "clock"]))
     whole = g.run(T, inputs=inputs, batch_size=bs, seed=seed, record_v=record, mode=mode)
     sim = g.start(T, inputs=inputs, batch_size=bs, seed=seed, record_v=record, mode=mode)
@@ -259,7 +261,7 @@ def test_chunked_runs_equal_uncut_runs(case, seed, data):
             for field in ("synops", "spikes", "input_events"):
                 k = ran.names.index(name)
                 np.testing.assert_array_equal(getattr(other.counts[k], field), getattr(ran.counts[k], field))
-        for p in neurons:
+        for p in record:
             np.testing.assert_array_equal(other.v(p.name), ran.v(p.name))
 
 
@@ -275,9 +277,83 @@ def test_chunked_run_refusals():
         with pytest.raises(ValueError, match="steps"):
             sim.advance(bad)
     assert sim.advance(99).t == 5 and sim.result().n_steps == 5
-    g.max_pool(h, 2)
-    with pytest.raises(ValueError, match="gate.*whole runs"):
-        g.start(5, inputs={x: np.zeros((5, 1, 16))})
+    assert sim.advance(3).t == 5 and sim.advance().t == 5  # nothing left to run
+
+
+@given(st.data())
+@settings(max_examples=examples(25))
+def test_chunked_layers_and_gates_equal_uncut_runs(data):
+    """A convolutional graph with a max-pool gate, a delayed layer, a merge
+    and a readout: each population runs as a layer or a gate (nothing is
+    recorded), and a run cut into random chunks computes the uncut run's
+    spikes and counts bit for bit on each path, float32 and float64, with
+    currents, refractory periods and every reset (the state columns of
+    steps are shifted between chunks, the propagator grows with the run)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    nrn = data.draw(neuron_models(False))
+    g = snn.Graph(dtype=dtype)
+    x = g.input((2, 6, 6), name="x")
+    h = g.population((3, 6, 6), nrn, bias=float(rng.uniform(-0.1, 0.2)), name="h")
+    gate = g.max_pool(h, 3, 2, 1, name="gate")
+    d = g.population(gate.shape, nrn, name="d")  # a delayed one-projection layer
+    o = g.population(4, data.draw(neuron_models(False)), bias=0.05, name="o")
+    g.conv(x, h, rng.uniform(-0.5, 1.0, (3, 2, 3, 3)), padding=1, delay=0)
+    g.conv(gate, d, rng.uniform(-0.5, 1.5, (3, 3, 1, 1)), delay=data.draw(st.integers(0, 3)))
+    g.connect(gate, o, rng.uniform(-0.5, 1.0, (4, gate.n)), delay=0)
+    g.connect(d, o, rng.uniform(-0.5, 1.0, (4, d.n)), delay=1)  # o: a merge, stepped
+    T = data.draw(st.integers(1, 30))
+    spikes = (rng.random((T, 2, 72)) < data.draw(st.floats(0.05, 0.6))).astype(np.uint8)
+    mode = data.draw(st.sampled_from(["event", "clock"]))
+    whole = g.run(T, inputs={x: spikes}, mode=mode)
+    assert [st_.layer is not None for st_ in g.schedule()] == [True, True, True, False]
+    sim = g.start(T, inputs={x: spikes}, mode=mode)
+    while sim.t < T:
+        sim.advance(data.draw(st.integers(1, 7)))
+    cut = sim.result()
+    for k, name in enumerate(whole.names):
+        np.testing.assert_array_equal(cut.spikes(name), whole.spikes(name), err_msg=name)
+        for field in ("synops", "updates", "spikes", "input_events"):
+            np.testing.assert_array_equal(
+                getattr(cut.counts[k], field), getattr(whole.counts[k], field), err_msg=(name, field)
+            )
+        assert cut.counts[k].mode == whole.counts[k].mode
+
+
+@pytest.mark.parametrize("kind", ["csr", "conv"])
+@pytest.mark.parametrize("mode", ["event", "clock", "dense"])
+def test_layer_runner_resumes_on_every_path(kind, mode):
+    """``snn.network._run_layer`` continued chunk by chunk from the state it
+    left (step columns shifted) equals one uncut call on every path, the
+    dense (GEMM) one included, for a current-based refractory population."""
+    from snn.network import _run_layer
+    from snn.schedule import _join, _ProjectionLayer, _slice
+    from snn_kernels import REF, T_LAST
+
+    rng = np.random.default_rng(3)
+    g = snn.Graph()
+    x = g.input((2, 5, 5), name="x")
+    h = g.population((2, 5, 5), snn.CubaLIF(beta=0.9, alpha=0.7, refractory=2), name="h")
+    if kind == "conv":
+        proj = g.conv(x, h, rng.uniform(-0.3, 1.0, (2, 2, 3, 3)), padding=1, delay=0)
+    else:
+        proj = g.connect(x, h, rng.uniform(-0.3, 1.0, (50, 50)) * (rng.random((50, 50)) < 0.3), delay=0)
+    layer = _ProjectionLayer(h, proj)
+    source = snn.SpikeTrains.from_raster((rng.random((40, 3, 50)) < 0.3).astype(np.uint8))
+    bias = np.full((1, 1), 0.02)
+    whole, _, kc = _run_layer(layer, source, bias, None, mode, 40, np.float64, False)
+    outs, counts, state, t = [], 0, None, 0
+    for steps in (1, 7, 13, 19):
+        out, state, c = _run_layer(
+            layer, _slice(source, t, t + steps), bias, None, mode, steps, np.float64, False, state, t
+        )
+        state[..., T_LAST] -= steps
+        state[..., REF] -= steps
+        outs.append(out)
+        counts, t = counts + c, t + steps
+    joined = _join(outs)
+    np.testing.assert_array_equal(joined.to_raster(), whole.to_raster())
+    np.testing.assert_array_equal(counts[:, :3], kc[:, :3])
 
 
 def test_schedule_runs_populations_outside_cycles_as_layers():

@@ -793,7 +793,9 @@ def run_maxpool(tptr, idx, geom, cap):
     out_tptr = np.full((batch, n_steps + 1), -1, np.int64)
     out_idx = np.full((batch, max(1, cap)), -1, np.int32)
     counts = np.zeros((batch, 4), np.int64)
-    kernels.maxpool_layer(tptr, idx, geom, out_tptr, out_idx, counts)
+    seen = np.zeros((batch, int(geom[0] * geom[1] * geom[2])), np.int32)
+    highest = np.zeros((batch, int(geom[0] * geom[3] * geom[4])), np.int32)
+    kernels.maxpool_layer(tptr, idx, geom, seen, highest, out_tptr, out_idx, counts)
     return out_tptr, out_idx, counts
 
 
