@@ -14,6 +14,7 @@ from . import models  # noqa: F401 -- snn.models.brunel(...)
 from .connectivity import fixed_in_degree, fixed_out_degree, fixed_probability
 from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d
 from .encoders import bernoulli, direct, latency, poisson, rate
+from .events import bin_events, saccade_events  # snn.events: event-camera streams (tonic's format)
 from .graph import Graph, Population, Projection
 from .graph_result import GraphResult
 from .interop import from_nir, from_snntorch, to_nir  # lazy: torch, snntorch, nir load on call
@@ -62,5 +63,7 @@ __all__ = [
     "from_snntorch",
     "to_nir",
     "from_nir",
+    "bin_events",
+    "saccade_events",
 ]
 __version__ = "0.1.0"
