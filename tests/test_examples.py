@@ -88,3 +88,14 @@ def test_snntorch_digits():
     assert ours > 0.8 and ours == ref
     assert _percent(r"identical output spike trains: ([\d.]+)%", out) > 0.95
     assert "SynOps" in out
+
+
+def test_event_digits():
+    out = _run(["examples/event_digits.py", "--quick", "--no-progress"])
+    assert re.search(r"[\d,]+ events per test sample", out) and "inputs active per step" in out
+    ann = _percent(r"ANN test accuracy: ([\d.]+)%", out)
+    snn_acc = _percent(r"SNN test accuracy: ([\d.]+)% at T=300", out)
+    assert ann > 0.5 and snn_acc > ann - 0.1, (ann, snn_acc)
+    assert "Conv2d(2x32x32 -> 16x16x16" in out
+    assert re.search(r"SynOps per sample: [\d.]+ M, against 151.4 M MACs", out)
+    assert "rate/step" in out and "skipped" in out  # the sparsity profile
