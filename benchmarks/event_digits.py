@@ -11,10 +11,8 @@ Workload
   ReLU-AvgPool(2)-Flatten-Linear(512,10) trained as an ANN on event counts /
   C (Adam 1e-3, wd 1e-4, batch 64, ``--epochs``, seed 0), converted at the
   99.9th percentile, each event of weight T / C (``weighted_input``).
-- Ours: ``net.run(events=rows, T=300, batch_size=B, mode=..., n_threads=1)``
-  with ``rows = trains.to_events()`` prepared outside the timing (so a timed
-  call includes ``run``'s own conversion of the rows to spike trains, which
-  is reported apart as "input"); paths ``event``, ``clock`` and ``auto``
+- Ours: ``net.run(trains, mode=..., n_threads=1)`` on the binned spike
+  trains as they are (no raster, no conversion); paths ``event``, ``clock`` and ``auto``
   (the cost model's pick per layer).
 - snnTorch: the same float32 weights (first layer already scaled by T / C)
   in ``torch.nn.Conv2d``/``Linear`` and ``snntorch.Leaky(beta=1,
@@ -38,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
 from _common import (
@@ -148,17 +145,12 @@ def main():
         )
     compile_s = net.prepare()
     events = np.array([len(s) for s in data["streams_test"]])
-    rows = trains.to_events()
     ones = [subset(trains, i, i + 1) for i in range(args.batch1)]
-    rows1 = [o.to_events() for o in ones]
     raster = torch.from_numpy(trains.to_raster())
     rasters1 = [raster[:, i : i + 1] for i in range(args.batch1)]
     peer = snntorch_peer(net)
 
-    results = {
-        mode: net.run(events=rows, T=T, batch_size=n, mode=mode, n_threads=1)
-        for mode in ("event", "clock", "auto")
-    }
+    results = {mode: net.run(trains, mode=mode, n_threads=1) for mode in ("event", "clock", "auto")}
     theirs = peer(raster).numpy()
     acc = {mode: float(np.mean(r.membrane.argmax(1) == y)) for mode, r in results.items()}
     acc["snntorch"] = float(np.mean(theirs.argmax(1) == y))
@@ -166,7 +158,7 @@ def main():
     synops = results["clock"].total("synops") / n
     dense = converted.ann_total_macs * T
     paths = {mode: [c.mode for c in r.counts] for mode, r in results.items()}
-    paths1 = [c.mode for c in net.run(events=rows1[0], T=T, batch_size=1, n_threads=1).counts]
+    paths1 = [c.mode for c in net.run(ones[0], n_threads=1).counts]
     print(
         f"{n} test samples, {events.mean():,.0f} events per sample ({events.min():,}-{events.max():,}); "
         f"ANN {ann_acc:.2%}; kernels ready in {compile_s:.1f} s; auto picks {paths['auto']} on the set, "
@@ -176,8 +168,8 @@ def main():
 
     def ours(mode, batch1):
         if batch1:
-            return lambda: [net.run(events=r, T=T, batch_size=1, mode=mode, n_threads=1) for r in rows1]
-        return lambda: net.run(events=rows, T=T, batch_size=n, mode=mode, n_threads=1)
+            return lambda: [net.run(r, mode=mode, n_threads=1) for r in ones]
+        return lambda: net.run(trains, mode=mode, n_threads=1)
 
     timed = {}
     with CpuMonitor() as cpu:
@@ -191,14 +183,6 @@ def main():
             per = args.batch1 if batch1 else n
             timed[label] = {k: 1e3 * median(v) / per for k, v in times.items()}
             print(f"{label} timed", flush=True)
-    # run()'s own conversion of (t, sample, index) rows to spike trains, included in ours above
-    start = time.perf_counter()
-    for r in rows1:
-        SpikeTrains.from_events(r, T, 1, trains.n)
-    input1 = 1e3 * (time.perf_counter() - start) / len(rows1)
-    start = time.perf_counter()
-    SpikeTrains.from_events(rows, T, n, trains.n)
-    input_set = 1e3 * (time.perf_counter() - start) / n
 
     table = []
     for mode in ("event", "clock", "auto", "snntorch"):
@@ -236,9 +220,7 @@ def main():
         f"SynOps {synops / 1e6:.1f} M per sample = "
         f"{synops / dense:.1%} of the {dense / 1e6:.1f} M MACs of a dense clock-driven run. One thread each; "
         f"batch 1: {args.batch1} samples one at a time, set: one call on {n}; medians of {args.repeats}, "
-        f"interleaved; other processes' CPU {cpu.other_cores:.2f} cores. Ours includes run()'s conversion "
-        f"of the event rows to spike trains: {input1:.2f} ms per sample at batch 1, "
-        f"{input_set:.2f} over the set."
+        f"interleaved; other processes' CPU {cpu.other_cores:.2f} cores."
     )
     print(
         f"targets: batch 1 >= {TARGETS['batch1']:.0f}x snnTorch: "
@@ -262,7 +244,6 @@ def main():
             "synops_per_sample": synops,
             "dense_macs_per_sample": dense,
             "ms_per_sample": timed,
-            "input_ms_per_sample": {"batch1": input1, "set": input_set},
             "paths": paths,
             "paths_batch1": paths1,
             "other_procs_cores": cpu.other_cores,

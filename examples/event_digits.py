@@ -92,13 +92,7 @@ def build(data, epochs: int, percentile: float = 99.9, progress: bool = False):
 
 def run_events(net, trains, mode=None, n_threads=None):
     """The network run on spike trains (a ``RunResult``)."""
-    return net.run(
-        events=trains.to_events(),
-        T=trains.n_steps,
-        batch_size=trains.batch_size,
-        mode=mode,
-        n_threads=n_threads,
-    )
+    return net.run(trains, mode=mode, n_threads=n_threads)
 
 
 def main():

@@ -121,7 +121,9 @@ class Network:
     ) -> RunResult:
         """Run the network on one kind of input.
 
-        spikes : 0/1 array ``[T, B, n_in]`` (bool or numbers exactly 0/1).
+        spikes : 0/1 array ``[T, B, n_in]`` (bool or numbers exactly 0/1), or
+            :class:`snn.SpikeTrains` (e.g. from ``snn.events.bin_events``:
+            no raster is built).
         events : integer array ``[E, 3]`` of ``(t, sample, index)`` rows, with
             ``T`` and ``batch_size``.
         analog : real array ``[B, n_in]``, constant over ``T`` steps (the
@@ -157,7 +159,7 @@ class Network:
         if T is not None and (isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0):
             raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
         if spikes is not None:
-            trains = SpikeTrains.from_raster(spikes)
+            trains = spikes.checked() if isinstance(spikes, SpikeTrains) else SpikeTrains.from_raster(spikes)
             if T is not None and T != trains.n_steps:
                 raise ValueError(f"T={T} but spikes have {trains.n_steps} steps")
             self._check_width(trains.n, "spikes")

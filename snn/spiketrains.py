@@ -41,6 +41,30 @@ class SpikeTrains:
     def total(self) -> int:
         return int(self.tptr[:, -1].sum())
 
+    def checked(self) -> SpikeTrains:
+        """These trains, if the kernels can read them (shapes, dtypes, offsets
+        from 0 and non-decreasing, neurons in ``[0, n)``, at most one spike
+        of a neuron per step); raises ValueError otherwise."""
+        tptr, idx = self.tptr, self.idx
+        if not (isinstance(tptr, np.ndarray) and tptr.dtype == np.int64 and tptr.ndim == 2):
+            raise ValueError("SpikeTrains.tptr must be an int64 array [B, T + 1]")
+        if not (isinstance(idx, np.ndarray) and idx.dtype == np.int32 and idx.ndim == 2):
+            raise ValueError("SpikeTrains.idx must be an int32 array [B, cap]")
+        if len(idx) != len(tptr) or tptr.shape[1] < 2:
+            raise ValueError(f"SpikeTrains: tptr {tptr.shape} and idx {idx.shape} do not match")
+        if (tptr[:, 0] != 0).any() or (np.diff(tptr, axis=1) < 0).any() or tptr[:, -1].max() > idx.shape[1]:
+            raise ValueError("SpikeTrains.tptr must start at 0, not decrease, and stay within idx")
+        for b in range(len(tptr)):
+            used = idx[b, : tptr[b, -1]]
+            if len(used) and (used.min() < 0 or used.max() >= self.n):
+                raise ValueError(f"SpikeTrains: sample {b} has neurons outside [0, {self.n})")
+            step = np.repeat(np.arange(tptr.shape[1] - 1), np.diff(tptr[b]))
+            if len(np.unique(step * np.int64(self.n) + used)) != len(used):
+                raise ValueError(f"SpikeTrains: a neuron spikes twice in one step of sample {b}")
+        if not (tptr.flags.c_contiguous and idx.flags.c_contiguous):
+            return SpikeTrains(np.ascontiguousarray(tptr), np.ascontiguousarray(idx), self.n)
+        return self
+
     @classmethod
     def empty(cls, n_steps: int, batch_size: int, n: int) -> SpikeTrains:
         return cls(np.zeros((batch_size, n_steps + 1), np.int64), np.zeros((batch_size, 0), np.int32), n)

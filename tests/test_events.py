@@ -363,3 +363,23 @@ def test_weighted_input_scales_the_first_layer_only():
     np.testing.assert_array_equal(a, b)
     with pytest.raises(TypeError, match="Linear or Conv2d"):
         weighted_input(snn.Network([snn.MaxPool2d((1, 4, 4), 2)]), 2.0)
+
+
+def test_network_runs_binned_trains_without_a_raster():
+    """``Network.run(spikes=SpikeTrains)``: the binned trains as they are,
+    the same spikes as the raster; malformed trains refused by name."""
+    net = snn.Network([snn.Linear(4, 3, snn.IF(), weight=np.ones((3, 4)))])
+    raster = (np.random.default_rng(0).random((6, 2, 4)) < 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(
+        net.run(snn.SpikeTrains.from_raster(raster)).spikes(0), net.run(raster).spikes(0)
+    )
+    for tptr, idx, match in (
+        ([[0, 2]], [[1, 1]], "twice"),
+        ([[0, 1]], [[7]], "outside"),
+        ([[1, 1]], [[0]], "start at 0"),
+        ([[0, 3]], [[0]], "within idx"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            net.run(snn.SpikeTrains(np.array(tptr), np.array(idx, np.int32), 4))
+    with pytest.raises(ValueError, match="int32"):
+        net.run(snn.SpikeTrains(np.array([[0, 1]]), np.array([[0]]), 4))
