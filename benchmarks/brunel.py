@@ -46,9 +46,10 @@ def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None) -> di
 
     numba.set_num_threads(1)
     warn_if_busy()
-    snn.models.brunel(
-        100, seed=seed, dtype=np.dtype(dtype).type
-    ).prepare()  # kernels loaded before memory is read
+    small = snn.models.brunel(100, seed=seed, dtype=np.dtype(dtype).type)
+    small.prepare()  # kernels loaded before memory is read
+    if mode is not None:  # prepare() compiles the default paths; a forced mode may use others
+        small.run(2, mode=mode, progress=False)
     reset_peak_rss()
     rss0 = read_rss_kib()
     start = time.perf_counter()

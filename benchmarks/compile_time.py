@@ -12,7 +12,10 @@ shared by the "cached" trials that follow it (so the kernels' own
   subtraction, then the readout Linear 2048 -> 10 with IF neurons of
   infinite threshold; float64 state). Same layers, neuron models and sizes
   as ``snn.convert`` builds, random weights (no torch, no training): the
-  kernels compiled are the same.
+  kernels compiled are the same;
+- ``brunel``: the BRUNEL-100 graph (``snn.models.brunel``) at N = 100,
+  float64 state: recurrent, so its populations are stepped together by the
+  graph kernel (clock-driven under their Poisson background).
 
 The child process times:
 
@@ -30,7 +33,7 @@ The child process times:
 
 Usage::
 
-    python benchmarks/compile_time.py [--quick] [--network small|digits|all] [--json PATH]
+    python benchmarks/compile_time.py [--quick] [--network small|digits|brunel|all] [--json PATH]
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ t3 = time.perf_counter()
 from numba.core.registry import CPUDispatcher
 
 def network(name, dtype):
+    if name == "brunel":
+        return snn.models.brunel(100, seed=0, dtype=dtype)
     if name == "small":
         return snn.Network([snn.Linear(100, 50, snn.LIF(beta=0.9), seed=0),
                             snn.Linear(50, 10, snn.LIF(beta=0.9), seed=1)], dtype=dtype)
@@ -78,6 +83,8 @@ prepare = net.prepare()
 n_specs, n_compiled = specialisations()
 if name == "small":
     run = lambda: net.run(snn.bernoulli(np.full((4, 100), 0.1), 20, seed=0))
+elif name == "brunel":
+    run = lambda: net.run(20, batch_size=4, progress=False)
 else:
     x = np.random.default_rng(0).random((4, 64))
     run = lambda: net.run(analog=x, T=16)
@@ -96,7 +103,7 @@ print(json.dumps(dict(import_numpy=t1 - t0, import_numba=t2 - t1, import_snn=t3 
                       prepare_float32=prepare32, specialisations_float32=specialisations()[0])))
 """
 
-NETWORKS = ("small", "digits")
+NETWORKS = ("small", "digits", "brunel")
 
 
 def child(network: str, cache_dir: str) -> dict:

@@ -34,53 +34,37 @@ A step, for each neuron population in order
    ``acc``, is checked against threshold, reset, and rescheduled.
 Neurons that receive nothing cost nothing.
 
-Arguments (``P`` populations, ``N`` neurons, ``K`` projections, ``G``
-background sources, ``R`` recorded neurons, ``T`` steps in all)
+Arguments
 ---------
-pop_start [P + 1] int64; n_inputs: the first ``n_inputs`` populations are
-inputs. thr, v_reset [P] state dtype; reset_mode, refractory [P] int64;
-has_cur, has_ref [P] bool; pop_clock [P] bool: populations stepped clock-driven
-(every neuron every step, see ``neuron.sweep_step``) instead of event-driven;
-tables [P, T + 1, 5] state dtype (propagators, see ``neuron``); bias state dtype
-(this sample's: a constant input current is a per-sample bias) and
-bias_off [P + 1] int64: the bias of population ``p`` is
-``bias[bias_off[p]:bias_off[p + 1]]``, one value per neuron or one shared by all (no random reads then).
-in_ptr [P + 1], in_proj: projections into ``p`` are
-``in_proj[in_ptr[p]:in_ptr[p + 1]]``; proj_src, proj_delay [K] int64;
-proj_rp [K] int64: projection ``k``'s rows start at ``rowptr[proj_rp[k]]``
-(``n_src + 1`` entries, absolute synapse offsets); cols int32 (target index
-within the target population) and weights float32, per synapse;
-proj_w [K] state dtype and proj_shared [K] bool: one weight for all of a
-projection's synapses; otherwise synapse ``s`` has ``weights[s + proj_woff[k]]``
-(float32; ``weights`` holds only the projections without a shared weight).
-proj_kind [K] int64: ``CSR`` (the rows above) or ``CONV``: a convolution,
-never expanded; its kernel is ``weights[proj_woff[k]:]`` laid out
-``[C_in / groups, kh, kw, C_out]``, its geometry ``proj_geom[k]`` ([K, 15]
-int64, ``conv.GEOM_FIELDS``) and its spatial taps (``conv.spatial_taps``)
-the rows ``tap_off[k] + p`` of ``tap_n`` [M] and ``tap_pixel``,
-``tap_kernel`` [M, taps] int64 for input position ``p``.
-bg_ptr [P + 1] int64: background sources of ``p`` are
-``bg_ptr[p] .. bg_ptr[p + 1] - 1``; bg_lam [G] float64 expected events per
-neuron per step; bg_w [G] state dtype.
-rec_ids, rec_pop, rec_var [R] int64: recorded neurons (global id, population)
-and variable (0 membrane, 1 synaptic current).
-in_tptr [T + 1] int64, in_idx int32: this sample's input spikes per step,
-global ids sorted within a step.
-Mutated, per sample: state [N, width]; acc [N] state dtype (zero between
-steps); mark [N] uint8 (zero between steps); touched [N + 1] int32; head
-[P, T + 1] int32, nxt, prv, due [N] int32 (calendars, see ``neuron``); rng
-[G, 4] uint64: one generator per background source (so a source draws the
-same events whichever populations are stepped with it); hist_ptr [T, P + 1]
-int64; hist_idx int32; rec_v [T, R] state dtype (recorded variable at the end of each step); counts [P, 4]
-int64 (synaptic operations received, state updates, spikes, background
-events); progress [2] int64 (spikes in the history so far, next step).
+Three named tuples, their fields documented on the classes (``P``
+populations, ``N`` neurons, ``K`` projections, ``G`` background sources,
+``R`` recorded neurons, ``B`` samples, ``T`` steps in all):
+:class:`GraphPlan`, the plan's constants; :class:`GraphInputs`, a run's
+constants; :class:`GraphState`, what a run mutates (per sample, leading
+axis ``B``). The samples of a batch run in chunks on threads over one
+compiled kernel (``kernels._jit.run_samples``).
+
+Compile-time choices
+--------------------
+:func:`graph_kernel` is written once and specialised (``kernels._jit``) to
+what a run uses (:func:`graph_choices`): which projection kinds there are
+(CSR, convolution), whether any population has Poisson background, and the
+neuron models (``MODEL_*``: with or without a current and a refractory
+period) of the event-stepped, the clock-stepped and the recorded
+populations. The helpers of each model are called with its flags as
+constants, so a network of plain LIF populations compiles no current or
+refractory code, a clock-stepped one no calendar, and so on. A caller may
+ask for paths a run does not take (a population whose path is chosen from
+its input), so that one kernel serves its runs.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 
-from ._jit import helper, jit, pjit, prange, run_batch
+from ._jit import helper, jit, run_samples, specialise
 from .conv import conv_sizes
-from .event import CONV
+from .event import CONV, CSR
 from .neuron import (
     NEVER,
     REF,
@@ -101,39 +85,113 @@ from .neuron import (
 from .rng import below, poisson
 
 ORDERED_CLOSE = 16  # close in index order once more than 1/16 of a population is touched
+# a population's neuron model, 2 * has_current + has_refractory; a set of models is a bit mask
+MODEL_PLAIN, MODEL_REF, MODEL_CUR, MODEL_CUR_REF = 0, 1, 2, 3
 
 
-@jit
-def graph_init(
-    pop_start, n_inputs, thr, has_cur, has_ref, tables, bias, bias_off, v_init, state, head, nxt, prv, due
-):
-    """State before step 0 and the calendars of self-driven spikes (one
-    sample; ``v_init`` [N] state dtype)."""
-    n_steps = head.shape[1] - 1
-    head[:, :n_steps] = -1
-    head[:, n_steps] = 0
-    due[:] = NEVER
-    for p in range(n_inputs, pop_start.shape[0] - 1):
-        bp = bias[bias_off[p] : bias_off[p + 1]]
-        for j in range(pop_start[p], pop_start[p + 1]):
-            state[j, V] = v_init[j]
-            state[j, T_LAST] = -1
-            if state.shape[1] > 2:
-                state[j, I] = 0
-                state[j, REF] = -1
-            s = next_due(
-                state,
-                j,
-                -1,
-                n_steps,
-                bias_of(bp, j - pop_start[p]),
-                thr[p],
-                tables[p],
-                has_cur[p],
-                has_ref[p],
-            )
-            if s != NEVER:
-                calendar_insert(head[p], nxt, prv, due, j, s)
+class GraphPlan(NamedTuple):
+    """The plan's constants, shared by every sample of a run.
+
+    pop_start [P + 1] int64; n_inputs: the first ``n_inputs`` populations are
+    inputs. thr, v_reset [P] state dtype; reset_mode, refractory [P] int64;
+    model [P] int64 (``MODEL_*``). v_init [N] state dtype: membrane before
+    step 0. in_ptr [P + 1] int64: the projections into ``p`` are ``in_ptr[p]
+    .. in_ptr[p + 1] - 1`` (sorted by target); proj_src, proj_delay [K]
+    int64; proj_rp [K] int64: projection ``k``'s rows start at
+    ``rowptr[proj_rp[k]]`` (``n_src + 1`` entries, absolute synapse
+    offsets); cols int32 (target index within the target population) and
+    weights float32, per synapse; proj_w [K] state dtype and proj_shared [K]
+    bool: one weight for all of a projection's synapses; otherwise synapse
+    ``s`` has ``weights[s + proj_woff[k]]`` (``weights`` holds only the
+    projections without a shared weight). proj_kind [K] int64: ``CSR`` (the
+    rows above) or ``CONV``: a convolution, never expanded; its kernel is
+    ``weights[proj_woff[k]:]`` laid out ``[C_in / groups, kh, kw, C_out]``,
+    its geometry ``proj_geom[k]`` ([K, 15] int64, ``conv.GEOM_FIELDS``) and
+    its spatial taps (``conv.spatial_taps``) the rows ``tap_off[k] + p`` of
+    ``tap_n`` [M] and ``tap_pixel``, ``tap_kernel`` [M, taps] int64 for input
+    position ``p``. bg_ptr [P + 1] int64: background sources of ``p`` are
+    ``bg_ptr[p] .. bg_ptr[p + 1] - 1``; bg_lam [G] float64 expected events
+    per neuron per step; bg_w [G] state dtype."""
+
+    pop_start: np.ndarray
+    n_inputs: int
+    thr: np.ndarray
+    reset_mode: np.ndarray
+    v_reset: np.ndarray
+    refractory: np.ndarray
+    model: np.ndarray
+    v_init: np.ndarray
+    in_ptr: np.ndarray
+    proj_src: np.ndarray
+    proj_delay: np.ndarray
+    proj_rp: np.ndarray
+    proj_w: np.ndarray
+    proj_shared: np.ndarray
+    rowptr: np.ndarray
+    cols: np.ndarray
+    weights: np.ndarray
+    proj_woff: np.ndarray
+    proj_kind: np.ndarray
+    proj_geom: np.ndarray
+    tap_off: np.ndarray
+    tap_n: np.ndarray
+    tap_pixel: np.ndarray
+    tap_kernel: np.ndarray
+    bg_ptr: np.ndarray
+    bg_lam: np.ndarray
+    bg_w: np.ndarray
+
+
+class GraphInputs(NamedTuple):
+    """A run's constants. pop_clock [P] bool: populations stepped
+    clock-driven (every neuron every step, see ``neuron.sweep_step``)
+    instead of event-driven; tables [P, T + 1, 5] state dtype (propagators,
+    see ``neuron``); bias [B, nb] state dtype (a constant input current is a
+    per-sample bias) and bias_off [P + 1] int64: the bias of population
+    ``p`` is ``bias[s, bias_off[p]:bias_off[p + 1]]``, one value per neuron
+    or one shared by all (no random reads then); rec_ids, rec_pop, rec_var
+    [R] int64: recorded neurons (global id, population) and variable (0
+    membrane, 1 synaptic current); in_tptr [B, T + 1] int64, in_idx [B, E]
+    int32: input spikes per step, global ids sorted within a step."""
+
+    pop_clock: np.ndarray
+    tables: np.ndarray
+    bias: np.ndarray
+    bias_off: np.ndarray
+    rec_ids: np.ndarray
+    rec_pop: np.ndarray
+    rec_var: np.ndarray
+    in_tptr: np.ndarray
+    in_idx: np.ndarray
+
+
+class GraphState(NamedTuple):
+    """What a run mutates, per sample (leading axis ``B``): state [B, N,
+    width]; acc [B, N] state dtype (zero between steps); mark [B, N] uint8
+    (zero between steps); touched [B, N + 1] int32; head [B, P, T + 1] int32,
+    nxt, prv, due [B, N] int32 (calendars of the event-stepped populations,
+    see ``neuron``); rng [B, G, 4] uint64: one generator per background
+    source (so a source draws the same events whichever populations are
+    stepped with it); hist_ptr [B, T, P + 1] int64; hist_idx [B, H] int32;
+    rec_v [B, T, R] state dtype (recorded variable at the end of each step);
+    counts [B, P, 4] int64 (synaptic operations received, state updates,
+    spikes, background events); progress [B, 3] int64 (spikes in the
+    history so far, next step, 1 once the sample's state is initialised)."""
+
+    state: np.ndarray
+    acc: np.ndarray
+    mark: np.ndarray
+    touched: np.ndarray
+    head: np.ndarray
+    nxt: np.ndarray
+    prv: np.ndarray
+    due: np.ndarray
+    rng: np.ndarray
+    hist_ptr: np.ndarray
+    hist_idx: np.ndarray
+    rec_v: np.ndarray
+    counts: np.ndarray
+    progress: np.ndarray
 
 
 @helper
@@ -271,359 +329,427 @@ def _deliver_conv(
     return synops, n_touched
 
 
-@jit
-def graph_sample(
-    t_end,
-    pop_start,
-    n_inputs,
-    thr,
-    reset_mode,
-    v_reset,
-    refractory,
-    has_cur,
-    has_ref,
-    pop_clock,
-    tables,
-    bias,
-    bias_off,
-    in_ptr,
-    in_proj,
-    proj_src,
-    proj_delay,
-    proj_rp,
-    proj_w,
-    proj_shared,
-    rowptr,
-    cols,
-    weights,
-    proj_woff,
-    proj_kind,
-    proj_geom,
-    tap_off,
-    tap_n,
-    tap_pixel,
-    tap_kernel,
-    bg_ptr,
-    bg_lam,
-    bg_w,
-    rec_ids,
-    rec_pop,
-    rec_var,
-    in_tptr,
-    in_idx,
-    state,
-    acc,
-    mark,
-    touched,
-    head,
-    nxt,
-    prv,
-    due,
-    rng,
-    hist_ptr,
-    hist_idx,
-    rec_v,
-    counts,
-    progress,
-):
-    """Run one sample from step ``progress[1]`` up to ``t_end`` (exclusive).
-    Stops early, before a step, when ``hist_idx`` might not hold that step's
-    spikes (fewer than ``N`` free slots): the caller grows it and calls
-    again. See the module docstring for the arguments."""
-    n_pops = pop_start.shape[0] - 1
-    n_total = pop_start[n_pops]
-    n_steps = head.shape[1] - 1
-    n_hist = progress[0]
-    t = progress[1]
-    while t < t_end and hist_idx.shape[0] - n_hist >= n_total:
-        e = in_tptr[t]
-        e_end = in_tptr[t + 1]
-        for p in range(n_inputs):  # copy this step's input spikes, grouped by population
-            hist_ptr[t, p] = n_hist
-            while e < e_end and in_idx[e] < pop_start[p + 1]:
-                hist_idx[n_hist] = in_idx[e]
-                n_hist += 1
-                e += 1
-            counts[p, 2] += n_hist - hist_ptr[t, p]
-        for p in range(n_inputs, n_pops):
-            hist_ptr[t, p] = n_hist
-            base = pop_start[p]
-            n_p = pop_start[p + 1] - base
-            n_touched = 0
-            synops = 0
-            clock = pop_clock[p]
-            for q in range(in_ptr[p], in_ptr[p + 1]):
-                k = in_proj[q]
-                ts = t - proj_delay[k]
-                if ts < 0:
-                    continue
-                src = proj_src[k]
-                first = pop_start[src]
-                if proj_kind[k] == CONV:
-                    synops, n_touched = _deliver_conv(
-                        hist_idx[hist_ptr[ts, src] : hist_ptr[ts, src + 1]],
-                        first,
-                        base,
-                        proj_geom[k],
-                        weights[proj_woff[k] :],
-                        tap_n[tap_off[k] :],
-                        tap_pixel[tap_off[k] :],
-                        tap_kernel[tap_off[k] :],
-                        clock,
-                        acc,
-                        mark,
-                        touched,
-                        n_touched,
-                        synops,
-                    )
-                    continue
-                rp = proj_rp[k]
-                shared = proj_shared[k]
-                w = proj_w[k]
-                woff = proj_woff[k]
-                for e in range(hist_ptr[ts, src], hist_ptr[ts, src + 1]):
-                    row = rp + hist_idx[e] - first
-                    s0 = rowptr[row]
-                    s1 = rowptr[row + 1]
-                    synops += s1 - s0
-                    for s in range(s0, s1):
-                        j = base + cols[s]
-                        acc[j] += w if shared else weights[s + woff]
-                        if not clock:
-                            touched[n_touched] = j  # kept only if j is new: no branch to mispredict
-                            n_touched += 1 - mark[j]
-                            mark[j] = 1
-            for g in range(bg_ptr[p], bg_ptr[p + 1]):
-                draws = rng[g]
-                n_events = poisson(draws, bg_lam[g] * n_p)
-                counts[p, 3] += n_events
-                w = bg_w[g]
-                for _ in range(n_events):
-                    j = base + below(draws, n_p)
-                    acc[j] += w
-                    if not clock:
-                        touched[n_touched] = j
-                        n_touched += 1 - mark[j]
-                        mark[j] = 1
-            table = tables[p]
-            bp = bias[bias_off[p] : bias_off[p + 1]]
-            calendar = head[p]
-            hc = has_cur[p]
-            hr = has_ref[p]
-            if clock:
-                n_hist = sweep_step(
-                    state,
-                    acc,
-                    base,
-                    n_p,
-                    t,
-                    bp,
-                    table,
-                    thr[p],
-                    reset_mode[p],
-                    v_reset[p],
-                    refractory[p],
-                    hc,
-                    hr,
-                    hist_idx,
-                    n_hist,
-                )  # room was checked before the step
-                n_touched = n_p
-            else:
-                j = head[p, t]
-                while j >= 0:  # due to fire on their own
-                    if mark[j] == 0:
-                        mark[j] = 1
-                        touched[n_touched] = j
-                        n_touched += 1
-                    j = nxt[j]
-                if n_touched * ORDERED_CLOSE > n_p:
-                    # many touched: list them in index order (one pass over the marks)
-                    # so the close walks memory forwards instead of at random
+def _models(models) -> tuple:
+    """A bit mask of ``MODEL_*`` as four bools (plain, refractory, current, both)."""
+    return tuple(bool(models >> m & 1) for m in range(4))
+
+
+@specialise
+def graph_kernel(csr, conv, background, event_models, clock_models, record_models):
+    """The graph kernel specialised to the compile-time choices of
+    :func:`graph_choices` (each combination compiled once, ``kernels._jit``):
+    ``csr``, ``conv``: some projection is of that kind; ``background``: some
+    population has Poisson background; ``event_models``, ``clock_models``,
+    ``record_models``: bit masks of the models (``1 << MODEL_*``) of the
+    event-stepped, clock-stepped and recorded populations.
+
+    The kernel, ``(t_end, plan, inputs, state, first, stop)``, runs samples
+    ``first .. stop - 1`` (``kernels._jit.run_samples``) one after the other:
+    it initialises a sample whose ``progress[2]`` is 0 (state before step 0
+    and the calendars of self-driven spikes), then runs it from step
+    ``progress[1]`` up to ``t_end`` (exclusive). It stops a sample early,
+    before a step, when ``hist_idx`` might not hold that step's spikes (fewer
+    than ``N`` free slots): the caller grows it and calls again."""
+    ev_plain, ev_ref, ev_cur, ev_both = _models(event_models)
+    ck_plain, ck_ref, ck_cur, ck_both = _models(clock_models)
+    rc_plain, rc_ref, rc_cur, rc_both = _models(record_models)
+    record = record_models != 0
+    event = event_models != 0
+    mixed = event and clock_models != 0  # else every neuron population is stepped one way
+    clock_only = not event
+
+    def graph_samples(t_end, plan, inputs, st, first, stop):
+        pop_start = plan.pop_start
+        n_inputs = plan.n_inputs
+        thr = plan.thr
+        tables = inputs.tables
+        bias_off = inputs.bias_off
+        n_pops = pop_start.shape[0] - 1
+        n_total = pop_start[n_pops]
+        for sample in range(first, stop):
+            bias = inputs.bias[sample]
+            in_tptr = inputs.in_tptr[sample]
+            in_idx = inputs.in_idx[sample]
+            state = st.state[sample]
+            acc = st.acc[sample]
+            mark = st.mark[sample]
+            touched = st.touched[sample]
+            head = st.head[sample]
+            nxt = st.nxt[sample]
+            prv = st.prv[sample]
+            due = st.due[sample]
+            rng = st.rng[sample]
+            hist_ptr = st.hist_ptr[sample]
+            hist_idx = st.hist_idx[sample]
+            rec_v = st.rec_v[sample]
+            counts = st.counts[sample]
+            progress = st.progress[sample]
+            n_steps = head.shape[1] - 1
+            if progress[2] == 0:  # state before step 0, calendars of self-driven spikes
+                head[:, :n_steps] = -1
+                head[:, n_steps] = 0
+                due[:] = NEVER
+                for p in range(n_inputs, n_pops):
+                    base = pop_start[p]
+                    for j in range(base, pop_start[p + 1]):
+                        state[j, V] = plan.v_init[j]
+                        state[j, T_LAST] = -1
+                        if state.shape[1] > 2:
+                            state[j, I] = 0
+                            state[j, REF] = -1
+                    if clock_only or (mixed and inputs.pop_clock[p]):
+                        continue  # a sweep needs no calendar
+                    bp = bias[bias_off[p] : bias_off[p + 1]]
+                    table = tables[p]
+                    model = plan.model[p]
+                    for j in range(base, pop_start[p + 1]):
+                        b = bias_of(bp, j - base)
+                        s = NEVER
+                        if ev_plain and model == MODEL_PLAIN:
+                            s = next_due(state, j, -1, n_steps, b, thr[p], table, False, False)
+                        elif ev_ref and model == MODEL_REF:
+                            s = next_due(state, j, -1, n_steps, b, thr[p], table, False, True)
+                        elif ev_cur and model == MODEL_CUR:
+                            s = next_due(state, j, -1, n_steps, b, thr[p], table, True, False)
+                        elif ev_both and model == MODEL_CUR_REF:
+                            s = next_due(state, j, -1, n_steps, b, thr[p], table, True, True)
+                        if s != NEVER:
+                            calendar_insert(head[p], nxt, prv, due, j, s)
+                progress[2] = 1
+            n_hist = progress[0]
+            t = progress[1]
+            while t < t_end and hist_idx.shape[0] - n_hist >= n_total:
+                e = in_tptr[t]
+                e_end = in_tptr[t + 1]
+                for p in range(n_inputs):  # copy this step's input spikes, grouped by population
+                    hist_ptr[t, p] = n_hist
+                    while e < e_end and in_idx[e] < pop_start[p + 1]:
+                        hist_idx[n_hist] = in_idx[e]
+                        n_hist += 1
+                        e += 1
+                    counts[p, 2] += n_hist - hist_ptr[t, p]
+                for p in range(n_inputs, n_pops):
+                    hist_ptr[t, p] = n_hist
+                    base = pop_start[p]
+                    n_p = pop_start[p + 1] - base
                     n_touched = 0
-                    for j in range(base, base + n_p):
-                        touched[n_touched] = j
-                        n_touched += mark[j]
-                if not hc and not hr:
-                    n_hist = _close_plain(
-                        state,
-                        acc,
-                        mark,
-                        touched,
-                        n_touched,
-                        t,
-                        n_steps,
-                        bp,
-                        base,
-                        table,
-                        thr[p],
-                        reset_mode[p],
-                        v_reset[p],
-                        calendar,
-                        nxt,
-                        prv,
-                        due,
-                        hist_idx,
-                        n_hist,
-                    )
-                else:
-                    n_hist = _close_general(
-                        state,
-                        acc,
-                        mark,
-                        touched,
-                        n_touched,
-                        t,
-                        n_steps,
-                        bp,
-                        base,
-                        table,
-                        thr[p],
-                        reset_mode[p],
-                        v_reset[p],
-                        refractory[p],
-                        hc,
-                        hr,
-                        calendar,
-                        nxt,
-                        prv,
-                        due,
-                        hist_idx,
-                        n_hist,
-                    )
-            counts[p, 0] += synops
-            counts[p, 1] += n_touched
-            counts[p, 2] += n_hist - hist_ptr[t, p]
-        hist_ptr[t, n_pops] = n_hist
-        for r in range(rec_ids.shape[0]):
-            j = rec_ids[r]
-            p = rec_pop[r]
-            b = bias_of(bias[bias_off[p] : bias_off[p + 1]], j - pop_start[p])
-            rec_v[t, r] = value_at(state, j, t, b, tables[p], has_cur[p], has_ref[p])[rec_var[r]]
-        t += 1
-    progress[0] = n_hist
-    progress[1] = t
+                    synops = 0
+                    clock = inputs.pop_clock[p] if mixed else clock_only
+                    for k in range(plan.in_ptr[p], plan.in_ptr[p + 1]):
+                        ts = t - plan.proj_delay[k]
+                        if ts < 0:
+                            continue
+                        src = plan.proj_src[k]
+                        src_first = pop_start[src]
+                        if conv and (not csr or plan.proj_kind[k] == CONV):
+                            synops, n_touched = _deliver_conv(
+                                hist_idx[hist_ptr[ts, src] : hist_ptr[ts, src + 1]],
+                                src_first,
+                                base,
+                                plan.proj_geom[k],
+                                plan.weights[plan.proj_woff[k] :],
+                                plan.tap_n[plan.tap_off[k] :],
+                                plan.tap_pixel[plan.tap_off[k] :],
+                                plan.tap_kernel[plan.tap_off[k] :],
+                                clock,
+                                acc,
+                                mark,
+                                touched,
+                                n_touched,
+                                synops,
+                            )
+                            continue
+                        if csr:
+                            rp = plan.proj_rp[k]
+                            shared = plan.proj_shared[k]
+                            w = plan.proj_w[k]
+                            woff = plan.proj_woff[k]
+                            for e in range(hist_ptr[ts, src], hist_ptr[ts, src + 1]):
+                                row = rp + hist_idx[e] - src_first
+                                s0 = plan.rowptr[row]
+                                s1 = plan.rowptr[row + 1]
+                                synops += s1 - s0
+                                for s in range(s0, s1):
+                                    j = base + plan.cols[s]
+                                    acc[j] += w if shared else plan.weights[s + woff]
+                                    if not clock:
+                                        touched[n_touched] = j  # kept only if j is new: no branch
+                                        n_touched += 1 - mark[j]
+                                        mark[j] = 1
+                    if background:
+                        for g in range(plan.bg_ptr[p], plan.bg_ptr[p + 1]):
+                            draws = rng[g]
+                            n_events = poisson(draws, plan.bg_lam[g] * n_p)
+                            counts[p, 3] += n_events
+                            w = plan.bg_w[g]
+                            for _ in range(n_events):
+                                j = base + below(draws, n_p)
+                                acc[j] += w
+                                if not clock:
+                                    touched[n_touched] = j
+                                    n_touched += 1 - mark[j]
+                                    mark[j] = 1
+                    table = tables[p]
+                    bp = bias[bias_off[p] : bias_off[p + 1]]
+                    model = plan.model[p]
+                    threshold = thr[p]
+                    reset_mode = plan.reset_mode[p]
+                    v_reset = plan.v_reset[p]
+                    refractory = plan.refractory[p]
+                    if clock:
+                        # room was checked before the step
+                        if ck_plain and model == MODEL_PLAIN:
+                            n_hist = sweep_step(
+                                state,
+                                acc,
+                                base,
+                                n_p,
+                                t,
+                                bp,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                refractory,
+                                False,
+                                False,
+                                hist_idx,
+                                n_hist,
+                            )
+                        elif ck_ref and model == MODEL_REF:
+                            n_hist = sweep_step(
+                                state,
+                                acc,
+                                base,
+                                n_p,
+                                t,
+                                bp,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                refractory,
+                                False,
+                                True,
+                                hist_idx,
+                                n_hist,
+                            )
+                        elif ck_cur and model == MODEL_CUR:
+                            n_hist = sweep_step(
+                                state,
+                                acc,
+                                base,
+                                n_p,
+                                t,
+                                bp,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                refractory,
+                                True,
+                                False,
+                                hist_idx,
+                                n_hist,
+                            )
+                        elif ck_both and model == MODEL_CUR_REF:
+                            n_hist = sweep_step(
+                                state,
+                                acc,
+                                base,
+                                n_p,
+                                t,
+                                bp,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                refractory,
+                                True,
+                                True,
+                                hist_idx,
+                                n_hist,
+                            )
+                        n_touched = n_p
+                    else:
+                        calendar = head[p]
+                        j = calendar[t]
+                        while j >= 0:  # due to fire on their own
+                            if mark[j] == 0:
+                                mark[j] = 1
+                                touched[n_touched] = j
+                                n_touched += 1
+                            j = nxt[j]
+                        if n_touched * ORDERED_CLOSE > n_p:
+                            # many touched: list them in index order (one pass over the marks)
+                            # so the close walks memory forwards instead of at random
+                            n_touched = 0
+                            for j in range(base, base + n_p):
+                                touched[n_touched] = j
+                                n_touched += mark[j]
+                        if ev_plain and model == MODEL_PLAIN:
+                            n_hist = _close_plain(
+                                state,
+                                acc,
+                                mark,
+                                touched,
+                                n_touched,
+                                t,
+                                n_steps,
+                                bp,
+                                base,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                calendar,
+                                nxt,
+                                prv,
+                                due,
+                                hist_idx,
+                                n_hist,
+                            )
+                        elif ev_ref and model == MODEL_REF:
+                            n_hist = _close_general(
+                                state,
+                                acc,
+                                mark,
+                                touched,
+                                n_touched,
+                                t,
+                                n_steps,
+                                bp,
+                                base,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                refractory,
+                                False,
+                                True,
+                                calendar,
+                                nxt,
+                                prv,
+                                due,
+                                hist_idx,
+                                n_hist,
+                            )
+                        elif ev_cur and model == MODEL_CUR:
+                            n_hist = _close_general(
+                                state,
+                                acc,
+                                mark,
+                                touched,
+                                n_touched,
+                                t,
+                                n_steps,
+                                bp,
+                                base,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                refractory,
+                                True,
+                                False,
+                                calendar,
+                                nxt,
+                                prv,
+                                due,
+                                hist_idx,
+                                n_hist,
+                            )
+                        elif ev_both and model == MODEL_CUR_REF:
+                            n_hist = _close_general(
+                                state,
+                                acc,
+                                mark,
+                                touched,
+                                n_touched,
+                                t,
+                                n_steps,
+                                bp,
+                                base,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                refractory,
+                                True,
+                                True,
+                                calendar,
+                                nxt,
+                                prv,
+                                due,
+                                hist_idx,
+                                n_hist,
+                            )
+                    counts[p, 0] += synops
+                    counts[p, 1] += n_touched
+                    counts[p, 2] += n_hist - hist_ptr[t, p]
+                hist_ptr[t, n_pops] = n_hist
+                if record:
+                    for r in range(inputs.rec_ids.shape[0]):
+                        j = inputs.rec_ids[r]
+                        p = inputs.rec_pop[r]
+                        b = bias_of(bias[bias_off[p] : bias_off[p + 1]], j - pop_start[p])
+                        var = inputs.rec_var[r]
+                        model = plan.model[p]
+                        if rc_plain and model == MODEL_PLAIN:
+                            rec_v[t, r] = value_at(state, j, t, b, tables[p], False, False)[var]
+                        elif rc_ref and model == MODEL_REF:
+                            rec_v[t, r] = value_at(state, j, t, b, tables[p], False, True)[var]
+                        elif rc_cur and model == MODEL_CUR:
+                            rec_v[t, r] = value_at(state, j, t, b, tables[p], True, False)[var]
+                        elif rc_both and model == MODEL_CUR_REF:
+                            rec_v[t, r] = value_at(state, j, t, b, tables[p], True, True)[var]
+                t += 1
+            progress[0] = n_hist
+            progress[1] = t
+
+    return graph_samples
 
 
-@pjit
-def _graph_batch(
-    t_end,
-    pop_start,
-    n_inputs,
-    thr,
-    reset_mode,
-    v_reset,
-    refractory,
-    has_cur,
-    has_ref,
-    pop_clock,
-    tables,
-    bias,
-    bias_off,
-    in_ptr,
-    in_proj,
-    proj_src,
-    proj_delay,
-    proj_rp,
-    proj_w,
-    proj_shared,
-    rowptr,
-    cols,
-    weights,
-    proj_woff,
-    proj_kind,
-    proj_geom,
-    tap_off,
-    tap_n,
-    tap_pixel,
-    tap_kernel,
-    bg_ptr,
-    bg_lam,
-    bg_w,
-    rec_ids,
-    rec_pop,
-    rec_var,
-    in_tptr,
-    in_idx,
-    state,
-    acc,
-    mark,
-    touched,
-    head,
-    nxt,
-    prv,
-    due,
-    rng,
-    hist_ptr,
-    hist_idx,
-    rec_v,
-    counts,
-    progress,
-):
-    for s in prange(state.shape[0]):
-        graph_sample(
-            t_end,
-            pop_start,
-            n_inputs,
-            thr,
-            reset_mode,
-            v_reset,
-            refractory,
-            has_cur,
-            has_ref,
-            pop_clock,
-            tables,
-            bias[s],
-            bias_off,
-            in_ptr,
-            in_proj,
-            proj_src,
-            proj_delay,
-            proj_rp,
-            proj_w,
-            proj_shared,
-            rowptr,
-            cols,
-            weights,
-            proj_woff,
-            proj_kind,
-            proj_geom,
-            tap_off,
-            tap_n,
-            tap_pixel,
-            tap_kernel,
-            bg_ptr,
-            bg_lam,
-            bg_w,
-            rec_ids,
-            rec_pop,
-            rec_var,
-            in_tptr[s],
-            in_idx[s],
-            state[s],
-            acc[s],
-            mark[s],
-            touched[s],
-            head[s],
-            nxt[s],
-            prv[s],
-            due[s],
-            rng[s],
-            hist_ptr[s],
-            hist_idx[s],
-            rec_v[s],
-            counts[s],
-            progress[s],
-        )
+def _mask(models) -> int:
+    """The bit mask of a set of ``MODEL_*`` codes."""
+    return sum(1 << int(m) for m in set(models.tolist()))
 
 
-_GRAPH_BATCHED = (11, *range(36, 52))  # bias, in_tptr .. progress: one per sample
+def graph_choices(plan: GraphPlan, inputs: GraphInputs, may_event=None, may_clock=None) -> tuple:
+    """The compile-time choices of :func:`graph_kernel` for a run:
+    ``may_event``, ``may_clock`` [P] bool: the populations that may be
+    stepped each way (default: as ``inputs.pop_clock`` says), so that the
+    kernel compiled for one run serves the runs whose paths differ (a
+    population whose path is chosen from its input); the run's own paths
+    are always included."""
+    clock = inputs.pop_clock
+    event = ~clock if may_event is None else ~clock | may_event
+    clock = clock if may_clock is None else clock | may_clock
+    neuron = np.arange(len(plan.model)) >= plan.n_inputs
+    return (
+        bool((plan.proj_kind == CSR).any()),
+        bool((plan.proj_kind == CONV).any()),
+        len(plan.bg_lam) > 0,
+        _mask(plan.model[neuron & event]),
+        _mask(plan.model[neuron & clock]),
+        _mask(plan.model[inputs.rec_pop]),
+    )
 
 
-def graph_run(*args):
-    """``graph_sample`` over a batch (every argument from ``in_tptr`` on has
-    a leading sample axis), samples in parallel."""
-    run_batch(_graph_batch, graph_sample, *args, batched=_GRAPH_BATCHED)
+def graph_run(t_end: int, plan: GraphPlan, inputs: GraphInputs, state: GraphState, choices=None) -> None:
+    """Run every sample up to step ``t_end`` (see :func:`graph_kernel`; a
+    sample may stop early, its ``hist_idx`` full), the samples in chunks on
+    threads (``kernels._jit.run_samples``), with the kernel specialised to
+    ``choices`` (default: :func:`graph_choices` of the run)."""
+    kernel = graph_kernel(*(graph_choices(plan, inputs) if choices is None else choices))
+    run_samples(kernel, state.state.shape[0], t_end, plan, inputs, state)
+
+
+def graph_init(plan: GraphPlan, inputs: GraphInputs, state: GraphState, choices=None) -> None:
+    """Initialise the samples not yet initialised (``progress[:, 2]`` 0):
+    state before step 0 and calendars of self-driven spikes; runs no step.
+    ``choices`` as :func:`graph_run` takes them."""
+    graph_run(0, plan, inputs, state, choices)
 
 
 @jit

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import snn_kernels as kernels
+from snn_kernels.graph import GraphInputs, GraphPlan, GraphState, graph_choices
 
 from .conv import kernel_layout
 from .neurons import LIF
@@ -58,9 +59,9 @@ def zero_delay_order(populations, projections) -> list:
 
 
 class SteppedPlan:
-    """A :class:`Part` flattened into the kernel's arrays (``kernels.graph``).
-    Projections' arrays are rebound to views into the concatenated ones, so
-    connectivity is held once."""
+    """A :class:`Part` flattened into the kernel's arrays (``kernels.graph``),
+    held together in :attr:`arrays` (a ``GraphPlan``). Projections' arrays are
+    rebound to views into the concatenated ones, so connectivity is held once."""
 
     def __init__(self, graph: Part):
         dtype = graph.dtype
@@ -78,6 +79,7 @@ class SteppedPlan:
         self.refractory = np.array([n.refractory for n in neurons], np.int64)
         self.has_cur = np.array([n.has_current for n in neurons], np.bool_)
         self.has_ref = np.array([n.refractory > 0 for n in neurons], np.bool_)
+        self.model = (2 * self.has_cur + self.has_ref).astype(np.int64)  # kernels.graph.MODEL_*
         self.width = 4 if (self.has_cur.any() or self.has_ref.any()) else 2
         self.neurons = neurons
         self.biases = [
@@ -94,6 +96,7 @@ class SteppedPlan:
         ).astype(np.int64)
         self.bg_lam = np.array([s.events_per_step(graph.dt) for s in bg], np.float64)
         self.bg_w = np.array([s.weight for s in bg], dtype)
+        self.arrays = GraphPlan(**{name: getattr(self, name) for name in GraphPlan._fields})
 
     def _flatten_projections(self, graph, order):
         """One kernel projection per (projection, delay group), sorted by
@@ -111,7 +114,6 @@ class SteppedPlan:
         groups = [_kernel_group(p, g) for _, _, g, p in rows]
         conv = [p.kind == "conv" for *_, p in rows]
         self.in_ptr = np.searchsorted([r[0] for r in rows], np.arange(len(order) + 1)).astype(np.int64)
-        self.in_proj = np.arange(len(rows), dtype=np.int64)
         self.proj_src = np.array([r[1] for r in rows], np.int64)
         self.proj_delay = np.array([d for d, *_ in groups], np.int64)
         self.proj_kind = np.array([kernels.CONV if c else kernels.CSR for c in conv], np.int64)
@@ -128,7 +130,9 @@ class SteppedPlan:
         )
         # CSR synapse s reads weights[s + proj_woff]; a kernel starts at weights[proj_woff]
         self.proj_woff = np.where(conv, w_off[:-1], w_off[:-1] - syn_off[:-1]).astype(np.int64)
-        self.proj_shared = np.array([p.weight is not None if p.kind == "csr" else False for *_, p in rows])
+        self.proj_shared = np.array(
+            [p.weight is not None if p.kind == "csr" else False for *_, p in rows], np.bool_
+        )
         self.proj_w = np.array(
             [p.weight if p.kind == "csr" and p.weight is not None else 0.0 for *_, p in rows], self.dtype
         )
@@ -203,6 +207,27 @@ class SteppedPlan:
                 )
             out.append(mode)
         return out
+
+    def may_paths(self, force: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """The populations that may be stepped event-driven, and clock-driven,
+        in a run with this ``force`` mode ([P] bool each): as :meth:`modes`
+        says, both for an ``"auto"`` population whose path the caller may
+        choose from its input (fed only by the part's inputs, no background),
+        so that a run prepared with no input compiles the kernel a run with
+        input uses."""
+        default = np.array([m == "clock" for m in self.modes(force, {})])
+        open_ = np.array(
+            [
+                force is None
+                and pop.mode == "auto"
+                and not pop.is_input
+                and self.bg_ptr[k] == self.bg_ptr[k + 1]
+                and bool((self.proj_src[self.in_ptr[k] : self.in_ptr[k + 1]] < self.n_inputs).all())
+                for k, pop in enumerate(self.order)
+            ],
+            np.bool_,
+        )
+        return ~default | open_, default | open_
 
     def bias_rows(self, batch, drives) -> tuple[np.ndarray, np.ndarray]:
         """The bias of every sample as the kernel reads it, ``[B, nb]`` of
@@ -317,86 +342,33 @@ class SteppedRun:
         self.hist_idx = np.empty((batch, 2 * n_total + min(n_total * n_steps // 1000, 1 << 24)), np.int32)
         self.rec_v = np.zeros((batch, n_steps, len(self.rec_ids)), dtype)
         self.counts = np.zeros((batch, n_pops, 4), np.int64)
-        self.progress_at = np.zeros((batch, 2), np.int64)
-        for s in range(batch):
-            kernels.graph_init(
-                plan.pop_start,
-                plan.n_inputs,
-                plan.thr,
-                plan.has_cur,
-                plan.has_ref,
-                self.tables,
-                self.bias[s],
-                self.bias_off,
-                plan.v_init,
-                self.state[s],
-                self.head[s],
-                self.nxt[s],
-                self.prv[s],
-                self.due[s],
-            )
+        self.progress = np.zeros((batch, 3), np.int64)  # spikes in the history, next step, initialised
+        self._given = self._arrays = None  # the input trains of the last advance, as the kernel reads them
+        inputs = self._inputs(*plan._input_arrays({}, batch, n_steps))
+        self.choices = graph_choices(plan.arrays, inputs, *plan.may_paths(force_mode))  # compile-time
+        kernels.graph_init(plan.arrays, inputs, self._state(), self.choices)
+
+    def _inputs(self, in_tptr, in_idx) -> GraphInputs:
+        """The run's constants as the kernel takes them, with these input spikes."""
+        fixed = {name: getattr(self, name) for name in GraphInputs._fields[:-2]}
+        return GraphInputs(**fixed, in_tptr=in_tptr, in_idx=in_idx)
+
+    def _state(self) -> GraphState:
+        """The run's per-sample arrays as the kernel takes them (read from the
+        attributes at each call: ``hist_idx`` grows)."""
+        return GraphState(**{name: getattr(self, name) for name in GraphState._fields})
 
     def advance(self, t_end: int, given: dict) -> None:
         """Run steps ``self.t .. t_end - 1``; ``given``: the spikes of the
         part's input populations by name, known at least up to ``t_end``."""
         plan, batch = self.plan, self.batch
-        in_tptr, in_idx = plan._input_arrays(given, batch, self.n_steps)
-        while self.progress_at[:, 1].min() < t_end:
-            kernels.graph_run(
-                t_end,
-                plan.pop_start,
-                plan.n_inputs,
-                plan.thr,
-                plan.reset_mode,
-                plan.v_reset,
-                plan.refractory,
-                plan.has_cur,
-                plan.has_ref,
-                self.pop_clock,
-                self.tables,
-                self.bias,
-                self.bias_off,
-                plan.in_ptr,
-                plan.in_proj,
-                plan.proj_src,
-                plan.proj_delay,
-                plan.proj_rp,
-                plan.proj_w,
-                plan.proj_shared,
-                plan.rowptr,
-                plan.cols,
-                plan.weights,
-                plan.proj_woff,
-                plan.proj_kind,
-                plan.proj_geom,
-                plan.tap_off,
-                plan.tap_n,
-                plan.tap_pixel,
-                plan.tap_kernel,
-                plan.bg_ptr,
-                plan.bg_lam,
-                plan.bg_w,
-                self.rec_ids,
-                self.rec_pop,
-                self.rec_var,
-                in_tptr,
-                in_idx,
-                self.state,
-                self.acc,
-                self.mark,
-                self.touched,
-                self.head,
-                self.nxt,
-                self.prv,
-                self.due,
-                self.rng,
-                self.hist_ptr,
-                self.hist_idx,
-                self.rec_v,
-                self.counts,
-                self.progress_at,
-            )
-            if self.progress_at[:, 1].min() < t_end:  # the spike history is full: grow it
+        if self._given is not given:  # the same trains as the last call: the same arrays
+            self._given = given
+            self._arrays = self._inputs(*plan._input_arrays(given, batch, self.n_steps))
+        inputs = self._arrays
+        while self.progress[:, 1].min() < t_end:
+            kernels.graph_run(t_end, plan.arrays, inputs, self._state(), self.choices)
+            if self.progress[:, 1].min() < t_end:  # the spike history is full: grow it
                 grown = np.empty((batch, 2 * self.hist_idx.shape[1]), np.int32)
                 grown[:, : self.hist_idx.shape[1]] = self.hist_idx
                 self.hist_idx = grown
@@ -411,6 +383,22 @@ class SteppedRun:
         return self.plan._outputs(
             t, self.hist_ptr[:, :t], self.hist_idx, self.counts, self.rec_v[:, :t], self.record, self.modes
         )
+
+    def recorded(self, name: str, var: str) -> np.ndarray | None:
+        """``[t, B, R]``: the recorded ``var`` of population ``name`` so far
+        (None if not recorded here), without assembling the spikes."""
+        k = self.plan.pop_index.get(name)
+        cols = np.flatnonzero((self.rec_pop == k) & (self.rec_var == int(var == "i")))
+        if k is None or not len(cols):
+            return None
+        return self.rec_v[:, : self.t, cols].transpose(1, 0, 2)
+
+    def keep(self, rows) -> None:
+        """Go on with the samples ``rows`` (indices into the batch) only."""
+        for name in ("bias", *GraphState._fields):
+            setattr(self, name, np.ascontiguousarray(getattr(self, name)[rows]))
+        self.batch = len(rows)
+        self._given = self._arrays = None
 
 
 def _kernel_group(proj, g):

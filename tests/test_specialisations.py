@@ -132,3 +132,78 @@ def test_cache_entry_of_another_signature_is_compiled_again(tmp_path):
         key: first[key] for key in ("float64", "float32")
     }
     assert again["cache_hits"] == 0  # both entries refused, compiled again
+
+
+RECURRENT_GRAPH_BOUND = 10
+
+
+def test_recurrent_graph_compiles_only_what_it_uses(tmp_path):
+    """A small recurrent graph (an input of 8 -> 20 LIF neurons, dense
+    weights, and those 20 onto themselves with delay 1; no background,
+    nothing recorded), stepped event-driven, batch 1, compiles 10
+    specialisations (measured): one graph kernel (CSR projections only, no
+    background, plain LIF neurons on the event path, nothing recorded: the
+    choices in its name) and 9 helpers, each once: ``_close_plain`` and the
+    ``kernels.neuron`` helpers of the event path (the self-driven spike
+    search with constant model flags, calendars, bias, reset). Nothing of a
+    convolution, the Poisson generator, the clock sweep, a current or a
+    refractory period. Before the graph kernel was specialised the same run
+    compiled 31 (``graph_sample`` and ``graph_init`` with every path, and
+    helpers once per set of constant or runtime flags), and a batch of 3
+    samples one more (the parallel kernel); now a batch runs on threads over
+    the same kernel and compiles nothing more."""
+    got = _child(
+        "import numpy as np, snn\n"
+        "rng = np.random.default_rng(0)\n"
+        "g = snn.Graph(dt=1e-3)\n"
+        "x = g.input(8, name='x')\n"
+        "a = g.population(20, snn.LIF(beta=0.9), name='a')\n"
+        "g.connect(x, a, rng.uniform(0, 0.6, (20, 8)), delay=0)\n"
+        "g.connect(a, a, rng.uniform(-0.3, 0.3, (20, 20)), delay=1)\n"
+        "spikes = lambda b: (rng.random((10, b, 8)) < 0.3).astype(np.uint8)\n"
+        "g.run(10, inputs={'x': spikes(1)}, progress=False)\n"
+        "one = compiled()\n"
+        "g.run(10, inputs={'x': spikes(3)}, progress=False)\n"
+        "print(json.dumps({'batch1': one, 'batch3': compiled()}))\n",
+        tmp_path,
+    )
+    one = got["batch1"]
+    assert "loaded from a cache" not in one, one["loaded from a cache"]
+    count = sum(len(sigs) for sigs in one.values())
+    assert count <= RECURRENT_GRAPH_BOUND, (count, sorted(one))
+    # choices: csr, conv, background, event models, clock models, recorded models
+    kernels = [name.rsplit(".", 1)[1] for name in one if "graph_samples" in name]
+    assert kernels == ["graph_samples_1_0_0_1_0_0"], kernels
+    modules = {name.split(".")[1] for name in one}
+    assert modules <= {"graph", "neuron"}, modules
+    assert not [name for name in one if "conv" in name or "sweep" in name or "general" in name], sorted(one)
+    # the model's flags are constants; a population's reset is read at run time (one select)
+    for name, sigs in one.items():
+        for sig in sigs:
+            flags = [lit for lit, c in zip(sig["literal_choices"], sig["choices"]) if c != "reset_mode"]
+            assert all(flags), (name, sig)
+    assert got["batch3"] == one
+
+
+def test_prepared_merge_compiles_both_paths(tmp_path):
+    """A population whose path is chosen from its input (``"auto"``, fed only
+    by sources outside its stage: a merge) may run event- or clock-driven:
+    ``prepare()`` (no input: event) compiles the kernel a run with dense
+    input (clock) uses, so that run compiles nothing."""
+    got = _child(
+        "import numpy as np, snn\n"
+        "rng = np.random.default_rng(0)\n"
+        "g = snn.Graph(dt=1e-3)\n"
+        "x, y = g.input(50, name='x'), g.input(50, name='y')\n"
+        "m = g.population(40, snn.IF(), name='m')\n"
+        "g.connect(x, m, rng.uniform(0, 0.6, (40, 50)), delay=0)\n"
+        "g.connect(y, m, rng.uniform(0, 0.6, (40, 50)), delay=0)\n"
+        "g.prepare()\n"
+        "before = compiled()\n"
+        "dense = {k: np.ones((30, 1, 50), np.uint8) for k in 'xy'}\n"
+        "mode = g.run(30, inputs=dense, progress=False).counts[2].mode\n"
+        "print(json.dumps({'before': before, 'after': compiled(), 'mode': mode}))\n",
+        tmp_path,
+    )
+    assert got["mode"] == "clock"
+    assert got["after"] == got["before"]
