@@ -215,6 +215,7 @@ class Graph:
         self.projections: list[Projection] = []
         self.sources: list[PoissonInput] = []
         self._plan = None
+        self._held = None  # (populations, sources) whose parameters the precision holds (read-only arrays)
 
     # -- building -----------------------------------------------------------
 
@@ -536,15 +537,16 @@ class Graph:
         projection goes forward; raises if zero-delay projections form a cycle."""
         return zero_delay_order(self.populations, self.projections)
 
-    def schedule(self, stepped=()) -> list[Stage]:
+    def schedule(self, stepped=(), together: bool = False) -> list[Stage]:
         """How an event run proceeds (see :mod:`snn.schedule`): the stages
         in run order, each a population run as a layer over all steps or
         populations stepped together; ``stepped``: populations (or names)
-        that must be stepped (those whose variables are recorded)."""
-        key = ("stages", frozenset(p if isinstance(p, str) else p.name for p in stepped))
+        that must be stepped (those whose variables are recorded);
+        ``together``: every population stepped in one stage."""
+        key = ("stages", frozenset(p if isinstance(p, str) else p.name for p in stepped), bool(together))
         if self._plan is None or self._plan[0] != key:
             self._plan = None  # the old plans' arrays are freed before the new ones are made
-            self._plan = (key, stages(self, key[1]))
+            self._plan = (key, stages(self, key[1], key[2]))
         return self._plan[1]
 
     # -- running -------------------------------------------------------------
@@ -624,6 +626,7 @@ class Graph:
         record_i=None,
         mode: str | None = None,
         n_threads: int | None = None,
+        together: bool = False,
     ) -> Simulation:
         """A run of ``T`` steps to advance chunk by chunk
         (:meth:`snn.schedule.Simulation.advance`), its state carried from
@@ -631,11 +634,14 @@ class Graph:
         computes (on the same schedule: layers stay layers), and
         ``result()`` after ``t`` steps is a run of ``t`` steps. Arguments as
         :meth:`run` takes them; ``mode="auto"`` chooses each population's
-        path on the first chunk's activity."""
+        path on the first chunk's activity. ``together``: step every
+        population together in one kernel (no layers; gates refused), so
+        that a chunk costs one kernel call: for many short chunks (an early
+        exit checking every step), where a chunk's fixed costs dominate."""
         T, trains, batch, drives, record = self._checked(
             T, inputs, drive, batch_size, seed, record_v, record_i, mode
         )
-        plan = self.schedule([pop for pop, _, _ in record])
+        plan = self.schedule([pop for pop, _, _ in record], together)
         return Simulation(self, plan, T, trains, batch, int(seed), record, mode, drives, n_threads)
 
     def _checked(self, T, inputs, drive, batch_size, seed, record_v, record_i, mode):
@@ -705,16 +711,20 @@ class Graph:
 
     def _check_precision(self, drives):
         """Refuse parameters the state precision cannot hold (they would
-        become inf, or a threshold 0, silently)."""
-        for pop in self.populations:
-            if pop.has_neurons:
-                pop.neuron.constants(self.dtype)
-                real_array(f"bias of {pop.name!r}", pop.bias, self.dtype)
-                real_array(f"v_init of {pop.name!r}", pop.v_init, self.dtype)
-                if pop.name in drives:
-                    real_array(f"bias + drive of {pop.name!r}", pop.bias + drives[pop.name], self.dtype)
-        for source in self.sources:
-            real_array(f"Poisson weight onto {source.target.name!r}", source.weight, self.dtype)
+        become inf, or a threshold 0, silently). The graph's own parameters
+        (read-only, so checked once until the graph grows), then the drives."""
+        held = (len(self.populations), len(self.sources))
+        if getattr(self, "_held", None) != held:  # (graphs pickled before it lack the attribute)
+            for pop in self.populations:
+                if pop.has_neurons:
+                    pop.neuron.constants(self.dtype)
+                    real_array(f"bias of {pop.name!r}", pop.bias, self.dtype)
+                    real_array(f"v_init of {pop.name!r}", pop.v_init, self.dtype)
+            for source in self.sources:
+                real_array(f"Poisson weight onto {source.target.name!r}", source.weight, self.dtype)
+            self._held = held
+        for name, drive in drives.items():
+            real_array(f"bias + drive of {name!r}", self[name].bias + drive, self.dtype)
 
     def _record(self, asked, var):
         """``[(population, indices, var)]`` for ``record_v`` / ``record_i``."""

@@ -18,6 +18,7 @@ from .result import RunResult
 __all__ = [
     "accuracy_vs_T",
     "cost_vs_T",
+    "exit_steps",
     "layer_rates",
     "population_rate",
     "raster",
@@ -277,6 +278,32 @@ def accuracy_vs_T(evaluation, *, ax=None, ann: bool = True, **kwargs):
     _log_steps(ax, steps)
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8, loc="lower right")
+    return ax
+
+
+def exit_steps(run, labels=None, *, ax=None, **kwargs):
+    """Histogram of the steps at which the samples of an
+    :class:`snn.convert.ExitedRun` stopped (``labels``: stacked by whether
+    the decision was right). ``kwargs`` to ``ax.hist``."""
+    ax = _axes(ax)
+    bins = np.arange(1, run.n_steps + 2) - 0.5
+    if labels is None:
+        ax.hist(run.exit_step, bins=bins, **kwargs)
+    else:
+        right = run.decision == np.asarray(labels)
+        ax.hist(
+            [run.exit_step[right], run.exit_step[~right]],
+            bins=bins,
+            stacked=True,
+            label=["right", "wrong"],
+            color=["C0", "C3"],
+            **kwargs,
+        )
+        ax.legend(fontsize=8)
+    ax.set_xlim(0.5, max(int(run.exit_step.max()), 1) + 1.5)
+    ax.set_xlabel(f"exit step (of T = {run.n_steps})")
+    ax.set_ylabel("samples")
+    ax.set_title(f"early exit ({run.rule}): mean step {run.exit_step.mean():.1f}")
     return ax
 
 

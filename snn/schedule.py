@@ -72,13 +72,20 @@ class Stage:
         return [p.name for p in self.populations]
 
 
-def stages(graph, stepped=frozenset()) -> list[Stage]:
+def stages(graph, stepped=frozenset(), together=False) -> list[Stage]:
     """The stages of ``graph`` in run order (every population after its
     sources); ``stepped``: names of populations that must be stepped (their
-    membrane is recorded at every step)."""
+    membrane is recorded at every step); ``together``: one stage stepping
+    every population (max-pool gates refused)."""
     incoming = {p.name: [] for p in graph.populations}
     for proj in graph.projections:
         incoming[proj.target.name].append(proj)
+    if together:
+        gates = [p.name for p in graph.populations if p.pool is not None]
+        if gates:
+            raise ValueError(f"max-pool gate(s) {gates} run as layers only: they cannot be stepped together")
+        pops = [p for p in graph.populations if p.has_neurons]
+        return [Stage(tuple(pops), plan=SteppedPlan(_part(graph, pops, incoming)))]
     driven = {s.target.name for s in graph.sources}
     out = []
     for component in _components(graph):
@@ -150,6 +157,9 @@ class Simulation:
         self._runs = {}  # stage index -> SteppedRun
         self._stepped_trains = {}  # population name -> trains of all steps done (stepped stages)
         self._counts, self._modes = {}, {}
+        self._static = {}  # stage index -> its inputs when all are the run's given trains
+        self._bias = {}  # stage index -> a layer's bias (_layer_bias)
+        self._assembled = {}  # stage index -> ((steps, batch), outputs of its SteppedRun)
 
     def advance(self, steps: int | None = None, bar=None) -> Simulation:
         """Run ``steps`` more steps (default: to the end; fewer if the run
@@ -186,8 +196,8 @@ class Simulation:
         trains = {name: _slice(tr, 0, t) for name, tr in self._given.items()}
         trains.update((name, _join(chunks)) for name, chunks in self._chunks.items())
         counts, modes, recorded = dict(self._counts), dict(self._modes), {}
-        for run in self._runs.values():
-            out = run.outputs()
+        for k in self._runs:
+            out = self._outputs(k)
             trains.update(out["trains"])
             counts.update(out["counts"])
             modes.update(out["modes"])
@@ -195,7 +205,56 @@ class Simulation:
         return GraphResult.assemble(self.graph, t, trains, counts, modes, recorded, self.seconds)
 
     def __repr__(self):
-        return f"Simulation(t={self.t} of {self.n_steps} steps)"
+        return f"Simulation(t={self.t} of {self.n_steps} steps, {self.batch} samples)"
+
+    def keep(self, rows) -> Simulation:
+        """Go on with the samples ``rows`` only (indices into the current
+        batch, in the order given): the others leave the run (an early exit),
+        and what is later computed, counted and returned covers these."""
+        rows = np.asarray(rows, np.int64)
+        if rows.ndim != 1 or (len(rows) and (rows.min() < 0 or rows.max() >= self.batch)):
+            raise ValueError(f"rows must be indices into the batch of {self.batch} samples")
+        self._given = {name: _rows(tr, rows) for name, tr in self._given.items()}
+        self._static, self._assembled = {}, {}
+        self._bias = {k: tuple(b[rows] if len(b) > 1 else b for b in pair) for k, pair in self._bias.items()}
+        self._chunks = {name: [_rows(c, rows) for c in chunks] for name, chunks in self._chunks.items()}
+        self._stepped_trains = dict.fromkeys(self._stepped_trains)  # assembled again when read
+        self._drives = {name: d[rows] for name, d in self._drives.items()}
+        self._counts = {name: c[rows] for name, c in self._counts.items()}
+        self._carry = {
+            k: tuple(a[rows] for a in c) if isinstance(c, tuple) else c[rows] for k, c in self._carry.items()
+        }
+        for run in self._runs.values():
+            run.keep(rows)
+        self.batch = len(rows)
+        return self
+
+    def totals(self) -> dict:
+        """Counts of the steps done so far by population name, ``[B, 4]``
+        int64 each (synaptic operations, state updates, spikes, background
+        events), without assembling the spikes."""
+        out = dict(self._counts)
+        for run in self._runs.values():
+            for k, pop in enumerate(run.plan.order):
+                if not pop.is_input:
+                    out[pop.name] = run.counts[:, k].copy()
+        return out
+
+    def recorded(self, name: str, var: str = "v") -> np.ndarray:
+        """``[t, B, R]``: the variable ``var`` (``"v"`` or ``"i"``) of the
+        recorded neurons of population ``name``, at the end of each step done."""
+        for run in self._runs.values():
+            values = run.recorded(name, var)
+            if values is not None:
+                return values
+        raise KeyError(f"{var} of population {name!r} is not recorded in this run")
+
+    def window(self, name: str, a: int, b: int) -> SpikeTrains:
+        """Spikes of population ``name`` in steps ``a .. b - 1`` (``0 <= a <=
+        b <= t``) as trains of ``b - a`` steps."""
+        if not 0 <= a <= b <= self.t:
+            raise ValueError(f"steps {a}..{b} are not within the {self.t} steps done")
+        return self._window(name, a, b)
 
     def _window(self, name, a, b) -> SpikeTrains:
         """Spikes of population ``name`` in steps ``a .. b - 1`` (``b - a``
@@ -203,6 +262,9 @@ class Simulation:
         if name in self._given:
             return _slice(self._given[name], a, b)
         if name in self._stepped_trains:
+            if self._stepped_trains[name] is None:
+                k = next(k for k, r in self._runs.items() if name in r.plan.pop_index)
+                self._stepped_trains.update(self._outputs(k)["trains"])
             return _slice(self._stepped_trains[name], a, b)
         chunks, starts = self._chunks[name], self._starts
         if b <= 0:  # all before step 0 (a delayed source)
@@ -210,6 +272,14 @@ class Simulation:
         first = max(0, int(np.searchsorted(starts, a, side="right")) - 1)
         last = int(np.searchsorted(starts, b, side="left"))
         return _slice(_join(chunks[first:last]), a - starts[first], b - starts[first])
+
+    def _outputs(self, k) -> dict:
+        """``SteppedRun.outputs`` of stage ``k``, assembled once per state."""
+        run = self._runs[k]
+        key = (run.t, run.batch)
+        if self._assembled.get(k, (None,))[0] != key:
+            self._assembled[k] = (key, run.outputs())
+        return self._assembled[k][1]
 
     def _layer_chunk(self, k, stage, t0, t1):
         pop, steps = stage.populations[0], t1 - t0
@@ -223,12 +293,14 @@ class Simulation:
             counts = np.stack([none, kc[:, 1], kc[:, 2], none], axis=1)
             self._modes[pop.name] = "gate"
         else:
+            if k not in self._bias:
+                self._bias[k] = _layer_bias(self.graph.dtype, pop, self._drives.get(pop.name))
             out, counts, self._modes[pop.name], self._carry[k] = _run_as_layer(
                 self.graph.dtype,
                 stage.layer,
                 source,
                 self._modes.get(pop.name, self._force),
-                self._drives.get(pop.name),
+                self._bias[k],
                 self._carry.get(k),
                 t0,
             )
@@ -236,11 +308,13 @@ class Simulation:
         self._counts[pop.name] = self._counts.get(pop.name, 0) + counts
 
     def _stepped_chunk(self, k, stage, t0, t1, bar):
-        given = {
-            p.name: _placed(self._window(p.name, t0, t1), t0, self.n_steps)
-            for p in stage.plan.order
-            if p.is_input
-        }
+        names = [p.name for p in stage.plan.order if p.is_input]
+        if all(name in self._given for name in names):  # known for the whole run: the same trains
+            given = self._static.get(k)
+            if given is None:
+                given = self._static[k] = {name: self._given[name] for name in names}
+        else:
+            given = {name: _placed(self._window(name, t0, t1), t0, self.n_steps) for name in names}
         if k not in self._runs:
             mine = [r for r in self._record if r[0] in stage.populations]
             windows = {name: _slice(trains, t0, t1) for name, trains in given.items()}
@@ -255,8 +329,8 @@ class Simulation:
             run.advance(min(t1, done + step), given)
             if bar is not None:
                 bar.update(run.t - done)
-        if any(not p.is_input for p in stage.plan.order):
-            self._stepped_trains.update(run.outputs()["trains"])
+        for p in stage.populations:  # assembled when a later stage reads them (_window)
+            self._stepped_trains[p.name] = None
 
 
 def _slice(trains: SpikeTrains, a: int, b: int) -> SpikeTrains:
@@ -278,6 +352,11 @@ def _slice(trains: SpikeTrains, a: int, b: int) -> SpikeTrains:
         return SpikeTrains(tptr, np.zeros((batch, 0), np.int32), trains.n)
     at = np.minimum(first[:, None] + np.arange(width), trains.idx.shape[1] - 1)
     return SpikeTrains(tptr, np.take_along_axis(trains.idx, at, axis=1), trains.n)
+
+
+def _rows(trains: SpikeTrains, rows) -> SpikeTrains:
+    """The samples ``rows`` of ``trains``."""
+    return SpikeTrains(trains.tptr[rows], trains.idx[rows], trains.n)
 
 
 def _join(chunks) -> SpikeTrains:
@@ -302,6 +381,8 @@ def _join(chunks) -> SpikeTrains:
 def _placed(window: SpikeTrains, t0: int, n_steps: int) -> SpikeTrains:
     """The spikes of ``window`` (steps ``t0 ..``) as trains of ``n_steps``
     steps, empty elsewhere (what a stepped run reads, step by step)."""
+    if t0 == 0 and window.n_steps == n_steps:
+        return window
     tptr = np.zeros((window.batch_size, n_steps + 1), np.int64)
     t1 = t0 + window.n_steps
     tptr[:, t0 : t1 + 1] = window.tptr
@@ -365,23 +446,28 @@ class _ProjectionLayer:
         return self._rows[key]
 
 
-def _run_as_layer(dtype, layer, source, mode, drive, carried=None, elapsed=0):
+def _layer_bias(dtype, pop, drive) -> tuple:
+    """``(bias [B or 1, n], as the kernels read it)`` of a population with
+    its drive (summed in float64, as the stepped path does); the kernels'
+    is one value when all are equal (no per-neuron reads)."""
+    bias = np.atleast_2d(pop.bias if drive is None else pop.bias + drive).astype(dtype)
+    if np.all(bias == bias.flat[0]):
+        return bias, np.ascontiguousarray(bias[:1, :1])
+    return bias, bias
+
+
+def _run_as_layer(dtype, layer, source, mode, bias, carried=None, elapsed=0):
     """One population over a chunk of steps by the layer kernels, from the
     state ``carried`` over from the run's ``elapsed`` steps before (None: a
-    new run); returns its trains, counts ``[B, 4]``, the path that ran
-    (``mode``, or the cost model's choice if ``"auto"``) and the state a next
-    chunk continues from."""
-    pop = layer.pop
-    bias = pop.bias if drive is None else pop.bias + drive  # summed in float64, as the stepped path does
-    bias = np.atleast_2d(bias).astype(dtype)
-    driven = bool(np.any(bias > 0))
-    mode = mode or pop.mode
+    new run); ``bias`` from :func:`_layer_bias`. Returns its trains, counts
+    ``[B, 4]``, the path that ran (``mode``, or the cost model's choice if
+    ``"auto"``) and the state a next chunk continues from."""
+    full, bias = bias
+    mode = mode or layer.pop.mode
     if mode == "auto" and layer.proj is None:
-        mode = _choose_driven_mode(layer, bias, source.n_steps)
+        mode = _choose_driven_mode(layer, full, source.n_steps)
     elif mode == "auto":
-        mode = _choose_mode(layer, source, source.n_steps, dtype, driven)
-    if np.all(bias == bias.flat[0]):  # shared: one value, no per-neuron reads
-        bias = np.ascontiguousarray(bias[:1, :1])
+        mode = _choose_mode(layer, source, source.n_steps, dtype, bool(np.any(full > 0)))
     out, state, kc = _run_layer(
         layer, source, bias, None, mode, source.n_steps, dtype, False, carried, elapsed
     )

@@ -24,7 +24,8 @@ The modules, each importing only those above it:
   :class:`snn.Graph` (:class:`ConvertedGraph`);
 - ``dispatch``: :func:`convert`, which sends a model to one of the two;
 - ``calibration``: :func:`calibrate`, layer-wise bias or potential correction;
-- ``evaluation``: :func:`evaluate`, :class:`Trajectory`, :func:`early_exit`.
+- ``evaluation``: :func:`evaluate`, :class:`Trajectory`, :func:`early_exit`;
+- ``stopping``: :func:`run_early_exit`, an early exit that stops the run.
 
 This file only names the public API.
 """
@@ -36,6 +37,7 @@ from .dispatch import convert
 from .evaluation import EarlyExit, Evaluation, Trajectory, early_exit, evaluate, readout_trajectory
 from .graph import ConvertedGraph
 from .ops import Op, register_function, register_module
+from .stopping import ExitedRun, ExitRule, run_early_exit
 
 __all__ = [
     "ConversionError",
@@ -43,6 +45,8 @@ __all__ = [
     "ConvertedNetwork",
     "EarlyExit",
     "Evaluation",
+    "ExitRule",
+    "ExitedRun",
     "LayerCalibration",
     "Op",
     "Trajectory",
@@ -54,4 +58,5 @@ __all__ = [
     "readout_trajectory",
     "register_function",
     "register_module",
+    "run_early_exit",
 ]

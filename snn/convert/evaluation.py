@@ -20,6 +20,7 @@ from .base import ann_outputs, check_labels, check_samples
 from .chain import ConvertedNetwork
 from .dispatch import _check_converted, _is_graph
 from .graph import ConvertedGraph
+from .stopping import ExitRule, run_early_exit
 
 # -- one run read at every step ---------------------------------------------------
 
@@ -368,6 +369,10 @@ class Evaluation:
                 f"{r['energy_pj'] / self.ann_energy_pj:>10.3f} {updates} {ms}"
             )
         note = ""
+        if "exit_step" in self.rows[0]:
+            note = "\nearly exit: mean steps run " + ", ".join(
+                f"{r['exit_step']:.1f} of {r['T']}" for r in self.rows
+            )
         if self.single_pass:
             t_max = max(r["T"] for r in self.rows)
             note = (
@@ -400,6 +405,7 @@ def evaluate(
     mode: str | None = None,
     progress: bool = False,
     client=None,
+    exit: ExitRule | None = None,  # noqa: A002 -- the rule's natural name
 ) -> Evaluation:
     """Accuracy, exact counts and time per sample of ``converted`` on ``x``
     (``[N, *input_shape]``, labels ``y`` ``[N]``) for each T in ``steps``.
@@ -417,12 +423,20 @@ def evaluate(
     client : a Dask client (or a scheduler address, or ``"local"``): split
         the samples across its workers, same numbers (see
         :func:`snn.distributed.evaluate`; needs the ``dask`` extra).
+    exit : an :class:`~snn.convert.ExitRule`: each T is one run by
+        :func:`~snn.convert.run_early_exit` (samples stop once the rule
+        holds; counts and time are what was done, ``exit_step`` per row is
+        the mean steps run); ``single_pass`` does not apply.
 
     Kernels are compiled before the timed runs.
     """
     from tqdm.auto import tqdm
 
+    if exit is not None and not isinstance(exit, ExitRule):
+        raise TypeError(f"exit must be an ExitRule, got {type(exit).__name__}")
     if client is not None:
+        if exit is not None:
+            raise NotImplementedError("evaluate(client=..., exit=...): early exit runs in this process only")
         if _is_graph(converted):
             raise NotImplementedError(
                 "evaluate(client=...) distributes converted chains (ConvertedNetwork) only; "
@@ -453,7 +467,13 @@ def evaluate(
         raise TypeError(f"ann_model must be a torch.nn.Module, got {type(ann_model).__name__}")
     converted.network.prepare()
     trajectory, readout_ms = None, math.nan
-    if single_pass:
+    if exit is not None:
+        single_pass = False
+        rows = [
+            _exit_row(converted, x, y, t, energy, mode, exit)
+            for t in tqdm(steps, desc="evaluating", disable=not progress, leave=False)
+        ]
+    elif single_pass:
         rows, trajectory, readout_ms = _single_pass_rows(converted, x, y, steps, energy, mode)
     else:
         rows = [
@@ -507,6 +527,24 @@ def _run_row(converted, x, y, n_steps, energy, mode) -> dict:
     result = converted.run(x, n_steps, mode=mode)
     elapsed = time.perf_counter() - start
     return run_row(n_steps, result.membrane.argmax(axis=1), result, y, energy, 1e3 * elapsed / len(y))
+
+
+def _exit_row(converted, x, y, n_steps, energy, mode, rule) -> dict:
+    """One timed run to at most ``n_steps`` with samples stopping early."""
+    out = run_early_exit(converted, x, n_steps, rule, mode=mode)
+    n = len(y)
+    synops, macs = out.synops.sum() / n, out.macs.sum() / n
+    return {
+        "T": n_steps,
+        "accuracy": float(np.mean(out.decision == y)),
+        "synops": synops,
+        "macs": macs,
+        "updates": out.updates.sum() / n,
+        "dense_updates": float(n_steps * _n_neurons(converted)),
+        "energy_pj": energy.energy_pj(synops, macs),
+        "ms_per_sample": 1e3 * out.seconds / n,
+        "exit_step": float(out.exit_step.mean()),
+    }
 
 
 def run_row(n_steps, decisions, result, y, energy, ms_per_sample) -> dict:

@@ -1,0 +1,130 @@
+"""Early exit that stops the simulation (issue 13) on DIGITS-CNN
+(shared/BENCHMARKS.md): the converted CNN run to the full T against the same
+network run by ``snn.convert.run_early_exit``, where each digit leaves the
+batch once its decision is stable, on the 540 test digits.
+
+Reported for each T (default 32 and 64) and exit rule: accuracy (the full
+run's and the exits'), mean exit step, SynOps per sample actually done (the
+kernels' counts), and measured wall time per sample, whole test set in one
+call (interleaved with the full run, median of ``--repeats``) and at batch 1
+(median over ``--batch1`` digits, one call each). ``together``: every
+population stepped in one kernel (cheaper chunks) instead of layer stages.
+Target (issue 13): >= 4x less wall time at <= 0.2 pp accuracy lost.
+
+Usage::
+
+    python benchmarks/early_exit.py [--quick] [--steps 32 64] [--patience 3 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+from _common import describe_env, environment, md_table, median, time_interleaved, warn_if_busy
+
+from snn.convert import convert, run_early_exit
+from snn.training import accuracy, digits_cnn, load_digits_split, train
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--patience", type=int, nargs="+", default=[3, 5])
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch1", type=int, default=100, help="digits timed one at a time (<= 540)")
+    parser.add_argument("--quick", action="store_true", help="T = 32, patience 3, 10 epochs, fewer repeats")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.patience, args.epochs, args.repeats, args.batch1 = [32], [3], 10, 3, 30
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(describe_env(environment()))
+    warn_if_busy()
+    x_train, y_train, x_test, y_test = load_digits_split()
+    model = train(digits_cnn("avg"), x_train, y_train, epochs=args.epochs, progress=False)
+    print(f"ANN test accuracy {accuracy(model, x_test, y_test):.2%}")
+    conv = convert(model, x_train, percentile=99.99)
+    conv.network.prepare()
+    run_early_exit(conv, x_test[:2], 4, patience=1)  # compiled before timing
+    run_early_exit(conv, x_test[:2], 4, patience=1, together=True)
+    rows = []
+    for T in args.steps:
+        full = conv.run(x_test, T)
+        full_acc = float(np.mean(full.membrane.argmax(axis=1) == y_test))
+        full_synops = sum(c.synops for c in full.counts).mean()
+        variants = {
+            f"patience {p}{' together' if tog else ''}": dict(patience=p, together=tog)
+            for p in args.patience
+            for tog in (False, True)
+        }
+        fns = {"full": lambda T=T: conv.run(x_test, T)}
+        fns.update(
+            {k: (lambda kw=kw, T=T: run_early_exit(conv, x_test, T, **kw)) for k, kw in variants.items()}
+        )
+        times = time_interleaved(fns, args.repeats)
+        n1 = min(args.batch1, len(x_test))
+        one = {"full": []}
+        for k in range(n1):
+            start = time.perf_counter()
+            conv.run(x_test[k : k + 1], T)
+            one["full"].append(time.perf_counter() - start)
+        full_set, full_b1 = 1e3 * median(times["full"]) / len(x_test), 1e3 * median(one["full"])
+        rows.append(
+            [
+                T,
+                "full run",
+                f"{full_acc:.2%}",
+                T,
+                f"{full_synops:,.0f}",
+                f"{full_set:.3f}",
+                f"{full_b1:.3f}",
+                "1",
+                "1",
+            ]
+        )
+        for name, kw in variants.items():
+            out = run_early_exit(conv, x_test, T, **kw)
+            b1 = []
+            for k in range(n1):
+                start = time.perf_counter()
+                run_early_exit(conv, x_test[k : k + 1], T, **kw)
+                b1.append(time.perf_counter() - start)
+            ms_set, ms_b1 = 1e3 * median(times[name]) / len(x_test), 1e3 * median(b1)
+            rows.append(
+                [
+                    T,
+                    name,
+                    f"{out.accuracy(y_test):.2%}",
+                    f"{out.exit_step.mean():.1f}",
+                    f"{out.synops.mean():,.0f}",
+                    f"{ms_set:.3f}",
+                    f"{ms_b1:.3f}",
+                    f"{full_set / ms_set:.2f}x",
+                    f"{full_b1 / ms_b1:.2f}x",
+                ]
+            )
+    print(
+        md_table(
+            [
+                "T",
+                "run",
+                "accuracy",
+                "mean steps",
+                "SynOps / sample",
+                "ms / sample (set)",
+                "ms / sample (batch 1)",
+                "speed-up set",
+                "speed-up batch 1",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

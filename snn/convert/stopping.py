@@ -1,0 +1,271 @@
+"""Early exit that stops the simulation (issue 13): a converted model runs
+chunk by chunk (:meth:`snn.Graph.start`), each sample's readout is checked
+against a rule after every chunk, and a sample whose decision is stable
+leaves the batch, so the work it would have cost is never done.
+
+Unlike :func:`snn.convert.early_exit` (which reads one full run and counts
+what stopping would have spent), everything reported here was done: the
+SynOps and state updates are the kernels' counts of the steps each sample
+ran, and the wall time is measured.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..graph import Graph
+from ..network import _vecmat
+from ..spiketrains import SpikeTrains
+from .base import check_labels, check_samples
+from .chain import ConvertedNetwork
+from .graph import ConvertedGraph, drive_currents
+
+_GRAPHS = weakref.WeakKeyDictionary()  # stack -> its graph (Graph.from_network), built once
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """When a sample stops, judged after step ``t`` (``t >= min_steps``) on
+    its readout membrane ``r`` (``[C]``, which approximates ``t`` times the
+    ANN's logits); every rule given must hold:
+
+    - ``patience = k``: the decision (argmax of ``r``) is the same after
+      steps ``t - k .. t``;
+    - ``margin = m``: the gap between the two largest values of ``r / t`` is
+      at least ``m`` (logit units);
+    - ``confidence = c``: the largest softmax probability of ``r / t`` is at
+      least ``c`` (in (0, 1));
+    - ``custom``: a callable ``f(t, readout) -> bool [B]`` on the readouts
+      ``[B, C]`` of the samples still running.
+
+    A sample that never meets the rule runs to ``T``."""
+
+    patience: int | None = None
+    margin: float | None = None
+    confidence: float | None = None
+    custom: Callable | None = None
+    min_steps: int = 1
+
+    def __post_init__(self):
+        if self.patience is None and self.margin is None and self.confidence is None and self.custom is None:
+            raise ValueError("give a rule: patience=, margin=, confidence= and/or custom=")
+        p = self.patience
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0):
+            raise ValueError(f"patience must be an integer >= 0, got {p!r}")
+        if self.margin is not None and not self.margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin!r}")
+        if self.confidence is not None and not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if self.custom is not None and not callable(self.custom):
+            raise TypeError(f"custom must be a callable f(t, readout) -> bool [B], got {self.custom!r}")
+        m = self.min_steps
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"min_steps must be an integer >= 1, got {m!r}")
+
+    def __str__(self):
+        parts = [
+            f"patience {self.patience}" if self.patience is not None else "",
+            f"margin {self.margin:g}" if self.margin is not None else "",
+            f"confidence {self.confidence:g}" if self.confidence is not None else "",
+            "custom" if self.custom is not None else "",
+            f"min {self.min_steps} steps" if self.min_steps > 1 else "",
+        ]
+        return ", ".join(p for p in parts if p)
+
+    @property
+    def earliest(self) -> int:
+        """The first step after which the rule can hold (``min_steps``, and
+        ``patience + 1``: a decision is the same over ``patience + 1`` steps)."""
+        return max(self.min_steps, 1 if self.patience is None else self.patience + 1)
+
+    def holds(self, t: int, readout: np.ndarray, unchanged: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: the rule holds after step ``t`` for readouts ``[B,
+        C]`` whose decision has been the same for ``unchanged`` steps."""
+        ok = np.full(len(readout), t >= self.min_steps)
+        if self.patience is not None:
+            ok &= unchanged >= self.patience
+        if self.margin is not None or self.confidence is not None:
+            logits = readout / t
+            if self.margin is not None:
+                if readout.shape[1] < 2:
+                    raise ValueError("margin needs a readout of at least two classes")
+                top2 = np.sort(logits, axis=1)[:, -2:]
+                ok &= top2[:, 1] - top2[:, 0] >= self.margin
+            if self.confidence is not None:
+                z = np.exp(logits - logits.max(axis=1, keepdims=True))
+                ok &= z.max(axis=1) / z.sum(axis=1) >= self.confidence
+        if self.custom is not None:
+            verdict = np.asarray(self.custom(t, readout.copy()))
+            if verdict.shape != (len(readout),) or verdict.dtype != bool:
+                raise ValueError(f"custom must return a bool array [{len(readout)}], got {verdict!r}")
+            ok &= verdict
+        return ok
+
+
+@dataclass
+class ExitedRun:
+    """A run in which samples stopped early (:func:`run_early_exit`).
+
+    Per sample ``[B]``: ``exit_step`` (steps it ran, 1..T), ``decision``
+    (argmax of its readout then), ``readout`` ``[B, C]`` (its readout then),
+    ``synops`` and ``updates`` (what the kernels did for it, all
+    populations), ``macs`` (of the analog input, once). ``seconds``: wall
+    time of the whole run, conversion of the input included; ``rule``: the
+    rule as text; ``n_steps``: the ``T`` samples ran to at most."""
+
+    rule: str
+    n_steps: int
+    exit_step: np.ndarray
+    decision: np.ndarray
+    readout: np.ndarray
+    synops: np.ndarray
+    updates: np.ndarray
+    macs: np.ndarray
+    seconds: float
+
+    def accuracy(self, labels) -> float:
+        """Fraction of decisions equal to ``labels`` (``[B]`` classes)."""
+        labels = check_labels(labels, "labels", len(self.decision), self.readout.shape[1])
+        return float(np.mean(self.decision == labels))
+
+    def summary(self, labels=None, full=None) -> str:
+        """One line (``labels``: with accuracy; ``full``: an :class:`ExitedRun`
+        or result of the same samples run to ``T``, for the savings)."""
+        n = len(self.exit_step)
+        text = (
+            f"early exit ({self.rule}): mean exit step {self.exit_step.mean():.1f} of {self.n_steps}, "
+            f"{self.synops.sum() / n:,.0f} SynOps and {1e3 * self.seconds / n:.3f} ms per sample"
+        )
+        if labels is not None:
+            text += f", accuracy {self.accuracy(labels):.2%}"
+        if full is not None:
+            text += (
+                f"; the full run: {full.synops.sum() / n:,.0f} SynOps, "
+                f"{1e3 * full.seconds / n:.3f} ms per sample ({full.seconds / self.seconds:.2f}x the time)"
+            )
+            if labels is not None:
+                text += f", accuracy {full.accuracy(labels):.2%}"
+        return text
+
+
+def run_early_exit(
+    converted,
+    x,
+    T: int,
+    rule: ExitRule | None = None,
+    *,
+    every: int = 1,
+    mode: str | None = None,
+    n_threads: int | None = None,
+    together: bool = False,
+    **rule_kwargs,
+) -> ExitedRun:
+    """Run ``converted`` (a :class:`~snn.convert.ConvertedNetwork` or
+    :class:`~snn.convert.ConvertedGraph`) on analog samples ``x``
+    (``[N, *input_shape]``) for at most ``T`` steps, in chunks of ``every``
+    steps; after each chunk the samples whose readout meets ``rule`` (an
+    :class:`ExitRule`, or its fields as keywords: ``patience=3``...) leave
+    the batch (the first chunk ends when the rule can first hold,
+    :attr:`ExitRule.earliest`). The rule is judged at every step of a chunk
+    (a sample exits at the first step it holds), but a chunk runs whole, so
+    ``every > 1`` trades checks for work past the exit (counted).
+
+    A sample's spikes and decision are those of the run to its exit step
+    (chunked runs equal uncut ones); ``mode`` forces one path for every
+    population (default: each one's own, ``"auto"`` choosing on the first
+    chunk)."""
+    start = time.perf_counter()
+    if rule is None:
+        rule = ExitRule(**rule_kwargs)
+    elif rule_kwargs:
+        raise TypeError(f"give rule= or its keywords ({', '.join(rule_kwargs)}), not both")
+    if not isinstance(rule, ExitRule):
+        raise TypeError(f"rule must be an ExitRule, got {type(rule).__name__}")
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"every must be an integer >= 1, got {every!r}")
+    graph, readout, drive, macs = _as_graph(converted, x)
+    batch = len(x)
+    n_out = graph[readout].n
+    silent = {p.name: SpikeTrains.empty(T, batch, p.n) for p in graph.populations if p.is_input}
+    sim = graph.start(
+        T,
+        inputs=silent,
+        drive=drive,
+        batch_size=batch,
+        record_v={readout: np.arange(n_out)},
+        mode=mode,
+        n_threads=n_threads,
+        together=together,
+    )
+    alive = np.arange(batch)  # original index of each sample still running
+    exit_step = np.zeros(batch, np.int64)
+    final = np.zeros((batch, n_out))
+    synops = np.zeros(batch, np.int64)
+    updates = np.zeros(batch, np.int64)
+    last = np.full(batch, -1, np.int64)  # decision after the previous step
+    unchanged = np.zeros(batch, np.int64)
+    while len(alive):
+        t0 = sim.t
+        sim.advance(max(every, rule.earliest - t0))  # no chunk ends before the rule can hold
+        values = sim.recorded(readout)[t0:]  # [steps, B, C]
+        stop = np.zeros(len(alive), bool)
+        for k, r in enumerate(values):
+            t = t0 + k + 1
+            decision = r.argmax(axis=1)
+            unchanged = np.where(decision == last, unchanged + 1, 0)
+            last = decision
+            now = ~stop & (rule.holds(t, r, unchanged) | (t == T))
+            exit_step[alive[now]] = t
+            final[alive[now]] = r[now]
+            stop |= now
+        if stop.any():
+            done = sum(c for c in sim.totals().values())  # [B, 4]
+            synops[alive[stop]] = done[stop, 0]
+            updates[alive[stop]] = done[stop, 1]
+            keep = np.flatnonzero(~stop)
+            alive, last, unchanged = alive[keep], last[keep], unchanged[keep]
+            if len(alive):
+                sim.keep(keep)
+    return ExitedRun(
+        str(rule),
+        T,
+        exit_step,
+        final.argmax(axis=1),
+        final,
+        synops,
+        updates,
+        macs,
+        time.perf_counter() - start,
+    )
+
+
+def _as_graph(converted, x) -> tuple:
+    """``(graph, readout name, drives by population, MACs [B])`` of a
+    converted model on samples ``x``."""
+    if isinstance(converted, ConvertedGraph):
+        x = check_samples(x, "x", converted.input_shape)
+        currents, macs = drive_currents(converted.drives, converted.input_shape, x)
+        total = sum(np.asarray(m, np.int64) for m in macs.values())
+        return converted.network, converted.readout, currents, np.broadcast_to(total, (len(x),)).copy()
+    if not isinstance(converted, ConvertedNetwork):
+        raise TypeError(f"expected a ConvertedNetwork or ConvertedGraph, got {type(converted).__name__}")
+    flat = converted._flat(x)
+    network = converted.network
+    graph = _GRAPHS.get(network)
+    if graph is None:
+        graph = _GRAPHS[network] = Graph.from_network(network)
+    first = network.layers[0]
+    if first.kind == "maxpool":
+        raise ValueError("the network's first layer is a max pool: no analog input to drive")
+    macs = ((flat != 0) * first.fan_out).sum(axis=1).astype(np.int64)
+    return (
+        graph,
+        network.layer_name(len(network.layers) - 1),
+        {network.layer_name(0): _vecmat(flat, first)},
+        macs,
+    )
