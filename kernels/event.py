@@ -40,7 +40,6 @@ uses (``kernels._jit``); the layer functions (:func:`dense_layer`,
 the samples of a batch in chunks on threads.
 """
 
-import numba
 import numpy as np
 
 from ._jit import helper, jit, run_samples, specialise
@@ -48,8 +47,6 @@ from .conv import NO_TAPS, conv_sizes, tap_tables
 from .neuron import (
     NEVER,
     REF,
-    RESET_SUBTRACT,
-    RESET_TO_VALUE,
     T_LAST,
     I,
     V,
@@ -182,211 +179,6 @@ def _touch(state, j, t, w, bias, table, has_current, has_refractory, touched, n_
     return n_touched
 
 
-if numba.config.DISABLE_JIT:  # the kernels run as Python (a CI leg): intrinsics have no Python body
-
-    def _tz(x):
-        """Index of the lowest set bit of ``x`` (> 0)."""
-        x = int(x)
-        return (x & -x).bit_length() - 1
-
-    def _prefetch(array, i):
-        """A hint to the CPU, nothing to do in Python."""
-
-else:
-    from numba.core import cgutils
-    from numba.core import types as nb_types
-    from numba.core.cgutils import ir as llvm_ir  # llvmlite's IR builder, through numba
-    from numba.cpython.unsafe.numbers import trailing_zeros as _tz  # an intrinsic: inlined, no call
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def _prefetch(typingctx, array, i):
-        """Ask the CPU to load the cache line of ``array[i]`` (1-D, ``0 <= i
-        < len``; no bounds check, no effect on results): LLVM's
-        ``llvm.prefetch``, for reading, to every cache level. The rows of
-        the next input spikes are known ahead, and loading them while the
-        current row is delivered hides the memory latency that dominates
-        delivery from a large connectivity (measured here: 100k neurons,
-        10 M synapses, 8 ns per synaptic operation without, 3.4 with)."""
-
-        def codegen(context, builder, signature, args):
-            array_type = signature.args[0]
-            ary = context.make_array(array_type)(context, builder, args[0])
-            ptr = cgutils.get_item_pointer(context, builder, array_type, ary, [args[1]], wraparound=False)
-            i8p = builder.bitcast(ptr, llvm_ir.IntType(8).as_pointer())
-            i32 = llvm_ir.IntType(32)
-            fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p.type, i32, i32, i32])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-            builder.call(fn, [i8p, i32(0), i32(3), i32(1)])  # read, high locality, data cache
-            return context.get_dummy_value()
-
-        return nb_types.void(array, i), codegen
-
-
-_AHEAD = 4  # input spikes whose synapse rows are prefetched ahead of the one delivered
-
-
-@helper
-def _prefetch_row(rowptr, cols, weights, pre):
-    """Prefetch the synapses of presynaptic neuron ``pre`` (targets and
-    weights, one hint per cache line)."""
-    for s in range(rowptr[pre], rowptr[pre + 1], 16):
-        _prefetch(cols, s)
-        _prefetch(weights, s)
-
-
-_ONE = np.uint64(1)
-
-
-@helper
-def _mark(bits, summary, j):
-    """Mark neuron ``j`` as touched in this step: bit ``j`` of ``bits``, and
-    bit ``j >> 6`` of ``summary`` (one bit per word of ``bits``, so that the
-    pass over the marks skips 4,096 untouched neurons per word it reads).
-    Branch-free: marking twice is marking once. (The kernel's delivery loop
-    writes these two lines out: a helper call per synapse costs more than
-    the marking.)"""
-    w = j >> 6
-    bits[w] |= _ONE << np.uint64(j & 63)
-    summary[w >> 6] |= _ONE << np.uint64(w & 63)
-
-
-@helper
-def _undriven(bias, table, has_current, has_refractory):
-    """True if no neuron of the layer can reach threshold without input
-    except at the very next step: no current, no refractory period, a decay
-    ``<= 1`` and no positive bias. A neuron's free trajectory then never
-    rises once it is at or above threshold (v >= threshold > 0), so
-    ``neuron.next_due`` is the next step or never: the calendar reduces to
-    the list of the neurons due at the next step."""
-    if has_current or has_refractory or table.shape[0] < 2 or table[1, 0] > 1:
-        return False
-    for q in range(bias.shape[0]):
-        if bias[q] > 0:
-            return False
-    return True
-
-
-@helper(choices=("reset_mode", "has_current", "has_refractory"))
-def _close_marked(
-    state,
-    acc,
-    bits,
-    summary,
-    t,
-    search_end,
-    bias,
-    table,
-    threshold,
-    reset_mode,
-    v_reset,
-    refractory,
-    has_current,
-    has_refractory,
-    undriven,
-    head,
-    nxt,
-    prv,
-    due,
-    due_next,
-    n_due,
-    out_idx,
-    n_out,
-):
-    """Second phase of an event-driven step ``t``: every neuron marked in
-    ``bits`` (input summed into ``acc``, or due to fire on its own), in
-    index order (near-sequential in memory, whatever order the input came
-    in), is brought forward to ``t``, given its summed input (``acc``
-    zeroed), checked against threshold, reset; marks are cleared. Then the
-    neuron's next self-driven spike (before ``search_end``) is scheduled:
-    ``undriven`` layers (see :func:`_undriven`) append the neurons due at
-    ``t + 1`` to ``due_next`` (``n_due`` of them so far), the others use the
-    calendar. Spikes are appended to ``out_idx``. Returns ``(n_out, n_due,
-    processed)``: ``n_out`` -1 if ``out_idx`` is full, ``processed`` the
-    neurons updated."""
-    cap = out_idx.shape[0]
-    processed = 0
-    shared = bias.shape[0] == 1
-    b = bias[0]
-    # plain IF/LIF, undriven: value_at, deliver, fire and next_due inlined below (same arithmetic)
-    decay1 = table[1, 0]  # the table has a row per step run so far, and this is one of them
-    gain1 = table[1, 2]
-    soon = t + 1 < search_end
-    stamp = state.dtype.type(t)
-    for sw in range(summary.shape[0]):
-        x = summary[sw]
-        if x == 0:
-            continue
-        summary[sw] = 0
-        while x != 0:
-            wi = (sw << 6) + np.int64(_tz(x))
-            x &= x - _ONE
-            y = bits[wi]
-            bits[wi] = 0
-            while y != 0:
-                j = (wi << 6) + np.int64(_tz(y))
-                y &= y - _ONE
-                processed += 1
-                if not shared:
-                    b = bias[j]
-                if undriven and not has_current and not has_refractory:
-                    k = t - np.int64(state[j, T_LAST])
-                    v = state[j, V] * table[k, 0] + b * table[k, 2]
-                    v += acc[j]
-                    acc[j] = 0
-                    state[j, T_LAST] = stamp
-                    if v >= threshold:
-                        if n_out >= cap:
-                            return -1, n_due, processed
-                        out_idx[n_out] = j
-                        n_out += 1
-                        # after_spike, written out (a helper call costs more than this)
-                        if reset_mode == RESET_SUBTRACT:
-                            v = v - threshold
-                        elif reset_mode == RESET_TO_VALUE:
-                            v = v_reset
-                    state[j, V] = v
-                    # next_due: t + 1 or never, and never if v < threshold (a free
-                    # trajectory from there never rises to it: see _undriven)
-                    if v >= threshold and soon and v * decay1 + b * gain1 >= threshold:
-                        due_next[n_due] = j
-                        n_due += 1
-                    continue
-                advance(state, j, t, b, table, has_current, has_refractory)
-                deliver(state, j, t, acc[j], has_current, has_refractory)
-                acc[j] = 0
-                if fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
-                    if n_out >= cap:
-                        return -1, n_due, processed
-                    out_idx[n_out] = j
-                    n_out += 1
-                calendar_remove(head, nxt, prv, due, j)
-                s = next_due(state, j, t, search_end, b, threshold, table, has_current, has_refractory)
-                if s != NEVER:
-                    calendar_insert(head, nxt, prv, due, j, s)
-    return n_out, n_due, processed
-
-
-@helper
-def _first_due(state, bias, table, n_steps, threshold, due_next):
-    """The neurons of an undriven layer (:func:`_undriven`) due to fire on
-    their own at step 0, from the state before it (``neuron.next_due`` from
-    step -1: step 0 or never); returns their count."""
-    n_due = 0
-    if n_steps < 1:
-        return n_due
-    shared = bias.shape[0] == 1
-    b = bias[0]
-    for j in range(state.shape[0]):
-        if not shared:
-            b = bias[j]
-        k = -np.int64(state[j, T_LAST])
-        if state[j, V] * table[k, 0] + b * table[k, 2] >= threshold:
-            due_next[n_due] = j
-            n_due += 1
-    return n_due
-
-
 @specialise
 def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     """The kernel of a projection whose spikes reach some targets only,
@@ -453,30 +245,11 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 nxt = np.empty(n, np.int32)
                 prv = np.empty(n, np.int32)
                 due = np.empty(n, np.int32)
-                touched = np.empty(n if kind == CONV else 0, np.int32)
-                undriven = kind == CSR and _undriven(bias, table, has_current, has_refractory)
-                due_next = np.empty(n if undriven else 0, np.int32)  # undriven: the neurons due at t + 1
-                n_due = 0
-                if undriven:
-                    n_due = _first_due(state, bias, table, n_steps, threshold, due_next)
-                else:
-                    due[:] = NEVER
-                    _schedule_all(
-                        state,
-                        bias,
-                        table,
-                        n_steps,
-                        threshold,
-                        has_current,
-                        has_refractory,
-                        head,
-                        nxt,
-                        prv,
-                        due,
-                    )
-                if kind == CSR:  # marks of the neurons touched in a step (see _mark)
-                    bits = np.zeros((n + 63) >> 6, np.uint64)
-                    summary = np.zeros((bits.shape[0] + 63) >> 6, np.uint64)
+                due[:] = NEVER
+                touched = np.empty(n, np.int32)
+                _schedule_all(
+                    state, bias, table, n_steps, threshold, has_current, has_refractory, head, nxt, prv, due
+                )
             if kind == CONV:
                 # input is summed channel-last (``acc_cl[pixel * c_out + c]``: the
                 # output channels of one tap are contiguous, so the sum vectorises),
@@ -494,11 +267,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             for t in range(n_steps):
                 out_tptr[t] = n_out
                 n_touched = 0
-                e_end = in_tptr[t + 1]
-                for e in range(in_tptr[t], e_end):
+                for e in range(in_tptr[t], in_tptr[t + 1]):
                     pre = in_idx[e]
-                    if kind == CSR and e + _AHEAD < e_end:
-                        _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
                     if kind == CSR:
                         s0 = rowptr[pre]
                         s1 = rowptr[pre + 1]
@@ -506,13 +276,20 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         if clock:
                             for s in range(s0, s1):
                                 acc[cols[s]] += weights[s]
-                        else:  # first phase: sum and mark, no branch, no neuron state read
+                        else:
                             for s in range(s0, s1):
-                                j = np.int64(cols[s])
-                                acc[j] += weights[s]
-                                word = j >> 6  # _mark(bits, summary, j), written out
-                                bits[word] |= _ONE << np.uint64(j & 63)
-                                summary[word >> 6] |= _ONE << np.uint64(word & 63)
+                                n_touched = _touch(
+                                    state,
+                                    cols[s],
+                                    t,
+                                    weights[s],
+                                    bias,
+                                    table,
+                                    has_current,
+                                    has_refractory,
+                                    touched,
+                                    n_touched,
+                                )
                     else:  # CONV: sum into acc_cl (no branch per synapse), then per touched pixel
                         c = pre // hw_in
                         p = pre - c * hw_in
@@ -559,44 +336,6 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         out_idx,
                         n_out,
                     )
-                    if n_out < 0:
-                        break
-                    continue
-                if kind == CSR:  # second phase: the marked neurons, in index order
-                    if undriven:
-                        for q in range(n_due):
-                            _mark(bits, summary, np.int64(due_next[q]))
-                    else:
-                        j = head[t]
-                        while j >= 0:
-                            _mark(bits, summary, np.int64(j))
-                            j = nxt[j]
-                    n_out, n_due, processed = _close_marked(
-                        state,
-                        acc,
-                        bits,
-                        summary,
-                        t,
-                        n_steps,
-                        bias,
-                        table,
-                        threshold,
-                        reset_mode,
-                        v_reset,
-                        refractory,
-                        has_current,
-                        has_refractory,
-                        undriven,
-                        head,
-                        nxt,
-                        prv,
-                        due,
-                        due_next,
-                        0,
-                        out_idx,
-                        n_out,
-                    )
-                    updates += processed
                     if n_out < 0:
                         break
                     continue

@@ -22,22 +22,13 @@ DTYPES = (np.float32, np.float64)
 # Cost model of the automatic choice between the event, clock and dense paths,
 # in nanoseconds per operation on one core (numba and BLAS), measured on the
 # project's 2-core machine with benchmarks/layer_modes.py; their ratios matter.
-# CSR figures: benchmarks/sparse_crossover.py (100k neurons, fixed in-degree 100:
-# delivery 3-4 ns per synaptic operation on either path, from a connectivity that
-# is not in cache; 6-8 ns per touched neuron on the event path, two-phase, undriven)
 _NS_PER_SYNOP = {
-    "event": {"dense": 0.35, "conv": 0.7, "csr": 3.5},  # delivery, and marking what it touches
-    "clock": {"dense": 0.35, "conv": 0.6, "csr": 3.5},
+    "event": {"dense": 0.35, "conv": 0.7, "csr": 2.0},  # delivery, and marking what it touches
+    "clock": {"dense": 0.35, "conv": 0.6, "csr": 2.0},
 }  # delivery into a sum only
-# a neuron touched on the event path: brought forward, checked, rescheduled
-# (a Linear layer's event path sweeps instead; a CSR layer's visits the touched
-# neurons in index order, with a calendar only if some bias is positive);
-# (no positive bias, some)
-_NS_PER_EVENT_UPDATE = {"dense": (1.5, 3.0), "conv": (25.0, 35.0), "csr": (7.0, 20.0)}
-# a CSR layer whose state does not fit in cache: a touched neuron costs about
-# 3x more (1M neurons: ~23 ns), a sweep's neuron hardly more (streamed)
-_CSR_STATE_IN_CACHE = 4 << 20  # bytes of state
-_CSR_OUT_OF_CACHE = 3.0
+# a neuron touched on the event path: brought forward, checked, rescheduled in
+# random order (a Linear layer's event path sweeps instead); (no positive bias, some)
+_NS_PER_EVENT_UPDATE = {"dense": (1.5, 3.0), "conv": (25.0, 35.0), "csr": (25.0, 35.0)}
 _NS_PER_MAC = {
     np.float32: 0.1,
     np.float64: 0.2,
@@ -416,10 +407,6 @@ def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
     n = layer.n_out
     touched = min(synops, min(n_steps, events) * n)
     per_update = _NS_PER_EVENT_UPDATE[layer.kind][driven]
-    if layer.kind == "csr":  # synapses spread over the targets: distinct neurons touched per step
-        touched = n_steps * n * -np.expm1(-synops / (n_steps * n))
-        if n * _state_width(layer.neuron) * np.dtype(dtype).itemsize > _CSR_STATE_IN_CACHE:
-            per_update *= _CSR_OUT_OF_CACHE
     cost = {
         "event": synops * _NS_PER_SYNOP["event"][layer.kind] + touched * per_update,
         "clock": synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE,
