@@ -25,7 +25,10 @@ The modules, each importing only those above it:
 - ``dispatch``: :func:`convert`, which sends a model to one of the two;
 - ``calibration``: :func:`calibrate`, layer-wise bias or potential correction;
 - ``evaluation``: :func:`evaluate`, :class:`Trajectory`, :func:`early_exit`;
-- ``stopping``: :func:`run_early_exit`, an early exit that stops the run.
+- ``stopping``: :func:`run_early_exit`, an early exit that stops the run;
+- ``frames``: frame sequences (VIDEO-DIGITS, :func:`video_digits`) run
+  frame by frame, with carried state, or by delta propagation
+  (:class:`DeltaNetwork`): :func:`run_frames`.
 
 This file only names the public API.
 """
@@ -35,6 +38,19 @@ from .calibration import LayerCalibration, calibrate
 from .chain import ConvertedNetwork
 from .dispatch import convert
 from .evaluation import EarlyExit, Evaluation, Trajectory, early_exit, evaluate, readout_trajectory
+from .frames import (
+    DeltaNetwork,
+    DeltaRun,
+    DeltaState,
+    FramesRun,
+    VideoDigits,
+    ann_frame_logits,
+    place,
+    run_frames,
+    video_digits,
+    video_digits_cnn,
+    video_digits_train,
+)
 from .graph import ConvertedGraph
 from .ops import Op, register_function, register_module
 from .stopping import ExitedRun, ExitRule, run_early_exit
@@ -43,20 +59,31 @@ __all__ = [
     "ConversionError",
     "ConvertedGraph",
     "ConvertedNetwork",
+    "DeltaNetwork",
+    "DeltaRun",
+    "DeltaState",
     "EarlyExit",
     "Evaluation",
     "ExitRule",
     "ExitedRun",
+    "FramesRun",
     "LayerCalibration",
     "Op",
     "Trajectory",
+    "VideoDigits",
+    "ann_frame_logits",
     "calibrate",
     "check_samples",
     "convert",
     "early_exit",
+    "place",
     "evaluate",
     "readout_trajectory",
     "register_function",
     "register_module",
     "run_early_exit",
+    "run_frames",
+    "video_digits",
+    "video_digits_cnn",
+    "video_digits_train",
 ]
