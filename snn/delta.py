@@ -134,10 +134,12 @@ class DeltaNetwork:
                 inv_thr.append(1.0)
             else:
                 neuron = layer.neuron
-                if getattr(neuron, "beta", 1.0) != 1.0 or neuron.has_current or neuron.refractory:
+                plain = neuron.beta == 1.0 and not neuron.has_current and not neuron.refractory
+                if not plain or neuron.reset != "subtract":
                     raise ValueError(
                         f"layer {k} ({layer.name}): delta propagation needs the converted IF neurons "
-                        f"(no leak, no synaptic current, no refractory period), got {neuron!r}"
+                        f"(no leak, no synaptic current, no refractory period, reset by subtraction), "
+                        f"got {neuron!r}"
                     )
                 thr = float(neuron.threshold)
                 if not last and not (math.isfinite(thr) and thr > 0):

@@ -90,6 +90,23 @@ def test_theta_zero_equals_the_ann(net, seed):
     np.testing.assert_allclose(run.logits, ann_frame_logits(model, frames), rtol=0, atol=1e-4 * scale)
 
 
+def test_plain_network_and_per_layer_theta():
+    """A plain snn.Network of IF layers (frames [n_in]); theta per sender."""
+    import snn
+
+    net = snn.Network(
+        [snn.Linear(6, 5, snn.IF(threshold=2.0), seed=0), snn.Linear(5, 3, snn.IF(threshold=np.inf), seed=1)]
+    )
+    x = np.random.default_rng(0).uniform(0, 1, (2, 4, 6))
+    w1, w2 = (np.asarray(layer.weight, np.float64) for layer in net.layers)
+    ann = np.maximum(x @ w1.T + net.layers[0].bias, 0) / 2.0 @ w2.T + net.layers[1].bias
+    np.testing.assert_allclose(DeltaNetwork(net, theta=0.0).run(x).logits, ann, rtol=0, atol=1e-12)
+    coarse = DeltaNetwork(net, theta=[0.0, 10.0, 0.0]).run(x)  # the hidden layer never sends...
+    at_zero = np.maximum(net.layers[0].bias, 0) / 2.0 @ w2.T + net.layers[1].bias  # ...after settling
+    np.testing.assert_allclose(coarse.logits, np.broadcast_to(at_zero, coarse.logits.shape), atol=1e-12)
+    assert not coarse.synops.any() and coarse.macs.sum() > 0
+
+
 def _segments(dn, state, s):
     z = [state.z[s, dn.z_off[k] : dn.z_off[k + 1]] for k in range(dn.n_layers)]
     sent = [state.sent[s, dn.s_off[k] : dn.s_off[k + 1]] for k in range(dn.n_layers + 1)]
@@ -355,6 +372,11 @@ def test_bad_input_is_refused_clearly():
         DeltaNetwork(conv.ops)
     with pytest.raises(TypeError, match="ConvertedNetwork"):
         run_frames(conv.network, good, "delta")
+    import snn
+
+    leaky = snn.Network([snn.Linear(4, 3, snn.LIF(beta=0.9)), snn.Linear(3, 2, snn.IF(threshold=np.inf))])
+    with pytest.raises(ValueError, match="needs the converted IF neurons"):
+        DeltaNetwork(leaky)
     with pytest.raises(ValueError, match="n_sequences"):
         video_digits(0)
     with pytest.raises(ValueError, match="speed"):

@@ -11,8 +11,8 @@ SynOps, MACs and wall time:
   chunks); a frame's decision is the argmax of what the readout gained
   during the frame;
 - ``"delta"``: delta propagation with sigma-delta units
-  (:class:`snn.delta.DeltaNetwork`, kernels in ``kernels/delta.py``): every unit keeps
-  its accumulated input and sends the change of its activation to its
+  (:class:`snn.delta.DeltaNetwork`, kernels in ``kernels/delta.py``):
+  every unit keeps its accumulated input and sends the change of its activation to its
   fan-out only when it exceeds ``theta`` (in units of the layer's scale: a
   converted layer's activations are normalised to it), keeping the residue;
   the first layer receives only the change of its input; max pools
@@ -33,6 +33,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -378,14 +379,14 @@ def _reset(converted, x, T, batch, progress, n_threads):
     return readout.reshape(*shape, -1), synops.reshape(shape), macs.reshape(shape)
 
 
-_GRAPHS = {}  # id(network) -> (network, its graph): Graph.from_network once per network
+_GRAPHS = weakref.WeakKeyDictionary()  # network -> its graph (Graph.from_network), built once
 
 
 def _graph_of(network) -> Graph:
-    held = _GRAPHS.get(id(network))
-    if held is None or held[0] is not network:
-        held = _GRAPHS[id(network)] = (network, Graph.from_network(network))
-    return held[1]
+    graph = _GRAPHS.get(network)
+    if graph is None:
+        graph = _GRAPHS[network] = Graph.from_network(network)
+    return graph
 
 
 def carry_supported() -> bool:
