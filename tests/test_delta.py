@@ -267,6 +267,12 @@ def test_carry_way_first_frame_is_the_reset_run():
     np.testing.assert_array_equal(carry.synops[:, 0], reset.synops[:, 0])
     np.testing.assert_array_equal(carry.macs, reset.macs)
     assert carry.readout.shape == (2, 3, 5)
+    # independently: one run whose analog input changes every T steps ([steps, B, n]: clock-driven layer 0)
+    analog = np.repeat(frames.reshape(2, 3, -1).transpose(1, 0, 2), 6, axis=0).astype(np.float64)
+    for f in (1, 3):
+        whole = conv.network.run(analog=analog[: 6 * f], T=6 * f)
+        np.testing.assert_allclose(whole.membrane, carry.readout[:, :f].sum(axis=1), rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(sum(c.synops for c in whole.counts), carry.synops[:, :f].sum(axis=1))
 
 
 def test_delta_way_reports_counts():
