@@ -18,8 +18,8 @@ Ways (``snn.convert.run_frames``)
 ---------------------------------
 - ``reset``: every frame from a reset state, ``T`` steps (sweep ``--steps``);
 - ``carry``: the state carried over frames, ``T`` steps per frame, only the
-  analog drive changing (sweep ``--carry-steps``; needs
-  ``Simulation.advance(drive=)``);
+  analog drive changing (sweep ``--carry-steps``; by
+  ``Simulation.advance(drive=)`` where it exists);
 - ``delta``: sigma-delta units, state carried over, threshold ``theta``
   (sweep ``--thetas``).
 
@@ -118,12 +118,13 @@ def main():
     # compile every kernel outside the timed runs
     for way, kw in (("reset", {"T": 2}), ("delta", {"theta": 0.1})):
         run_frames(converted, frames[:1, :2], way, **kw)
-    ways = [("reset", "T", t) for t in args.steps]
-    if carry_supported():
-        run_frames(converted, frames[:1, :2], "carry", T=2)
-        ways += [("carry", "T", t) for t in args.carry_steps]
-    else:
-        print("carry: not run (this snn's Simulation.advance takes no drive=)\n")
+    run_frames(converted, frames[:1, :2], "carry", T=2)
+    ways = [("reset", "T", t) for t in args.steps] + [("carry", "T", t) for t in args.carry_steps]
+    if not carry_supported():
+        print(
+            "carry: Simulation.advance takes no drive= here: "
+            "one run per batch whose input changes every T steps\n"
+        )
     ways += [("delta", "theta", th) for th in args.thetas]
 
     rows, record = [], {"env": env, "args": vars(args), "change": float(change), "rows": []}
