@@ -8,7 +8,7 @@ from .conv import spatial_taps
 from .drive import conv_drive, csr_drive, dense_drive, spike_currents
 from .event import CONV, CSR, conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
-from .neuron import REF, RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE, T_LAST
+from .neuron import REF, RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE, T_LAST, settle
 from .pool import maxpool_layer
 from .rng import seed_state
 
@@ -32,6 +32,7 @@ __all__ = [
     "graph_run",
     "maxpool_layer",
     "seed_state",
+    "settle",
     "spatial_taps",
     "spike_currents",
 ]

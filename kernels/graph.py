@@ -176,7 +176,9 @@ class GraphState(NamedTuple):
     rec_v [B, T, R] state dtype (recorded variable at the end of each step);
     counts [B, P, 4] int64 (synaptic operations received, state updates,
     spikes, background events); progress [B, 3] int64 (spikes in the
-    history so far, next step, 1 once the sample's state is initialised)."""
+    history so far, next step, 1 once the sample's state and calendars
+    are set up; 2: the state is set, the calendars are to be built from it
+    at the next step, after a bias change or a rebase)."""
 
     state: np.ndarray
     acc: np.ndarray
@@ -346,7 +348,8 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
     The kernel, ``(t_end, plan, inputs, state, first, stop)``, runs samples
     ``first .. stop - 1`` (``kernels._jit.run_samples``) one after the other:
     it initialises a sample whose ``progress[2]`` is 0 (state before step 0
-    and the calendars of self-driven spikes), then runs it from step
+    and the calendars of self-driven spikes; 2: the calendars only, from the
+    state as it is at step ``progress[1]``), then runs it from step
     ``progress[1]`` up to ``t_end`` (exclusive). It stops a sample early,
     before a step, when ``hist_idx`` might not hold that step's spikes (fewer
     than ``N`` free slots): the caller grows it and calls again."""
@@ -385,13 +388,14 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
             counts = st.counts[sample]
             progress = st.progress[sample]
             n_steps = head.shape[1] - 1
-            if progress[2] == 0:  # state before step 0, calendars of self-driven spikes
+            if progress[2] != 1:  # 0: state before step 0; 2: state given; calendars from it
                 head[:, :n_steps] = -1
                 head[:, n_steps] = 0
                 due[:] = NEVER
+                before = progress[1] - 1  # the last step done
                 for p in range(n_inputs, n_pops):
                     base = pop_start[p]
-                    for j in range(base, pop_start[p + 1]):
+                    for j in range(base, pop_start[p + 1] if progress[2] == 0 else base):
                         state[j, V] = plan.v_init[j]
                         state[j, T_LAST] = -1
                         if state.shape[1] > 2:
@@ -406,13 +410,13 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                         b = bias_of(bp, j - base)
                         s = NEVER
                         if ev_plain and model == MODEL_PLAIN:
-                            s = next_due(state, j, -1, n_steps, b, thr[p], table, False, False)
+                            s = next_due(state, j, before, n_steps, b, thr[p], table, False, False)
                         elif ev_ref and model == MODEL_REF:
-                            s = next_due(state, j, -1, n_steps, b, thr[p], table, False, True)
+                            s = next_due(state, j, before, n_steps, b, thr[p], table, False, True)
                         elif ev_cur and model == MODEL_CUR:
-                            s = next_due(state, j, -1, n_steps, b, thr[p], table, True, False)
+                            s = next_due(state, j, before, n_steps, b, thr[p], table, True, False)
                         elif ev_both and model == MODEL_CUR_REF:
-                            s = next_due(state, j, -1, n_steps, b, thr[p], table, True, True)
+                            s = next_due(state, j, before, n_steps, b, thr[p], table, True, True)
                         if s != NEVER:
                             calendar_insert(head[p], nxt, prv, due, j, s)
                 progress[2] = 1

@@ -36,7 +36,7 @@ graph kernel, tests), a helper is compiled once with every branch.
 
 import numpy as np
 
-from ._jit import helper
+from ._jit import helper, jit
 
 V, T_LAST, I, REF = 0, 1, 2, 3  # noqa: E741 -- I: the synaptic current, as in the equations
 RESET_SUBTRACT, RESET_TO_VALUE, RESET_NONE = 0, 1, 2  # RESET_NONE: fire, keep v
@@ -90,6 +90,19 @@ def advance(state, j, t, b, table, has_current, has_refractory):
     state[j, T_LAST] = t
     if has_current:
         state[j, I] = i
+
+
+@jit(choices=("has_current", "has_refractory"))
+def settle(state, t, bias, table, has_current, has_refractory):
+    """Bring every neuron of ``state`` ``[B, n, width]`` to the end of step
+    ``t`` without input (:func:`advance`; mutates ``state``): before its
+    bias changes, or before the step columns are rebased, so that no gap
+    outruns a table. ``bias``: ``[B or 1, n or 1]``; ``table`` must cover
+    every neuron's gap ``t - t_last``."""
+    for s in range(state.shape[0]):
+        row = bias[s] if bias.shape[0] > 1 else bias[0]
+        for j in range(state.shape[1]):
+            advance(state[s], j, t, bias_of(row, j), table, has_current, has_refractory)
 
 
 @helper(choices=("has_current", "has_refractory"))

@@ -30,7 +30,7 @@ from .conv import MaxPool2d, conv_fan_out, conv_geometry, conv_weight
 from .graph_result import GraphResult
 from .neurons import LIF, Neuron
 from .reference import run_graph_reference
-from .schedule import Simulation, Stage, stages
+from .schedule import STREAM_EPOCH, Simulation, Stage, stages
 from .schedule import run as run_schedule
 from .spiketrains import SpikeTrains
 from .stepped import zero_delay_order
@@ -627,6 +627,9 @@ class Graph:
         mode: str | None = None,
         n_threads: int | None = None,
         together: bool = False,
+        history: int | None = None,
+        epoch: int | None = None,
+        count_spikes=(),
     ) -> Simulation:
         """A run of ``T`` steps to advance chunk by chunk
         (:meth:`snn.schedule.Simulation.advance`), its state carried from
@@ -637,17 +640,53 @@ class Graph:
         path on the first chunk's activity. ``together``: step every
         population together in one kernel (no layers; gates refused), so
         that a chunk costs one kernel call: for many short chunks (an early
-        exit checking every step), where a chunk's fixed costs dominate."""
-        T, trains, batch, drives, record = self._checked(
-            T, inputs, drive, batch_size, seed, record_v, record_i, mode
-        )
-        plan = self.schedule([pop for pop, _, _ in record], together)
-        return Simulation(self, plan, T, trains, batch, int(seed), record, mode, drives, n_threads)
+        exit checking every step), where a chunk's fixed costs dominate.
 
-    def _checked(self, T, inputs, drive, batch_size, seed, record_v, record_i, mode):
+        Streaming: ``T=None`` runs without end. Input populations missing
+        from ``inputs`` are fed chunk by chunk (``advance(steps,
+        inputs=...)``), and ``advance(..., drive=...)`` changes drives
+        between chunks. ``history``: the steps of spikes (and recordings)
+        kept for ``window()`` and ``recorded()`` (default: all of a run of
+        ``T`` steps, none of a stream); ``count_spikes``: names of
+        populations whose spikes per neuron are counted over the whole run
+        (``spike_counts()``); ``epoch``: steps between two settles of every
+        neuron (default ``T``; 4096 for a stream), which bound the arrays a
+        run holds, so that memory does not grow with the steps run."""
+        T, trains, batch, drives, record = self._checked(
+            T, inputs, drive, batch_size, seed, record_v, record_i, mode, stream=True
+        )
+        for name, value in (("history", history), ("epoch", epoch)):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or value < (name == "epoch")
+            ):
+                raise ValueError(
+                    f"{name} must be an integer >= {int(name == 'epoch')} or None, got {value!r}"
+                )
+        if epoch is not None:
+            run_extent(int(epoch), batch, self.dtype)
+        elif T is None:
+            run_extent(STREAM_EPOCH, batch, self.dtype)
+        counted = [count_spikes] if isinstance(count_spikes, str) else list(count_spikes)
+        for name in counted:
+            if not isinstance(name, str) or name not in {p.name for p in self.populations}:
+                raise ValueError(f"count_spikes must name populations of this graph, got {name!r}")
+        plan = self.schedule([pop for pop, _, _ in record], together)
+        return Simulation(
+            self, plan, T, trains, batch, int(seed), record, mode, drives, n_threads, history, epoch, counted
+        )
+
+    def _checked(self, T, inputs, drive, batch_size, seed, record_v, record_i, mode, stream=False):
         """A run's arguments checked: ``(T, input trains by name, batch,
-        drives by name, record)``."""
-        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
+        drives by name, record)``; ``stream``: ``T`` may be None (no end)
+        and inputs may be missing (fed chunk by chunk)."""
+        if T is None and stream:
+            if inputs:
+                raise ValueError(
+                    "a stream (T=None) takes its inputs chunk by chunk: advance(steps, inputs=...)"
+                )
+        elif isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
             raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
         if mode is not None and mode not in POP_MODES:
             raise ValueError(f"mode must be one of {POP_MODES} or None, got {mode!r}")
@@ -661,13 +700,14 @@ class Graph:
             raise ValueError(f"drives have different batch sizes {sizes}")
         if batch_size is None and not inputs and sizes:
             batch_size = sizes[0]
-        trains, batch = self._inputs(inputs, int(T), batch_size)
+        trains, batch = self._inputs(inputs, T, batch_size, stream)
         if sizes and sizes != [batch]:
             raise ValueError(f"drives have {sizes[0]} samples but the run has {batch}")
-        run_extent(int(T), batch, self.dtype)
+        if T is not None:
+            run_extent(int(T), batch, self.dtype)
         self._check_precision(drives)
         record = self._record(record_v, "v") + self._record(record_i, "i")
-        return int(T), trains, batch, drives, record
+        return (None if T is None else int(T)), trains, batch, drives, record
 
     def _drives(self, drive) -> dict:
         """``{population name: [B, n] float64}``, checked."""
@@ -682,7 +722,7 @@ class Graph:
             out[pop.name] = x
         return out
 
-    def _inputs(self, inputs, n_steps, batch_size):
+    def _inputs(self, inputs, n_steps, batch_size, stream=False):
         inputs = dict(inputs or {})
         given = {}
         for key, spikes in inputs.items():
@@ -697,7 +737,7 @@ class Graph:
                 )
             given[pop.name] = trains
         missing = [p.name for p in self.populations if p.is_input and p.name not in given]
-        if missing:
+        if missing and not stream:
             raise ValueError(f"no spikes given for input population(s) {missing}")
         batches = {t.batch_size for t in given.values()}
         if len(batches) > 1:

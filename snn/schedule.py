@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import snn_kernels as kernels
 from snn_kernels import REF, T_LAST
 
 from ._validate import numba_threads
@@ -132,6 +133,11 @@ def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mo
     return sim.result()
 
 
+# steps between two settles of a stream (or a run given ``epoch``): the
+# arrays of a stepped stage hold this many steps (plus its longest delay)
+STREAM_EPOCH = 4096
+
+
 class Simulation:
     """A run of a graph's schedule advanced chunk by chunk (made by
     :meth:`snn.Graph.start`; :func:`run` is one chunk), its state kept
@@ -141,71 +147,123 @@ class Simulation:
     continues from the state its last chunk left (``kernels.event``'s
     chunks), a gate from its counts, a stepped stage's
     :class:`snn.stepped.SteppedRun` from where it stopped. ``mode="auto"``
-    chooses each path on the first chunk's activity and keeps it."""
+    chooses each path on the first chunk's activity and keeps it.
+
+    Streams (``n_steps`` None, or inputs fed chunk by chunk) run in bounded
+    memory: the spikes of a population are kept for ``history`` steps (and
+    as long as a delayed projection reads them), recordings for ``history``
+    steps, and every ``epoch`` steps each neuron is brought forward to that
+    step (``kernels.settle``) and step counters start again from it, so that
+    no array grows with the steps run. Settling changes no spike in exact
+    arithmetic (and rounding at most in the last bits): two runs of the same
+    ``epoch`` compute the same, however they are cut."""
 
     def __init__(
-        self, graph, schedule, n_steps, given, batch, seed, record, force_mode, drives, n_threads=None
+        self,
+        graph,
+        schedule,
+        n_steps,
+        given,
+        batch,
+        seed,
+        record,
+        force_mode,
+        drives,
+        n_threads=None,
+        history=None,
+        epoch=None,
+        count_spikes=(),
     ):
         self.graph, self.schedule, self.n_steps, self.batch = graph, schedule, n_steps, batch
-        self._given, self._record, self._force, self._drives = given, record, force_mode, drives
+        self._record, self._force, self._drives = record, force_mode, dict(drives)
         self._seed, self.n_threads = seed, n_threads
+        self.fed = sorted(p.name for p in graph.populations if p.is_input and p.name not in given)
+        self.history = (None if n_steps is not None else 0) if history is None else int(history)
+        self.epoch = int(epoch or (n_steps or STREAM_EPOCH))
+        self._uncut = n_steps is not None and self.epoch >= n_steps  # no epoch ends before the run's end
         self.t = 0  # steps done
         self.seconds = 0.0  # in advance, all chunks
-        self._starts = []  # first step of each chunk
-        self._chunks = {}  # population name -> its trains of each chunk (layer and gate stages)
-        self._carry = {}  # stage index -> state a layer stage or gate continues from
-        self._runs = {}  # stage index -> SteppedRun
-        self._stepped_trains = {}  # population name -> trains of all steps done (stepped stages)
+        self._pieces = {name: [(0, trains)] for name, trains in given.items()}  # name -> [(step, trains)]
+        self._whole = set(given)  # names whose one piece holds the whole run
+        self._stage_of = {p.name: k for k, stage in enumerate(schedule) for p in stage.populations}
+        self._lookback = {}  # name -> the longest delay a layer stage reads it with
+        for stage in schedule:
+            if stage.source is not None:
+                name = stage.source.name
+                self._lookback[name] = max(self._lookback.get(name, 0), stage.delay)
+        self._carry, self._elapsed = {}, {}  # layer stage -> its state; steps since it was settled
+        self._runs, self._base, self._live_from = {}, {}, {}  # stepped stage -> run, its step 0, unkept from
+        self._rec_pieces = {}  # (name, var) -> [(step, [steps, B, R])] of earlier epochs
         self._counts, self._modes = {}, {}
         self._static = {}  # stage index -> its inputs when all are the run's given trains
         self._bias = {}  # stage index -> a layer's bias (_layer_bias)
-        self._assembled = {}  # stage index -> ((steps, batch), outputs of its SteppedRun)
+        self._assembled = {}  # stage index -> (key, outputs of its SteppedRun's unkept steps)
+        self._tally = {name: np.zeros((batch, graph[name].n), np.int64) for name in count_spikes}
 
-    def advance(self, steps: int | None = None, bar=None) -> Simulation:
+    def __repr__(self):
+        of = "a stream" if self.n_steps is None else f"{self.n_steps} steps"
+        return f"Simulation(t={self.t} of {of}, {self.batch} samples)"
+
+    def advance(self, steps: int | None = None, *, inputs=None, drive=None, bar=None) -> Simulation:
         """Run ``steps`` more steps (default: to the end; fewer if the run
-        ends first); returns the simulation. ``bar``: a progress bar to
-        advance, or None."""
+        ends first); returns the simulation. ``inputs``: the spikes of the
+        input populations not given to ``start`` (:attr:`fed`) in these
+        steps, by name: :class:`SpikeTrains` or rasters ``[steps, B, n]``.
+        ``drive``: new drives by population name (``[B, n]``), in force from
+        this chunk's first step on (the steps done keep theirs). ``bar``: a
+        progress bar to advance, or None."""
         if steps is None:
+            if self.n_steps is None:
+                raise ValueError("a stream has no end: give the number of steps")
             steps = self.n_steps - self.t
         elif isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         t0 = self.t
-        t1 = min(self.n_steps, t0 + int(steps))
+        t1 = t0 + int(steps) if self.n_steps is None else min(self.n_steps, t0 + int(steps))
+        fed = self._fed_chunk(inputs, int(steps), t1 - t0)
+        if drive is not None:
+            self._set_drives(drive)
         if t1 == t0:
             return self
         start = time.perf_counter()
+        for name, trains in fed.items():
+            self._pieces.setdefault(name, []).append((t0, trains))
         with numba_threads(self.n_threads):
-            self._starts.append(t0)
-            for k, stage in enumerate(self.schedule):
-                if stage.layer is not None:
-                    self._layer_chunk(k, stage, t0, t1)
-                    if bar is not None:
-                        bar.update(t1 - t0)
-                else:
-                    self._stepped_chunk(k, stage, t0, t1, bar)
-        self.t = t1
+            t = t0
+            while t < t1:
+                end = min(t1, (t // self.epoch + 1) * self.epoch)
+                for k, stage in enumerate(self.schedule):
+                    if stage.layer is not None:
+                        self._layer_chunk(k, stage, t, end)
+                        if bar is not None:
+                            bar.update(end - t)
+                    else:
+                        self._stepped_chunk(k, stage, t, end, bar)
+                for name, tally in self._tally.items():
+                    _tally(tally, self._window(name, t, end))
+                self.t = t = end
+                if t % self.epoch == 0 and t != self.n_steps:
+                    self._settle_all(t)
+        self._forget()
         self.seconds += time.perf_counter() - start
         return self
 
     def result(self) -> GraphResult:
         """Spikes, counts and recordings of the steps done (a run of
-        :attr:`t` steps)."""
+        :attr:`t` steps); for a run that keeps every spike (``history``
+        None)."""
         t = self.t
         if t == 0:
             raise ValueError("no step has run yet: call advance() first")
-        trains = {name: _slice(tr, 0, t) for name, tr in self._given.items()}
-        trains.update((name, _join(chunks)) for name, chunks in self._chunks.items())
-        counts, modes, recorded = dict(self._counts), dict(self._modes), {}
-        for k in self._runs:
-            out = self._outputs(k)
-            trains.update(out["trains"])
-            counts.update(out["counts"])
-            modes.update(out["modes"])
-            recorded.update(out["recorded"])
+        if self.history is not None:
+            raise ValueError(
+                f"this run keeps the spikes of its last {self.history} steps only: read them with "
+                "window(), the counts with totals() and spike_counts()"
+            )
+        trains = {p.name: self._window(p.name, 0, t) for p in self.graph.populations}
+        recorded = {(pop.name, var): (idx, self.recorded(pop.name, var)) for pop, idx, var in self._record}
+        counts, modes = self.totals(), self.modes()
         return GraphResult.assemble(self.graph, t, trains, counts, modes, recorded, self.seconds)
-
-    def __repr__(self):
-        return f"Simulation(t={self.t} of {self.n_steps} steps, {self.batch} samples)"
 
     def keep(self, rows) -> Simulation:
         """Go on with the samples ``rows`` only (indices into the current
@@ -214,13 +272,13 @@ class Simulation:
         rows = np.asarray(rows, np.int64)
         if rows.ndim != 1 or (len(rows) and (rows.min() < 0 or rows.max() >= self.batch)):
             raise ValueError(f"rows must be indices into the batch of {self.batch} samples")
-        self._given = {name: _rows(tr, rows) for name, tr in self._given.items()}
+        self._pieces = {name: [(s, _rows(tr, rows)) for s, tr in ps] for name, ps in self._pieces.items()}
+        self._rec_pieces = {key: [(s, v[:, rows]) for s, v in ps] for key, ps in self._rec_pieces.items()}
         self._static, self._assembled = {}, {}
         self._bias = {k: tuple(b[rows] if len(b) > 1 else b for b in pair) for k, pair in self._bias.items()}
-        self._chunks = {name: [_rows(c, rows) for c in chunks] for name, chunks in self._chunks.items()}
-        self._stepped_trains = dict.fromkeys(self._stepped_trains)  # assembled again when read
         self._drives = {name: d[rows] for name, d in self._drives.items()}
         self._counts = {name: c[rows] for name, c in self._counts.items()}
+        self._tally = {name: c[rows] for name, c in self._tally.items()}
         self._carry = {
             k: tuple(a[rows] for a in c) if isinstance(c, tuple) else c[rows] for k, c in self._carry.items()
         }
@@ -240,46 +298,162 @@ class Simulation:
                     out[pop.name] = run.counts[:, k].copy()
         return out
 
-    def recorded(self, name: str, var: str = "v") -> np.ndarray:
-        """``[t, B, R]``: the variable ``var`` (``"v"`` or ``"i"``) of the
-        recorded neurons of population ``name``, at the end of each step done."""
+    def modes(self) -> dict:
+        """The path each neuron population runs on, by name (once it has run)."""
+        out = dict(self._modes)
         for run in self._runs.values():
-            values = run.recorded(name, var)
-            if values is not None:
-                return values
-        raise KeyError(f"{var} of population {name!r} is not recorded in this run")
+            out.update((p.name, m) for p, m in zip(run.plan.order, run.modes, strict=True) if not p.is_input)
+        return out
+
+    def spike_counts(self, name: str) -> np.ndarray:
+        """``[B, n]`` int64: the spikes of each neuron of population ``name``
+        in all the steps done (named in ``count_spikes`` at the start: a
+        reducer, kept whatever ``history`` is)."""
+        if name not in self._tally:
+            raise KeyError(f"population {name!r} is not in this run's count_spikes")
+        return self._tally[name].copy()
+
+    def recorded(self, name: str, var: str = "v") -> np.ndarray:
+        """``[steps, B, R]``: the variable ``var`` (``"v"`` or ``"i"``) of the
+        recorded neurons of population ``name``, at the end of each step kept
+        (every step done, or the last ``history``)."""
+        k = self._stage_of.get(name)
+        run = self._runs.get(k)
+        values = None if run is None else run.recorded(name, var, self._live_from[k] - self._base[k])
+        if values is None:
+            raise KeyError(f"{var} of population {name!r} is not recorded in this run")
+        earlier = [v for _, v in self._rec_pieces.get((name, var), ())]
+        values = np.concatenate([*earlier, values]) if earlier else values
+        kept = len(values) if self.history is None else min(self.history, len(values))
+        return values[len(values) - kept :]
 
     def window(self, name: str, a: int, b: int) -> SpikeTrains:
         """Spikes of population ``name`` in steps ``a .. b - 1`` (``0 <= a <=
-        b <= t``) as trains of ``b - a`` steps."""
+        b <= t``, within the ``history`` kept) as trains of ``b - a`` steps."""
         if not 0 <= a <= b <= self.t:
             raise ValueError(f"steps {a}..{b} are not within the {self.t} steps done")
+        if self.history is not None and a < self.t - self.history:
+            raise ValueError(f"this run keeps the spikes of its last {self.history} steps only")
         return self._window(name, a, b)
 
     def _window(self, name, a, b) -> SpikeTrains:
         """Spikes of population ``name`` in steps ``a .. b - 1`` (``b - a``
         steps; those before step 0 or not yet run are empty)."""
-        if name in self._given:
-            return _slice(self._given[name], a, b)
-        if name in self._stepped_trains:
-            if self._stepped_trains[name] is None:
-                k = next(k for k, r in self._runs.items() if name in r.plan.pop_index)
-                self._stepped_trains.update(self._outputs(k)["trains"])
-            return _slice(self._stepped_trains[name], a, b)
-        chunks, starts = self._chunks[name], self._starts
-        if b <= 0:  # all before step 0 (a delayed source)
-            return SpikeTrains.empty(b - a, self.batch, chunks[0].n)
-        first = max(0, int(np.searchsorted(starts, a, side="right")) - 1)
-        last = int(np.searchsorted(starts, b, side="left"))
-        return _slice(_join(chunks[first:last]), a - starts[first], b - starts[first])
+        pieces = self._pieces.get(name, [])
+        k = self._stage_of.get(name)
+        if k in self._runs:
+            pieces = [*pieces, (self._live_from[k], self._unkept(k)["trains"][name])]
+        parts, first, last = [], None, None
+        for start, trains in pieces:
+            lo, hi = max(a, start), min(b, start + trains.n_steps)
+            if lo < hi:
+                parts.append(_slice(trains, lo - start, hi - start))
+                first = lo if first is None else first
+                last = hi
+        n = self.graph[name].n
+        if not parts:
+            return SpikeTrains.empty(b - a, self.batch, n)
+        if first > a:  # before step 0 (a delayed source)
+            parts.insert(0, SpikeTrains.empty(first - a, self.batch, n))
+        if last < b:  # not run yet
+            parts.append(SpikeTrains.empty(b - last, self.batch, n))
+        return _join(parts)
 
-    def _outputs(self, k) -> dict:
-        """``SteppedRun.outputs`` of stage ``k``, assembled once per state."""
+    def _unkept(self, k) -> dict:
+        """``SteppedRun.outputs`` of stage ``k`` since its last epoch,
+        assembled once per state."""
         run = self._runs[k]
         key = (run.t, run.batch)
         if self._assembled.get(k, (None,))[0] != key:
-            self._assembled[k] = (key, run.outputs())
+            self._assembled[k] = (key, run.outputs(self._live_from[k] - self._base[k]))
         return self._assembled[k][1]
+
+    def _fed_chunk(self, inputs, steps, runs) -> dict:
+        """The input spikes of this chunk (``steps`` asked, ``runs`` run), checked."""
+        inputs = dict(inputs or {})
+        names = {(k if isinstance(k, str) else getattr(k, "name", k)): v for k, v in inputs.items()}
+        if set(names) != set(self.fed):
+            extra = sorted(set(map(str, names)) - set(self.fed))
+            raise ValueError(
+                f"advance() needs the spikes of {self.fed or 'no input population'}"
+                + (f"; {extra} are not fed chunk by chunk (given to start, or not inputs)" if extra else "")
+            )
+        out = {}
+        for name, spikes in names.items():
+            trains = spikes if isinstance(spikes, SpikeTrains) else SpikeTrains.from_raster(spikes)
+            n = self.graph[name].n
+            if trains.n != n or trains.n_steps != steps or trains.batch_size != self.batch:
+                raise ValueError(
+                    f"input {name!r} must be spikes [steps={steps}, batch={self.batch}, {n}], got "
+                    f"{trains.n_steps} steps of {trains.batch_size} x {trains.n} neurons"
+                )
+            out[name] = trains if runs == steps else _slice(trains, 0, runs)
+        return out
+
+    def _set_drives(self, drive) -> None:
+        """New drives from the next step on: each layer settled with its old
+        bias (its lazy neurons brought to the last step done), then given
+        the new one; each stepped run likewise."""
+        drives = self.graph._drives(drive)
+        wrong = sorted({len(d) for d in drives.values()} - {self.batch})
+        if wrong:
+            raise ValueError(f"drives have {wrong[0]} samples but the run has {self.batch}")
+        self.graph._check_precision(drives)
+        self._drives.update(drives)
+        for k, stage in enumerate(self.schedule):
+            if not set(stage.names) & set(drives):
+                continue
+            if stage.layer is not None:
+                self._settle_layer(k, stage)
+                self._bias.pop(k, None)
+            elif k in self._runs:
+                self._runs[k].set_drives(self._drives)
+                self._assembled.pop(k, None)
+
+    def _settle_layer(self, k, stage) -> None:
+        """Bring the neurons of layer stage ``k`` to the last step done."""
+        state, pop = self._carry.get(k), stage.populations[0]
+        if state is not None and pop.pool is None and self._modes[pop.name] != "dense":
+            neuron = pop.neuron
+            table = neuron.propagator(self._elapsed[k], self.graph.dtype)
+            kernels.settle(state, -1, self._bias[k][1], table, neuron.has_current, neuron.refractory > 0)
+        self._elapsed[k] = 0
+
+    def _settle_all(self, t) -> None:
+        """End an epoch at step ``t``: every neuron settled; a stepped run's
+        steps before ``t`` kept as trains (and recordings), its arrays
+        rebased to hold only the steps its delays still read."""
+        for k, stage in enumerate(self.schedule):
+            if stage.layer is not None:
+                self._settle_layer(k, stage)
+                continue
+            run = self._runs[k]
+            done = self._unkept(k)
+            for name, trains in done["trains"].items():
+                self._pieces.setdefault(name, []).append((self._live_from[k], trains))
+            for (name, var), (_, values) in done["recorded"].items():
+                self._rec_pieces.setdefault((name, var), []).append((self._live_from[k], values))
+            shift = max(0, run.t - int(stage.plan.proj_delay.max(initial=0)))
+            run.rebase(shift)
+            self._base[k] += shift
+            self._live_from[k] = t
+            self._assembled.pop(k, None)
+
+    def _forget(self) -> None:
+        """Drop the spikes and recordings no longer kept (``history``) and no
+        longer read (delays)."""
+        if self.history is None:
+            return
+        for name, pieces in self._pieces.items():
+            keep_from = self.t - max(self.history, self._lookback.get(name, 0))
+            self._pieces[name] = [(s, tr) for s, tr in pieces if s + tr.n_steps > keep_from]
+        for key, pieces in self._rec_pieces.items():
+            kept = []
+            for s, values in pieces:
+                cut = max(0, self.t - self.history - s)
+                if cut < len(values):
+                    kept.append((s + cut, values[cut:]))
+            self._rec_pieces[key] = kept
 
     def _layer_chunk(self, k, stage, t0, t1):
         pop, steps = stage.populations[0], t1 - t0
@@ -302,35 +476,42 @@ class Simulation:
                 self._modes.get(pop.name, self._force),
                 self._bias[k],
                 self._carry.get(k),
-                t0,
+                self._elapsed.get(k, 0),
             )
-        self._chunks.setdefault(pop.name, []).append(out)
+        self._elapsed[k] = self._elapsed.get(k, 0) + steps
+        self._pieces.setdefault(pop.name, []).append((t0, out))
         self._counts[pop.name] = self._counts.get(pop.name, 0) + counts
 
     def _stepped_chunk(self, k, stage, t0, t1, bar):
         names = [p.name for p in stage.plan.order if p.is_input]
-        if all(name in self._given for name in names):  # known for the whole run: the same trains
-            given = self._static.get(k)
-            if given is None:
-                given = self._static[k] = {name: self._given[name] for name in names}
-        else:
-            given = {name: _placed(self._window(name, t0, t1), t0, self.n_steps) for name in names}
         if k not in self._runs:
             mine = [r for r in self._record if r[0] in stage.populations]
-            windows = {name: _slice(trains, t0, t1) for name, trains in given.items()}
+            windows = {name: self._window(name, t0, t1) for name in names}
             chosen = _stepped_modes(stage, windows, t1 - t0)
+            steps = self.n_steps if self._uncut else self.epoch + int(stage.plan.proj_delay.max(initial=0))
             self._runs[k] = SteppedRun(
-                stage.plan, self.n_steps, self.batch, self._seed, mine, self._force, self._drives, chosen
+                stage.plan, steps, self.batch, self._seed, mine, self._force, self._drives, chosen
             )
-        run = self._runs[k]
-        step = t1 - t0 if bar is None else max(1, self.n_steps // 100)
-        while run.t < t1:
+            self._base[k] = self._live_from[k] = 0
+        run, base = self._runs[k], self._base[k]
+        if self._uncut and all(name in self._whole for name in names):
+            given = self._static.get(k)  # known for the whole run: the same trains
+            if given is None:
+                given = self._static[k] = {name: self._pieces[name][0][1] for name in names}
+        else:
+            given = {name: _placed(self._window(name, t0, t1), t0 - base, run.n_steps) for name in names}
+        step = t1 - t0 if bar is None else max(1, (self.n_steps or self.epoch) // 100)
+        while run.t < t1 - base:
             done = run.t
-            run.advance(min(t1, done + step), given)
+            run.advance(min(t1 - base, done + step), given)
             if bar is not None:
                 bar.update(run.t - done)
-        for p in stage.populations:  # assembled when a later stage reads them (_window)
-            self._stepped_trains[p.name] = None
+
+
+def _tally(tally, trains: SpikeTrains) -> None:
+    """Add the spikes of ``trains`` to the per-neuron counts ``tally`` ``[B, n]``."""
+    for s in range(trains.batch_size):
+        tally[s] += np.bincount(trains.idx[s, : trains.tptr[s, -1]], minlength=trains.n)
 
 
 def _slice(trains: SpikeTrains, a: int, b: int) -> SpikeTrains:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import snn_kernels as kernels
+from snn_kernels import REF, T_LAST
 from snn_kernels.graph import GraphInputs, GraphPlan, GraphState, graph_choices
 
 from .conv import kernel_layout
@@ -374,24 +375,71 @@ class SteppedRun:
                 self.hist_idx = grown
         self.t = t_end
 
-    def outputs(self) -> dict:
-        """What the steps done so far computed: by population name its
-        ``trains``, kernel ``counts`` ``[B, 4]`` (synaptic operations
-        received, updates, spikes, background events) and ``modes``, and the
-        ``recorded`` variables by ``(name, var)``: ``(indices, [t, B, R])``."""
-        t = self.t
-        return self.plan._outputs(
-            t, self.hist_ptr[:, :t], self.hist_idx, self.counts, self.rec_v[:, :t], self.record, self.modes
-        )
+    def outputs(self, a: int = 0, b: int | None = None) -> dict:
+        """What steps ``a .. b - 1`` (default: every step done) computed: by
+        population name its ``trains`` (of ``b - a`` steps), kernel
+        ``counts`` ``[B, 4]`` of the whole run (synaptic operations received,
+        updates, spikes, background events) and ``modes``, and the
+        ``recorded`` variables by ``(name, var)``: ``(indices, [b - a, B, R])``."""
+        b = self.t if b is None else b
+        hist_ptr, rec_v = self.hist_ptr[:, a:b], self.rec_v[:, a:b]
+        return self.plan._outputs(b - a, hist_ptr, self.hist_idx, self.counts, rec_v, self.record, self.modes)
 
-    def recorded(self, name: str, var: str) -> np.ndarray | None:
-        """``[t, B, R]``: the recorded ``var`` of population ``name`` so far
-        (None if not recorded here), without assembling the spikes."""
+    def settle(self) -> None:
+        """Bring every neuron to the end of the last step done without input
+        (``kernels.settle``); the calendars are built again from there at
+        the next :meth:`advance`."""
+        if self.t == 0:
+            return
+        plan = self.plan
+        for k, neuron in enumerate(plan.neurons):
+            if plan.order[k].is_input:
+                continue
+            rows = self.state[:, plan.pop_start[k] : plan.pop_start[k + 1]]
+            bias = self.bias[:, self.bias_off[k] : self.bias_off[k + 1]]
+            kernels.settle(rows, self.t - 1, bias, self.tables[k], neuron.has_current, neuron.refractory > 0)
+        self.progress[:, 2] = 2
+
+    def set_drives(self, drives: dict) -> None:
+        """Drives by population name (``[B, n]``) from the next step on; the
+        steps done keep the drives they had."""
+        self.settle()
+        self.bias, self.bias_off = self.plan.bias_rows(self.batch, drives)
+        self._given = self._arrays = None
+
+    def rebase(self, shift: int) -> None:
+        """Forget steps ``0 .. shift - 1``: step ``shift`` becomes step 0 (the
+        spikes of the steps kept stay in the history, where delayed
+        projections read them), so that a run of any length fits arrays of
+        :attr:`n_steps` steps. Every neuron is settled first, so that no gap
+        outruns the propagator tables. Input trains given later count steps
+        from the new step 0."""
+        if not 0 <= shift <= self.t:
+            raise ValueError(f"cannot forget {shift} of {self.t} steps")
+        self.settle()
+        t, kept = self.t, self.t - shift
+        first = (self.hist_ptr[:, shift, 0] if kept else self.progress[:, 0]).copy()
+        for s, (a, b) in enumerate(zip(first, self.progress[:, 0], strict=True)):
+            self.hist_idx[s, : b - a] = self.hist_idx[s, a:b]
+        self.hist_ptr[:, :kept] = self.hist_ptr[:, shift:t] - first[:, None, None]
+        self.rec_v[:, :kept] = self.rec_v[:, shift:t]
+        self.progress[:, 0] -= first
+        self.progress[:, 1] -= shift
+        self.state[..., T_LAST] -= shift
+        if self.state.shape[2] > REF:
+            self.state[..., REF] -= shift
+        self.t = kept
+        self._given = self._arrays = None
+
+    def recorded(self, name: str, var: str, a: int = 0) -> np.ndarray | None:
+        """``[t - a, B, R]``: the recorded ``var`` of population ``name`` in
+        steps ``a .. t - 1`` (None if not recorded here), without assembling
+        the spikes."""
         k = self.plan.pop_index.get(name)
         cols = np.flatnonzero((self.rec_pop == k) & (self.rec_var == int(var == "i")))
         if k is None or not len(cols):
             return None
-        return self.rec_v[:, : self.t, cols].transpose(1, 0, 2)
+        return self.rec_v[:, a : self.t, cols].transpose(1, 0, 2)
 
     def keep(self, rows) -> None:
         """Go on with the samples ``rows`` (indices into the batch) only."""
