@@ -55,7 +55,6 @@ from snn.convert import (
     video_digits_cnn,
     video_digits_train,
 )
-from snn.convert.frames import carry_supported
 from snn.training import train
 
 HEADERS = ["way", "setting", "agreement", "accuracy", "SynOps/frame", "MACs/frame", "SynOps+MACs", "ms/frame"]
@@ -120,11 +119,6 @@ def main():
         run_frames(converted, frames[:1, :2], way, **kw)
     run_frames(converted, frames[:1, :2], "carry", T=2)
     ways = [("reset", "T", t) for t in args.steps] + [("carry", "T", t) for t in args.carry_steps]
-    if not carry_supported():
-        print(
-            "carry: Simulation.advance takes no drive= here: "
-            "one run per batch whose input changes every T steps\n"
-        )
     ways += [("delta", "theta", th) for th in args.thetas]
 
     rows, record = [], {"env": env, "args": vars(args), "change": float(change), "rows": []}

@@ -28,7 +28,6 @@ from snn.convert import (
     video_digits,
 )
 from snn.convert.chain import run_ops
-from snn.convert.frames import carry_supported
 
 
 def tiny_model(pool: str, stride: int, groups: int, seed: int) -> nn.Sequential:
@@ -257,20 +256,14 @@ def test_reset_way_is_the_converted_run_per_frame():
     assert run.ms_per_frame > 0
 
 
-@pytest.mark.parametrize("drive_api", [True, False])
-def test_carry_way_first_frame_is_the_reset_run(drive_api, monkeypatch):
-    import snn.convert.frames as frames_module
-
-    if drive_api and not carry_supported():
-        pytest.skip("Simulation.advance(drive=...) is not in this snn")
-    monkeypatch.setattr(frames_module, "carry_supported", lambda: drive_api)
+def test_carry_way_first_frame_is_the_reset_run():
     _, conv = converted_tiny("max", 1, 1, 2)
     frames = frames_of(4, n_seq=2, n_frames=3)
     reset = run_frames(conv, frames, "reset", T=6)
     carry = run_frames(conv, frames, "carry", T=6)
     np.testing.assert_allclose(carry.readout[:, 0], reset.readout[:, 0], rtol=0, atol=1e-5)
     np.testing.assert_array_equal(carry.synops[:, 0], reset.synops[:, 0])
-    np.testing.assert_array_equal(carry.macs, reset.macs * (1 if drive_api else 6))
+    np.testing.assert_array_equal(carry.macs, reset.macs)
     assert carry.readout.shape == (2, 3, 5)
     # independently: one run whose analog input changes every T steps ([steps, B, n]: clock-driven layer 0)
     analog = np.repeat(frames.reshape(2, 3, -1).transpose(1, 0, 2), 6, axis=0).astype(np.float64)
@@ -278,27 +271,6 @@ def test_carry_way_first_frame_is_the_reset_run(drive_api, monkeypatch):
         whole = conv.network.run(analog=analog[: 6 * f], T=6 * f)
         np.testing.assert_allclose(whole.membrane, carry.readout[:, :f].sum(axis=1), rtol=0, atol=1e-9)
         np.testing.assert_array_equal(sum(c.synops for c in whole.counts), carry.synops[:, :f].sum(axis=1))
-
-
-def test_carry_without_the_drive_api_computes_the_same():
-    """The fallback (one run whose analog input changes every T steps, the
-    frame's readout and SynOps rebuilt from spikes) against an independent
-    run, and against the drive-per-chunk simulation where there is one."""
-    from snn.convert.frames import _carry, _carry_by_steps
-
-    _, conv = converted_tiny("max", 1, 1, 3)
-    frames = frames_of(6, n_seq=3, n_frames=3).astype(np.float64)
-    readout, synops, macs = _carry_by_steps(conv, frames, 5, False, None, budget=2 * 15 * 256 * 8)
-    analog = np.repeat(frames.reshape(3, 3, -1).transpose(1, 0, 2), 5, axis=0)
-    whole = conv.network.run(analog=analog, T=15)
-    np.testing.assert_allclose(readout.sum(axis=1), whole.membrane, rtol=0, atol=1e-9)
-    np.testing.assert_array_equal(synops.sum(axis=1), sum(c.synops for c in whole.counts))
-    np.testing.assert_array_equal(macs.sum(axis=1), sum(c.macs for c in whole.counts))
-    if carry_supported():
-        by_chunks = _carry(conv, frames, 5, 2, False, None)
-        np.testing.assert_allclose(readout, by_chunks[0], rtol=0, atol=1e-9)
-        np.testing.assert_array_equal(synops, by_chunks[1])
-        np.testing.assert_array_equal(macs, 5 * by_chunks[2])
 
 
 def test_delta_way_reports_counts():

@@ -7,10 +7,8 @@ SynOps, MACs and wall time:
   (:meth:`ConvertedNetwork.run` on every frame);
 - ``"carry"``: the state carried over between frames, ``T`` steps per
   frame, only the first layer's analog drive changing at each frame
-  (:meth:`snn.Graph.start`, the drive of the next chunk changed between
-  chunks; where ``Simulation.advance`` takes no ``drive=``, one run whose
-  analog input changes every ``T`` steps, which computes the same); a
-  frame's decision is the argmax of what the readout gained during the
+  (:meth:`snn.Graph.start`, the drive changed between chunks); a frame's
+  decision is the argmax of what the readout gained during the
   frame;
 - ``"delta"``: delta propagation with sigma-delta units
   (:class:`snn.delta.DeltaNetwork`, kernels in ``kernels/delta.py``):
@@ -24,8 +22,7 @@ SynOps, MACs and wall time:
 
 Counting: ``"reset"`` and ``"carry"`` report the kernels' SynOps (spikes x
 fan-out) and the MACs of the analog input (non-zero pixels x fan-out, once
-per frame; ``T`` times per frame where ``"carry"`` runs without the drive
-API, which multiplies the input at every step). ``"delta"`` sends graded
+per frame). ``"delta"`` sends graded
 values (the deltas): its first layer's weight additions (input change x
 weight) are reported as MACs, the other layers' as SynOps, one per weight
 added, counted by the kernel; each is in truth a multiply-add, so SynOps +
@@ -34,7 +31,6 @@ MACs is the figure to compare.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 import weakref
@@ -393,15 +389,6 @@ def _graph_of(network) -> Graph:
     return graph
 
 
-def carry_supported() -> bool:
-    """Whether :meth:`snn.Graph.start`'s simulations take a new drive between
-    chunks (``advance(steps, drive=...)``), which ``way="carry"`` uses;
-    without it, ``way="carry"`` runs :func:`_carry_by_steps`."""
-    from ..schedule import Simulation
-
-    return "drive" in inspect.signature(Simulation.advance).parameters
-
-
 def _carry(converted, x, T, batch, progress, n_threads):
     """State carried over frames: one simulation of ``F * T`` steps per
     batch of sequences, the first layer's drive changed at every frame."""
@@ -412,8 +399,6 @@ def _carry(converted, x, T, batch, progress, n_threads):
     first = net.layers[0]
     if first.kind == "maxpool":
         raise ValueError("the network's first layer is a max pool: no analog input to drive")
-    if not carry_supported():
-        return _carry_by_steps(converted, x, T, progress, n_threads)
     graph = _graph_of(net)
     inp, readout_name = net.layer_name(0), net.layer_name(len(net.layers) - 1)
     n_out = net.layers[-1].n_out
@@ -427,7 +412,6 @@ def _carry(converted, x, T, batch, progress, n_threads):
         flat = x[a:b].reshape(b - a, n_frames, -1)
         silent = {p.name: SpikeTrains.empty(total, b - a, p.n) for p in graph.populations if p.is_input}
         drive0 = _vecmat(flat[:, 0], first)
-        extra = {"history": T} if "history" in inspect.signature(graph.start).parameters else {}
         sim = graph.start(
             total,
             inputs=silent,
@@ -435,7 +419,7 @@ def _carry(converted, x, T, batch, progress, n_threads):
             batch_size=b - a,
             record_v={readout_name: np.arange(n_out)},
             n_threads=n_threads,
-            **extra,
+            history=T,
         )
         before = np.zeros(b - a, np.int64)
         previous = np.zeros((b - a, n_out))
@@ -449,53 +433,5 @@ def _carry(converted, x, T, batch, progress, n_threads):
             before = done
             macs[a:b, f] = ((flat[:, f] != 0) * first.fan_out).sum(axis=1)
             bar.update(b - a)
-    bar.close()
-    return readout, synops, macs
-
-
-def _carry_by_steps(converted, x, T, progress, n_threads, budget=2**28):
-    """``way="carry"`` without a drive changed between chunks: one run per
-    batch of sequences with an analog input that changes every ``T`` steps
-    (``Network.run(analog=[F * T, B, n])``: the first layer's currents are
-    computed for every step, and its MACs counted so, ``T`` times per
-    frame); a frame's readout gain is rebuilt from the spikes reaching the
-    readout in the frame (the readout is linear: ``T * bias + counts @
-    W``), its SynOps from every layer's input spikes in the frame x their
-    fan-out. Computes what the drive-per-chunk simulation computes (tested)
-    but slower; ``budget``: bytes of currents per run."""
-    from tqdm.auto import tqdm
-
-    n_seq, n_frames = x.shape[:2]
-    net = converted.network
-    layers = net.layers
-    first, last = layers[0], layers[-1]
-    steps = n_frames * T
-    rows = np.asarray(last.dense_rows(np.float32), np.float64)
-    bias = np.asarray(last.bias, np.float64)
-    readout = np.zeros((n_seq, n_frames, last.n_out))
-    synops = np.zeros((n_seq, n_frames), np.int64)
-    macs = np.zeros((n_seq, n_frames), np.int64)
-    batch = max(1, budget // (steps * first.n_out * 8))
-    cuts = np.arange(n_frames + 1) * T
-    bar = tqdm(total=n_seq * n_frames, desc=f"carry T={T}", disable=not progress, leave=False)
-    for a in range(0, n_seq, batch):
-        b = min(a + batch, n_seq)
-        flat = x[a:b].reshape(b - a, n_frames, -1)
-        analog = np.repeat(flat.transpose(1, 0, 2), T, axis=0)  # [F * T, B, n]
-        res = net.run(analog=analog, T=steps, n_threads=n_threads)
-        macs[a:b] = T * ((flat != 0) * first.fan_out).sum(axis=2)
-        for k in range(1, len(layers)):
-            trains, fan_out = res.trains[k - 1], layers[k].fan_out
-            for s in range(b - a):
-                ptr = trains.tptr[s, cuts]  # spikes before each frame's first step
-                idx = trains.idx[s, : ptr[-1]]
-                done = np.concatenate(([0], np.cumsum(fan_out[idx])))
-                synops[a + s] += np.diff(done[ptr])
-                if k == len(layers) - 1:
-                    for f in range(n_frames):
-                        counts = np.bincount(idx[ptr[f] : ptr[f + 1]], minlength=layers[k].n_in)
-                        readout[a + s, f] = T * bias + counts @ rows
-        readout[a:b, 0] += last.v_init
-        bar.update((b - a) * n_frames)
     bar.close()
     return readout, synops, macs
