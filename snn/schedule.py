@@ -290,8 +290,10 @@ class Simulation:
     def totals(self) -> dict:
         """Counts of the steps done so far by population name, ``[B, 4]``
         int64 each (synaptic operations, state updates, spikes, background
-        events), without assembling the spikes."""
-        out = dict(self._counts)
+        events), without assembling the spikes (zeros before a population
+        has run)."""
+        out = {p.name: np.zeros((self.batch, 4), np.int64) for p in self.graph.populations if p.has_neurons}
+        out.update(self._counts)
         for run in self._runs.values():
             for k, pop in enumerate(run.plan.order):
                 if not pop.is_input:
