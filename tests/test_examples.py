@@ -63,6 +63,7 @@ def test_convert_digits(tmp_path):
         assert re.search(rf"^\s*{T}\s+[\d.]+%", out, re.MULTILINE), (T, out)
     assert re.search(r"^\s*ANN\s+[\d.]+%", out, re.MULTILINE)
     assert "SynOps" in out and "energy" in out
+    assert re.search(r"early exit \(patience \d+\): mean exit step [\d.]+ of 8, .*the full run: ", out), out
     plot = tmp_path / "convert_digits.png"
     assert f"plot: {plot}" in out
     assert plot.is_file() and plot.stat().st_size > 1000
