@@ -686,6 +686,77 @@ def test_functional_relu_and_flatten_are_traced(method_flatten, digits):
     assert np.mean(conv.predict(x_test, T_ACC) == y_test) >= ann - 0.03
 
 
+class FunctionalPoolNet(nn.Module):
+    """Pooling written as functions (F.avg_pool2d, F.max_pool2d,
+    F.adaptive_avg_pool2d) instead of modules."""
+
+    def __init__(self, pool):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.out = nn.Linear(4 if pool == "adaptive" else 16, 10)
+        self.pool = pool
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        if self.pool == "avg":
+            x = F.avg_pool2d(x, 4)
+        elif self.pool == "max":
+            x = F.max_pool2d(x, kernel_size=4, stride=4)
+        elif self.pool == "adaptive":
+            x = F.adaptive_avg_pool2d(x, (1, 1))
+        elif self.pool == "divisor":
+            x = F.avg_pool2d(x, 4, divisor_override=3)
+        else:  # overlapping average windows
+            x = F.avg_pool2d(x, 4, 2)
+        return self.out(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize("pool", ["avg", "max", "adaptive"])
+def test_functional_pooling_is_traced(pool, digits):
+    """F.avg_pool2d, F.max_pool2d and F.adaptive_avg_pool2d convert as their
+    modules do: the normalised network computes the model's logits."""
+    x_train, _, x_test, _ = digits
+    torch.manual_seed(0)
+    model = FunctionalPoolNet(pool).eval()
+    conv = sc.convert(model, x_train[:200])
+    assert ("maxpool" in [op.kind for op in conv.ops]) == (pool == "max")
+    expected = torch_logits(model, x_test)
+    assert np.abs(run_ops(conv.ops, x_test).numpy() - expected).max() <= 1e-4 * (1 + np.abs(expected).max())
+
+
+class ResidualFunctionalPoolNet(FunctionalPoolNet):
+    """A residual block, then pooling as a function: converted to a graph."""
+
+    def __init__(self, pool):
+        super().__init__(pool)
+        self.mix = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        x = F.relu(self.mix(x) + x)
+        x = F.max_pool2d(x, 3, 2, 1) if self.pool == "max" else F.avg_pool2d(x, 4)
+        return self.out(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_functional_pooling_in_a_residual_graph(pool, digits):
+    x_train, _, x_test, _ = digits
+    torch.manual_seed(0)
+    model = ResidualFunctionalPoolNet(pool).eval()
+    if pool == "max":
+        model.out = nn.Linear(64, 10).eval()
+    conv = sc.convert(model, x_train[:200])
+    assert type(conv).__name__ == "ConvertedGraph"
+    agree = np.mean(conv.predict(x_test[:100], 64) == torch_logits(model, x_test[:100]).argmax(1))
+    assert agree >= 0.95, agree
+
+
+@pytest.mark.parametrize(("pool", "match"), [("divisor", "divisor_override"), ("overlap", "stride equal")])
+def test_functional_pooling_refusals_name_the_call(pool, match, digits):
+    with pytest.raises(sc.ConversionError, match=f"avg_pool2d.*{match}"):
+        sc.convert(FunctionalPoolNet(pool).eval(), digits[0][:50])
+
+
 def test_nested_sequential_dropout_identity(digits):
     """Nested Sequential containers are flattened in order; Dropout (p > 0,
     eval mode) and Identity disappear; layer names are the module paths."""

@@ -102,6 +102,8 @@ def _pool_kernel(m, path, name):
 
 
 def _avgpool(m, path):
+    if m.divisor_override is not None:
+        raise ConversionError(f"{path}: AvgPool2d with divisor_override is not supported")
     if not m.count_include_pad and m.padding:
         raise ConversionError(f"{path}: AvgPool2d with count_include_pad=False and padding is not supported")
     return [Op("avgpool", path, kernel=_pool_kernel(m, path, "AvgPool2d"))]
@@ -200,6 +202,24 @@ _FUNCTION_HANDLERS: dict[Callable, Callable] = {
 }
 
 
+def _pool_call(module_type):
+    """A handler of ``F.avg_pool2d`` / ``F.max_pool2d`` /
+    ``F.adaptive_avg_pool2d``: the module of the same arguments, handled as
+    the module is (so the same windows are supported and refused)."""
+
+    def handler(node, path):
+        args = list(node.args[1:])
+        try:
+            module = module_type(*args, **node.kwargs)
+        except TypeError as err:
+            raise ConversionError(
+                f"{path}: {module_type.__name__} arguments {args, node.kwargs}: {err}"
+            ) from None
+        return _MODULE_HANDLERS[module_type](module, path)
+
+    return handler
+
+
 def _flatten_call(node, path):
     start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
     end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
@@ -221,6 +241,12 @@ def register_function(function: Callable | str, handler: Callable) -> None:
 
 
 register_module(QCFS, _qcfs)
+for _fn, _module_type in (
+    (F.avg_pool2d, nn.AvgPool2d),
+    (F.max_pool2d, nn.MaxPool2d),
+    (F.adaptive_avg_pool2d, nn.AdaptiveAvgPool2d),
+):
+    register_function(_fn, _pool_call(_module_type))
 
 # -- reading a model into ops ------------------------------------------------
 
