@@ -40,6 +40,7 @@ uses (``kernels._jit``); the layer functions (:func:`dense_layer`,
 the samples of a batch in chunks on threads.
 """
 
+import numba
 import numpy as np
 
 from ._jit import helper, jit, run_samples, specialise
@@ -47,6 +48,8 @@ from .conv import NO_TAPS, conv_sizes, tap_tables
 from .neuron import (
     NEVER,
     REF,
+    RESET_SUBTRACT,
+    RESET_TO_VALUE,
     T_LAST,
     I,
     V,
@@ -179,6 +182,350 @@ def _touch(state, j, t, w, bias, table, has_current, has_refractory, touched, n_
     return n_touched
 
 
+if numba.config.DISABLE_JIT:  # the kernels run as Python (a CI leg): intrinsics have no Python body
+
+    def _tz(x):
+        """Index of the lowest set bit of ``x`` (> 0)."""
+        x = int(x)
+        return (x & -x).bit_length() - 1
+
+    def _prefetch(array, i):
+        """A hint to the CPU, nothing to do in Python."""
+
+else:
+    from numba.core import cgutils
+    from numba.core import types as nb_types
+    from numba.core.cgutils import ir as llvm_ir  # llvmlite's IR builder, through numba
+    from numba.cpython.unsafe.numbers import trailing_zeros as _tz  # an intrinsic: inlined, no call
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _prefetch(typingctx, array, i):
+        """Ask the CPU to load the cache line of ``array[i]`` (of ``array[i,
+        0]`` if 2-D; ``0 <= i < len``; no bounds check, no effect on results): LLVM's
+        ``llvm.prefetch``, for reading, to every cache level. The rows of
+        the next input spikes are known ahead, and loading them while the
+        current row is delivered hides the memory latency that dominates
+        delivery from a large connectivity (measured here: 100k neurons,
+        10 M synapses, 8 ns per synaptic operation without, 3.4 with)."""
+
+        def codegen(context, builder, signature, args):
+            array_type = signature.args[0]
+            ary = context.make_array(array_type)(context, builder, args[0])
+            index = [args[1]] + [context.get_constant(nb_types.intp, 0)] * (array_type.ndim - 1)
+            ptr = cgutils.get_item_pointer(context, builder, array_type, ary, index, wraparound=False)
+            i8p = builder.bitcast(ptr, llvm_ir.IntType(8).as_pointer())
+            i32 = llvm_ir.IntType(32)
+            fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p.type, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            builder.call(fn, [i8p, i32(0), i32(3), i32(1)])  # read, high locality, data cache
+            return context.get_dummy_value()
+
+        return nb_types.void(array, i), codegen
+
+
+# A step of the CSR event path whose synaptic operations reach this fraction of
+# the layer's neurons runs in two phases (sum and mark, then an index-ordered
+# pass over the marked neurons); fewer are delivered directly, neuron by neuron
+# (benchmarks/sparse_crossover.py: the crossover of the two).
+TWO_PHASE_AT = 0.06
+# ... if the state and the input sums (bytes) fit in cache; otherwise later: the
+# visits in index order then miss about as often as direct ones
+TWO_PHASE_STATE_BYTES = 8 << 20
+TWO_PHASE_AT_OUT_OF_CACHE = 0.2
+
+_AHEAD = 4  # input spikes whose synapse rows are prefetched ahead of the one delivered
+
+
+@helper
+def _prefetch_row(rowptr, cols, weights, pre):
+    """Prefetch the synapses of presynaptic neuron ``pre`` (targets and
+    weights, one hint per cache line)."""
+    for s in range(rowptr[pre], rowptr[pre + 1], 16):
+        _prefetch(cols, s)
+        _prefetch(weights, s)
+
+
+@helper
+def _prefetch_targets(state, rowptr, cols, pre):
+    """Prefetch the state rows of the targets of presynaptic neuron ``pre``
+    (its synapse row already loaded or on its way: :func:`_prefetch_row`),
+    so that the direct delivery's random visits overlap their misses."""
+    for s in range(rowptr[pre], rowptr[pre + 1]):
+        _prefetch(state, np.int64(cols[s]))
+
+
+_ONE = np.uint64(1)
+
+
+@helper
+def _mark(bits, summary, j):
+    """Mark neuron ``j`` as touched in this step: bit ``j`` of ``bits``, and
+    bit ``j >> 6`` of ``summary`` (one bit per word of ``bits``, so that the
+    pass over the marks skips 4,096 untouched neurons per word it reads).
+    Branch-free: marking twice is marking once. (The kernel's delivery loop
+    writes these two lines out: a helper call per synapse costs more than
+    the marking.)"""
+    w = j >> 6
+    bits[w] |= _ONE << np.uint64(j & 63)
+    summary[w >> 6] |= _ONE << np.uint64(w & 63)
+
+
+@helper
+def _undriven(bias, table, threshold, has_current, has_refractory):
+    """True if no neuron of the layer can reach threshold without input
+    except at the very next step: no current, no refractory period, a decay
+    ``<= 1`` and no positive bias. A neuron's free trajectory then never
+    rises once it is at or above threshold (v >= threshold > 0), so
+    ``neuron.next_due`` is the next step or never: the calendar reduces to
+    the list of the neurons due at the next step."""
+    if has_current or has_refractory or table.shape[0] < 2 or not 0 <= table[1, 0] <= 1 or not threshold > 0:
+        return False
+    for q in range(bias.shape[0]):
+        if bias[q] > 0:
+            return False
+    return True
+
+
+@helper(choices=("reset_mode", "has_current", "has_refractory"))
+def _close_marked(
+    state,
+    acc,
+    bits,
+    summary,
+    t,
+    search_end,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    refractory,
+    has_current,
+    has_refractory,
+    undriven,
+    head,
+    nxt,
+    prv,
+    due,
+    due_next,
+    n_due,
+    out_idx,
+    n_out,
+):
+    """Second phase of an event-driven step ``t``: every neuron marked in
+    ``bits`` (input summed into ``acc``, or due to fire on its own), in
+    index order (near-sequential in memory, whatever order the input came
+    in), is brought forward to ``t``, given its summed input (``acc``
+    zeroed), checked against threshold, reset; marks are cleared. Then the
+    neuron's next self-driven spike (before ``search_end``) is scheduled:
+    ``undriven`` layers (see :func:`_undriven`) append the neurons due at
+    ``t + 1`` to ``due_next`` (``n_due`` of them so far), the others use the
+    calendar. Spikes are appended to ``out_idx``. Returns ``(n_out, n_due,
+    processed)``: ``n_out`` -1 if ``out_idx`` is full, ``processed`` the
+    neurons updated."""
+    cap = out_idx.shape[0]
+    processed = 0
+    shared = bias.shape[0] == 1
+    b = bias[0]
+    # plain IF/LIF, undriven: value_at, deliver, fire and next_due inlined below (same arithmetic)
+    decay1 = table[1, 0]  # the table has a row per step run so far, and this is one of them
+    gain1 = table[1, 2]
+    soon = t + 1 < search_end
+    stamp = state.dtype.type(t)
+    for sw in range(summary.shape[0]):
+        x = summary[sw]
+        if x == 0:
+            continue
+        summary[sw] = 0
+        while x != 0:
+            wi = (sw << 6) + np.int64(_tz(x))
+            x &= x - _ONE
+            y = bits[wi]
+            bits[wi] = 0
+            while y != 0:
+                j = (wi << 6) + np.int64(_tz(y))
+                y &= y - _ONE
+                processed += 1
+                if not shared:
+                    b = bias[j]
+                if undriven and not has_current and not has_refractory:
+                    k = t - np.int64(state[j, T_LAST])
+                    v = state[j, V] * table[k, 0] + b * table[k, 2]
+                    v += acc[j]
+                    acc[j] = 0
+                    state[j, T_LAST] = stamp
+                    if v >= threshold:
+                        if n_out >= cap:
+                            return -1, n_due, processed
+                        out_idx[n_out] = j
+                        n_out += 1
+                        # after_spike, written out (a helper call costs more than this)
+                        if reset_mode == RESET_SUBTRACT:
+                            v = v - threshold
+                        elif reset_mode == RESET_TO_VALUE:
+                            v = v_reset
+                    state[j, V] = v
+                    # next_due: t + 1 or never, and never if v < threshold (a free
+                    # trajectory from there never rises to it: see _undriven)
+                    if v >= threshold and soon and v * decay1 + b * gain1 >= threshold:
+                        due_next[n_due] = j
+                        n_due += 1
+                    continue
+                advance(state, j, t, b, table, has_current, has_refractory)
+                deliver(state, j, t, acc[j], has_current, has_refractory)
+                acc[j] = 0
+                if fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
+                    if n_out >= cap:
+                        return -1, n_due, processed
+                    out_idx[n_out] = j
+                    n_out += 1
+                calendar_remove(head, nxt, prv, due, j)
+                s = next_due(state, j, t, search_end, b, threshold, table, has_current, has_refractory)
+                if s != NEVER:
+                    calendar_insert(head, nxt, prv, due, j, s)
+    return n_out, n_due, processed
+
+
+@helper(choices=("reset_mode",))
+def _close_touched_undriven(
+    state,
+    touched,
+    n_touched,
+    t,
+    search_end,
+    bias,
+    table,
+    threshold,
+    reset_mode,
+    v_reset,
+    due_next,
+    n_due,
+    out_idx,
+    n_out,
+):
+    """End of a direct step ``t`` of an undriven layer (:func:`_undriven`):
+    the ``touched`` neurons (brought forward to ``t``, input added) are
+    checked against threshold and reset, and those due at ``t + 1`` on their
+    own appended to ``due_next`` (``n_due`` so far), the same rule as
+    :func:`_close_marked`'s. Returns ``(n_out, n_due)``, ``n_out`` -1 if
+    ``out_idx`` is full."""
+    cap = out_idx.shape[0]
+    shared = bias.shape[0] == 1
+    b = bias[0]
+    decay1 = table[1, 0]
+    gain1 = table[1, 2]
+    soon = t + 1 < search_end
+    for q in range(n_touched):
+        j = touched[q]
+        v = state[j, V]
+        if v >= threshold:
+            if n_out >= cap:
+                return -1, n_due
+            out_idx[n_out] = j
+            n_out += 1
+            if reset_mode == RESET_SUBTRACT:
+                v = v - threshold
+            elif reset_mode == RESET_TO_VALUE:
+                v = v_reset
+            state[j, V] = v
+            if not shared:
+                b = bias[j]
+            if v >= threshold and soon and v * decay1 + b * gain1 >= threshold:
+                due_next[n_due] = j
+                n_due += 1
+    return n_out, n_due
+
+
+@helper(choices=("reset_mode",))
+def _sweep_undriven(
+    state, acc, t, search_end, bias, table, threshold, reset_mode, v_reset, due_next, out_idx, n_out
+):
+    """A sweep step ``t`` of an undriven layer (:func:`_undriven`) on the
+    event path, for a step whose input reaches most neurons: every neuron,
+    in index order, is brought forward to ``t`` (from its own last step, the
+    arithmetic of :func:`_close_marked`), given its summed input ``acc``
+    (zeroed), checked against threshold and reset; those due at ``t + 1``
+    on their own are listed in ``due_next``. Returns ``(n_out, n_due)``,
+    ``n_out`` -1 if ``out_idx`` is full."""
+    cap = out_idx.shape[0]
+    shared = bias.shape[0] == 1
+    b = bias[0]
+    decay1 = table[1, 0]
+    gain1 = table[1, 2]
+    soon = t + 1 < search_end
+    stamp = state.dtype.type(t)
+    n_due = 0
+    for j in range(state.shape[0]):
+        if not shared:
+            b = bias[j]
+        k = t - np.int64(state[j, T_LAST])
+        if k == 1:  # updated at the step before (most neurons, in a run of sweeps): no gather
+            v = state[j, V] * decay1 + b * gain1
+        else:
+            v = state[j, V] * table[k, 0] + b * table[k, 2]
+        v += acc[j]
+        acc[j] = 0
+        state[j, T_LAST] = stamp
+        if v >= threshold:
+            if n_out >= cap:
+                return -1, n_due
+            out_idx[n_out] = j
+            n_out += 1
+            if reset_mode == RESET_SUBTRACT:
+                v = v - threshold
+            elif reset_mode == RESET_TO_VALUE:
+                v = v_reset
+            if v >= threshold and soon and v * decay1 + b * gain1 >= threshold:
+                due_next[n_due] = j
+                n_due += 1
+        state[j, V] = v
+    return n_out, n_due
+
+
+@helper
+def _due_after(state, t, search_end, bias, table, threshold, due_next):
+    """The neurons of an undriven layer (:func:`_undriven`), all updated at
+    step ``t``, that are due to fire on their own at ``t + 1`` (the rule of
+    :func:`_close_marked`), listed in ``due_next``; returns their count."""
+    n_due = 0
+    if t + 1 >= search_end:
+        return n_due
+    shared = bias.shape[0] == 1
+    b = bias[0]
+    decay1 = table[1, 0]
+    gain1 = table[1, 2]
+    for j in range(state.shape[0]):
+        v = state[j, V]
+        if v >= threshold:
+            if not shared:
+                b = bias[j]
+            if v * decay1 + b * gain1 >= threshold:
+                due_next[n_due] = j
+                n_due += 1
+    return n_due
+
+
+@helper
+def _first_due(state, bias, table, n_steps, threshold, due_next):
+    """The neurons of an undriven layer (:func:`_undriven`) due to fire on
+    their own at step 0, from the state before it (``neuron.next_due`` from
+    step -1: step 0 or never); returns their count."""
+    n_due = 0
+    if n_steps < 1:
+        return n_due
+    shared = bias.shape[0] == 1
+    b = bias[0]
+    for j in range(state.shape[0]):
+        if not shared:
+            b = bias[j]
+        k = -np.int64(state[j, T_LAST])
+        if state[j, V] * table[k, 0] + b * table[k, 2] >= threshold:
+            due_next[n_due] = j
+            n_due += 1
+    return n_due
+
+
 @specialise
 def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     """The kernel of a projection whose spikes reach some targets only,
@@ -195,10 +542,26 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     step by a sequential sweep (``neuron.sweep_step``), which is cheaper once
     most neurons are touched at every step.
 
+    CSR, event path: each step chooses its delivery from its synaptic
+    operations S (summed from the row lengths first), so that a step costs
+    what its own activity costs whatever the others do: S < ``two_phase_at``
+    x n: each weight added directly to its neuron, brought forward at its
+    first input (few neurons: no second pass); then, two phases (the input
+    summed into ``acc`` and its targets marked, then the marked neurons in
+    index order, :func:`_close_marked`); an undriven layer (:func:`_undriven`)
+    with S >= ``sweep_at`` x n (never by default: see :func:`csr_layer`): a
+    sweep of every neuron (the clock path's
+    arithmetic, :func:`_sweep_undriven`, then ``neuron.sweep_step`` while the
+    steps before were sweeps too). The choice depends on the step alone, so
+    a run cut into chunks takes the paths one run takes; the paths give the
+    same results except for the rounding of summed input (direct delivery
+    adds each weight to the membrane, the others add their sum).
+
     The kernel's arguments are :func:`csr_layer`'s without the compile-time
     choices, ``rowptr, cols, weights, geom, n_taps, tap_pixel, tap_kernel``
     for the connectivity (the last three: ``kernels.conv.spatial_taps``;
-    placeholders for what the kind does not use), and last ``first, stop``:
+    placeholders for what the kind does not use), ``two_phase_at, sweep_at``
+    after ``settle`` (floats; CONV ignores them), and last ``first, stop``:
     it runs samples ``first .. stop - 1`` one after the other (see
     ``kernels._jit.run_samples``)."""
 
@@ -219,6 +582,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
         refractory,
         v_init,
         settle,
+        two_phase_at,
+        sweep_at,
         state_b,
         out_tptr_b,
         out_idx_b,
@@ -236,6 +601,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             counts = counts_b[sample]
             n = state.shape[0]
             n_steps = in_tptr.shape[0] - 1
+            # synaptic operations of a step from which it runs in two phases, or as a sweep
+            two_phase_from = two_phase_at * n
+            sweep_from = sweep_at * n
             acc = np.empty(n, state.dtype)
             acc[:] = 0.0
             if v_init.shape[0]:  # a new run; otherwise ``state`` continues an earlier chunk
@@ -245,11 +613,30 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 nxt = np.empty(n, np.int32)
                 prv = np.empty(n, np.int32)
                 due = np.empty(n, np.int32)
-                due[:] = NEVER
                 touched = np.empty(n, np.int32)
-                _schedule_all(
-                    state, bias, table, n_steps, threshold, has_current, has_refractory, head, nxt, prv, due
-                )
+                undriven = kind == CSR and _undriven(bias, table, threshold, has_current, has_refractory)
+                due_next = np.empty(n if undriven else 0, np.int32)  # undriven: the neurons due at t + 1
+                n_due = 0
+                if undriven:
+                    n_due = _first_due(state, bias, table, n_steps, threshold, due_next)
+                else:
+                    due[:] = NEVER
+                    _schedule_all(
+                        state,
+                        bias,
+                        table,
+                        n_steps,
+                        threshold,
+                        has_current,
+                        has_refractory,
+                        head,
+                        nxt,
+                        prv,
+                        due,
+                    )
+                if kind == CSR:  # marks of the neurons touched in a step (see _mark)
+                    bits = np.zeros((n + 63) >> 6, np.uint64)
+                    summary = np.zeros((bits.shape[0] + 63) >> 6, np.uint64)
             if kind == CONV:
                 # input is summed channel-last (``acc_cl[pixel * c_out + c]``: the
                 # output channels of one tap are contiguous, so the sum vectorises),
@@ -261,23 +648,152 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 pixel_stamp[:] = -1
                 pixels = np.empty(geom[14] * plane, np.int64)
             n_pixels = 0
+            swept = False  # CSR event path: the step before was a sweep (every neuron at t - 1)
             synops = 0
             updates = 0
             n_out = 0
             for t in range(n_steps):
                 out_tptr[t] = n_out
                 n_touched = 0
-                for e in range(in_tptr[t], in_tptr[t + 1]):
-                    pre = in_idx[e]
-                    if kind == CSR:
-                        s0 = rowptr[pre]
-                        s1 = rowptr[pre + 1]
-                        synops += s1 - s0
-                        if clock:
-                            for s in range(s0, s1):
+                e_end = in_tptr[t + 1]
+                if kind == CSR and not clock:
+                    stamp = state.dtype.type(t)
+                    e0 = in_tptr[t]
+                    step_synops = 0
+                    for e in range(e0, e_end):
+                        pre = in_idx[e]
+                        step_synops += rowptr[pre + 1] - rowptr[pre]
+                    synops += step_synops
+                    if undriven and step_synops >= sweep_from:
+                        # a sweep: the input summed, then every neuron in index order
+                        for e in range(e0, e_end):
+                            if e + _AHEAD < e_end:
+                                _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
+                            pre = in_idx[e]
+                            for s in range(rowptr[pre], rowptr[pre + 1]):
                                 acc[cols[s]] += weights[s]
+                        if swept:  # every neuron is at step t - 1: the clock path's sweep (same arithmetic)
+                            n_out = sweep_step(
+                                state,
+                                acc,
+                                0,
+                                n,
+                                t,
+                                bias,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                refractory,
+                                False,
+                                False,
+                                out_idx,
+                                n_out,
+                            )
+                            n_due = -1  # the list of neurons due at t + 1: not made (see below)
                         else:
-                            for s in range(s0, s1):
+                            n_out, n_due = _sweep_undriven(
+                                state,
+                                acc,
+                                t,
+                                n_steps,
+                                bias,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                due_next,
+                                out_idx,
+                                n_out,
+                            )
+                        swept = True
+                        n_touched = n
+                    else:
+                        swept = False
+                        if n_due < 0:  # after sweep_step: the neurons due now, from the state it left
+                            n_due = _due_after(state, t - 1, n_steps, bias, table, threshold, due_next)
+                    if swept:
+                        pass
+                    elif step_synops >= two_phase_from:
+                        # two phases: sum the input and mark the targets (branch-free,
+                        # no neuron state read), then the marked neurons in index order
+                        for e in range(e0, e_end):
+                            if e + _AHEAD < e_end:
+                                _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
+                            pre = in_idx[e]
+                            for s in range(rowptr[pre], rowptr[pre + 1]):
+                                j = np.int64(cols[s])
+                                acc[j] += weights[s]
+                                word = j >> 6  # _mark(bits, summary, j), written out
+                                bits[word] |= _ONE << np.uint64(j & 63)
+                                summary[word >> 6] |= _ONE << np.uint64(word & 63)
+                        if undriven:
+                            for q in range(n_due):
+                                _mark(bits, summary, np.int64(due_next[q]))
+                        else:
+                            j = head[t]
+                            while j >= 0:
+                                _mark(bits, summary, np.int64(j))
+                                j = nxt[j]
+                        n_out, n_due, n_touched = _close_marked(
+                            state,
+                            acc,
+                            bits,
+                            summary,
+                            t,
+                            n_steps,
+                            bias,
+                            table,
+                            threshold,
+                            reset_mode,
+                            v_reset,
+                            refractory,
+                            has_current,
+                            has_refractory,
+                            undriven,
+                            head,
+                            nxt,
+                            prv,
+                            due,
+                            due_next,
+                            0,
+                            out_idx,
+                            n_out,
+                        )
+                    else:
+                        # direct: each synaptic weight added to its neuron, brought
+                        # forward at its first input of the step (few neurons touched:
+                        # cheaper than a second pass over them)
+                        if undriven:  # the neurons due on their own now, then the list is empty
+                            for q in range(n_due):
+                                j = np.int64(due_next[q])
+                                advance(state, j, t, bias_of(bias, j), table, False, False)
+                                touched[n_touched] = j
+                                n_touched += 1
+                            n_due = 0
+                        if e0 < e_end:
+                            _prefetch_targets(state, rowptr, cols, np.int64(in_idx[e0]))
+                        for e in range(e0, e_end):
+                            if e + _AHEAD < e_end:
+                                _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
+                            if e + 1 < e_end:
+                                _prefetch_targets(state, rowptr, cols, np.int64(in_idx[e + 1]))
+                            pre = in_idx[e]
+                            if undriven and not has_current and not has_refractory:
+                                # _touch written out (same arithmetic): a call per synapse costs more
+                                for s in range(rowptr[pre], rowptr[pre + 1]):
+                                    j = np.int64(cols[s])
+                                    if state[j, T_LAST] != stamp:
+                                        k = t - np.int64(state[j, T_LAST])
+                                        state[j, V] = (
+                                            state[j, V] * table[k, 0] + bias_of(bias, j) * table[k, 2]
+                                        )
+                                        state[j, T_LAST] = stamp
+                                        touched[n_touched] = j
+                                        n_touched += 1
+                                    state[j, V] += weights[s]
+                                continue
+                            for s in range(rowptr[pre], rowptr[pre + 1]):
                                 n_touched = _touch(
                                     state,
                                     cols[s],
@@ -290,6 +806,71 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                     touched,
                                     n_touched,
                                 )
+                        if undriven:
+                            n_out, n_due = _close_touched_undriven(
+                                state,
+                                touched,
+                                n_touched,
+                                t,
+                                n_steps,
+                                bias,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                due_next,
+                                0,
+                                out_idx,
+                                n_out,
+                            )
+                        else:
+                            n_touched = _pop_due(
+                                state,
+                                t,
+                                bias,
+                                table,
+                                has_current,
+                                has_refractory,
+                                head,
+                                nxt,
+                                touched,
+                                n_touched,
+                            )
+                            n_out = _close_step(
+                                state,
+                                touched,
+                                n_touched,
+                                t,
+                                n_steps,
+                                bias,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                refractory,
+                                has_current,
+                                has_refractory,
+                                head,
+                                nxt,
+                                prv,
+                                due,
+                                out_idx,
+                                n_out,
+                            )
+                    updates += n_touched
+                    if n_out < 0:
+                        break
+                    continue
+                for e in range(in_tptr[t], e_end):
+                    pre = in_idx[e]
+                    if kind == CSR and e + _AHEAD < e_end:
+                        _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
+                    if kind == CSR:
+                        s0 = rowptr[pre]
+                        s1 = rowptr[pre + 1]
+                        synops += s1 - s0
+                        for s in range(s0, s1):  # the clock path (the event path's steps: above)
+                            acc[cols[s]] += weights[s]
                     else:  # CONV: sum into acc_cl (no branch per synapse), then per touched pixel
                         c = pre // hw_in
                         p = pre - c * hw_in
@@ -611,12 +1192,28 @@ def csr_layer(
     out_idx,
     counts,
     clock=False,
+    two_phase_at=None,
+    sweep_at=None,
 ):
     """A batch through a sparse CSR projection (``rowptr`` int64 ``[n_in+1]``,
     ``cols`` int32, ``weights`` float32), samples in parallel; ``clock``:
     every neuron updated at every step (see :func:`sparse_kernel`). The
     flags (``clock``, ``has_current``, ``has_refractory``, ``reset_mode``)
-    choose the compiled kernel."""
+    choose the compiled kernel. ``two_phase_at``: on the event path, a step
+    whose synaptic operations reach this fraction of the layer's neurons
+    runs in two phases, the others deliver directly (default
+    :data:`TWO_PHASE_AT`, or :data:`TWO_PHASE_AT_OUT_OF_CACHE` for a state
+    larger than :data:`TWO_PHASE_STATE_BYTES`; 0: every step in two phases,
+    ``inf``: none; the results are the same up to the rounding of summed
+    input). ``sweep_at``: likewise, the steps of an undriven layer run as a
+    sweep of every neuron (default ``inf``: never, so that the event path
+    updates only the neurons its input reaches or that are due; a sweep
+    counts every neuron as updated)."""
+    in_cache = state.shape[1] * (state.shape[2] + 1) * state.itemsize <= TWO_PHASE_STATE_BYTES
+    if two_phase_at is None:
+        two_phase_at = TWO_PHASE_AT if in_cache else TWO_PHASE_AT_OUT_OF_CACHE
+    if sweep_at is None:  # never: the event path updates only the neurons input reaches or due ones
+        sweep_at = np.inf
     run_samples(
         sparse_kernel(CSR, *_choices(clock, has_current, has_refractory, reset_mode)),
         len(in_tptr),
@@ -634,6 +1231,8 @@ def csr_layer(
         refractory,
         v_init,
         settle,
+        float(two_phase_at),
+        float(sweep_at),
         state,
         out_tptr,
         out_idx,
@@ -682,6 +1281,8 @@ def conv_layer(
         refractory,
         v_init,
         settle,
+        0.0,  # two_phase_at and sweep_at: CSR only
+        0.0,
         state,
         out_tptr,
         out_idx,

@@ -34,6 +34,20 @@ _NS_PER_MAC = {
     np.float64: 0.2,
 }  # the dense path: raster, then GEMM [B*T, n_in] x [n_in, n_out]
 _NS_PER_CLOCK_UPDATE = 1.5  # one neuron step of a sequential sweep
+# A CSR layer's kernel (kernels.event.sparse_kernel) chooses a path per step
+# from the step's synaptic operations S (kernels.event.TWO_PHASE_AT ...):
+# direct delivery or two phases.
+# Its costs, measured with benchmarks/sparse_crossover.py (fixed in-degree 100,
+# one thread; figures in the commit that set them), by whether the state and the
+# input sums fit in cache (kernels.event.TWO_PHASE_STATE_BYTES: 100k neurons
+# do, 1M do not): ns per synaptic operation on the direct / two-phase / clock
+# path, ns per neuron of a clock sweep, ns per touched neuron
+# of a layer that keeps a calendar (driven), ns per neuron per run (set-up,
+# the first calendar, settling; the clock path's is in its sweep).
+_CSR_COSTS = {
+    True: dict(direct=10.0, two_phase=10.0, clock=7.8, clock_sweep=1.0, calendar=20.0, setup=3.0),
+    False: dict(direct=33.0, two_phase=33.0, clock=17.0, clock_sweep=1.4, calendar=40.0, setup=13.0),
+}
 
 
 class Network:
@@ -402,6 +416,8 @@ def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
     """Event, clock or dense path, from the input activity measured for this
     run and the cost model above (per sample, one core); ``driven``: some
     bias is positive."""
+    if layer.kind == "csr" and layer.n_in:
+        return _choose_csr_mode(layer, source, n_steps, dtype, driven)
     events = source.total / source.batch_size
     synops = events * layer.n_synapses / layer.n_in
     n = layer.n_out
@@ -412,6 +428,51 @@ def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
         "clock": synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE,
     }
     gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)  # GEMM needs rows to be efficient
+    cost["dense"] = (
+        n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency + n_steps * n * _NS_PER_CLOCK_UPDATE
+    )
+    return min(cost, key=cost.get)  # ties go to the first: event
+
+
+def _step_synops(source, fan_out) -> np.ndarray:
+    """Synaptic operations of every step of every sample, ``[B, T]`` float64:
+    the fan-outs of the step's input spikes summed."""
+    out = np.zeros((source.batch_size, source.n_steps))
+    for b in range(source.batch_size):
+        tptr = source.tptr[b]
+        if tptr[-1] == 0:
+            continue
+        total = np.zeros(int(tptr[-1]) + 1)
+        np.cumsum(fan_out[source.idx[b, : tptr[-1]]], out=total[1:])
+        out[b] = total[tptr[1:]] - total[tptr[:-1]]
+    return out
+
+
+def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
+    """Event, clock or dense path of a CSR layer: the event path's cost is
+    that of the path its kernel takes at each step (direct or two phases:
+    ``kernels.event``), from each step's synaptic operations in this run;
+    averaged over the samples."""
+    from snn_kernels import event as kev
+
+    n = layer.n_out
+    neuron = layer.neuron
+    width = _state_width(neuron)
+    in_cache = n * (width + 1) * np.dtype(dtype).itemsize <= kev.TWO_PHASE_STATE_BYTES
+    c = _CSR_COSTS[in_cache]
+    two_phase_at = kev.TWO_PHASE_AT if in_cache else kev.TWO_PHASE_AT_OUT_OF_CACHE
+    decay = float(neuron.propagator(1, np.float64)[1, 0])
+    undriven = not driven and not neuron.has_current and not neuron.refractory and 0 <= decay <= 1
+    per_step = _step_synops(source, np.asarray(layer.fan_out, np.float64))  # [B, T]
+    synops = per_step.sum() / source.batch_size
+    two = per_step >= two_phase_at * n
+    event = (c["direct"] * per_step[~two].sum() + c["two_phase"] * per_step[two].sum()) / source.batch_size
+    event += c["setup"] * n
+    if not undriven:  # a calendar: every touched neuron rescheduled
+        touched = n * -np.expm1(-per_step / n)
+        event += c["calendar"] * touched.sum() / source.batch_size
+    cost = {"event": event, "clock": c["clock"] * synops + c["clock_sweep"] * n_steps * n}
+    gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)
     cost["dense"] = (
         n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency + n_steps * n * _NS_PER_CLOCK_UPDATE
     )

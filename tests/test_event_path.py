@@ -1,0 +1,230 @@
+"""The CSR event path's scheduling (``kernels.event``, issue 12): each step
+chooses, from its synaptic operations, between delivering each weight
+directly to its neuron (few neurons touched), two phases (sum and mark the
+input of the neurons it reaches, then bring the marked neurons forward in
+index order) and, for an undriven layer, a sweep of every neuron (most
+touched); an undriven layer (no positive bias, no current, no refractory
+period, decay <= 1) keeps no calendar, only the list of neurons due at the
+next step; the others keep the calendar.
+
+Property tests against the reference backend in exact arithmetic (IF
+neurons, or LIF with beta = 0.5 in float64; dyadic weights, bias, v_init and
+thresholds): spike trains and final membranes bit-identical. Weights strong
+enough that a membrane often stays at or above threshold after a reset (it
+fires again at the next step with no input), and v_init above threshold
+(due at step 0), exercise the list of due neurons; a positive bias the
+calendar. The thresholds of the per-step choice (``two_phase_at``,
+``sweep_at``) are drawn so that every path runs alone and the paths
+alternate within a run. A run cut into chunks (the kernel's chunk contract)
+gives what one run gives, bit for bit, also in inexact arithmetic (the
+choice of a step depends on that step alone).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import snn
+import snn_kernels as kernels
+from snn.spiketrains import SpikeTrains
+
+# fractions of the layer's neurons: every step direct, two-phase or a sweep,
+# or a mix chosen per step by its synaptic operations
+THRESHOLDS = st.sampled_from([0.0, 0.02, 0.1, 0.5, 1.0, 3.0, np.inf])
+
+
+@st.composite
+def csr_cases(draw, exact=True):
+    n_in = draw(st.integers(1, 12))
+    n = draw(st.integers(1, 150))  # past 64 and 4,096 / 64: several words of marks
+    T = draw(st.integers(1, 25))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    density = draw(st.sampled_from([0.05, 0.3, 1.0]))
+    mask = rng.random((n, n_in)) < density
+    if exact:
+        weight = np.where(mask, rng.integers(-8, 25, (n, n_in)) / 8, 0.0)
+    else:  # weights that round: summing orders differ in the last bits
+        weight = np.where(mask, rng.uniform(-1.0, 3.0, (n, n_in)), 0.0)
+    threshold = draw(st.integers(1, 16)) / 8
+    reset = draw(st.sampled_from(["subtract", "zero", "value", "none"]))
+    v_reset = draw(st.integers(-8, int(threshold * 8) - 1)) / 8 if reset == "value" else 0.0
+    model = draw(st.sampled_from(["IF", "LIF", "IF_refractory", "CubaLIF"]))
+    kw = dict(threshold=threshold, reset=reset, v_reset=v_reset)
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    if model == "IF":
+        neuron = snn.IF(**kw)
+    elif model == "LIF":
+        neuron, dtype = snn.LIF(beta=0.5 if exact else 0.9, **kw), np.float64
+    elif model == "IF_refractory":
+        neuron = snn.IF(refractory=draw(st.integers(1, 3)), **kw)
+    else:
+        neuron, dtype = snn.CubaLIF(beta=1.0, alpha=0.5, **kw), np.float64
+    drive = draw(st.sampled_from(["zero", "negative", "mixed", "positive"]))
+    if drive == "zero":
+        bias = 0.0
+    elif drive == "negative":
+        bias = -rng.integers(0, 4, n) / 8
+    elif drive == "mixed":
+        bias = rng.integers(-4, 3, n) / 8
+    else:
+        bias = float(draw(st.integers(1, 4)) / 16)
+    v_init = rng.integers(-8, 40, n) / 8 if draw(st.booleans()) else 0.0
+    p = draw(st.sampled_from([0.05, 0.3, 0.8]))
+    spikes = (rng.random((T, draw(st.integers(1, 3)), n_in)) < p).astype(np.uint8)
+    layer = snn.SparseLinear.from_dense(weight, neuron, bias=bias, v_init=v_init)
+    return layer, spikes, dtype
+
+
+@pytest.mark.usefixtures("warm_kernels")
+@settings(max_examples=examples(150), deadline=None)
+@given(case=csr_cases())
+def test_csr_event_path_bit_identical(case):
+    layer, spikes, dtype = case
+    net = snn.Network([layer], dtype=dtype)
+    ref = net.run(spikes, backend="reference")
+    for mode in ("event", "clock"):
+        result = net.run(spikes, mode=mode)
+        assert np.array_equal(result.spikes(), ref.spikes()), mode
+        assert np.array_equal(result.membrane, ref.membrane), mode
+        assert np.array_equal(result.counts[0].spikes, ref.spikes().sum(axis=(0, 2))), mode
+
+
+def _run_chunk(layer, trains, t0, t1, dtype, state, settle, two_phase_at=None, sweep_at=None):
+    """Steps ``t0 .. t1`` of ``trains`` through the layer's CSR kernel,
+    continuing from ``state`` (shifted back ``t0`` steps) unless ``t0 == 0``;
+    returns per sample the sorted ``(step, neuron)`` pairs of its spikes."""
+    batch = trains.batch_size
+    neuron = layer.neuron
+    tptr = trains.tptr[:, t0 : t1 + 1] - trains.tptr[:, t0 : t0 + 1]
+    idx = np.zeros((batch, max(1, int(tptr[:, -1].max()))), np.int32)
+    for b in range(batch):
+        seg = trains.idx[b, trains.tptr[b, t0] : trains.tptr[b, t1]]
+        idx[b, : len(seg)] = seg
+    if t0 == 0:
+        v_init = layer.v_init_row(dtype)
+    else:
+        v_init = np.zeros(0, dtype)
+        state[:, :, kernels.T_LAST] -= t0
+        if state.shape[2] > kernels.REF:
+            state[:, :, kernels.REF] -= t0
+    thr, v_reset = neuron.constants(dtype)
+    out_tptr = np.zeros((batch, t1 - t0 + 1), np.int64)
+    out_idx = np.zeros((batch, (t1 - t0) * layer.n_out + 1), np.int32)
+    counts = np.zeros((batch, 4), np.int64)
+    kernels.csr_layer(
+        tptr, idx, layer.rowptr, layer.cols, layer.weights, layer.bias_row(dtype)[0],
+        neuron.propagator(t1, dtype), thr, neuron.reset_code, v_reset, neuron.refractory, v_init,
+        neuron.has_current, neuron.refractory > 0, settle, state, out_tptr, out_idx, counts,
+        two_phase_at=two_phase_at, sweep_at=sweep_at,
+    )  # fmt: skip
+    assert not counts[:, 3].any()
+    return [
+        sorted((t, j) for t in range(t1 - t0) for j in out_idx[b, out_tptr[b, t] : out_tptr[b, t + 1]])
+        for b in range(batch)
+    ]
+
+
+def _reference_pairs(layer, spikes, dtype):
+    """The reference backend's spikes as :func:`_run_chunk` returns them, and its final membrane."""
+    ref = snn.Network([layer], dtype=dtype).run(spikes, backend="reference")
+    raster = ref.spikes()  # [T, B, n]
+    pairs = [
+        sorted((int(t), int(j)) for t, j in zip(*np.nonzero(raster[:, b]))) for b in range(raster.shape[1])
+    ]
+    return pairs, ref.membrane
+
+
+@pytest.mark.usefixtures("warm_kernels")
+@settings(max_examples=examples(150), deadline=None)
+@given(case=csr_cases(), two_phase_at=THRESHOLDS, sweep_at=THRESHOLDS)
+def test_csr_per_step_paths_bit_identical(case, two_phase_at, sweep_at):
+    """Whichever path each step takes (direct, two phases, sweep: forced,
+    or switching from step to step), the kernel's spikes and final membrane
+    equal the reference's in exact arithmetic, and its counts are the
+    input's synaptic operations and its own spikes."""
+    layer, spikes, dtype = case
+    T, batch = spikes.shape[:2]
+    trains = SpikeTrains.from_raster(spikes)
+    width = 4 if layer.neuron.has_current or layer.neuron.refractory else 2
+    state = np.zeros((batch, layer.n_out, width), dtype)
+    got = _run_chunk(layer, trains, 0, T, dtype, state, True, two_phase_at, sweep_at)
+    want, membrane = _reference_pairs(layer, spikes, dtype)
+    assert got == want
+    assert np.array_equal(state[:, :, 0], membrane)
+
+
+def test_csr_step_choice_rule():
+    """The per-step choice itself: a layer whose every step has the same
+    input, run with the thresholds just above and just below that input's
+    synaptic operations, counts the updates of the path it should take
+    (direct and two phases: the neurons touched; a sweep: all of them)."""
+    n, n_in, T = 100, 4, 6
+    weight = np.zeros((n, n_in))
+    weight[:10, 0] = 0.25  # input 0 reaches 10 neurons: 10 synaptic operations per step
+    layer = snn.SparseLinear.from_dense(weight, snn.IF(threshold=1.0))
+    spikes = np.zeros((T, 1, n_in), np.uint8)
+    spikes[:, 0, 0] = 1
+    trains = SpikeTrains.from_raster(spikes)
+
+    def updates(two_phase_at, sweep_at):
+        state = np.zeros((1, n, 2))
+        neuron = layer.neuron
+        thr, v_reset = neuron.constants(np.float64)
+        counts = np.zeros((1, 4), np.int64)
+        f64 = np.float64
+        kernels.csr_layer(
+            trains.tptr, trains.idx, layer.rowptr, layer.cols, layer.weights, layer.bias_row(f64)[0],
+            neuron.propagator(T, f64), thr, neuron.reset_code, v_reset, 0, layer.v_init_row(f64),
+            False, False, False, state, np.zeros((1, T + 1), np.int64), np.zeros((1, T * n), np.int32),
+            counts, two_phase_at=two_phase_at, sweep_at=sweep_at,
+        )  # fmt: skip
+        assert counts[0, 0] == 10 * T and counts[0, 2] == 10 * (T // 4)  # every 4th step: 4 x 0.25
+        return counts[0, 1]
+
+    assert updates(np.inf, np.inf) == 10 * T  # direct
+    assert updates(0.1, np.inf) == 10 * T  # 10 synaptic operations >= 0.1 * 100: two phases
+    assert updates(np.inf, 0.1) == n * T  # a sweep
+    assert updates(np.inf, 0.11) == 10 * T  # below the sweep's threshold: direct
+    assert updates(0.11, 0.11) == 10 * T
+
+
+@pytest.mark.usefixtures("warm_kernels")
+@settings(max_examples=examples(80), deadline=None)
+@given(
+    case=st.booleans().flatmap(csr_cases),
+    cut=st.floats(0.0, 1.0),
+    two_phase_at=THRESHOLDS,
+    sweep_at=THRESHOLDS,
+)
+def test_csr_event_path_chunks(case, cut, two_phase_at, sweep_at):
+    """Two chunks (the second continuing from the state the first left, its
+    step columns shifted back) give the spikes and final state of one run,
+    bit for bit, in exact and in inexact arithmetic, whichever paths the
+    steps take."""
+    layer, spikes, dtype = case
+    T, batch = spikes.shape[:2]
+    trains = SpikeTrains.from_raster(spikes)
+    width = 4 if layer.neuron.has_current or layer.neuron.refractory else 2
+    paths = dict(two_phase_at=two_phase_at, sweep_at=sweep_at)
+    whole_state = np.zeros((batch, layer.n_out, width), dtype)
+    whole = _run_chunk(layer, trains, 0, T, dtype, whole_state, True, **paths)
+    t_cut = min(T - 1, int(cut * T))
+    state = np.zeros((batch, layer.n_out, width), dtype)
+    first = (
+        _run_chunk(layer, trains, 0, t_cut, dtype, state, False, **paths)
+        if t_cut
+        else [[] for _ in range(batch)]
+    )
+    second = _run_chunk(layer, trains, t_cut, T, dtype, state, True, **paths) if t_cut else whole
+    state[:, :, kernels.T_LAST] += t_cut
+    if width > kernels.REF:
+        state[:, :, kernels.REF] += t_cut
+    for b in range(batch):
+        assert whole[b] == first[b] + [(t + t_cut, j) for t, j in second[b]]
+    if t_cut:
+        assert np.array_equal(state, whole_state)
