@@ -181,6 +181,9 @@ class Simulation:
         self.history = (None if n_steps is not None else 0) if history is None else int(history)
         self.epoch = int(epoch or (n_steps or STREAM_EPOCH))
         self._uncut = n_steps is not None and self.epoch >= n_steps  # no epoch ends before the run's end
+        # the longest gap a lazy neuron can have (settled every epoch): one
+        # propagator table of this length serves every chunk (cached once)
+        self._span = self.epoch if n_steps is None else min(self.epoch, n_steps)
         self.t = 0  # steps done
         self.seconds = 0.0  # in advance, all chunks
         self._pieces = {name: [(0, trains)] for name, trains in given.items()}  # name -> [(step, trains)]
@@ -191,7 +194,7 @@ class Simulation:
             if stage.source is not None:
                 name = stage.source.name
                 self._lookback[name] = max(self._lookback.get(name, 0), stage.delay)
-        self._carry, self._elapsed = {}, {}  # layer stage -> its state; steps since it was settled
+        self._carry = {}  # layer stage -> its state
         self._runs, self._base, self._live_from = {}, {}, {}  # stepped stage -> run, its step 0, unkept from
         self._rec_pieces = {}  # (name, var) -> [(step, [steps, B, R])] of earlier epochs
         self._counts, self._modes = {}, {}
@@ -417,9 +420,8 @@ class Simulation:
         state, pop = self._carry.get(k), stage.populations[0]
         if state is not None and pop.pool is None and self._modes[pop.name] != "dense":
             neuron = pop.neuron
-            table = neuron.propagator(self._elapsed[k], self.graph.dtype)
+            table = neuron.propagator(self._span, self.graph.dtype)
             kernels.settle(state, -1, self._bias[k][1], table, neuron.has_current, neuron.refractory > 0)
-        self._elapsed[k] = 0
 
     def _settle_all(self, t) -> None:
         """End an epoch at step ``t``: every neuron settled; a stepped run's
@@ -478,9 +480,8 @@ class Simulation:
                 self._modes.get(pop.name, self._force),
                 self._bias[k],
                 self._carry.get(k),
-                self._elapsed.get(k, 0),
+                self._span,
             )
-        self._elapsed[k] = self._elapsed.get(k, 0) + steps
         self._pieces.setdefault(pop.name, []).append((t0, out))
         self._counts[pop.name] = self._counts.get(pop.name, 0) + counts
 
@@ -639,10 +640,12 @@ def _layer_bias(dtype, pop, drive) -> tuple:
     return bias, bias
 
 
-def _run_as_layer(dtype, layer, source, mode, bias, carried=None, elapsed=0):
+def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None):
     """One population over a chunk of steps by the layer kernels, from the
-    state ``carried`` over from the run's ``elapsed`` steps before (None: a
-    new run); ``bias`` from :func:`_layer_bias`. Returns its trains, counts
+    state ``carried`` over from an earlier chunk (None: a new run);
+    ``span``: the longest gap a neuron may have by the chunk's end (the
+    propagator table's rows less one; default: the chunk's steps); ``bias``
+    from :func:`_layer_bias`. Returns its trains, counts
     ``[B, 4]``, the path that ran (``mode``, or the cost model's choice if
     ``"auto"``) and the state a next chunk continues from."""
     full, bias = bias
@@ -651,9 +654,9 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, elapsed=0):
         mode = _choose_driven_mode(layer, full, source.n_steps)
     elif mode == "auto":
         mode = _choose_mode(layer, source, source.n_steps, dtype, bool(np.any(full > 0)))
-    out, state, kc = _run_layer(
-        layer, source, bias, None, mode, source.n_steps, dtype, False, carried, elapsed
-    )
+    steps = source.n_steps
+    before = 0 if span is None else span - steps  # _run_layer's table: before + steps rows
+    out, state, kc = _run_layer(layer, source, bias, None, mode, steps, dtype, False, carried, before)
     state[..., T_LAST] -= source.n_steps  # steps count from the next chunk's start
     if state.shape[2] > REF:
         state[..., REF] -= source.n_steps
