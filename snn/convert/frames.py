@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..delta import DeltaNetwork, DeltaRun, DeltaState
+from ..delta import DeltaNetwork, DeltaRun, DeltaState, _positive_int, check_frames
 from ..graph import Graph
 from ..network import _vecmat
 from ..spiketrains import SpikeTrains
@@ -211,26 +211,6 @@ def video_digits_cnn(pool: str = "avg", seed: int | None = 0):
 
 
 # -- checks ------------------------------------------------------------------------
-
-
-def check_frames(frames, input_shape) -> np.ndarray:
-    """``frames`` as a new float64 array ``[S, F, *input_shape]`` (finite
-    floats; the caller's array is only read)."""
-    shape = np.shape(frames)
-    if len(shape) != 2 + len(input_shape) or tuple(shape[2:]) != tuple(input_shape):
-        raise ConversionError(
-            f"frames must be [sequences, frames, {', '.join(map(str, input_shape))}], got shape {shape}"
-        )
-    if shape[0] == 0 or shape[1] == 0:
-        raise ConversionError(f"frames has no sequence or no frame (shape {shape})")
-    flat = check_samples(np.reshape(np.asarray(frames), (-1, *input_shape)), "frames", tuple(input_shape))
-    return flat.reshape(shape)
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 # -- the three ways --------------------------------------------------------------------
