@@ -175,7 +175,8 @@ class Simulation:
         count_spikes=(),
     ):
         self.graph, self.schedule, self.n_steps, self.batch = graph, schedule, n_steps, batch
-        self._record, self._force, self._drives = record, force_mode, dict(drives)
+        self._record, self._force = record, force_mode
+        self._drives = {name: np.array(d) for name, d in drives.items()}  # the caller's may change later
         self._seed, self.n_threads = seed, n_threads
         self.fed = sorted(p.name for p in graph.populations if p.is_input and p.name not in given)
         self.history = (None if n_steps is not None else 0) if history is None else int(history)
@@ -404,7 +405,7 @@ class Simulation:
         if wrong:
             raise ValueError(f"drives have {wrong[0]} samples but the run has {self.batch}")
         self.graph._check_precision(drives)
-        self._drives.update(drives)
+        self._drives.update((name, np.array(d)) for name, d in drives.items())
         for k, stage in enumerate(self.schedule):
             if not set(stage.names) & set(drives):
                 continue

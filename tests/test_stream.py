@@ -193,3 +193,23 @@ def test_stream_refusals():
     assert sim.window("h", 3, 3).n_steps == 0
     with pytest.raises(ValueError, match="keeps the spikes"):
         sim.window("h", 2, 3)
+
+
+def test_a_stream_keeps_its_own_copy_of_the_drives():
+    """A drive array the caller changes in place after handing it over does
+    not change the run (nor is the caller's array written or frozen)."""
+    g = snn.Graph()
+    a = g.population(3, snn.IF(), name="a")
+    b = g.population(3, snn.IF(), name="b")
+    g.connect(a, b, np.eye(3) * 0.5, delay=1)
+    g.connect(b, a, np.eye(3) * 0.25, delay=1)  # one stepped stage: both drives rebuilt together
+    d_a, d_b = np.full((1, 3), 0.3), np.full((1, 3), 0.2)
+    runs = []
+    for spoil in (False, True):
+        sim = g.start(20, drive={a: d_a.copy()} if not spoil else {a: d_a}, batch_size=1)
+        if spoil:
+            d_a[:] = 5.0  # after the hand-over
+        sim.advance(10, drive={b: d_b})
+        runs.append(sim.advance().result().spikes("a"))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert d_a.flags.writeable and np.all(d_a == 5.0)
