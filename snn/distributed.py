@@ -598,9 +598,7 @@ def profile(
             result, dt=dt, energy=energy, activity=activity, quantiles=quantiles, bins=bins, ann_macs=ann_macs
         )
     if not isinstance(result, PartitionedResult):
-        raise TypeError(
-            f"profile takes a RunResult, GraphResult or PartitionedResult, got {type(result).__name__}"
-        )
+        raise TypeError(f"profile takes a RunResult or PartitionedResult, got {type(result).__name__}")
     if client is not None and client is not result.client:
         raise ValueError("the partitions belong to another client")
     from .profile import profile_options

@@ -27,16 +27,16 @@ import numpy as np
 
 from ._validate import checked_csr, numba_threads, owned, positive_int, real_array, run_extent
 from .conv import MaxPool2d, conv_fan_out, conv_geometry, conv_weight
-from .graph_result import GraphResult
 from .neurons import LIF, Neuron
 from .reference import run_graph_reference
+from .result import RunResult
 from .schedule import STREAM_EPOCH, Simulation, Stage, stages
 from .schedule import run as run_schedule
 from .spiketrains import SpikeTrains
 from .stepped import zero_delay_order
 
 DTYPES = (np.float32, np.float64)
-POP_MODES = ("auto", "event", "clock")
+POP_MODES = ("auto", "event", "clock", "dense")
 # Poisson background events per step onto one population, at most: each is
 # delivered one by one (a larger count would run for hours, or overflow)
 MAX_BACKGROUND_EVENTS = 2.0**31
@@ -54,7 +54,7 @@ class Population:
     neuron: Neuron | None
     bias: np.ndarray | None  # [n] potential added every step
     v_init: np.ndarray | None  # [n] membrane before step 0
-    mode: str = "auto"  # "event", "clock" or "auto" (see Graph.population)
+    mode: str = "auto"  # "event", "clock", "dense" or "auto" (see Graph.population)
     shape: tuple | None = None  # (C, H, W) of a population laid out as an image (channel-first), else None
     pool: MaxPool2d | None = None  # a max-pool gate's windows, else None
 
@@ -78,13 +78,18 @@ class Projection:
     neuron, one group per distinct delay: ``groups[g] = (delay, rowptr int64
     [n_source + 1], cols int32 [n_syn] target indices, weights float32 [n_syn]
     or None)``; ``weight`` is the value every synapse shares when
-    ``weights`` is None (then synapses cost 4 bytes each: their target)."""
+    ``weights`` is None (then synapses cost 4 bytes each: their target).
+    ``rows``: a fully connected projection's weights ``[n_source, n_target]``
+    float32 (zeros included; ``groups``' weights are a view of them), which
+    a population run as a layer reads by the dense kernels (contiguous
+    rows); None otherwise."""
 
     source: Population
     target: Population
     groups: tuple
     weight: float | None
     name: str
+    rows: np.ndarray | None = None
 
     @property
     def n_synapses(self) -> int:
@@ -238,10 +243,14 @@ class Graph:
         mode : ``"event"`` (only neurons that receive input or are due to
             fire are updated, lazily), ``"clock"`` (every neuron every step,
             in one sequential sweep: cheaper once most neurons receive input
-            every few steps), or ``"auto"``: clock when Poisson background
-            alone reaches each neuron at least every ``1 / CLOCK_BACKGROUND``
-            steps on average, else event. Both give the same spikes (the
-            clock sweep rounds exactly like the reference).
+            every few steps), ``"dense"`` (clock-driven, the input of all
+            steps summed by one BLAS product: for a population run as a
+            layer; a stepped one runs ``"clock"``), or ``"auto"``: for a
+            population run as a layer, the cheapest path for the run's
+            measured input (the cost model of ``snn.network``); for a stepped
+            one, clock when Poisson background alone reaches each neuron at
+            least every ``1 / CLOCK_BACKGROUND`` steps on average, else
+            event. All give the same spikes (sums may round differently).
         """
         if mode not in POP_MODES:
             raise ValueError(f"mode must be one of {POP_MODES}, got {mode!r}")
@@ -284,12 +293,26 @@ class Graph:
             ``cols`` target indices); then ``weight`` is a scalar shared by
             all synapses or one value per synapse in CSR order. ``None``:
             ``weight`` is a dense ``[n_target, n_source]`` matrix (torch
-            layout) whose non-zero entries are the synapses.
+            layout) whose non-zero entries are the synapses. ``"all"``: the
+            same matrix, every entry a synapse (zeros included: counted as
+            SynOps, as a stack's ``Linear`` counts them), kept as dense rows
+            that a population run as a layer delivers by the fully connected
+            kernels (fastest for dense weights).
         delay : steps from a spike to its arrival, an integer >= 0 (>= 1 on
             a projection that closes a cycle), or one per synapse.
         """
         self._check_pair(source, target)
         name = name or f"{source.name}->{target.name}"
+        if isinstance(connectivity, str):
+            if connectivity != "all":
+                raise ValueError(f"connectivity must be (rowptr, cols), None or 'all', got {connectivity!r}")
+            w = real_array("weight", weight, np.float32, ndim=2)
+            if w.shape != (target.n, source.n):
+                raise ValueError(
+                    f"a dense weight matrix must be [n_target, n_source] = "
+                    f"[{target.n}, {source.n}], got {w.shape}"
+                )
+            return self._connect_all(source, target, owned(w.T), delay, name)
         if connectivity is None:
             w = real_array("weight", weight, np.float32, ndim=2)
             if w.shape != (target.n, source.n):
@@ -316,6 +339,20 @@ class Graph:
             )
         groups = _split_by_delay(rowptr, cols, weights, _checked_delay(delay, n_syn, source is target))
         return self._add_projection(Projection(source, target, groups, shared, name))
+
+    def _connect_all(self, source, target, rows, delay, name) -> Projection:
+        """A fully connected projection of the read-only float32 ``rows``
+        ``[n_source, n_target]`` (held, not copied: the caller's own)."""
+        n_syn = rows.size
+        delay = _checked_delay(delay, n_syn, source is target)
+        cols = np.tile(np.arange(target.n, dtype=np.int32), source.n)
+        cols.flags.writeable = False
+        rowptr = np.arange(source.n + 1, dtype=np.int64) * target.n
+        rowptr.flags.writeable = False
+        weights = rows.reshape(-1)  # a read-only view, in CSR order
+        groups = _split_by_delay(rowptr, cols, weights, delay)
+        dense = rows if len(groups) == 1 else None  # per-synapse delays: CSR groups only
+        return self._add_projection(Projection(source, target, groups, None, name, dense))
 
     def _check_pair(self, source, target):
         for role, pop in (("source", source), ("target", target)):
@@ -432,17 +469,19 @@ class Graph:
     @classmethod
     def from_network(cls, network, dt: float = 1e-3) -> Graph:
         """The graph of a stack (a stack is a chain): an input population
-        ``"input"`` (shaped like the first layer's input), one population per
+        ``"input"`` (``"<input>"`` if a layer has that name; shaped like the
+        first layer's input), one population per
         layer named ``network.layer_name(k)`` with its neuron, bias,
-        ``v_init`` and mode (``"dense"`` becomes ``"auto"``, which may pick
-        it), joined by zero-delay projections: a ``Linear`` as CSR of all its
-        weights (zeros included: a stack counts them as SynOps), a
-        ``SparseLinear`` its CSR, a ``Conv2d`` or ``AvgPool2d`` a convolution,
-        a ``MaxPool2d`` a gate. Spike input runs give the stack's spikes and
-        counts (the tests check this)."""
+        ``v_init`` and mode, joined by zero-delay projections: a ``Linear``
+        fully connected (``connectivity="all"``, its weight rows shared with
+        the layer, not copied), a ``SparseLinear`` its CSR, a ``Conv2d`` or
+        ``AvgPool2d`` a convolution, a ``MaxPool2d`` a gate. It is the graph
+        :meth:`snn.Network.run` runs: the same spikes and counts."""
         graph = cls(dt, network.dtype)
         first = network.layers[0]
-        source = graph.input(getattr(first, "in_shape", first.n_in), name="input")
+        taken = {network.layer_name(k) for k in range(len(network.layers))}
+        name = "input" if "input" not in taken else "<input>"  # a layer may be named "input"
+        source = graph.input(getattr(first, "in_shape", first.n_in), name=name)
         for k, layer in enumerate(network.layers):
             name = network.layer_name(k)
             if layer.kind == "maxpool":
@@ -454,7 +493,7 @@ class Graph:
                 bias=layer.bias,
                 v_init=layer.v_init,
                 name=name,
-                mode="auto" if layer.mode == "dense" else layer.mode,
+                mode=layer.mode,
             )
             if layer.kind == "conv":
                 (sy, sx), (py, px), (dy, dx) = (
@@ -471,8 +510,8 @@ class Graph:
                     delay=0,
                 )
             elif layer.kind == "dense":
-                every = (np.arange(layer.n_in + 1) * layer.n_out, np.tile(np.arange(layer.n_out), layer.n_in))
-                graph.connect(source, target, layer.weight_rows.ravel(), connectivity=every, delay=0)
+                graph._check_pair(source, target)
+                graph._connect_all(source, target, layer.weight_rows, 0, f"{source.name}->{target.name}")
             else:
                 graph.connect(source, target, layer.weights, connectivity=(layer.rowptr, layer.cols), delay=0)
             source = target
@@ -578,7 +617,7 @@ class Graph:
         mode: str | None = None,
         progress="auto",
         n_threads: int | None = None,
-    ) -> GraphResult:
+    ) -> RunResult:
         """Simulate ``T`` steps.
 
         inputs : ``{population or name: spikes}``, one entry per input
@@ -587,7 +626,11 @@ class Graph:
             ``[B, n]`` (potential units, float64) added at every step to each
             neuron of a neuron population, one row per sample (an analog
             input, e.g. an image already multiplied by the first weights:
-            a per-sample bias, added to the population's own).
+            a per-sample bias, added to the population's own); or ``[T, B,
+            n]``, a current varying over the steps (added to the synaptic
+            input of each step, in the state precision; the population runs
+            as a layer on the dense path, so it must not be recorded nor in
+            a cycle or merge).
         batch_size : samples (independent copies of the network, each with
             its own background draws); default the batch of the inputs or
             drives, else 1.
@@ -692,10 +735,10 @@ class Graph:
             raise ValueError(f"mode must be one of {POP_MODES} or None, got {mode!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        if not any(p.has_neurons for p in self.populations):
-            raise ValueError("the graph has no neuron population to simulate")
-        drives = self._drives(drive)
-        sizes = sorted({len(x) for x in drives.values()})
+        if all(p.is_input for p in self.populations):
+            raise ValueError("the graph has no neuron population (nor gate) to simulate")
+        drives = self._drives(drive, T)
+        sizes = sorted({x.shape[-2] for x in drives.values()})
         if len(sizes) > 1:
             raise ValueError(f"drives have different batch sizes {sizes}")
         if batch_size is None and not inputs and sizes:
@@ -709,16 +752,25 @@ class Graph:
         record = self._record(record_v, "v") + self._record(record_i, "i")
         return (None if T is None else int(T)), trains, batch, drives, record
 
-    def _drives(self, drive) -> dict:
-        """``{population name: [B, n] float64}``, checked."""
+    def _drives(self, drive, T=None) -> dict:
+        """``{population name: [B, n] or [T, B, n] float64}``, checked (a
+        drive over time only for a run of ``T`` steps)."""
         out = {}
         for key, x in dict(drive or {}).items():
             pop = self[key] if isinstance(key, str) else key
             if not isinstance(pop, Population) or pop not in self.populations or not pop.has_neurons:
                 raise ValueError(f"drive keys must be neuron populations of this graph, got {key!r}")
-            x = real_array(f"drive[{pop.name!r}]", x, ndim=2)
-            if x.shape[1] != pop.n:
-                raise ValueError(f"drive[{pop.name!r}] must be [batch, {pop.n}], got shape {x.shape}")
+            x = real_array(f"drive[{pop.name!r}]", x)
+            if x.ndim == 3 and T is None:
+                raise ValueError(
+                    f"drive[{pop.name!r}] varies over time ([T, B, n]): give it for a run of T steps "
+                    "(a stream, or advance(drive=...), takes constant drives [B, n])"
+                )
+            if x.ndim not in (2, 3) or x.shape[-1] != pop.n or (x.ndim == 3 and x.shape[0] != T):
+                raise ValueError(
+                    f"drive[{pop.name!r}] must be [batch, {pop.n}] (constant) or [T={T}, batch, {pop.n}], "
+                    f"got shape {x.shape}"
+                )
             out[pop.name] = x
         return out
 

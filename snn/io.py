@@ -795,6 +795,19 @@ def _graph_to_record(graph: Graph, out: Writer) -> dict:
         if proj.kind == "conv":
             projections.append(_conv_projection_to_record(proj, sub))
             continue
+        if proj.rows is not None:  # fully connected: its rows, not a CSR of every pair
+            sub.array("rows", proj.rows)
+            projections.append(
+                {
+                    "kind": "all",
+                    "name": proj.name,
+                    "source": proj.source.name,
+                    "target": proj.target.name,
+                    "weight": None,
+                    "delays": [int(d) for d in proj.delays],
+                }
+            )
+            continue
         for g, (_, rowptr, cols, weights) in enumerate(proj.groups):
             sub.array(f"group{g}.rowptr", rowptr)
             sub.array(f"group{g}.cols", cols)
@@ -869,6 +882,19 @@ def _graph_from_record(src: Reader) -> Graph:
             continue
         if sub.record.get("kind", "csr") == "conv":
             _conv_projection_from_record(graph, sub, source, target)
+            in_order.append(graph.projections[-1])
+            continue
+        if sub.record.get("kind", "csr") == "all":
+            rows, delays = sub.array("rows", np.float32, 2), sub.list_field("delays")
+            if rows.shape != (source.n, target.n) or len(delays) != 1 or not isinstance(delays[0], int):
+                raise sub.error(
+                    f"a fully connected projection needs rows [{source.n}, {target.n}] and one delay, got "
+                    f"{rows.shape} and {delays!r}"
+                )
+            try:
+                graph.connect(source, target, rows.T, connectivity="all", delay=delays[0], name=sub["name"])
+            except (TypeError, ValueError) as err:
+                raise sub.error(f"cannot rebuild the projection: {err}") from err
             in_order.append(graph.projections[-1])
             continue
         rowptr, cols, weights, delay = _merged_groups(sub, source.n)
@@ -1030,7 +1056,7 @@ _PROJECTION = {
     "target": "str",
     "weight": ("number", "null"),
     "delays": "list",
-    "kind": "str",  # "conv" for a convolution (with the window fields below); absent: CSR
+    "kind": "str",  # "conv" a convolution (with the window fields below), "all" fully connected; absent: CSR
     "kernel_size": "pair",
     "stride": "pair",
     "padding": "pair",

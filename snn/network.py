@@ -1,8 +1,13 @@
-"""Networks: a feed-forward stack of layers, run event-driven (default),
-clock-driven with BLAS (the dense fallback) or by the reference loop."""
+"""Networks: a feed-forward stack of layers, the short way to write a chain
+of populations. A stack runs as its graph (:meth:`snn.Graph.from_network`,
+built once and kept while its layers are unchanged), on the graph's
+schedule, so stacks and graphs share one runner, one result type and one
+meaning of ``mode``; this module also holds the layer runner and the cost
+model that schedule uses for populations run as layers."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -13,7 +18,7 @@ from ._validate import numba_threads, real_array, run_extent
 from .conv import Flatten, MaxPool2d
 from .layers import Layer
 from .reference import run_reference
-from .result import LayerCounts, RunResult
+from .result import RunResult
 from .spiketrains import SpikeTrains
 
 BACKENDS = ("event", "reference")
@@ -69,6 +74,9 @@ class Network:
         for k, layer in enumerate(layers):
             if not isinstance(layer, (Layer, MaxPool2d)):
                 raise TypeError(f"layer {k} is a {type(layer).__name__}, not a snn layer")
+        names = [layer.name for layer in layers if layer.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer names must be unique (results address layers by name), got {names}")
         for k in range(len(layers) - 1):
             if layers[k].n_out != layers[k + 1].n_in:
                 raise ValueError(
@@ -80,6 +88,7 @@ class Network:
             raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         self.layers = layers
         self.dtype = dtype
+        self._graph = None  # (what it was built from, the graph): see graph()
 
     @property
     def n_in(self) -> int:
@@ -87,6 +96,30 @@ class Network:
 
     def layer_name(self, k: int) -> str:
         return self.layers[k].name or f"{k}:{type(self.layers[k]).__name__}"
+
+    def graph(self):
+        """The stack as a :class:`snn.Graph` (:meth:`snn.Graph.from_network`:
+        an input population, then one population per layer, named
+        :meth:`layer_name`), which :meth:`run` runs. Built once and kept
+        while the layers are the same objects with the same attributes
+        (their arrays are read-only: assigning a new bias or weight makes a
+        new graph)."""
+        from .graph import Graph
+
+        key = (self.dtype, *((layer, *layer.__dict__.values()) for layer in self.layers))
+        cached = getattr(self, "_graph", None)
+        if cached is not None and _same(cached[0], key):
+            return self._graph[1]
+        self._graph = None  # the old graph's arrays are freed before the new ones are made
+        self._graph = (key, Graph.from_network(self))
+        return self._graph[1]
+
+    def __getstate__(self):  # pickles and copies leave the graph out: it is built again when needed
+        return {k: v for k, v in self.__dict__.items() if k != "_graph"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._graph = None
 
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
@@ -131,9 +164,13 @@ class Network:
         batch_size: int | None = None,
         backend: str = "event",
         mode: str | None = None,
+        record_v=None,
+        record_i=None,
+        progress=False,
         n_threads: int | None = None,
     ) -> RunResult:
-        """Run the network on one kind of input.
+        """Run the network on one kind of input, as its graph
+        (:meth:`graph`); the result lists the layers (not the input).
 
         spikes : 0/1 array ``[T, B, n_in]`` (bool or numbers exactly 0/1), or
             :class:`snn.SpikeTrains` (e.g. from ``snn.events.bin_events``:
@@ -147,6 +184,12 @@ class Network:
         mode : force ``"event"``, ``"clock"`` or ``"dense"`` for every layer
             (see :class:`snn.layers.Layer`; default: each layer's own
             ``mode``, ``"auto"`` choosing from measured activity).
+        record_v, record_i : ``{layer index or name: neuron indices}``:
+            membrane (synaptic current) of these neurons at the end of every
+            step, read with ``result.v(layer)`` / ``result.i(layer)``; a
+            recorded layer is stepped (the graph kernel) instead of run over
+            all steps at once.
+        progress : a progress bar (tqdm); ``"auto"``: for long runs.
         n_threads : cores used over the samples (default: all).
         """
         if backend not in BACKENDS:
@@ -161,10 +204,11 @@ class Network:
                 layer.neuron.constants(self.dtype)
                 layer.v_init_row(self.dtype)
                 layer.bias_row(self.dtype)
+        record = {key: self._recorded(v) for key, v in (("v", record_v), ("i", record_i))}
         with numba_threads(n_threads):
-            if backend == "reference":
+            if backend == "reference" and not any(record.values()):
                 return run_reference(self, source, analog_x, n_steps)
-            return self._run_event(source, analog_x, n_steps, mode)
+            return self._run_graph(source, analog_x, n_steps, backend, mode, record, progress)
 
     def _inputs(self, spikes, events, analog, T, batch_size):
         given = [x is not None for x in (spikes, events, analog)]
@@ -209,65 +253,55 @@ class Network:
         if n != self.n_in:
             raise ValueError(f"{what} has {n} inputs per sample but the first layer expects {self.n_in}")
 
-    # -- the event backend -------------------------------------------------
+    def _recorded(self, asked) -> dict:
+        """``record_v`` / ``record_i`` keyed by layer name."""
+        out = {}
+        for key, idx in dict(asked or {}).items():
+            if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+                if not -len(self.layers) <= key < len(self.layers):
+                    raise ValueError(f"no layer {key}: the network has {len(self.layers)}")
+                key = self.layer_name(int(key) % len(self.layers))
+            out[key] = idx
+        return out
 
-    def _run_event(self, source, analog_x, n_steps, force_mode):
-        trains, counts = [], []
+    def _run_graph(self, source, analog_x, n_steps, backend, mode, record, progress):
+        """The run as the graph's (:meth:`graph`): analog input becomes the
+        first layer's drive (multiplied once by its weights when constant,
+        each step's currents when it varies), counted as MACs."""
+        graph = self.graph()
+        first, name = self.layers[0], self.layer_name(0)
         batch = source.batch_size if source is not None else analog_x.shape[-2]
-        state = None
-        for k, layer in enumerate(self.layers):
-            last = k == len(self.layers) - 1
-            bias = None
-            if layer.kind != "maxpool":
-                bias, driven = layer.bias_row(self.dtype)
-            macs = np.zeros(batch, np.int64)
-            currents = None
-            if k == 0 and analog_x is not None:
-                nonzero = analog_x != 0
-                macs = (nonzero * layer.fan_out).reshape(-1, batch, layer.n_in).sum(axis=(0, 2))
-                if analog_x.ndim == 2:  # constant: multiplied once, then a bias
-                    bias = (layer.bias + _vecmat(analog_x, layer)).astype(self.dtype)
-                    source = SpikeTrains.empty(n_steps, batch, layer.n_in)
-                    mode = force_mode if force_mode not in (None, "auto") else layer.mode
-                    if mode == "dense":  # no input to multiply per step: clock-driven neurons
-                        mode = "clock"
-                    elif mode == "auto":
-                        mode = _choose_driven_mode(layer, bias, n_steps)
-                else:
-                    currents = np.ascontiguousarray(
-                        (analog_x.astype(self.dtype) @ layer.dense_rows(self.dtype)).transpose(1, 0, 2)
-                    )
-                    source = SpikeTrains.empty(n_steps, batch, layer.n_in)
-                    mode = "dense"
-            elif layer.kind == "maxpool":
-                mode = "gate"
-            else:
-                mode = force_mode if force_mode not in (None, "auto") else layer.mode
-                if mode == "auto":
-                    mode = _choose_mode(layer, source, n_steps, self.dtype, driven)
-            if mode == "gate":
-                out, kcounts, _ = _run_maxpool(layer, source)
-            else:
-                out, state, kcounts = _run_layer(
-                    layer, source, bias, currents, mode, n_steps, self.dtype, settle=last
-                )
-            synops = kcounts[:, 0] if mode != "dense" else _synops(source, layer.fan_out)
-            counts.append(
-                LayerCounts(
-                    name=self.layer_name(k),
-                    mode=mode,
-                    synops=synops,
-                    macs=macs,
-                    updates=kcounts[:, 1].copy(),
-                    dense_updates=np.full(batch, n_steps * layer.n_out, np.int64),
-                    spikes=kcounts[:, 2].copy(),
-                    input_events=source.per_sample,
-                )
-            )
-            trains.append(out)
-            source = out
-        membrane = state[:, :, 0].copy() if state is not None and mode != "gate" else None
-        return RunResult(trains, counts, membrane, "event")
+        macs, drive = np.zeros(batch, np.int64), {}
+        if analog_x is not None:
+            nonzero = analog_x != 0
+            macs = (nonzero * first.fan_out).reshape(-1, batch, first.n_in).sum(axis=(0, 2))
+            if analog_x.ndim == 2:  # constant: multiplied once, then a bias
+                drive[name] = _vecmat(analog_x, first)
+            else:  # the currents of every step, in the state precision
+                drive[name] = analog_x.astype(self.dtype) @ first.dense_rows(self.dtype)
+            source = SpikeTrains.empty(n_steps, batch, self.n_in)
+        result = graph.run(
+            n_steps,
+            inputs={graph.populations[0].name: source},
+            drive=drive,
+            record_v=record["v"],
+            record_i=record["i"],
+            backend=backend,
+            mode=mode,
+            progress=progress,
+        )
+        counts = result.counts[1:]  # the input population is not a layer
+        counts[0] = dataclasses.replace(counts[0], macs=macs)
+        return RunResult(
+            result.trains[1:],
+            counts,
+            (lambda: result.membrane) if self.layers[-1].kind != "maxpool" else None,
+            result.backend,
+            names=result.names[1:],
+            recorded=result.recorded,
+            recorded_i=result.recorded_i,
+            seconds=result.seconds,
+        )
 
 
 def _state_width(neuron) -> int:
@@ -491,3 +525,10 @@ def _choose_driven_mode(layer, bias, n_steps) -> str:
     event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[layer.kind][True]
     clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
     return "event" if event_ns <= clock_ns else "clock"
+
+
+def _same(a, b) -> bool:
+    """Whether two nested tuples hold the same objects (by identity)."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a is b

@@ -1,7 +1,6 @@
 """Plots of runs, profiles and conversions (matplotlib, imported here only).
 
-Every function takes a result (a :class:`snn.RunResult` /
-:class:`snn.GraphResult`), a :class:`snn.Profile` or a converter's
+Every function takes a result (a :class:`snn.RunResult`), a :class:`snn.Profile` or a converter's
 :class:`snn.convert.Evaluation`, and an optional ``ax``; it draws on ``ax``
 (a new figure when None), returns the Axes and forwards ``**kwargs`` to the
 matplotlib call that draws the data. Time is in seconds when the result has
@@ -182,7 +181,7 @@ def traces(
 ):
     """Membrane traces of chosen neurons.
 
-    source : a :class:`snn.GraphResult` run with ``record_v`` (then
+    source : a :class:`snn.RunResult` run with ``record_v`` (then
         ``population`` names the recorded population), or an array of
         membranes ``[T, B, R]`` or ``[T, R]``.
     neurons : columns of the recording to draw (default all).

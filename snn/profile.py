@@ -1,8 +1,8 @@
 """Event-sparsity profile of a run: how much fired, how much work was done
 and skipped, and what it would cost.
 
-``snn.profile(result)`` reads a :class:`snn.RunResult` (a layer stack) or a
-:class:`snn.GraphResult` (a recurrent graph) -- the spike trains and the
+``snn.profile(result)`` reads a :class:`snn.RunResult` (of a layer stack or
+of a graph) -- the spike trains and the
 exact counts the kernels returned -- and summarises every layer or
 population in a :class:`Profile`: a readable ``repr``, an HTML table in
 notebooks, ``to_dict``, CSV and JSON export, and :meth:`Profile.compare`.
@@ -416,7 +416,7 @@ def profile(
 
     Parameters
     ----------
-    result : a :class:`snn.RunResult` or :class:`snn.GraphResult`.
+    result : a :class:`snn.RunResult` (of a stack or a graph).
     dt : seconds per step, for rates in Hz (default: ``result.dt`` when the
         result has one, as a graph's does; else rates in Hz are NaN).
     energy : pJ per AC / MAC (default :class:`snn.energy.EnergyModel`, the
@@ -449,7 +449,7 @@ def profile(
             ann_macs=ann_macs,
         )
     if not isinstance(result, RunResult):
-        raise TypeError(f"profile takes a RunResult or GraphResult, got {type(result).__name__}")
+        raise TypeError(f"profile takes a RunResult, got {type(result).__name__}")
     if dt is None:
         dt = getattr(result, "dt", None)
     dt, energy, quantiles, bins = profile_options(dt, energy, quantiles, bins)

@@ -12,7 +12,6 @@ import numpy as np
 import snn_kernels as kernels
 
 from .conv import conv_dense_rows
-from .graph_result import GraphResult
 from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
 
@@ -114,8 +113,10 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
     same streams, one per sample and source). ``given``: input SpikeTrains by population
     name; ``drives``: constant currents ``[B, n]`` by population name,
     added to the bias (in float64, then rounded to the state dtype, as
-    the event backend does); ``record``: ``[(population, indices, "v" | "i")]``. If ``traces`` is a dict,
-    it receives per population the membrane of every neuron after
+    the event backend does), or currents over time ``[T, B, n]``, added to
+    the synaptic input of each step in the state dtype; ``record``:
+    ``[(population, indices, "v" | "i")]``. If ``traces`` is a dict, it
+    receives per population the membrane of every neuron after
     integration and before reset, ``[T, B, n]`` (for tolerance checks)."""
     dtype = graph.dtype
     order = graph._order()
@@ -182,7 +183,11 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
                             rngs[b, id(source)], lam, dtype(source.weight), current[b]
                         )
             v, i, ref_until = state[pop.name]
-            bias = pop.bias + drives[pop.name] if drives and pop.name in drives else pop.bias
+            drive = (drives or {}).get(pop.name)
+            if drive is not None and drive.ndim == 3:  # a current over time, in the state precision
+                current += drive[t].astype(dtype)
+                drive = None
+            bias = pop.bias if drive is None else pop.bias + drive
             v, i, ref_until, spike, before_reset = _step_neurons(
                 pop.neuron, dtype, v, i, ref_until, bias.astype(dtype), current, t
             )
@@ -210,15 +215,16 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
                 arrived[pop.name],
             )
         )
-    return GraphResult(
-        names,
+    readout = [p.name for p in graph.populations if p.has_neurons][-1:]
+    return RunResult(
         trains,
         counts,
-        {n: r for (n, var), r in recorded.items() if var == "v"},
-        graph.dt,
-        float("nan"),
+        state[readout[0]][0].copy() if readout else None,
         "reference",
-        {n: r for (n, var), r in recorded.items() if var == "i"},
+        names=names,
+        recorded={n: r for (n, var), r in recorded.items() if var == "v"},
+        recorded_i={n: r for (n, var), r in recorded.items() if var == "i"},
+        dt=graph.dt,
     )
 
 

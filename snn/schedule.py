@@ -25,10 +25,10 @@ import numpy as np
 
 import snn_kernels as kernels
 from snn_kernels import REF, T_LAST
+from snn_kernels.neuron import V
 
 from ._validate import numba_threads
 from .conv import conv_dense_rows, kernel_layout
-from .graph_result import GraphResult
 from .layers import csr_dense_rows
 from .network import (
     _NS_PER_CLOCK_UPDATE,
@@ -36,10 +36,12 @@ from .network import (
     _NS_PER_SYNOP,
     _choose_driven_mode,
     _choose_mode,
+    _dense_currents,
     _run_layer,
     _run_maxpool,
     _synops,
 )
+from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
 from .stepped import Part, SteppedPlan, SteppedRun
 
@@ -121,7 +123,7 @@ def stages(graph, stepped=frozenset(), together=False) -> list[Stage]:
     return out
 
 
-def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mode, drives) -> GraphResult:
+def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mode, drives) -> RunResult:
     """Run ``schedule`` (from :func:`stages`) over ``n_steps``; arguments as
     checked by :meth:`snn.Graph.run` (``given``: input spikes by name). One
     chunk of a :class:`Simulation`."""
@@ -130,7 +132,7 @@ def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mo
     sim.advance(n_steps, bar=bar)
     if bar is not None:
         bar.close()
-    return sim.result()
+    return sim.result(lazy=True)
 
 
 # steps between two settles of a stream (or a run given ``epoch``): the
@@ -176,7 +178,22 @@ class Simulation:
     ):
         self.graph, self.schedule, self.n_steps, self.batch = graph, schedule, n_steps, batch
         self._record, self._force = record, force_mode
-        self._drives = {name: np.array(d) for name, d in drives.items()}  # the caller's may change later
+        # the caller's arrays may change later: copies. Drives over time ([T, B, n]) are currents
+        # added to the synaptic input of each step: [B, T, n] in the state dtype, as the dense path reads them
+        self._drives = {name: np.array(d) for name, d in drives.items() if d.ndim == 2}
+        self._currents = {
+            name: np.ascontiguousarray(d.transpose(1, 0, 2), graph.dtype)
+            for name, d in drives.items()
+            if d.ndim == 3
+        }
+        for stage in schedule:
+            varying = [n for n in stage.names if n in self._currents]
+            if varying and stage.layer is None:
+                raise ValueError(
+                    f"population(s) {varying} have a drive over time ([T, B, n]), which only a "
+                    "population run as a layer takes; they are stepped (recorded, in a cycle or a merge, "
+                    "or with Poisson background): give them a constant drive [B, n]"
+                )
         self._seed, self.n_threads = seed, n_threads
         self.fed = sorted(p.name for p in graph.populations if p.is_input and p.name not in given)
         self.history = (None if n_steps is not None else 0) if history is None else int(history)
@@ -252,10 +269,11 @@ class Simulation:
         self.seconds += time.perf_counter() - start
         return self
 
-    def result(self) -> GraphResult:
+    def result(self, lazy: bool = False) -> RunResult:
         """Spikes, counts and recordings of the steps done (a run of
         :attr:`t` steps); for a run that keeps every spike (``history``
-        None)."""
+        None). ``lazy``: the final membrane is computed when first read
+        (for a run that goes no further: :func:`run`)."""
         t = self.t
         if t == 0:
             raise ValueError("no step has run yet: call advance() first")
@@ -267,7 +285,11 @@ class Simulation:
         trains = {p.name: self._window(p.name, 0, t) for p in self.graph.populations}
         recorded = {(pop.name, var): (idx, self.recorded(pop.name, var)) for pop, idx, var in self._record}
         counts, modes = self.totals(), self.modes()
-        return GraphResult.assemble(self.graph, t, trains, counts, modes, recorded, self.seconds)
+        readout = [p.name for p in self.graph.populations if p.has_neurons][-1:]
+        membrane = None
+        if readout:
+            membrane = (lambda: self.membrane(readout[0])) if lazy else self.membrane(readout[0])
+        return _assemble(self.graph, t, trains, counts, modes, recorded, self.seconds, membrane)
 
     def keep(self, rows) -> Simulation:
         """Go on with the samples ``rows`` only (indices into the current
@@ -281,6 +303,7 @@ class Simulation:
         self._static, self._assembled = {}, {}
         self._bias = {k: tuple(b[rows] if len(b) > 1 else b for b in pair) for k, pair in self._bias.items()}
         self._drives = {name: d[rows] for name, d in self._drives.items()}
+        self._currents = {name: np.ascontiguousarray(c[rows]) for name, c in self._currents.items()}
         self._counts = {name: c[rows] for name, c in self._counts.items()}
         self._tally = {name: c[rows] for name, c in self._tally.items()}
         self._carry = {
@@ -310,6 +333,31 @@ class Simulation:
         for run in self._runs.values():
             out.update((p.name, m) for p, m in zip(run.plan.order, run.modes, strict=True) if not p.is_input)
         return out
+
+    def membrane(self, name: str) -> np.ndarray:
+        """``[B, n]``: the membrane of population ``name`` at the end of the
+        last step done (its initial membrane before the first), its lazy
+        neurons brought forward on a copy (the run goes on unchanged)."""
+        pop = self.graph[name]
+        if not pop.has_neurons:
+            raise ValueError(f"population {name!r} has no neurons, so no membrane")
+        k = self._stage_of[name]
+        dtype = self.graph.dtype
+        if k in self._carry:  # a layer stage: its state, steps counted from the next chunk's start
+            state = self._carry[k].copy()
+            if self._modes[name] != "dense":
+                table = pop.neuron.propagator(self._span, dtype)
+                kernels.settle(state, -1, self._bias[k][1], table, *_flags(pop.neuron))
+            return state[..., V]
+        run = self._runs.get(k)
+        if run is None or run.t == 0:
+            return np.tile(pop.v_init.astype(dtype), (self.batch, 1))
+        j = run.plan.pop_index[name]
+        a, b = run.plan.pop_start[j], run.plan.pop_start[j + 1]
+        state = run.state[:, a:b].copy()
+        bias = run.bias[:, run.bias_off[j] : run.bias_off[j + 1]]
+        kernels.settle(state, run.t - 1, bias, run.tables[j], *_flags(pop.neuron))
+        return state[..., V]
 
     def spike_counts(self, name: str) -> np.ndarray:
         """``[B, n]`` int64: the spikes of each neuron of population ``name``
@@ -474,6 +522,7 @@ class Simulation:
         else:
             if k not in self._bias:
                 self._bias[k] = _layer_bias(self.graph.dtype, pop, self._drives.get(pop.name))
+            currents = self._currents.get(pop.name)
             out, counts, self._modes[pop.name], self._carry[k] = _run_as_layer(
                 self.graph.dtype,
                 stage.layer,
@@ -482,6 +531,8 @@ class Simulation:
                 self._bias[k],
                 self._carry.get(k),
                 self._span,
+                None if currents is None else np.ascontiguousarray(currents[:, t0:t1]),
+                pop.name in self._drives,
             )
         self._pieces.setdefault(pop.name, []).append((t0, out))
         self._counts[pop.name] = self._counts.get(pop.name, 0) + counts
@@ -493,8 +544,9 @@ class Simulation:
             windows = {name: self._window(name, t0, t1) for name in names}
             chosen = _stepped_modes(stage, windows, t1 - t0)
             steps = self.n_steps if self._uncut else self.epoch + int(stage.plan.proj_delay.max(initial=0))
+            force = "clock" if self._force == "dense" else self._force  # no GEMM when stepped
             self._runs[k] = SteppedRun(
-                stage.plan, steps, self.batch, self._seed, mine, self._force, self._drives, chosen
+                stage.plan, steps, self.batch, self._seed, mine, force, self._drives, chosen
             )
             self._base[k] = self._live_from[k] = 0
         run, base = self._runs[k], self._base[k]
@@ -510,6 +562,63 @@ class Simulation:
             run.advance(min(t1 - base, done + step), given)
             if bar is not None:
                 bar.update(run.t - done)
+
+
+def _assemble(graph, n_steps, trains, counts, modes, recorded, seconds, membrane) -> RunResult:
+    """The result of the stages of an event run: ``trains`` of every
+    population by name, kernel ``counts`` ``[B, 4]`` (synaptic operations
+    received, updates, spikes, background events) and ``modes`` of the
+    neuron populations, ``recorded`` variables by ``(name, var)``, the
+    readout's final ``membrane``."""
+    batch = next(iter(trains.values())).batch_size
+    arriving = _arriving(graph, trains, n_steps, batch)
+    names = [p.name for p in graph.populations]
+    layer_counts = []
+    for pop in graph.populations:
+        if pop.is_input:
+            spikes, zero = trains[pop.name].per_sample, np.zeros(batch, np.int64)
+            layer_counts.append(LayerCounts(pop.name, "input", zero, zero, zero, zero, spikes, zero.copy()))
+            continue
+        c = counts[pop.name]
+        layer_counts.append(
+            LayerCounts(
+                pop.name,
+                modes[pop.name],
+                c[:, 0].copy(),
+                np.zeros(batch, np.int64),
+                c[:, 1].copy(),
+                np.full(batch, n_steps * pop.n, np.int64),
+                c[:, 2].copy(),
+                arriving[pop.name] + c[:, 3],
+            )
+        )
+    return RunResult(
+        [trains[n] for n in names],
+        layer_counts,
+        membrane,
+        "event",
+        names=names,
+        recorded={n: r for (n, var), r in recorded.items() if var == "v"},
+        recorded_i={n: r for (n, var), r in recorded.items() if var == "i"},
+        dt=graph.dt,
+        seconds=seconds,
+    )
+
+
+def _arriving(graph, trains, n_steps, batch):
+    """Source spikes delivered to each population: spikes of the source at
+    steps ``< T - d`` per projection delay group, per sample."""
+    out = {p.name: np.zeros(batch, np.int64) for p in graph.populations}
+    for proj in graph.projections:
+        tptr = trains[proj.source.name].tptr
+        for d in proj.delays:
+            out[proj.target.name] += tptr[:, max(n_steps - d, 0)]
+    return out
+
+
+def _flags(neuron) -> tuple:
+    """``(has_current, has_refractory)`` of a neuron model, as kernels take them."""
+    return neuron.has_current, neuron.refractory > 0
 
 
 def _tally(tally, trains: SpikeTrains) -> None:
@@ -607,6 +716,9 @@ class _ProjectionLayer:
         elif proj.kind == "conv":
             self.geom, self.kernel_weights = proj.geom, kernel_layout(proj.kernel)
             self.fan_out = proj.fan_out()
+        elif proj.rows is not None:  # fully connected: the dense kernels read its rows
+            self.kind, self.weight_rows = "dense", proj.rows
+            self.fan_out = np.full(proj.source.n, pop.n, np.int64)
         else:
             _, self.rowptr, self.cols, weights = proj.groups[0]
             if weights is None:  # one shared weight: the layer kernels read one per synapse
@@ -626,6 +738,8 @@ class _ProjectionLayer:
         if key not in self._rows:
             if self.kind == "conv":
                 self._rows[key] = conv_dense_rows(self.geom, self.proj.kernel, key)
+            elif self.kind == "dense":
+                self._rows[key] = self.weight_rows.astype(key)
             else:
                 self._rows[key] = csr_dense_rows(self.rowptr, self.cols, self.weights, self.n_out, key)
         return self._rows[key]
@@ -641,23 +755,33 @@ def _layer_bias(dtype, pop, drive) -> tuple:
     return bias, bias
 
 
-def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None):
+def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, currents=None, has_drive=False):
     """One population over a chunk of steps by the layer kernels, from the
     state ``carried`` over from an earlier chunk (None: a new run);
     ``span``: the longest gap a neuron may have by the chunk's end (the
     propagator table's rows less one; default: the chunk's steps); ``bias``
-    from :func:`_layer_bias`. Returns its trains, counts
+    from :func:`_layer_bias`; ``currents``: a drive over time ``[B, steps,
+    n]`` (state dtype), which runs the dense path; ``has_drive``: a constant
+    drive is part of ``bias`` (a silent source then leaves "dense" nothing
+    to multiply: it runs "clock"). Returns its trains, counts
     ``[B, 4]``, the path that ran (``mode``, or the cost model's choice if
     ``"auto"``) and the state a next chunk continues from."""
     full, bias = bias
     mode = mode or layer.pop.mode
-    if mode == "auto" and layer.proj is None:
+    silent = source.total == 0  # driven by its bias and drive alone (e.g. a stack's analog input)
+    if currents is not None:
+        mode = "dense"
+        if not silent:
+            currents = currents + _dense_currents(source, layer, dtype)
+    elif silent and has_drive and mode == "dense":
+        mode = "clock"  # driven, no input to multiply: the dense path's clock-driven neurons
+    elif mode == "auto" and (layer.proj is None or silent):
         mode = _choose_driven_mode(layer, full, source.n_steps)
     elif mode == "auto":
         mode = _choose_mode(layer, source, source.n_steps, dtype, bool(np.any(full > 0)))
     steps = source.n_steps
     before = 0 if span is None else span - steps  # _run_layer's table: before + steps rows
-    out, state, kc = _run_layer(layer, source, bias, None, mode, steps, dtype, False, carried, before)
+    out, state, kc = _run_layer(layer, source, bias, currents, mode, steps, dtype, False, carried, before)
     state[..., T_LAST] -= source.n_steps  # steps count from the next chunk's start
     if state.shape[2] > REF:
         state[..., REF] -= source.n_steps
@@ -698,6 +822,8 @@ def _part(graph, component, incoming) -> Part:
     input populations (same names and sizes), the projections into them and
     their background sources."""
     names = {p.name for p in component}
+    # a stepped population has no GEMM to run "dense" with: it runs "clock"
+    component = [dataclasses.replace(p, mode="clock") if p.mode == "dense" else p for p in component]
     projections = [proj for p in component for proj in incoming[p.name]]
     outside = {}
     for proj in projections:

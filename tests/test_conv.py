@@ -317,9 +317,10 @@ def conv_stacks(draw, exact: bool = False, max_layers: int = 3):
 @pytest.mark.parametrize("mode", ["event", "clock"])
 @given(stack=conv_stacks(), sparse=st.booleans())
 def test_a_stack_and_its_graph_give_the_same_spikes_and_counts(mode, stack, sparse):
-    """``Graph.from_network``: the chain as a graph (Linear as CSR of all its
-    weights, or a SparseLinear readout) runs the same layer kernels, so
-    spikes and counts agree bit for bit in any precision."""
+    """``Graph.from_network``: the chain as a graph (a Linear fully
+    connected, or a SparseLinear readout) run by ``Graph.run`` with its
+    input population fed, gives what ``Network.run`` (which runs that graph,
+    and maps inputs and results to the stack's layers) gives, bit for bit."""
     layers, spec = stack
     if sparse and layers[-1].kind == "dense":  # the readout as a SparseLinear of half its synapses
         dense = layers[-1]

@@ -884,7 +884,7 @@ class ConvertedGraph:
 
     def run(self, x, T: int, **kwargs):
         """Run the SNN on analog samples ``x`` (``[N, *input_shape]``) for
-        ``T`` steps; a :class:`snn.graph_result.GraphResult` whose
+        ``T`` steps; a :class:`snn.RunResult` whose
         ``membrane`` is the readout after ``T`` steps and whose counts
         include the MACs of the analog input. ``kwargs`` go to
         :meth:`snn.Graph.run` (``mode``, ``n_threads``, ``backend``...)."""
