@@ -7,9 +7,13 @@ Reported for each T (default 32 and 64) and exit rule: accuracy (the full
 run's and the exits'), mean exit step, SynOps per sample actually done (the
 kernels' counts), and measured wall time per sample, whole test set in one
 call (interleaved with the full run, median of ``--repeats``) and at batch 1
-(median over ``--batch1`` digits, one call each). ``together``: every
-population stepped in one kernel (cheaper chunks) instead of layer stages.
-Target (issue 13): >= 4x less wall time at <= 0.2 pp accuracy lost.
+(median over ``--batch1`` digits, one call each). Three ways to exit:
+``kernel`` (the default, ``engine="kernel"``: every population stepped
+together by the graph kernel, which judges the rule after each step, one
+kernel call per run), ``chunked`` (the rule judged in Python between chunks
+of layer stages) and ``chunked together`` (chunks of one stage stepping
+every population). Target (issue 13): >= 4x less wall time at <= 0.2 pp
+accuracy lost.
 
 Usage::
 
@@ -50,17 +54,20 @@ def main():
     print(f"ANN test accuracy {accuracy(model, x_test, y_test):.2%}")
     conv = convert(model, x_train, percentile=99.99)
     conv.network.prepare()
-    run_early_exit(conv, x_test[:2], 4, patience=1)  # compiled before timing
-    run_early_exit(conv, x_test[:2], 4, patience=1, together=True)
+    ways = {
+        "kernel": dict(engine="kernel"),
+        "chunked": dict(engine="chunked"),
+        "chunked together": dict(engine="chunked", together=True),
+    }
+    for kw in ways.values():  # compiled before timing
+        run_early_exit(conv, x_test[:2], 4, patience=1, **kw)
     rows = []
     for T in args.steps:
         full = conv.run(x_test, T)
         full_acc = float(np.mean(full.membrane.argmax(axis=1) == y_test))
         full_synops = sum(c.synops for c in full.counts).mean()
         variants = {
-            f"patience {p}{' together' if tog else ''}": dict(patience=p, together=tog)
-            for p in args.patience
-            for tog in (False, True)
+            f"patience {p} {way}": dict(patience=p, **kw) for p in args.patience for way, kw in ways.items()
         }
         fns = {"full": lambda T=T: conv.run(x_test, T)}
         fns.update(

@@ -24,8 +24,12 @@ A step, for each neuron population in order
 -------------------------------------------
 1. arrivals: for every projection into it, every source spike of step
    ``t - d`` adds its weights to ``acc`` of its targets (one synaptic
-   operation each; a convolution scatters the spike through its kernel);
-   the first arrival marks a target as touched;
+   operation each); the first arrival marks a target as touched. A
+   convolution scatters the spike through its kernel into sums kept
+   channel-last (the output channels of one tap are one contiguous run of
+   the kernel: vectorised, no branch per synapse), folded into ``acc`` once
+   per step and neuron (all of a clock-stepped population; the runs reached
+   of an event-stepped one, marking their neurons touched);
 2. background: each Poisson source draws the population's event count of
    the step, ``Poisson(lam * n)``, and sends each event to a uniformly drawn
    neuron (independent Poisson trains per neuron, split exactly);
@@ -33,6 +37,16 @@ A step, for each neuron population in order
 4. each touched neuron is brought forward in closed form (lazy leak), gets
    ``acc``, is checked against threshold, reset, and rescheduled.
 Neurons that receive nothing cost nothing.
+
+Early exit
+----------
+Specialised with ``exit_rule``, the kernel judges a rule
+(``GraphInputs.exit_rule``, fields ``EXIT_*``: min steps, patience, margin,
+confidence, check interval) on the recorded values (a readout population's
+membrane) after every step of every sample, and stops stepping a sample
+once it holds (``GraphState.exit_state`` notes its exit step), so that a
+run with an early exit is one kernel call; :func:`exit_holds` is the same
+rule for callers judging it outside the kernel.
 
 Arguments
 ---------
@@ -151,8 +165,11 @@ class GraphInputs(NamedTuple):
     ``p`` is ``bias[s, bias_off[p]:bias_off[p + 1]]``, one value per neuron
     or one shared by all (no random reads then); rec_ids, rec_pop, rec_var
     [R] int64: recorded neurons (global id, population) and variable (0
-    membrane, 1 synaptic current); in_tptr [B, T + 1] int64, in_idx [B, E]
-    int32: input spikes per step, global ids sorted within a step."""
+    membrane, 1 synaptic current); exit_rule float64: empty, or the
+    ``EXIT_FIELDS`` of an early-exit rule judged on the recorded values (a
+    kernel specialised with ``exit_rule``, see :func:`_exit_step`); in_tptr [B, T +
+    1] int64, in_idx [B, E] int32: input spikes per step, global ids sorted
+    within a step."""
 
     pop_clock: np.ndarray
     tables: np.ndarray
@@ -161,6 +178,7 @@ class GraphInputs(NamedTuple):
     rec_ids: np.ndarray
     rec_pop: np.ndarray
     rec_var: np.ndarray
+    exit_rule: np.ndarray
     in_tptr: np.ndarray
     in_idx: np.ndarray
 
@@ -178,7 +196,15 @@ class GraphState(NamedTuple):
     spikes, background events); progress [B, 3] int64 (spikes in the
     history so far, next step, 1 once the sample's state and calendars
     are set up; 2: the state is set, the calendars are to be built from it
-    at the next step, after a bias change or a rebase)."""
+    at the next step, after a bias change or a rebase); cacc [B, N] state
+    dtype, cmark [B, N] int32 (zero between steps), clist [B, N] int32: a
+    convolution's arrivals, summed channel-last (target population ``p``'s
+    ``(pixel, channel)`` at ``pop_start[p] + pixel * C_out + channel``) and
+    folded into ``acc`` once per step (``[B, 1]`` each when no projection is
+    a convolution); exit_state [B, 4] int64 (a kernel with ``exit_rule``):
+    the decision after the last step (-1 before step 1), the steps it has
+    been unchanged, the exit step (0 while none) and 1 once the sample has
+    stopped."""
 
     state: np.ndarray
     acc: np.ndarray
@@ -194,6 +220,10 @@ class GraphState(NamedTuple):
     rec_v: np.ndarray
     counts: np.ndarray
     progress: np.ndarray
+    cacc: np.ndarray
+    cmark: np.ndarray
+    clist: np.ndarray
+    exit_state: np.ndarray
 
 
 @helper
@@ -298,17 +328,23 @@ def _deliver_conv(
     tap_pixel,
     tap_kernel,
     clock,
-    acc,
-    mark,
-    touched,
-    n_touched,
+    cacc,
+    cmark,
+    clist,
+    n_list,
     synops,
 ):
     """A convolution's arrivals: each source spike (global id, the source
     starting at ``first``) scattered through its taps (``spatial_taps`` of
     ``geom``, from the spike's position) to the output channels of its group;
-    kernel ``weights`` ``[C_in / groups, kh, kw, C_out]`` flat. Returns the
-    updated ``(synops, n_touched)``."""
+    kernel ``weights`` ``[C_in / groups, kh, kw, C_out]`` flat. The sums go
+    to ``cacc`` channel-last (target pixel ``x``, channel ``c`` at ``base +
+    x * C_out + c``), so that the channels of one tap are one contiguous run
+    of the kernel added to one contiguous run of ``cacc`` (vectorised, no
+    branch per synapse). Event-stepped targets (``clock`` False): the first
+    channel of each run reached is listed in ``clist`` once, its run length
+    (the largest reaching it) in ``cmark``, for :func:`_fold_conv`. Returns
+    the updated ``(synops, n_list)``."""
     hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
     for e in range(spikes.shape[0]):
         i = spikes[e] - first
@@ -316,19 +352,141 @@ def _deliver_conv(
         p = i - c * hw_in
         g = c // cg_in
         w_base = (c - g * cg_in) * kk * c_out + g * cg_out
-        out_base = base + g * cg_out * plane
-        synops += tap_n[p] * cg_out
-        for q in range(tap_n[p]):
-            pixel = tap_pixel[p, q]
+        o_base = base + g * cg_out
+        n_taps = tap_n[p]
+        synops += n_taps * cg_out
+        for q in range(n_taps):
+            o = o_base + tap_pixel[p, q] * c_out
             w0 = w_base + tap_kernel[p, q] * c_out
+            target = cacc[o : o + cg_out]  # views indexed from 0: the loop vectorises
+            w = weights[w0 : w0 + cg_out]
             for co in range(cg_out):
-                j = out_base + co * plane + pixel
-                acc[j] += weights[w0 + co]
-                if not clock:
-                    touched[n_touched] = j  # kept only if j is new: no branch to mispredict
-                    n_touched += 1 - mark[j]
-                    mark[j] = 1
-    return synops, n_touched
+                target[co] += w[co]
+            if not clock and cmark[o] < cg_out:  # per tap, not per synapse
+                if cmark[o] == 0:
+                    clist[n_list] = o
+                    n_list += 1
+                cmark[o] = cg_out
+    return synops, n_list
+
+
+@helper
+def _fold_conv(cacc, cmark, clist, n_list, base, c_out, plane, acc, mark, touched, n_touched):
+    """Move the channel-last sums of the runs listed in ``clist`` (by
+    :func:`_deliver_conv`) into ``acc`` (neuron order: channel-first), mark
+    their neurons touched, and zero what was read. Returns ``n_touched``."""
+    for q in range(n_list):
+        o = clist[q]
+        run = cmark[o]
+        cmark[o] = 0
+        pixel = (o - base) // c_out
+        j = base + (o - base - pixel * c_out) * plane + pixel
+        for c in range(o, o + run):
+            acc[j] += cacc[c]
+            cacc[c] = 0
+            touched[n_touched] = j  # kept only if j is new: no branch to mispredict
+            n_touched += 1 - mark[j]
+            mark[j] = 1
+            j += plane
+    return n_touched
+
+
+@helper
+def _fold_conv_all(cacc, base, c_out, plane, acc):
+    """Move every channel-last sum of a clock-stepped population into
+    ``acc`` (neuron order) and zero ``cacc``."""
+    for pixel in range(plane):
+        o = base + pixel * c_out
+        j = base + pixel
+        for c in range(c_out):
+            acc[j] += cacc[o + c]
+            cacc[o + c] = 0
+            j += plane
+
+
+# fields of GraphInputs.exit_rule, float64: min_steps; patience (< 0: none);
+# margin, confidence (NaN: none); every (steps between two checks of a
+# chunked run, see exit_holds); earliest (the end of the first chunk)
+EXIT_FIELDS = 6
+EXIT_MIN, EXIT_PATIENCE, EXIT_MARGIN, EXIT_CONFIDENCE, EXIT_EVERY, EXIT_FIRST = range(EXIT_FIELDS)
+
+
+@helper
+def _argmax(r):
+    """The first index of the largest value of ``r`` (numpy's argmax)."""
+    best = 0
+    for c in range(1, r.shape[0]):
+        if r[c] > r[best]:
+            best = c
+    return best
+
+
+@helper
+def _exit_holds(r, t, unchanged, rule):
+    """The built-in part of an exit rule (``rule``, ``EXIT_*`` fields) after
+    step ``t`` on a readout ``r`` ``[C]`` whose decision has been the same
+    for ``unchanged`` steps: ``t >= min_steps``; ``unchanged >= patience``;
+    the gap between the two largest of ``r / t`` (float64) at least
+    ``margin``; ``1 / sum(exp(r / t - max))`` (the largest softmax
+    probability, summed in index order) at least ``confidence``."""
+    if t < rule[EXIT_MIN]:
+        return False
+    if rule[EXIT_PATIENCE] >= 0 and unchanged < rule[EXIT_PATIENCE]:
+        return False
+    margin = rule[EXIT_MARGIN]
+    confidence = rule[EXIT_CONFIDENCE]
+    if margin != margin and confidence != confidence:  # neither given
+        return True
+    top = -np.inf
+    second = -np.inf
+    for c in range(r.shape[0]):
+        x = np.float64(r[c]) / t
+        if x > top:
+            second = top
+            top = x
+        elif x > second:
+            second = x
+    if margin == margin and not top - second >= margin:
+        return False
+    if confidence == confidence:
+        total = 0.0
+        for c in range(r.shape[0]):
+            total += np.exp(np.float64(r[c]) / t - top)
+        if not 1.0 / total >= confidence:
+            return False
+    return True
+
+
+@jit
+def exit_holds(readout, t, unchanged, rule, out):
+    """``out[b]`` (bool ``[B]``): the built-in part of ``rule`` holds after
+    step ``t`` for readout ``readout[b]`` (``[B, C]``), unchanged for
+    ``unchanged[b]`` steps; the same arithmetic as a kernel specialised with
+    ``exit_rule`` (so the chunked and the in-kernel early exit agree)."""
+    for b in range(readout.shape[0]):
+        out[b] = _exit_holds(readout[b], t, unchanged[b], rule)
+
+
+@helper
+def _exit_step(r, done, n_steps, rule, ex):
+    """After step ``done`` (1-based) of a sample: update its decision and
+    how long it has been unchanged (``exit_state`` row ``ex``), note its exit
+    step when the rule first holds (or at the last step), and return True
+    when the sample stops: its exit step is noted and ``done`` ends a check
+    interval (the first at ``EXIT_FIRST``, then every ``EXIT_EVERY`` steps;
+    with 1, at once), as a run cut into chunks checked between chunks would."""
+    decision = _argmax(r)
+    if decision == ex[0]:
+        ex[1] += 1
+    else:
+        ex[1] = 0
+    ex[0] = decision
+    if ex[2] == 0 and (done == n_steps or _exit_holds(r, done, ex[1], rule)):
+        ex[2] = done
+    if ex[2] == 0:
+        return False
+    first = np.int64(rule[EXIT_FIRST])
+    return done == n_steps or (done >= first and (done - first) % np.int64(rule[EXIT_EVERY]) == 0)
 
 
 def _models(models) -> tuple:
@@ -337,13 +495,17 @@ def _models(models) -> tuple:
 
 
 @specialise
-def graph_kernel(csr, conv, background, event_models, clock_models, record_models):
+def graph_kernel(csr, conv, background, event_models, clock_models, record_models, exit_rule=False):
     """The graph kernel specialised to the compile-time choices of
     :func:`graph_choices` (each combination compiled once, ``kernels._jit``):
     ``csr``, ``conv``: some projection is of that kind; ``background``: some
     population has Poisson background; ``event_models``, ``clock_models``,
     ``record_models``: bit masks of the models (``1 << MODEL_*``) of the
-    event-stepped, clock-stepped and recorded populations.
+    event-stepped, clock-stepped and recorded populations; ``exit_rule``:
+    an early exit judged inside the kernel on the recorded values (the
+    readout), ``inputs.exit_rule`` its rule, ``state.exit_state`` each
+    sample's progress on it (see :func:`_exit_step`): a sample stops being
+    stepped at the step it stops, its exit step noted.
 
     The kernel, ``(t_end, plan, inputs, state, first, stop)``, runs samples
     ``first .. stop - 1`` (``kernels._jit.run_samples``) one after the other:
@@ -352,7 +514,8 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
     state as it is at step ``progress[1]``), then runs it from step
     ``progress[1]`` up to ``t_end`` (exclusive). It stops a sample early,
     before a step, when ``hist_idx`` might not hold that step's spikes (fewer
-    than ``N`` free slots): the caller grows it and calls again."""
+    than ``N`` free slots): the caller grows it and calls again. With
+    ``exit_rule``, a sample that has stopped is skipped."""
     ev_plain, ev_ref, ev_cur, ev_both = _models(event_models)
     ck_plain, ck_ref, ck_cur, ck_both = _models(clock_models)
     rc_plain, rc_ref, rc_cur, rc_both = _models(record_models)
@@ -387,7 +550,13 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
             rec_v = st.rec_v[sample]
             counts = st.counts[sample]
             progress = st.progress[sample]
+            cacc = st.cacc[sample]
+            cmark = st.cmark[sample]
+            clist = st.clist[sample]
+            ex = st.exit_state[sample]
             n_steps = head.shape[1] - 1
+            if exit_rule and ex[3] != 0:
+                continue  # stopped
             if progress[2] != 1:  # 0: state before step 0; 2: state given; calendars from it
                 head[:, :n_steps] = -1
                 head[:, n_steps] = 0
@@ -438,6 +607,9 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                     n_p = pop_start[p + 1] - base
                     n_touched = 0
                     synops = 0
+                    n_list = 0  # runs of convolution sums listed (event-stepped)
+                    conv_in = False  # some convolution delivered this step
+                    c_out = plane = 1
                     clock = inputs.pop_clock[p] if mixed else clock_only
                     for k in range(plan.in_ptr[p], plan.in_ptr[p + 1]):
                         ts = t - plan.proj_delay[k]
@@ -446,22 +618,27 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                         src = plan.proj_src[k]
                         src_first = pop_start[src]
                         if conv and (not csr or plan.proj_kind[k] == CONV):
-                            synops, n_touched = _deliver_conv(
-                                hist_idx[hist_ptr[ts, src] : hist_ptr[ts, src + 1]],
-                                src_first,
-                                base,
-                                plan.proj_geom[k],
-                                plan.weights[plan.proj_woff[k] :],
-                                plan.tap_n[plan.tap_off[k] :],
-                                plan.tap_pixel[plan.tap_off[k] :],
-                                plan.tap_kernel[plan.tap_off[k] :],
-                                clock,
-                                acc,
-                                mark,
-                                touched,
-                                n_touched,
-                                synops,
-                            )
+                            geom = plan.proj_geom[k]
+                            c_out = geom[3]
+                            plane = geom[4] * geom[5]
+                            if hist_ptr[ts, src] < hist_ptr[ts, src + 1]:
+                                conv_in = True
+                                synops, n_list = _deliver_conv(
+                                    hist_idx[hist_ptr[ts, src] : hist_ptr[ts, src + 1]],
+                                    src_first,
+                                    base,
+                                    geom,
+                                    plan.weights[plan.proj_woff[k] :],
+                                    plan.tap_n[plan.tap_off[k] :],
+                                    plan.tap_pixel[plan.tap_off[k] :],
+                                    plan.tap_kernel[plan.tap_off[k] :],
+                                    clock,
+                                    cacc,
+                                    cmark,
+                                    clist,
+                                    n_list,
+                                    synops,
+                                )
                             continue
                         if csr:
                             rp = plan.proj_rp[k]
@@ -480,6 +657,13 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                                         touched[n_touched] = j  # kept only if j is new: no branch
                                         n_touched += 1 - mark[j]
                                         mark[j] = 1
+                    if conv and conv_in:  # the channel-last sums into acc, once per neuron
+                        if clock:
+                            _fold_conv_all(cacc, base, c_out, plane, acc)
+                        else:
+                            n_touched = _fold_conv(
+                                cacc, cmark, clist, n_list, base, c_out, plane, acc, mark, touched, n_touched
+                            )
                     if background:
                         for g in range(plan.bg_ptr[p], plan.bg_ptr[p + 1]):
                             draws = rng[g]
@@ -708,6 +892,9 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                         elif rc_both and model == MODEL_CUR_REF:
                             rec_v[t, r] = value_at(state, j, t, b, tables[p], True, True)[var]
                 t += 1
+                if exit_rule and _exit_step(rec_v[t - 1], t, n_steps, inputs.exit_rule, ex):
+                    ex[3] = 1
+                    break
             progress[0] = n_hist
             progress[1] = t
 
@@ -737,6 +924,7 @@ def graph_choices(plan: GraphPlan, inputs: GraphInputs, may_event=None, may_cloc
         _mask(plan.model[neuron & event]),
         _mask(plan.model[neuron & clock]),
         _mask(plan.model[inputs.rec_pop]),
+        bool(len(inputs.exit_rule)),
     )
 
 

@@ -7,13 +7,14 @@ run one after another over all steps, with their sources' spikes as inputs.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 import snn_kernels as kernels
 from snn_kernels import REF, T_LAST
-from snn_kernels.graph import GraphInputs, GraphPlan, GraphState, graph_choices
+from snn_kernels.graph import GraphInputs, GraphPlan, GraphState, graph_choices, graph_kernel
 
 from .conv import kernel_layout
 from .neurons import LIF
@@ -23,6 +24,11 @@ from .spiketrains import SpikeTrains
 # at least this many events per neuron per step (measured on BRUNEL-100 with
 # benchmarks/brunel.py --mode: there, at 0.2, the sweep is faster)
 CLOCK_BACKGROUND = 0.1
+# SteppedExit runs a batch in blocks of at most this many samples, each
+# block over arrays kept from the last run (allocating them costs as much as
+# a step of a small network at batch 1, and over a whole set more page
+# faults than the few steps an exiting sample runs)
+REUSE_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -344,6 +350,12 @@ class SteppedRun:
         self.rec_v = np.zeros((batch, n_steps, len(self.rec_ids)), dtype)
         self.counts = np.zeros((batch, n_pops, 4), np.int64)
         self.progress = np.zeros((batch, 3), np.int64)  # spikes in the history, next step, initialised
+        conv = int(plan.pop_start[-1]) if (plan.proj_kind == kernels.CONV).any() else 1
+        self.cacc = np.zeros((batch, conv), dtype)  # convolution sums, channel-last
+        self.cmark = np.zeros((batch, conv), np.int32)
+        self.clist = np.empty((batch, conv), np.int32)
+        self.exit_rule = np.zeros(0)  # no early exit (snn.convert.stopping sets one)
+        self.exit_state = np.zeros((batch, 4), np.int64)
         self._given = self._arrays = None  # the input trains of the last advance, as the kernel reads them
         inputs = self._inputs(*plan._input_arrays({}, batch, n_steps))
         self.choices = graph_choices(plan.arrays, inputs, *plan.may_paths(force_mode))  # compile-time
@@ -455,3 +467,173 @@ def _kernel_group(proj, g):
     if proj.kind == "conv":
         return (proj.delay, np.zeros(0, np.int64), np.zeros(0, np.int32), kernel_layout(proj.kernel))
     return proj.groups[g]
+
+
+class SteppedExit:
+    """Runs of a :class:`SteppedPlan` over at most ``n_steps`` in which each
+    sample stops once an early-exit rule holds on the membrane of the
+    ``readout`` population, judged inside the kernel after every step
+    (``kernels.graph``'s ``exit_rule``): a run is one kernel call, whatever
+    the batch, and a sample that has stopped costs nothing more. What a
+    sample computes up to its exit step is what an uncut run computes
+    (the same kernel, the same arithmetic). Built once per (plan, steps,
+    readout, paths) and reused by every run.
+
+    ``force_mode`` as :meth:`SteppedPlan.modes` takes it; ``None``: each
+    population's own mode, ``"auto"`` meaning the clock path for a
+    population fed by a convolution or given a drive (those of a converted
+    network are touched at nearly every neuron every step, where a sweep
+    costs less than visiting touched neurons and keeping calendars) and for
+    the readout (read at every step anyway), else the plan's choice."""
+
+    def __init__(self, plan: SteppedPlan, n_steps: int, readout: str, force_mode=None, driven=()):
+        self.plan, self.n_steps = plan, n_steps
+        dtype = plan.dtype
+        k = plan.pop_index[readout]
+        chosen = {}
+        for p, pop in enumerate(plan.order):
+            into = plan.proj_kind[plan.in_ptr[p] : plan.in_ptr[p + 1]]
+            if not pop.is_input and (pop.name in driven or p == k or (into == kernels.CONV).any()):
+                chosen[pop.name] = "clock"
+        self.modes = plan.modes(force_mode, chosen)
+        self.pop_clock = np.array([m == "clock" for m in self.modes], np.bool_)
+        self.tables = np.stack([n.propagator(n_steps, dtype) for n in plan.neurons])
+        n_out = plan.order[k].n
+        self.n_out = n_out
+        self.rec_ids = plan.pop_start[k] + np.arange(n_out, dtype=np.int64)
+        self.rec_pop = np.full(n_out, k, np.int64)
+        self.rec_var = np.zeros(n_out, np.int64)
+        self._silent = {}  # batch -> empty input arrays
+        self._buffers = {}  # batch -> the arrays of the last run of that batch, reused
+        self._lock = threading.Lock()  # one run at a time uses the buffers (others allocate)
+        self.choices = None
+        # bias rows as the kernel reads them: population k's at bias[:, off[k]:off[k + 1]],
+        # its own bias (one value when shared) or, driven, its bias plus the sample's drive
+        self._bias_parts = [
+            (pop.name if pop.name in driven and not pop.is_input else None, b)
+            for pop, b in zip(plan.order, plan.biases, strict=True)
+        ]
+        parts = zip(self._bias_parts, plan.order, strict=True)
+        widths = [pop.n if name is not None else len(b) for (name, b), pop in parts]
+        self._bias_off = np.concatenate(([0], np.cumsum(widths))).astype(np.int64)
+        self._driven = frozenset(driven)
+
+    def _bias_rows(self, batch, drives):
+        """:meth:`SteppedPlan.bias_rows` for this runner's driven populations
+        (the same values: bias plus drive summed in float64, then cast)."""
+        if set(drives) != self._driven:
+            raise ValueError(f"drives must be given for {sorted(self._driven)}, got {sorted(drives)}")
+        off = self._bias_off
+        bias = np.empty((batch, off[-1]), self.plan.dtype)
+        for k, (name, b) in enumerate(self._bias_parts):
+            if name is None:
+                bias[:, off[k] : off[k + 1]] = b
+            else:
+                bias[:, off[k] : off[k + 1]] = self.plan.order[k].bias + drives[name]
+        return bias, off
+
+    def run(self, drives: dict, batch: int, seed: int, rule: np.ndarray, first: int = 0) -> tuple:
+        """Run ``batch`` samples (``drives``: by population name, ``[B,
+        n]``) under ``rule`` (``kernels.graph.EXIT_FIELDS`` float64); the
+        first is sample ``first`` of the run (its generator streams).
+        Returns ``(exit_step [B], readout [B, C] at the exit step, counts
+        [B, P, 4] of the steps run)``. A large batch runs in blocks of
+        ``REUSE_BATCH`` samples over the same arrays, which stay in memory
+        already touched (a new array per sample would cost more in page
+        faults and zeroing than the few steps an exiting sample runs)."""
+        if batch > REUSE_BATCH:
+            parts = [
+                self.run(
+                    {name: d[a : a + REUSE_BATCH] for name, d in drives.items()},
+                    min(REUSE_BATCH, batch - a),
+                    seed,
+                    rule,
+                    first + a,
+                )
+                for a in range(0, batch, REUSE_BATCH)
+            ]
+            return tuple(np.concatenate(out) for out in zip(*parts, strict=True))
+        plan, n_steps = self.plan, self.n_steps
+        bias, bias_off = self._bias_rows(batch, drives)
+        silent = self._silent.get(batch)
+        if silent is None:
+            silent = self._silent[batch] = plan._input_arrays({}, batch, n_steps)
+        inputs = GraphInputs(
+            self.pop_clock,
+            self.tables,
+            bias,
+            bias_off,
+            self.rec_ids,
+            self.rec_pop,
+            self.rec_var,
+            rule,
+            *silent,
+        )
+        reuse = batch <= REUSE_BATCH and self._lock.acquire(blocking=False)
+        try:
+            state = self._buffers.pop(batch, None) if reuse else None
+            if state is None:
+                state = self._state(batch)
+            else:  # left by an earlier run: what is zero between steps is zero; reset the rest
+                state.counts[:] = 0
+                state.progress[:] = 0
+            state.exit_state[:] = 0
+            state.exit_state[:, 0] = -1
+            state.rng[:] = np.array(
+                [[kernels.seed_state(seed, first + s, g) for g in plan.bg_stream] for s in range(batch)],
+                np.uint64,
+            ).reshape(state.rng.shape)
+            state = self._steps(inputs, state)
+            steps = state.exit_state[:, 2].copy()
+            readout = state.rec_v[np.arange(batch), steps - 1].astype(np.float64)
+            counts = state.counts.copy()
+            if reuse:
+                self._buffers[batch] = state
+        finally:
+            if reuse:
+                self._lock.release()
+        return steps, readout, counts
+
+    def _state(self, batch) -> GraphState:
+        """New per-sample arrays of a run (``kernels.graph.GraphState``)."""
+        plan, dtype = self.plan, self.plan.dtype
+        n_total, n_pops, n_steps = int(plan.pop_start[-1]), len(plan.order), self.n_steps
+        n_conv = n_total if (plan.proj_kind == kernels.CONV).any() else 1
+        return GraphState(
+            np.empty((batch, n_total, plan.width), dtype),
+            np.zeros((batch, n_total), dtype),
+            np.zeros((batch, n_total), np.uint8),
+            np.empty((batch, n_total + 1), np.int32),
+            np.empty((batch, n_pops, n_steps + 1), np.int32),
+            np.empty((batch, n_total), np.int32),
+            np.empty((batch, n_total), np.int32),
+            np.empty((batch, n_total), np.int32),
+            np.empty((batch, len(plan.bg_stream), 4), np.uint64),
+            np.zeros((batch, n_steps, n_pops + 1), np.int64),
+            np.empty((batch, 2 * n_total + min(n_total * n_steps // 1000, 1 << 24)), np.int32),
+            np.empty((batch, n_steps, self.n_out), dtype),
+            np.zeros((batch, n_pops, 4), np.int64),
+            np.zeros((batch, 3), np.int64),
+            np.zeros((batch, n_conv), dtype),
+            np.zeros((batch, n_conv), np.int32),
+            np.empty((batch, n_conv), np.int32),
+            np.zeros((batch, 4), np.int64),
+        )
+
+    def _steps(self, inputs, state) -> GraphState:
+        """Run every sample until it stops (the spike history grown as
+        needed); returns the state (with the grown history)."""
+        plan, batch = self.plan, state.state.shape[0]
+        if self.choices is None:
+            self.choices = graph_choices(plan.arrays, inputs)
+            self._kernel = graph_kernel(*self.choices)
+        while True:
+            if batch == 1:  # no threads to hand out: the kernel at once
+                self._kernel(self.n_steps, plan.arrays, inputs, state, 0, 1)
+            else:
+                kernels.graph_run(self.n_steps, plan.arrays, inputs, state, self.choices)
+            if state.exit_state[:, 3].all():
+                return state
+            grown = np.empty((batch, 2 * state.hist_idx.shape[1]), np.int32)  # the history is full
+            grown[:, : state.hist_idx.shape[1]] = state.hist_idx
+            state = state._replace(hist_idx=grown)

@@ -1,7 +1,20 @@
-"""Early exit that stops the simulation (issue 13): a converted model runs
-chunk by chunk (:meth:`snn.Graph.start`), each sample's readout is checked
-against a rule after every chunk, and a sample whose decision is stable
-leaves the batch, so the work it would have cost is never done.
+"""Early exit that stops the simulation (issue 13): each sample's readout
+is checked against a rule after every step, and a sample whose decision is
+stable stops, so the work it would have cost is never done. Two ways run it:
+
+- in the kernel (``engine="kernel"``): every population is stepped together
+  by the graph kernel, which judges the rule after each step of each sample
+  and stops the sample there (:class:`snn.stepped.SteppedExit`), so a run
+  is one kernel call, at batch 1 as over a whole set;
+- chunked (``engine="chunked"``): the model runs chunk by chunk
+  (:meth:`snn.Graph.start`), the rule judged in Python between chunks, the
+  samples that exit leaving the batch (:meth:`Simulation.keep`).
+
+``engine="auto"`` takes the kernel unless the rule has a ``custom``
+callable (judged in Python) or the network has a max-pool gate (a gate runs
+as a layer over all steps and cannot be stepped together), or
+``together=False`` is asked for. Both ways compute the same: the built-in
+rules are one compiled function (``kernels.graph.exit_holds``).
 
 Unlike :func:`snn.convert.early_exit` (which reads one full run and counts
 what stopping would have spent), everything reported here was done: the
@@ -18,14 +31,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from snn_kernels.graph import (
+    EXIT_CONFIDENCE,
+    EXIT_EVERY,
+    EXIT_FIELDS,
+    EXIT_FIRST,
+    EXIT_MARGIN,
+    EXIT_MIN,
+    EXIT_PATIENCE,
+    exit_holds,
+)
+
+from .._validate import numba_threads, run_extent
 from ..graph import Graph
 from ..network import _vecmat
+from ..schedule import stages
 from ..spiketrains import SpikeTrains
+from ..stepped import SteppedExit
 from .base import check_labels, check_samples
 from .chain import ConvertedNetwork
 from .graph import ConvertedGraph, drive_currents
 
 _GRAPHS = weakref.WeakKeyDictionary()  # stack -> its graph (Graph.from_network), built once
+_EXITS = weakref.WeakKeyDictionary()  # graph -> {key: SteppedPlan or SteppedExit or the refusal}
+ENGINES = ("auto", "kernel", "chunked")
 
 
 @dataclass(frozen=True)
@@ -83,22 +112,32 @@ class ExitRule:
         ``patience + 1``: a decision is the same over ``patience + 1`` steps)."""
         return max(self.min_steps, 1 if self.patience is None else self.patience + 1)
 
+    def fields(self, every: int, first: int) -> np.ndarray:
+        """The built-in rule as the kernels read it (``kernels.graph``'s
+        ``EXIT_*`` fields), checked after steps ``first``, ``first +
+        every``, ..."""
+        out = np.empty(EXIT_FIELDS)
+        out[EXIT_MIN] = self.min_steps
+        out[EXIT_PATIENCE] = -1 if self.patience is None else self.patience
+        out[EXIT_MARGIN] = np.nan if self.margin is None else self.margin
+        out[EXIT_CONFIDENCE] = np.nan if self.confidence is None else self.confidence
+        out[EXIT_EVERY] = every
+        out[EXIT_FIRST] = first
+        return out
+
     def holds(self, t: int, readout: np.ndarray, unchanged: np.ndarray) -> np.ndarray:
         """``[B]`` bool: the rule holds after step ``t`` for readouts ``[B,
         C]`` whose decision has been the same for ``unchanged`` steps."""
-        ok = np.full(len(readout), t >= self.min_steps)
-        if self.patience is not None:
-            ok &= unchanged >= self.patience
-        if self.margin is not None or self.confidence is not None:
-            logits = readout / t
-            if self.margin is not None:
-                if readout.shape[1] < 2:
-                    raise ValueError("margin needs a readout of at least two classes")
-                top2 = np.sort(logits, axis=1)[:, -2:]
-                ok &= top2[:, 1] - top2[:, 0] >= self.margin
-            if self.confidence is not None:
-                z = np.exp(logits - logits.max(axis=1, keepdims=True))
-                ok &= z.max(axis=1) / z.sum(axis=1) >= self.confidence
+        if self.margin is not None and readout.shape[1] < 2:
+            raise ValueError("margin needs a readout of at least two classes")
+        ok = np.empty(len(readout), bool)
+        exit_holds(
+            np.ascontiguousarray(readout, np.float64),
+            int(t),
+            np.ascontiguousarray(unchanged, np.int64),
+            self.fields(1, 1),
+            ok,
+        )
         if self.custom is not None:
             verdict = np.asarray(self.custom(t, readout.copy()))
             if verdict.shape != (len(readout),) or verdict.dtype != bool:
@@ -163,6 +202,7 @@ def run_early_exit(
     mode: str | None = None,
     n_threads: int | None = None,
     together: bool = False,
+    engine: str = "auto",
     **rule_kwargs,
 ) -> ExitedRun:
     """Run ``converted`` (a :class:`~snn.convert.ConvertedNetwork` or
@@ -177,8 +217,19 @@ def run_early_exit(
 
     A sample's spikes and decision are those of the run to its exit step
     (chunked runs equal uncut ones); ``mode`` forces one path for every
-    population (default: each one's own, ``"auto"`` choosing on the first
-    chunk)."""
+    population (default: each one's own; ``"auto"`` chooses on the first
+    chunk, or in the kernel the clock path for the readout and for
+    populations fed by a convolution or driven, see :class:`snn.stepped.SteppedExit`).
+
+    ``engine``: ``"kernel"`` judges the rule inside the graph kernel (every
+    population stepped together: one kernel call per run), ``"chunked"``
+    between chunks in Python (``together``: its chunks step every
+    population in one stage instead of layer stages), ``"auto"`` (default)
+    the kernel unless the rule has a ``custom`` callable or the network a
+    max-pool gate (which cannot be stepped together; then chunked, in
+    layer stages). Both compute the same exits, decisions and counts;
+    ``every > 1`` stops a sample in the kernel where the chunked way would
+    (at the end of the chunk it exits in)."""
     start = time.perf_counter()
     if rule is None:
         rule = ExitRule(**rule_kwargs)
@@ -188,8 +239,40 @@ def run_early_exit(
         raise TypeError(f"rule must be an ExitRule, got {type(rule).__name__}")
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
         raise ValueError(f"every must be an integer >= 1, got {every!r}")
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
+        raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "kernel" and rule.custom is not None:
+        raise ValueError("a custom rule is judged in Python: use engine='chunked' (or 'auto')")
     graph, readout, drive, macs = _as_graph(converted, x)
     batch = len(x)
+    if engine != "chunked" and rule.custom is None:
+        runner = _exit_runner(graph, readout, T, mode, drive, engine == "kernel")
+        if runner is not None:
+            if rule.margin is not None and runner.n_out < 2:
+                raise ValueError("margin needs a readout of at least two classes")
+            run_extent(int(T), batch, graph.dtype)
+            if graph.dtype != np.float64:  # what the state precision holds (float64: any finite drive)
+                graph._check_precision(drive)
+            fields = rule.fields(int(every), max(int(every), rule.earliest))
+            if n_threads is None:
+                exit_step, final, counts = runner.run(drive, batch, 0, fields)
+            else:
+                with numba_threads(n_threads):
+                    exit_step, final, counts = runner.run(drive, batch, 0, fields)
+            done = counts.sum(axis=1)
+            return ExitedRun(
+                str(rule),
+                T,
+                exit_step,
+                final.argmax(axis=1),
+                final,
+                done[:, 0],
+                done[:, 1],
+                macs,
+                time.perf_counter() - start,
+            )
     n_out = graph[readout].n
     silent = {p.name: SpikeTrains.empty(T, batch, p.n) for p in graph.populations if p.is_input}
     sim = graph.start(
@@ -242,6 +325,35 @@ def run_early_exit(
         macs,
         time.perf_counter() - start,
     )
+
+
+def _exit_runner(graph, readout, T, mode, drive, required):
+    """The :class:`SteppedExit` of ``graph`` for these arguments (built
+    once), or None when the network cannot be stepped together (a max-pool
+    gate) and the kernel is not ``required`` (else that ``ValueError``)."""
+    cache = _EXITS.get(graph)
+    if cache is None:
+        cache = _EXITS[graph] = {}
+    plan = cache.get(readout)
+    if plan is None:
+        try:
+            plan = stages(graph, frozenset([readout]), together=True)[0].plan
+        except ValueError as err:
+            plan = err
+        cache[readout] = plan
+    if isinstance(plan, ValueError):
+        if required:
+            raise ValueError(f"engine='kernel' steps every population together: {plan}")
+        return None
+    if mode not in (None, "event", "clock", "auto"):  # "dense" runs in layer stages only
+        if required:
+            raise ValueError(f"engine='kernel' takes mode 'event', 'clock', 'auto' or None, got {mode!r}")
+        return None
+    key = (readout, int(T), mode, frozenset(drive))
+    runner = cache.get(key)
+    if runner is None:
+        runner = cache[key] = SteppedExit(plan, int(T), readout, mode, frozenset(drive))
+    return runner
 
 
 def _as_graph(converted, x) -> tuple:
