@@ -102,3 +102,105 @@ def _tap_tables(geom_bytes):
 
 
 NO_TAPS = _tap_tables(np.zeros(15, np.int64).tobytes())  # placeholders of the same types (not a convolution)
+
+
+RUN_ACC, RUN_W, RUN_LEN, RUN_PIXEL, RUN_PIXELS = range(5)  # the fields of a delivery run
+
+
+def merges_rows(geom):
+    """True if the taps of one kernel row that an input reaches land on
+    consecutive output pixels (dilation 1 along x: the columns ``kx``, ``kx
+    + stride``, ... reach pixels ``ox``, ``ox - 1``, ...) and their channels
+    are contiguous there (one group): with the kernel's columns reordered
+    (:func:`column`), their channel-last targets and their weights are then
+    one contiguous run each."""
+    return int(geom[13]) == 1 and int(geom[14]) == 1
+
+
+@helper
+def column(kx, kw, stride):
+    """Where kernel column ``kx`` goes in a row of :func:`delivery_weights`
+    when rows merge: the columns grouped by ``kx % stride`` (an input
+    reaches the columns of one group only), each group in decreasing ``kx``
+    (increasing output pixel)."""
+    r = kx % stride
+    before = 0
+    for q in range(r):
+        before += (kw - q + stride - 1) // stride
+    return before + (kw - 1 - kx) // stride
+
+
+def spatial_runs(geom):
+    """Delivery runs of a geometry: for input position ``p = y * W_in + x``,
+    ``n_runs[p]`` runs ``runs[p, r]`` (int64 fields :data:`RUN_ACC` ...):
+    add weights ``w[RUN_W + c_local * kh * kw * C_out + g * C_out/groups
+    ...]`` (``w``: :func:`delivery_weights`) to the channel-last input sums
+    ``acc[RUN_ACC + g * C_out/groups ...]`` (``acc[pixel * C_out + c]``),
+    ``RUN_LEN`` of them, reaching ``RUN_PIXELS`` output pixels from
+    ``RUN_PIXEL`` on. Where :func:`merges_rows`, a run is a whole kernel row
+    (``RUN_LEN`` = its taps inside the output x C_out), otherwise a tap
+    (C_out/groups). Built from :func:`spatial_taps`, in its order of rows;
+    entries past ``n_runs[p]`` are unspecified."""
+    n_taps, pixel, tap = spatial_taps(geom)
+    kw, c_out, sx, groups = int(geom[7]), int(geom[3]), int(geom[9]), int(geom[14])
+    cg_out = c_out // groups if groups else 0
+    n_pos, n_tap = pixel.shape
+    runs = np.zeros((n_pos, max(n_tap, 1), 5), np.int64)
+    n_runs = np.zeros(n_pos, np.int64)
+    merge = merges_rows(geom)
+    for p in range(n_pos):
+        r, last_ky, last_kx = -1, -1, -1
+        for k in range(int(n_taps[p])):
+            ky, kx = divmod(int(tap[p, k]), kw)
+            # taps in (ky, kx) order: along a row, kx + stride reaches the pixel before
+            # (ox = (x + px - kx) / stride)
+            if merge and r >= 0 and ky == last_ky and kx == last_kx + sx:
+                runs[p, r, RUN_ACC] -= c_out
+                runs[p, r, RUN_W] -= c_out  # reordered columns: kx + stride comes just before kx
+                runs[p, r, RUN_LEN] += c_out
+                runs[p, r, RUN_PIXEL] -= 1
+                runs[p, r, RUN_PIXELS] += 1
+            else:
+                r += 1
+                col = column(kx, kw, sx) if merge else kx
+                runs[p, r] = (pixel[p, k] * c_out, (ky * kw + col) * c_out, cg_out, pixel[p, k], 1)
+            last_ky, last_kx = ky, kx
+        n_runs[p] = r + 1
+    return n_runs, runs
+
+
+def run_tables(geom):
+    """:func:`spatial_runs` of ``geom``, read-only, remembered for the last
+    few geometries."""
+    return _run_tables(np.ascontiguousarray(geom, np.int64).tobytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _run_tables(geom_bytes):
+    tables = spatial_runs(np.frombuffer(geom_bytes, np.int64))
+    for table in tables:
+        table.flags.writeable = False
+    return tables
+
+
+NO_RUNS = _run_tables(np.zeros(15, np.int64).tobytes())  # placeholders of the same types
+
+
+@helper
+def delivery_weights(geom, weights, out):
+    """The flat weights ``[C_in / groups, kh, kw, C_out]`` as
+    :func:`spatial_runs` reads them, in ``out`` (any float dtype: converted
+    once, exactly, instead of at every synaptic operation): the same layout,
+    with each kernel row's columns reordered (:func:`column`) where
+    :func:`merges_rows`."""
+    kw = geom[7]
+    c_out = geom[3]
+    merge = geom[13] == 1 and geom[14] == 1
+    rows = weights.shape[0] // (kw * c_out)
+    for row in range(rows):
+        for kx in range(kw):
+            col = column(kx, kw, geom[9]) if merge else kx
+            src = (row * kw + kx) * c_out
+            dst = (row * kw + col) * c_out
+            for co in range(c_out):
+                out[dst + co] = weights[src + co]

@@ -44,7 +44,17 @@ import numba
 import numpy as np
 
 from ._jit import helper, jit, run_samples, specialise
-from .conv import NO_TAPS, conv_sizes, tap_tables
+from .conv import (
+    NO_RUNS,
+    RUN_ACC,
+    RUN_LEN,
+    RUN_PIXEL,
+    RUN_PIXELS,
+    RUN_W,
+    conv_sizes,
+    delivery_weights,
+    run_tables,
+)
 from .neuron import (
     NEVER,
     REF,
@@ -526,6 +536,100 @@ def _first_due(state, bias, table, n_steps, threshold, due_next):
     return n_due
 
 
+@jit
+def _conv_tables(geom, weights, like):
+    """Per-call tables of a convolution's delivery: the flat weights in the
+    state dtype (that of the array ``like``; converted once instead of at every
+    synaptic operation: the same values), and for each input neuron ``(c, y,
+    x)`` its position ``y * W_in + x``, the offset of its weights (``(c_local
+    * kh * kw) * C_out + g * C_out/groups``), of its group's channels in a
+    channel-last pixel (``g * C_out/groups``) and of its group's pixels
+    (``g * H_out * W_out``), so that delivery divides nothing."""
+    hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
+    w_st = np.empty(weights.shape[0], like.dtype)
+    delivery_weights(geom, weights, w_st)
+    n_in = geom[0] * hw_in
+    pre_pos = np.empty(n_in, np.int64)
+    pre_w = np.empty(n_in, np.int64)
+    pre_a = np.empty(n_in, np.int64)
+    pre_key = np.empty(n_in, np.int64)
+    for pre in range(n_in):
+        c = pre // hw_in
+        g = c // cg_in
+        pre_pos[pre] = pre - c * hw_in
+        pre_w[pre] = (c - g * cg_in) * kk * c_out + g * cg_out
+        pre_a[pre] = g * cg_out
+        pre_key[pre] = g * plane
+    return w_st, pre_pos, pre_w, pre_a, pre_key
+
+
+@helper
+def _to_channel_last(state, v_init, bias, table, n_steps, c_out, plane, v_cl, b_cl):
+    """The membranes of a conv layer channel-last in ``v_cl`` (``pixel *
+    C_out + c``): ``v_init`` (channel-first) if given, else those of
+    ``state``; and the bias of one step (``bias * table[1, 2]``, what
+    ``neuron.sweep_step`` adds) likewise in ``b_cl``."""
+    gain = table[1, 2] if n_steps > 0 else table[0, 2]
+    fresh = v_init.shape[0] > 0
+    for c in range(c_out):
+        for pixel in range(plane):
+            j = c * plane + pixel
+            v_cl[pixel * c_out + c] = v_init[j] if fresh else state[j, V]
+            b_cl[pixel * c_out + c] = bias_of(bias, j) * gain
+
+
+@helper
+def _from_channel_last(state, v_cl, t, c_out, plane):
+    """Back from :func:`_to_channel_last`: membranes into ``state``, every
+    neuron at step ``t``."""
+    stamp = state.dtype.type(t)
+    for c in range(c_out):
+        for pixel in range(plane):
+            j = c * plane + pixel
+            state[j, V] = v_cl[pixel * c_out + c]
+            state[j, T_LAST] = stamp
+
+
+@helper(choices=("reset_mode",))
+def _conv_sweep(
+    v_cl, acc_cl, b_cl, decay, threshold, reset_mode, v_reset, fired, c_out, plane, out_idx, n_out
+):
+    """Clock-driven step of a plain IF/LIF conv layer kept channel-last
+    (:func:`_to_channel_last`): every neuron ``v <- v * decay + b + input``
+    (``neuron.sweep_step``'s arithmetic, in one contiguous branch-free loop
+    that vectorises), input ``acc_cl`` zeroed, threshold, reset; then the
+    spikes appended to ``out_idx`` as channel-first indices in increasing
+    order (the order of ``sweep_step``). Returns the new spike count, or -1
+    if ``out_idx`` is full."""
+    n = v_cl.shape[0]
+    for j in range(n):
+        v = v_cl[j] * decay + b_cl[j] + acc_cl[j]
+        acc_cl[j] = 0
+        spike = v >= threshold
+        fired[j] = spike
+        if reset_mode == RESET_SUBTRACT:
+            v_cl[j] = v - threshold if spike else v
+        elif reset_mode == RESET_TO_VALUE:
+            v_cl[j] = v_reset if spike else v
+        else:
+            v_cl[j] = v
+    cap = out_idx.shape[0]
+    if n_out + n <= cap:  # room for every neuron: a branch-free append
+        for c in range(c_out):
+            for pixel in range(plane):
+                out_idx[n_out] = c * plane + pixel
+                n_out += np.int64(fired[pixel * c_out + c])
+        return n_out
+    for c in range(c_out):
+        for pixel in range(plane):
+            if fired[pixel * c_out + c]:
+                if n_out >= cap:
+                    return -1
+                out_idx[n_out] = c * plane + pixel
+                n_out += 1
+    return n_out
+
+
 @specialise
 def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     """The kernel of a projection whose spikes reach some targets only,
@@ -558,9 +662,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     adds each weight to the membrane, the others add their sum).
 
     The kernel's arguments are :func:`csr_layer`'s without the compile-time
-    choices, ``rowptr, cols, weights, geom, n_taps, tap_pixel, tap_kernel``
-    for the connectivity (the last three: ``kernels.conv.spatial_taps``;
-    placeholders for what the kind does not use), ``two_phase_at, sweep_at``
+    choices, ``rowptr, cols, weights, geom, n_runs, runs`` for the
+    connectivity (the last two: ``kernels.conv.spatial_runs``; placeholders
+    for what the kind does not use), ``two_phase_at, sweep_at``
     after ``settle`` (floats; CONV ignores them), and last ``first, stop``:
     it runs samples ``first .. stop - 1`` one after the other (see
     ``kernels._jit.run_samples``)."""
@@ -572,9 +676,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
         cols,
         weights,
         geom,
-        n_taps,
-        tap_pixel,
-        tap_kernel,
+        n_runs,
+        runs,
         bias_b,
         table,
         threshold,
@@ -591,6 +694,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
         first,
         stop,
     ):
+        if kind == CONV:  # per call: the weights in the state dtype, and each input's offsets
+            hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
+            w_st, pre_pos, pre_w, pre_a, pre_key = _conv_tables(geom, weights, state_b)
         for sample in range(first, stop):  # the samples of this call, one after the other
             in_tptr = in_tptr_b[sample]
             in_idx = in_idx_b[sample]
@@ -604,10 +710,17 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             # synaptic operations of a step from which it runs in two phases, or as a sweep
             two_phase_from = two_phase_at * n
             sweep_from = sweep_at * n
-            acc = np.empty(n, state.dtype)
+            # input sums in neuron order (a convolution sums channel-last, into acc_cl below)
+            acc = np.empty(
+                0 if kind == CONV and (not clock or not has_current and not has_refractory) else n,
+                state.dtype,
+            )
             acc[:] = 0.0
             if v_init.shape[0]:  # a new run; otherwise ``state`` continues an earlier chunk
-                _init_state(state, v_init, has_current, has_refractory)
+                if kind == CONV and clock and not has_current and not has_refractory and n_steps > 0:
+                    pass  # the membranes start channel-last, and state is written once, after the steps
+                else:
+                    _init_state(state, v_init, has_current, has_refractory)
             if not clock:  # the calendar of self-driven spikes, and the neurons touched in a step
                 head = _new_calendar(n_steps)
                 nxt = np.empty(n, np.int32)
@@ -641,12 +754,20 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 # input is summed channel-last (``acc_cl[pixel * c_out + c]``: the
                 # output channels of one tap are contiguous, so the sum vectorises),
                 # and the channels of a touched (group, pixel) are brought forward together
-                hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
                 acc_cl = np.empty(n, state.dtype)
                 acc_cl[:] = 0.0
-                pixel_stamp = np.empty(geom[14] * plane, np.int64)
-                pixel_stamp[:] = -1
-                pixels = np.empty(geom[14] * plane, np.int64)
+                if not clock:
+                    pixel_stamp = np.empty(geom[14] * plane, np.int64)
+                    pixel_stamp[:] = -1
+                    pixels = np.empty(geom[14] * plane, np.int64)
+                if (
+                    clock and not has_current and not has_refractory
+                ):  # membranes and one step's bias channel-last, spikes of a step as flags
+                    v_cl = np.empty(n, state.dtype)
+                    b_cl = np.empty(n, state.dtype)
+                    fired = np.empty(n, np.uint8)
+                    decay = table[1, 0] if n_steps > 0 else state.dtype.type(1)
+                    _to_channel_last(state, v_init, bias, table, n_steps, c_out, plane, v_cl, b_cl)
             n_pixels = 0
             swept = False  # CSR event path: the step before was a sweep (every neuron at t - 1)
             synops = 0
@@ -872,26 +993,48 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         for s in range(s0, s1):  # the clock path (the event path's steps: above)
                             acc[cols[s]] += weights[s]
                     else:  # CONV: sum into acc_cl (no branch per synapse), then per touched pixel
-                        c = pre // hw_in
-                        p = pre - c * hw_in
-                        g = c // cg_in
-                        w_base = (c - g * cg_in) * kk * c_out + g * cg_out
-                        synops += n_taps[p] * cg_out
-                        for k in range(n_taps[p]):
-                            pixel = tap_pixel[p, k]
+                        p = pre_pos[pre]
+                        a_base = pre_a[pre]
+                        w_base = pre_w[pre]
+                        for r in range(n_runs[p]):  # contiguous runs of weights (kernels.conv.spatial_runs)
+                            length = runs[p, r, RUN_LEN]
+                            synops += length
                             if not clock:
-                                key = g * plane + pixel
-                                if pixel_stamp[key] != t:
-                                    pixel_stamp[key] = t
-                                    pixels[n_pixels] = key
-                                    n_pixels += 1
-                            a0 = pixel * c_out + g * cg_out
-                            w0 = w_base + tap_kernel[p, k] * c_out
-                            target = acc_cl[a0 : a0 + cg_out]  # views: the loop below vectorises
-                            w = weights[w0 : w0 + cg_out]
-                            for co in range(cg_out):
+                                key = pre_key[pre] + runs[p, r, RUN_PIXEL]
+                                # the run's pixels last to first: the order of its taps (kx ascending)
+                                for q in range(runs[p, r, RUN_PIXELS] - 1, -1, -1):
+                                    if pixel_stamp[key + q] != t:
+                                        pixel_stamp[key + q] = t
+                                        pixels[n_pixels] = key + q
+                                        n_pixels += 1
+                            a0 = runs[p, r, RUN_ACC] + a_base
+                            w0 = runs[p, r, RUN_W] + w_base
+                            target = acc_cl[a0 : a0 + length]  # views: the loop below vectorises
+                            w = w_st[w0 : w0 + length]
+                            for co in range(length):
                                 target[co] += w[co]
                 if clock:
+                    if (
+                        kind == CONV and not has_current and not has_refractory
+                    ):  # channel-last, no transposition (same arithmetic)
+                        updates += n
+                        n_out = _conv_sweep(
+                            v_cl,
+                            acc_cl,
+                            b_cl,
+                            decay,
+                            threshold,
+                            reset_mode,
+                            v_reset,
+                            fired,
+                            c_out,
+                            plane,
+                            out_idx,
+                            n_out,
+                        )
+                        if n_out < 0:
+                            break
+                        continue
                     if kind == CONV:  # to channel-first, the neurons' order, in cache-sized tiles
                         for p0 in range(0, plane, 16):
                             p1 = p0 + 16 if p0 + 16 < plane else plane
@@ -970,6 +1113,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 counts[3] = OVERFLOW
                 continue
             out_tptr[n_steps] = n_out
+            if kind == CONV and clock and not has_current and not has_refractory and n_steps > 0:
+                _from_channel_last(state, v_cl, n_steps - 1, c_out, plane)
             if settle and not clock:
                 _settle(state, bias, table, n_steps, has_current, has_refractory)
             counts[0] = synops
@@ -1223,7 +1368,7 @@ def csr_layer(
         cols,
         weights,
         _NO_GEOM,
-        *NO_TAPS,
+        *NO_RUNS,
         bias,
         table,
         threshold,
@@ -1273,7 +1418,7 @@ def conv_layer(
         _NO_COLS,
         weights,
         geom,
-        *tap_tables(geom),
+        *run_tables(geom),
         bias,
         table,
         threshold,
