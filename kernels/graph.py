@@ -204,7 +204,12 @@ class GraphState(NamedTuple):
     a convolution); exit_state [B, 4] int64 (a kernel with ``exit_rule``):
     the decision after the last step (-1 before step 1), the steps it has
     been unchanged, the exit step (0 while none) and 1 once the sample has
-    stopped."""
+    stopped. Scratch: with a kernel call's samples run from their start to
+    their end (an early exit, its history long enough for every step), the
+    arrays of state, marks, calendars, sums and history may have one row,
+    which the samples of the call share one after the other (it stays in
+    cache); ``rng``, ``rec_v``, ``counts``, ``progress`` and ``exit_state``
+    are per sample always."""
 
     state: np.ndarray
     acc: np.ndarray
@@ -404,6 +409,40 @@ def _fold_conv_all(cacc, base, c_out, plane, acc):
             j += plane
 
 
+@helper
+def _sweep_conv_plain(
+    state, acc, cacc, base, c_out, plane, t, bias, table, threshold, reset_mode, v_reset, out_idx, n_out
+):
+    """``neuron.sweep_step`` of a plain IF/LIF population (the same
+    arithmetic) whose convolution sums are still channel-last in ``cacc``:
+    neuron ``base + c * plane + x`` gets ``acc`` plus ``cacc[base + x *
+    C_out + c]`` (both zeroed), so no fold pass writes them to ``acc``
+    first. The caller has checked that ``out_idx`` has room. Returns the
+    new spike count."""
+    decay = table[1, 0]
+    shared = bias.shape[0] == 1
+    b = bias[0] * table[1, 2]
+    stamp = state.dtype.type(t)
+    for c in range(c_out):
+        j = base + c * plane
+        o = base + c
+        for _ in range(plane):
+            if not shared:
+                b = bias[j - base] * table[1, 2]
+            v = state[j, V] * decay + b + (acc[j] + cacc[o])
+            acc[j] = 0
+            cacc[o] = 0
+            state[j, T_LAST] = stamp
+            if v >= threshold:
+                out_idx[n_out] = j
+                n_out += 1
+                v = after_spike(v, threshold, reset_mode, v_reset)
+            state[j, V] = v
+            j += 1
+            o += c_out
+    return n_out
+
+
 # fields of GraphInputs.exit_rule, float64: min_steps; patience (< 0: none);
 # margin, confidence (NaN: none); every (steps between two checks of a
 # chunked run, see exit_holds); earliest (the end of the first chunk)
@@ -536,23 +575,25 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
             bias = inputs.bias[sample]
             in_tptr = inputs.in_tptr[sample]
             in_idx = inputs.in_idx[sample]
-            state = st.state[sample]
-            acc = st.acc[sample]
-            mark = st.mark[sample]
-            touched = st.touched[sample]
-            head = st.head[sample]
-            nxt = st.nxt[sample]
-            prv = st.prv[sample]
-            due = st.due[sample]
+            # scratch of one row: shared by the samples of this call, run one after the other
+            slot = 0 if st.state.shape[0] == 1 else sample
+            state = st.state[slot]
+            acc = st.acc[slot]
+            mark = st.mark[slot]
+            touched = st.touched[slot]
+            head = st.head[slot]
+            nxt = st.nxt[slot]
+            prv = st.prv[slot]
+            due = st.due[slot]
             rng = st.rng[sample]
-            hist_ptr = st.hist_ptr[sample]
-            hist_idx = st.hist_idx[sample]
+            hist_ptr = st.hist_ptr[slot]
+            hist_idx = st.hist_idx[slot]
             rec_v = st.rec_v[sample]
             counts = st.counts[sample]
             progress = st.progress[sample]
-            cacc = st.cacc[sample]
-            cmark = st.cmark[sample]
-            clist = st.clist[sample]
+            cacc = st.cacc[slot]
+            cmark = st.cmark[slot]
+            clist = st.clist[slot]
             ex = st.exit_state[sample]
             n_steps = head.shape[1] - 1
             if exit_rule and ex[3] != 0:
@@ -659,7 +700,9 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                                         mark[j] = 1
                     if conv and conv_in:  # the channel-last sums into acc, once per neuron
                         if clock:
-                            _fold_conv_all(cacc, base, c_out, plane, acc)
+                            if not (ck_plain and plan.model[p] == MODEL_PLAIN):
+                                _fold_conv_all(cacc, base, c_out, plane, acc)
+                                conv_in = False  # else read by the sweep (_sweep_conv_plain)
                         else:
                             n_touched = _fold_conv(
                                 cacc, cmark, clist, n_list, base, c_out, plane, acc, mark, touched, n_touched
@@ -686,7 +729,24 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                     refractory = plan.refractory[p]
                     if clock:
                         # room was checked before the step
-                        if ck_plain and model == MODEL_PLAIN:
+                        if ck_plain and model == MODEL_PLAIN and conv and conv_in:
+                            n_hist = _sweep_conv_plain(
+                                state,
+                                acc,
+                                cacc,
+                                base,
+                                c_out,
+                                plane,
+                                t,
+                                bp,
+                                table,
+                                threshold,
+                                reset_mode,
+                                v_reset,
+                                hist_idx,
+                                n_hist,
+                            )
+                        elif ck_plain and model == MODEL_PLAIN:
                             n_hist = sweep_step(
                                 state,
                                 acc,

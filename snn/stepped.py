@@ -7,9 +7,12 @@ run one after another over all steps, with their sources' spikes as inputs.
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 import snn_kernels as kernels
@@ -24,11 +27,6 @@ from .spiketrains import SpikeTrains
 # at least this many events per neuron per step (measured on BRUNEL-100 with
 # benchmarks/brunel.py --mode: there, at 0.2, the sweep is faster)
 CLOCK_BACKGROUND = 0.1
-# SteppedExit runs a batch in blocks of at most this many samples, each
-# block over arrays kept from the last run (allocating them costs as much as
-# a step of a small network at batch 1, and over a whole set more page
-# faults than the few steps an exiting sample runs)
-REUSE_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -504,8 +502,8 @@ class SteppedExit:
         self.rec_pop = np.full(n_out, k, np.int64)
         self.rec_var = np.zeros(n_out, np.int64)
         self._silent = {}  # batch -> empty input arrays
-        self._buffers = {}  # batch -> the arrays of the last run of that batch, reused
-        self._lock = threading.Lock()  # one run at a time uses the buffers (others allocate)
+        self._scratch = {}  # thread -> its row of scratch arrays, kept from run to run
+        self._lock = threading.Lock()  # one run at a time uses them (another makes its own)
         self.choices = None
         # bias rows as the kernel reads them: population k's at bias[:, off[k]:off[k + 1]],
         # its own bias (one value when shared) or, driven, its bias plus the sample's drive
@@ -532,27 +530,19 @@ class SteppedExit:
                 bias[:, off[k] : off[k + 1]] = self.plan.order[k].bias + drives[name]
         return bias, off
 
-    def run(self, drives: dict, batch: int, seed: int, rule: np.ndarray, first: int = 0) -> tuple:
+    def run(self, drives: dict, batch: int, seed: int, rule: np.ndarray) -> tuple:
         """Run ``batch`` samples (``drives``: by population name, ``[B,
-        n]``) under ``rule`` (``kernels.graph.EXIT_FIELDS`` float64); the
-        first is sample ``first`` of the run (its generator streams).
+        n]``) under ``rule`` (``kernels.graph.EXIT_FIELDS`` float64).
         Returns ``(exit_step [B], readout [B, C] at the exit step, counts
-        [B, P, 4] of the steps run)``. A large batch runs in blocks of
-        ``REUSE_BATCH`` samples over the same arrays, which stay in memory
-        already touched (a new array per sample would cost more in page
-        faults and zeroing than the few steps an exiting sample runs)."""
-        if batch > REUSE_BATCH:
-            parts = [
-                self.run(
-                    {name: d[a : a + REUSE_BATCH] for name, d in drives.items()},
-                    min(REUSE_BATCH, batch - a),
-                    seed,
-                    rule,
-                    first + a,
-                )
-                for a in range(0, batch, REUSE_BATCH)
-            ]
-            return tuple(np.concatenate(out) for out in zip(*parts, strict=True))
+        [B, P, 4] of the steps run)``.
+
+        The samples are split into one contiguous range per thread, and
+        each thread runs its range in one kernel call over one row of
+        scratch (state, sums, calendars, a spike history long enough for
+        every step: ``kernels.graph.GraphState``), kept from run to run, so
+        that the arrays a sample works on are in cache (a row per sample
+        costs more in cache misses and page faults than the few steps an
+        exiting sample runs)."""
         plan, n_steps = self.plan, self.n_steps
         bias, bias_off = self._bias_rows(batch, drives)
         silent = self._silent.get(batch)
@@ -569,71 +559,77 @@ class SteppedExit:
             rule,
             *silent,
         )
-        reuse = batch <= REUSE_BATCH and self._lock.acquire(blocking=False)
-        try:
-            state = self._buffers.pop(batch, None) if reuse else None
-            if state is None:
-                state = self._state(batch)
-            else:  # left by an earlier run: what is zero between steps is zero; reset the rest
-                state.counts[:] = 0
-                state.progress[:] = 0
-            state.exit_state[:] = 0
-            state.exit_state[:, 0] = -1
-            state.rng[:] = np.array(
-                [[kernels.seed_state(seed, first + s, g) for g in plan.bg_stream] for s in range(batch)],
-                np.uint64,
-            ).reshape(state.rng.shape)
-            state = self._steps(inputs, state)
-            steps = state.exit_state[:, 2].copy()
-            readout = state.rec_v[np.arange(batch), steps - 1].astype(np.float64)
-            counts = state.counts.copy()
-            if reuse:
-                self._buffers[batch] = state
-        finally:
-            if reuse:
-                self._lock.release()
-        return steps, readout, counts
-
-    def _state(self, batch) -> GraphState:
-        """New per-sample arrays of a run (``kernels.graph.GraphState``)."""
-        plan, dtype = self.plan, self.plan.dtype
-        n_total, n_pops, n_steps = int(plan.pop_start[-1]), len(plan.order), self.n_steps
-        n_conv = n_total if (plan.proj_kind == kernels.CONV).any() else 1
-        return GraphState(
-            np.empty((batch, n_total, plan.width), dtype),
-            np.zeros((batch, n_total), dtype),
-            np.zeros((batch, n_total), np.uint8),
-            np.empty((batch, n_total + 1), np.int32),
-            np.empty((batch, n_pops, n_steps + 1), np.int32),
-            np.empty((batch, n_total), np.int32),
-            np.empty((batch, n_total), np.int32),
-            np.empty((batch, n_total), np.int32),
-            np.empty((batch, len(plan.bg_stream), 4), np.uint64),
-            np.zeros((batch, n_steps, n_pops + 1), np.int64),
-            np.empty((batch, 2 * n_total + min(n_total * n_steps // 1000, 1 << 24)), np.int32),
-            np.empty((batch, n_steps, self.n_out), dtype),
-            np.zeros((batch, n_pops, 4), np.int64),
-            np.zeros((batch, 3), np.int64),
-            np.zeros((batch, n_conv), dtype),
-            np.zeros((batch, n_conv), np.int32),
-            np.empty((batch, n_conv), np.int32),
-            np.zeros((batch, 4), np.int64),
-        )
-
-    def _steps(self, inputs, state) -> GraphState:
-        """Run every sample until it stops (the spike history grown as
-        needed); returns the state (with the grown history)."""
-        plan, batch = self.plan, state.state.shape[0]
         if self.choices is None:
             self.choices = graph_choices(plan.arrays, inputs)
             self._kernel = graph_kernel(*self.choices)
-        while True:
-            if batch == 1:  # no threads to hand out: the kernel at once
-                self._kernel(self.n_steps, plan.arrays, inputs, state, 0, 1)
-            else:
-                kernels.graph_run(self.n_steps, plan.arrays, inputs, state, self.choices)
-            if state.exit_state[:, 3].all():
-                return state
-            grown = np.empty((batch, 2 * state.hist_idx.shape[1]), np.int32)  # the history is full
-            grown[:, : state.hist_idx.shape[1]] = state.hist_idx
-            state = state._replace(hist_idx=grown)
+        exit_state = np.zeros((batch, 4), np.int64)
+        exit_state[:, 0] = -1
+        own = dict(  # per sample
+            rng=np.array(
+                [[kernels.seed_state(seed, s, g) for g in plan.bg_stream] for s in range(batch)], np.uint64
+            ).reshape(batch, len(plan.bg_stream), 4),
+            rec_v=np.empty((batch, n_steps, self.n_out), plan.dtype),
+            counts=np.zeros((batch, len(plan.order), 4), np.int64),
+            progress=np.zeros((batch, 3), np.int64),
+            exit_state=exit_state,
+        )
+        threads = min(numba.get_num_threads(), batch)
+        cuts = np.linspace(0, batch, threads + 1).astype(np.int64)
+        mine = self._lock.acquire(blocking=False)  # else another run holds the scratch: make new
+        try:
+            scratch = [self._scratch.get(k) if mine else None for k in range(threads)]
+            scratch = [s if s is not None else self._new_scratch() for s in scratch]
+            states = [GraphState(**{**scratch[k], **own}) for k in range(threads)]
+            args = (n_steps, plan.arrays, inputs)
+            pool = _pool() if threads > 1 else None
+            kernel = self._kernel
+            jobs = [pool.submit(kernel, *args, states[k], cuts[k], cuts[k + 1]) for k in range(1, threads)]
+            try:
+                kernel(*args, states[0], cuts[0], cuts[1])
+            finally:
+                for job in jobs:
+                    job.result()
+            if mine:
+                self._scratch.update(enumerate(scratch))
+        finally:
+            if mine:
+                self._lock.release()
+        if not exit_state[:, 3].all():  # cannot happen: the history holds every step
+            raise RuntimeError("a sample did not finish its run")
+        steps = exit_state[:, 2].copy()
+        readout = own["rec_v"][np.arange(batch), steps - 1].astype(np.float64)
+        return steps, readout, own["counts"]
+
+    def _new_scratch(self) -> dict:
+        """One row of each scratch array of ``kernels.graph.GraphState``
+        (what is zero between steps zeroed); the spike history holds every
+        step, so that a run never stops for room (a sample stopped half way
+        could not go on: the next one reuses the row)."""
+        plan, dtype = self.plan, self.plan.dtype
+        n_total, n_pops, n_steps = int(plan.pop_start[-1]), len(plan.order), self.n_steps
+        n_conv = n_total if (plan.proj_kind == kernels.CONV).any() else 1
+        return dict(
+            state=np.empty((1, n_total, plan.width), dtype),
+            acc=np.zeros((1, n_total), dtype),
+            mark=np.zeros((1, n_total), np.uint8),
+            touched=np.empty((1, n_total + 1), np.int32),
+            head=np.empty((1, n_pops, n_steps + 1), np.int32),
+            nxt=np.empty((1, n_total), np.int32),
+            prv=np.empty((1, n_total), np.int32),
+            due=np.empty((1, n_total), np.int32),
+            hist_ptr=np.zeros((1, n_steps, n_pops + 1), np.int64),
+            hist_idx=np.empty((1, n_total * (n_steps + 1)), np.int32),
+            cacc=np.zeros((1, n_conv), dtype),
+            cmark=np.zeros((1, n_conv), np.int32),
+            clist=np.empty((1, n_conv), np.int32),
+        )
+
+
+_POOL = None  # (pid, ThreadPoolExecutor) of SteppedExit's threads, made on first use
+
+
+def _pool():
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():  # none yet, or inherited by a forked child
+        _POOL = (os.getpid(), ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1), "snn-exit"))
+    return _POOL[1]
