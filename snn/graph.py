@@ -641,8 +641,8 @@ class Graph:
             these neurons at the end of every step (after reset).
         record_i : the same for the synaptic current (CubaLIF populations).
         backend : ``"event"`` or ``"reference"`` (clock-driven oracle).
-        mode : ``"event"``, ``"clock"`` or ``"auto"`` for every population
-            (default: each population's own ``mode``).
+        mode : ``"event"``, ``"clock"``, ``"dense"`` or ``"auto"`` for every
+            population (default: each population's own ``mode``).
         progress : show a progress bar (tqdm); ``"auto"``: for long runs.
         n_threads : cores used over the samples (default: all).
         """
@@ -652,10 +652,16 @@ class Graph:
             T, inputs, drive, batch_size, seed, record_v, record_i, mode
         )
         with numba_threads(n_threads):
-            if backend == "reference":
-                return run_graph_reference(self, T, trains, batch, int(seed), record, drives=drives)
-            plan = self.schedule([pop for pop, _, _ in record])
-            return run_schedule(self, plan, T, trains, batch, int(seed), record, progress, mode, drives)
+            return self._run(T, trains, batch, drives, record, int(seed), backend, mode, progress)
+
+    def _run(self, T, trains, batch, drives, record, seed, backend, mode, progress) -> RunResult:
+        """:meth:`run` on arguments already checked (``trains`` and
+        ``drives`` by population name, ``record`` as :meth:`_record` makes
+        it): what :meth:`snn.Network.run` calls after checking its own."""
+        if backend == "reference":
+            return run_graph_reference(self, T, trains, batch, seed, record, drives=drives)
+        plan = self.schedule([pop for pop, _, _ in record])
+        return run_schedule(self, plan, T, trains, batch, seed, record, progress, mode, drives)
 
     def start(
         self,

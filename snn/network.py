@@ -8,6 +8,7 @@ model that schedule uses for populations run as layers."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 import time
 
 import numpy as np
@@ -106,9 +107,11 @@ class Network:
         new graph)."""
         from .graph import Graph
 
-        key = (self.dtype, *((layer, *layer.__dict__.values()) for layer in self.layers))
+        key = [self.dtype]
+        for layer in self.layers:
+            key += (layer, *layer.__dict__.values())
         cached = getattr(self, "_graph", None)
-        if cached is not None and _same(cached[0], key):
+        if cached is not None and len(cached[0]) == len(key) and all(map(operator.is_, cached[0], key)):
             return self._graph[1]
         self._graph = None  # the old graph's arrays are freed before the new ones are made
         self._graph = (key, Graph.from_network(self))
@@ -280,16 +283,14 @@ class Network:
             else:  # the currents of every step, in the state precision
                 drive[name] = analog_x.astype(self.dtype) @ first.dense_rows(self.dtype)
             source = SpikeTrains.empty(n_steps, batch, self.n_in)
-        result = graph.run(
-            n_steps,
-            inputs={graph.populations[0].name: source},
-            drive=drive,
-            record_v=record["v"],
-            record_i=record["i"],
-            backend=backend,
-            mode=mode,
-            progress=progress,
-        )
+        recorded = graph._record(record["v"], "v") + graph._record(record["i"], "i")
+        if analog_x is not None and analog_x.ndim == 3 and any(p.name == name for p, _, _ in recorded):
+            raise ValueError(
+                f"layer {name!r} has a drive over time (analog [T, B, n]), which only a layer run over "
+                "all steps takes; recording steps it: record another layer, or give analog [B, n]"
+            )
+        inputs = {graph.populations[0].name: source}  # the stack checked its input and its parameters
+        result = graph._run(n_steps, inputs, batch, drive, recorded, 0, backend, mode, progress)
         counts = result.counts[1:]  # the input population is not a layer
         counts[0] = dataclasses.replace(counts[0], macs=macs)
         return RunResult(
@@ -525,10 +526,3 @@ def _choose_driven_mode(layer, bias, n_steps) -> str:
     event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[layer.kind][True]
     clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
     return "event" if event_ns <= clock_ns else "clock"
-
-
-def _same(a, b) -> bool:
-    """Whether two nested tuples hold the same objects (by identity)."""
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a is b

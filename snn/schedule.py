@@ -394,6 +394,8 @@ class Simulation:
         """Spikes of population ``name`` in steps ``a .. b - 1`` (``b - a``
         steps; those before step 0 or not yet run are empty)."""
         pieces = self._pieces.get(name, [])
+        if len(pieces) == 1 and a == pieces[0][0] == 0 and pieces[0][1].n_steps == b:
+            return pieces[0][1]  # the whole of one chunk (an uncut run)
         k = self._stage_of.get(name)
         if k in self._runs:
             pieces = [*pieces, (self._live_from[k], self._unkept(k)["trains"][name])]
@@ -521,7 +523,9 @@ class Simulation:
             self._modes[pop.name] = "gate"
         else:
             if k not in self._bias:
-                self._bias[k] = _layer_bias(self.graph.dtype, pop, self._drives.get(pop.name))
+                drive = self._drives.get(pop.name)
+                dtype = self.graph.dtype
+                self._bias[k] = stage.layer.bias(dtype) if drive is None else _layer_bias(dtype, pop, drive)
             currents = self._currents.get(pop.name)
             out, counts, self._modes[pop.name], self._carry[k] = _run_as_layer(
                 self.graph.dtype,
@@ -584,11 +588,11 @@ def _assemble(graph, n_steps, trains, counts, modes, recorded, seconds, membrane
             LayerCounts(
                 pop.name,
                 modes[pop.name],
-                c[:, 0].copy(),
+                c[:, 0],  # views of this run's own counts
                 np.zeros(batch, np.int64),
-                c[:, 1].copy(),
+                c[:, 1],
                 np.full(batch, n_steps * pop.n, np.int64),
-                c[:, 2].copy(),
+                c[:, 2],
                 arriving[pop.name] + c[:, 3],
             )
         )
@@ -708,7 +712,7 @@ class _ProjectionLayer:
 
     def __init__(self, pop, proj):
         self.pop, self.proj, self.neuron, self.n_out = pop, proj, pop.neuron, pop.n
-        self._rows = {}  # dense_rows by dtype
+        self._rows, self._v_init, self._bias = {}, {}, {}  # by dtype
         self.n_in, self.kind = (0, "csr") if proj is None else (proj.source.n, proj.kind)
         if proj is None:
             self.rowptr, self.cols, self.weights = _NO_ROWS
@@ -729,7 +733,19 @@ class _ProjectionLayer:
         self.n_synapses = int(self.fan_out.sum())
 
     def v_init_row(self, dtype):
-        return self.pop.v_init.astype(dtype)  # a writeable copy, never written
+        """The initial membrane in ``dtype``, made once (writeable, never
+        written: numba compiles read-only arrays as another type)."""
+        key = np.dtype(dtype)
+        if key not in self._v_init:
+            self._v_init[key] = self.pop.v_init.astype(key)
+        return self._v_init[key]
+
+    def bias(self, dtype) -> tuple:
+        """:func:`_layer_bias` of the population without a drive, made once."""
+        key = np.dtype(dtype)
+        if key not in self._bias:
+            self._bias[key] = _layer_bias(key.type, self.pop, None)
+        return self._bias[key]
 
     def dense_rows(self, dtype):
         """``[n_in, n_out]`` weights (the dense path's GEMM operand), built
@@ -785,9 +801,10 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
     state[..., T_LAST] -= source.n_steps  # steps count from the next chunk's start
     if state.shape[2] > REF:
         state[..., REF] -= source.n_steps
-    synops = kc[:, 0] if mode != "dense" else _synops(source, layer.fan_out)
-    counts = np.stack([synops, kc[:, 1], kc[:, 2], np.zeros_like(synops)], axis=1)
-    return out, counts, mode, state
+    if mode == "dense":
+        kc[:, 0] = _synops(source, layer.fan_out)
+    kc[:, 3] = 0  # no background events
+    return out, kc, mode, state
 
 
 def _stepped_modes(stage, trains, n_steps) -> dict:
