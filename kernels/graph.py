@@ -984,8 +984,7 @@ def graph_choices(plan: GraphPlan, inputs: GraphInputs, may_event=None, may_cloc
         _mask(plan.model[neuron & event]),
         _mask(plan.model[neuron & clock]),
         _mask(plan.model[inputs.rec_pop]),
-        bool(len(inputs.exit_rule)),
-    )
+    ) + ((True,) if len(inputs.exit_rule) else ())  # exit_rule: named only when set
 
 
 def graph_run(t_end: int, plan: GraphPlan, inputs: GraphInputs, state: GraphState, choices=None) -> None:

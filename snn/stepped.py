@@ -17,7 +17,21 @@ import numpy as np
 
 import snn_kernels as kernels
 from snn_kernels import REF, T_LAST
-from snn_kernels.graph import GraphInputs, GraphPlan, GraphState, graph_choices, graph_kernel
+from snn_kernels.graph import (  # noqa: F401 -- EXIT_* and exit_holds: for snn.convert.stopping
+    EXIT_CONFIDENCE,
+    EXIT_EVERY,
+    EXIT_FIELDS,
+    EXIT_FIRST,
+    EXIT_MARGIN,
+    EXIT_MIN,
+    EXIT_PATIENCE,
+    GraphInputs,
+    GraphPlan,
+    GraphState,
+    exit_holds,
+    graph_choices,
+    graph_kernel,
+)
 
 from .conv import kernel_layout
 from .neurons import LIF

@@ -31,7 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snn_kernels.graph import (
+from .._validate import numba_threads, run_extent
+from ..graph import Graph
+from ..network import _vecmat
+from ..schedule import stages
+from ..spiketrains import SpikeTrains
+from ..stepped import (
     EXIT_CONFIDENCE,
     EXIT_EVERY,
     EXIT_FIELDS,
@@ -39,15 +44,9 @@ from snn_kernels.graph import (
     EXIT_MARGIN,
     EXIT_MIN,
     EXIT_PATIENCE,
+    SteppedExit,
     exit_holds,
 )
-
-from .._validate import numba_threads, run_extent
-from ..graph import Graph
-from ..network import _vecmat
-from ..schedule import stages
-from ..spiketrains import SpikeTrains
-from ..stepped import SteppedExit
 from .base import check_labels, check_samples
 from .chain import ConvertedNetwork
 from .graph import ConvertedGraph, drive_currents
