@@ -30,7 +30,7 @@ DTYPES = (np.float32, np.float64)
 # project's 2-core machine with benchmarks/layer_modes.py; their ratios matter.
 _NS_PER_SYNOP = {
     "event": {"dense": 0.35, "conv": 0.7, "csr": 2.0},  # delivery, and marking what it touches
-    "clock": {"dense": 0.35, "conv": 0.6, "csr": 2.0},
+    "clock": {"dense": 0.35, "conv": 0.35, "csr": 2.0},  # conv: contiguous runs (868d909, EVENT-DIGITS)
 }  # delivery into a sum only
 # a neuron touched on the event path: brought forward, checked, rescheduled in
 # random order (a Linear layer's event path sweeps instead); (no positive bias, some)
@@ -319,9 +319,17 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
     width = 4 if mode == "dense" else _state_width(neuron)
     if mode == "dense" and currents is None:
         currents = _dense_currents(source, layer, dtype)
+    # output buffer: a guess, and the busiest sample's spikes per step of this layer's last run
+    # (kept by a graph's layer: a layer firing above the guess would otherwise run twice every time)
+    seen = getattr(layer, "spikes_per_step", 0.0)
     cap = min(
         n_steps * layer.n_out,
-        max(1024, 4 * int(source.per_sample.max(initial=0)), n_steps * layer.n_out // 8),
+        max(
+            1024,
+            4 * int(source.per_sample.max(initial=0)),
+            n_steps * layer.n_out // 8,
+            int(1.25 * seen * n_steps),
+        ),
     )
     v_init = layer.v_init_row(dtype) if carried is None else np.zeros(0, dtype)
     thr, v_reset = neuron.constants(dtype)
@@ -381,6 +389,8 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
             break
         cap = min(cap * 4, n_steps * layer.n_out)
     used = int(kc[:, 2].max(initial=0))
+    if hasattr(layer, "spikes_per_step"):
+        layer.spikes_per_step = used / n_steps
     return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), state, kc
 
 

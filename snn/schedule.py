@@ -713,6 +713,7 @@ class _ProjectionLayer:
     def __init__(self, pop, proj):
         self.pop, self.proj, self.neuron, self.n_out = pop, proj, pop.neuron, pop.n
         self._rows, self._v_init, self._bias = {}, {}, {}  # by dtype
+        self.spikes_per_step = 0.0  # of the busiest sample in the last run: the next run's buffer
         self.n_in, self.kind = (0, "csr") if proj is None else (proj.source.n, proj.kind)
         if proj is None:
             self.rowptr, self.cols, self.weights = _NO_ROWS
