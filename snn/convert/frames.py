@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..delta import DeltaNetwork, DeltaRun, DeltaState, _positive_int, check_frames
-from ..graph import Graph
 from ..network import _vecmat
 from ..spiketrains import SpikeTrains
 from .base import ConversionError, check_samples
@@ -359,16 +357,6 @@ def _reset(converted, x, T, batch, progress, n_threads):
     return readout.reshape(*shape, -1), synops.reshape(shape), macs.reshape(shape)
 
 
-_GRAPHS = weakref.WeakKeyDictionary()  # network -> its graph (Graph.from_network), built once
-
-
-def _graph_of(network) -> Graph:
-    graph = _GRAPHS.get(network)
-    if graph is None:
-        graph = _GRAPHS[network] = Graph.from_network(network)
-    return graph
-
-
 def _carry(converted, x, T, batch, progress, n_threads):
     """State carried over frames: one simulation of ``F * T`` steps per
     batch of sequences, the first layer's drive changed at every frame."""
@@ -379,7 +367,7 @@ def _carry(converted, x, T, batch, progress, n_threads):
     first = net.layers[0]
     if first.kind == "maxpool":
         raise ValueError("the network's first layer is a max pool: no analog input to drive")
-    graph = _graph_of(net)
+    graph = net.graph()
     inp, readout_name = net.layer_name(0), net.layer_name(len(net.layers) - 1)
     n_out = net.layers[-1].n_out
     readout = np.zeros((n_seq, n_frames, n_out))

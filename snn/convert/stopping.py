@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import numba_threads, run_extent
-from ..graph import Graph
 from ..network import _vecmat
 from ..schedule import stages
 from ..spiketrains import SpikeTrains
@@ -51,7 +50,6 @@ from .base import check_labels, check_samples
 from .chain import ConvertedNetwork
 from .graph import ConvertedGraph, drive_currents
 
-_GRAPHS = weakref.WeakKeyDictionary()  # stack -> its graph (Graph.from_network), built once
 _EXITS = weakref.WeakKeyDictionary()  # graph -> {key: SteppedPlan or SteppedExit or the refusal}
 ENGINES = ("auto", "kernel", "chunked")
 
@@ -367,9 +365,7 @@ def _as_graph(converted, x) -> tuple:
         raise TypeError(f"expected a ConvertedNetwork or ConvertedGraph, got {type(converted).__name__}")
     flat = converted._flat(x)
     network = converted.network
-    graph = _GRAPHS.get(network)
-    if graph is None:
-        graph = _GRAPHS[network] = Graph.from_network(network)
+    graph = network.graph()  # kept by the network while its layers are unchanged
     first = network.layers[0]
     if first.kind == "maxpool":
         raise ValueError("the network's first layer is a max pool: no analog input to drive")
