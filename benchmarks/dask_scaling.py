@@ -4,7 +4,7 @@ a LocalCluster of 1 and 2 worker processes (one numba thread each).
 
 Workload
 --------
-- ANN: the DIGITS-CNN of shared/BENCHMARKS.md (``snn.training.digits_cnn``,
+- ANN: the DIGITS-CNN of shared/BENCHMARKS.md (``snn.convert.training.digits_cnn``,
   ``--epochs`` of training, seed 0), converted with ``percentile=99.99``.
 - Data: the 540 test digits shifted by every offset ``(dy, dx)`` in
   ``[-r, r]^2`` (``--radius r``; r = 1: 9 copies, 4,860 samples; r = 2: 25,
@@ -40,7 +40,7 @@ from _common import CpuMonitor, describe_env, environment, md_table, warn_if_bus
 
 import snn.distributed as sd
 from snn.convert import convert, evaluate
-from snn.training import digits_cnn, load_digits_split, train
+from snn.convert.training import digits_cnn, load_digits_split, train
 
 
 def shifted(x, dy, dx):

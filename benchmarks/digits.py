@@ -6,7 +6,7 @@ Workload
 --------
 - ANN: Conv(1,16,3,p1)-BN-ReLU-Conv(16,32,3,p1)-BN-ReLU-AvgPool(2)-Flatten-
   Linear(512,10), Adam 1e-3, wd 1e-4, batch 64, 60 epochs, seed 0
-  (``snn.training``); converted with ``percentile=99.99``
+  (``snn.convert.training``); converted with ``percentile=99.99``
   (``--calibrate-at T`` also calibrates the initial membranes at T).
 - Direct input: the image multiplied once by the first layer (a constant
   current). Poisson input: rate coding (``snn.rate``, seed 0), a spike at
@@ -44,8 +44,8 @@ from _common import CpuMonitor, describe_env, environment, md_table, median, tim
 
 import snn
 from snn.convert import calibrate, convert
+from snn.convert.training import accuracy, digits_cnn, load_digits_split, train
 from snn.energy import EnergyModel
-from snn.training import accuracy, digits_cnn, load_digits_split, train
 
 
 def snntorch_model(converted):

@@ -4,7 +4,7 @@ with direct (constant current) input; against SpikingJelly's figures.
 
 Workload
 --------
-- ANN: ``snn.training.digits_resnet`` -- stem Conv(1,16,3,p1)-BN-ReLU, block
+- ANN: ``snn.convert.training.digits_resnet`` -- stem Conv(1,16,3,p1)-BN-ReLU, block
   A (identity), block B (stride 2, conv1x1-BN shortcut), written as
   torchvision's BasicBlock (``out += identity``, one reused
   ``ReLU(inplace=True)``), AdaptiveAvgPool2d((1, 1)), ``torch.flatten``,
@@ -33,7 +33,7 @@ import time
 from _common import describe_env, environment, md_table, warn_if_busy
 
 from snn.convert import calibrate, convert, evaluate
-from snn.training import accuracy, digits_resnet, load_digits_split, train
+from snn.convert.training import accuracy, digits_resnet, load_digits_split, train
 
 # BENCHMARKS.md, DIGITS-RESNET: SpikingJelly 2.0 "99.9%" mode (ANN 99.26 %)
 SPIKINGJELLY = {4: (0.096, 0.25), 8: (0.185, 0.67), 16: (0.839, 1.52), 32: (0.983, 3.21), 64: (0.994, 6.58)}

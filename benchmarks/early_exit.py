@@ -30,7 +30,7 @@ import numpy as np
 from _common import describe_env, environment, md_table, median, time_interleaved, warn_if_busy
 
 from snn.convert import convert, run_early_exit
-from snn.training import accuracy, digits_cnn, load_digits_split, train
+from snn.convert.training import accuracy, digits_cnn, load_digits_split, train
 
 
 def main():

@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 from event_digits import DT, T, build, event_data  # noqa: E402 -- the example's set-up, shared
 
 import snn  # noqa: E402
-from snn.spiketrains import SpikeTrains  # noqa: E402
+from snn.run.spiketrains import SpikeTrains  # noqa: E402
 
 TARGETS = {"batch1": 10.0, "set": 2.0, "auto": 1.2}  # issue 12: vs snnTorch at batch 1 / whole set; auto
 

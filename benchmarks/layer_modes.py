@@ -1,6 +1,6 @@
 """The three paths of a layer (``mode="event"``, ``"clock"``, ``"dense"``)
 against input activity: the measurements behind the cost model of
-``snn/network.py`` that ``mode="auto"`` uses, and a check of its choice.
+``snn/run/paths.py`` that ``mode="auto"`` uses, and a check of its choice.
 
 Layers (IF neurons, threshold 1, bias ``--bias``: 0.01 by default, so that
 the event path's search for self-driven spikes is exercised; random normal

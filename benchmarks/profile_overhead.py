@@ -45,8 +45,8 @@ def digits_cnn():
     import torch
 
     from snn.convert import convert
-    from snn.training import digits_cnn as cnn
-    from snn.training import load_digits_split, train
+    from snn.convert.training import digits_cnn as cnn
+    from snn.convert.training import load_digits_split, train
 
     torch.set_num_threads(2)
     x_train, y_train, x_test, _ = load_digits_split()

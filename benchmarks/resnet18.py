@@ -5,7 +5,7 @@ same converted network run clock-driven in snnTorch, one thread, same run.
 
 Workload
 --------
-- ANN: ``snn.training.ResNet18(num_classes=10)`` (torchvision's resnet18,
+- ANN: ``snn.convert.training.ResNet18(num_classes=10)`` (torchvision's resnet18,
   defined locally: torchvision does not import here), weights from
   ``torch.manual_seed(0)``, BN statistics from 20 forward passes in train
   mode over the calibration images, then ``eval()``.
@@ -73,7 +73,7 @@ from _common import (
 
 from snn.convert import ConversionError, convert
 from snn.convert.graph import _max_as_avg, drive_currents
-from snn.training import ResNet18
+from snn.convert.training import ResNet18
 
 TARGETS = {1: 5.0, 32: 2.0}  # the issue: ours >= 5x faster than snnTorch at batch 1, >= 2x at batch 32
 # BENCHMARKS.md, RESNET18-32 (one thread, T = 32), measured by whoever wrote it

@@ -60,7 +60,7 @@ if os.environ.get("SNN_BENCH_ROOT"):  # _common put this checkout first: the bas
     sys.path.insert(0, os.environ["SNN_BENCH_ROOT"])
 
 import snn  # noqa: E402
-from snn.spiketrains import SpikeTrains  # noqa: E402
+from snn.run.spiketrains import SpikeTrains  # noqa: E402
 
 T = 200
 K_IN = 100

@@ -55,7 +55,7 @@ from snn.convert import (
     video_digits_cnn,
     video_digits_train,
 )
-from snn.training import train
+from snn.convert.training import train
 
 HEADERS = ["way", "setting", "agreement", "accuracy", "SynOps/frame", "MACs/frame", "SynOps+MACs", "ms/frame"]
 HEADERS.append("runs")

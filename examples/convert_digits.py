@@ -4,7 +4,7 @@ and show accuracy, SynOps and energy against the number of time steps.
 1. Train Conv-BN-ReLU-Conv-BN-ReLU-AvgPool-Linear on scikit-learn's bundled
    digits (seeded, 70/30 split; ``shared/BENCHMARKS.md`` DIGITS-CNN), or with
    ``--activation qcfs`` its QCFS variant (quantised clip-floor-shift with a
-   trained threshold per layer, ``snn.qcfs``), which converts with little
+   trained threshold per layer, ``snn.convert.qcfs``), which converts with little
    loss at very few steps.
 2. Convert: BatchNorm folded, layers normalised by the 99.99th percentile of
    their activations (QCFS: by the trained thresholds), IF neurons with reset
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from snn.convert import calibrate, convert, evaluate, run_early_exit
-from snn.qcfs import QCFS
-from snn.training import accuracy, digits_cnn, load_digits_split, train
+from snn.convert.qcfs import QCFS
+from snn.convert.training import accuracy, digits_cnn, load_digits_split, train
 
 
 def plot(evaluation, path, title="DIGITS-CNN converted to an event-driven SNN"):

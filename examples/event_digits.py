@@ -29,8 +29,8 @@ from torch import nn
 
 import snn
 from snn.convert import convert
+from snn.convert.training import accuracy, load_digits_split, train
 from snn.events import SACCADE_SENSOR, bin_events, saccade_events, weighted_input
-from snn.training import accuracy, load_digits_split, train
 
 T = 300  # steps of 1 ms: three saccades of 100 steps
 DT = 1e-3

@@ -11,20 +11,20 @@ exact operation counts per layer::
 """
 
 from . import models  # noqa: F401 -- snn.models.brunel(...)
-from .connectivity import fixed_in_degree, fixed_out_degree, fixed_probability
-from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d
 from .encoders import bernoulli, direct, latency, poisson, rate
 from .events import bin_events, saccade_events  # snn.events: event-camera streams (tonic's format)
-from .graph import Graph, Population, Projection
-from .graph_result import GraphResult
 from .interop import from_nir, from_snntorch, to_nir  # lazy: torch, snntorch, nir load on call
 from .io import load, save
-from .layers import Layer, Linear, SparseLinear
-from .network import Network
-from .neurons import IF, LIF, CubaLIF, Neuron, beta_from_tau, tau_from_beta
+from .model.connectivity import fixed_in_degree, fixed_out_degree, fixed_probability
+from .model.conv import AvgPool2d, Conv2d, Flatten, MaxPool2d
+from .model.graph import Graph, Population, Projection
+from .model.layers import Layer, Linear, SparseLinear
+from .model.network import Network
+from .model.neurons import IF, LIF, CubaLIF, Neuron, beta_from_tau, tau_from_beta
 from .profile import Profile, profile
-from .result import LayerCounts, RunResult
-from .spiketrains import SpikeTrains
+from .run.graph_result import GraphResult
+from .run.result import LayerCounts, RunResult
+from .run.spiketrains import SpikeTrains
 
 __all__ = [
     "IF",

@@ -21,8 +21,8 @@ import sys
 
 import numpy as np
 
-from .graph import Graph
 from .io import load
+from .model.graph import Graph
 from .profile import profile
 
 

@@ -85,8 +85,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .energy import EnergyModel
-from .result import LayerCounts, RunResult
-from .spiketrains import SpikeTrains
+from .run.result import LayerCounts, RunResult
+from .run.spiketrains import SpikeTrains
 
 __all__ = [
     "PartitionedResult",
@@ -520,7 +520,7 @@ def run(
         client that outlives the call).
     progress : a progress bar over the partitions.
     """
-    from .network import BACKENDS
+    from .model.network import BACKENDS
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -29,10 +29,10 @@ import warnings
 import numpy as np
 
 from ._validate import MAX_INDEX, positive_int, real_array
-from .conv import Conv2d
-from .layers import Linear
-from .network import Network
-from .spiketrains import SpikeTrains
+from .model.conv import Conv2d
+from .model.layers import Linear
+from .model.network import Network
+from .run.spiketrains import SpikeTrains
 
 __all__ = [
     "EVENT_DTYPE",

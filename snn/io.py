@@ -112,11 +112,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .conv import AvgPool2d, Conv2d, MaxPool2d
-from .graph import Graph
-from .layers import Linear, SparseLinear
-from .network import Network
-from .neurons import Neuron
+from .model.conv import AvgPool2d, Conv2d, MaxPool2d
+from .model.graph import Graph
+from .model.layers import Linear, SparseLinear
+from .model.network import Network
+from .model.neurons import Neuron
 
 FORMAT = "snn-zero-waste network"
 FORMAT_VERSION = 1

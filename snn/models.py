@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .connectivity import fixed_probability
-from .graph import Graph
-from .neurons import LIF
+from .model.connectivity import fixed_probability
+from .model.graph import Graph
+from .model.neurons import LIF
 
 
 def brunel(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .profile import Profile, profile
-from .result import RunResult
+from .run.result import RunResult
 
 __all__ = [
     "accuracy_vs_T",

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .energy import EnergyModel
-from .result import RunResult
+from .run.result import RunResult
 
 __all__ = ["DEFINITIONS", "LayerProfile", "Profile", "ProfileComparison", "profile"]
 

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import snn
-from snn.reference import run_reference
+from snn.run.reference import run_reference
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
 # name: (settings, how many times each test's own example count)

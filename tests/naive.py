@@ -5,7 +5,7 @@ synapse at a time, never from the kernel's code. ``tests/test_kernels_naive.py``
 compares every kernel with its twin on random inputs.
 
 Neuron dynamics are the clock-driven loop of DESIGN.md section 1 as the
-reference backend runs it (``snn/neurons.py``'s module docstring): per step,
+reference backend runs it (``snn/model/neurons.py``'s module docstring): per step,
 ``i <- alpha * i + bias + input``, ``v <- beta * v + i`` for current-based
 neurons, ``v <- beta * v + bias + input`` otherwise; a spike when
 ``v >= threshold``; reset by subtraction or to ``v_reset``; after a spike at

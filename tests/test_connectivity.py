@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import snn
-from snn.connectivity import fixed_in_degree, fixed_out_degree, fixed_probability
+from snn.model.connectivity import fixed_in_degree, fixed_out_degree, fixed_probability
 
 
 def check_csr(rowptr, cols, n_pre, n_post):

@@ -1,7 +1,7 @@
 """ANN-to-SNN conversion (``snn.convert``) on real data: scikit-learn's digits.
 
 Models are trained once per test session (per xdist worker), seeded, for a few
-epochs only (CI time), with ``snn.training``: the MLP 64-256-128-10 for 15
+epochs only (CI time), with ``snn.convert.training``: the MLP 64-256-128-10 for 15
 epochs, DIGITS-CNN with average or max pooling for 10 epochs each, and
 DIGITS-CNN with ResNet's stem pool ``nn.MaxPool2d(3, 2, 1)`` (overlapping,
 padded windows; "max3") for 10 epochs.
@@ -49,7 +49,7 @@ import snn
 import snn.convert as sc
 from snn.convert import ops
 from snn.convert.chain import run_ops
-from snn.training import accuracy, digits_cnn, digits_mlp, load_digits_split, train
+from snn.convert.training import accuracy, digits_cnn, digits_mlp, load_digits_split, train
 
 # one torch thread per xdist worker: two workers x two threads on two cores
 # oversubscribe, and torch's spinning threads then slow training ~10x

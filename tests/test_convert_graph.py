@@ -32,7 +32,7 @@ import snn
 import snn.convert as sc
 from snn.convert import ConvertedGraph
 from snn.convert.graph import drive_currents
-from snn.training import ResNet18, accuracy, digits_resnet, load_digits_split, train
+from snn.convert.training import ResNet18, accuracy, digits_resnet, load_digits_split, train
 
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 

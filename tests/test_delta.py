@@ -292,7 +292,7 @@ def test_video_digits_properties():
     assert v.frames.shape == (12, 64, 1, 16, 16) and v.frames.dtype == np.float32
     assert np.all((v.positions >= 0) & (v.positions <= 8))
     # wholly visible: every frame holds all of its digit's intensity
-    from snn.training import load_digits_split
+    from snn.convert.training import load_digits_split
 
     digits = load_digits_split()[2][:12, 0]
     mass = np.broadcast_to(digits.sum(axis=(1, 2))[:, None], (12, 64))

@@ -20,7 +20,7 @@ pd = pytest.importorskip("pandas")
 import snn  # noqa: E402
 from snn import distributed as sd  # noqa: E402
 from snn.convert import convert, evaluate  # noqa: E402
-from snn.training import digits_mlp, load_digits_split, train  # noqa: E402
+from snn.convert.training import digits_mlp, load_digits_split, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import snn
 import snn_kernels as kernels
-from snn.spiketrains import SpikeTrains
+from snn.run.spiketrains import SpikeTrains
 
 # fractions of the layer's neurons: every step direct, two-phase or a sweep,
 # or a mix chosen per step by its synaptic operations

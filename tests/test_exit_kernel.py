@@ -1,5 +1,5 @@
 """The early exit judged inside the graph kernel (``engine="kernel"``,
-``snn.stepped.SteppedExit``) against the chunked exit judged in Python
+``snn.run.stepped.SteppedExit``) against the chunked exit judged in Python
 between chunks (``engine="chunked"``): the same exit steps, decisions,
 readouts and counts, on random small converted networks and rules, on the
 event and the clock paths; and the graph kernel's convolution delivery

@@ -54,7 +54,7 @@ from hypothesis import strategies as st
 from numba.core.errors import NumbaError
 
 import snn
-from snn.reference import run_graph_reference
+from snn.run.reference import run_graph_reference
 
 nan, inf = math.nan, math.inf
 F32_MAX = float(np.finfo(np.float32).max)

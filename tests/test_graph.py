@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 import snn
 import snn_kernels as kernels
-from snn.reference import run_graph_reference
-from snn.spiketrains import SpikeTrains
+from snn.run.reference import run_graph_reference
+from snn.run.spiketrains import SpikeTrains
 from snn_kernels import rng as krng
 
 DYADIC = np.arange(-16, 17) / 8.0
@@ -323,11 +323,11 @@ def test_chunked_layers_and_gates_equal_uncut_runs(data):
 @pytest.mark.parametrize("kind", ["csr", "conv"])
 @pytest.mark.parametrize("mode", ["event", "clock", "dense"])
 def test_layer_runner_resumes_on_every_path(kind, mode):
-    """``snn.network._run_layer`` continued chunk by chunk from the state it
+    """``snn.run.paths._run_layer`` continued chunk by chunk from the state it
     left (step columns shifted) equals one uncut call on every path, the
     dense (GEMM) one included, for a current-based refractory population."""
-    from snn.network import _run_layer
-    from snn.schedule import _join, _ProjectionLayer, _slice
+    from snn.run.paths import _run_layer
+    from snn.run.schedule import _join, _ProjectionLayer, _slice
     from snn_kernels import REF, T_LAST
 
     rng = np.random.default_rng(3)

@@ -135,7 +135,7 @@ def kernel_value_at(nrn, t, tab, state=None):
 def test_propagator_table_matches_definition(dtype, beta, alpha, n_steps):
     """The table ``snn`` feeds the kernels is row ``k`` = ``k`` silent steps
     from the basis states (same float64 steps: exact)."""
-    nrn = snn.neurons.Neuron(beta=beta, alpha=alpha)
+    nrn = snn.Neuron(beta=beta, alpha=alpha)
     np.testing.assert_array_equal(nrn.propagator(n_steps, dtype), naive.table(beta, alpha, n_steps, dtype))
 
 

@@ -4,9 +4,9 @@
   modules (relative imports or ``kernels.*``); never ``snn``, torch or
   matplotlib.
 - ``snn``'s core does not import torch or matplotlib, at any level (inside
-  functions too). The tools allowed to (files named ``training*``,
-  ``qcfs*``, ``interop*``, ``plot*`` and the packages ``snn/convert``,
-  ``snn/interop``, ``snn/plot``) are exempt.
+  functions too). The tools allowed to (files named ``interop*``, ``plot*``
+  and the packages ``snn/convert``, ``snn/interop``, ``snn/plot``) are
+  exempt.
 - and, at run time, ``import snn`` loads neither torch nor matplotlib.
 - the conversion modules import one another in one direction only (no
   import circle, not even through a function-level import).
@@ -28,11 +28,11 @@ SNN = ROOT / "snn"
 
 KERNEL_ALLOWED = {"numpy", "numba"} | set(sys.stdlib_module_names)  # no snn, torch, matplotlib
 CORE_FORBIDDEN = {"torch", "matplotlib"}
-# torch tools on top of the core: the converter, its training helpers for the
-# digits models (qcfs: the quantised activation trained for lossless conversion),
-# interop and plotting (DESIGN.md §4: the simulator itself loads without torch,
-# which test_import_snn_loads_no_torch_or_matplotlib checks).
-TOOL_PREFIXES = ("training", "qcfs", "interop", "plot")
+# torch tools on top of the core: the converter (with its training helpers for
+# the digits models and qcfs, the quantised activation trained for lossless
+# conversion), interop and plotting (DESIGN.md §4: the simulator itself loads
+# without torch, which test_import_snn_loads_no_torch_or_matplotlib checks).
+TOOL_PREFIXES = ("interop", "plot")
 TOOL_PACKAGES = ("convert", "interop", "plot")  # subpackages of snn/ that are tools, every file
 
 

@@ -1,4 +1,4 @@
-"""QCFS activations (``snn.qcfs``) and their conversion (``snn.convert``).
+"""QCFS activations (``snn.convert.qcfs``) and their conversion (``snn.convert``).
 
 The accuracy test trains the QCFS DIGITS-CNN (L = 4 levels, seeded) for
 ``EPOCHS`` epochs only (CI time). Measured first (torch 2.x CPU, 540 test
@@ -35,8 +35,8 @@ import snn
 import snn.convert as sc
 from snn.convert.chain import run_ops
 from snn.convert.ops import _MODULE_HANDLERS
-from snn.qcfs import QCFS, floor_ste, qcfs, replace_relu
-from snn.training import accuracy, digits_cnn, digits_mlp, load_digits_split, train
+from snn.convert.qcfs import QCFS, floor_ste, qcfs, replace_relu
+from snn.convert.training import accuracy, digits_cnn, digits_mlp, load_digits_split, train
 
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 

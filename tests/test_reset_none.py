@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import snn
-from snn.reference import run_graph_reference
+from snn.run.reference import run_graph_reference
 
 DYADIC = np.arange(-16, 17) / 8.0
 

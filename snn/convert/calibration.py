@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..conv import Conv2d
+from ..model.conv import Conv2d
 from .base import ConversionError, check_samples
 from .chain import ConvertedNetwork, _apply
 from .dispatch import _check_converted, _is_graph

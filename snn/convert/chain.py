@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..conv import AvgPool2d, Conv2d, MaxPool2d
-from ..layers import Linear
-from ..network import Network
-from ..neurons import IF
+from ..model.conv import AvgPool2d, Conv2d, MaxPool2d
+from ..model.layers import Linear
+from ..model.network import Network
+from ..model.neurons import IF
 from .base import ConversionError, _apply_module, _check_finite_output, _clip, _scale, check_samples
 from .ops import Op, _function_handler, _fx_graph, _maxpool_window, _module_ops
 

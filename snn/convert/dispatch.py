@@ -39,7 +39,7 @@ def convert(
     Parameters
     ----------
     model : a ``torch.nn.Module`` in eval mode, a chain of supported layers
-        (Linear, Conv2d, BatchNorm1d/2d, ReLU, :class:`snn.qcfs.QCFS`,
+        (Linear, Conv2d, BatchNorm1d/2d, ReLU, :class:`snn.convert.qcfs.QCFS`,
         AvgPool2d, AdaptiveAvgPool2d to 1x1, MaxPool2d (any kernel, stride
         and padding, overlapping windows included; dilation 1 and
         ``ceil_mode=False``), Flatten, Dropout, Identity, nested Sequential,

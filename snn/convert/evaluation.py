@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from ..energy import EnergyModel
-from ..spiketrains import SpikeTrains
+from ..run.spiketrains import SpikeTrains
 from .base import ann_outputs, check_labels, check_samples
 from .chain import ConvertedNetwork
 from .dispatch import _check_converted, _is_graph

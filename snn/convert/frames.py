@@ -11,7 +11,7 @@ SynOps, MACs and wall time:
   decision is the argmax of what the readout gained during the
   frame;
 - ``"delta"``: delta propagation with sigma-delta units
-  (:class:`snn.delta.DeltaNetwork`, kernels in ``kernels/delta.py``):
+  (:class:`snn.run.delta.DeltaNetwork`, kernels in ``kernels/delta.py``):
   every unit keeps its accumulated input and sends the change of its activation to its
   fan-out only when it exceeds ``theta`` (in units of the layer's scale: a
   converted layer's activations are normalised to it), keeping the residue;
@@ -37,14 +37,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..delta import DeltaNetwork, DeltaRun, DeltaState, _positive_int, check_frames
-from ..network import _vecmat
-from ..spiketrains import SpikeTrains
+from ..run.delta import DeltaNetwork, DeltaRun, DeltaState, _positive_int, check_frames
+from ..run.paths import _vecmat
+from ..run.spiketrains import SpikeTrains
 from .base import ConversionError, check_samples
 from .chain import ConvertedNetwork
 
 WAYS = ("reset", "carry", "delta")
-__all__ = ["DeltaNetwork", "DeltaRun", "DeltaState"]  # re-exported from snn.delta
+__all__ = ["DeltaNetwork", "DeltaRun", "DeltaState"]  # re-exported from snn.run.delta
 
 # -- VIDEO-DIGITS ------------------------------------------------------------------
 
@@ -100,7 +100,7 @@ def place(images, positions, canvas: int = 16) -> np.ndarray:
 
 
 def _digits(split: str):
-    from ..training import load_digits_split
+    from .training import load_digits_split
 
     x_train, y_train, x_test, y_test = load_digits_split()
     x, y = (x_test, y_test) if split == "test" else (x_train, y_train)
@@ -119,7 +119,7 @@ def video_digits(
 ) -> VideoDigits:
     """VIDEO-DIGITS (``shared/BENCHMARKS.md``): sequence ``k`` shows digit
     ``k mod N`` of ``images`` (default: the 540 test digits of
-    :func:`snn.training.load_digits_split`, 8x8 in [0, 1]) drifting on a
+    :func:`snn.convert.training.load_digits_split`, 8x8 in [0, 1]) drifting on a
     ``canvas x canvas`` frame at ``speed`` pixels per frame, bilinearly
     resampled; its start (uniform over the wholly visible positions) and
     direction (uniform angle) drawn from ``numpy.random.default_rng([seed,
@@ -165,7 +165,7 @@ def video_digits(
 def video_digits_train(copies: int = 4, *, images=None, labels=None, canvas: int = 16, seed: int = 0):
     """Single frames for training the VIDEO-DIGITS network: each digit of
     ``images`` (default: the training split of
-    :func:`snn.training.load_digits_split`) ``copies`` times, at positions
+    :func:`snn.convert.training.load_digits_split`) ``copies`` times, at positions
     drawn uniformly over the wholly visible ones (``default_rng(seed)``).
     Returns ``(x float32 [N * copies, 1, canvas, canvas], y [N * copies])``."""
     if isinstance(copies, bool) or not isinstance(copies, (int, np.integer)) or copies < 1:
@@ -190,7 +190,7 @@ def video_digits_cnn(pool: str = "avg", seed: int | None = 0):
     ``seed`` (the global torch generator left as it was)."""
     from torch import nn
 
-    from ..training import _seeded
+    from .training import _seeded
 
     if pool not in ("avg", "max"):
         raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")

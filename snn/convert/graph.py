@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..conv import conv_fan_out, conv_geometry
-from ..graph import Graph
-from ..neurons import IF
+from ..model.conv import conv_fan_out, conv_geometry
+from ..model.graph import Graph
+from ..model.neurons import IF
 from .base import ConversionError, _apply_module, _check_finite_output, _clip, _scale, check_samples
 from .ops import _function_handler, _maxpool, _maxpool_window, _module_ops
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..qcfs import QCFS
 from .base import ConversionError
+from .qcfs import QCFS
 
 # -- the intermediate form: a chain of simple operations -------------------
 

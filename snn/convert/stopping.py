@@ -4,7 +4,7 @@ stable stops, so the work it would have cost is never done. Two ways run it:
 
 - in the kernel (``engine="kernel"``): every population is stepped together
   by the graph kernel, which judges the rule after each step of each sample
-  and stops the sample there (:class:`snn.stepped.SteppedExit`), so a run
+  and stops the sample there (:class:`snn.run.stepped.SteppedExit`), so a run
   is one kernel call, at batch 1 as over a whole set;
 - chunked (``engine="chunked"``): the model runs chunk by chunk
   (:meth:`snn.Graph.start`), the rule judged in Python between chunks, the
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import numba_threads, run_extent
-from ..network import _vecmat
-from ..schedule import stages
-from ..spiketrains import SpikeTrains
-from ..stepped import (
+from ..run.paths import _vecmat
+from ..run.schedule import stages
+from ..run.spiketrains import SpikeTrains
+from ..run.stepped import (
     EXIT_CONFIDENCE,
     EXIT_EVERY,
     EXIT_FIELDS,
@@ -216,7 +216,7 @@ def run_early_exit(
     (chunked runs equal uncut ones); ``mode`` forces one path for every
     population (default: each one's own; ``"auto"`` chooses on the first
     chunk, or in the kernel the clock path for the readout and for
-    populations fed by a convolution or driven, see :class:`snn.stepped.SteppedExit`).
+    populations fed by a convolution or driven, see :class:`snn.run.stepped.SteppedExit`).
 
     ``engine``: ``"kernel"`` judges the rule inside the graph kernel (every
     population stepped together: one kernel call per run), ``"chunked"``

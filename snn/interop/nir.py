@@ -117,11 +117,11 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from ..conv import AvgPool2d, Conv2d, MaxPool2d
-from ..graph import Graph
-from ..layers import Layer, Linear, SparseLinear
-from ..network import Network
-from ..neurons import Neuron
+from ..model.conv import AvgPool2d, Conv2d, MaxPool2d
+from ..model.graph import Graph
+from ..model.layers import Layer, Linear, SparseLinear
+from ..model.network import Network
+from ..model.neurons import Neuron
 
 __all__ = ["NIRExportError", "NIRExportWarning", "NIRImportError", "from_nir", "register", "to_nir"]
 

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from ..graph import POP_MODES, ConvProjection, Graph, Population
+from ..model.graph import POP_MODES, ConvProjection, Graph, Population
 from . import nir as _nir
 
 __all__ = ["graph_from_nir", "graph_to_nir", "is_chain"]

@@ -18,7 +18,7 @@ for ``Leaky``, and ``mem[t] = 0`` (that step's drive to ``mem`` dropped;
 ``syn`` keeps integrating) for ``Synaptic``, ``RLeaky`` and ``RSynaptic``.
 ``reset_delay=False``: the reset is applied in the step of the spike, like ours.
 
-Ours (``snn.neurons``): ``v[t] = beta (v[t-1] - threshold s[t-1]) + x[t]``,
+Ours (``snn.model.neurons``): ``v[t] = beta (v[t-1] - threshold s[t-1]) + x[t]``,
 the subtraction before the leak. Hence, exactly (up to rounding):
 
 =====================  =============  ==========================================
@@ -97,11 +97,11 @@ import snntorch
 import torch
 from torch import nn
 
-from ..conv import AvgPool2d, Conv2d
-from ..graph import Graph
-from ..layers import Linear
-from ..network import Network
-from ..neurons import IF, LIF, CubaLIF, Neuron
+from ..model.conv import AvgPool2d, Conv2d
+from ..model.graph import Graph
+from ..model.layers import Linear
+from ..model.network import Network
+from ..model.neurons import IF, LIF, CubaLIF, Neuron
 
 __all__ = ["SnnTorchImportError", "from_snntorch", "register"]
 

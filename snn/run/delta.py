@@ -18,8 +18,8 @@ import numpy as np
 
 from snn_kernels.delta import CONV, DENSE, MAXPOOL, delta_run, delta_settle
 
-from ._validate import real_array
-from .network import Network
+from .._validate import real_array
+from ..model.network import Network
 
 
 def check_frames(frames, input_shape) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 
 import snn_kernels as kernels
 
-from ._validate import binary_spikes, run_extent
+from .._validate import binary_spikes, run_extent
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import checked_csr, owned, positive_int, real_array
 from . import connectivity
-from ._validate import checked_csr, owned, positive_int, real_array
 from .neurons import LIF, Neuron
 
 MODES = ("auto", "event", "clock", "dense")
@@ -253,7 +253,7 @@ class SparseLinear(Layer):
     @classmethod
     def random(cls, n_in, n_out, p, weight=1.0, neuron=None, seed=None, **kwargs) -> SparseLinear:
         """Each of the ``n_in * n_out`` pairs connected independently with
-        probability ``p`` (:func:`snn.connectivity.fixed_probability`);
+        probability ``p`` (:func:`snn.model.connectivity.fixed_probability`);
         ``weight`` a scalar or a callable ``(rng, n) -> [n]`` drawing the
         ``n`` weights, in CSR order, from the same generator."""
         rng = np.random.default_rng(seed)
@@ -263,7 +263,7 @@ class SparseLinear(Layer):
     @classmethod
     def fixed_in_degree(cls, n_in, n_out, k, weight=1.0, neuron=None, seed=None, **kwargs) -> SparseLinear:
         """Every output neuron receives exactly ``k`` distinct inputs, chosen
-        uniformly (:func:`snn.connectivity.fixed_in_degree`); ``weight`` as in
+        uniformly (:func:`snn.model.connectivity.fixed_in_degree`); ``weight`` as in
         :meth:`random`."""
         rng = np.random.default_rng(seed)
         rowptr, cols = connectivity.fixed_in_degree(n_in, n_out, k, rng)

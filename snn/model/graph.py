@@ -6,7 +6,7 @@ background drive, run event-driven or by the clock-driven reference.
 
     g = snn.Graph(dt=1e-4)                       # seconds per step
     exc = g.population(800, snn.LIF(tau_mem=20e-3, dt=1e-4, threshold=20.0), name="exc")
-    g.connect(exc, exc, 0.5, connectivity=snn.connectivity.fixed_probability(800, 800, 0.1, seed=1))
+    g.connect(exc, exc, 0.5, connectivity=snn.fixed_probability(800, 800, 0.1, seed=1))
     g.poisson_input(exc, n_trains=100, rate=20.0, weight=0.5)
     result = g.run(T=10_000, seed=0)             # 1 s of biological time
     result.rate_hz("exc"), result.isi_cv("exc")
@@ -25,15 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import checked_csr, numba_threads, owned, positive_int, real_array, run_extent
+from .._validate import checked_csr, numba_threads, owned, positive_int, real_array, run_extent
+from ..run.reference import run_graph_reference
+from ..run.result import RunResult
+from ..run.schedule import STREAM_EPOCH, Simulation, Stage, stages
+from ..run.schedule import run as run_schedule
+from ..run.spiketrains import SpikeTrains
+from ..run.stepped import zero_delay_order
 from .conv import MaxPool2d, conv_fan_out, conv_geometry, conv_weight
 from .neurons import LIF, Neuron
-from .reference import run_graph_reference
-from .result import RunResult
-from .schedule import STREAM_EPOCH, Simulation, Stage, stages
-from .schedule import run as run_schedule
-from .spiketrains import SpikeTrains
-from .stepped import zero_delay_order
 
 DTYPES = (np.float32, np.float64)
 POP_MODES = ("auto", "event", "clock", "dense")
@@ -247,7 +247,7 @@ class Graph:
             steps summed by one BLAS product: for a population run as a
             layer; a stepped one runs ``"clock"``), or ``"auto"``: for a
             population run as a layer, the cheapest path for the run's
-            measured input (the cost model of ``snn.network``); for a stepped
+            measured input (the cost model of ``snn.run.paths``); for a stepped
             one, clock when Poisson background alone reaches each neuron at
             least every ``1 / CLOCK_BACKGROUND`` steps on average, else
             event. All give the same spikes (sums may round differently).
@@ -289,7 +289,7 @@ class Graph:
         """Add synapses from ``source`` to ``target``.
 
         connectivity : ``(rowptr, cols)`` CSR by presynaptic neuron (e.g.
-            from :mod:`snn.connectivity`; ``rowptr`` ``[n_source + 1]``,
+            from :mod:`snn.model.connectivity`; ``rowptr`` ``[n_source + 1]``,
             ``cols`` target indices); then ``weight`` is a scalar shared by
             all synapses or one value per synapse in CSR order. ``None``:
             ``weight`` is a dense ``[n_target, n_source]`` matrix (torch
@@ -577,7 +577,7 @@ class Graph:
         return zero_delay_order(self.populations, self.projections)
 
     def schedule(self, stepped=(), together: bool = False) -> list[Stage]:
-        """How an event run proceeds (see :mod:`snn.schedule`): the stages
+        """How an event run proceeds (see :mod:`snn.run.schedule`): the stages
         in run order, each a population run as a layer over all steps or
         populations stepped together; ``stepped``: populations (or names)
         that must be stepped (those whose variables are recorded);
@@ -681,7 +681,7 @@ class Graph:
         count_spikes=(),
     ) -> Simulation:
         """A run of ``T`` steps to advance chunk by chunk
-        (:meth:`snn.schedule.Simulation.advance`), its state carried from
+        (:meth:`snn.run.schedule.Simulation.advance`), its state carried from
         one chunk to the next: cut anywhere, it computes what :meth:`run`
         computes (on the same schedule: layers stay layers), and
         ``result()`` after ``t`` steps is a run of ``t`` steps. Arguments as

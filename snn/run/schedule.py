@@ -7,7 +7,7 @@ background and nothing recorded, runs as a layer (and a max-pool gate as
 the stack's gate): over all ``T`` steps at once, from its source's complete
 spike trains (shifted by the delay), by the layer kernels of feed-forward
 stacks (event, clock or dense path, ``mode="auto"`` choosing by the same cost
-model). Every other population is stepped by ``snn.stepped``: the
+model). Every other population is stepped by ``snn.run.stepped``: the
 populations of one strongly connected set (a cycle closed by delays)
 together, each other one alone, with their sources' spikes as inputs. The
 sets run in an order where every source comes first. All paths compute the
@@ -27,10 +27,10 @@ import snn_kernels as kernels
 from snn_kernels import REF, T_LAST
 from snn_kernels.neuron import V
 
-from ._validate import numba_threads
-from .conv import conv_dense_rows, kernel_layout
-from .layers import csr_dense_rows
-from .network import (
+from .._validate import numba_threads
+from ..model.conv import conv_dense_rows, kernel_layout
+from ..model.layers import csr_dense_rows
+from .paths import (
     _NS_PER_CLOCK_UPDATE,
     _NS_PER_EVENT_UPDATE,
     _NS_PER_SYNOP,
@@ -62,7 +62,7 @@ class Stage:
     steps (a neuron population through its one incoming projection, or none;
     or a max-pool gate: ``layer`` its ``snn.MaxPool2d``) from the spikes of
     ``source`` ``delay`` steps late, or (``layer`` None) populations stepped
-    together by ``plan``, a :class:`snn.stepped.SteppedPlan`."""
+    together by ``plan``, a :class:`snn.run.stepped.SteppedPlan`."""
 
     populations: tuple
     plan: SteppedPlan | None = None
@@ -148,7 +148,7 @@ class Simulation:
     Each stage runs a chunk after the stages before it have: a layer stage
     continues from the state its last chunk left (``kernels.event``'s
     chunks), a gate from its counts, a stepped stage's
-    :class:`snn.stepped.SteppedRun` from where it stopped. ``mode="auto"``
+    :class:`snn.run.stepped.SteppedRun` from where it stopped. ``mode="auto"``
     chooses each path on the first chunk's activity and keeps it.
 
     Streams (``n_steps`` None, or inputs fed chunk by chunk) run in bounded
@@ -707,7 +707,7 @@ def progress_bar(progress, total, work):
 
 class _ProjectionLayer:
     """A population and its one incoming projection (or None) seen as a
-    layer of a stack (what ``snn.network``'s layer runner and cost model
+    layer of a stack (what ``snn.run.paths``'s layer runner and cost model
     read); without a projection, a CSR layer of no input."""
 
     def __init__(self, pop, proj):
@@ -811,7 +811,7 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
 def _stepped_modes(stage, trains, n_steps) -> dict:
     """Event or clock path for the populations of a stepped stage whose
     sources are all outside it (a merge), from their input activity in this
-    run and the layers' cost model (``snn.network``), per sample: a sweep of
+    run and the layers' cost model (``snn.run.paths``), per sample: a sweep of
     every neuron every step once most are touched most steps."""
     inside = set(stage.names)
     driven = {s.target.name for s in stage.plan.graph.sources}

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ._validate import positive_int, real_array
+from .._validate import positive_int, real_array
 
 
 def fixed_probability(n_pre: int, n_post: int, p: float, seed=None, autapses: bool = True):

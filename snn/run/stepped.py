@@ -1,7 +1,7 @@
 """The step-by-step engine of graph runs: a set of populations flattened
 into the arrays of ``kernels.graph`` and stepped together, every population
 at step ``t`` before any at ``t + 1`` (what recurrence through delays
-needs). The schedule (``snn.schedule``) gives it the populations that cannot
+needs). The schedule (``snn.run.schedule``) gives it the populations that cannot
 run one after another over all steps, with their sources' spikes as inputs.
 """
 
@@ -33,8 +33,8 @@ from snn_kernels.graph import (  # noqa: F401 -- EXIT_* and exit_holds: for snn.
     graph_kernel,
 )
 
-from .conv import kernel_layout
-from .neurons import LIF
+from ..model.conv import kernel_layout
+from ..model.neurons import LIF
 from .spiketrains import SpikeTrains
 
 # "auto" steps a population clock-driven when its Poisson background brings

@@ -56,7 +56,7 @@ def digits_cnn(
     Parameters
     ----------
     pool : ``"avg"`` or ``"max"``.
-    activation : ``"relu"`` or ``"qcfs"`` (:class:`snn.qcfs.QCFS`, for
+    activation : ``"relu"`` or ``"qcfs"`` (:class:`snn.convert.qcfs.QCFS`, for
         conversion at very few time steps).
     levels, threshold : QCFS quantisation levels ``L`` and initial trainable
         threshold ``lambda`` in activation units (BatchNorm'd pre-activations
@@ -257,7 +257,7 @@ def accuracy(model: nn.Module, x, y) -> float:
     and is not changed (run on a copy, without gradients); data and model
     are checked as :func:`snn.convert.evaluate` checks them
     (:class:`snn.convert.ConversionError`)."""
-    from .convert.base import ann_outputs, check_labels, check_samples
+    from .base import ann_outputs, check_labels, check_samples
 
     x = check_samples(x, "x")
     out = ann_outputs(model, x, "x")

@@ -11,7 +11,7 @@ import numpy as np
 
 import snn_kernels as kernels
 
-from .conv import conv_dense_rows
+from ..model.conv import conv_dense_rows
 from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
 

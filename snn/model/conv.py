@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import MAX_INDEX, owned, positive_int, real_array
+from .._validate import MAX_INDEX, owned, positive_int, real_array
 from .layers import Layer
 from .neurons import IF, Neuron
 

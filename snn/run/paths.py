@@ -1,0 +1,276 @@
+"""The paths of a population run over all steps at once, as a layer of a
+stack (event, clock or dense; the max-pool gate), the layer runner that
+calls their kernels, and the cost model by which ``mode="auto"`` chooses
+among them from the measured input (used by the schedule, :mod:`snn.run.schedule`,
+for every population it runs as a layer)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import snn_kernels as kernels
+
+from .spiketrains import SpikeTrains
+
+# Cost model of the automatic choice between the event, clock and dense paths,
+# in nanoseconds per operation on one core (numba and BLAS), measured on the
+# project's 2-core machine with benchmarks/layer_modes.py; their ratios matter.
+_NS_PER_SYNOP = {
+    "event": {"dense": 0.35, "conv": 0.7, "csr": 2.0},  # delivery, and marking what it touches
+    "clock": {"dense": 0.35, "conv": 0.35, "csr": 2.0},  # conv: contiguous runs (868d909, EVENT-DIGITS)
+}  # delivery into a sum only
+# a neuron touched on the event path: brought forward, checked, rescheduled in
+# random order (a Linear layer's event path sweeps instead); (no positive bias, some)
+_NS_PER_EVENT_UPDATE = {"dense": (1.5, 3.0), "conv": (25.0, 35.0), "csr": (25.0, 35.0)}
+_NS_PER_MAC = {
+    np.float32: 0.1,
+    np.float64: 0.2,
+}  # the dense path: raster, then GEMM [B*T, n_in] x [n_in, n_out]
+_NS_PER_CLOCK_UPDATE = 1.5  # one neuron step of a sequential sweep
+# A CSR layer's kernel (kernels.event.sparse_kernel) chooses a path per step
+# from the step's synaptic operations S (kernels.event.TWO_PHASE_AT ...):
+# direct delivery or two phases.
+# Its costs, measured with benchmarks/sparse_crossover.py (fixed in-degree 100,
+# one thread; figures in the commit that set them), by whether the state and the
+# input sums fit in cache (kernels.event.TWO_PHASE_STATE_BYTES: 100k neurons
+# do, 1M do not): ns per synaptic operation on the direct / two-phase / clock
+# path, ns per neuron of a clock sweep, ns per touched neuron
+# of a layer that keeps a calendar (driven), ns per neuron per run (set-up,
+# the first calendar, settling; the clock path's is in its sweep).
+_CSR_COSTS = {
+    True: dict(direct=10.0, two_phase=10.0, clock=7.8, clock_sweep=1.0, calendar=20.0, setup=3.0),
+    False: dict(direct=33.0, two_phase=33.0, clock=17.0, clock_sweep=1.4, calendar=40.0, setup=13.0),
+}
+
+
+def _state_width(neuron) -> int:
+    return 4 if (neuron.has_current or neuron.refractory) else 2
+
+
+def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carried=None, elapsed=0):
+    """One layer over the batch; retries with a larger output buffer if needed.
+    ``carried``: the state an earlier chunk of the run left (not mutated;
+    steps counted from this chunk's start, see ``kernels.event``), ``elapsed``
+    the steps run before this chunk; returns ``(trains, state, counts)``."""
+    batch = source.batch_size
+    neuron = layer.neuron
+    width = 4 if mode == "dense" else _state_width(neuron)
+    if mode == "dense" and currents is None:
+        currents = _dense_currents(source, layer, dtype)
+    # output buffer: a guess, and the busiest sample's spikes per step of this layer's last run
+    # (kept by a graph's layer: a layer firing above the guess would otherwise run twice every time)
+    seen = getattr(layer, "spikes_per_step", 0.0)
+    cap = min(
+        n_steps * layer.n_out,
+        max(
+            1024,
+            4 * int(source.per_sample.max(initial=0)),
+            n_steps * layer.n_out // 8,
+            int(1.25 * seen * n_steps),
+        ),
+    )
+    v_init = layer.v_init_row(dtype) if carried is None else np.zeros(0, dtype)
+    thr, v_reset = neuron.constants(dtype)
+    while True:
+        state = np.empty((batch, layer.n_out, width), dtype) if carried is None else carried.copy()
+        out_tptr = np.empty((batch, n_steps + 1), np.int64)
+        out_idx = np.empty((batch, cap), np.int32)
+        kc = np.zeros((batch, 4), np.int64)
+        if mode == "dense":
+            alpha = dtype(neuron.alpha or 0.0)
+            kernels.clock_layer(
+                currents,
+                bias,
+                alpha,
+                dtype(neuron.beta),
+                thr,
+                neuron.reset_code,
+                v_reset,
+                neuron.refractory,
+                v_init,
+                neuron.has_current,
+                state,
+                out_tptr,
+                out_idx,
+                kc,
+            )
+        else:
+            table = neuron.propagator(elapsed + n_steps, dtype)
+            common = (
+                bias,
+                table,
+                thr,
+                neuron.reset_code,
+                v_reset,
+                neuron.refractory,
+                v_init,
+                neuron.has_current,
+                neuron.refractory > 0,
+                settle,
+                state,
+                out_tptr,
+                out_idx,
+                kc,
+            )
+            clock = mode == "clock"
+            if layer.kind == "dense":
+                kernels.dense_layer(source.tptr, source.idx, layer.weight_rows, *common, clock=clock)
+            elif layer.kind == "conv":
+                kernels.conv_layer(
+                    source.tptr, source.idx, layer.geom, layer.kernel_weights, *common, clock=clock
+                )
+            else:
+                kernels.csr_layer(
+                    source.tptr, source.idx, layer.rowptr, layer.cols, layer.weights, *common, clock=clock
+                )
+        if not kc[:, 3].any():
+            break
+        cap = min(cap * 4, n_steps * layer.n_out)
+    used = int(kc[:, 2].max(initial=0))
+    if hasattr(layer, "spikes_per_step"):
+        layer.spikes_per_step = used / n_steps
+    return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), state, kc
+
+
+def _run_maxpool(layer, source, carried=None):
+    """The gate over all steps (``kernels.maxpool_layer``); returns
+    ``(trains, counts, carry)``, ``carry`` the spike and window counts that
+    a next chunk of the run continues from (``carried``: those an earlier
+    chunk left, not mutated). Output buffer: the
+    largest input spike count of a sample first, which suffices when windows
+    do not overlap (each output spike takes an input spike of its own); a
+    batch that overflows it runs again with the bound that always suffices,
+    ``ceil(kh / sy) * ceil(kw / sx)`` outputs per input spike (the windows
+    containing an input), at most one per window and step."""
+    batch, n_steps = source.batch_size, source.n_steps
+    kh, kw = layer.kernel_size
+    sy, sx = layer.stride
+    most = int(source.per_sample.max(initial=0))
+    bound = min(most * -(-kh // sy) * -(-kw // sx), layer.n_out * n_steps)
+    out_tptr = np.empty((batch, n_steps + 1), np.int64)
+    kc = np.zeros((batch, 4), np.int64)
+    for cap in (min(most, bound), bound):
+        out_idx = np.empty((batch, max(1, cap)), np.int32)
+        kc[:] = 0
+        if carried is None:
+            carry = np.zeros((batch, layer.n_in), np.int32), np.zeros((batch, layer.n_out), np.int32)
+        else:
+            carry = carried[0].copy(), carried[1].copy()
+        kernels.maxpool_layer(source.tptr, source.idx, layer.geom, *carry, out_tptr, out_idx, kc)
+        if not kc[:, 3].any():
+            break
+    assert not kc[:, 3].any(), "max-pool output buffer overflowed its bound"
+    used = int(kc[:, 2].max(initial=0))
+    return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), kc, carry
+
+
+def _dense_currents(source, layer, dtype) -> np.ndarray:
+    """Synaptic input of every step, ``[B, T, n_out]`` in the state dtype (so
+    sums round like the reference's): one GEMM."""
+    batch, n_steps = source.batch_size, source.n_steps
+    raster = np.zeros((batch * n_steps, layer.n_in), dtype)
+    t, s, i = source.to_events().T
+    raster[s * n_steps + t, i] = 1.0
+    return (raster @ layer.dense_rows(dtype)).reshape(batch, n_steps, layer.n_out)
+
+
+def _vecmat(x, layer) -> np.ndarray:
+    """``x @ W`` for analog ``x[B, n_in]``, float64, by the kernels (one
+    scatter per non-zero input through the layer's own connectivity)."""
+    x = np.ascontiguousarray(x, np.float64)
+    drive = np.empty((len(x), layer.n_out))
+    if layer.kind == "dense":
+        kernels.dense_drive(x, layer.weight_rows, drive)
+    elif layer.kind == "conv":
+        kernels.conv_drive(x, layer.geom, layer.kernel_weights, drive)
+    else:
+        kernels.csr_drive(x, layer.rowptr, layer.cols, layer.weights, drive)
+    return drive
+
+
+def _synops(source, fan_out) -> np.ndarray:
+    """Input spikes x fan-out, per sample (the count of the non-kernel paths)."""
+    return np.array(
+        [fan_out[source.idx[b, : source.tptr[b, -1]]].sum() for b in range(source.batch_size)], np.int64
+    )
+
+
+def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
+    """Event, clock or dense path, from the input activity measured for this
+    run and the cost model above (per sample, one core); ``driven``: some
+    bias is positive."""
+    if layer.kind == "csr" and layer.n_in:
+        return _choose_csr_mode(layer, source, n_steps, dtype, driven)
+    events = source.total / source.batch_size
+    synops = events * layer.n_synapses / layer.n_in
+    n = layer.n_out
+    touched = min(synops, min(n_steps, events) * n)
+    per_update = _NS_PER_EVENT_UPDATE[layer.kind][driven]
+    cost = {
+        "event": synops * _NS_PER_SYNOP["event"][layer.kind] + touched * per_update,
+        "clock": synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE,
+    }
+    gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)  # GEMM needs rows to be efficient
+    cost["dense"] = (
+        n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency + n_steps * n * _NS_PER_CLOCK_UPDATE
+    )
+    return min(cost, key=cost.get)  # ties go to the first: event
+
+
+def _step_synops(source, fan_out) -> np.ndarray:
+    """Synaptic operations of every step of every sample, ``[B, T]`` float64:
+    the fan-outs of the step's input spikes summed."""
+    out = np.zeros((source.batch_size, source.n_steps))
+    for b in range(source.batch_size):
+        tptr = source.tptr[b]
+        if tptr[-1] == 0:
+            continue
+        total = np.zeros(int(tptr[-1]) + 1)
+        np.cumsum(fan_out[source.idx[b, : tptr[-1]]], out=total[1:])
+        out[b] = total[tptr[1:]] - total[tptr[:-1]]
+    return out
+
+
+def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
+    """Event, clock or dense path of a CSR layer: the event path's cost is
+    that of the path its kernel takes at each step (direct or two phases:
+    ``kernels.event``), from each step's synaptic operations in this run;
+    averaged over the samples."""
+    from snn_kernels import event as kev
+
+    n = layer.n_out
+    neuron = layer.neuron
+    width = _state_width(neuron)
+    in_cache = n * (width + 1) * np.dtype(dtype).itemsize <= kev.TWO_PHASE_STATE_BYTES
+    c = _CSR_COSTS[in_cache]
+    two_phase_at = kev.TWO_PHASE_AT if in_cache else kev.TWO_PHASE_AT_OUT_OF_CACHE
+    decay = float(neuron.propagator(1, np.float64)[1, 0])
+    undriven = not driven and not neuron.has_current and not neuron.refractory and 0 <= decay <= 1
+    per_step = _step_synops(source, np.asarray(layer.fan_out, np.float64))  # [B, T]
+    synops = per_step.sum() / source.batch_size
+    two = per_step >= two_phase_at * n
+    event = (c["direct"] * per_step[~two].sum() + c["two_phase"] * per_step[two].sum()) / source.batch_size
+    event += c["setup"] * n
+    if not undriven:  # a calendar: every touched neuron rescheduled
+        touched = n * -np.expm1(-per_step / n)
+        event += c["calendar"] * touched.sum() / source.batch_size
+    cost = {"event": event, "clock": c["clock"] * synops + c["clock_sweep"] * n_steps * n}
+    gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)
+    cost["dense"] = (
+        n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency + n_steps * n * _NS_PER_CLOCK_UPDATE
+    )
+    return min(cost, key=cost.get)  # ties go to the first: event
+
+
+def _choose_driven_mode(layer, bias, n_steps) -> str:
+    """Event or clock path for a layer driven by a constant input ``bias``
+    ``[B, n]`` alone (no input spikes): event-driven, each neuron with a
+    positive drive is scheduled and rescheduled at each of its spikes."""
+    positive = bias > 0
+    spikes = min(
+        float(bias[positive].sum()) / len(bias) / layer.neuron.threshold * n_steps, n_steps * layer.n_out
+    )
+    scheduled = np.count_nonzero(positive) / len(bias)
+    event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[layer.kind][True]
+    clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
+    return "event" if event_ns <= clock_ns else "clock"
