@@ -26,7 +26,7 @@ def real_array(name: str, value, dtype=np.float64, ndim: int | None = None) -> n
         raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
     with np.errstate(over="ignore"):  # an overflow is reported below, as an error
         out = np.asarray(arr, dtype=dtype, order="C")  # ascontiguousarray would make 0-d 1-d
-    if out.dtype.kind == "f" and not np.all(np.isfinite(out)):
+    if out is not arr and out.dtype.kind == "f" and not np.all(np.isfinite(out)):
         raise ValueError(f"{name} has values too large for {np.dtype(dtype).name} (they overflow to inf)")
     return out
 
@@ -65,13 +65,17 @@ def run_extent(n_steps: int, batch: int, dtype=np.float64) -> None:
         )
 
 
-@contextlib.contextmanager
 def numba_threads(n_threads: int | None):
     """Run the enclosed kernels on ``n_threads`` numba threads (``None``: as
     they are), restoring the caller's setting afterwards."""
-    if n_threads is None:
-        yield
-        return
+    return _AS_THEY_ARE if n_threads is None else _threads(n_threads)
+
+
+_AS_THEY_ARE = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _threads(n_threads):
     import numba
 
     limit = numba.config.NUMBA_NUM_THREADS

@@ -19,6 +19,7 @@ cycle, so the step stays well defined.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -551,6 +552,15 @@ class Graph:
         return sum(p.n for p in self.populations if p.has_neurons)
 
     @property
+    def readout(self) -> str | None:
+        """The name of the last population with neurons (whose membrane a
+        result holds), or None."""
+        for pop in reversed(self.populations):
+            if pop.neuron is not None:
+                return pop.name
+        return None
+
+    @property
     def n_synapses(self) -> int:
         return sum(p.n_synapses for p in self.projections)
 
@@ -654,14 +664,21 @@ class Graph:
         with numba_threads(n_threads):
             return self._run(T, trains, batch, drives, record, int(seed), backend, mode, progress)
 
-    def _run(self, T, trains, batch, drives, record, seed, backend, mode, progress) -> RunResult:
+    def _run(self, T, trains, batch, drives, record, seed, backend, mode, progress, macs=None) -> RunResult:
         """:meth:`run` on arguments already checked (``trains`` and
         ``drives`` by population name, ``record`` as :meth:`_record` makes
-        it): what :meth:`snn.Network.run` calls after checking its own."""
+        it): what :meth:`snn.Network.run` calls after checking its own.
+        ``macs``: multiply-accumulates done outside the graph on analog
+        input (``[B]`` by population name: a stack's first layer), counted
+        in the result."""
         if backend == "reference":
-            return run_graph_reference(self, T, trains, batch, seed, record, drives=drives)
+            result = run_graph_reference(self, T, trains, batch, seed, record, drives=drives)
+            for k, name in enumerate(result.names):
+                if name in (macs or {}):
+                    result.counts[k] = dataclasses.replace(result.counts[k], macs=macs[name])
+            return result
         plan = self.schedule([pop for pop, _, _ in record])
-        return run_schedule(self, plan, T, trains, batch, seed, record, progress, mode, drives)
+        return run_schedule(self, plan, T, trains, batch, seed, record, progress, mode, drives, macs)
 
     def start(
         self,

@@ -6,7 +6,6 @@ meaning of ``mode``."""
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 import time
 
@@ -82,6 +81,11 @@ class Network:
         if cached is not None and len(cached[0]) == len(key) and all(map(operator.is_, cached[0], key)):
             return self._graph[1]
         self._graph = None  # the old graph's arrays are freed before the new ones are made
+        for layer in self.layers:  # parameters the state precision cannot hold are refused
+            if layer.kind != "maxpool":
+                layer.neuron.constants(self.dtype)
+                layer.v_init_row(self.dtype)
+                layer.bias_row(self.dtype)
         self._graph = (key, Graph.from_network(self))
         return self._graph[1]
 
@@ -170,16 +174,12 @@ class Network:
         source, analog_x, n_steps = self._inputs(spikes, events, analog, T, batch_size)
         batch = source.batch_size if source is not None else analog_x.shape[-2]
         run_extent(n_steps, batch, self.dtype)
-        for layer in self.layers:  # parameters the state precision cannot hold are refused
-            if layer.kind != "maxpool":
-                layer.neuron.constants(self.dtype)
-                layer.v_init_row(self.dtype)
-                layer.bias_row(self.dtype)
+        graph = self.graph()  # made once, checking the parameters (the state precision must hold them)
         record = {key: self._recorded(v) for key, v in (("v", record_v), ("i", record_i))}
         with numba_threads(n_threads):
             if backend == "reference" and not any(record.values()):
                 return run_reference(self, source, analog_x, n_steps)
-            return self._run_graph(source, analog_x, n_steps, backend, mode, record, progress)
+            return self._run_graph(graph, source, analog_x, n_steps, backend, mode, record, progress)
 
     def _inputs(self, spikes, events, analog, T, batch_size):
         given = [x is not None for x in (spikes, events, analog)]
@@ -235,17 +235,16 @@ class Network:
             out[key] = idx
         return out
 
-    def _run_graph(self, source, analog_x, n_steps, backend, mode, record, progress):
+    def _run_graph(self, graph, source, analog_x, n_steps, backend, mode, record, progress):
         """The run as the graph's (:meth:`graph`): analog input becomes the
         first layer's drive (multiplied once by its weights when constant,
         each step's currents when it varies), counted as MACs."""
-        graph = self.graph()
         first, name = self.layers[0], self.layer_name(0)
         batch = source.batch_size if source is not None else analog_x.shape[-2]
-        macs, drive = np.zeros(batch, np.int64), {}
+        macs, drive = None, {}
         if analog_x is not None:
-            nonzero = analog_x != 0
-            macs = (nonzero * first.fan_out).reshape(-1, batch, first.n_in).sum(axis=(0, 2))
+            nonzero = (analog_x != 0).reshape(-1, first.n_in)  # [T * B or B, n_in]
+            macs = (nonzero @ first.fan_out).reshape(-1, batch).sum(axis=0)
             if analog_x.ndim == 2:  # constant: multiplied once, then a bias
                 drive[name] = _vecmat(analog_x, first)
             else:  # the currents of every step, in the state precision
@@ -258,12 +257,11 @@ class Network:
                 "all steps takes; recording steps it: record another layer, or give analog [B, n]"
             )
         inputs = {graph.populations[0].name: source}  # the stack checked its input and its parameters
-        result = graph._run(n_steps, inputs, batch, drive, recorded, 0, backend, mode, progress)
-        counts = result.counts[1:]  # the input population is not a layer
-        counts[0] = dataclasses.replace(counts[0], macs=macs)
+        macs = None if macs is None else {name: macs}
+        result = graph._run(n_steps, inputs, batch, drive, recorded, 0, backend, mode, progress, macs)
         return RunResult(
             result.trains[1:],
-            counts,
+            result.counts[1:],  # the input population is not a layer
             (lambda: result.membrane) if self.layers[-1].kind != "maxpool" else None,
             result.backend,
             names=result.names[1:],

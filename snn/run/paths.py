@@ -64,7 +64,7 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
         n_steps * layer.n_out,
         max(
             1024,
-            4 * int(source.per_sample.max(initial=0)),
+            4 * int(source.tptr[:, -1].max()),
             n_steps * layer.n_out // 8,
             int(1.25 * seen * n_steps),
         ),
@@ -206,15 +206,23 @@ def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
     n = layer.n_out
     touched = min(synops, min(n_steps, events) * n)
     per_update = _NS_PER_EVENT_UPDATE[layer.kind][driven]
-    cost = {
-        "event": synops * _NS_PER_SYNOP["event"][layer.kind] + touched * per_update,
-        "clock": synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE,
-    }
-    gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)  # GEMM needs rows to be efficient
-    cost["dense"] = (
-        n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency + n_steps * n * _NS_PER_CLOCK_UPDATE
-    )
-    return min(cost, key=cost.get)  # ties go to the first: event
+    event = synops * _NS_PER_SYNOP["event"][layer.kind] + touched * per_update
+    clock = synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE
+    return _cheapest(event, clock, _dense_cost(layer, source, n_steps, dtype))
+
+
+def _dense_cost(layer, source, n_steps, dtype) -> float:
+    """The dense path's cost: the GEMM (less efficient with few rows), then a sweep."""
+    gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)
+    gemm = n_steps * layer.n_in * layer.n_out * _NS_PER_MAC[dtype] / gemm_efficiency
+    return gemm + n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
+
+
+def _cheapest(event, clock, dense) -> str:
+    """The path of the least cost; ties go to the first (event, then clock)."""
+    if event <= clock and event <= dense:
+        return "event"
+    return "clock" if clock <= dense else "dense"
 
 
 def _step_synops(source, fan_out) -> np.ndarray:
@@ -254,12 +262,8 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
     if not undriven:  # a calendar: every touched neuron rescheduled
         touched = n * -np.expm1(-per_step / n)
         event += c["calendar"] * touched.sum() / source.batch_size
-    cost = {"event": event, "clock": c["clock"] * synops + c["clock_sweep"] * n_steps * n}
-    gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)
-    cost["dense"] = (
-        n_steps * layer.n_in * n * _NS_PER_MAC[dtype] / gemm_efficiency + n_steps * n * _NS_PER_CLOCK_UPDATE
-    )
-    return min(cost, key=cost.get)  # ties go to the first: event
+    clock = c["clock"] * synops + c["clock_sweep"] * n_steps * n
+    return _cheapest(event, clock, _dense_cost(layer, source, n_steps, dtype))
 
 
 def _choose_driven_mode(layer, bias, n_steps) -> str:
@@ -267,9 +271,8 @@ def _choose_driven_mode(layer, bias, n_steps) -> str:
     ``[B, n]`` alone (no input spikes): event-driven, each neuron with a
     positive drive is scheduled and rescheduled at each of its spikes."""
     positive = bias > 0
-    spikes = min(
-        float(bias[positive].sum()) / len(bias) / layer.neuron.threshold * n_steps, n_steps * layer.n_out
-    )
+    drive = float(np.sum(bias, where=positive))
+    spikes = min(drive / len(bias) / layer.neuron.threshold * n_steps, n_steps * layer.n_out)
     scheduled = np.count_nonzero(positive) / len(bias)
     event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[layer.kind][True]
     clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE

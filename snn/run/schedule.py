@@ -123,16 +123,17 @@ def stages(graph, stepped=frozenset(), together=False) -> list[Stage]:
     return out
 
 
-def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mode, drives) -> RunResult:
+def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mode, drives, macs=None):
     """Run ``schedule`` (from :func:`stages`) over ``n_steps``; arguments as
-    checked by :meth:`snn.Graph.run` (``given``: input spikes by name). One
-    chunk of a :class:`Simulation`."""
+    checked by :meth:`snn.Graph.run` (``given``: input spikes by name;
+    ``macs``: as :meth:`snn.Graph._run` takes them). One chunk of a
+    :class:`Simulation`; returns its :class:`RunResult`."""
     sim = Simulation(graph, schedule, n_steps, given, batch, seed, record, force_mode, drives)
-    bar = progress_bar(progress, n_steps * len(schedule), graph.n_neurons * n_steps * batch)
-    sim.advance(n_steps, bar=bar)
-    if bar is not None:
+    bar = progress and progress_bar(progress, n_steps * len(schedule), graph.n_neurons * n_steps * batch)
+    sim.advance(n_steps, bar=bar or None)
+    if bar:
         bar.close()
-    return sim.result(lazy=True)
+    return sim._result(True, macs)
 
 
 # steps between two settles of a stream (or a run given ``epoch``): the
@@ -186,7 +187,7 @@ class Simulation:
             for name, d in drives.items()
             if d.ndim == 3
         }
-        for stage in schedule:
+        for stage in schedule if self._currents else ():
             varying = [n for n in stage.names if n in self._currents]
             if varying and stage.layer is None:
                 raise ValueError(
@@ -212,7 +213,8 @@ class Simulation:
             if stage.source is not None:
                 name = stage.source.name
                 self._lookback[name] = max(self._lookback.get(name, 0), stage.delay)
-        self._carry = {}  # layer stage -> its state
+        self._carry = {}  # layer stage -> its state (see _carried)
+        self._unshifted = {}  # layer stage -> steps of its last chunk, still counted in its carried state
         self._runs, self._base, self._live_from = {}, {}, {}  # stepped stage -> run, its step 0, unkept from
         self._rec_pieces = {}  # (name, var) -> [(step, [steps, B, R])] of earlier epochs
         self._counts, self._modes = {}, {}
@@ -274,6 +276,9 @@ class Simulation:
         :attr:`t` steps); for a run that keeps every spike (``history``
         None). ``lazy``: the final membrane is computed when first read
         (for a run that goes no further: :func:`run`)."""
+        return self._result(lazy)
+
+    def _result(self, lazy, macs=None) -> RunResult:
         t = self.t
         if t == 0:
             raise ValueError("no step has run yet: call advance() first")
@@ -285,11 +290,11 @@ class Simulation:
         trains = {p.name: self._window(p.name, 0, t) for p in self.graph.populations}
         recorded = {(pop.name, var): (idx, self.recorded(pop.name, var)) for pop, idx, var in self._record}
         counts, modes = self.totals(), self.modes()
-        readout = [p.name for p in self.graph.populations if p.has_neurons][-1:]
+        readout = self.graph.readout
         membrane = None
-        if readout:
-            membrane = (lambda: self.membrane(readout[0])) if lazy else self.membrane(readout[0])
-        return _assemble(self.graph, t, trains, counts, modes, recorded, self.seconds, membrane)
+        if readout is not None:
+            membrane = (lambda: self.membrane(readout)) if lazy else self.membrane(readout)
+        return _assemble(self.graph, t, trains, counts, modes, recorded, self.seconds, membrane, macs)
 
     def keep(self, rows) -> Simulation:
         """Go on with the samples ``rows`` only (indices into the current
@@ -319,7 +324,11 @@ class Simulation:
         int64 each (synaptic operations, state updates, spikes, background
         events), without assembling the spikes (zeros before a population
         has run)."""
-        out = {p.name: np.zeros((self.batch, 4), np.int64) for p in self.graph.populations if p.has_neurons}
+        out = {
+            p.name: np.zeros((self.batch, 4), np.int64)
+            for p in self.graph.populations
+            if p.has_neurons and p.name not in self._counts
+        }
         out.update(self._counts)
         for run in self._runs.values():
             for k, pop in enumerate(run.plan.order):
@@ -344,7 +353,7 @@ class Simulation:
         k = self._stage_of[name]
         dtype = self.graph.dtype
         if k in self._carry:  # a layer stage: its state, steps counted from the next chunk's start
-            state = self._carry[k].copy()
+            state = self._carried(k).copy()
             if self._modes[name] != "dense":
                 table = pop.neuron.propagator(self._span, dtype)
                 kernels.settle(state, -1, self._bias[k][1], table, *_flags(pop.neuron))
@@ -468,7 +477,7 @@ class Simulation:
 
     def _settle_layer(self, k, stage) -> None:
         """Bring the neurons of layer stage ``k`` to the last step done."""
-        state, pop = self._carry.get(k), stage.populations[0]
+        state, pop = self._carried(k), stage.populations[0]
         if state is not None and pop.pool is None and self._modes[pop.name] != "dense":
             neuron = pop.neuron
             table = neuron.propagator(self._span, self.graph.dtype)
@@ -533,13 +542,26 @@ class Simulation:
                 source,
                 self._modes.get(pop.name, self._force),
                 self._bias[k],
-                self._carry.get(k),
+                self._carried(k),
                 self._span,
                 None if currents is None else np.ascontiguousarray(currents[:, t0:t1]),
                 pop.name in self._drives,
             )
+            self._unshifted[k] = steps
         self._pieces.setdefault(pop.name, []).append((t0, out))
         self._counts[pop.name] = self._counts.get(pop.name, 0) + counts
+
+    def _carried(self, k):
+        """The state layer stage ``k`` continues from (None before its first
+        chunk), its steps counted from the next chunk's start: the kernels
+        count them from the start of the chunk that made it, and the shift
+        is applied here, when first needed (never in a run of one chunk)."""
+        state, steps = self._carry.get(k), self._unshifted.pop(k, 0)
+        if steps:
+            state[..., T_LAST] -= steps
+            if state.shape[2] > REF:
+                state[..., REF] -= steps
+        return state
 
     def _stepped_chunk(self, k, stage, t0, t1, bar):
         names = [p.name for p in stage.plan.order if p.is_input]
@@ -568,14 +590,15 @@ class Simulation:
                 bar.update(run.t - done)
 
 
-def _assemble(graph, n_steps, trains, counts, modes, recorded, seconds, membrane) -> RunResult:
+def _assemble(graph, n_steps, trains, counts, modes, recorded, seconds, membrane, macs=None) -> RunResult:
     """The result of the stages of an event run: ``trains`` of every
     population by name, kernel ``counts`` ``[B, 4]`` (synaptic operations
     received, updates, spikes, background events) and ``modes`` of the
     neuron populations, ``recorded`` variables by ``(name, var)``, the
-    readout's final ``membrane``."""
+    readout's final ``membrane``, ``macs`` ``[B]`` by name (done outside
+    the graph on analog input; default none)."""
     batch = next(iter(trains.values())).batch_size
-    arriving = _arriving(graph, trains, n_steps, batch)
+    arriving = _arriving(graph, trains, n_steps)
     names = [p.name for p in graph.populations]
     layer_counts = []
     for pop in graph.populations:
@@ -584,16 +607,19 @@ def _assemble(graph, n_steps, trains, counts, modes, recorded, seconds, membrane
             layer_counts.append(LayerCounts(pop.name, "input", zero, zero, zero, zero, spikes, zero.copy()))
             continue
         c = counts[pop.name]
+        dense = np.empty(batch, np.int64)
+        dense.fill(n_steps * pop.n)
+        into = arriving.get(pop.name)
         layer_counts.append(
             LayerCounts(
                 pop.name,
                 modes[pop.name],
                 c[:, 0],  # views of this run's own counts
-                np.zeros(batch, np.int64),
+                np.zeros(batch, np.int64) if macs is None or pop.name not in macs else macs[pop.name],
                 c[:, 1],
-                np.full(batch, n_steps * pop.n, np.int64),
+                dense,
                 c[:, 2],
-                arriving[pop.name] + c[:, 3],
+                c[:, 3].copy() if into is None else into + c[:, 3],
             )
         )
     return RunResult(
@@ -609,14 +635,17 @@ def _assemble(graph, n_steps, trains, counts, modes, recorded, seconds, membrane
     )
 
 
-def _arriving(graph, trains, n_steps, batch):
-    """Source spikes delivered to each population: spikes of the source at
-    steps ``< T - d`` per projection delay group, per sample."""
-    out = {p.name: np.zeros(batch, np.int64) for p in graph.populations}
+def _arriving(graph, trains, n_steps):
+    """Source spikes delivered to each population that has a projection
+    into it: spikes of the source at steps ``< T - d`` per projection delay
+    group, per sample ``[B]``, by name."""
+    out = {}
     for proj in graph.projections:
         tptr = trains[proj.source.name].tptr
         for d in proj.delays:
-            out[proj.target.name] += tptr[:, max(n_steps - d, 0)]
+            got = tptr[:, max(n_steps - d, 0)]
+            name = proj.target.name
+            out[name] = got.copy() if name not in out else out[name] + got
     return out
 
 
@@ -743,10 +772,10 @@ class _ProjectionLayer:
 
     def bias(self, dtype) -> tuple:
         """:func:`_layer_bias` of the population without a drive, made once."""
-        key = np.dtype(dtype)
-        if key not in self._bias:
-            self._bias[key] = _layer_bias(key.type, self.pop, None)
-        return self._bias[key]
+        made = self._bias.get(dtype)
+        if made is None:
+            made = self._bias[dtype] = _layer_bias(np.dtype(dtype).type, self.pop, None)
+        return made
 
     def dense_rows(self, dtype):
         """``[n_in, n_out]`` weights (the dense path's GEMM operand), built
@@ -782,7 +811,8 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
     drive is part of ``bias`` (a silent source then leaves "dense" nothing
     to multiply: it runs "clock"). Returns its trains, counts
     ``[B, 4]``, the path that ran (``mode``, or the cost model's choice if
-    ``"auto"``) and the state a next chunk continues from."""
+    ``"auto"``) and the state a next chunk continues from (its steps counted
+    from this chunk's start: ``Simulation._carried``)."""
     full, bias = bias
     mode = mode or layer.pop.mode
     silent = source.total == 0  # driven by its bias and drive alone (e.g. a stack's analog input)
@@ -795,13 +825,10 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
     elif mode == "auto" and (layer.proj is None or silent):
         mode = _choose_driven_mode(layer, full, source.n_steps)
     elif mode == "auto":
-        mode = _choose_mode(layer, source, source.n_steps, dtype, bool(np.any(full > 0)))
+        mode = _choose_mode(layer, source, source.n_steps, dtype, bool(full.max() > 0))
     steps = source.n_steps
     before = 0 if span is None else span - steps  # _run_layer's table: before + steps rows
     out, state, kc = _run_layer(layer, source, bias, currents, mode, steps, dtype, False, carried, before)
-    state[..., T_LAST] -= source.n_steps  # steps count from the next chunk's start
-    if state.shape[2] > REF:
-        state[..., REF] -= source.n_steps
     if mode == "dense":
         kc[:, 0] = _synops(source, layer.fan_out)
     kc[:, 3] = 0  # no background events
