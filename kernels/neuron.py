@@ -161,8 +161,11 @@ def next_due(state, j, t, end, b, threshold, table, has_current, has_refractory)
     so a neuron popped from the calendar at ``s`` is found above threshold.
     Without a current the free trajectory is monotone; with one it is a sum of
     two exponentials and a constant, so it has at most one extremum: a
-    galloping search for a peak, then a binary search for the crossing, costs
-    O(log T).
+    galloping search for a peak (or for a first point at or above threshold),
+    then a binary search for the crossing, costs O(log T). The gallop may
+    overshoot the peak and still land higher than where it was (a peak between
+    its last two points, a crossing before it): it brackets the peak by the
+    points around it, never assumes it at the horizon.
     """
     lo = t + 1
     if has_refractory:
@@ -193,27 +196,43 @@ def next_due(state, j, t, end, b, threshold, table, has_current, has_refractory)
         if _v_at(state, j, last, b, table, True, has_refractory) < threshold:
             return NEVER
         return _first_crossing(state, j, lo, last, b, threshold, table, True, has_refractory)
+    if f_next >= threshold:
+        return lo + 1
     # rising: gallop (1, 2, 4, ... steps) to bracket the first peak, so that
-    # rounding noise on a flat tail far away cannot mislead the search
+    # rounding noise on a flat tail far away cannot mislead the search; a
+    # point found at or above threshold ends it (the steps at or above
+    # threshold of a one-peak trajectory are one interval: the crossing is
+    # the first of them, between the last point below and that one)
     prev, cur, f_cur, span = lo, lo + 1, f_next, 1
-    peak = last
-    while cur < last:
-        span *= 2
-        ahead = min(cur + span, last)
-        f_ahead = _v_at(state, j, ahead, b, table, True, has_refractory)
-        if f_ahead <= f_cur:  # the peak lies in (prev, ahead)
-            a, c = prev, ahead - 1  # first m in (a, c] with v(m + 1) <= v(m)
-            while c - a > 1:
-                mid = (a + c) // 2
-                if _v_at(state, j, mid + 1, b, table, True, has_refractory) <= _v_at(
-                    state, j, mid, b, table, True, has_refractory
-                ):
-                    c = mid
-                else:
-                    a = mid
-            peak = c
-            break
-        prev, cur, f_cur = cur, ahead, f_ahead
+    peak = cur  # cur == last: rising up to the horizon
+    if cur < last:
+        while True:
+            span *= 2
+            ahead = min(cur + span, last)
+            f_ahead = _v_at(state, j, ahead, b, table, True, has_refractory)
+            if f_ahead >= threshold:  # v(cur) < threshold <= v(ahead)
+                return _first_crossing(state, j, cur, ahead, b, threshold, table, True, has_refractory)
+            if f_ahead <= f_cur:  # the peak lies in (prev, ahead): v(ahead) <= v(ahead - 1)
+                a, c = prev, ahead - 1
+                break
+            if ahead == last:
+                # still higher at the horizon than at cur, so the peak lies in
+                # (cur, last], not necessarily at last: the trajectory may have
+                # turned between cur and last and crossed on the way
+                a, c = cur, last
+                break
+            prev, cur, f_cur = cur, ahead, f_ahead
+        # first m in (a, c] with v(m + 1) <= v(m), or c if none before it (mid < c:
+        # v(last + 1), beyond the horizon, is never evaluated)
+        while c - a > 1:
+            mid = (a + c) // 2
+            if _v_at(state, j, mid + 1, b, table, True, has_refractory) <= _v_at(
+                state, j, mid, b, table, True, has_refractory
+            ):
+                c = mid
+            else:
+                a = mid
+        peak = c
     if _v_at(state, j, peak, b, table, True, has_refractory) < threshold:
         return NEVER
     return _first_crossing(state, j, lo, peak, b, threshold, table, True, has_refractory)
