@@ -10,7 +10,7 @@ from .event import CONV, CSR, conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
 from .neuron import REF, RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE, T_LAST, settle
 from .pool import maxpool_layer
-from .rng import seed_state
+from .rng import sample_states, seed_state
 
 __all__ = [
     "CONV",
@@ -31,6 +31,7 @@ __all__ = [
     "graph_init",
     "graph_run",
     "maxpool_layer",
+    "sample_states",
     "seed_state",
     "settle",
     "spatial_taps",

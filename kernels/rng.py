@@ -36,6 +36,17 @@ def seed_state(seed: int, stream: int = 0, substream: int = 0) -> np.ndarray:
     return np.array(words, np.uint64)
 
 
+def sample_states(seed, batch: int, substreams) -> np.ndarray:
+    """Generator states ``uint64[batch, len(substreams), 4]`` of the samples
+    of a run: sample ``s`` draws stream ``(seed, s, g)`` for each substream
+    ``g``. ``seed``: an int, or ``(seed, first_sample)`` for a part of a
+    larger batch starting at sample ``first_sample`` (its sample ``s`` then
+    draws ``(seed, first_sample + s, g)``, as in the whole batch's run)."""
+    seed, first = seed if isinstance(seed, tuple) else (seed, 0)
+    states = [[seed_state(seed, first + s, g) for g in substreams] for s in range(batch)]
+    return np.array(states, np.uint64).reshape(batch, len(substreams), 4)
+
+
 @helper
 def _rotl(x, k):
     return (x << k) | (x >> (np.uint64(64) - k))

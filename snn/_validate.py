@@ -31,6 +31,9 @@ def real_array(name: str, value, dtype=np.float64, ndim: int | None = None) -> n
     return out
 
 
+# the state precisions a network may have
+DTYPES = (np.float32, np.float64)
+
 # neurons and synapses are indexed by int32 in the kernels
 MAX_INDEX = 2**31 - 1
 

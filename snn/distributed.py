@@ -443,9 +443,31 @@ def _merge_counts(per_part: list[list[LayerCounts]]) -> list[LayerCounts]:
 
 
 def _merge_results(parts: list[RunResult]) -> RunResult:
+    """One result of the partitions' results (in sample order): trains,
+    counts, membranes and recordings concatenated along the samples; names
+    and ``dt`` of the first; ``seconds`` the partitions' simulation times
+    summed (the work done, not the time the whole run took)."""
     trains = [_concat_trains(list(layer)) for layer in zip(*(p.trains for p in parts), strict=True)]
     membrane = None if any(p.membrane is None for p in parts) else np.concatenate([p.membrane for p in parts])
-    return RunResult(trains, _merge_counts([p.counts for p in parts]), membrane, parts[0].backend)
+    first = parts[0]
+
+    def recordings(attr):  # name -> (indices, [T, B, R]), B concatenated
+        return {
+            name: (idx, np.concatenate([getattr(p, attr)[name][1] for p in parts], axis=1))
+            for name, (idx, _) in getattr(first, attr).items()
+        }
+
+    return RunResult(
+        trains,
+        _merge_counts([p.counts for p in parts]),
+        membrane,
+        first.backend,
+        names=first.names,
+        recorded=recordings("recorded"),
+        recorded_i=recordings("recorded_i"),
+        dt=first.dt,
+        seconds=float(sum(p.seconds for p in parts)),
+    )
 
 
 # -- run ---------------------------------------------------------------------------------
@@ -490,8 +512,13 @@ def run(
     *,
     events=None,
     analog=None,
+    inputs=None,
+    drive=None,
     T: int | None = None,
     batch_size: int | None = None,
+    seed: int = 0,
+    record_v=None,
+    record_i=None,
     backend: str = "event",
     mode: str | None = None,
     client=None,
@@ -502,10 +529,16 @@ def run(
 ):
     """``network.run(...)`` over a large batch, split across Dask workers.
 
-    The input arguments are those of :meth:`snn.Network.run`; the batch is
-    split along its sample axis into ``partitions`` contiguous parts
-    (default: four per worker thread). ``analog`` may also be a dask array
-    ``[B, n_in]`` (loaded chunk by chunk on the workers).
+    ``network``: a :class:`snn.Network`, with the input arguments of
+    :meth:`snn.Network.run` (``spikes``, ``events`` or ``analog``; ``analog``
+    may also be a dask array ``[B, n_in]``, loaded chunk by chunk on the
+    workers), or a :class:`snn.Graph`, with those of :meth:`snn.Graph.run`
+    (``inputs`` and ``drive`` by population, ``batch_size``, ``seed``: each
+    partition draws the Poisson background of its samples in the whole
+    batch, ``first_sample``, so the merge equals one process's run);
+    ``record_v`` / ``record_i`` for both. The batch is split along its
+    sample axis into ``partitions`` contiguous parts (default: four per
+    worker thread).
 
     Parameters
     ----------
@@ -520,18 +553,52 @@ def run(
         client that outlives the call).
     progress : a progress bar over the partitions.
     """
+    from .model.graph import Graph
     from .model.network import BACKENDS
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if sum(x is not None for x in (spikes, events, analog)) != 1:
+    stack_inputs = sum(x is not None for x in (spikes, events, analog))
+    if isinstance(network, Graph):
+        if stack_inputs:
+            raise ValueError(
+                "a Graph takes inputs= and drive= (by population), not spikes=, events= or analog="
+            )
+        # checked here, once; populations named (the workers hold copies of the graph)
+        record_v, record_i = (
+            {getattr(k, "name", k): v for k, v in dict(r or {}).items()} for r in (record_v, record_i)
+        )
+        T, trains, batch, drives, _ = network._checked(
+            T, inputs, drive, batch_size, seed, record_v, record_i, mode
+        )
+    elif inputs is not None or drive is not None or seed != 0:
+        raise ValueError(
+            "inputs=, drive= and seed= are a Graph's; a Network takes spikes=, events= or analog="
+        )
+    elif stack_inputs != 1:
         raise ValueError("give exactly one of spikes=, events= or analog=")
+    record = dict(record_v=record_v, record_i=record_i)
     with _using(client) as (client, owned):
         if not gather and owned:
             raise ValueError(
                 "gather=False leaves the partitions on the workers: pass the Client that keeps them"
             )
-        if spikes is not None or (analog is not None and not _is_dask_array(analog) and np.ndim(analog) == 3):
+        if isinstance(network, Graph):
+            bounds = _bounds(batch, _n_partitions(client, batch, partitions))
+            parts = [
+                {
+                    "inputs": {name: _train_rows(t, a, b) for name, t in trains.items()},
+                    "drive": {name: d[..., a:b, :] for name, d in drives.items()},
+                    "batch_size": b - a,
+                    "first_sample": a,
+                    "seed": seed,
+                }
+                for a, b in bounds
+            ]
+            calls, sizes = client.scatter(parts, hash=False), [b - a for a, b in bounds]
+        elif spikes is not None or (
+            analog is not None and not _is_dask_array(analog) and np.ndim(analog) == 3
+        ):
             data = spikes if spikes is not None else analog
             name = "spikes" if spikes is not None else "analog"
             data = np.asarray(data)
@@ -555,19 +622,28 @@ def run(
         net = _broadcast(client, network)
         _prepare_everywhere(client, net)
         tasks = [
-            client.submit(_run_task, net, call, T, backend, mode, numba_threads, pure=False) for call in calls
+            client.submit(_run_task, net, call, T, backend, mode, record, numba_threads, pure=False)
+            for call in calls
         ]
         if not gather:
             return PartitionedResult(tasks, sizes, client)
         return _merge_results(_gather_in_order(client, tasks, progress, "partitions"))
 
 
-def _run_task(network, inputs, n_steps, backend, mode, numba_threads):
+def _train_rows(trains: SpikeTrains, a: int, b: int) -> SpikeTrains:
+    """Samples ``a .. b - 1`` of ``trains`` (their spikes only: no spare capacity sent)."""
+    used = int(trains.tptr[a:b, -1].max(initial=0))
+    return SpikeTrains(trains.tptr[a:b].copy(), np.ascontiguousarray(trains.idx[a:b, :used]), trains.n)
+
+
+def _run_task(network, inputs, n_steps, backend, mode, record, numba_threads):
     kwargs = dict(inputs)
     if "analog" in kwargs and np.ndim(kwargs["analog"]) == 3:
         n_steps = None  # varying analog input carries its own T
+    if "first_sample" in kwargs:  # a graph's
+        kwargs["progress"] = False
     return network.run(
-        **kwargs, T=n_steps, backend=backend, mode=mode, n_threads=_task_threads(numba_threads)
+        T=n_steps, **kwargs, **record, backend=backend, mode=mode, n_threads=_task_threads(numba_threads)
     )
 
 

@@ -138,6 +138,58 @@ def _same_run(a: snn.RunResult, b: snn.RunResult):
         for key in ("synops", "macs", "updates", "dense_updates", "spikes", "input_events"):
             assert np.array_equal(getattr(ca, key), getattr(cb, key)), key
     assert (a.membrane is None and b.membrane is None) or np.array_equal(a.membrane, b.membrane)
+    assert a.names == b.names and a.dt == b.dt
+    for got, want in ((a.recorded, b.recorded), (a.recorded_i, b.recorded_i)):
+        assert sorted(got) == sorted(want)
+        for name, (idx, values) in got.items():
+            assert np.array_equal(idx, want[name][0]) and np.array_equal(values, want[name][1]), name
+
+
+def _graph():
+    """Input spikes, a per-sample drive, Poisson background, a recurrent
+    CubaLIF population (delay 2) and a readout: every way a graph's samples
+    could depend on where they run."""
+    g = snn.Graph(dt=1e-3)
+    x = g.input(20, name="x")
+    hidden = g.population(30, snn.CubaLIF(beta=0.9, alpha=0.8, threshold=1.0), name="hidden")
+    out = g.population(5, snn.LIF(beta=0.95), name="out")
+    rng = np.random.default_rng(5)
+    g.connect(x, hidden, rng.uniform(0, 0.6, (30, 20)) * (rng.random((30, 20)) < 0.4))
+    g.connect(hidden, hidden, rng.uniform(-0.3, 0.3, (30, 30)) * (rng.random((30, 30)) < 0.2), delay=2)
+    g.connect(hidden, out, rng.uniform(0, 0.8, (5, 30)))
+    g.poisson_input(hidden, n_trains=10, rate=300.0, weight=0.2)
+    return g
+
+
+def test_graph_run_equals_one_process(client):
+    """A graph's batch split over workers: each partition draws the Poisson
+    background of its samples in the whole batch (``first_sample``), so the
+    merged run, its recordings included, equals one process's."""
+    g = _graph()
+    spikes = snn.bernoulli(np.full((17, 20), 0.1), T=40, seed=6)
+    drive = np.random.default_rng(7).uniform(0, 0.05, (17, 5))
+    kwargs = dict(
+        inputs={"x": spikes},
+        drive={"out": drive},
+        seed=3,
+        record_v={"hidden": [0, 7, 29]},
+        record_i={"hidden": [1]},
+    )
+    one = g.run(40, **kwargs, mode="event", progress=False)
+    many = sd.run(g, T=40, **kwargs, mode="event", client=client, partitions=3)
+    assert one.counts[1].spikes.sum() > 0 and len(one.recorded["hidden"][1]) == 40
+    _same_run(one, many)
+    shifted = g.run(40, **kwargs, mode="event", progress=False, first_sample=1)  # another sample's draws
+    assert not np.array_equal(shifted.spikes("hidden"), one.spikes("hidden"))
+
+
+def test_run_takes_each_kind_of_network_its_own_inputs(client):
+    with pytest.raises(ValueError, match="a Graph takes inputs="):
+        sd.run(_graph(), np.zeros((5, 2, 20), np.uint8), client=client)
+    with pytest.raises(ValueError, match="a Network takes spikes="):
+        sd.run(_net(), inputs={"x": np.zeros((5, 2, 30), np.uint8)}, client=client)
+    with pytest.raises(ValueError, match="first_sample must be an integer >= 0"):
+        _graph().run(5, inputs={"x": np.zeros((5, 1, 20), np.uint8)}, first_sample=-1)
 
 
 @pytest.mark.parametrize("kind", ["spikes", "events", "analog"])
@@ -151,8 +203,8 @@ def test_run_equals_one_process(client, kind):
     else:
         inputs = {"analog": np.random.default_rng(3).uniform(0, 0.3, (23, 30)), "T": 25}
     frozen = {k: np.copy(v) for k, v in inputs.items() if isinstance(v, np.ndarray)}
-    one = net.run(**inputs, mode="event")
-    many = sd.run(net, **inputs, mode="event", client=client, partitions=4)
+    one = net.run(**inputs, mode="event", record_v={1: [0, 5]})
+    many = sd.run(net, **inputs, mode="event", record_v={1: [0, 5]}, client=client, partitions=4)
     _same_run(one, many)
     for k, v in frozen.items():  # the user's arrays are untouched
         assert np.array_equal(inputs[k], v)

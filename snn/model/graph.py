@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import checked_csr, numba_threads, owned, positive_int, real_array, run_extent
+from .._validate import DTYPES, checked_csr, numba_threads, owned, positive_int, real_array, run_extent
 from ..run.reference import run_graph_reference
 from ..run.result import RunResult
 from ..run.schedule import STREAM_EPOCH, Simulation, Stage, stages
@@ -36,7 +36,6 @@ from ..run.stepped import zero_delay_order
 from .conv import MaxPool2d, conv_fan_out, conv_geometry, conv_weight
 from .neurons import LIF, Neuron
 
-DTYPES = (np.float32, np.float64)
 POP_MODES = ("auto", "event", "clock", "dense")
 # Poisson background events per step onto one population, at most: each is
 # delivered one by one (a larger count would run for hours, or overflow)
@@ -627,6 +626,7 @@ class Graph:
         mode: str | None = None,
         progress="auto",
         n_threads: int | None = None,
+        first_sample: int = 0,
     ) -> RunResult:
         """Simulate ``T`` steps.
 
@@ -645,8 +645,11 @@ class Graph:
             its own background draws); default the batch of the inputs or
             drives, else 1.
         seed : integer >= 0; Poisson source ``g`` of sample ``s`` draws from
-            stream ``(seed, s, g)``, so results depend neither on threads,
-            backend nor schedule.
+            stream ``(seed, first_sample + s, g)``, so results depend neither
+            on threads, backend nor schedule.
+        first_sample : the index of this batch's first sample in a larger
+            batch run in parts (``snn.distributed.run`` splits a batch so):
+            each part then draws the background of the whole batch's run.
         record_v : ``{population or name: neuron indices}``: membrane of
             these neurons at the end of every step (after reset).
         record_i : the same for the synaptic current (CubaLIF populations).
@@ -659,18 +662,19 @@ class Graph:
         if backend not in ("event", "reference"):
             raise ValueError(f"backend must be 'event' or 'reference', got {backend!r}")
         T, trains, batch, drives, record = self._checked(
-            T, inputs, drive, batch_size, seed, record_v, record_i, mode
+            T, inputs, drive, batch_size, seed, record_v, record_i, mode, first_sample=first_sample
         )
+        seed = (int(seed), int(first_sample)) if first_sample else int(seed)
         with numba_threads(n_threads):
-            return self._run(T, trains, batch, drives, record, int(seed), backend, mode, progress)
+            return self._run(T, trains, batch, drives, record, seed, backend, mode, progress)
 
     def _run(self, T, trains, batch, drives, record, seed, backend, mode, progress, macs=None) -> RunResult:
         """:meth:`run` on arguments already checked (``trains`` and
         ``drives`` by population name, ``record`` as :meth:`_record` makes
-        it): what :meth:`snn.Network.run` calls after checking its own.
-        ``macs``: multiply-accumulates done outside the graph on analog
-        input (``[B]`` by population name: a stack's first layer), counted
-        in the result."""
+        it, ``seed`` an int or ``(seed, first_sample)``): what
+        :meth:`snn.Network.run` calls after checking its own. ``macs``:
+        multiply-accumulates done outside the graph on analog input (``[B]``
+        by population name: a stack's first layer), counted in the result."""
         if backend == "reference":
             result = run_graph_reference(self, T, trains, batch, seed, record, drives=drives)
             for k, name in enumerate(result.names):
@@ -743,7 +747,9 @@ class Graph:
             self, plan, T, trains, batch, int(seed), record, mode, drives, n_threads, history, epoch, counted
         )
 
-    def _checked(self, T, inputs, drive, batch_size, seed, record_v, record_i, mode, stream=False):
+    def _checked(
+        self, T, inputs, drive, batch_size, seed, record_v, record_i, mode, stream=False, first_sample=0
+    ):
         """A run's arguments checked: ``(T, input trains by name, batch,
         drives by name, record)``; ``stream``: ``T`` may be None (no end)
         and inputs may be missing (fed chunk by chunk)."""
@@ -756,8 +762,9 @@ class Graph:
             raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
         if mode is not None and mode not in POP_MODES:
             raise ValueError(f"mode must be one of {POP_MODES} or None, got {mode!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        for name, value in (("seed", seed), ("first_sample", first_sample)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if all(p.is_input for p in self.populations):
             raise ValueError("the graph has no neuron population (nor gate) to simulate")
         drives = self._drives(drive, T)

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .._validate import numba_threads, real_array, run_extent
+from .._validate import DTYPES, numba_threads, real_array, run_extent
 from ..run.paths import _run_layer, _run_maxpool, _vecmat
 from ..run.reference import run_reference
 from ..run.result import RunResult
@@ -20,7 +20,6 @@ from .conv import Flatten, MaxPool2d
 from .layers import Layer
 
 BACKENDS = ("event", "reference")
-DTYPES = (np.float32, np.float64)
 
 
 class Network:

@@ -138,12 +138,8 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
             pre = np.repeat(np.arange(proj.source.n), np.diff(rowptr))
             np.add.at(dense, (pre, cols), np.float32(proj.weight) if w is None else w)
             incoming[proj.target.name].append((proj.source.name, d, dense, np.diff(rowptr)))
-    streams = {id(source): g for g, source in enumerate(graph.sources)}
-    rngs = {
-        (b, id(source)): kernels.seed_state(seed, b, streams[id(source)])
-        for b in range(batch)
-        for source in graph.sources
-    }
+    states = kernels.sample_states(seed, batch, range(len(graph.sources)))  # seed: int or (seed, first)
+    rngs = {(b, id(source)): states[b, g] for b in range(batch) for g, source in enumerate(graph.sources)}
     state = {
         p.name: (
             np.tile(p.v_init.astype(dtype), (batch, 1)),

@@ -354,9 +354,7 @@ class SteppedRun:
         self.nxt = np.empty((batch, n_total), np.int32)
         self.prv = np.empty((batch, n_total), np.int32)
         self.due = np.empty((batch, n_total), np.int32)
-        self.rng = np.array(
-            [[kernels.seed_state(seed, s, g) for g in plan.bg_stream] for s in range(batch)], np.uint64
-        ).reshape(batch, len(plan.bg_stream), 4)
+        self.rng = kernels.sample_states(seed, batch, plan.bg_stream)
         self.hist_ptr = np.zeros((batch, n_steps, n_pops + 1), np.int64)
         self.hist_idx = np.empty((batch, 2 * n_total + min(n_total * n_steps // 1000, 1 << 24)), np.int32)
         self.rec_v = np.zeros((batch, n_steps, len(self.rec_ids)), dtype)
@@ -579,9 +577,7 @@ class SteppedExit:
         exit_state = np.zeros((batch, 4), np.int64)
         exit_state[:, 0] = -1
         own = dict(  # per sample
-            rng=np.array(
-                [[kernels.seed_state(seed, s, g) for g in plan.bg_stream] for s in range(batch)], np.uint64
-            ).reshape(batch, len(plan.bg_stream), 4),
+            rng=kernels.sample_states(seed, batch, plan.bg_stream),
             rec_v=np.empty((batch, n_steps, self.n_out), plan.dtype),
             counts=np.zeros((batch, len(plan.order), 4), np.int64),
             progress=np.zeros((batch, 3), np.int64),
