@@ -568,7 +568,7 @@ class Simulation:
         if k not in self._runs:
             mine = [r for r in self._record if r[0] in stage.populations]
             windows = {name: self._window(name, t0, t1) for name in names}
-            chosen = _stepped_modes(stage, windows, t1 - t0)
+            chosen = _stepped_modes(stage, windows, t1 - t0, {r[0].name for r in mine})
             steps = self.n_steps if self._uncut else self.epoch + int(stage.plan.proj_delay.max(initial=0))
             force = "clock" if self._force == "dense" else self._force  # no GEMM when stepped
             self._runs[k] = SteppedRun(
@@ -835,11 +835,18 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
     return out, kc, mode, state
 
 
-def _stepped_modes(stage, trains, n_steps) -> dict:
+def _stepped_modes(stage, trains, n_steps, recorded=frozenset()) -> dict:
     """Event or clock path for the populations of a stepped stage whose
     sources are all outside it (a merge), from their input activity in this
     run and the layers' cost model (``snn.run.paths``), per sample: a sweep of
-    every neuron every step once most are touched most steps."""
+    every neuron every step once most are touched most steps.
+
+    A recorded population (names in ``recorded``) runs the clock path: its
+    membrane is read at every step anyway, and a path chosen from activity
+    would be chosen from the first chunk's, so that a run cut otherwise
+    could take the other path, whose recorded membranes differ in the last
+    bits (the event path reads a lazy neuron in closed form over its silent
+    steps, the clock path steps it), breaking "cut anywhere, the same run"."""
     inside = set(stage.names)
     driven = {s.target.name for s in stage.plan.graph.sources}
     chosen = {}
@@ -847,6 +854,9 @@ def _stepped_modes(stage, trains, n_steps) -> dict:
         incoming = [p for p in stage.plan.graph.projections if p.target is pop]
         if any(p.source.name in inside for p in incoming) or pop.name in driven:
             continue  # activity known only as the run goes (or Poisson: the background rule)
+        if pop.name in recorded:
+            chosen[pop.name] = "clock"
+            continue
         event = clock = synops = 0.0
         per_update = _NS_PER_EVENT_UPDATE["csr"][1]  # a stepped neuron: visited in random order
         for proj in incoming:
