@@ -248,9 +248,13 @@ class Graph:
             layer; a stepped one runs ``"clock"``), or ``"auto"``: for a
             population run as a layer, the cheapest path for the run's
             measured input (the cost model of ``snn.run.paths``); for a stepped
-            one, clock when Poisson background alone reaches each neuron at
-            least every ``1 / CLOCK_BACKGROUND`` steps on average, else
-            event. All give the same spikes (sums may round differently).
+            one, clock if it is recorded and fed from outside its stage (its
+            membrane is read every step; the path then does not depend on
+            where a run is cut), the cost model for another fed from outside
+            (a merge), and for one in a cycle clock when Poisson background
+            alone reaches each neuron at least every ``1 / CLOCK_BACKGROUND``
+            steps on average, else event. All give the same spikes (sums may
+            round differently).
         """
         if mode not in POP_MODES:
             raise ValueError(f"mode must be one of {POP_MODES}, got {mode!r}")
