@@ -24,19 +24,23 @@ A step, for each neuron population in order
 -------------------------------------------
 1. arrivals: for every projection into it, every source spike of step
    ``t - d`` adds its weights to ``acc`` of its targets (one synaptic
-   operation each); the first arrival marks a target as touched. A
-   convolution scatters the spike through its kernel into sums kept
-   channel-last (the output channels of one tap are one contiguous run of
-   the kernel: vectorised, no branch per synapse), folded into ``acc`` once
-   per step and neuron (all of a clock-stepped population; the runs reached
-   of an event-stepped one, marking their neurons touched);
+   operation each); the first arrival marks a target as touched. A dense
+   projection's row (consecutive targets) into a clock-stepped population
+   is one contiguous add. A convolution scatters the spike through its
+   kernel into sums kept channel-last (the output channels of one tap, or
+   of a kernel row's taps reaching consecutive pixels, are one contiguous
+   run of the kernel: vectorised, no branch per synapse), folded into
+   ``acc`` once per step and neuron (all of a clock-stepped population; the
+   pixels reached of an event-stepped one, marking their neurons touched);
 2. background: each Poisson source draws the population's event count of
    the step, ``Poisson(lam * n)``, and sends each event to a uniformly drawn
    neuron (independent Poisson trains per neuron, split exactly);
 3. neurons due to fire on their own (calendar) are touched too;
 4. each touched neuron is brought forward in closed form (lazy leak), gets
    ``acc``, is checked against threshold, reset, and rescheduled.
-Neurons that receive nothing cost nothing.
+Neurons that receive nothing cost nothing. A clock-stepped population
+instead steps every neuron (``neuron.sweep_step``; an IF/LIF one in a
+branch-free loop that vectorises, its spikes appended after it).
 
 Early exit
 ----------
@@ -77,7 +81,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._jit import helper, jit, run_samples, specialise
-from .conv import conv_sizes
+from .conv import RUN_ACC, RUN_LEN, RUN_PIXEL, RUN_PIXELS, RUN_W, conv_sizes, delivery_weights, run_tables
 from .event import CONV, CSR
 from .neuron import (
     NEVER,
@@ -120,12 +124,19 @@ class GraphPlan(NamedTuple):
     projections without a shared weight). proj_kind [K] int64: ``CSR`` (the
     rows above) or ``CONV``: a convolution, never expanded; its kernel is
     ``weights[proj_woff[k]:]`` laid out ``[C_in / groups, kh, kw, C_out]``,
-    its geometry ``proj_geom[k]`` ([K, 15] int64, ``conv.GEOM_FIELDS``) and
-    its spatial taps (``conv.spatial_taps``) the rows ``tap_off[k] + p`` of
-    ``tap_n`` [M] and ``tap_pixel``, ``tap_kernel`` [M, taps] int64 for input
-    position ``p``. bg_ptr [P + 1] int64: background sources of ``p`` are
-    ``bg_ptr[p] .. bg_ptr[p + 1] - 1``; bg_lam [G] float64 expected events
-    per neuron per step; bg_w [G] state dtype."""
+    its geometry ``proj_geom[k]`` ([K, 15] int64, ``conv.GEOM_FIELDS``).
+    bg_ptr [P + 1] int64: background sources of ``p`` are ``bg_ptr[p] ..
+    bg_ptr[p + 1] - 1``; bg_lam [G] float64 expected events per neuron per
+    step; bg_w [G] state dtype.
+
+    Derived from the fields above by :func:`plan_tables` (the caller passes
+    them on): proj_span [K] bool: every row of CSR projection ``k`` is one
+    ascending run of consecutive targets (a dense projection), delivered as
+    one contiguous add per spike; a convolution's delivery runs
+    (``conv.spatial_runs``) for input position ``p``, ``run_n[run_off[k] +
+    p]`` of them in ``runs[run_off[k] + p]`` (run_off [K], run_n [M] int64,
+    runs [M, R, 5] int64), and its kernel as they read it
+    (``conv.delivery_weights``, float32) at ``conv_w[conv_woff[k]:]``."""
 
     pop_start: np.ndarray
     n_inputs: int
@@ -147,13 +158,68 @@ class GraphPlan(NamedTuple):
     proj_woff: np.ndarray
     proj_kind: np.ndarray
     proj_geom: np.ndarray
-    tap_off: np.ndarray
-    tap_n: np.ndarray
-    tap_pixel: np.ndarray
-    tap_kernel: np.ndarray
     bg_ptr: np.ndarray
     bg_lam: np.ndarray
     bg_w: np.ndarray
+    proj_span: np.ndarray
+    run_off: np.ndarray
+    run_n: np.ndarray
+    runs: np.ndarray
+    conv_w: np.ndarray
+    conv_woff: np.ndarray
+
+
+# the fields of GraphPlan derived by plan_tables
+DERIVED = ("proj_span", "run_off", "run_n", "runs", "conv_w", "conv_woff")
+
+
+def plan_tables(pop_start, proj_src, proj_kind, proj_geom, proj_rp, rowptr, cols, weights, proj_woff):
+    """The :class:`GraphPlan` fields derived from the projections (named in
+    :data:`DERIVED`, by numpy, once per plan), as a dict: which CSR
+    projections have rows of consecutive targets, and the delivery runs and
+    kernels (float32) of the convolutions."""
+    n_proj = len(proj_kind)
+    span = np.zeros(n_proj, np.bool_)
+    run_off = np.zeros(n_proj, np.int64)
+    counts, tables, kernels_ = [], [], []
+    conv_woff = np.zeros(n_proj, np.int64)
+    at = n_runs = 0
+    for k in range(n_proj):
+        if proj_kind[k] == CONV:
+            geom = np.ascontiguousarray(proj_geom[k], np.int64)
+            n, runs = run_tables(geom)
+            run_off[k] = n_runs
+            n_runs += len(n)
+            counts.append(n)
+            tables.append(runs)
+            size = geom[6] * geom[7] * geom[0] // geom[14] * geom[3]
+            out = np.empty(size, np.float32)  # read into the sums as they are: fits cache better
+            delivery_weights(geom, weights[proj_woff[k] : proj_woff[k] + size], out)
+            conv_woff[k] = at
+            at += size
+            kernels_.append(out)
+            continue
+        src = proj_src[k]
+        n_src = pop_start[src + 1] - pop_start[src]
+        ptr = rowptr[proj_rp[k] : proj_rp[k] + n_src + 1]
+        c = cols[ptr[0] : ptr[-1]].astype(np.int64)
+        row = np.repeat(np.arange(n_src), np.diff(ptr))
+        # consecutive targets: each synapse's target is its row's first plus its place in the row
+        span[k] = bool(np.all(c - c[ptr[row] - ptr[0]] == np.arange(len(c)) - (ptr[row] - ptr[0])))
+    width = max([t.shape[1] for t in tables], default=1)
+    runs = np.zeros((max(n_runs, 1), width, 5), np.int64)
+    at_run = 0
+    for t in tables:
+        runs[at_run : at_run + len(t), : t.shape[1]] = t
+        at_run += len(t)
+    return dict(
+        proj_span=span,
+        run_off=run_off,
+        run_n=np.concatenate(counts) if counts else np.zeros(1, np.int64),
+        runs=runs,
+        conv_w=np.concatenate(kernels_) if kernels_ else np.zeros(1, np.float32),
+        conv_woff=conv_woff,
+    )
 
 
 class GraphInputs(NamedTuple):
@@ -329,9 +395,8 @@ def _deliver_conv(
     base,
     geom,
     weights,
-    tap_n,
-    tap_pixel,
-    tap_kernel,
+    run_n,
+    runs,
     clock,
     cacc,
     cmark,
@@ -340,16 +405,20 @@ def _deliver_conv(
     synops,
 ):
     """A convolution's arrivals: each source spike (global id, the source
-    starting at ``first``) scattered through its taps (``spatial_taps`` of
-    ``geom``, from the spike's position) to the output channels of its group;
-    kernel ``weights`` ``[C_in / groups, kh, kw, C_out]`` flat. The sums go
-    to ``cacc`` channel-last (target pixel ``x``, channel ``c`` at ``base +
-    x * C_out + c``), so that the channels of one tap are one contiguous run
+    starting at ``first``) scattered through its delivery runs
+    (``conv.spatial_runs`` of ``geom``, from the spike's position) to the
+    output channels of its group; kernel ``weights`` as
+    ``conv.delivery_weights`` lays it out, flat (float32). The
+    sums go to ``cacc`` channel-last (target pixel ``x``, channel ``c`` at
+    ``base + x * C_out + c``), so that a run (the channels of one tap, or of
+    a kernel row's taps reaching consecutive pixels) is one contiguous run
     of the kernel added to one contiguous run of ``cacc`` (vectorised, no
-    branch per synapse). Event-stepped targets (``clock`` False): the first
-    channel of each run reached is listed in ``clist`` once, its run length
-    (the largest reaching it) in ``cmark``, for :func:`_fold_conv`. Returns
-    the updated ``(synops, n_list)``."""
+    branch per synapse); each sum gets one weight per spike, so the sums
+    are those of a delivery tap by tap. Event-stepped targets (``clock``
+    False): the first channel of the group of each pixel reached is listed
+    in ``clist`` once (in the order of the taps), its run length (the
+    largest reaching it) in ``cmark``, for :func:`_fold_conv`. Returns the
+    updated ``(synops, n_list)``."""
     hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
     for e in range(spikes.shape[0]):
         i = spikes[e] - first
@@ -357,21 +426,25 @@ def _deliver_conv(
         p = i - c * hw_in
         g = c // cg_in
         w_base = (c - g * cg_in) * kk * c_out + g * cg_out
-        o_base = base + g * cg_out
-        n_taps = tap_n[p]
-        synops += n_taps * cg_out
-        for q in range(n_taps):
-            o = o_base + tap_pixel[p, q] * c_out
-            w0 = w_base + tap_kernel[p, q] * c_out
-            target = cacc[o : o + cg_out]  # views indexed from 0: the loop vectorises
-            w = weights[w0 : w0 + cg_out]
-            for co in range(cg_out):
+        a_base = base + g * cg_out
+        for r in range(run_n[p]):
+            length = runs[p, r, RUN_LEN]
+            synops += length
+            a0 = a_base + runs[p, r, RUN_ACC]
+            w0 = w_base + runs[p, r, RUN_W]
+            target = cacc[a0 : a0 + length]  # views indexed from 0: the loop vectorises
+            w = weights[w0 : w0 + length]
+            for co in range(length):
                 target[co] += w[co]
-            if not clock and cmark[o] < cg_out:  # per tap, not per synapse
-                if cmark[o] == 0:
-                    clist[n_list] = o
-                    n_list += 1
-                cmark[o] = cg_out
+            if not clock:  # per pixel, not per synapse; last to first: the order of the taps
+                o_first = a_base + runs[p, r, RUN_PIXEL] * c_out
+                for q in range(runs[p, r, RUN_PIXELS] - 1, -1, -1):
+                    o = o_first + q * c_out
+                    if cmark[o] < cg_out:
+                        if cmark[o] == 0:
+                            clist[n_list] = o
+                            n_list += 1
+                        cmark[o] = cg_out
     return synops, n_list
 
 
@@ -399,47 +472,59 @@ def _fold_conv(cacc, cmark, clist, n_list, base, c_out, plane, acc, mark, touche
 @helper
 def _fold_conv_all(cacc, base, c_out, plane, acc):
     """Move every channel-last sum of a clock-stepped population into
-    ``acc`` (neuron order) and zero ``cacc``."""
+    ``acc`` (neuron order), pixel by pixel (its channels read as one
+    contiguous run), then zero ``cacc`` in one contiguous pass."""
     for pixel in range(plane):
-        o = base + pixel * c_out
-        j = base + pixel
+        source = cacc[base + pixel * c_out : base + (pixel + 1) * c_out]
+        target = acc[base + pixel :]
         for c in range(c_out):
-            acc[j] += cacc[o + c]
-            cacc[o + c] = 0
-            j += plane
+            target[c * plane] += source[c]
+    done = cacc[base : base + c_out * plane]
+    for o in range(done.shape[0]):
+        done[o] = 0
 
 
 @helper
-def _sweep_conv_plain(
-    state, acc, cacc, base, c_out, plane, t, bias, table, threshold, reset_mode, v_reset, out_idx, n_out
-):
+def _sweep_plain(state, acc, base, n, t, bias, table, threshold, reset_mode, v_reset, fired, out_idx, n_out):
     """``neuron.sweep_step`` of a plain IF/LIF population (the same
-    arithmetic) whose convolution sums are still channel-last in ``cacc``:
-    neuron ``base + c * plane + x`` gets ``acc`` plus ``cacc[base + x *
-    C_out + c]`` (both zeroed), so no fold pass writes them to ``acc``
-    first. The caller has checked that ``out_idx`` has room. Returns the
-    new spike count."""
+    arithmetic: ``v * decay + bias * gain + acc``, then threshold and
+    reset) in two passes: every neuron's step, its spike noted in
+    ``fired`` (``[n]``, zero before and after), in one branch-free loop
+    that vectorises; then the spikes appended to ``out_idx`` in index
+    order, branch-free. The caller has checked that ``out_idx`` has room
+    for ``n`` more. Returns the new spike count."""
     decay = table[1, 0]
-    shared = bias.shape[0] == 1
-    b = bias[0] * table[1, 2]
+    gain = table[1, 2]
     stamp = state.dtype.type(t)
-    for c in range(c_out):
-        j = base + c * plane
-        o = base + c
-        for _ in range(plane):
-            if not shared:
-                b = bias[j - base] * table[1, 2]
-            v = state[j, V] * decay + b + (acc[j] + cacc[o])
-            acc[j] = 0
-            cacc[o] = 0
-            state[j, T_LAST] = stamp
-            if v >= threshold:
-                out_idx[n_out] = j
-                n_out += 1
-                v = after_spike(v, threshold, reset_mode, v_reset)
-            state[j, V] = v
-            j += 1
-            o += c_out
+    rows = state[base : base + n]  # views indexed from 0, the row width a constant below: it vectorises
+    a = acc[base : base + n]
+
+    def step(q, b):  # inlined (numba inlines inner functions)
+        v = rows[q, V] * decay + b * gain + a[q]
+        a[q] = 0
+        rows[q, T_LAST] = stamp
+        spike = v >= threshold
+        fired[q] = spike
+        rows[q, V] = after_spike(v, threshold, reset_mode, v_reset) if spike else v
+
+    # each case a loop of its own, in which the row width and the bias's
+    # stride are constants (LLVM does not vectorise a runtime stride)
+    if state.shape[1] == 2 and bias.shape[0] == 1:
+        for q in range(n):
+            step(q, bias[0])
+    elif state.shape[1] == 2:
+        for q in range(n):
+            step(q, bias[q])
+    elif bias.shape[0] == 1:
+        for q in range(n):
+            step(q, bias[0])
+    else:
+        for q in range(n):
+            step(q, bias[q])
+    for q in range(n):
+        out_idx[n_out] = base + q
+        n_out += np.int64(fired[q])
+        fired[q] = 0
     return n_out
 
 
@@ -599,18 +684,26 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
             if exit_rule and ex[3] != 0:
                 continue  # stopped
             if progress[2] != 1:  # 0: state before step 0; 2: state given; calendars from it
-                head[:, :n_steps] = -1
-                head[:, n_steps] = 0
-                due[:] = NEVER
+                if not clock_only:  # calendars: none in a kernel of sweeps only
+                    head[:, :n_steps] = -1
+                    head[:, n_steps] = 0
+                    due[:] = NEVER
                 before = progress[1] - 1  # the last step done
                 for p in range(n_inputs, n_pops):
                     base = pop_start[p]
-                    for j in range(base, pop_start[p + 1] if progress[2] == 0 else base):
-                        state[j, V] = plan.v_init[j]
-                        state[j, T_LAST] = -1
-                        if state.shape[1] > 2:
-                            state[j, I] = 0
-                            state[j, REF] = -1
+                    if progress[2] == 0:  # views indexed from 0, the row width a constant: it vectorises
+                        rows = state[base : pop_start[p + 1]]
+                        v0 = plan.v_init[base : pop_start[p + 1]]
+                        if state.shape[1] == 2:
+                            for q in range(rows.shape[0]):
+                                rows[q, V] = v0[q]
+                                rows[q, T_LAST] = -1
+                        else:
+                            for q in range(rows.shape[0]):
+                                rows[q, V] = v0[q]
+                                rows[q, T_LAST] = -1
+                                rows[q, I] = 0
+                                rows[q, REF] = -1
                     if clock_only or (mixed and inputs.pop_clock[p]):
                         continue  # a sweep needs no calendar
                     bp = bias[bias_off[p] : bias_off[p + 1]]
@@ -669,10 +762,9 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                                     src_first,
                                     base,
                                     geom,
-                                    plan.weights[plan.proj_woff[k] :],
-                                    plan.tap_n[plan.tap_off[k] :],
-                                    plan.tap_pixel[plan.tap_off[k] :],
-                                    plan.tap_kernel[plan.tap_off[k] :],
+                                    plan.conv_w[plan.conv_woff[k] :],
+                                    plan.run_n[plan.run_off[k] :],
+                                    plan.runs[plan.run_off[k] :],
                                     clock,
                                     cacc,
                                     cmark,
@@ -686,6 +778,23 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                             shared = plan.proj_shared[k]
                             w = plan.proj_w[k]
                             woff = plan.proj_woff[k]
+                            if clock and plan.proj_span[k]:  # rows of consecutive targets: one add a row
+                                for e in range(hist_ptr[ts, src], hist_ptr[ts, src + 1]):
+                                    row = rp + hist_idx[e] - src_first
+                                    s0 = plan.rowptr[row]
+                                    n_s = plan.rowptr[row + 1] - s0
+                                    synops += n_s
+                                    if n_s == 0:
+                                        continue
+                                    target = acc[base + plan.cols[s0] : base + plan.cols[s0] + n_s]
+                                    if shared:
+                                        for s in range(n_s):
+                                            target[s] += w
+                                    else:
+                                        ws = plan.weights[s0 + woff : s0 + woff + n_s]
+                                        for s in range(n_s):
+                                            target[s] += ws[s]
+                                continue
                             for e in range(hist_ptr[ts, src], hist_ptr[ts, src + 1]):
                                 row = rp + hist_idx[e] - src_first
                                 s0 = plan.rowptr[row]
@@ -700,9 +809,7 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                                         mark[j] = 1
                     if conv and conv_in:  # the channel-last sums into acc, once per neuron
                         if clock:
-                            if not (ck_plain and plan.model[p] == MODEL_PLAIN):
-                                _fold_conv_all(cacc, base, c_out, plane, acc)
-                                conv_in = False  # else read by the sweep (_sweep_conv_plain)
+                            _fold_conv_all(cacc, base, c_out, plane, acc)
                         else:
                             n_touched = _fold_conv(
                                 cacc, cmark, clist, n_list, base, c_out, plane, acc, mark, touched, n_touched
@@ -729,25 +836,8 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                     refractory = plan.refractory[p]
                     if clock:
                         # room was checked before the step
-                        if ck_plain and model == MODEL_PLAIN and conv and conv_in:
-                            n_hist = _sweep_conv_plain(
-                                state,
-                                acc,
-                                cacc,
-                                base,
-                                c_out,
-                                plane,
-                                t,
-                                bp,
-                                table,
-                                threshold,
-                                reset_mode,
-                                v_reset,
-                                hist_idx,
-                                n_hist,
-                            )
-                        elif ck_plain and model == MODEL_PLAIN:
-                            n_hist = sweep_step(
+                        if ck_plain and model == MODEL_PLAIN:
+                            n_hist = _sweep_plain(
                                 state,
                                 acc,
                                 base,
@@ -758,9 +848,7 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                                 threshold,
                                 reset_mode,
                                 v_reset,
-                                refractory,
-                                False,
-                                False,
+                                mark[base : base + n_p],
                                 hist_idx,
                                 n_hist,
                             )

@@ -31,6 +31,7 @@ from snn_kernels.graph import (  # noqa: F401 -- EXIT_* and exit_holds: for snn.
     exit_holds,
     graph_choices,
     graph_kernel,
+    plan_tables,
 )
 
 from ..model.conv import kernel_layout
@@ -115,13 +116,25 @@ class SteppedPlan:
         ).astype(np.int64)
         self.bg_lam = np.array([s.events_per_step(graph.dt) for s in bg], np.float64)
         self.bg_w = np.array([s.weight for s in bg], dtype)
-        self.arrays = GraphPlan(**{name: getattr(self, name) for name in GraphPlan._fields})
+        derived = plan_tables(
+            self.pop_start,
+            self.proj_src,
+            self.proj_kind,
+            self.proj_geom,
+            self.proj_rp,
+            self.rowptr,
+            self.cols,
+            self.weights,
+            self.proj_woff,
+        )
+        given = {name: getattr(self, name) for name in GraphPlan._fields if name not in derived}
+        self.arrays = GraphPlan(**given, **derived)
 
     def _flatten_projections(self, graph, order):
         """One kernel projection per (projection, delay group), sorted by
         target; weights are stored only for groups without a shared weight,
-        and a convolution's kernel (``proj_kind`` CONV, its geometry and tap
-        tables in ``proj_geom`` and ``tap_*``, see ``kernels.graph``)."""
+        and a convolution's kernel (``proj_kind`` CONV, its geometry in
+        ``proj_geom``, see ``kernels.graph``)."""
         rows = sorted(
             (
                 (self.pop_index[p.target.name], self.pop_index[p.source.name], g, p)
@@ -155,7 +168,7 @@ class SteppedPlan:
         self.proj_w = np.array(
             [p.weight if p.kind == "csr" and p.weight is not None else 0.0 for *_, p in rows], self.dtype
         )
-        self._tap_tables(rows)
+        self._geometries(rows)
         del groups
         # Hold the connectivity once: each group is copied into the plan's arrays and the
         # projection rebound to a view at once, so its own array is freed before the next
@@ -180,31 +193,13 @@ class SteppedPlan:
             del cols, w
             object.__setattr__(p, "groups", tuple(new))
 
-    def _tap_tables(self, rows):
-        """Geometry and spatial tap tables of the convolutions (zeros for the
-        other projections): projection ``k``'s input position ``p`` has
-        ``tap_n[tap_off[k] + p]`` taps, ``tap_pixel`` / ``tap_kernel`` rows
-        ``tap_off[k] + p``."""
+    def _geometries(self, rows):
+        """Geometry of the convolutions (zeros for the other projections);
+        their delivery tables are derived by ``kernels.graph.plan_tables``."""
         self.proj_geom = np.zeros((max(len(rows), 1), 15), np.int64)
-        tables = []
-        offset = 0
-        self.tap_off = np.zeros(len(rows), np.int64)
         for k, (*_, p) in enumerate(rows):
             if p.kind == "conv":
                 self.proj_geom[k] = p.geom
-                self.tap_off[k] = offset
-                tables.append(kernels.spatial_taps(p.geom))
-                offset += len(tables[-1][0])
-        width = max([t[1].shape[1] for t in tables], default=1)
-        self.tap_n = np.concatenate([t[0] for t in tables] or [np.zeros(1, np.int64)])
-        self.tap_pixel = np.zeros((max(offset, 1), width), np.int64)
-        self.tap_kernel = np.zeros((max(offset, 1), width), np.int64)
-        for k, (n, pixel, tap) in zip(
-            np.flatnonzero([r[3].kind == "conv" for r in rows]), tables, strict=True
-        ):
-            at = self.tap_off[k]
-            self.tap_pixel[at : at + len(n), : pixel.shape[1]] = pixel
-            self.tap_kernel[at : at + len(n), : tap.shape[1]] = tap
 
     def modes(self, force: str | None, chosen: dict) -> list[str]:
         """The path each population (in plan order) runs: ``"input"``,
