@@ -129,9 +129,11 @@ def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mo
     ``macs``: as :meth:`snn.Graph._run` takes them). One chunk of a
     :class:`Simulation`; returns its :class:`RunResult`."""
     sim = Simulation(graph, schedule, n_steps, given, batch, seed, record, force_mode, drives)
-    bar = progress and progress_bar(progress, n_steps * len(schedule), graph.n_neurons * n_steps * batch)
-    sim.advance(n_steps, bar=bar or None)
-    if bar:
+    bar = None
+    if progress:  # (graph.n_neurons sums over the populations: not on every call)
+        bar = progress_bar(progress, n_steps * len(schedule), graph.n_neurons * n_steps * batch)
+    sim.advance(n_steps, bar=bar)
+    if bar is not None:
         bar.close()
     return sim._result(True, macs)
 
