@@ -8,10 +8,10 @@ one thread (numba and BLAS), float64 state.
 
 Each row times the layer's event, clock and auto paths (``mode=``),
 interleaved, median of ``--repeats`` runs, compilation excluded (one warm-up
-run of every path on a small layer first). Timed: ``Network._run_event`` on
-ready time-CSR input (the conversion of the input, the same for every path,
-is left out), i.e. the path choice of auto, the kernel call and its
-allocations. Touched neurons: the distinct targets of a step's input
+run of every path on a small layer first). Timed: ``Network.run(spikes=)``
+on ready time-CSR input (no raster conversion; its O(events) check of the
+trains is the same for every path), i.e. the path choice of auto, the
+kernel call and its allocations. Touched neurons: the distinct targets of a step's input
 spikes, summed over steps (counted from the input and the connectivity, so
 the same for every path and every version of the code); touched per step =
 touched / (n T); ns per touched neuron = event time / touched. (The event
@@ -122,7 +122,7 @@ def warm_up():
     net = snn.Network([make_layer(rowptr, cols, 1000)])
     source = make_input(1000, 1e-2, 0)
     for mode in MODES:
-        net._run_event(source, None, T, mode)
+        net.run(spikes=source, mode=mode)
 
 
 def measure(ns, ps, repeats, cache) -> list[dict]:
@@ -136,7 +136,7 @@ def measure(ns, ps, repeats, cache) -> list[dict]:
             results = {}
 
             def run(mode):
-                results[mode] = net._run_event(source, None, T, mode)
+                results[mode] = net.run(spikes=source, mode=mode)
 
             runs = {mode: (lambda mode=mode: run(mode)) for mode in MODES}
             times = time_interleaved(runs, repeats=repeats, warmup=0)
