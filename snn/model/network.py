@@ -180,6 +180,85 @@ class Network:
                 return run_reference(self, source, analog_x, n_steps)
             return self._run_graph(graph, source, analog_x, n_steps, backend, mode, record, progress)
 
+    def start(
+        self,
+        T: int | None = None,
+        *,
+        spikes=None,
+        events=None,
+        analog=None,
+        batch_size: int | None = None,
+        record_v=None,
+        record_i=None,
+        mode: str | None = None,
+        n_threads: int | None = None,
+        history: int | None = None,
+        epoch: int | None = None,
+        count_spikes=(),
+    ):
+        """A run of ``T`` steps to advance chunk by chunk, its state carried
+        (a :class:`snn.run.stack_simulation.StackSimulation`): cut anywhere,
+        it computes what :meth:`run` computes. The input, as :meth:`run`
+        takes it, is given here for the whole run, or fed chunk by chunk
+        (``advance(steps, spikes=...)``, with ``batch_size``), or is a
+        constant ``analog`` input ``[B, n_in]`` that ``advance(steps,
+        analog=...)`` may change. ``T=None``: a stream without end (its
+        input fed, or analog). ``history``, ``epoch``, ``count_spikes``
+        (layer indices or names) as :meth:`snn.Graph.start` takes them;
+        the other arguments as :meth:`run`."""
+        from ..run.stack_simulation import StackSimulation
+
+        if mode not in (None, "event", "clock", "dense", "auto"):
+            raise ValueError(f"mode must be 'event', 'clock', 'dense', 'auto' or None, got {mode!r}")
+        given = sum(x is not None for x in (spikes, events, analog))
+        if given > 1:
+            raise ValueError("give at most one of spikes=, events= or analog=")
+        if T is None and (spikes is not None or events is not None):
+            raise ValueError("a stream (T=None) takes its spikes chunk by chunk: advance(steps, spikes=...)")
+        graph = self.graph()
+        source, x, macs, drive = None, None, None, {}
+        if spikes is not None or events is not None:
+            source, _, T = self._inputs(spikes, events, None, T, batch_size)
+            batch_size = source.batch_size
+        elif analog is not None:
+            x = self._analog_input(analog)
+            if x.ndim == 3:
+                raise ValueError(
+                    f"start() takes a constant analog input [B, n_in] (changed by advance(analog=...)), "
+                    f"got shape {x.shape}: run() takes one that varies over time"
+                )
+            if batch_size is not None and batch_size != x.shape[0]:
+                raise ValueError(f"batch_size={batch_size} but analog has {x.shape[0]} samples")
+            batch_size = x.shape[0]
+            drive[self.layer_name(0)], macs = self._analog_drive(x)
+        record = {key: self._recorded(v) for key, v in (("v", record_v), ("i", record_i))}
+        counted = [count_spikes] if isinstance(count_spikes, (str, int, np.integer)) else list(count_spikes)
+        sim = graph.start(
+            T,
+            inputs=None if source is None else {graph.populations[0].name: source},
+            drive=drive,
+            batch_size=batch_size,
+            record_v=record["v"],
+            record_i=record["i"],
+            mode=mode,
+            n_threads=n_threads,
+            history=history,
+            epoch=epoch,
+            count_spikes=[self._layer_key(k) for k in counted],
+        )
+        return StackSimulation(self, sim, x is not None, macs)
+
+    def _layer_key(self, key) -> str:
+        """The name of layer ``key`` (an index, negative allowed, or a name)."""
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not -len(self.layers) <= key < len(self.layers):
+                raise ValueError(f"no layer {key}: the network has {len(self.layers)}")
+            return self.layer_name(int(key) % len(self.layers))
+        names = [self.layer_name(k) for k in range(len(self.layers))]
+        if key not in names:
+            raise ValueError(f"no layer {key!r}: the layers are {names}")
+        return key
+
     def _inputs(self, spikes, events, analog, T, batch_size):
         given = [x is not None for x in (spikes, events, analog)]
         if sum(given) != 1:
@@ -203,21 +282,39 @@ class Network:
                 raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
             run_extent(T, batch_size, self.dtype)  # before anything is allocated for them
             return SpikeTrains.from_events(events, T, batch_size, self.n_in), None, T
+        x = self._analog_input(analog)
+        if x.ndim == 2:
+            if T is None:
+                raise ValueError("constant analog input [B, n_in] needs T=")
+            return None, x, T
+        if T is not None and T != x.shape[0]:
+            raise ValueError(f"T={T} but analog input has {x.shape[0]} steps")
+        return None, x, x.shape[0]
+
+    def _analog_input(self, analog) -> np.ndarray:
+        """``analog`` checked: a real array ``[B, n_in]`` or ``[T, B, n_in]``
+        that the state precision holds."""
         if self.layers[0].kind == "maxpool":
             raise ValueError("analog input needs a layer with neurons first; MaxPool2d gates spikes only")
         x = real_array("analog", analog)
         if self.dtype != np.float64:
             real_array("analog", x, self.dtype)  # refuses values the state precision cannot hold
         self._check_width(x.shape[-1] if x.ndim else 0, "analog")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"analog must be [B, n_in] or [T, B, n_in], got shape {x.shape}")
+        return x
+
+    def _analog_drive(self, x) -> tuple:
+        """The first layer's drive from analog input ``x`` (``[B, n_in]``:
+        multiplied once, then a bias; ``[T, B, n_in]``: each step's currents,
+        in the state precision) and its MACs per sample (``[B]`` int64)."""
+        first = self.layers[0]
+        batch = x.shape[-2]
+        nonzero = (x != 0).reshape(-1, first.n_in)  # [T * B or B, n_in]
+        macs = (nonzero @ first.fan_out).reshape(-1, batch).sum(axis=0)
         if x.ndim == 2:
-            if T is None:
-                raise ValueError("constant analog input [B, n_in] needs T=")
-            return None, x, T
-        if x.ndim == 3:
-            if T is not None and T != x.shape[0]:
-                raise ValueError(f"T={T} but analog input has {x.shape[0]} steps")
-            return None, x, x.shape[0]
-        raise ValueError(f"analog must be [B, n_in] or [T, B, n_in], got shape {x.shape}")
+            return _vecmat(x, first), macs
+        return x.astype(self.dtype) @ first.dense_rows(self.dtype), macs
 
     def _check_width(self, n, what):
         if n != self.n_in:
@@ -225,29 +322,17 @@ class Network:
 
     def _recorded(self, asked) -> dict:
         """``record_v`` / ``record_i`` keyed by layer name."""
-        out = {}
-        for key, idx in dict(asked or {}).items():
-            if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-                if not -len(self.layers) <= key < len(self.layers):
-                    raise ValueError(f"no layer {key}: the network has {len(self.layers)}")
-                key = self.layer_name(int(key) % len(self.layers))
-            out[key] = idx
-        return out
+        return {self._layer_key(key): idx for key, idx in dict(asked or {}).items()}
 
     def _run_graph(self, graph, source, analog_x, n_steps, backend, mode, record, progress):
         """The run as the graph's (:meth:`graph`): analog input becomes the
         first layer's drive (multiplied once by its weights when constant,
         each step's currents when it varies), counted as MACs."""
-        first, name = self.layers[0], self.layer_name(0)
+        name = self.layer_name(0)
         batch = source.batch_size if source is not None else analog_x.shape[-2]
         macs, drive = None, {}
         if analog_x is not None:
-            nonzero = (analog_x != 0).reshape(-1, first.n_in)  # [T * B or B, n_in]
-            macs = (nonzero @ first.fan_out).reshape(-1, batch).sum(axis=0)
-            if analog_x.ndim == 2:  # constant: multiplied once, then a bias
-                drive[name] = _vecmat(analog_x, first)
-            else:  # the currents of every step, in the state precision
-                drive[name] = analog_x.astype(self.dtype) @ first.dense_rows(self.dtype)
+            drive[name], macs = self._analog_drive(analog_x)
             source = SpikeTrains.empty(n_steps, batch, self.n_in)
         recorded = graph._record(record["v"], "v") + graph._record(record["i"], "i")
         if analog_x is not None and analog_x.ndim == 3 and any(p.name == name for p, _, _ in recorded):
@@ -257,10 +342,16 @@ class Network:
             )
         inputs = {graph.populations[0].name: source}  # the stack checked its input and its parameters
         macs = None if macs is None else {name: macs}
-        result = graph._run(n_steps, inputs, batch, drive, recorded, 0, backend, mode, progress, macs)
+        return self._stack_result(
+            graph._run(n_steps, inputs, batch, drive, recorded, 0, backend, mode, progress, macs)
+        )
+
+    def _stack_result(self, result) -> RunResult:
+        """A run of the stack's graph as the stack's result (the input
+        population is not a layer)."""
         return RunResult(
             result.trains[1:],
-            result.counts[1:],  # the input population is not a layer
+            result.counts[1:],
             (lambda: result.membrane) if self.layers[-1].kind != "maxpool" else None,
             result.backend,
             names=result.names[1:],
