@@ -22,6 +22,7 @@ from .model.layers import Layer, Linear, SparseLinear
 from .model.network import Network
 from .model.neurons import IF, LIF, CubaLIF, Neuron, beta_from_tau, tau_from_beta
 from .profile import Profile, profile
+from .run import observers  # noqa: F401 -- snn.observers.PopulationRate(...), plugged into start()
 from .run.graph_result import GraphResult
 from .run.result import LayerCounts, RunResult
 from .run.spiketrains import SpikeTrains

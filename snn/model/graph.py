@@ -704,6 +704,7 @@ class Graph:
         history: int | None = None,
         epoch: int | None = None,
         count_spikes=(),
+        observers=(),
     ) -> Simulation:
         """A run of ``T`` steps to advance chunk by chunk
         (:meth:`snn.run.schedule.Simulation.advance`), its state carried from
@@ -723,7 +724,10 @@ class Graph:
         kept for ``window()`` and ``recorded()`` (default: all of a run of
         ``T`` steps, none of a stream); ``count_spikes``: names of
         populations whose spikes per neuron are counted over the whole run
-        (``spike_counts()``); ``epoch``: steps between two settles of every
+        (``spike_counts()``); ``observers``: measurements updated after every
+        chunk (:mod:`snn.run.observers`: ``SpikeCounts``, ``PopulationRate``,
+        ``Callback``, or objects with their ``reset/update/keep/compute``);
+        ``epoch``: steps between two settles of every
         neuron (default ``T``; 4096 for a stream), which bound the arrays a
         run holds, so that memory does not grow with the steps run."""
         T, trains, batch, drives, record = self._checked(
@@ -746,9 +750,29 @@ class Graph:
         for name in counted:
             if not isinstance(name, str) or name not in {p.name for p in self.populations}:
                 raise ValueError(f"count_spikes must name populations of this graph, got {name!r}")
+        observers = (observers,) if hasattr(observers, "update") else tuple(observers)
+        for obs in observers:
+            if not all(callable(getattr(obs, m, None)) for m in ("reset", "update", "keep", "compute")):
+                raise TypeError(
+                    f"observers must have reset, update, keep and compute methods (snn.run.observers), "
+                    f"got {obs!r}"
+                )
         plan = self.schedule([pop for pop, _, _ in record], together)
         return Simulation(
-            self, plan, T, trains, batch, int(seed), record, mode, drives, n_threads, history, epoch, counted
+            self,
+            plan,
+            T,
+            trains,
+            batch,
+            int(seed),
+            record,
+            mode,
+            drives,
+            n_threads,
+            history,
+            epoch,
+            counted,
+            observers,
         )
 
     def _checked(

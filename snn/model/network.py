@@ -195,6 +195,7 @@ class Network:
         history: int | None = None,
         epoch: int | None = None,
         count_spikes=(),
+        observers=(),
     ):
         """A run of ``T`` steps to advance chunk by chunk, its state carried
         (a :class:`snn.run.stack_simulation.StackSimulation`): cut anywhere,
@@ -204,7 +205,8 @@ class Network:
         constant ``analog`` input ``[B, n_in]`` that ``advance(steps,
         analog=...)`` may change. ``T=None``: a stream without end (its
         input fed, or analog). ``history``, ``epoch``, ``count_spikes``
-        (layer indices or names) as :meth:`snn.Graph.start` takes them;
+        (layer indices or names) and ``observers`` (which see populations
+        by layer name) as :meth:`snn.Graph.start` takes them;
         the other arguments as :meth:`run`."""
         from ..run.stack_simulation import StackSimulation
 
@@ -245,6 +247,7 @@ class Network:
             history=history,
             epoch=epoch,
             count_spikes=[self._layer_key(k) for k in counted],
+            observers=observers,
         )
         return StackSimulation(self, sim, x is not None, macs)
 

@@ -18,6 +18,7 @@ of a run, never its result.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from snn_kernels.neuron import V
 from .._validate import numba_threads
 from ..model.conv import conv_dense_rows, kernel_layout
 from ..model.layers import csr_dense_rows
+from .observers import Chunk
 from .paths import (
     _NS_PER_CLOCK_UPDATE,
     _NS_PER_EVENT_UPDATE,
@@ -178,6 +180,7 @@ class Simulation:
         history=None,
         epoch=None,
         count_spikes=(),
+        observers=(),
     ):
         self.graph, self.schedule, self.n_steps, self.batch = graph, schedule, n_steps, batch
         self._record, self._force = record, force_mode
@@ -224,6 +227,9 @@ class Simulation:
         self._bias = {}  # stage index -> a layer's bias (_layer_bias)
         self._assembled = {}  # stage index -> (key, outputs of its SteppedRun's unkept steps)
         self._tally = {name: np.zeros((batch, graph[name].n), np.int64) for name in count_spikes}
+        self._observers = tuple(observers)  # snn.run.observers: updated after every chunk
+        for observer in self._observers:
+            observer.reset(self)
 
     def __repr__(self):
         of = "a stream" if self.n_steps is None else f"{self.n_steps} steps"
@@ -266,6 +272,11 @@ class Simulation:
                         self._stepped_chunk(k, stage, t, end, bar)
                 for name, tally in self._tally.items():
                     _tally(tally, self._window(name, t, end))
+                if self._observers:
+                    spikes = functools.partial(self._window, a=t, b=end)
+                    chunk = Chunk(t, end, self.graph.dt, self.batch, spikes)
+                    for observer in self._observers:
+                        observer.update(chunk)
                 self.t = t = end
                 if t % self.epoch == 0 and t != self.n_steps:
                     self._settle_all(t)
@@ -313,6 +324,8 @@ class Simulation:
         self._currents = {name: np.ascontiguousarray(c[rows]) for name, c in self._currents.items()}
         self._counts = {name: c[rows] for name, c in self._counts.items()}
         self._tally = {name: c[rows] for name, c in self._tally.items()}
+        for observer in self._observers:
+            observer.keep(rows)
         self._carry = {
             k: tuple(a[rows] for a in c) if isinstance(c, tuple) else c[rows] for k, c in self._carry.items()
         }
