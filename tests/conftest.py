@@ -57,10 +57,17 @@ def examples(n: int) -> int:
 
 
 # A test is slow when it trains a model (through one of these fixtures), or
-# runs the notebooks, the examples, a Dask cluster or the pure-Python kernels:
+# runs the notebooks, the examples, the benchmark scripts, a Dask cluster or the
+# pure-Python kernels:
 # ``pytest -m "not slow"`` is the quick loop.
 TRAINING_FIXTURES = {"trained", "converted", "qcfs_cnn", "converted_qcfs", "graph_trained", "graph_converted"}
-SLOW_MODULES = {"test_examples.py", "test_notebooks.py", "test_distributed.py", "test_nojit.py"}
+SLOW_MODULES = {
+    "test_examples.py",
+    "test_notebooks.py",
+    "test_distributed.py",
+    "test_nojit.py",
+    "test_benchmarks.py",
+}
 
 
 def pytest_collection_modifyitems(items):
