@@ -24,6 +24,7 @@ ran, and the wall time is measured.
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from collections.abc import Callable
@@ -229,7 +230,7 @@ def run_early_exit(
     (at the end of the chunk it exits in)."""
     start = time.perf_counter()
     if rule is None:
-        rule = ExitRule(**rule_kwargs)
+        rule = _rule(rule_kwargs)
     elif rule_kwargs:
         raise TypeError(f"give rule= or its keywords ({', '.join(rule_kwargs)}), not both")
     if not isinstance(rule, ExitRule):
@@ -252,7 +253,7 @@ def run_early_exit(
             run_extent(int(T), batch, graph.dtype)
             if graph.dtype != np.float64:  # what the state precision holds (float64: any finite drive)
                 graph._check_precision(drive)
-            fields = rule.fields(int(every), max(int(every), rule.earliest))
+            text, fields = _rule_fields(rule, int(every))
             if n_threads is None:
                 exit_step, final, counts = runner.run(drive, batch, 0, fields)
             else:
@@ -260,7 +261,7 @@ def run_early_exit(
                     exit_step, final, counts = runner.run(drive, batch, 0, fields)
             done = counts.sum(axis=1)
             return ExitedRun(
-                str(rule),
+                text,
                 T,
                 exit_step,
                 final.argmax(axis=1),
@@ -324,6 +325,36 @@ def run_early_exit(
     )
 
 
+_RULES = {}  # (keyword, type, value) of ExitRule's keywords -> the rule (a few, see _rule)
+
+
+def _rule(kwargs) -> ExitRule:
+    """``ExitRule(**kwargs)``, the same object for the same keywords (of the
+    same types: ``patience=True`` is refused, ``patience=1`` is not), so
+    that calls in a loop check and build it once."""
+    try:
+        key = tuple((k, type(v), v) for k, v in kwargs.items())
+        rule = _RULES.get(key)
+    except TypeError:  # an unhashable value (a custom callable object): not kept
+        return ExitRule(**kwargs)
+    if rule is None:
+        rule = ExitRule(**kwargs)
+        if len(_RULES) >= 64:
+            _RULES.clear()
+        _RULES[key] = rule
+    return rule
+
+
+@functools.lru_cache(maxsize=256)
+def _rule_fields(rule: ExitRule, every: int) -> tuple:
+    """``(str(rule), its kernel fields)`` for chunks of ``every`` steps (the
+    first ending when the rule can first hold), made once per rule; the
+    fields are read-only (:meth:`SteppedExit.run` copies them)."""
+    fields = rule.fields(every, max(every, rule.earliest))
+    fields.flags.writeable = False
+    return str(rule), fields
+
+
 def _exit_runner(graph, readout, T, mode, drive, required):
     """The :class:`SteppedExit` of ``graph`` for these arguments (built
     once), or None when the network cannot be stepped together (a max-pool
@@ -369,7 +400,7 @@ def _as_graph(converted, x) -> tuple:
     first = network.layers[0]
     if first.kind == "maxpool":
         raise ValueError("the network's first layer is a max pool: no analog input to drive")
-    macs = ((flat != 0) * first.fan_out).sum(axis=1).astype(np.int64)
+    macs = np.dot(flat != 0, first.fan_out.astype(np.int64, copy=False))  # [B] int64: exact
     return (
         graph,
         network.layer_name(len(network.layers) - 1),

@@ -509,33 +509,44 @@ class SteppedExit:
         self.rec_pop = np.full(n_out, k, np.int64)
         self.rec_var = np.zeros(n_out, np.int64)
         self._silent = {}  # batch -> empty input arrays
+        self._rng = {}  # batch -> its (empty) generator states, when the plan has no background
+        self._rows = {}  # batch -> np.arange(batch)
         self._scratch = {}  # thread -> its row of scratch arrays, kept from run to run
         self._lock = threading.Lock()  # one run at a time uses them (another makes its own)
         self.choices = None
+        self._kernel = None
+        self._entry = None  # the compiled kernel for this runner's argument types (see run)
         # bias rows as the kernel reads them: population k's at bias[:, off[k]:off[k + 1]],
         # its own bias (one value when shared) or, driven, its bias plus the sample's drive
-        self._bias_parts = [
-            (pop.name if pop.name in driven and not pop.is_input else None, b)
+        parts = [
+            (pop if pop.name in driven and not pop.is_input else None, b)
             for pop, b in zip(plan.order, plan.biases, strict=True)
         ]
-        parts = zip(self._bias_parts, plan.order, strict=True)
-        widths = [pop.n if name is not None else len(b) for (name, b), pop in parts]
-        self._bias_off = np.concatenate(([0], np.cumsum(widths))).astype(np.int64)
+        widths = [pop.n if pop is not None else len(b) for pop, b in parts]
+        off = np.concatenate(([0], np.cumsum(widths))).astype(np.int64)
+        self._bias_off = off
+        # the row of every sample before the drives are added: the biases not driven (cast to the
+        # state dtype once, here), zeros where a drive goes; the driven populations' slices
+        self._bias_fixed = np.zeros((1, off[-1]), dtype)
+        self._bias_driven = []
+        for k, (pop, b) in enumerate(parts):
+            if pop is None:
+                self._bias_fixed[:, off[k] : off[k + 1]] = b
+            else:
+                self._bias_driven.append((pop, int(off[k]), int(off[k + 1])))
+        self._bias_fixed.flags.writeable = False
         self._driven = frozenset(driven)
 
     def _bias_rows(self, batch, drives):
         """:meth:`SteppedPlan.bias_rows` for this runner's driven populations
         (the same values: bias plus drive summed in float64, then cast)."""
-        if set(drives) != self._driven:
+        if drives.keys() != self._driven:
             raise ValueError(f"drives must be given for {sorted(self._driven)}, got {sorted(drives)}")
-        off = self._bias_off
-        bias = np.empty((batch, off[-1]), self.plan.dtype)
-        for k, (name, b) in enumerate(self._bias_parts):
-            if name is None:
-                bias[:, off[k] : off[k + 1]] = b
-            else:
-                bias[:, off[k] : off[k + 1]] = self.plan.order[k].bias + drives[name]
-        return bias, off
+        bias = np.empty((batch, self._bias_fixed.shape[1]), self.plan.dtype)
+        bias[:] = self._bias_fixed
+        for pop, a, b in self._bias_driven:
+            bias[:, a:b] = pop.bias + drives[pop.name]
+        return bias, self._bias_off
 
     def run(self, drives: dict, batch: int, seed: int, rule: np.ndarray) -> tuple:
         """Run ``batch`` samples (``drives``: by population name, ``[B,
@@ -549,9 +560,21 @@ class SteppedExit:
         every step: ``kernels.graph.GraphState``), kept from run to run, so
         that the arrays a sample works on are in cache (a row per sample
         costs more in cache misses and page faults than the few steps an
-        exiting sample runs)."""
+        exiting sample runs).
+
+        What is the same from run to run is made once (the biases not
+        driven, the empty inputs, the scratch); every array the kernel
+        writes for a sample and the caller gets back is new at each run.
+        The kernel is called through numba's dispatcher once, then directly
+        through the compiled function for the argument types a run passes
+        (each built here, of the same dtype, layout and shape rank at every
+        run), which saves the dispatcher's typing of the ~60 arrays of the
+        argument tuples at every call (batch 1: a sample that exits after a
+        few steps costs little more than that)."""
         plan, n_steps = self.plan, self.n_steps
         bias, bias_off = self._bias_rows(batch, drives)
+        fields = np.empty(EXIT_FIELDS)  # a new float64 row, whatever array the caller gave
+        fields[:] = rule
         silent = self._silent.get(batch)
         if silent is None:
             silent = self._silent[batch] = plan._input_arrays({}, batch, n_steps)
@@ -563,37 +586,46 @@ class SteppedExit:
             self.rec_ids,
             self.rec_pop,
             self.rec_var,
-            rule,
+            fields,
             *silent,
         )
         if self.choices is None:
             self.choices = graph_choices(plan.arrays, inputs)
             self._kernel = graph_kernel(*self.choices)
+        if plan.bg_stream:
+            rng = kernels.sample_states(seed, batch, plan.bg_stream)
+        else:  # no generator: an empty array, never written
+            rng = self._rng.get(batch)
+            if rng is None:
+                rng = self._rng[batch] = kernels.sample_states(seed, batch, plan.bg_stream)
         exit_state = np.zeros((batch, 4), np.int64)
         exit_state[:, 0] = -1
+        rec_v = np.empty((batch, n_steps, self.n_out), plan.dtype)
+        counts = np.zeros((batch, len(plan.order), 4), np.int64)
         own = dict(  # per sample
-            rng=kernels.sample_states(seed, batch, plan.bg_stream),
-            rec_v=np.empty((batch, n_steps, self.n_out), plan.dtype),
-            counts=np.zeros((batch, len(plan.order), 4), np.int64),
+            rng=rng,
+            rec_v=rec_v,
+            counts=counts,
             progress=np.zeros((batch, 3), np.int64),
             exit_state=exit_state,
         )
-        threads = min(numba.get_num_threads(), batch)
-        cuts = np.linspace(0, batch, threads + 1).astype(np.int64)
+        threads = 1 if batch == 1 else min(numba.get_num_threads(), batch)
         mine = self._lock.acquire(blocking=False)  # else another run holds the scratch: make new
         try:
             scratch = [self._scratch.get(k) if mine else None for k in range(threads)]
             scratch = [s if s is not None else self._new_scratch() for s in scratch]
-            states = [GraphState(**{**scratch[k], **own}) for k in range(threads)]
+            states = [GraphState(**scratch[k], **own) for k in range(threads)]
             args = (n_steps, plan.arrays, inputs)
-            pool = _pool() if threads > 1 else None
-            kernel = self._kernel
-            jobs = [pool.submit(kernel, *args, states[k], cuts[k], cuts[k + 1]) for k in range(1, threads)]
+            kernel = self._entry or self._kernel
+            cuts = [batch * k // threads for k in range(threads + 1)]
+            jobs = [_pool().submit(kernel, *args, states[k], cuts[k], cuts[k + 1]) for k in range(1, threads)]
             try:
-                kernel(*args, states[0], cuts[0], cuts[1])
+                kernel(*args, states[0], 0, cuts[1])
             finally:
                 for job in jobs:
                     job.result()
+            if self._entry is None:
+                self._entry = _compiled(self._kernel, (*args, states[0], 0, cuts[1]))
             if mine:
                 self._scratch.update(enumerate(scratch))
         finally:
@@ -602,8 +634,13 @@ class SteppedExit:
         if not exit_state[:, 3].all():  # cannot happen: the history holds every step
             raise RuntimeError("a sample did not finish its run")
         steps = exit_state[:, 2].copy()
-        readout = own["rec_v"][np.arange(batch), steps - 1].astype(np.float64)
-        return steps, readout, own["counts"]
+        rows = self._rows.get(batch)
+        if rows is None:
+            rows = self._rows[batch] = np.arange(batch)
+        readout = rec_v[rows, steps - 1]  # a new array
+        if readout.dtype != np.float64:
+            readout = readout.astype(np.float64)
+        return steps, readout, counts
 
     def _new_scratch(self) -> dict:
         """One row of each scratch array of ``kernels.graph.GraphState``
@@ -628,6 +665,23 @@ class SteppedExit:
             cmark=np.zeros((1, n_conv), np.int32),
             clist=np.empty((1, n_conv), np.int32),
         )
+
+
+def _compiled(dispatcher, args):
+    """The compiled function (numba's entry point, which converts the
+    arguments to those types without checking) that ``dispatcher`` runs for
+    ``args``, once it has been called with them; None when there is none to
+    name (the JIT disabled, or the types not found): the dispatcher is then
+    called."""
+    overloads = getattr(dispatcher, "overloads", None)
+    if not overloads:
+        return None
+    try:
+        sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    except Exception:  # noqa: BLE001 -- a type numba cannot name here: keep the dispatcher
+        return None
+    found = overloads.get(sig)
+    return None if found is None else found.entry_point
 
 
 _POOL = None  # (pid, ThreadPoolExecutor) of SteppedExit's threads, made on first use
