@@ -536,31 +536,47 @@ def _first_due(state, bias, table, n_steps, threshold, due_next):
     return n_due
 
 
+PRE_FIRST, PRE_END, PRE_ACC, PRE_W, PRE_KEY = range(5)  # the fields of an input's row in _conv_tables
+
+
 @jit
-def _conv_tables(geom, weights, like):
+def _conv_tables(geom, weights, n_runs, runs, like):
     """Per-call tables of a convolution's delivery: the flat weights in the
     state dtype (that of the array ``like``; converted once instead of at every
-    synaptic operation: the same values), and for each input neuron ``(c, y,
-    x)`` its position ``y * W_in + x``, the offset of its weights (``(c_local
-    * kh * kw) * C_out + g * C_out/groups``), of its group's channels in a
-    channel-last pixel (``g * C_out/groups``) and of its group's pixels
-    (``g * H_out * W_out``), so that delivery divides nothing."""
+    synaptic operation: the same values); the delivery runs of
+    ``kernels.conv.spatial_runs`` (``n_runs, runs``) flattened, those of input
+    position ``p`` in consecutive rows (fields ``RUN_ACC ...``); and for each
+    input neuron ``(c, y, x)`` one row (fields :data:`PRE_FIRST` ...): its
+    position's runs ``PRE_FIRST .. PRE_END``, the offset of its group's
+    channels in a channel-last pixel (``g * C_out/groups``), of its weights
+    (``(c_local * kh * kw) * C_out + g * C_out/groups``) and of its group's
+    pixels (``g * H_out * W_out``), so that delivery divides nothing and
+    reads one row per input spike and one per run (no gather from separate
+    tables)."""
     hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
     w_st = np.empty(weights.shape[0], like.dtype)
     delivery_weights(geom, weights, w_st)
+    start = np.empty(hw_in + 1, np.int64)
+    start[0] = 0
+    for p in range(hw_in):
+        start[p + 1] = start[p] + n_runs[p]
+    flat_runs = np.empty((start[hw_in], 5), np.int64)
+    for p in range(hw_in):
+        for r in range(n_runs[p]):
+            for f in range(5):
+                flat_runs[start[p] + r, f] = runs[p, r, f]
     n_in = geom[0] * hw_in
-    pre_pos = np.empty(n_in, np.int64)
-    pre_w = np.empty(n_in, np.int64)
-    pre_a = np.empty(n_in, np.int64)
-    pre_key = np.empty(n_in, np.int64)
+    pre_rows = np.empty((n_in, 5), np.int64)
     for pre in range(n_in):
         c = pre // hw_in
         g = c // cg_in
-        pre_pos[pre] = pre - c * hw_in
-        pre_w[pre] = (c - g * cg_in) * kk * c_out + g * cg_out
-        pre_a[pre] = g * cg_out
-        pre_key[pre] = g * plane
-    return w_st, pre_pos, pre_w, pre_a, pre_key
+        p = pre - c * hw_in
+        pre_rows[pre, PRE_FIRST] = start[p]
+        pre_rows[pre, PRE_END] = start[p + 1]
+        pre_rows[pre, PRE_ACC] = g * cg_out
+        pre_rows[pre, PRE_W] = (c - g * cg_in) * kk * c_out + g * cg_out
+        pre_rows[pre, PRE_KEY] = g * plane
+    return w_st, pre_rows, flat_runs
 
 
 @helper
@@ -615,11 +631,13 @@ def _conv_sweep(
             v_cl[j] = v
     cap = out_idx.shape[0]
     if n_out + n <= cap:  # room for every neuron: a branch-free append
+        # an unsigned count: no negative-index wrap-around on the loop's one dependency chain
+        m = np.uint64(n_out)
         for c in range(c_out):
             for pixel in range(plane):
-                out_idx[n_out] = c * plane + pixel
-                n_out += np.int64(fired[pixel * c_out + c])
-        return n_out
+                out_idx[m] = c * plane + pixel
+                m += np.uint64(fired[pixel * c_out + c])
+        return np.int64(m)
     for c in range(c_out):
         for pixel in range(plane):
             if fired[pixel * c_out + c]:
@@ -696,7 +714,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     ):
         if kind == CONV:  # per call: the weights in the state dtype, and each input's offsets
             hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
-            w_st, pre_pos, pre_w, pre_a, pre_key = _conv_tables(geom, weights, state_b)
+            w_st, pre_rows, flat_runs = _conv_tables(geom, weights, n_runs, runs, state_b)
         for sample in range(first, stop):  # the samples of this call, one after the other
             in_tptr = in_tptr_b[sample]
             in_idx = in_idx_b[sample]
@@ -993,22 +1011,22 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         for s in range(s0, s1):  # the clock path (the event path's steps: above)
                             acc[cols[s]] += weights[s]
                     else:  # CONV: sum into acc_cl (no branch per synapse), then per touched pixel
-                        p = pre_pos[pre]
-                        a_base = pre_a[pre]
-                        w_base = pre_w[pre]
-                        for r in range(n_runs[p]):  # contiguous runs of weights (kernels.conv.spatial_runs)
-                            length = runs[p, r, RUN_LEN]
+                        a_base = pre_rows[pre, PRE_ACC]
+                        w_base = pre_rows[pre, PRE_W]
+                        # contiguous runs of weights (kernels.conv.spatial_runs, flattened: _conv_tables)
+                        for r in range(pre_rows[pre, PRE_FIRST], pre_rows[pre, PRE_END]):
+                            length = flat_runs[r, RUN_LEN]
                             synops += length
                             if not clock:
-                                key = pre_key[pre] + runs[p, r, RUN_PIXEL]
+                                key = pre_rows[pre, PRE_KEY] + flat_runs[r, RUN_PIXEL]
                                 # the run's pixels last to first: the order of its taps (kx ascending)
-                                for q in range(runs[p, r, RUN_PIXELS] - 1, -1, -1):
+                                for q in range(flat_runs[r, RUN_PIXELS] - 1, -1, -1):
                                     if pixel_stamp[key + q] != t:
                                         pixel_stamp[key + q] = t
                                         pixels[n_pixels] = key + q
                                         n_pixels += 1
-                            a0 = runs[p, r, RUN_ACC] + a_base
-                            w0 = runs[p, r, RUN_W] + w_base
+                            a0 = flat_runs[r, RUN_ACC] + a_base
+                            w0 = flat_runs[r, RUN_W] + w_base
                             target = acc_cl[a0 : a0 + length]  # views: the loop below vectorises
                             w = w_st[w0 : w0 + length]
                             for co in range(length):

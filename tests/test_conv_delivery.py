@@ -2,7 +2,9 @@
 (``kernels.conv.spatial_runs``, ``kernels.event``'s CONV clock path).
 
 - The runs, applied to the reordered weights (``delivery_weights``), are the
-  convolution: the dense matrix they build equals ``naive.conv_matrix``
+  convolution (and so are the kernel's flattened per-input tables,
+  ``kernels.event._conv_tables``, which give each input the runs of its
+  position in their order): the dense matrix they build equals ``naive.conv_matrix``
   exactly, and each run's pixel fields name the pixels its targets lie in;
   where ``merges_rows`` says so, the taps of a kernel row that an input
   reaches are one run (any stride), else each tap is one; the column order
@@ -88,6 +90,44 @@ def test_runs_are_the_convolution(args):
         np.testing.assert_array_equal(n_runs, rows)
     else:  # one run per tap
         np.testing.assert_array_equal(n_runs, n_taps)
+
+
+@pytest.mark.parametrize("args", GEOMETRIES)
+def test_kernel_tables_are_the_runs_in_order(args):
+    """``kernels.event._conv_tables`` (what the CONV kernel reads per input
+    spike: one row per input neuron, the runs of its position flattened)
+    gives each input neuron the runs of ``spatial_runs`` in their order
+    (the order of the additions, so of the rounding), with its channel's
+    offsets, and so the convolution."""
+    from snn_kernels.event import PRE_ACC, PRE_END, PRE_FIRST, PRE_KEY, PRE_W, _conv_tables
+
+    geom = geometry(*args)
+    flat = dyadic_weights(geom, np.random.default_rng(4))
+    c_in, h_in, w_in, c_out = (int(g) for g in geom[:4])
+    groups = int(geom[14])
+    cg_in, cg_out = c_in // groups, c_out // groups
+    plane = int(geom[4] * geom[5])
+    hw_in = h_in * w_in
+    kk = int(geom[6] * geom[7])
+    n_runs, runs = kconv.run_tables(geom)
+    w_st, pre_rows, flat_runs = _conv_tables(geom, flat, n_runs, runs, np.zeros(1))
+    expected_w = np.empty(flat.shape, np.float64)
+    kconv.delivery_weights(geom, flat, expected_w)
+    np.testing.assert_array_equal(w_st, expected_w)
+    m = np.zeros((c_in * hw_in, c_out * plane))
+    for pre in range(c_in * hw_in):
+        c, p = divmod(pre, hw_in)
+        g = c // cg_in
+        assert pre_rows[pre, PRE_ACC] == g * cg_out
+        assert pre_rows[pre, PRE_W] == (c - g * cg_in) * kk * c_out + g * cg_out
+        assert pre_rows[pre, PRE_KEY] == g * plane
+        mine = flat_runs[pre_rows[pre, PRE_FIRST] : pre_rows[pre, PRE_END]]
+        np.testing.assert_array_equal(mine, runs[p, : n_runs[p]])
+        for acc0, w0, length, _, _ in mine:
+            for q in range(length):
+                pixel, co = divmod(int(acc0 + pre_rows[pre, PRE_ACC] + q), c_out)
+                m[pre, co * plane + pixel] += w_st[w0 + pre_rows[pre, PRE_W] + q]
+    np.testing.assert_array_equal(m, naive.conv_matrix(geom, flat))
 
 
 @pytest.mark.parametrize("kw", [1, 2, 3, 4, 5, 7])
