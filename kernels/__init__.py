@@ -8,6 +8,7 @@ from .conv import spatial_taps
 from .drive import conv_drive, csr_drive, dense_drive, spike_currents
 from .event import CONV, CSR, conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
+from .merge import conv_currents, csr_currents, dense_currents
 from .neuron import REF, RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE, T_LAST, settle
 from .pool import maxpool_layer
 from .rng import sample_states, seed_state
@@ -22,10 +23,13 @@ __all__ = [
     "T_LAST",
     "background_step",
     "clock_layer",
+    "conv_currents",
     "conv_drive",
     "conv_layer",
+    "csr_currents",
     "csr_drive",
     "csr_layer",
+    "dense_currents",
     "dense_drive",
     "dense_layer",
     "graph_init",

@@ -7,7 +7,13 @@ background and nothing recorded, runs as a layer (and a max-pool gate as
 the stack's gate): over all ``T`` steps at once, from its source's complete
 spike trains (shifted by the delay), by the layer kernels of feed-forward
 stacks (event, clock or dense path, ``mode="auto"`` choosing by the same cost
-model). Every other population is stepped by ``snn.run.stepped``: the
+model). A merge outside every cycle (several projections, or one of several
+delays, CSR or convolution, all from earlier stages), with no Poisson
+background and nothing recorded, runs as a layer too (unless its mode, or
+the run's, is ``"event"``): its sources' spikes delivered event by event
+into its currents of every step (``kernels.merge``), then the clock sweep
+over them (``kernels.clock_layer``; its counts say ``"clock"``). Every
+other population is stepped by ``snn.run.stepped``: the
 populations of one strongly connected set (a cycle closed by delays)
 together, each other one alone, with their sources' spikes as inputs. The
 sets run in an order where every source comes first. All paths compute the
@@ -26,6 +32,7 @@ import numpy as np
 
 import snn_kernels as kernels
 from snn_kernels import REF, T_LAST
+from snn_kernels.conv import delivery_weights, run_tables
 from snn_kernels.neuron import V
 
 from .._validate import numba_threads
@@ -71,6 +78,14 @@ class Stage:
     layer: object = None
     source: object = None
     delay: int = 0
+
+    @property
+    def inputs(self) -> list:
+        """``(source population, delay)`` of what a layer stage reads: its
+        one source, or a merge's (:class:`_MergeLayer`) deliveries."""
+        if isinstance(self.layer, _MergeLayer):
+            return [(d.source, d.delay) for d in self.layer.deliveries]
+        return [] if self.source is None else [(self.source, self.delay)]
 
     @property
     def names(self) -> list[str]:
@@ -120,6 +135,14 @@ def stages(graph, stepped=frozenset(), together=False) -> list[Stage]:
                     delay=0 if proj is None else proj.delays[0],
                 )
             )
+        elif (
+            len(component) == 1
+            and pop.name not in stepped
+            and pop.name not in driven
+            and pop.mode != "event"
+            and all(p.source is not pop and p.kind in ("csr", "conv") for p in inputs)
+        ):
+            out.append(Stage((pop,), layer=_MergeLayer(pop, inputs)))
         else:
             out.append(Stage(tuple(component), plan=SteppedPlan(_part(graph, component, incoming))))
     return out
@@ -182,6 +205,8 @@ class Simulation:
         count_spikes=(),
         observers=(),
     ):
+        if force_mode == "event":  # a merge's event path is the graph kernel's: stepped
+            schedule = [s.layer.stepped(graph) if isinstance(s.layer, _MergeLayer) else s for s in schedule]
         self.graph, self.schedule, self.n_steps, self.batch = graph, schedule, n_steps, batch
         self._record, self._force = record, force_mode
         # the caller's arrays may change later: copies. Drives over time ([T, B, n]) are currents
@@ -215,9 +240,8 @@ class Simulation:
         self._stage_of = {p.name: k for k, stage in enumerate(schedule) for p in stage.populations}
         self._lookback = {}  # name -> the longest delay a layer stage reads it with
         for stage in schedule:
-            if stage.source is not None:
-                name = stage.source.name
-                self._lookback[name] = max(self._lookback.get(name, 0), stage.delay)
+            for source, delay in stage.inputs:
+                self._lookback[source.name] = max(self._lookback.get(source.name, 0), delay)
         self._carry = {}  # layer stage -> its state (see _carried)
         self._unshifted = {}  # layer stage -> steps of its last chunk, still counted in its carried state
         self._runs, self._base, self._live_from = {}, {}, {}  # stepped stage -> run, its step 0, unkept from
@@ -227,6 +251,7 @@ class Simulation:
         self._bias = {}  # stage index -> a layer's bias (_layer_bias)
         self._assembled = {}  # stage index -> (key, outputs of its SteppedRun's unkept steps)
         self._tally = {name: np.zeros((batch, graph[name].n), np.int64) for name in count_spikes}
+        self._proj_synops = {}  # (projection name, delay) -> [B]: SynOps delivered to merge layers
         self._observers = tuple(observers)  # snn.run.observers: updated after every chunk
         for observer in self._observers:
             observer.reset(self)
@@ -326,6 +351,7 @@ class Simulation:
         self._tally = {name: c[rows] for name, c in self._tally.items()}
         for observer in self._observers:
             observer.keep(rows)
+        self._proj_synops = {key: c[rows] for key, c in self._proj_synops.items()}
         self._carry = {
             k: tuple(a[rows] for a in c) if isinstance(c, tuple) else c[rows] for k, c in self._carry.items()
         }
@@ -369,7 +395,7 @@ class Simulation:
         dtype = self.graph.dtype
         if k in self._carry:  # a layer stage: its state, steps counted from the next chunk's start
             state = self._carried(k).copy()
-            if self._modes[name] != "dense":
+            if self._lazy(k):
                 table = pop.neuron.propagator(self._span, dtype)
                 kernels.settle(state, -1, self._bias[k][1], table, *_flags(pop.neuron))
             return state[..., V]
@@ -493,7 +519,7 @@ class Simulation:
     def _settle_layer(self, k, stage) -> None:
         """Bring the neurons of layer stage ``k`` to the last step done."""
         state, pop = self._carried(k), stage.populations[0]
-        if state is not None and pop.pool is None and self._modes[pop.name] != "dense":
+        if state is not None and pop.pool is None and self._lazy(k):
             neuron = pop.neuron
             table = neuron.propagator(self._span, self.graph.dtype)
             kernels.settle(state, -1, self._bias[k][1], table, neuron.has_current, neuron.refractory > 0)
@@ -534,8 +560,68 @@ class Simulation:
                     kept.append((s + cut, values[cut:]))
             self._rec_pieces[key] = kept
 
+    def _lazy(self, k) -> bool:
+        """Whether layer stage ``k`` leaves lazy neurons (event or clock
+        path: ``kernels.settle`` brings them forward); the sweeps of the
+        dense path and of a merge leave every neuron at the last step."""
+        pop = self.schedule[k].populations[0]
+        return self._modes[pop.name] != "dense" and not isinstance(self.schedule[k].layer, _MergeLayer)
+
+    def _merge_currents(self, stage, t0, t1) -> tuple:
+        """The synaptic input of merge stage ``stage`` in steps ``t0 .. t1 -
+        1``, ``[B, steps, n]`` in the state dtype (its drive over time added
+        last, as the reference adds it), and its synaptic operations ``[B]``;
+        those of each delivery added to ``_proj_synops``."""
+        layer, steps = stage.layer, t1 - t0
+        currents = np.zeros((self.batch, steps, layer.n_out), self.graph.dtype)
+        if layer.n_conv:
+            rows = steps if layer.n_conv > 1 else 1  # several convolutions share each step's sums
+            sums = np.zeros((self.batch, rows, layer.n_out), self.graph.dtype)
+        total = np.zeros(self.batch, np.int64)
+        convs = 0
+        for d in layer.deliveries:
+            src = self._window(d.source.name, t0 - d.delay, t1 - d.delay)
+            tptr, idx = np.ascontiguousarray(src.tptr), np.ascontiguousarray(src.idx)
+            synops = np.zeros(self.batch, np.int64)
+            if d.kind == "conv":
+                convs += 1
+                fold = convs == layer.n_conv  # the last convolution folds the sums into the currents
+                kernels.conv_currents(tptr, idx, d.geom, d.weights, *d.tables, sums, fold, currents, synops)
+            elif d.kind == "dense":
+                kernels.dense_currents(tptr, idx, d.weights, currents, synops)
+            else:
+                kernels.csr_currents(tptr, idx, d.rowptr, d.cols, d.weights, currents, synops)
+            total += synops
+            self._proj_synops[d.key] = self._proj_synops.get(d.key, 0) + synops
+        drive = self._currents.get(stage.populations[0].name)
+        if drive is not None:
+            currents += drive[:, t0:t1]
+        return currents, total
+
     def _layer_chunk(self, k, stage, t0, t1):
         pop, steps = stage.populations[0], t1 - t0
+        if isinstance(stage.layer, _MergeLayer):
+            if k not in self._bias:
+                drive = self._drives.get(pop.name)
+                dtype = self.graph.dtype
+                self._bias[k] = stage.layer.bias(dtype) if drive is None else _layer_bias(dtype, pop, drive)
+            currents, synops = self._merge_currents(stage, t0, t1)
+            out, counts, _, self._carry[k] = _run_as_layer(
+                self.graph.dtype,
+                stage.layer,
+                SpikeTrains.empty(steps, self.batch, 0),
+                "dense",
+                self._bias[k],
+                self._carried(k),
+                self._span,
+                currents,
+            )
+            counts[:, 0] = synops
+            self._modes[pop.name] = "clock"
+            self._unshifted[k] = steps
+            self._pieces.setdefault(pop.name, []).append((t0, out))
+            self._counts[pop.name] = self._counts.get(pop.name, 0) + counts
+            return
         if stage.source is None:
             source = SpikeTrains.empty(steps, self.batch, 0)
         else:
@@ -804,6 +890,77 @@ class _ProjectionLayer:
             else:
                 self._rows[key] = csr_dense_rows(self.rowptr, self.cols, self.weights, self.n_out, key)
         return self._rows[key]
+
+
+@dataclass(frozen=True, eq=False)
+class _Delivery:
+    """One projection (or one delay group of it) into a merge: ``kind``
+    ``"csr"`` (``rowptr, cols, weights``), ``"dense"`` (``weights`` its rows
+    ``[n_source, n]``) or ``"conv"`` (``geom``, ``weights`` as
+    ``kernels.conv.delivery_weights`` lays them out, ``tables`` its
+    ``run_tables``); ``key`` ``(projection name, delay)``."""
+
+    source: object
+    delay: int
+    kind: str
+    key: tuple
+    weights: np.ndarray
+    rowptr: np.ndarray | None = None
+    cols: np.ndarray | None = None
+    geom: np.ndarray | None = None
+    tables: tuple = ()
+
+
+class _MergeLayer(_ProjectionLayer):
+    """A population with several incoming projections (or one of several
+    delays), all from earlier stages, run as a layer: each projection's
+    spikes delivered into the currents of every step (``kernels.merge``),
+    then the clock sweep over them. Deliveries in the order the graph kernel
+    sums them (CSR and dense ones in the order of the projections, then the
+    convolutions), so that sums round as they do stepped."""
+
+    def __init__(self, pop, projections):
+        super().__init__(pop, None)
+        flat, convs = [], []
+        for proj in projections:
+            if proj.kind == "conv":
+                weights = np.empty(proj.kernel.size, np.float32)
+                delivery_weights(proj.geom, kernel_layout(proj.kernel), weights)
+                convs.append(
+                    _Delivery(
+                        proj.source,
+                        proj.delay,
+                        "conv",
+                        (proj.name, proj.delay),
+                        weights,
+                        geom=np.ascontiguousarray(proj.geom, np.int64),
+                        tables=run_tables(proj.geom),
+                    )
+                )
+            elif proj.rows is not None:  # fully connected: contiguous rows
+                delay = proj.delays[0]
+                flat.append(_Delivery(proj.source, delay, "dense", (proj.name, delay), proj.rows))
+            else:
+                for delay, rowptr, cols, weights in proj.groups:
+                    if weights is None:  # one shared weight: one per synapse, as the layer kernels read
+                        weights = np.full(len(cols), proj.weight, np.float32)
+                    flat.append(
+                        _Delivery(
+                            proj.source, delay, "csr", (proj.name, delay), weights, rowptr=rowptr, cols=cols
+                        )
+                    )
+        self.deliveries = tuple(flat + convs)
+        self.n_conv = len(convs)
+        self.projections = tuple(projections)
+        self._stepped = None
+
+    def stepped(self, graph) -> Stage:
+        """The population as a stepped stage (a run whose ``mode`` is
+        ``"event"``: the graph kernel's event path), made once."""
+        if self._stepped is None:
+            part = _part(graph, [self.pop], {self.pop.name: list(self.projections)})
+            self._stepped = Stage((self.pop,), plan=SteppedPlan(part))
+        return self._stepped
 
 
 def _layer_bias(dtype, pop, drive) -> tuple:
