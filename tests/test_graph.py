@@ -301,12 +301,12 @@ def test_chunked_layers_and_gates_equal_uncut_runs(data):
     g.conv(x, h, rng.uniform(-0.5, 1.0, (3, 2, 3, 3)), padding=1, delay=0)
     g.conv(gate, d, rng.uniform(-0.5, 1.5, (3, 3, 1, 1)), delay=data.draw(st.integers(0, 3)))
     g.connect(gate, o, rng.uniform(-0.5, 1.0, (4, gate.n)), delay=0)
-    g.connect(d, o, rng.uniform(-0.5, 1.0, (4, d.n)), delay=1)  # o: a merge, stepped
+    g.connect(d, o, rng.uniform(-0.5, 1.0, (4, d.n)), delay=1)  # o: a merge, a layer (stepped in "event")
     T = data.draw(st.integers(1, 30))
     spikes = (rng.random((T, 2, 72)) < data.draw(st.floats(0.05, 0.6))).astype(np.uint8)
     mode = data.draw(st.sampled_from(["event", "clock"]))
     whole = g.run(T, inputs={x: spikes}, mode=mode)
-    assert [st_.layer is not None for st_ in g.schedule()] == [True, True, True, False]
+    assert [st_.layer is not None for st_ in g.schedule()] == [True, True, True, True]
     sim = g.start(T, inputs={x: spikes}, mode=mode)
     while sim.t < T:
         sim.advance(data.draw(st.integers(1, 7)))
@@ -369,15 +369,17 @@ def test_schedule_runs_populations_outside_cycles_as_layers():
     g.connect(b, a, np.ones((3, 3)), delay=1)  # a and b: a cycle, stepped together
     g.connect(b, c, np.ones((2, 3)), delay=2)  # one projection, outside the cycle: a layer
     g.connect(c, d, np.ones((2, 2)), delay=0)
-    g.connect(a, d, np.ones((2, 3)), delay=0)  # a merge: stepped, with c and a as its inputs
+    g.connect(a, d, np.ones((2, 3)), delay=0)  # a merge of sources outside its set: a layer too
     g.connect(e, d, np.ones((2, 2)), delay=1)
     plan = g.schedule()
     kinds = {tuple(stage.names): stage.layer is not None for stage in plan}
-    assert kinds == {("a", "b"): False, ("c",): True, ("d",): False, ("e",): True}
+    assert kinds == {("a", "b"): False, ("c",): True, ("d",): True, ("e",): True}
     position = {name: k for k, stage in enumerate(plan) for name in stage.names}
     assert all(position[p.source.name] <= position[p.target.name] for p in g.projections if p.source is not x)
-    assert sorted(p.name for p in plan[position["d"]].plan.order if p.is_input) == ["a", "c", "e"]
-    assert not any(stage.layer for stage in g.schedule(["c", "e"]))
+    assert sorted((s.name, d) for s, d in plan[position["d"]].inputs) == [("a", 0), ("c", 0), ("e", 1)]
+    recorded = g.schedule(["d"])  # recorded: stepped, with its sources as input populations
+    assert sorted(p.name for p in recorded[position["d"]].plan.order if p.is_input) == ["a", "c", "e"]
+    assert [stage.layer is not None for stage in g.schedule(["c", "e"])] == [False, False, False, True]
     spikes = (np.random.default_rng(0).random((12, 2, 4)) < 0.5).astype(np.uint8)
     ref = g.run(12, inputs={"x": spikes}, backend="reference")
     for mode in ("event", "clock"):
