@@ -38,7 +38,7 @@ from snn_kernels.neuron import V
 from .._validate import numba_threads
 from ..model.conv import conv_dense_rows, kernel_layout
 from ..model.layers import csr_dense_rows
-from .observers import Chunk
+from .observers import Chunk, SpikeCounts
 from .paths import (
     _NS_PER_CLOCK_UPDATE,
     _NS_PER_EVENT_UPDATE,
@@ -250,9 +250,9 @@ class Simulation:
         self._static = {}  # stage index -> its inputs when all are the run's given trains
         self._bias = {}  # stage index -> a layer's bias (_layer_bias)
         self._assembled = {}  # stage index -> (key, outputs of its SteppedRun's unkept steps)
-        self._tally = {name: np.zeros((batch, graph[name].n), np.int64) for name in count_spikes}
+        self._tally = {name: SpikeCounts(name) for name in count_spikes}  # spike_counts(name)
         self._proj_synops = {}  # (projection name, delay) -> [B]: SynOps delivered to merge layers
-        self._observers = tuple(observers)  # snn.run.observers: updated after every chunk
+        self._observers = (*self._tally.values(), *observers)  # snn.run.observers: updated after every chunk
         for observer in self._observers:
             observer.reset(self)
 
@@ -295,8 +295,6 @@ class Simulation:
                             bar.update(end - t)
                     else:
                         self._stepped_chunk(k, stage, t, end, bar)
-                for name, tally in self._tally.items():
-                    _tally(tally, self._window(name, t, end))
                 if self._observers:
                     spikes = functools.partial(self._window, a=t, b=end)
                     chunk = Chunk(t, end, self.graph.dt, self.batch, spikes)
@@ -348,7 +346,6 @@ class Simulation:
         self._drives = {name: d[rows] for name, d in self._drives.items()}
         self._currents = {name: np.ascontiguousarray(c[rows]) for name, c in self._currents.items()}
         self._counts = {name: c[rows] for name, c in self._counts.items()}
-        self._tally = {name: c[rows] for name, c in self._tally.items()}
         for observer in self._observers:
             observer.keep(rows)
         self._proj_synops = {key: c[rows] for key, c in self._proj_synops.items()}
@@ -415,7 +412,7 @@ class Simulation:
         reducer, kept whatever ``history`` is)."""
         if name not in self._tally:
             raise KeyError(f"population {name!r} is not in this run's count_spikes")
-        return self._tally[name].copy()
+        return self._tally[name].compute()
 
     def recorded(self, name: str, var: str = "v") -> np.ndarray:
         """``[steps, B, R]``: the variable ``var`` (``"v"`` or ``"i"``) of the
@@ -753,12 +750,6 @@ def _arriving(graph, trains, n_steps):
 def _flags(neuron) -> tuple:
     """``(has_current, has_refractory)`` of a neuron model, as kernels take them."""
     return neuron.has_current, neuron.refractory > 0
-
-
-def _tally(tally, trains: SpikeTrains) -> None:
-    """Add the spikes of ``trains`` to the per-neuron counts ``tally`` ``[B, n]``."""
-    for s in range(trains.batch_size):
-        tally[s] += np.bincount(trains.idx[s, : trains.tptr[s, -1]], minlength=trains.n)
 
 
 def _slice(trains: SpikeTrains, a: int, b: int) -> SpikeTrains:
