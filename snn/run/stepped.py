@@ -516,6 +516,7 @@ class SteppedExit:
         self.choices = None
         self._kernel = None
         self._entry = None  # the compiled kernel for this runner's argument types (see run)
+        self._one = None  # (inputs, state) of runs of one sample (see _run_one)
         # bias rows as the kernel reads them: population k's at bias[:, off[k]:off[k + 1]],
         # its own bias (one value when shared) or, driven, its bias plus the sample's drive
         parts = [
@@ -570,7 +571,13 @@ class SteppedExit:
         (each built here, of the same dtype, layout and shape rank at every
         run), which saves the dispatcher's typing of the ~60 arrays of the
         argument tuples at every call (batch 1: a sample that exits after a
-        few steps costs little more than that)."""
+        few steps costs little more than that). A run of one sample reuses
+        the arrays of the last one (:meth:`_run_one`)."""
+        if batch == 1 and self._entry is not None and self._lock.acquire(blocking=False):
+            try:
+                return self._run_one(drives, seed, rule)
+            finally:
+                self._lock.release()
         plan, n_steps = self.plan, self.n_steps
         bias, bias_off = self._bias_rows(batch, drives)
         fields = np.empty(EXIT_FIELDS)  # a new float64 row, whatever array the caller gave
@@ -641,6 +648,73 @@ class SteppedExit:
         if readout.dtype != np.float64:
             readout = readout.astype(np.float64)
         return steps, readout, counts
+
+    def _run_one(self, drives: dict, seed: int, rule: np.ndarray) -> tuple:
+        """:meth:`run` of one sample over the arrays of the last such run
+        (the caller holds the lock): the inputs and the state as the kernel
+        takes them are made once (:meth:`_one_arrays`), and each run writes
+        what changes (bias, rule, generator) and resets what the kernel
+        counts on (progress, exit state, counts). Returns new arrays."""
+        one = self._one
+        if one is None:
+            one = self._one = self._one_arrays()
+        inputs, state = one
+        if drives.keys() != self._driven:
+            raise ValueError(f"drives must be given for {sorted(self._driven)}, got {sorted(drives)}")
+        bias = inputs.bias
+        bias[:] = self._bias_fixed
+        for pop, a, b in self._bias_driven:
+            bias[:, a:b] = pop.bias + drives[pop.name]
+        inputs.exit_rule[:] = rule
+        plan = self.plan
+        if plan.bg_stream:
+            state.rng[:] = kernels.sample_states(seed, 1, plan.bg_stream)
+        state.progress[:] = 0
+        state.counts[:] = 0
+        exit_state = state.exit_state
+        exit_state[:] = 0
+        exit_state[:, 0] = -1
+        self._entry(self.n_steps, plan.arrays, inputs, state, 0, 1)
+        if not exit_state[0, 3]:  # cannot happen: the history holds every step
+            raise RuntimeError("a sample did not finish its run")
+        steps = exit_state[:, 2].copy()
+        readout = state.rec_v[self._rows[1], steps - 1]  # a new array
+        if readout.dtype != np.float64:
+            readout = readout.astype(np.float64)
+        return steps, readout, state.counts.copy()
+
+    def _one_arrays(self) -> tuple:
+        """``(inputs, state)`` of a run of one sample on the first scratch
+        row, made as :meth:`run` makes them (the same types: the compiled
+        kernel is called on them directly)."""
+        plan, n_steps = self.plan, self.n_steps
+        scratch = self._scratch.get(0)
+        if scratch is None:
+            scratch = self._scratch[0] = self._new_scratch()
+        silent = self._silent.get(1)
+        if silent is None:
+            silent = self._silent[1] = plan._input_arrays({}, 1, n_steps)
+        self._rows.setdefault(1, np.arange(1))
+        inputs = GraphInputs(
+            self.pop_clock,
+            self.tables,
+            np.empty((1, self._bias_fixed.shape[1]), plan.dtype),
+            self._bias_off,
+            self.rec_ids,
+            self.rec_pop,
+            self.rec_var,
+            np.empty(EXIT_FIELDS),
+            *silent,
+        )
+        state = GraphState(
+            **scratch,
+            rng=kernels.sample_states(0, 1, plan.bg_stream),
+            rec_v=np.empty((1, n_steps, self.n_out), plan.dtype),
+            counts=np.zeros((1, len(plan.order), 4), np.int64),
+            progress=np.zeros((1, 3), np.int64),
+            exit_state=np.zeros((1, 4), np.int64),
+        )
+        return inputs, state
 
     def _new_scratch(self) -> dict:
         """One row of each scratch array of ``kernels.graph.GraphState``
