@@ -326,8 +326,8 @@ def schedule_rows(converted, results) -> list:
     for k, stage in enumerate(net.schedule([converted.readout])):
         names = stage.names
         if stage.layer is not None:
-            how = "layer (all steps)"
-            src = stage.source.name if stage.source is not None else "drive only"
+            how = "layer (all steps)" if len(stage.inputs) < 2 else "merge layer (all steps)"
+            src = ", ".join(sorted({source.name for source, _ in stage.inputs})) or "drive only"
         else:
             how = "stepped"
             src = ", ".join(
@@ -490,7 +490,9 @@ def main():
     )
     print(
         "\nour schedule of a run recording the readout (net.schedule([readout])): 'layer' stages run one "
-        "population over all steps from its one source; 'stepped' ones step by step; path: what ran in "
+        "population over all steps from its one source, 'merge layer' ones from several (each "
+        "projection's spikes delivered into the currents of every step, then a clock sweep); 'stepped' "
+        "ones step by step; path: what ran in "
         f"a T = {T} run at each batch size (n_threads=1).\n"
     )
     record["schedule"] = sched
