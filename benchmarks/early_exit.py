@@ -8,7 +8,7 @@ run's and the exits'), mean exit step, SynOps per sample actually done (the
 kernels' counts), and measured wall time per sample, whole test set in one
 call (interleaved with the full run, median of ``--repeats``) and at batch 1
 (median over ``--batch1`` digits, one call each, the full run and every
-variant interleaved digit by digit). The full run is ``conv.run`` (each
+variant interleaved in blocks of 10 digits). The full run is ``conv.run`` (each
 layer's path chosen from its activity, on the same numba threads). Three
 ways to exit (``--ways``, default all): ``kernel`` (the default, ``engine="kernel"``: every population stepped
 together by the graph kernel, which judges the rule after each step, one
@@ -129,27 +129,30 @@ def main():
     )
 
 
-def _batch1(conv, digits, T, variants) -> dict:
+def _batch1(conv, digits, T, variants, block: int = 10) -> dict:
     """Wall seconds of each digit run alone (batch 1), to ``T`` (``"full"``,
-    ``conv.run``: what a user runs) and by each early-exit variant,
-    interleaved digit by digit (the order rotated), so that a slow spell of
-    the machine hits all alike; the garbage collector is off while a call
-    is timed, as in ``time_interleaved``."""
+    ``conv.run``: what a user runs) and by each early-exit variant. The
+    digits go in blocks of ``block``; in each block every function runs
+    once untimed (warm, as in a loop of calls), then each of the block's
+    digits timed, the functions' order rotated from block to block, so that
+    a slow spell of the machine hits all alike; the garbage collector is off
+    while a call is timed, as in ``time_interleaved``."""
     fns = {"full": lambda x: conv.run(x, T)}
     fns.update({name: (lambda x, kw=kw: run_early_exit(conv, x, T, **kw)) for name, kw in variants.items()})
     names = list(fns)
     out = {name: [] for name in names}
-    for k in range(len(digits)):
-        x = digits[k : k + 1]
-        r = k % len(names)
-        for name in names[r:] + names[:r]:
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                fns[name](x)
-                out[name].append(time.perf_counter() - start)
-            finally:
-                gc.enable()
+    for r, first in enumerate(range(0, len(digits), block)):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            fns[name](digits[first : first + 1])
+            for d in range(first, min(first + block, len(digits))):
+                gc.disable()
+                try:
+                    start = time.perf_counter()
+                    fns[name](digits[d : d + 1])
+                    out[name].append(time.perf_counter() - start)
+                finally:
+                    gc.enable()
     return out
 
 
