@@ -467,6 +467,9 @@ def _merge_results(parts: list[RunResult]) -> RunResult:
         recorded_i=recordings("recorded_i"),
         dt=first.dt,
         seconds=float(sum(p.seconds for p in parts)),
+        projection_synops={
+            name: np.concatenate([p.projection_synops[name] for p in parts]) for name in first.projection_synops
+        },
     )
 
 

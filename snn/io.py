@@ -892,7 +892,14 @@ def _graph_from_record(src: Reader) -> Graph:
                     f"{rows.shape} and {delays!r}"
                 )
             try:
-                graph.connect(source, target, rows.T, connectivity="all", delay=delays[0], name=sub["name"])
+                graph.connect(
+                    source,
+                    target,
+                    rows.T,
+                    connectivity="all",
+                    delay=delays[0],
+                    name=_free(graph, sub["name"]),
+                )
             except (TypeError, ValueError) as err:
                 raise sub.error(f"cannot rebuild the projection: {err}") from err
             in_order.append(graph.projections[-1])
@@ -905,7 +912,7 @@ def _graph_from_record(src: Reader) -> Graph:
                 sub["weight"] if weights is None else weights,
                 connectivity=(rowptr, cols),
                 delay=delay,
-                name=sub["name"],
+                name=_free(graph, sub["name"]),
             )
         except (TypeError, ValueError) as err:
             raise sub.error(f"cannot rebuild the projection: {err}") from err
@@ -962,7 +969,7 @@ def _conv_projection_from_record(graph: Graph, src: Reader, source, target) -> N
             dilation=src["dilation"],
             groups=src["groups"],
             delay=delays[0],
-            name=src["name"],
+            name=_free(graph, src["name"]),
         )
     except (TypeError, ValueError) as err:
         raise src.error(f"cannot rebuild the convolution: {err}") from err
@@ -1112,3 +1119,10 @@ register(
     network=True,
     fields={"dt": "number", "dtype": "str", "populations": "list", "projections": "list", "sources": "list"},
 )
+
+
+def _free(graph, name):
+    """A saved projection's name, or None (a default name, made unique) if
+    the graph has one of that name: files saved before projection names had
+    to be unique may hold the same default name twice."""
+    return None if any(p.name == name for p in graph.projections) else name

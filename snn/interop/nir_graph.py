@@ -572,6 +572,8 @@ def _connect(state: _Import, g: Graph, path: _Path, mapped) -> None:
     gain = mp.gain if mp.neuron.threshold == math.inf else 1.0
     meta = _nir._meta(state.graph.nodes[p["name"]])
     name = str(meta.get("snn.name", p["name"]))
+    if any(q.name == name for q in g.projections):  # a projection of several delays, a node per delay
+        name = None  # a default name, made unique
     source, target = g[path.source], g[path.target]
     try:
         if p["kind"] == "linear":

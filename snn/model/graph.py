@@ -251,10 +251,17 @@ class Graph:
             one, clock if it is recorded and fed from outside its stage (its
             membrane is read every step; the path then does not depend on
             where a run is cut), the cost model for another fed from outside
-            (a merge), and for one in a cycle clock when Poisson background
-            alone reaches each neuron at least every ``1 / CLOCK_BACKGROUND``
-            steps on average, else event. All give the same spikes (sums may
-            round differently).
+            (a recorded merge's sources are outside it), and for one in a cycle
+            clock when Poisson background alone reaches each neuron at least
+            every ``1 / CLOCK_BACKGROUND`` steps on average, else event. A
+            merge run as a layer (several projections, or one of several
+            delays, all from outside its cycle; no Poisson background; not
+            recorded) delivers its input spikes event by event (work in
+            proportion to SynOps) into the currents of every step, then sweeps
+            every neuron every step: ``"auto"``, ``"clock"`` and ``"dense"``
+            all run it so (its counts say ``"clock"``); ``"event"`` (its own, or
+            the run's ``mode=``) steps it on the graph kernel's event path
+            instead. All give the same spikes (sums may round differently).
         """
         if mode not in POP_MODES:
             raise ValueError(f"mode must be one of {POP_MODES}, got {mode!r}")
@@ -306,7 +313,7 @@ class Graph:
             a projection that closes a cycle), or one per synapse.
         """
         self._check_pair(source, target)
-        name = name or f"{source.name}->{target.name}"
+        name = self._projection_name(name, source, target)
         if isinstance(connectivity, str):
             if connectivity != "all":
                 raise ValueError(f"connectivity must be (rowptr, cols), None or 'all', got {connectivity!r}")
@@ -369,6 +376,23 @@ class Graph:
                 f"target {target.name!r} is a max-pool gate; it receives its source's spikes only"
             )
 
+    def _projection_name(self, name, source, target) -> str:
+        """``name`` (refused if a projection has it: results count
+        projections by name), or ``"source->target"``, with ``#2``, ``#3``...
+        after it when that pair is joined again."""
+        taken = {p.name for p in self.projections}
+        if name is not None:
+            if not isinstance(name, str) or name in taken:
+                raise ValueError(
+                    f"projection names must be unique strings: {name!r} is taken or not a string"
+                )
+            return name
+        base = name = f"{source.name}->{target.name}"
+        k = 2
+        while name in taken:
+            name, k = f"{base}#{k}", k + 1
+        return name
+
     def _add_projection(self, proj):
         """Add ``proj`` unless its zero delays close a cycle."""
         self.projections.append(proj)
@@ -419,7 +443,7 @@ class Graph:
             raise ValueError(f"a convolution has one delay (an integer >= 0), got {delay!r}")
         d = _checked_delay(delay, 1, source is target)
         proj = ConvProjection(
-            source, target, geom, conv_weight(geom, w), int(d), name or f"{source.name}->{target.name}"
+            source, target, geom, conv_weight(geom, w), int(d), self._projection_name(name, source, target)
         )
         return self._add_projection(proj)
 

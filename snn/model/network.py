@@ -15,6 +15,7 @@ from .._validate import DTYPES, numba_threads, real_array, run_extent
 from ..run.paths import _run_layer, _run_maxpool, _vecmat
 from ..run.reference import run_reference
 from ..run.result import RunResult
+from ..run.schedule import projection_synops
 from ..run.spiketrains import SpikeTrains
 from .conv import Flatten, MaxPool2d
 from .layers import Layer
@@ -177,7 +178,12 @@ class Network:
         record = {key: self._recorded(v) for key, v in (("v", record_v), ("i", record_i))}
         with numba_threads(n_threads):
             if backend == "reference" and not any(record.values()):
-                return run_reference(self, source, analog_x, n_steps)
+                result = run_reference(self, source, analog_x, n_steps)
+                given = source if source is not None else SpikeTrains.empty(n_steps, batch, self.n_in)
+                trains = dict(zip(result.names, result.trains, strict=True))
+                trains[graph.populations[0].name] = given
+                result._projection_synops = lambda: projection_synops(graph, trains, n_steps)
+                return result
             return self._run_graph(graph, source, analog_x, n_steps, backend, mode, record, progress)
 
     def start(
@@ -361,4 +367,5 @@ class Network:
             recorded=result.recorded,
             recorded_i=result.recorded_i,
             seconds=result.seconds,
+            projection_synops=lambda: result.projection_synops,
         )

@@ -123,7 +123,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
     rasters = {p.name: np.zeros((n_steps, batch, p.n), np.uint8) for p in order}
     for name, trains in given.items():
         rasters[name] = trains.to_raster()
-    incoming = {p.name: [] for p in order}  # (source, delay, W [n_src, n_tgt], fan-out [n_src])
+    incoming = {p.name: [] for p in order}  # (projection, source, delay, W [n_src, n_tgt], fan-out [n_src])
     gated = {}  # gate name: (source name, spike counts so far [B, n_source])
     for proj in graph.projections:
         if proj.kind == "maxpool":
@@ -131,13 +131,15 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
             continue
         if proj.kind == "conv":
             dense = conv_dense_rows(proj.geom, proj.kernel, dtype)
-            incoming[proj.target.name].append((proj.source.name, proj.delay, dense, proj.fan_out()))
+            incoming[proj.target.name].append(
+                (proj.name, proj.source.name, proj.delay, dense, proj.fan_out())
+            )
             continue
         for d, rowptr, cols, w in proj.groups:
             dense = np.zeros((proj.source.n, proj.target.n), dtype)
             pre = np.repeat(np.arange(proj.source.n), np.diff(rowptr))
             np.add.at(dense, (pre, cols), np.float32(proj.weight) if w is None else w)
-            incoming[proj.target.name].append((proj.source.name, d, dense, np.diff(rowptr)))
+            incoming[proj.target.name].append((proj.name, proj.source.name, d, dense, np.diff(rowptr)))
     states = kernels.sample_states(seed, batch, range(len(graph.sources)))  # seed: int or (seed, first)
     rngs = {(b, id(source)): states[b, g] for b in range(batch) for g, source in enumerate(graph.sources)}
     state = {
@@ -150,6 +152,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
         if p.has_neurons
     }
     synops = {p.name: np.zeros(batch, np.int64) for p in order}
+    per_projection = {p.name: np.zeros(batch, np.int64) for p in graph.projections if p.kind != "maxpool"}
     arrived = {p.name: np.zeros(batch, np.int64) for p in order}
     recorded = {
         (pop.name, var): (idx, np.zeros((n_steps, batch, len(idx)), dtype)) for pop, idx, var in record
@@ -165,11 +168,12 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
                 rasters[pop.name][t] = _maxpool_step(pop.pool, x.astype(np.int64), seen)
                 continue
             current = np.zeros((batch, pop.n), dtype)
-            for src, d, dense, fan_out in incoming[pop.name]:
+            for proj, src, d, dense, fan_out in incoming[pop.name]:
                 if t - d >= 0:
                     x = rasters[src][t - d]
                     current += x.astype(dtype) @ dense
                     synops[pop.name] += x @ fan_out
+                    per_projection[proj] += x @ fan_out
                     arrived[pop.name] += x.sum(axis=1, dtype=np.int64)
             for source in graph.sources:
                 if source.target is pop:
@@ -221,6 +225,7 @@ def run_graph_reference(graph, n_steps, given, batch, seed, record, traces=None,
         recorded={n: r for (n, var), r in recorded.items() if var == "v"},
         recorded_i={n: r for (n, var), r in recorded.items() if var == "i"},
         dt=graph.dt,
+        projection_synops=per_projection,
     )
 
 

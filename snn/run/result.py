@@ -55,7 +55,10 @@ class RunResult:
     membranes and synaptic currents ``[T, B, R]`` (``record_v`` /
     ``record_i``); ``dt`` seconds per step (None for a stack, which has no
     time unit: rates in Hz need one); ``seconds`` the simulation's wall time
-    (compilation excluded once prepared; NaN where not measured).
+    (compilation excluded once prepared; NaN where not measured);
+    ``projection_synops`` the synaptic operations of each projection by its
+    name, ``[B]`` int64 (a graph's, or a stack's graph's; empty where not
+    counted; may be given as a function computing it when first read).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class RunResult:
         recorded_i=None,
         dt: float | None = None,
         seconds: float = float("nan"),
+        projection_synops=None,
     ):
         self.trains = trains
         self.counts = counts
@@ -80,6 +84,7 @@ class RunResult:
         self.recorded_i = recorded_i or {}  # name -> (indices, synaptic current [T, B, R])
         self.dt = dt
         self.seconds = seconds
+        self._projection_synops = {} if projection_synops is None else projection_synops
 
     @property
     def membrane(self) -> np.ndarray | None:
@@ -91,8 +96,15 @@ class RunResult:
     def membrane(self, value):
         self._membrane = value
 
-    def __getstate__(self):  # a pickle holds the membrane itself
-        return {**self.__dict__, "_membrane": self.membrane}
+    @property
+    def projection_synops(self) -> dict:
+        """Synaptic operations per projection, ``{name: [B] int64}``."""
+        if callable(self._projection_synops):
+            self._projection_synops = self._projection_synops()
+        return self._projection_synops
+
+    def __getstate__(self):  # a pickle holds the membrane and counts themselves
+        return {**self.__dict__, "_membrane": self.membrane, "_projection_synops": self.projection_synops}
 
     @property
     def n_steps(self) -> int:

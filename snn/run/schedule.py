@@ -730,7 +730,32 @@ def _assemble(graph, n_steps, trains, counts, modes, recorded, seconds, membrane
         recorded_i={n: r for (n, var), r in recorded.items() if var == "i"},
         dt=graph.dt,
         seconds=seconds,
+        projection_synops=lambda: projection_synops(graph, trains, n_steps),
     )
+
+
+def projection_synops(graph, trains, n_steps) -> dict:
+    """Synaptic operations of each projection of ``graph`` (by name, ``[B]``
+    int64) in a run of ``n_steps`` with spikes ``trains`` by population
+    name: the fan-out, in its delay group, of every source spike that
+    arrives within the run (emitted at a step ``< n_steps - delay``),
+    whichever path delivered it. Max-pool gates do none."""
+    out = {}
+    for proj in graph.projections:
+        if proj.kind == "maxpool":
+            continue
+        src = trains[proj.source.name]
+        if proj.kind == "conv":
+            groups = [(proj.delay, proj.fan_out())]
+        else:
+            groups = [(d, np.diff(rowptr)) for d, rowptr, _, _ in proj.groups]
+        total = np.zeros(src.batch_size, np.int64)
+        kept = np.arange(src.idx.shape[1])
+        for d, fan_out in groups:
+            arrived = kept < src.tptr[:, max(n_steps - d, 0), None]  # [B, spikes]: the spikes that arrive
+            total += np.where(arrived, fan_out[np.where(arrived, src.idx, 0)], 0).sum(axis=1)
+        out[proj.name] = total
+    return out
 
 
 def _arriving(graph, trains, n_steps):
