@@ -18,22 +18,9 @@ import snn.convert as sc
 from snn.convert import stopping
 from snn.convert.stopping import ExitRule
 from snn.run.stepped import SteppedExit
+from tests.test_early_exit import Residual
 
 torch.set_num_threads(1)
-
-
-class Residual(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.pool = nn.AvgPool2d(2)
-        self.fc = nn.Linear(4 * 16, 10)
-
-    def forward(self, x):
-        h = torch.relu(self.conv1(x))
-        h = torch.relu(self.conv2(h) + h)
-        return self.fc(torch.flatten(self.pool(h), 1))
 
 
 @pytest.fixture(scope="module")
