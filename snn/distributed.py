@@ -468,7 +468,8 @@ def _merge_results(parts: list[RunResult]) -> RunResult:
         dt=first.dt,
         seconds=float(sum(p.seconds for p in parts)),
         projection_synops={
-            name: np.concatenate([p.projection_synops[name] for p in parts]) for name in first.projection_synops
+            name: np.concatenate([part.projection_synops[name] for part in parts])
+            for name in first.projection_synops
         },
     )
 
