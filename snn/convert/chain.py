@@ -247,7 +247,9 @@ class ConvertedNetwork:
         return int(sum(self.ann_macs.values()))
 
 
-def convert_chain(model, graph, data, *, percentile, per_channel, v_init, dtype) -> ConvertedNetwork:
+def convert_chain(
+    model, graph, data, *, percentile, per_channel, v_init, dtype, max_rate=1.0
+) -> ConvertedNetwork:
     """Convert a model that is a chain of layers (its fx graph ``graph``, or
     None if fx cannot trace it: its Sequential containers are walked) to a
     stack; ``data`` the checked calibration data, float64 tensor."""
@@ -277,7 +279,7 @@ def convert_chain(model, graph, data, *, percentile, per_channel, v_init, dtype)
     folded = run_ops(ops, data[:2])
     if not torch.allclose(folded.reshape(expected.shape), expected.double(), rtol=1e-4, atol=1e-4):
         raise ConversionError("folding changed the model's output (an unsupported construct?)")
-    layers, scales = _build_layers(ops, data, percentile, per_channel, v_init)
+    layers, scales = _build_layers(ops, data, percentile, per_channel, v_init, max_rate)
     return ConvertedNetwork(Network(layers, dtype=dtype), input_shape, scales, ann_macs, ops)
 
 
@@ -293,7 +295,7 @@ def _channel_of(shape):
     return np.arange(shape[0])
 
 
-def _build_layers(ops, data, percentile, per_channel, v_init):
+def _build_layers(ops, data, percentile, per_channel, v_init, max_rate=1.0):
     layers, scales = [], []
     prev_scale = None  # scale of the current input, per element of its flattened shape (None: analog input)
     x = data.reshape(len(data), *ops[0].meta["in_shape"])
@@ -353,7 +355,7 @@ def _build_layers(ops, data, percentile, per_channel, v_init):
         clip = ops[i + 1].meta.get("clip")
         if clip is None:
             a = F.relu(z)
-            lam = _scale(a, percentile, per_channel)
+            lam = _scale(a, percentile, per_channel) / max_rate
             start = v_init
         else:  # trained threshold: no calibration; start at the shift (QCFS: half threshold)
             a = _clip(z, clip)

@@ -681,10 +681,10 @@ def trace_program(model, gm, input_shape, maxpool) -> tuple:
 # -- normalisation and the graph -----------------------------------------------------
 
 
-def population_scales(pops, acts, percentile, per_channel) -> dict:
+def population_scales(pops, acts, percentile, per_channel, max_rate=1.0) -> dict:
     """``{name: lambda [C]}``: the percentile of each ReLU population's
-    activation (a trained clip: its threshold); a pooled population inherits
-    its source's; the readout 1."""
+    activation divided by ``max_rate`` (a trained clip: its threshold); a
+    pooled population inherits its source's; the readout 1."""
     scales = {}
     for pop in pops:
         c = _channels(pop.shape)
@@ -696,7 +696,7 @@ def population_scales(pops, acts, percentile, per_channel) -> dict:
             scales[pop.name] = np.full(c, pop.clip["threshold"])
         else:
             a = acts[pop.name]
-            lam = _scale(a, percentile, per_channel)
+            lam = _scale(a, percentile, per_channel) / max_rate
             scales[pop.name] = np.asarray(lam, np.float64) if per_channel else np.full(c, lam)
     return scales
 
@@ -922,7 +922,9 @@ class ConvertedGraph:
         return replace(self, network=graph, drives=drives, v_shift=v_shift, b_shift=b_shift)
 
 
-def convert_graph(model, gm, data, *, percentile, per_channel, v_init, dtype, maxpool) -> ConvertedGraph:
+def convert_graph(
+    model, gm, data, *, percentile, per_channel, v_init, dtype, maxpool, max_rate=1.0
+) -> ConvertedGraph:
     """Convert a model whose fx graph ``gm`` is not a chain (see the module
     docstring); ``data`` the checked calibration data, float64 tensor."""
     input_shape = tuple(data.shape[1:])
@@ -942,7 +944,7 @@ def convert_graph(model, gm, data, *, percentile, per_channel, v_init, dtype, ma
         acts = run_program(pops, data, keep={p.name for p in pops if p.kind == "relu" and p.clip is None})
     for name, a in acts.items():
         _check_finite_output(a, f"population '{name}' (folded, float64) on the calibration data")
-    scales = population_scales(pops, acts, percentile, per_channel)
+    scales = population_scales(pops, acts, percentile, per_channel, max_rate)
     graph, drives = build_graph(pops, scales, input_shape, v_init, dtype)
     return ConvertedGraph(graph, input_shape, scales, macs, pops, drives, pops[-1].name, v_init)
 
