@@ -248,6 +248,11 @@ class MaxPool2d:
     (an input cropped out of every window by the floor is never checked)."""
 
     kind = "maxpool"
+    _edits = 0  # attributes assigned so far (as snn.model.layers.Layer counts them)
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "_edits", self._edits + 1)
 
     def __init__(self, in_shape, kernel_size, stride=None, padding=0, name: str | None = None):
         c, h, w = _shape3(in_shape)

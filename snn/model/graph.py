@@ -696,13 +696,17 @@ class Graph:
         with numba_threads(n_threads):
             return self._run(T, trains, batch, drives, record, seed, backend, mode, progress)
 
-    def _run(self, T, trains, batch, drives, record, seed, backend, mode, progress, macs=None) -> RunResult:
+    def _run(
+        self, T, trains, batch, drives, record, seed, backend, mode, progress, macs=None, stack=False
+    ) -> RunResult:
         """:meth:`run` on arguments already checked (``trains`` and
         ``drives`` by population name, ``record`` as :meth:`_record` makes
         it, ``seed`` an int or ``(seed, first_sample)``): what
         :meth:`snn.Network.run` calls after checking its own. ``macs``:
         multiply-accumulates done outside the graph on analog input (``[B]``
-        by population name: a stack's first layer), counted in the result."""
+        by population name: a stack's first layer), counted in the result;
+        ``stack``: the event run's result is the stack's
+        (:meth:`snn.run.schedule.Simulation._result`)."""
         if backend == "reference":
             result = run_graph_reference(self, T, trains, batch, seed, record, drives=drives)
             for k, name in enumerate(result.names):
@@ -710,7 +714,7 @@ class Graph:
                     result.counts[k] = dataclasses.replace(result.counts[k], macs=macs[name])
             return result
         plan = self.schedule([pop for pop, _, _ in record])
-        return run_schedule(self, plan, T, trains, batch, seed, record, progress, mode, drives, macs)
+        return run_schedule(self, plan, T, trains, batch, seed, record, progress, mode, drives, macs, stack)
 
     def start(
         self,

@@ -37,6 +37,13 @@ class Layer:
     """
 
     kind = "layer"
+    _edits = 0  # attributes assigned so far (see __setattr__)
+
+    def __setattr__(self, name, value):
+        # every assignment is counted, so that a network sees that a layer changed without comparing
+        # its attributes (snn.Network.graph); arrays are read-only, so assigning is the only change
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "_edits", self._edits + 1)
 
     def __init__(
         self,

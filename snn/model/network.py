@@ -74,20 +74,29 @@ class Network:
         new graph)."""
         from .graph import Graph
 
-        key = [self.dtype]
-        for layer in self.layers:
-            key += (layer, *layer.__dict__.values())
-        cached = getattr(self, "_graph", None)
-        if cached is not None and len(cached[0]) == len(key) and all(map(operator.is_, cached[0], key)):
-            return self._graph[1]
+        # the key: the state precision, the layers (by identity) and how many assignments each has had
+        # (Layer.__setattr__ counts them), which changes whenever an attribute is assigned
+        layers = self.layers
+        cached = self._graph
+        if cached is not None:
+            dtype, held, edits = cached[0]
+            if (
+                dtype is self.dtype
+                and len(held) == len(layers)
+                and all(map(operator.is_, held, layers))
+                and edits == [getattr(layer, "_edits", None) for layer in layers]
+            ):
+                return cached[1]
         self._graph = None  # the old graph's arrays are freed before the new ones are made
-        for layer in self.layers:  # parameters the state precision cannot hold are refused
+        for layer in layers:  # parameters the state precision cannot hold are refused
             if layer.kind != "maxpool":
                 layer.neuron.constants(self.dtype)
                 layer.v_init_row(self.dtype)
                 layer.bias_row(self.dtype)
-        self._graph = (key, Graph.from_network(self))
-        return self._graph[1]
+        graph = Graph.from_network(self)
+        key = (self.dtype, tuple(layers), [getattr(layer, "_edits", None) for layer in layers])
+        self._graph = (key, graph)
+        return graph
 
     def __getstate__(self):  # pickles and copies leave the graph out: it is built again when needed
         return {k: v for k, v in self.__dict__.items() if k != "_graph"}
@@ -175,7 +184,10 @@ class Network:
         batch = source.batch_size if source is not None else analog_x.shape[-2]
         run_extent(n_steps, batch, self.dtype)
         graph = self.graph()  # made once, checking the parameters (the state precision must hold them)
-        record = {key: self._recorded(v) for key, v in (("v", record_v), ("i", record_i))}
+        record = {
+            "v": self._recorded(record_v) if record_v else {},
+            "i": self._recorded(record_i) if record_i else {},
+        }
         with numba_threads(n_threads):
             if backend == "reference" and not any(record.values()):
                 result = run_reference(self, source, analog_x, n_steps)
@@ -305,9 +317,18 @@ class Network:
         that the state precision holds."""
         if self.layers[0].kind == "maxpool":
             raise ValueError("analog input needs a layer with neurons first; MaxPool2d gates spikes only")
-        x = real_array("analog", analog)
-        if self.dtype != np.float64:
-            real_array("analog", x, self.dtype)  # refuses values the state precision cannot hold
+        if (
+            type(analog) is np.ndarray
+            and analog.dtype == np.float64
+            and self.dtype == np.float64
+            and analog.flags.c_contiguous
+            and np.isfinite(analog).all()
+        ):
+            x = analog  # what real_array returns for it, without its conversions
+        else:
+            x = real_array("analog", analog)
+            if self.dtype != np.float64:
+                real_array("analog", x, self.dtype)  # refuses values the state precision cannot hold
         self._check_width(x.shape[-1] if x.ndim else 0, "analog")
         if x.ndim not in (2, 3):
             raise ValueError(f"analog must be [B, n_in] or [T, B, n_in], got shape {x.shape}")
@@ -318,11 +339,11 @@ class Network:
         multiplied once, then a bias; ``[T, B, n_in]``: each step's currents,
         in the state precision) and its MACs per sample (``[B]`` int64)."""
         first = self.layers[0]
-        batch = x.shape[-2]
-        nonzero = (x != 0).reshape(-1, first.n_in)  # [T * B or B, n_in]
-        macs = (nonzero @ first.fan_out).reshape(-1, batch).sum(axis=0)
         if x.ndim == 2:
-            return _vecmat(x, first), macs
+            return _vecmat(x, first), (x != 0) @ first.fan_out
+        batch = x.shape[-2]
+        nonzero = (x != 0).reshape(-1, first.n_in)  # [T * B, n_in]
+        macs = (nonzero @ first.fan_out).reshape(-1, batch).sum(axis=0)
         return x.astype(self.dtype) @ first.dense_rows(self.dtype), macs
 
     def _check_width(self, n, what):
@@ -343,7 +364,11 @@ class Network:
         if analog_x is not None:
             drive[name], macs = self._analog_drive(analog_x)
             source = SpikeTrains.empty(n_steps, batch, self.n_in)
-        recorded = graph._record(record["v"], "v") + graph._record(record["i"], "i")
+        recorded = (
+            (graph._record(record["v"], "v") + graph._record(record["i"], "i"))
+            if any(record.values())
+            else []
+        )
         if analog_x is not None and analog_x.ndim == 3 and any(p.name == name for p, _, _ in recorded):
             raise ValueError(
                 f"layer {name!r} has a drive over time (analog [T, B, n]), which only a layer run over "
@@ -351,9 +376,8 @@ class Network:
             )
         inputs = {graph.populations[0].name: source}  # the stack checked its input and its parameters
         macs = None if macs is None else {name: macs}
-        return self._stack_result(
-            graph._run(n_steps, inputs, batch, drive, recorded, 0, backend, mode, progress, macs)
-        )
+        result = graph._run(n_steps, inputs, batch, drive, recorded, 0, backend, mode, progress, macs, True)
+        return result if backend == "event" else self._stack_result(result)
 
     def _stack_result(self, result) -> RunResult:
         """A run of the stack's graph as the stack's result (the input

@@ -92,7 +92,45 @@ class Stage:
         return [p.name for p in self.populations]
 
 
-def stages(graph, stepped=frozenset(), together=False) -> list[Stage]:
+class Schedule(list):
+    """The stages of a graph run in order (:func:`stages`), with what every
+    run of them needs computed once: ``stage_of`` (population name -> stage
+    index), ``lookback`` (name -> the longest delay a layer stage reads it
+    with) and ``input_names`` (the graph's input populations, in order)."""
+
+    def __init__(self, graph, stages_=()):
+        super().__init__(stages_)
+        self.stage_of = {p.name: k for k, stage in enumerate(self) for p in stage.populations}
+        self.lookback = {}
+        for stage in self:
+            for source, delay in stage.inputs:
+                self.lookback[source.name] = max(self.lookback.get(source.name, 0), delay)
+        self.input_names = tuple(p.name for p in graph.populations if p.is_input)
+        self.arrivals = _arrivals(graph)  # (source, target, delay) of every projection (_arriving)
+        self._event = None  # the schedule of a run whose mode is "event" (merges stepped)
+        # populations run as layers (or gates) from one source without delay: a run of them in one
+        # chunk needs none of Simulation's machinery (_run_layers)
+        self.layers_only = all(
+            s.layer is not None and not isinstance(s.layer, _MergeLayer) and s.delay == 0 for s in self
+        )
+
+    def for_event(self, graph) -> Schedule:
+        """This schedule for a run of mode ``"event"``: a merge's event path
+        is the graph kernel's, so merges are stepped (made once)."""
+        if not any(isinstance(s.layer, _MergeLayer) for s in self):
+            return self
+        if self._event is None:
+            self._event = Schedule(
+                graph, [s.layer.stepped(graph) if isinstance(s.layer, _MergeLayer) else s for s in self]
+            )
+        return self._event
+
+
+def _as_schedule(graph, schedule) -> Schedule:
+    return schedule if isinstance(schedule, Schedule) else Schedule(graph, schedule)
+
+
+def stages(graph, stepped=frozenset(), together=False) -> Schedule:
     """The stages of ``graph`` in run order (every population after its
     sources); ``stepped``: names of populations that must be stepped (their
     membrane is recorded at every step); ``together``: one stage stepping
@@ -105,7 +143,7 @@ def stages(graph, stepped=frozenset(), together=False) -> list[Stage]:
         if gates:
             raise ValueError(f"max-pool gate(s) {gates} run as layers only: they cannot be stepped together")
         pops = [p for p in graph.populations if p.has_neurons]
-        return [Stage(tuple(pops), plan=SteppedPlan(_part(graph, pops, incoming)))]
+        return Schedule(graph, [Stage(tuple(pops), plan=SteppedPlan(_part(graph, pops, incoming)))])
     driven = {s.target.name for s in graph.sources}
     out = []
     for component in _components(graph):
@@ -145,14 +183,20 @@ def stages(graph, stepped=frozenset(), together=False) -> list[Stage]:
             out.append(Stage((pop,), layer=_MergeLayer(pop, inputs)))
         else:
             out.append(Stage(tuple(component), plan=SteppedPlan(_part(graph, component, incoming))))
-    return out
+    return Schedule(graph, out)
 
 
-def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mode, drives, macs=None):
+def run(
+    graph, schedule, n_steps, given, batch, seed, record, progress, force_mode, drives, macs=None, stack=False
+):
     """Run ``schedule`` (from :func:`stages`) over ``n_steps``; arguments as
     checked by :meth:`snn.Graph.run` (``given``: input spikes by name;
-    ``macs``: as :meth:`snn.Graph._run` takes them). One chunk of a
+    ``macs``: as :meth:`snn.Graph._run` takes them; ``stack``: the result
+    of a stack, :meth:`Simulation._result`). One chunk of a
     :class:`Simulation`; returns its :class:`RunResult`."""
+    schedule = _as_schedule(graph, schedule)
+    if not record and not progress and schedule.layers_only and all(d.ndim == 2 for d in drives.values()):
+        return _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs, stack)
     sim = Simulation(graph, schedule, n_steps, given, batch, seed, record, force_mode, drives)
     bar = None
     if progress:  # (graph.n_neurons sums over the populations: not on every call)
@@ -160,7 +204,68 @@ def run(graph, schedule, n_steps, given, batch, seed, record, progress, force_mo
     sim.advance(n_steps, bar=bar)
     if bar is not None:
         bar.close()
-    return sim._result(True, macs)
+    return sim._result(True, macs, stack)
+
+
+def _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs, stack) -> RunResult:
+    """:func:`run` of a schedule of layers and gates, each reading one source
+    without delay (``Schedule.layers_only``; constant ``drives`` only,
+    nothing recorded): what a :class:`Simulation` of one chunk computes,
+    stage by stage with the same calls (``_run_as_layer`` from no carried
+    state, the propagator of ``n_steps`` rows), without its bookkeeping for
+    chunks, streams and stepped stages, which a run of one sample pays at
+    every call."""
+    start = time.perf_counter()
+    dtype = graph.dtype
+    trains = dict(given)
+    counts, modes, finals = {}, {}, {}  # finals: name -> (state, kernel bias, lazy) of each layer
+    for stage in schedule:
+        pop = stage.populations[0]
+        name = pop.name
+        if stage.source is None:
+            source = SpikeTrains.empty(n_steps, batch, 0)
+        else:
+            source = trains[stage.source.name]
+        if pop.pool is not None:
+            out, kc, _ = _run_maxpool(pop.pool, source)
+            none = np.zeros(batch, np.int64)  # no SynOps, no background
+            counts[name] = np.stack([none, kc[:, 1], kc[:, 2], none], axis=1)
+            modes[name] = "gate"
+        else:
+            drive = drives.get(name)
+            bias = stage.layer.bias(dtype) if drive is None else _layer_bias(dtype, pop, drive)
+            out, counts[name], mode, state = _run_as_layer(
+                dtype, stage.layer, source, force_mode, bias, None, n_steps, None, drive is not None
+            )
+            modes[name] = mode
+            finals[name] = (state, bias[1], mode != "dense")
+        trains[name] = out
+    seconds = time.perf_counter() - start
+    if stack:
+        last = graph.populations[-1]
+        readout = last.name if last.has_neurons else None
+    else:
+        readout = graph.readout
+    membrane = None
+    if readout is not None:
+        pop = graph[readout]
+        membrane = functools.partial(_final_membrane, pop, *finals[readout], n_steps, dtype)
+    return _assemble(
+        graph, n_steps, trains, counts, modes, {}, seconds, membrane, macs, int(stack), schedule.arrivals
+    )
+
+
+def _final_membrane(pop, state, bias, lazy, n_steps, dtype) -> np.ndarray:
+    """``[B, n]``: the membrane of layer ``pop`` at the end of a run of
+    ``n_steps`` that left ``state`` (steps counted from the run's start), its
+    lazy neurons brought forward on a copy (:meth:`Simulation.membrane`)."""
+    state = state.copy()
+    state[..., T_LAST] -= n_steps
+    if state.shape[2] > REF:
+        state[..., REF] -= n_steps
+    if lazy:
+        kernels.settle(state, -1, bias, pop.neuron.propagator(n_steps, dtype), *_flags(pop.neuron))
+    return state[..., V]
 
 
 # steps between two settles of a stream (or a run given ``epoch``): the
@@ -205,8 +310,9 @@ class Simulation:
         count_spikes=(),
         observers=(),
     ):
+        schedule = _as_schedule(graph, schedule)
         if force_mode == "event":  # a merge's event path is the graph kernel's: stepped
-            schedule = [s.layer.stepped(graph) if isinstance(s.layer, _MergeLayer) else s for s in schedule]
+            schedule = schedule.for_event(graph)
         self.graph, self.schedule, self.n_steps, self.batch = graph, schedule, n_steps, batch
         self._record, self._force = record, force_mode
         # the caller's arrays may change later: copies. Drives over time ([T, B, n]) are currents
@@ -226,7 +332,7 @@ class Simulation:
                     "or with Poisson background): give them a constant drive [B, n]"
                 )
         self._seed, self.n_threads = seed, n_threads
-        self.fed = sorted(p.name for p in graph.populations if p.is_input and p.name not in given)
+        self.fed = sorted(name for name in schedule.input_names if name not in given)
         self.history = (None if n_steps is not None else 0) if history is None else int(history)
         self.epoch = int(epoch or (n_steps or STREAM_EPOCH))
         self._uncut = n_steps is not None and self.epoch >= n_steps  # no epoch ends before the run's end
@@ -237,11 +343,8 @@ class Simulation:
         self.seconds = 0.0  # in advance, all chunks
         self._pieces = {name: [(0, trains)] for name, trains in given.items()}  # name -> [(step, trains)]
         self._whole = set(given)  # names whose one piece holds the whole run
-        self._stage_of = {p.name: k for k, stage in enumerate(schedule) for p in stage.populations}
-        self._lookback = {}  # name -> the longest delay a layer stage reads it with
-        for stage in schedule:
-            for source, delay in stage.inputs:
-                self._lookback[source.name] = max(self._lookback.get(source.name, 0), delay)
+        self._stage_of = schedule.stage_of  # (shared with every run of the schedule: never changed)
+        self._lookback = schedule.lookback  # name -> the longest delay a layer stage reads it with
         self._carry = {}  # layer stage -> its state (see _carried)
         self._unshifted = {}  # layer stage -> steps of its last chunk, still counted in its carried state
         self._runs, self._base, self._live_from = {}, {}, {}  # stepped stage -> run, its step 0, unkept from
@@ -314,7 +417,11 @@ class Simulation:
         (for a run that goes no further: :func:`run`)."""
         return self._result(lazy)
 
-    def _result(self, lazy, macs=None) -> RunResult:
+    def _result(self, lazy, macs=None, stack=False) -> RunResult:
+        """:meth:`result`; ``macs`` as :func:`_assemble` takes them; ``stack``:
+        the result of a :class:`snn.Network` run as this graph (its layers,
+        without the input population; no time unit; the membrane of its
+        last layer, none if that is a gate)."""
         t = self.t
         if t == 0:
             raise ValueError("no step has run yet: call advance() first")
@@ -326,11 +433,28 @@ class Simulation:
         trains = {p.name: self._window(p.name, 0, t) for p in self.graph.populations}
         recorded = {(pop.name, var): (idx, self.recorded(pop.name, var)) for pop, idx, var in self._record}
         counts, modes = self.totals(), self.modes()
-        readout = self.graph.readout
+        graph = self.graph
+        if stack:
+            last = graph.populations[-1]
+            readout = last.name if last.has_neurons else None
+        else:
+            readout = graph.readout
         membrane = None
         if readout is not None:
             membrane = (lambda: self.membrane(readout)) if lazy else self.membrane(readout)
-        return _assemble(self.graph, t, trains, counts, modes, recorded, self.seconds, membrane, macs)
+        return _assemble(
+            graph,
+            t,
+            trains,
+            counts,
+            modes,
+            recorded,
+            self.seconds,
+            membrane,
+            macs,
+            int(stack),
+            self.schedule.arrivals,
+        )
 
     def keep(self, rows) -> Simulation:
         """Go on with the samples ``rows`` only (indices into the current
@@ -617,7 +741,7 @@ class Simulation:
             self._modes[pop.name] = "clock"
             self._unshifted[k] = steps
             self._pieces.setdefault(pop.name, []).append((t0, out))
-            self._counts[pop.name] = self._counts.get(pop.name, 0) + counts
+            self._add_counts(pop.name, counts)
             return
         if stage.source is None:
             source = SpikeTrains.empty(steps, self.batch, 0)
@@ -647,7 +771,12 @@ class Simulation:
             )
             self._unshifted[k] = steps
         self._pieces.setdefault(pop.name, []).append((t0, out))
-        self._counts[pop.name] = self._counts.get(pop.name, 0) + counts
+        self._add_counts(pop.name, counts)
+
+    def _add_counts(self, name, counts) -> None:
+        """Add a chunk's ``counts`` (a new array, now the run's) to population ``name``'s."""
+        done = self._counts.get(name)
+        self._counts[name] = counts if done is None else done + counts
 
     def _carried(self, k):
         """The state layer stage ``k`` continues from (None before its first
@@ -688,34 +817,38 @@ class Simulation:
                 bar.update(run.t - done)
 
 
-def _assemble(graph, n_steps, trains, counts, modes, recorded, seconds, membrane, macs=None) -> RunResult:
+def _assemble(
+    graph, n_steps, trains, counts, modes, recorded, seconds, membrane, macs=None, first=0, arrivals=None
+) -> RunResult:
     """The result of the stages of an event run: ``trains`` of every
     population by name, kernel ``counts`` ``[B, 4]`` (synaptic operations
     received, updates, spikes, background events) and ``modes`` of the
     neuron populations, ``recorded`` variables by ``(name, var)``, the
     readout's final ``membrane``, ``macs`` ``[B]`` by name (done outside
-    the graph on analog input; default none)."""
+    the graph on analog input; default none). ``first``: 1 for a stack's
+    result (the populations from the second on, its layers; no ``dt``);
+    ``arrivals`` as :func:`_arriving` takes them."""
     batch = next(iter(trains.values())).batch_size
-    arriving = _arriving(graph, trains, n_steps)
-    names = [p.name for p in graph.populations]
+    arriving = _arriving(graph, trains, n_steps, arrivals)
+    pops = graph.populations[first:] if first else graph.populations
+    names = [p.name for p in pops]
     layer_counts = []
-    for pop in graph.populations:
+    for pop in pops:
+        name = pop.name
         if pop.is_input:
-            spikes, zero = trains[pop.name].per_sample, np.zeros(batch, np.int64)
-            layer_counts.append(LayerCounts(pop.name, "input", zero, zero, zero, zero, spikes, zero.copy()))
+            spikes, zero = trains[name].per_sample, np.zeros(batch, np.int64)
+            layer_counts.append(LayerCounts(name, "input", zero, zero, zero, zero, spikes, zero.copy()))
             continue
-        c = counts[pop.name]
-        dense = np.empty(batch, np.int64)
-        dense.fill(n_steps * pop.n)
-        into = arriving.get(pop.name)
+        c = counts[name]
+        into = arriving.get(name)
         layer_counts.append(
             LayerCounts(
-                pop.name,
-                modes[pop.name],
+                name,
+                modes[name],
                 c[:, 0],  # views of this run's own counts
-                np.zeros(batch, np.int64) if macs is None or pop.name not in macs else macs[pop.name],
+                np.zeros(batch, np.int64) if macs is None or name not in macs else macs[name],
                 c[:, 1],
-                dense,
+                _filled(batch, n_steps * pop.n),
                 c[:, 2],
                 c[:, 3].copy() if into is None else into + c[:, 3],
             )
@@ -726,12 +859,18 @@ def _assemble(graph, n_steps, trains, counts, modes, recorded, seconds, membrane
         membrane,
         "event",
         names=names,
-        recorded={n: r for (n, var), r in recorded.items() if var == "v"},
-        recorded_i={n: r for (n, var), r in recorded.items() if var == "i"},
-        dt=graph.dt,
+        recorded={n: r for (n, var), r in recorded.items() if var == "v"} if recorded else None,
+        recorded_i={n: r for (n, var), r in recorded.items() if var == "i"} if recorded else None,
+        dt=None if first else graph.dt,
         seconds=seconds,
         projection_synops=lambda: projection_synops(graph, trains, n_steps),
     )
+
+
+def _filled(batch, value) -> np.ndarray:
+    out = np.empty(batch, np.int64)
+    out.fill(value)
+    return out
 
 
 def projection_synops(graph, trains, n_steps) -> dict:
@@ -758,18 +897,23 @@ def projection_synops(graph, trains, n_steps) -> dict:
     return out
 
 
-def _arriving(graph, trains, n_steps):
+def _arriving(graph, trains, n_steps, arrivals=None):
     """Source spikes delivered to each population that has a projection
     into it: spikes of the source at steps ``< T - d`` per projection delay
-    group, per sample ``[B]``, by name."""
+    group, per sample ``[B]``, by name. ``arrivals``: the graph's
+    ``(source, target, delay)`` names and delays (:attr:`Schedule.arrivals`),
+    if known."""
     out = {}
-    for proj in graph.projections:
-        tptr = trains[proj.source.name].tptr
-        for d in proj.delays:
-            got = tptr[:, max(n_steps - d, 0)]
-            name = proj.target.name
-            out[name] = got.copy() if name not in out else out[name] + got
+    for source, name, d in _arrivals(graph) if arrivals is None else arrivals:
+        got = trains[source].tptr[:, max(n_steps - d, 0)]
+        out[name] = got.copy() if name not in out else out[name] + got
     return out
+
+
+def _arrivals(graph) -> tuple:
+    """``(source name, target name, delay)`` of each delay group of each
+    projection of ``graph``, in order."""
+    return tuple((p.source.name, p.target.name, d) for p in graph.projections for d in p.delays)
 
 
 def _flags(neuron) -> tuple:
@@ -983,8 +1127,11 @@ def _layer_bias(dtype, pop, drive) -> tuple:
     """``(bias [B or 1, n], as the kernels read it)`` of a population with
     its drive (summed in float64, as the stepped path does); the kernels'
     is one value when all are equal (no per-neuron reads)."""
-    bias = np.atleast_2d(pop.bias if drive is None else pop.bias + drive).astype(dtype)
-    if np.all(bias == bias.flat[0]):
+    if drive is None:
+        bias = np.atleast_2d(pop.bias).astype(dtype)  # a copy (the population's is read-only)
+    else:
+        bias = (pop.bias + drive).astype(dtype, copy=False)
+    if (bias == bias.flat[0]).all():
         return bias, np.ascontiguousarray(bias[:1, :1])
     return bias, bias
 

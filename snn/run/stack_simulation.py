@@ -97,7 +97,7 @@ class StackSimulation:
         :meth:`snn.Network.run` returns them for a run of :attr:`t` steps
         (a run keeping every spike: ``history`` None)."""
         macs = None if self._macs is None else {self._first: self._macs}
-        return self.net._stack_result(self.sim._result(False, macs))
+        return self.sim._result(False, macs, stack=True)
 
     def keep(self, rows) -> StackSimulation:
         """Go on with the samples ``rows`` of the batch only (see
