@@ -8,8 +8,39 @@ leak, integrate (bias + input), fire, reset.
 
 import numpy as np
 
-from ._jit import run_samples, specialise
+from ._jit import helper, run_samples, specialise
 from .neuron import after_spike, bias_of
+
+
+@helper(choices=("reset_mode",))
+def _plain_step(v, b, current, beta, threshold, reset_mode, v_reset, ref_until, t, fired, out_idx, n_out):
+    """One step of plain IF/LIF neurons (no synaptic current, no refractory
+    period), the arithmetic of :func:`clock_kernel`'s loop, ``v <- beta * v +
+    b + current``, in one contiguous branch-free loop that vectorises (a
+    spike's step in ``ref_until``, as there); then the spikes appended to
+    ``out_idx`` in neuron order. Returns the new
+    spike count, or -1 if ``out_idx`` is full."""
+    n = v.shape[0]
+    for j in range(n):
+        v_new = beta * v[j] + b[j] + current[j]
+        spike = v_new >= threshold
+        fired[j] = spike
+        v[j] = after_spike(v_new, threshold, reset_mode, v_reset) if spike else v_new
+        ref_until[j] = t if spike else ref_until[j]
+    cap = out_idx.shape[0]
+    if n_out + n <= cap:  # room for every neuron: a branch-free append
+        m = np.uint64(n_out)  # unsigned: no negative-index wrap-around on the loop's dependency chain
+        for j in range(n):
+            out_idx[m] = j
+            m += np.uint64(fired[j])
+        return np.int64(m)
+    for j in range(n):
+        if fired[j]:
+            if n_out >= cap:
+                return -1
+            out_idx[n_out] = j
+            n_out += 1
+    return n_out
 
 
 @specialise
@@ -64,7 +95,27 @@ def clock_kernel(has_current, has_refractory, reset_mode):
             for j in range(n):
                 b[j] = bias_of(bias, j)
             n_out = 0
-            for t in range(n_steps):
+            if not has_current and not has_refractory:  # plain IF/LIF: a branch-free sweep per step
+                fired = np.empty(n, np.uint8)
+                for t in range(n_steps):
+                    out_tptr[t] = n_out
+                    n_out = _plain_step(
+                        v,
+                        b,
+                        currents[t],
+                        beta,
+                        threshold,
+                        reset_mode,
+                        v_reset,
+                        ref_until,
+                        t,
+                        fired,
+                        out_idx,
+                        n_out,
+                    )
+                    if n_out < 0:
+                        break
+            for t in range(n_steps if has_current or has_refractory else 0):
                 out_tptr[t] = n_out
                 for j in range(n):
                     if has_current:

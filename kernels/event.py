@@ -735,8 +735,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             )
             acc[:] = 0.0
             if v_init.shape[0]:  # a new run; otherwise ``state`` continues an earlier chunk
-                if kind == CONV and clock and not has_current and not has_refractory and n_steps > 0:
-                    pass  # the membranes start channel-last, and state is written once, after the steps
+                if clock and not has_current and not has_refractory and n_steps > 0:
+                    pass  # membranes start in a row of their own; state is written once, after the steps
                 else:
                     _init_state(state, v_init, has_current, has_refractory)
             if not clock:  # the calendar of self-driven spikes, and the neurons touched in a step
@@ -786,6 +786,14 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                     fired = np.empty(n, np.uint8)
                     decay = table[1, 0] if n_steps > 0 else state.dtype.type(1)
                     _to_channel_last(state, v_init, bias, table, n_steps, c_out, plane, v_cl, b_cl)
+            if kind == CSR and clock and not has_current and not has_refractory:
+                # plain IF/LIF: the membranes in a row of their own and swept as a conv layer's
+                # (_conv_sweep with one channel: branch-free, vectorised; same arithmetic as sweep_step)
+                v_cl = np.empty(n, state.dtype)
+                b_cl = np.empty(n, state.dtype)
+                fired = np.empty(n, np.uint8)
+                decay = table[1, 0] if n_steps > 0 else state.dtype.type(1)
+                _to_channel_last(state, v_init, bias, table, n_steps, 1, n, v_cl, b_cl)
             n_pixels = 0
             swept = False  # CSR event path: the step before was a sweep (every neuron at t - 1)
             synops = 0
@@ -1053,6 +1061,25 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         if n_out < 0:
                             break
                         continue
+                    if kind == CSR and not has_current and not has_refractory:
+                        updates += n
+                        n_out = _conv_sweep(
+                            v_cl,
+                            acc,
+                            b_cl,
+                            decay,
+                            threshold,
+                            reset_mode,
+                            v_reset,
+                            fired,
+                            1,
+                            n,
+                            out_idx,
+                            n_out,
+                        )
+                        if n_out < 0:
+                            break
+                        continue
                     if kind == CONV:  # to channel-first, the neurons' order, in cache-sized tiles
                         for p0 in range(0, plane, 16):
                             p1 = p0 + 16 if p0 + 16 < plane else plane
@@ -1133,6 +1160,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             out_tptr[n_steps] = n_out
             if kind == CONV and clock and not has_current and not has_refractory and n_steps > 0:
                 _from_channel_last(state, v_cl, n_steps - 1, c_out, plane)
+            if kind == CSR and clock and not has_current and not has_refractory and n_steps > 0:
+                _from_channel_last(state, v_cl, n_steps - 1, 1, n)
             if settle and not clock:
                 _settle(state, bias, table, n_steps, has_current, has_refractory)
             counts[0] = synops

@@ -53,36 +53,57 @@ GEOM_FIELDS = (
 
 
 @jit
-def maxpool_sample(in_tptr, in_idx, geom, spike_count, window_max, out_tptr, out_idx, counts):
-    """One sample of :func:`maxpool_layer` (the same arguments without the
-    leading sample axis). Returns nothing; see ``counts``."""
+def window_table(geom):
+    """For each input neuron ``(c, y, x)``, the windows containing it, packed
+    in one int64: the first one's output neuron ``(c * h_out + oy_lo) * w_out
+    + ox_lo`` (bits 0-39), and how many window rows (bits 40-47) and columns
+    (bits 48-55) from there. Made once per call, so that the gate divides
+    nothing per spike."""
     channels, height, width = geom[0], geom[1], geom[2]
     h_out, w_out, kh, kw = geom[3], geom[4], geom[5], geom[6]
     sy, sx, py, px = geom[7], geom[8], geom[9], geom[10]
-    n_out = channels * h_out * w_out
-    stamp = np.full(n_out, -1, np.int64)
-    cap = out_idx.shape[0]
-    emitted = 0
-    checks = 0
-    for t in range(in_tptr.shape[0] - 1):
-        out_tptr[t] = emitted
-        for e in range(in_tptr[t], in_tptr[t + 1]):
-            p = in_idx[e]
-            c = p // (height * width)
-            y = (p // width) % height
-            x = p % width
-            spike_count[p] += 1
-            n = spike_count[p]
+    table = np.empty(channels * height * width, np.int64)
+    for c in range(channels):
+        for y in range(height):
             # windows containing row y: oy * sy - py <= y <= oy * sy - py + kh - 1
             lo = y + py - kh + 1
             oy_lo = 0 if lo <= 0 else (lo + sy - 1) // sy
             oy_hi = min(h_out - 1, (y + py) // sy)
-            lo = x + px - kw + 1
-            ox_lo = 0 if lo <= 0 else (lo + sx - 1) // sx
-            ox_hi = min(w_out - 1, (x + px) // sx)
-            for oy in range(oy_lo, oy_hi + 1):
-                for ox in range(ox_lo, ox_hi + 1):
-                    o = (c * h_out + oy) * w_out + ox
+            for x in range(width):
+                lo = x + px - kw + 1
+                ox_lo = 0 if lo <= 0 else (lo + sx - 1) // sx
+                ox_hi = min(w_out - 1, (x + px) // sx)
+                rows = max(0, oy_hi - oy_lo + 1)
+                cols = max(0, ox_hi - ox_lo + 1)
+                base = (c * h_out + oy_lo) * w_out + ox_lo if rows and cols else 0
+                table[(c * height + y) * width + x] = base | (rows << 40) | (cols << 48)
+    return table
+
+
+@jit
+def maxpool_sample(in_tptr, in_idx, geom, windows, spike_count, window_max, out_tptr, out_idx, counts):
+    """One sample of :func:`maxpool_layer` (the same arguments without the
+    leading sample axis; ``windows`` from :func:`window_table`). Returns
+    nothing; see ``counts``."""
+    w_out = geom[4]
+    n_out = geom[0] * geom[3] * w_out
+    stamp = np.full(n_out, -1, np.int64)
+    cap = out_idx.shape[0]
+    emitted = 0
+    checks = 0
+    mask = (np.int64(1) << 40) - 1
+    for t in range(in_tptr.shape[0] - 1):
+        out_tptr[t] = emitted
+        for e in range(in_tptr[t], in_tptr[t + 1]):
+            p = in_idx[e]
+            spike_count[p] += 1
+            n = spike_count[p]
+            packed = windows[p]
+            base = packed & mask
+            rows = (packed >> 40) & 255
+            cols = (packed >> 48) & 255
+            for r in range(rows):
+                for o in range(base + r * w_out, base + r * w_out + cols):
                     checks += 1
                     if n > window_max[o]:
                         window_max[o] = n
@@ -114,7 +135,8 @@ def maxpool_layer(in_tptr, in_idx, geom, spike_count, window_max, out_tptr, out_
         ``channels, h_in, w_in, h_out, w_out, kh, kw, stride_y, stride_x,
         pad_y, pad_x``. Trusted: the caller checks ``kh, kw, stride >= 1``,
         ``pad >= 0`` and ``h_out = (h_in + 2 pad_y - kh) // stride_y + 1 >= 1``
-        (likewise ``w_out``).
+        (likewise ``w_out``); a ``ValueError`` if an input lies in more than
+        255 rows or columns of windows (the window table packs them in bytes).
     spike_count : int32 ``[B, channels * h_in * w_in]``, mutated: each input's
         spike count so far (zeros for a new run).
     window_max : int32 ``[B, n_out]``, mutated: each window's highest count so
@@ -136,24 +158,36 @@ def maxpool_layer(in_tptr, in_idx, geom, spike_count, window_max, out_tptr, out_
         ``[1]``, ``[2]`` partial and the two count arrays changed: run it
         again from copies of them with a larger ``cap``).
     """
+    kh, kw, sy, sx = (int(geom[k]) for k in (5, 6, 7, 8))
+    if -(-kh // sy) > 255 or -(-kw // sx) > 255 or int(geom[0] * geom[3] * geom[4]) >= 1 << 40:
+        raise ValueError("max-pool window too large for the gate's window table (over 255 windows a row)")
     run_batch(
         _maxpool_layer,
         maxpool_sample,
         in_tptr,
         in_idx,
         geom,
+        window_table(np.ascontiguousarray(geom, np.int64)),
         spike_count,
         window_max,
         out_tptr,
         out_idx,
         counts,
-        batched=(0, 1, 3, 4, 5, 6, 7),
+        batched=(0, 1, 4, 5, 6, 7, 8),
     )
 
 
 @pjit
-def _maxpool_layer(in_tptr, in_idx, geom, spike_count, window_max, out_tptr, out_idx, counts):
+def _maxpool_layer(in_tptr, in_idx, geom, windows, spike_count, window_max, out_tptr, out_idx, counts):
     for s in prange(in_tptr.shape[0]):
         maxpool_sample(
-            in_tptr[s], in_idx[s], geom, spike_count[s], window_max[s], out_tptr[s], out_idx[s], counts[s]
+            in_tptr[s],
+            in_idx[s],
+            geom,
+            windows,
+            spike_count[s],
+            window_max[s],
+            out_tptr[s],
+            out_idx[s],
+            counts[s],
         )
