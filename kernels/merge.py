@@ -64,17 +64,18 @@ def _dense_samples(tptr_b, idx_b, rows, currents_b, synops_b, first, stop):
 
 
 @jit
-def _conv_samples(tptr_b, idx_b, geom, weights, run_n, runs, sums_b, fold, currents_b, synops_b, first, stop):
+def _conv_samples(
+    tptr_b, idx_b, geom, weights, run_n, runs, sums_b, fold, shared, currents_b, synops_b, first, stop
+):
     hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
     for sample in range(first, stop):
         tptr = tptr_b[sample]
         idx = idx_b[sample]
         currents = currents_b[sample]
         sums_s = sums_b[sample]
-        every = sums_s.shape[0] > 1  # sums of each step (earlier convolutions may have written them)
         synops = 0
         for t in range(currents.shape[0]):
-            sums = sums_s[t if every else 0]
+            sums = sums_s[t if shared else 0]
             for e in range(tptr[t], tptr[t + 1]):
                 i = idx[e]
                 c = i // hw_in
@@ -91,7 +92,8 @@ def _conv_samples(tptr_b, idx_b, geom, weights, run_n, runs, sums_b, fold, curre
                     w = weights[w0 : w0 + length]
                     for co in range(length):
                         target[co] += w[co]
-            if fold and (every or tptr[t + 1] > tptr[t]):  # the channel-last sums into neuron order
+            # the channel-last sums into neuron order (written by this convolution, or by earlier ones)
+            if fold and (shared or tptr[t + 1] > tptr[t]):
                 out = currents[t]
                 for pixel in range(plane):
                     source = sums[pixel * c_out : (pixel + 1) * c_out]
@@ -116,14 +118,15 @@ def dense_currents(tptr, idx, rows, currents, synops):
     run_samples(_dense_samples, len(currents), tptr, idx, rows, currents, synops)
 
 
-def conv_currents(tptr, idx, geom, weights, run_n, runs, sums, fold, currents, synops):
+def conv_currents(tptr, idx, geom, weights, run_n, runs, sums, fold, currents, synops, shared=False):
     """Add the spikes through a convolution (``geom``; ``weights`` as
     ``conv.delivery_weights`` lays them out, ``run_n, runs`` from
     ``conv.run_tables``) to the channel-last sums ``sums [B, R, n]`` (zero
-    before the first convolution of a population; ``R`` = 1: one step's,
-    reused; ``R`` = T: each step's, for several convolutions), and with
-    ``fold`` (the population's last convolution) those sums to
-    ``currents`` step by step (zeroing them)."""
+    before the first convolution of a population), and with ``fold`` (the
+    population's last convolution) those sums to ``currents`` step by step
+    (zeroing them). ``shared``: several convolutions of the population
+    share the sums, ``R`` = T rows, each step's (its last folds every
+    step, spikes of its own or not); else ``R`` = 1, one step's, reused."""
     run_samples(
         _conv_samples,
         len(currents),
@@ -135,6 +138,7 @@ def conv_currents(tptr, idx, geom, weights, run_n, runs, sums, fold, currents, s
         runs,
         sums,
         bool(fold),
+        bool(shared),
         currents,
         synops,
     )

@@ -105,12 +105,13 @@ def test_conv_delivery_matches_naive(dtype, seed):
     trains = [_trains(rng, T, batch, n_in, rng.uniform(0, 0.5)) for _ in range(2)]
     fan_out = np.count_nonzero(conv_dense_rows(geoms[0], np.ones_like(kernels_[0])), axis=1)
 
-    def deliver(k, sums, fold, currents, synops):
+    def deliver(k, sums, fold, currents, synops, shared=False):
         weights = np.empty(kernels_[k].size, np.float32)
         delivery_weights(geoms[k], kernel_layout(kernels_[k]), weights)
-        run_n, runs = run_tables(geoms[k])
+        tables = run_tables(geoms[k])
+        trains_k = trains[k]
         kernels.conv_currents(
-            trains[k].tptr, trains[k].idx, geoms[k], weights, run_n, runs, sums, fold, currents, synops
+            trains_k.tptr, trains_k.idx, geoms[k], weights, *tables, sums, fold, currents, synops, shared
         )
 
     one, syn = np.zeros((batch, T, n), dtype), np.zeros(batch, np.int64)
@@ -120,9 +121,9 @@ def test_conv_delivery_matches_naive(dtype, seed):
     np.testing.assert_array_equal(syn, want_syn)
     two, syn2 = np.zeros((batch, T, n), dtype), np.zeros(batch, np.int64)
     sums = np.zeros((batch, T, n), dtype)
-    deliver(0, sums, False, two, syn2)
+    deliver(0, sums, False, two, syn2, True)
     assert not two.any()
-    deliver(1, sums, True, two, syn2)
+    deliver(1, sums, True, two, syn2, True)  # folds every step, spikes of its own or not (T = 1 too)
     assert not sums.any()
     other, other_syn = _naive_currents(trains[1], denses[1], fan_out, dtype)
     np.testing.assert_array_equal(two, want + other)
@@ -329,6 +330,29 @@ def test_epochs_and_kept_samples(case, seed, epoch, data):
     kept = g.start(T, inputs=inputs, mode="clock").advance(T // 2).keep(rows).advance().result()
     alone = g.run(T, inputs={"x": inputs["x"][:, rows]}, mode="clock")
     _same(kept, alone)
+
+
+def test_one_step_chunks_fold_every_convolution():
+    """Regression: a merge of two convolutions run in chunks of one step
+    folded its shared sums only on steps where its last convolution had
+    spikes of its own, so the input of the others was lost (found by
+    hypothesis: a refractory IF merge with a convolution of delay 2)."""
+    g = snn.Graph()
+    x = g.input((1, 3, 3), name="x")
+    m = g.population((1, 3, 3), snn.IF(threshold=1.5), name="m")
+    g.conv(x, m, np.full((1, 1, 3, 3), 2.0), padding=1, delay=0, name="now")
+    g.conv(x, m, np.full((1, 1, 1, 1), 0.25), delay=2, name="later")
+    assert [type(stage.layer).__name__ for stage in g.schedule()][-1] == "_MergeLayer"
+    spikes = np.zeros((4, 1, 9), np.uint8)
+    spikes[1:, 0, 4] = 1  # the delayed convolution has nothing to deliver at step 1
+    whole = g.run(4, inputs={"x": spikes})
+    sim = g.start(4, inputs={"x": spikes})
+    for _ in range(4):
+        sim.advance(1)
+    ref = g.run(4, inputs={"x": spikes}, backend="reference")
+    assert ref.spikes("m")[1].any()  # step 1: the first convolution alone makes neurons fire
+    for run in (whole, sim.result()):
+        np.testing.assert_array_equal(run.spikes("m"), ref.spikes("m"))
 
 
 # -- the schedule -------------------------------------------------------------------------------------

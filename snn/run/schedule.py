@@ -707,7 +707,9 @@ class Simulation:
             if d.kind == "conv":
                 convs += 1
                 fold = convs == layer.n_conv  # the last convolution folds the sums into the currents
-                kernels.conv_currents(tptr, idx, d.geom, d.weights, *d.tables, sums, fold, currents, synops)
+                kernels.conv_currents(
+                    tptr, idx, d.geom, d.weights, *d.tables, sums, fold, currents, synops, layer.n_conv > 1
+                )
             elif d.kind == "dense":
                 kernels.dense_currents(tptr, idx, d.weights, currents, synops)
             else:
