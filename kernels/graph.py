@@ -82,7 +82,7 @@ import numpy as np
 
 from ._jit import helper, jit, run_samples, specialise
 from .conv import RUN_ACC, RUN_LEN, RUN_PIXEL, RUN_PIXELS, RUN_W, conv_sizes, delivery_weights, run_tables
-from .event import CONV, CSR
+from .event import CONV, CSR, _prefetch
 from .neuron import (
     NEVER,
     REF,
@@ -173,6 +173,21 @@ class GraphPlan(NamedTuple):
 DERIVED = ("proj_span", "run_off", "run_n", "runs", "conv_w", "conv_woff")
 
 
+def _consecutive_rows(ptr, cols, chunk=1 << 16):
+    """True if each row ``cols[ptr[r] : ptr[r + 1]]`` is ascending
+    consecutive targets: every synapse whose target is not its
+    predecessor's plus one starts a row. Read in chunks (a few hundred KB of
+    temporaries whatever the projection's size), stopping at the first
+    chunk that says no."""
+    starts = ptr[1:-1]  # synapses that start a row (the first synapse needs no check)
+    for a in range(ptr[0], ptr[-1] - 1, chunk):
+        b = min(ptr[-1] - 1, a + chunk)
+        breaks = np.flatnonzero(np.diff(cols[a : b + 1]) != 1) + a + 1
+        if not np.isin(breaks, starts[np.searchsorted(starts, a + 1) : np.searchsorted(starts, b + 1)]).all():
+            return False
+    return True
+
+
 def plan_tables(pop_start, proj_src, proj_kind, proj_geom, proj_rp, rowptr, cols, weights, proj_woff):
     """The :class:`GraphPlan` fields derived from the projections (named in
     :data:`DERIVED`, by numpy, once per plan), as a dict: which CSR
@@ -201,11 +216,7 @@ def plan_tables(pop_start, proj_src, proj_kind, proj_geom, proj_rp, rowptr, cols
             continue
         src = proj_src[k]
         n_src = pop_start[src + 1] - pop_start[src]
-        ptr = rowptr[proj_rp[k] : proj_rp[k] + n_src + 1]
-        c = cols[ptr[0] : ptr[-1]].astype(np.int64)
-        row = np.repeat(np.arange(n_src), np.diff(ptr))
-        # consecutive targets: each synapse's target is its row's first plus its place in the row
-        span[k] = bool(np.all(c - c[ptr[row] - ptr[0]] == np.arange(len(c)) - (ptr[row] - ptr[0])))
+        span[k] = _consecutive_rows(rowptr[proj_rp[k] : proj_rp[k] + n_src + 1], cols)
     width = max([t.shape[1] for t in tables], default=1)
     runs = np.zeros((max(n_runs, 1), width, 5), np.int64)
     at_run = 0
@@ -270,12 +281,16 @@ class GraphState(NamedTuple):
     a convolution); exit_state [B, 4] int64 (a kernel with ``exit_rule``):
     the decision after the last step (-1 before step 1), the steps it has
     been unchanged, the exit step (0 while none) and 1 once the sample has
-    stopped. Scratch: with a kernel call's samples run from their start to
-    their end (an early exit, its history long enough for every step), the
-    arrays of state, marks, calendars, sums and history may have one row,
-    which the samples of the call share one after the other (it stays in
-    cache); ``rng``, ``rec_v``, ``counts``, ``progress`` and ``exit_state``
-    are per sample always."""
+    stopped; vclk [B, N] state dtype: during a kernel call, the membranes
+    of its clock-stepped IF/LIF populations, contiguous (the sweep
+    vectorises; ``state``'s rows, whose ``V`` and ``T_LAST`` it leaves
+    stale meanwhile, get them back at the end of the call). Scratch: with
+    a kernel call's samples run from their start to their end (an early
+    exit, its history long enough for every step), the arrays of state,
+    marks, calendars, sums, history and ``vclk`` may have one row, which
+    the samples of the call share one after the other (it stays in cache);
+    ``rng``, ``rec_v``, ``counts``, ``progress`` and ``exit_state`` are per
+    sample always."""
 
     state: np.ndarray
     acc: np.ndarray
@@ -295,6 +310,7 @@ class GraphState(NamedTuple):
     cmark: np.ndarray
     clist: np.ndarray
     exit_state: np.ndarray
+    vclk: np.ndarray
 
 
 @helper
@@ -485,46 +501,47 @@ def _fold_conv_all(cacc, base, c_out, plane, acc):
 
 
 @helper
-def _sweep_plain(state, acc, base, n, t, bias, table, threshold, reset_mode, v_reset, fired, out_idx, n_out):
+def _sweep_plain(v, acc, base, n, bias, table, threshold, reset_mode, v_reset, fired, out_idx, n_out):
     """``neuron.sweep_step`` of a plain IF/LIF population (the same
     arithmetic: ``v * decay + bias * gain + acc``, then threshold and
-    reset) in two passes: every neuron's step, its spike noted in
-    ``fired`` (``[n]``, zero before and after), in one branch-free loop
-    that vectorises; then the spikes appended to ``out_idx`` in index
-    order, branch-free. The caller has checked that ``out_idx`` has room
-    for ``n`` more. Returns the new spike count."""
+    reset) on its membranes ``v[base : base + n]``, held contiguous
+    (``GraphState.vclk``), in two passes: every neuron's step, its spike
+    noted in ``fired[base : base + n]`` (zero before and after), in one
+    branch-free loop that vectorises; then the spikes appended to
+    ``out_idx`` in index order, eight marks read at once (a silent
+    stretch costs one test per eight neurons). The caller has checked that
+    ``out_idx`` has room for ``n`` more. Returns the new spike count."""
     decay = table[1, 0]
     gain = table[1, 2]
-    stamp = state.dtype.type(t)
-    rows = state[base : base + n]  # views indexed from 0, the row width a constant below: it vectorises
+    vs = v[base : base + n]  # views indexed from 0: the loops vectorise
     a = acc[base : base + n]
+    f = fired[base : base + n]
 
     def step(q, b):  # inlined (numba inlines inner functions)
-        v = rows[q, V] * decay + b * gain + a[q]
+        x = vs[q] * decay + b * gain + a[q]
         a[q] = 0
-        rows[q, T_LAST] = stamp
-        spike = v >= threshold
-        fired[q] = spike
-        rows[q, V] = after_spike(v, threshold, reset_mode, v_reset) if spike else v
+        spike = x >= threshold
+        f[q] = spike
+        vs[q] = after_spike(x, threshold, reset_mode, v_reset) if spike else x
 
-    # each case a loop of its own, in which the row width and the bias's
-    # stride are constants (LLVM does not vectorise a runtime stride)
-    if state.shape[1] == 2 and bias.shape[0] == 1:
-        for q in range(n):
-            step(q, bias[0])
-    elif state.shape[1] == 2:
-        for q in range(n):
-            step(q, bias[q])
-    elif bias.shape[0] == 1:
+    if bias.shape[0] == 1:  # a loop each, the bias's stride a constant in it
         for q in range(n):
             step(q, bias[0])
     else:
         for q in range(n):
             step(q, bias[q])
-    for q in range(n):
+    words = n >> 3
+    marks = f[: words << 3].view(np.uint64)
+    for w in range(words):
+        if marks[w] != 0:
+            for q in range(w << 3, (w << 3) + 8):
+                out_idx[n_out] = base + q
+                n_out += np.int64(f[q])
+            marks[w] = 0
+    for q in range(words << 3, n):
         out_idx[n_out] = base + q
-        n_out += np.int64(fired[q])
-        fired[q] = 0
+        n_out += np.int64(f[q])
+        f[q] = 0
     return n_out
 
 
@@ -680,6 +697,7 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
             cmark = st.cmark[slot]
             clist = st.clist[slot]
             ex = st.exit_state[sample]
+            vclk = st.vclk[slot]
             n_steps = head.shape[1] - 1
             if exit_rule and ex[3] != 0:
                 continue  # stopped
@@ -725,6 +743,12 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                 progress[2] = 1
             n_hist = progress[0]
             t = progress[1]
+            if ck_plain:  # membranes of the plain clock-stepped populations to vclk, contiguous
+                for p in range(n_inputs, n_pops):
+                    if plan.model[p] == MODEL_PLAIN and (clock_only or inputs.pop_clock[p]):
+                        for j in range(pop_start[p], pop_start[p + 1]):
+                            vclk[j] = state[j, V]
+            t_first = t
             while t < t_end and hist_idx.shape[0] - n_hist >= n_total:
                 e = in_tptr[t]
                 e_end = in_tptr[t + 1]
@@ -795,7 +819,20 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                                         for s in range(n_s):
                                             target[s] += ws[s]
                                 continue
-                            for e in range(hist_ptr[ts, src], hist_ptr[ts, src + 1]):
+                            e_end = hist_ptr[ts, src + 1]
+                            for e in range(hist_ptr[ts, src], e_end):
+                                if e + 1 < e_end:  # the next spike's synapses on their way meanwhile
+                                    ahead = rp + hist_idx[e + 1] - src_first  # (inline: no helper to compile)
+                                    a0 = plan.rowptr[ahead]
+                                    a1 = plan.rowptr[ahead + 1]
+                                    for s in range(a0, a1 + 15, 16):  # a hint per cache line and the last
+                                        last = min(s, a1 - 1)
+                                        if last >= a0:
+                                            _prefetch(plan.cols, last)
+                                            if not shared:
+                                                _prefetch(plan.weights, last + woff)
+                                    if e + 2 < e_end:
+                                        _prefetch(plan.rowptr, rp + hist_idx[e + 2] - src_first)
                                 row = rp + hist_idx[e] - src_first
                                 s0 = plan.rowptr[row]
                                 s1 = plan.rowptr[row + 1]
@@ -838,17 +875,16 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                         # room was checked before the step
                         if ck_plain and model == MODEL_PLAIN:
                             n_hist = _sweep_plain(
-                                state,
+                                vclk,
                                 acc,
                                 base,
                                 n_p,
-                                t,
                                 bp,
                                 table,
                                 threshold,
                                 reset_mode,
                                 v_reset,
-                                mark[base : base + n_p],
+                                mark,
                                 hist_idx,
                                 n_hist,
                             )
@@ -1032,7 +1068,10 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                         var = inputs.rec_var[r]
                         model = plan.model[p]
                         if rc_plain and model == MODEL_PLAIN:
-                            rec_v[t, r] = value_at(state, j, t, b, tables[p], False, False)[var]
+                            if ck_plain and (clock_only or inputs.pop_clock[p]):
+                                rec_v[t, r] = vclk[j]  # swept at step t: v and i (the same, no current)
+                            else:
+                                rec_v[t, r] = value_at(state, j, t, b, tables[p], False, False)[var]
                         elif rc_ref and model == MODEL_REF:
                             rec_v[t, r] = value_at(state, j, t, b, tables[p], False, True)[var]
                         elif rc_cur and model == MODEL_CUR:
@@ -1043,6 +1082,14 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                 if exit_rule and _exit_step(rec_v[t - 1], t, n_steps, inputs.exit_rule, ex):
                     ex[3] = 1
                     break
+            if ck_plain:  # and back to the state's rows, as of the last step done
+                stamp = state.dtype.type(t - 1)
+                for p in range(n_inputs, n_pops):
+                    if plan.model[p] == MODEL_PLAIN and (clock_only or inputs.pop_clock[p]):
+                        for j in range(pop_start[p], pop_start[p + 1]):
+                            state[j, V] = vclk[j]
+                            if t > t_first:
+                                state[j, T_LAST] = stamp
             progress[0] = n_hist
             progress[1] = t
 

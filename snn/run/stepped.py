@@ -361,6 +361,7 @@ class SteppedRun:
         self.clist = np.empty((batch, conv), np.int32)
         self.exit_rule = np.zeros(0)  # no early exit (snn.convert.stopping sets one)
         self.exit_state = np.zeros((batch, 4), np.int64)
+        self.vclk = np.empty((batch, n_total), dtype)  # clock-stepped membranes during a kernel call
         self._given = self._arrays = None  # the input trains of the last advance, as the kernel reads them
         inputs = self._inputs(*plan._input_arrays({}, batch, n_steps))
         self.choices = graph_choices(plan.arrays, inputs, *plan.may_paths(force_mode))  # compile-time
@@ -738,6 +739,7 @@ class SteppedExit:
             cacc=np.zeros((1, n_conv), dtype),
             cmark=np.zeros((1, n_conv), np.int32),
             clist=np.empty((1, n_conv), np.int32),
+            vclk=np.empty((1, n_total), dtype),
         )
 
 
