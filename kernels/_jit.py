@@ -275,7 +275,8 @@ def run_samples(kernel, n_samples, *args):
     costs about as much as a small sample) and releases the GIL, so the
     chunks run in parallel without a parallel kernel of their own to
     compile."""
-    threads = min(numba.get_num_threads(), n_samples)
+    # one sample: no thread count to ask numba for (its get_num_threads takes a lock: ~2 us)
+    threads = 1 if n_samples <= 1 else min(numba.get_num_threads(), n_samples)
     if threads <= 1:
         kernel(*args, 0, n_samples)
         return

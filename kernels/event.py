@@ -45,7 +45,6 @@ import numpy as np
 
 from ._jit import helper, jit, run_samples, specialise
 from .conv import (
-    NO_RUNS,
     RUN_ACC,
     RUN_LEN,
     RUN_PIXEL,
@@ -79,6 +78,7 @@ CSR, CONV, DENSE = 0, 1, 2  # projection kinds (sparse_kernel takes CSR and CONV
 _NO_GEOM = np.zeros(15, np.int64)
 _NO_ROWPTR = np.zeros(1, np.int64)
 _NO_COLS = np.zeros(0, np.int32)
+_NO_TABLES = (np.zeros((0, 5), np.int64), np.zeros((0, 5), np.int64))  # a CSR kernel's conv tables
 
 
 @jit
@@ -541,7 +541,7 @@ PRE_FIRST, PRE_END, PRE_ACC, PRE_W, PRE_KEY = range(5)  # the fields of an input
 
 @jit
 def _conv_tables(geom, weights, n_runs, runs, like):
-    """Per-call tables of a convolution's delivery: the flat weights in the
+    """The tables of a convolution's delivery (:func:`conv_tables`): the flat weights in the
     state dtype (that of the array ``like``; converted once instead of at every
     synaptic operation: the same values); the delivery runs of
     ``kernels.conv.spatial_runs`` (``n_runs, runs``) flattened, those of input
@@ -577,6 +577,17 @@ def _conv_tables(geom, weights, n_runs, runs, like):
         pre_rows[pre, PRE_W] = (c - g * cg_in) * kk * c_out + g * cg_out
         pre_rows[pre, PRE_KEY] = g * plane
     return w_st, pre_rows, flat_runs
+
+
+def conv_tables(geom, weights, dtype) -> tuple:
+    """``(w_st, pre_rows, flat_runs)``, what the CONV kernel reads of a
+    convolution (:func:`_conv_tables`) for a state of ``dtype``: they depend
+    on the geometry, the flat ``weights`` and ``dtype`` only, so a caller
+    that runs a layer again builds them once (:func:`conv_layer`'s
+    ``tables``). Writeable (numba compiles read-only arrays as another
+    type), never written."""
+    geom = np.ascontiguousarray(geom, np.int64)
+    return _conv_tables(geom, weights, *run_tables(geom), np.empty(0, dtype))
 
 
 @helper
@@ -680,9 +691,10 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     adds each weight to the membrane, the others add their sum).
 
     The kernel's arguments are :func:`csr_layer`'s without the compile-time
-    choices, ``rowptr, cols, weights, geom, n_runs, runs`` for the
-    connectivity (the last two: ``kernels.conv.spatial_runs``; placeholders
-    for what the kind does not use), ``two_phase_at, sweep_at``
+    choices, ``rowptr, cols, weights, geom, pre_rows, flat_runs`` for the
+    connectivity (CONV: ``weights`` the delivery weights in the state dtype
+    and the last two as :func:`conv_tables` makes them; placeholders for
+    what the kind does not use), ``two_phase_at, sweep_at``
     after ``settle`` (floats; CONV ignores them), and last ``first, stop``:
     it runs samples ``first .. stop - 1`` one after the other (see
     ``kernels._jit.run_samples``)."""
@@ -694,8 +706,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
         cols,
         weights,
         geom,
-        n_runs,
-        runs,
+        pre_rows,
+        flat_runs,
         bias_b,
         table,
         threshold,
@@ -712,9 +724,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
         first,
         stop,
     ):
-        if kind == CONV:  # per call: the weights in the state dtype, and each input's offsets
+        if kind == CONV:
             hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
-            w_st, pre_rows, flat_runs = _conv_tables(geom, weights, n_runs, runs, state_b)
         for sample in range(first, stop):  # the samples of this call, one after the other
             in_tptr = in_tptr_b[sample]
             in_idx = in_idx_b[sample]
@@ -1036,7 +1047,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                             a0 = flat_runs[r, RUN_ACC] + a_base
                             w0 = flat_runs[r, RUN_W] + w_base
                             target = acc_cl[a0 : a0 + length]  # views: the loop below vectorises
-                            w = w_st[w0 : w0 + length]
+                            w = weights[w0 : w0 + length]
                             for co in range(length):
                                 target[co] += w[co]
                 if clock:
@@ -1415,7 +1426,7 @@ def csr_layer(
         cols,
         weights,
         _NO_GEOM,
-        *NO_RUNS,
+        *_NO_TABLES,
         bias,
         table,
         threshold,
@@ -1452,10 +1463,13 @@ def conv_layer(
     out_idx,
     counts,
     clock=False,
+    tables=None,
 ):
     """A batch through a Conv2d projection (``geom`` and flat ``weights`` as
     in ``kernels.conv``), samples in parallel; ``clock`` and the flags as in
-    :func:`csr_layer`."""
+    :func:`csr_layer`. ``tables``: :func:`conv_tables` of ``geom``,
+    ``weights`` and the state's dtype (default: built here, for this call)."""
+    w_st, pre_rows, flat_runs = conv_tables(geom, weights, state.dtype) if tables is None else tables
     run_samples(
         sparse_kernel(CONV, *_choices(clock, has_current, has_refractory, reset_mode)),
         len(in_tptr),
@@ -1463,9 +1477,10 @@ def conv_layer(
         in_idx,
         _NO_ROWPTR,
         _NO_COLS,
-        weights,
+        w_st,
         geom,
-        *run_tables(geom),
+        pre_rows,
+        flat_runs,
         bias,
         table,
         threshold,

@@ -8,7 +8,9 @@ of a fresh copy), the short path computes bit for bit what the
 
 from __future__ import annotations
 
+import copy
 import pickle
+import types
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import snn
+from snn.model.conv import kernel_layout
 from snn.run import schedule as sched
 
 
@@ -217,3 +220,92 @@ def test_schedules_are_marked_layers_only_when_they_are():
     g.connect(c, c, np.eye(2), delay=1)  # a cycle: stepped
     assert not g.schedule().layers_only
     assert sched.Schedule(g, g.schedule()).stage_of == g.schedule().stage_of
+
+
+def _layer_run(layer, source, mode, dtype):
+    """``snn.run.paths._run_layer`` of ``layer`` from a new state: spikes as a raster, final state, counts."""
+    from snn.run.paths import _run_layer
+
+    out, state, kc = _run_layer(
+        layer, source, layer.bias_row(dtype)[0], None, mode, source.n_steps, dtype, False
+    )
+    return out.to_raster(), state, kc
+
+
+@pytest.mark.usefixtures("warm_kernels")
+@pytest.mark.parametrize("mode", ["event", "clock", "dense"])
+def test_what_a_layer_keeps_between_runs_follows_its_weights_neuron_and_dtype(mode):
+    """``_run_layer`` keeps per layer what depends on it alone (a
+    convolution's delivery tables, by dtype; its neuron's constants and
+    propagator): a layer given new weights or a new neuron, or run in
+    another dtype, runs as a fresh copy of it does (a copy keeps nothing)."""
+    rng = np.random.default_rng(12)
+    layer = snn.Conv2d(
+        (2, 5, 5),
+        3,
+        3,
+        padding=1,
+        neuron=snn.LIF(beta=0.9),
+        weight=rng.normal(0.3, 0.4, (3, 2, 3, 3)),
+        bias=0.05,
+    )
+    source = snn.SpikeTrains.from_raster((rng.random((9, 2, 50)) < 0.3).astype(np.uint8))
+    last = None
+    for dtype, change in (
+        (np.float64, None),
+        (np.float32, None),
+        (np.float64, None),
+        (np.float64, "weight"),
+        (np.float32, "weight"),
+        (np.float64, "neuron"),
+    ):
+        if change == "weight" and mode == "dense":  # (its matrix is the layer's own cache: not ours)
+            continue
+        if change == "weight":
+            layer.weight = -layer.weight
+            layer.kernel_weights = kernel_layout(layer.weight)
+        elif change == "neuron":
+            layer.neuron = snn.IF(threshold=0.5)
+        ran = _layer_run(layer, source, mode, dtype)
+        fresh = _layer_run(copy.deepcopy(layer), source, mode, dtype)
+        for a, b in zip(ran, fresh, strict=True):
+            np.testing.assert_array_equal(a, b)
+        if change is not None:  # the change shows (else the test could not fail)
+            assert not np.array_equal(ran[0], last[0])
+        last = ran
+
+
+def _check_driven_mode(kind, bias, n_steps, threshold):
+    """``_choose_driven_mode`` chooses what the cost model's full formula chooses."""
+    from snn.run import paths
+
+    batch, n = bias.shape
+    layer = types.SimpleNamespace(kind=kind, n_out=n, neuron=snn.IF(threshold=threshold))
+    positive = bias > 0
+    spikes = min(float(np.sum(bias, where=positive)) / batch / threshold * n_steps, n_steps * n)
+    event_ns = (np.count_nonzero(positive) / batch + spikes) * paths._NS_PER_EVENT_UPDATE[kind][True]
+    expected = "event" if event_ns <= n_steps * n * paths._NS_PER_CLOCK_UPDATE else "clock"
+    assert paths._choose_driven_mode(layer, bias, n_steps) == expected
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    data=st.data(),
+    kind=st.sampled_from(["dense", "conv", "csr"]),
+    n_steps=st.integers(1, 64),
+    threshold=st.sampled_from([0.25, 1.0, 3.0, np.inf]),
+)
+def test_the_driven_mode_is_the_cost_models_choice(data, kind, n_steps, threshold):
+    """``_choose_driven_mode`` skips summing the drive once the neurons it
+    schedules alone make the event path dearer: the same choice."""
+    batch, n = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 40))
+    values = st.sampled_from([-1.0, 0.0, 1e-3, 0.05, 0.5, 2.0])
+    bias = np.array(data.draw(st.lists(values, min_size=batch * n, max_size=batch * n)))
+    _check_driven_mode(kind, bias.reshape(batch, n), n_steps, threshold)
+
+
+def test_the_driven_mode_at_a_tie():
+    """Event and clock paths of equal cost: the event path, as the cost
+    model breaks ties (scheduled neurons alone cost what the sweep costs)."""
+    _check_driven_mode("dense", np.array([[0.5, 0.0]]), 1, np.inf)
+    _check_driven_mode("dense", np.array([[0.5, 0.0]]), 1, 1.0)

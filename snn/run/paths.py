@@ -6,9 +6,12 @@ for every population it runs as a layer)."""
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 import snn_kernels as kernels
+from snn_kernels.event import conv_tables
 
 from .spiketrains import SpikeTrains
 
@@ -54,8 +57,8 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
     the steps run before this chunk; returns ``(trains, state, counts)``."""
     batch = source.batch_size
     neuron = layer.neuron
-    width = 4 if mode == "dense" else _state_width(neuron)
-    if mode == "dense" and currents is None:
+    dense = mode == "dense"
+    if dense and currents is None:
         currents = _dense_currents(source, layer, dtype)
     # output buffer: a guess, and the busiest sample's spikes per step of this layer's last run
     # (kept by a graph's layer: a layer firing above the guess would otherwise run twice every time)
@@ -64,48 +67,51 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
         n_steps * layer.n_out,
         max(
             1024,
-            4 * int(source.tptr[:, -1].max()),
+            4 * _largest(source.tptr[:, -1]),
             n_steps * layer.n_out // 8,
             int(1.25 * seen * n_steps),
         ),
     )
     v_init = layer.v_init_row(dtype) if carried is None else np.zeros(0, dtype)
-    thr, v_reset = neuron.constants(dtype)
+    constants = _constants(layer, neuron, dtype, 0 if dense else elapsed + n_steps)
+    width = 4 if dense else constants[-1]
+    if layer.kind == "conv" and not dense:
+        tables = _conv_tables(layer, dtype)
     while True:
         state = np.empty((batch, layer.n_out, width), dtype) if carried is None else carried.copy()
         out_tptr = np.empty((batch, n_steps + 1), np.int64)
         out_idx = np.empty((batch, cap), np.int32)
         kc = np.zeros((batch, 4), np.int64)
-        if mode == "dense":
-            alpha = dtype(neuron.alpha or 0.0)
+        if dense:
+            alpha, beta, thr, reset_code, v_reset, refractory, has_current, _, _ = constants
             kernels.clock_layer(
                 currents,
                 bias,
                 alpha,
-                dtype(neuron.beta),
+                beta,
                 thr,
-                neuron.reset_code,
+                reset_code,
                 v_reset,
-                neuron.refractory,
+                refractory,
                 v_init,
-                neuron.has_current,
+                has_current,
                 state,
                 out_tptr,
                 out_idx,
                 kc,
             )
         else:
-            table = neuron.propagator(elapsed + n_steps, dtype)
+            table, thr, reset_code, v_reset, refractory, has_current, has_refractory, _ = constants
             common = (
                 bias,
                 table,
                 thr,
-                neuron.reset_code,
+                reset_code,
                 v_reset,
-                neuron.refractory,
+                refractory,
                 v_init,
-                neuron.has_current,
-                neuron.refractory > 0,
+                has_current,
+                has_refractory,
                 settle,
                 state,
                 out_tptr,
@@ -117,19 +123,76 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
                 kernels.dense_layer(source.tptr, source.idx, layer.weight_rows, *common, clock=clock)
             elif layer.kind == "conv":
                 kernels.conv_layer(
-                    source.tptr, source.idx, layer.geom, layer.kernel_weights, *common, clock=clock
+                    source.tptr,
+                    source.idx,
+                    layer.geom,
+                    layer.kernel_weights,
+                    *common,
+                    clock=clock,
+                    tables=tables,
                 )
             else:
                 kernels.csr_layer(
                     source.tptr, source.idx, layer.rowptr, layer.cols, layer.weights, *common, clock=clock
                 )
-        if not kc[:, 3].any():
+        if not any(kc[:, 3].tolist()):
             break
         cap = min(cap * 4, n_steps * layer.n_out)
-    used = int(kc[:, 2].max(initial=0))
+    used = _largest(kc[:, 2])
     if hasattr(layer, "spikes_per_step"):
         layer.spikes_per_step = used / n_steps
     return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), state, kc
+
+
+def _largest(column) -> int:
+    """The largest of a small int64 array ``[B]`` (0 if empty), by Python's
+    ``max`` over its list: a numpy reduction costs more for a batch of one."""
+    return max(column.tolist(), default=0)
+
+
+# what a layer's runs rebuild otherwise, by layer (kept out of the layers themselves, so that no
+# copy or pickle of a layer carries it; gone with the layer): see _constants and _conv_tables
+_MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _made(layer) -> dict:
+    made = _MADE.get(layer)
+    if made is None:
+        made = _MADE[layer] = {}
+    return made
+
+
+def _constants(layer, neuron, dtype, rows) -> tuple:
+    """The arguments of ``layer``'s kernels that depend only on its neuron
+    model, ``dtype`` and the propagator's ``rows`` (0: the dense path's
+    clock sweep, no table), and last the state width; remembered for the
+    last neuron, dtype and rows the layer ran with (a neuron is immutable:
+    the same object, the same values)."""
+    made = _made(layer)
+    cached = made.get("constants")
+    if cached is not None and cached[0] is neuron and cached[1] is dtype and cached[2] == rows:
+        return cached[3]
+    thr, v_reset = neuron.constants(dtype)
+    flags = (neuron.refractory, neuron.has_current, neuron.refractory > 0, _state_width(neuron))
+    if rows == 0:
+        args = (dtype(neuron.alpha or 0.0), dtype(neuron.beta), thr, neuron.reset_code, v_reset, *flags)
+    else:
+        args = (neuron.propagator(rows, dtype), thr, neuron.reset_code, v_reset, *flags)
+    made["constants"] = (neuron, dtype, rows, args)
+    return args
+
+
+def _conv_tables(layer, dtype) -> tuple:
+    """``kernels.event.conv_tables`` of a conv layer in ``dtype``, built
+    once per dtype and kept with the geometry and flat weights they were
+    built from: a layer given new ones (new arrays: a layer's are
+    read-only) builds them again."""
+    geom, weights = layer.geom, layer.kernel_weights
+    cache = _made(layer).setdefault("conv", {})
+    made = cache.get(dtype)
+    if made is None or made[0] is not geom or made[1] is not weights:
+        made = cache[dtype] = (geom, weights, conv_tables(geom, weights, dtype))
+    return made[2]
 
 
 def _run_maxpool(layer, source, carried=None):
@@ -271,9 +334,12 @@ def _choose_driven_mode(layer, bias, n_steps) -> str:
     ``[B, n]`` alone (no input spikes): event-driven, each neuron with a
     positive drive is scheduled and rescheduled at each of its spikes."""
     positive = bias > 0
+    scheduled = np.count_nonzero(positive) / len(bias)
+    per_update = _NS_PER_EVENT_UPDATE[layer.kind][True]
+    clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
+    if scheduled * per_update > clock_ns:  # the spikes add to the event path's cost: no need to count them
+        return "clock"
     drive = float(np.sum(bias, where=positive))
     spikes = min(drive / len(bias) / layer.neuron.threshold * n_steps, n_steps * layer.n_out)
-    scheduled = np.count_nonzero(positive) / len(bias)
-    event_ns = (scheduled + spikes) * _NS_PER_EVENT_UPDATE[layer.kind][True]
-    clock_ns = n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
+    event_ns = (scheduled + spikes) * per_update
     return "event" if event_ns <= clock_ns else "clock"
