@@ -73,10 +73,11 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
         ),
     )
     v_init = layer.v_init_row(dtype) if carried is None else np.zeros(0, dtype)
-    constants = _constants(layer, neuron, dtype, 0 if dense else elapsed + n_steps)
+    made = _made(layer)
+    constants = _constants(made, neuron, dtype, 0 if dense else elapsed + n_steps)
     width = 4 if dense else constants[-1]
     if layer.kind == "conv" and not dense:
-        tables = _conv_tables(layer, dtype)
+        tables = _conv_tables(made, layer, dtype)
     while True:
         state = np.empty((batch, layer.n_out, width), dtype) if carried is None else carried.copy()
         out_tptr = np.empty((batch, n_steps + 1), np.int64)
@@ -135,7 +136,7 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
                 kernels.csr_layer(
                     source.tptr, source.idx, layer.rowptr, layer.cols, layer.weights, *common, clock=clock
                 )
-        if not any(kc[:, 3].tolist()):
+        if not _largest(kc[:, 3]):  # no sample overflowed its output buffer (flags are 0 or 1)
             break
         cap = min(cap * 4, n_steps * layer.n_out)
     used = _largest(kc[:, 2])
@@ -145,9 +146,10 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
 
 
 def _largest(column) -> int:
-    """The largest of a small int64 array ``[B]`` (0 if empty), by Python's
-    ``max`` over its list: a numpy reduction costs more for a batch of one."""
-    return max(column.tolist(), default=0)
+    """The largest of an int64 array ``[B]`` (0 if empty); a few samples by
+    Python's ``max`` over its list (a numpy reduction costs ~2 us, much of a
+    batch-1 call's share)."""
+    return max(column.tolist(), default=0) if len(column) <= 64 else int(column.max(initial=0))
 
 
 # what a layer's runs rebuild otherwise, by layer (kept out of the layers themselves, so that no
@@ -156,19 +158,19 @@ _MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _made(layer) -> dict:
+    """What is kept for ``layer`` (a new dict at first)."""
     made = _MADE.get(layer)
     if made is None:
         made = _MADE[layer] = {}
     return made
 
 
-def _constants(layer, neuron, dtype, rows) -> tuple:
-    """The arguments of ``layer``'s kernels that depend only on its neuron
+def _constants(made, neuron, dtype, rows) -> tuple:
+    """The arguments of a layer's kernels that depend only on its ``neuron``
     model, ``dtype`` and the propagator's ``rows`` (0: the dense path's
-    clock sweep, no table), and last the state width; remembered for the
-    last neuron, dtype and rows the layer ran with (a neuron is immutable:
-    the same object, the same values)."""
-    made = _made(layer)
+    clock sweep, no table), and last the state width; remembered in
+    ``made`` (:func:`_made`) for the last neuron, dtype and rows the layer
+    ran with (a neuron is immutable: the same object, the same values)."""
     cached = made.get("constants")
     if cached is not None and cached[0] is neuron and cached[1] is dtype and cached[2] == rows:
         return cached[3]
@@ -182,13 +184,13 @@ def _constants(layer, neuron, dtype, rows) -> tuple:
     return args
 
 
-def _conv_tables(layer, dtype) -> tuple:
+def _conv_tables(made, layer, dtype) -> tuple:
     """``kernels.event.conv_tables`` of a conv layer in ``dtype``, built
-    once per dtype and kept with the geometry and flat weights they were
-    built from: a layer given new ones (new arrays: a layer's are
-    read-only) builds them again."""
+    once per dtype and kept in ``made`` (:func:`_made`) with the geometry
+    and flat weights they were built from: a layer given new ones (new
+    arrays: a layer's are read-only) builds them again."""
     geom, weights = layer.geom, layer.kernel_weights
-    cache = _made(layer).setdefault("conv", {})
+    cache = made.setdefault("conv", {})
     made = cache.get(dtype)
     if made is None or made[0] is not geom or made[1] is not weights:
         made = cache[dtype] = (geom, weights, conv_tables(geom, weights, dtype))
