@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import time
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 import snn_kernels as kernels
@@ -241,11 +243,7 @@ def _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs
             finals[name] = (state, bias[1], mode != "dense")
         trains[name] = out
     seconds = time.perf_counter() - start
-    if stack:
-        last = graph.populations[-1]
-        readout = last.name if last.has_neurons else None
-    else:
-        readout = graph.readout
+    readout = _readout(graph, stack)
     membrane = None
     if readout is not None:
         pop = graph[readout]
@@ -253,6 +251,16 @@ def _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs
     return _assemble(
         graph, n_steps, trains, counts, modes, {}, seconds, membrane, macs, int(stack), schedule.arrivals
     )
+
+
+def _readout(graph, stack) -> str | None:
+    """The population whose final membrane a run's result holds: the
+    graph's readout, or for a stack's result (``stack``) its last layer
+    (none if that is a gate)."""
+    if not stack:
+        return graph.readout
+    last = graph.populations[-1]
+    return last.name if last.has_neurons else None
 
 
 def _final_membrane(pop, state, bias, lazy, n_steps, dtype) -> np.ndarray:
@@ -434,11 +442,7 @@ class Simulation:
         recorded = {(pop.name, var): (idx, self.recorded(pop.name, var)) for pop, idx, var in self._record}
         counts, modes = self.totals(), self.modes()
         graph = self.graph
-        if stack:
-            last = graph.populations[-1]
-            readout = last.name if last.has_neurons else None
-        else:
-            readout = graph.readout
+        readout = _readout(graph, stack)
         membrane = None
         if readout is not None:
             membrane = (lambda: self.membrane(readout)) if lazy else self.membrane(readout)
@@ -688,58 +692,92 @@ class Simulation:
         pop = self.schedule[k].populations[0]
         return self._modes[pop.name] != "dense" and not isinstance(self.schedule[k].layer, _MergeLayer)
 
-    def _merge_currents(self, stage, t0, t1) -> tuple:
-        """The synaptic input of merge stage ``stage`` in steps ``t0 .. t1 -
-        1``, ``[B, steps, n]`` in the state dtype (its drive over time added
-        last, as the reference adds it), and its synaptic operations ``[B]``;
-        those of each delivery added to ``_proj_synops``."""
-        layer, steps = stage.layer, t1 - t0
-        currents = np.zeros((self.batch, steps, layer.n_out), self.graph.dtype)
-        if layer.n_conv:
-            rows = steps if layer.n_conv > 1 else 1  # several convolutions share each step's sums
-            sums = np.zeros((self.batch, rows, layer.n_out), self.graph.dtype)
-        total = np.zeros(self.batch, np.int64)
-        convs = 0
+    def _merge_chunk(self, k, stage, t0, t1) -> tuple:
+        """Merge stage ``k`` over steps ``t0 .. t1 - 1``: its trains, counts
+        ``[B, 4]`` and state. Samples run in blocks (:func:`_merge_block`):
+        a block's currents ``[b, steps, n]`` (state dtype) are delivered (its
+        drive over time added last, as the reference adds it), then swept by
+        ``kernels.clock_layer`` while they are still in cache, in buffers
+        reused by every block (:func:`_scratch`). The SynOps of each delivery
+        are added to ``_proj_synops``."""
+        layer, pop, steps, batch = stage.layer, stage.populations[0], t1 - t0, self.batch
+        n, dtype, neuron = layer.n_out, self.graph.dtype, pop.neuron
+        if k not in self._bias:
+            drive = self._drives.get(pop.name)
+            self._bias[k] = layer.bias(dtype) if drive is None else _layer_bias(dtype, pop, drive)
+        bias = self._bias[k][1]
+        drive = self._currents.get(pop.name)
+        spikes = []
         for d in layer.deliveries:
             src = self._window(d.source.name, t0 - d.delay, t1 - d.delay)
-            tptr, idx = np.ascontiguousarray(src.tptr), np.ascontiguousarray(src.idx)
-            synops = np.zeros(self.batch, np.int64)
-            if d.kind == "conv":
-                convs += 1
-                fold = convs == layer.n_conv  # the last convolution folds the sums into the currents
-                kernels.conv_currents(
-                    tptr, idx, d.geom, d.weights, *d.tables, sums, fold, currents, synops, layer.n_conv > 1
+            spikes.append((np.ascontiguousarray(src.tptr), np.ascontiguousarray(src.idx)))
+        synops = [np.zeros(batch, np.int64) for _ in layer.deliveries]
+        size = _merge_block(layer, steps, dtype, batch)
+        currents = _scratch("currents", (size, steps, n), dtype)
+        if layer.n_conv:  # channel-last sums, each step's shared by several convolutions: zero, and
+            # left zero by the convolution that folds them
+            sums = _scratch("sums", (size, steps if layer.n_conv > 1 else 1, n), dtype)
+            sums.fill(0)
+        carried = self._carried(k)
+        state = np.empty((batch, n, 4), dtype) if carried is None else carried.copy()
+        v_init = layer.v_init_row(dtype) if carried is None else np.zeros(0, dtype)
+        thr, v_reset = neuron.constants(dtype)
+        constants = (dtype(neuron.alpha or 0.0), dtype(neuron.beta), thr, neuron.reset_code, v_reset)
+        # output buffer: a guess, or the busiest sample's spikes per step of the layer's last run
+        cap = min(steps * n, max(1024, steps * n // 8, int(1.25 * layer.spikes_per_step * steps)))
+        out_tptr = np.empty((batch, steps + 1), np.int64)
+        out_idx = np.empty((batch, cap), np.int32)
+        counts = np.zeros((batch, 4), np.int64)
+        for s0 in range(0, batch, size):
+            s1 = min(batch, s0 + size)
+            block = currents[: s1 - s0]
+            block.fill(0)
+            convs = 0
+            for d, (tptr, idx), count in zip(layer.deliveries, spikes, synops, strict=True):
+                tptr, idx, count = tptr[s0:s1], idx[s0:s1], count[s0:s1]
+                if d.kind == "conv":
+                    convs += 1
+                    fold = convs == layer.n_conv  # the last convolution folds the sums into the currents
+                    shared = layer.n_conv > 1
+                    kernels.conv_currents(
+                        tptr, idx, d.geom, d.weights, *d.tables, sums[: s1 - s0], fold, block, count, shared
+                    )
+                elif d.kind == "dense":
+                    kernels.dense_currents(tptr, idx, d.weights, block, count)
+                else:
+                    kernels.csr_currents(tptr, idx, d.rowptr, d.cols, d.weights, block, count)
+            if drive is not None:
+                block += drive[s0:s1, t0:t1]
+            while True:  # (a sample whose spikes overflow out_idx leaves its state as it was)
+                kernels.clock_layer(
+                    block,
+                    bias if len(bias) == 1 else bias[s0:s1],
+                    *constants,
+                    neuron.refractory,
+                    v_init,
+                    neuron.has_current,
+                    state[s0:s1],
+                    out_tptr[s0:s1],
+                    out_idx[s0:s1],
+                    counts[s0:s1],
                 )
-            elif d.kind == "dense":
-                kernels.dense_currents(tptr, idx, d.weights, currents, synops)
-            else:
-                kernels.csr_currents(tptr, idx, d.rowptr, d.cols, d.weights, currents, synops)
-            total += synops
-            self._proj_synops[d.key] = self._proj_synops.get(d.key, 0) + synops
-        drive = self._currents.get(stage.populations[0].name)
-        if drive is not None:
-            currents += drive[:, t0:t1]
-        return currents, total
+                if not counts[s0:s1, 3].any():
+                    break
+                cap = min(cap * 4, steps * n)
+                grown = np.empty((batch, cap), np.int32)
+                grown[:s0, : out_idx.shape[1]] = out_idx[:s0]
+                out_idx = grown
+        for d, count in zip(layer.deliveries, synops, strict=True):
+            self._proj_synops[d.key] = self._proj_synops.get(d.key, 0) + count
+        used = int(counts[:, 2].max(initial=0))
+        layer.spikes_per_step = used / steps
+        counts[:, 0] = sum(synops)
+        return SpikeTrains(out_tptr, out_idx[:, :used].copy(), n), counts, state
 
     def _layer_chunk(self, k, stage, t0, t1):
         pop, steps = stage.populations[0], t1 - t0
         if isinstance(stage.layer, _MergeLayer):
-            if k not in self._bias:
-                drive = self._drives.get(pop.name)
-                dtype = self.graph.dtype
-                self._bias[k] = stage.layer.bias(dtype) if drive is None else _layer_bias(dtype, pop, drive)
-            currents, synops = self._merge_currents(stage, t0, t1)
-            out, counts, _, self._carry[k] = _run_as_layer(
-                self.graph.dtype,
-                stage.layer,
-                SpikeTrains.empty(steps, self.batch, 0),
-                "dense",
-                self._bias[k],
-                self._carried(k),
-                self._span,
-                currents,
-            )
-            counts[:, 0] = synops
+            out, counts, self._carry[k] = self._merge_chunk(k, stage, t0, t1)
             self._modes[pop.name] = "clock"
             self._unshifted[k] = steps
             self._pieces.setdefault(pop.name, []).append((t0, out))
@@ -1123,6 +1161,38 @@ class _MergeLayer(_ProjectionLayer):
             part = _part(graph, [self.pop], {self.pop.name: list(self.projections)})
             self._stepped = Stage((self.pop,), plan=SteppedPlan(part))
         return self._stepped
+
+
+# bytes of a merge stage's currents (and shared sums) a block of samples holds: written by the
+# deliveries, then read by the sweep, while they are still in the shared cache (32 MB here)
+MERGE_BLOCK_BYTES = 4 << 20
+
+
+def _merge_block(layer, steps, dtype, batch) -> int:
+    """Samples per block of merge layer ``layer`` over ``steps`` steps:
+    as many as :data:`MERGE_BLOCK_BYTES` holds (at least one, and one per
+    thread, which run the samples of a block in parallel)."""
+    rows = steps + (steps if layer.n_conv > 1 else 0)  # the currents, and the sums of each step if shared
+    per_sample = rows * layer.n_out * np.dtype(dtype).itemsize
+    return min(batch, max(1, numba.get_num_threads(), MERGE_BLOCK_BYTES // max(1, per_sample)))
+
+
+_SCRATCH = threading.local()  # per thread: name -> the buffer _scratch keeps
+
+
+def _scratch(name, shape, dtype) -> np.ndarray:
+    """An uninitialised array ``shape`` of ``dtype`` for this thread's merge
+    blocks: views of one buffer per ``name`` kept by the thread (grown as
+    needed; one of over ``2 * MERGE_BLOCK_BYTES`` is not kept), so that a
+    run does not fault in new pages for every merge and call."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    kept = getattr(_SCRATCH, name, None)
+    if kept is None or kept.nbytes < nbytes:
+        kept = np.empty(nbytes, np.uint8)
+        if nbytes <= 2 * MERGE_BLOCK_BYTES:
+            setattr(_SCRATCH, name, kept)
+    return kept[:nbytes].view(dtype).reshape(shape)
 
 
 def _layer_bias(dtype, pop, drive) -> tuple:
