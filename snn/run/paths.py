@@ -149,7 +149,10 @@ def _largest(column) -> int:
     """The largest of an int64 array ``[B]`` (0 if empty); a few samples by
     Python's ``max`` over its list (a numpy reduction costs ~2 us, much of a
     batch-1 call's share)."""
-    return max(column.tolist(), default=0) if len(column) <= 64 else int(column.max(initial=0))
+    n = len(column)
+    if n == 1:
+        return int(column[0])
+    return max(column.tolist(), default=0) if n <= 64 else int(column.max(initial=0))
 
 
 # what a layer's runs rebuild otherwise, by layer (kept out of the layers themselves, so that no
