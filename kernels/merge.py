@@ -74,15 +74,19 @@ def _conv_samples(
         currents = currents_b[sample]
         sums_s = sums_b[sample]
         synops = 0
+        c_lo, c_hi, w_base, a_base = 0, 0, 0, 0  # the channel of the last spike: its neurons, bases
         for t in range(currents.shape[0]):
             sums = sums_s[t if shared else 0]
             for e in range(tptr[t], tptr[t + 1]):
                 i = idx[e]
-                c = i // hw_in
-                p = i - c * hw_in
-                g = c // cg_in
-                w_base = (c - g * cg_in) * kk * c_out + g * cg_out
-                a_base = g * cg_out
+                if i < c_lo or i >= c_hi:  # another channel (spikes mostly come in neuron order)
+                    c = i // hw_in
+                    g = c // cg_in
+                    w_base = (c - g * cg_in) * kk * c_out + g * cg_out
+                    a_base = g * cg_out
+                    c_lo = c * hw_in
+                    c_hi = c_lo + hw_in
+                p = i - c_lo
                 for r in range(run_n[p]):
                     length = runs[p, r, RUN_LEN]
                     synops += length

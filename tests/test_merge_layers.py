@@ -130,6 +130,36 @@ def test_conv_delivery_matches_naive(dtype, seed):
     np.testing.assert_array_equal(syn2, want_syn + other_syn)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_conv_delivery_takes_spikes_in_any_order(seed):
+    """Spikes of a step in any order (a gate emits them unsorted), jumping
+    between channels and groups and back: the delivery finds each spike's
+    channel (it keeps the last one's) and sums what the expanded matrix
+    gives (dyadic weights: exact in any order)."""
+    rng = np.random.default_rng(seed)
+    groups, c_in, c_out, h, w = 2, 4, 6, 5, 4
+    geom = conv_geometry((c_in, h, w), c_out, (3, 3), 1, 1, 1, groups)
+    kernel = rng.choice(DYADIC, (c_out, c_in // groups, 3, 3)).astype(np.float32)
+    dense = conv_dense_rows(geom, kernel, np.float64)
+    n_in, n = c_in * h * w, dense.shape[1]
+    T, batch = 5, 2
+    trains = _trains(rng, T, batch, n_in, 0.4)
+    for b in range(batch):  # shuffle the spikes of every step
+        for t in range(T):
+            a, z = trains.tptr[b, t], trains.tptr[b, t + 1]
+            trains.idx[b, a:z] = rng.permutation(trains.idx[b, a:z])
+    weights = np.empty(kernel.size, np.float32)
+    delivery_weights(geom, kernel_layout(kernel), weights)
+    got, syn = np.zeros((batch, T, n)), np.zeros(batch, np.int64)
+    kernels.conv_currents(
+        trains.tptr, trains.idx, geom, weights, *run_tables(geom), np.zeros((batch, 1, n)), True, got, syn
+    )
+    fan_out = np.count_nonzero(conv_dense_rows(geom, np.ones_like(kernel)), axis=1)
+    want, want_syn = _naive_currents(trains, dense, fan_out, np.float64)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(syn, want_syn)
+
+
 # -- random merge graphs -----------------------------------------------------------------------------
 
 
