@@ -13,20 +13,19 @@ from .neuron import after_spike, bias_of
 
 
 @helper(choices=("reset_mode",))
-def _plain_step(v, b, current, beta, threshold, reset_mode, v_reset, ref_until, t, fired, out_idx, n_out):
+def _plain_step(v, b, current, beta, threshold, reset_mode, v_reset, fired, out_idx, n_out):
     """One step of plain IF/LIF neurons (no synaptic current, no refractory
     period), the arithmetic of :func:`clock_kernel`'s loop, ``v <- beta * v +
-    b + current``, in one contiguous branch-free loop that vectorises (a
-    spike's step in ``ref_until``, as there); then the spikes appended to
-    ``out_idx`` in neuron order. Returns the new
-    spike count, or -1 if ``out_idx`` is full."""
+    b + current``, in one contiguous branch-free loop that vectorises (each
+    neuron's last spike step, ``ref_until`` there, is read from the spikes
+    after the sweep); then the spikes appended to ``out_idx`` in neuron
+    order. Returns the new spike count, or -1 if ``out_idx`` is full."""
     n = v.shape[0]
     for j in range(n):
         v_new = beta * v[j] + b[j] + current[j]
         spike = v_new >= threshold
         fired[j] = spike
         v[j] = after_spike(v_new, threshold, reset_mode, v_reset) if spike else v_new
-        ref_until[j] = t if spike else ref_until[j]
     cap = out_idx.shape[0]
     if n_out + n <= cap:  # room for every neuron: a branch-free append
         m = np.uint64(n_out)  # unsigned: no negative-index wrap-around on the loop's dependency chain
@@ -107,14 +106,17 @@ def clock_kernel(has_current, has_refractory, reset_mode):
                         threshold,
                         reset_mode,
                         v_reset,
-                        ref_until,
-                        t,
                         fired,
                         out_idx,
                         n_out,
                     )
                     if n_out < 0:
                         break
+                if n_out >= 0:  # each neuron's last spike from the spikes (the sweep does not store it)
+                    for t in range(n_steps):
+                        stop = out_tptr[t + 1] if t + 1 < n_steps else n_out
+                        for e in range(out_tptr[t], stop):
+                            ref_until[out_idx[e]] = t
             for t in range(n_steps if has_current or has_refractory else 0):
                 out_tptr[t] = n_out
                 for j in range(n):

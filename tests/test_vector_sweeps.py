@@ -79,6 +79,41 @@ def test_clock_layer_plain_sweep(reset, shared, seed):
             assert np.array_equal(state[s, :, 3], np.where(last >= 0, last, -1))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_clock_layer_plain_sweep_in_two_chunks(seed):
+    """A run cut in two (the second chunk continues the state, its steps
+    counted from its start, ``ref`` shifted as the caller shifts it): the
+    spikes, membranes and each neuron's last spike step of the uncut run;
+    a neuron silent in the second chunk keeps the step it carried."""
+    rng = np.random.default_rng(20 + seed)
+    batch, n_steps, n, cut = 2, 10, 29, 6
+    currents = rng.normal(0.2, 0.6, (batch, n_steps, n))
+    bias = rng.normal(0.0, 0.1, (1, n))
+    v_init = rng.normal(0, 0.5, n)
+    args = (0.0, 0.9, 1.0, RESET_SUBTRACT, 0.0, 0, v_init, False)
+
+    def run(cur, state, v0):
+        out_tptr = np.zeros((batch, cur.shape[1] + 1), np.int64)
+        out_idx = np.zeros((batch, cur.shape[1] * n), np.int32)
+        counts = np.zeros((batch, 4), np.int64)
+        kernels.clock_layer(cur, bias, *args[:6], v0, False, state, out_tptr, out_idx, counts)
+        return [trains_of(out_tptr[s], out_idx[s]) for s in range(batch)]
+
+    whole = np.zeros((batch, n, 4))
+    spikes = run(currents, whole, v_init)
+    state = np.zeros((batch, n, 4))
+    first = run(np.ascontiguousarray(currents[:, :cut]), state, v_init)
+    state[..., 1] -= cut
+    state[..., 3] -= cut
+    second = run(np.ascontiguousarray(currents[:, cut:]), state, np.zeros(0))
+    for s in range(batch):
+        assert first[s] + second[s] == spikes[s]
+    np.testing.assert_array_equal(state[..., 0], whole[..., 0])
+    np.testing.assert_array_equal(state[..., 3] + cut, whole[..., 3])
+    silent = [j for j in range(n) if not any(j in f for f in second[0])]
+    assert silent and any(any(j in f for f in first[0]) for j in silent)  # carried, not rewritten
+
+
 def _csr(rng, n_in, n, density):
     dense = np.where(rng.random((n_in, n)) < density, rng.normal(0, 0.4, (n_in, n)), 0.0)
     rowptr = np.zeros(n_in + 1, np.int64)
