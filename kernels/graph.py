@@ -100,7 +100,7 @@ from .neuron import (
     sweep_step,
     value_at,
 )
-from .rng import below, poisson
+from .rng import below, next_u64, poisson
 
 ORDERED_CLOSE = 16  # close in index order once more than 1/16 of a population is touched
 # a population's neuron model, 2 * has_current + has_refractory; a set of models is a bit mask
@@ -284,7 +284,8 @@ class GraphState(NamedTuple):
     stopped; vclk [B, N] state dtype: during a kernel call, the membranes
     of its clock-stepped IF/LIF populations, contiguous (the sweep
     vectorises; ``state``'s rows, whose ``V`` and ``T_LAST`` it leaves
-    stale meanwhile, get them back at the end of the call). Scratch: with
+    stale meanwhile, get them back at the end of the call, except those of
+    a sample that has stopped at an early exit). Scratch: with
     a kernel call's samples run from their start to their end (an early
     exit, its history long enough for every step), the arrays of state,
     marks, calendars, sums, history and ``vclk`` may have one row, which
@@ -701,6 +702,7 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
             n_steps = head.shape[1] - 1
             if exit_rule and ex[3] != 0:
                 continue  # stopped
+            fresh = progress[2] == 0  # the state before step 0 set below (v_init)
             if progress[2] != 1:  # 0: state before step 0; 2: state given; calendars from it
                 if not clock_only:  # calendars: none in a kernel of sweeps only
                     head[:, :n_steps] = -1
@@ -746,8 +748,12 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
             if ck_plain:  # membranes of the plain clock-stepped populations to vclk, contiguous
                 for p in range(n_inputs, n_pops):
                     if plan.model[p] == MODEL_PLAIN and (clock_only or inputs.pop_clock[p]):
-                        for j in range(pop_start[p], pop_start[p + 1]):
-                            vclk[j] = state[j, V]
+                        if fresh:  # what the state's rows were just given: a contiguous copy
+                            for j in range(pop_start[p], pop_start[p + 1]):
+                                vclk[j] = plan.v_init[j]
+                        else:
+                            for j in range(pop_start[p], pop_start[p + 1]):
+                                vclk[j] = state[j, V]
             t_first = t
             while t < t_end and hist_idx.shape[0] - n_hist >= n_total:
                 e = in_tptr[t]
@@ -857,13 +863,34 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                             n_events = poisson(draws, plan.bg_lam[g] * n_p)
                             counts[p, 3] += n_events
                             w = plan.bg_w[g]
+                            # each event's neuron: below(draws, n_p), next_u64 inlined on a copy of the
+                            # generator in registers (the same numbers: a store to acc cannot alias it)
+                            n64 = np.uint64(n_p)
+                            x0, x1, x2, x3 = draws[0], draws[1], draws[2], draws[3]
                             for _ in range(n_events):
-                                j = base + below(draws, n_p)
+                                bits = x1 * np.uint64(5)
+                                bits = ((bits << np.uint64(7)) | (bits >> np.uint64(57))) * np.uint64(9)
+                                t17 = x1 << np.uint64(17)
+                                x2 ^= x0
+                                x3 ^= x1
+                                x1 ^= x2
+                                x0 ^= x3
+                                x2 ^= t17
+                                x3 = (x3 << np.uint64(45)) | (x3 >> np.uint64(19))
+                                m = (bits >> np.uint64(32)) * n64
+                                if (m & np.uint64(0xFFFFFFFF)) < n64:  # rare: below's rejection loop
+                                    floor = (np.uint64(0x100000000) - n64) % n64
+                                    draws[0], draws[1], draws[2], draws[3] = x0, x1, x2, x3
+                                    while (m & np.uint64(0xFFFFFFFF)) < floor:
+                                        m = (next_u64(draws) >> np.uint64(32)) * n64
+                                    x0, x1, x2, x3 = draws[0], draws[1], draws[2], draws[3]
+                                j = base + np.int64(m >> np.uint64(32))
                                 acc[j] += w
                                 if not clock:
                                     touched[n_touched] = j
                                     n_touched += 1 - mark[j]
                                     mark[j] = 1
+                            draws[0], draws[1], draws[2], draws[3] = x0, x1, x2, x3
                     table = tables[p]
                     bp = bias[bias_off[p] : bias_off[p + 1]]
                     model = plan.model[p]
@@ -1082,7 +1109,8 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                 if exit_rule and _exit_step(rec_v[t - 1], t, n_steps, inputs.exit_rule, ex):
                     ex[3] = 1
                     break
-            if ck_plain:  # and back to the state's rows, as of the last step done
+            if ck_plain and not (exit_rule and ex[3] != 0):  # and back to the state's rows, as of
+                # the last step done (a sample that has stopped is never stepped again: not needed)
                 stamp = state.dtype.type(t - 1)
                 for p in range(n_inputs, n_pops):
                     if plan.model[p] == MODEL_PLAIN and (clock_only or inputs.pop_clock[p]):

@@ -517,7 +517,7 @@ class SteppedExit:
         self.choices = None
         self._kernel = None
         self._entry = None  # the compiled kernel for this runner's argument types (see run)
-        self._one = None  # (inputs, state) of runs of one sample (see _run_one)
+        self._one = None  # (inputs, state, counters, reset) of runs of one sample (see _run_one)
         # bias rows as the kernel reads them: population k's at bias[:, off[k]:off[k + 1]],
         # its own bias (one value when shared) or, driven, its bias plus the sample's drive
         parts = [
@@ -654,40 +654,38 @@ class SteppedExit:
         """:meth:`run` of one sample over the arrays of the last such run
         (the caller holds the lock): the inputs and the state as the kernel
         takes them are made once (:meth:`_one_arrays`), and each run writes
-        what changes (bias, rule, generator) and resets what the kernel
-        counts on (progress, exit state, counts). Returns new arrays."""
+        what changes (the driven biases, the rule, the generators) and
+        resets what the kernel counts on (progress, counts and exit state:
+        views of one buffer, reset in one copy). Returns new arrays."""
         one = self._one
         if one is None:
             one = self._one = self._one_arrays()
-        inputs, state = one
+        inputs, state, counters, reset = one
         if drives.keys() != self._driven:
             raise ValueError(f"drives must be given for {sorted(self._driven)}, got {sorted(drives)}")
-        bias = inputs.bias
-        bias[:] = self._bias_fixed
-        for pop, a, b in self._bias_driven:
-            bias[:, a:b] = pop.bias + drives[pop.name]
+        bias = inputs.bias  # the biases not driven were written once
+        for pop, a, b in self._bias_driven:  # summed in float64, then cast, as _bias_rows does
+            np.add(pop.bias, drives[pop.name], out=bias[:, a:b])
         inputs.exit_rule[:] = rule
         plan = self.plan
         if plan.bg_stream:
             state.rng[:] = kernels.sample_states(seed, 1, plan.bg_stream)
-        state.progress[:] = 0
-        state.counts[:] = 0
-        exit_state = state.exit_state
-        exit_state[:] = 0
-        exit_state[:, 0] = -1
+        counters[:] = reset
         self._entry(self.n_steps, plan.arrays, inputs, state, 0, 1)
+        exit_state = state.exit_state
         if not exit_state[0, 3]:  # cannot happen: the history holds every step
             raise RuntimeError("a sample did not finish its run")
         steps = exit_state[:, 2].copy()
-        readout = state.rec_v[self._rows[1], steps - 1]  # a new array
-        if readout.dtype != np.float64:
-            readout = readout.astype(np.float64)
+        step = steps[0]
+        readout = state.rec_v[0, step - 1 : step].astype(np.float64)  # [1, C], a new array
         return steps, readout, state.counts.copy()
 
     def _one_arrays(self) -> tuple:
-        """``(inputs, state)`` of a run of one sample on the first scratch
-        row, made as :meth:`run` makes them (the same types: the compiled
-        kernel is called on them directly)."""
+        """``(inputs, state, counters, reset)`` of a run of one sample on
+        the first scratch row, made as :meth:`run` makes them (the same
+        types: the compiled kernel is called on them directly); the state's
+        progress, counts and exit state are C-contiguous views of
+        ``counters`` (int64), which ``reset`` holds as a run starts them."""
         plan, n_steps = self.plan, self.n_steps
         scratch = self._scratch.get(0)
         if scratch is None:
@@ -695,11 +693,17 @@ class SteppedExit:
         silent = self._silent.get(1)
         if silent is None:
             silent = self._silent[1] = plan._input_arrays({}, 1, n_steps)
-        self._rows.setdefault(1, np.arange(1))
+        n_counts = len(plan.order) * 4
+        counters = np.zeros(3 + n_counts + 4, np.int64)
+        progress = counters[:3].reshape(1, 3)
+        counts = counters[3 : 3 + n_counts].reshape(1, len(plan.order), 4)
+        exit_state = counters[3 + n_counts :].reshape(1, 4)
+        exit_state[:, 0] = -1
+        reset = counters.copy()
         inputs = GraphInputs(
             self.pop_clock,
             self.tables,
-            np.empty((1, self._bias_fixed.shape[1]), plan.dtype),
+            self._bias_fixed.copy(),  # writeable; the driven slices are written by each run
             self._bias_off,
             self.rec_ids,
             self.rec_pop,
@@ -711,11 +715,11 @@ class SteppedExit:
             **scratch,
             rng=kernels.sample_states(0, 1, plan.bg_stream),
             rec_v=np.empty((1, n_steps, self.n_out), plan.dtype),
-            counts=np.zeros((1, len(plan.order), 4), np.int64),
-            progress=np.zeros((1, 3), np.int64),
-            exit_state=np.zeros((1, 4), np.int64),
+            counts=counts,
+            progress=progress,
+            exit_state=exit_state,
         )
-        return inputs, state
+        return inputs, state, counters, reset
 
     def _new_scratch(self) -> dict:
         """One row of each scratch array of ``kernels.graph.GraphState``
