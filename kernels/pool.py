@@ -33,6 +33,8 @@ the maximum before the step", whichever spike comes first; and the running
 maximum ends the step as the window's true highest count.
 """
 
+import functools
+
 import numpy as np
 
 from ._jit import jit, pjit, prange, run_batch
@@ -78,6 +80,19 @@ def window_table(geom):
                 base = (c * h_out + oy_lo) * w_out + ox_lo if rows and cols else 0
                 table[(c * height + y) * width + x] = base | (rows << 40) | (cols << 48)
     return table
+
+
+def windows_of(geom) -> np.ndarray:
+    """:func:`window_table` of ``geom`` (int64 ``[11]``), made once per
+    geometry (the last few remembered: a run calls the gate at every
+    chunk). Writeable (numba compiles read-only arrays as another type),
+    never written."""
+    return _windows(geom.tobytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(geom_bytes):
+    return window_table(np.frombuffer(geom_bytes, np.int64).copy())
 
 
 @jit
@@ -161,13 +176,14 @@ def maxpool_layer(in_tptr, in_idx, geom, spike_count, window_max, out_tptr, out_
     kh, kw, sy, sx = (int(geom[k]) for k in (5, 6, 7, 8))
     if -(-kh // sy) > 255 or -(-kw // sx) > 255 or int(geom[0] * geom[3] * geom[4]) >= 1 << 40:
         raise ValueError("max-pool window too large for the gate's window table (over 255 windows a row)")
+    geom = np.ascontiguousarray(geom, np.int64)
     run_batch(
         _maxpool_layer,
         maxpool_sample,
         in_tptr,
         in_idx,
         geom,
-        window_table(np.ascontiguousarray(geom, np.int64)),
+        windows_of(geom),
         spike_count,
         window_max,
         out_tptr,

@@ -11,7 +11,7 @@ import pytest
 
 import snn_kernels as kernels
 from snn_kernels.neuron import RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE
-from snn_kernels.pool import window_table
+from snn_kernels.pool import window_table, windows_of
 
 RESETS = [RESET_SUBTRACT, RESET_TO_VALUE, RESET_NONE]
 
@@ -213,3 +213,18 @@ def test_window_table(c, h, w, kh, kw, sy, sx, py, px):
                 base, rows, cols = packed & ((1 << 40) - 1), (packed >> 40) & 255, (packed >> 48) & 255
                 got = [base + r * w_out + q for r in range(rows) for q in range(cols)]
                 assert got == want
+
+
+def test_window_table_made_once_per_geometry():
+    """The gate's window table is remembered per geometry: equal geometries
+    (other arrays) get the same table, equal to a fresh one; another
+    geometry gets its own."""
+    geom = np.array([3, 7, 6, 4, 3, 3, 3, 2, 2, 1, 1], np.int64)
+    table = windows_of(geom)
+    assert windows_of(geom.copy()) is table
+    np.testing.assert_array_equal(table, window_table(geom))
+    other = geom.copy()
+    other[9] = 0  # no padding: other windows
+    other[3] = 3
+    assert windows_of(other) is not table
+    np.testing.assert_array_equal(windows_of(other), window_table(other))
