@@ -124,3 +124,12 @@ def test_block_size_follows_the_budget(monkeypatch):
     assert schedule._merge_block(m1, 10, np.float64, 32) == 1
     monkeypatch.setattr(schedule.numba, "get_num_threads", lambda: 2)
     assert schedule._merge_block(m1, 10, np.float64, 32) == 2
+
+
+def test_a_run_with_no_samples_left():
+    """keep([]) (every sample left early): the merges run no block."""
+    g = _graph()
+    spikes, drive = _inputs()
+    sim = g.start(T, inputs={"x": spikes}, drive=drive, mode="clock").advance(4).keep([])
+    result = sim.advance().result()
+    assert all(c.spikes.shape == (0,) for c in result.counts)

@@ -1174,7 +1174,7 @@ def _merge_block(layer, steps, dtype, batch) -> int:
     thread, which run the samples of a block in parallel)."""
     rows = steps + (steps if layer.n_conv > 1 else 0)  # the currents, and the sums of each step if shared
     per_sample = rows * layer.n_out * np.dtype(dtype).itemsize
-    return min(batch, max(1, numba.get_num_threads(), MERGE_BLOCK_BYTES // max(1, per_sample)))
+    return max(1, min(batch, max(numba.get_num_threads(), MERGE_BLOCK_BYTES // max(1, per_sample))))
 
 
 _SCRATCH = threading.local()  # per thread: name -> the buffer _scratch keeps
