@@ -81,10 +81,11 @@ def clock_kernel(has_current, has_refractory, reset_mode):
             v = np.empty(n, state.dtype)
             i = np.empty(n, state.dtype)
             ref_until = np.empty(n, np.int64)
-            if v_init.shape[0]:  # a new run
-                v[:] = v_init
-                i[:] = 0.0
-                ref_until[:] = -1
+            if v_init.shape[0]:  # a new run (element by element: an array assignment's shape check
+                for j in range(n):  # compiles numba's string formatting, ~3 s cold)
+                    v[j] = v_init[j]
+                    i[j] = 0.0
+                    ref_until[j] = -1
             else:  # a chunk continuing ``state`` (steps counted from this chunk's start)
                 for j in range(n):
                     v[j] = state[j, 0]

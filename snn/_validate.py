@@ -8,6 +8,46 @@ import contextlib
 import numpy as np
 
 
+class KeepsReadOnly:
+    """Pickling and copying (``copy.deepcopy``, Dask workers) keep the
+    object's read-only arrays read-only: numpy gives every copy back
+    writeable, and numba compiles a writeable array as another type than a
+    read-only one, so a copied network would compile every kernel again
+    (seconds each). The arrays are found among the attributes and inside
+    the tuples, lists and dicts they hold."""
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state[_READ_ONLY] = _read_only_paths(self.__dict__, ())
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        paths = state.pop(_READ_ONLY, ())
+        self.__dict__.update(state)
+        for path in paths:
+            arr = self.__dict__
+            for key in path:
+                arr = arr[key]
+            arr.flags.writeable = False
+
+
+_READ_ONLY = "_read_only_arrays"
+
+
+def _read_only_paths(value, path: tuple) -> list:
+    """The keys leading to the read-only arrays within ``value``."""
+    if isinstance(value, np.ndarray):
+        return [] if value.flags.writeable else [path]
+    if isinstance(value, (tuple, list)):
+        items = enumerate(value)
+    elif isinstance(value, dict):
+        items = value.items()
+    else:
+        return []
+    return [found for key, item in items for found in _read_only_paths(item, (*path, key))]
+
+
 def real_array(name: str, value, dtype=np.float64, ndim: int | None = None) -> np.ndarray:
     """``value`` as a finite real array of ``dtype``; raises on NaN/inf, on
     complex/object/string data and on the wrong number of dimensions."""

@@ -207,3 +207,37 @@ def test_prepared_merge_compiles_both_paths(tmp_path):
     )
     assert got["mode"] == "clock"
     assert got["after"] == got["before"]
+
+
+def test_copied_networks_compile_nothing_more(tmp_path):
+    """A deep copy or an unpickled copy of a network or graph (calibration
+    copies the converted network; Dask workers unpickle it) keeps its
+    read-only arrays read-only (``snn._validate.KeepsReadOnly``): numpy
+    gives copies back writeable, which numba compiles as another type, so
+    every kernel the copy ran was compiled a second time (seconds each)."""
+    got = _child(
+        "import copy, math, pickle, numpy as np, snn\n"
+        "net = snn.Network([snn.Conv2d((1, 6, 6), 4, 3, snn.IF(), padding=1, v_init=0.5, seed=0),\n"
+        "                   snn.SparseLinear(144, 20, snn.LIF(beta=0.9), rowptr=np.arange(0, 721, 5),\n"
+        "                                    cols=np.arange(720) % 20, weights=np.linspace(0, 0.3, 720)),\n"
+        "                   snn.Linear(20, 5, snn.IF(threshold=math.inf), seed=2)])\n"
+        "rng = np.random.default_rng(0)\n"
+        "g = snn.Graph(dt=1e-3)\n"
+        "x = g.input(8, name='x')\n"
+        "a = g.population(20, snn.LIF(beta=0.9), name='a')\n"
+        "g.connect(x, a, rng.uniform(0, 0.6, (20, 8)), delay=0)\n"
+        "g.connect(a, a, rng.uniform(-0.3, 0.3, (20, 20)), delay=1)\n"
+        "spikes = (rng.random((10, 2, 8)) < 0.3).astype(np.uint8)\n"
+        "analog = rng.random((2, 36))\n"
+        "def runs(n, h):\n"
+        "    out = [n.run(analog=analog, T=8, mode=m).spikes(-1).tolist() for m in ('event', 'clock')]\n"
+        "    return out + [h.run(10, inputs={'x': spikes}, progress=False).spikes('a').tolist()]\n"
+        "first = runs(net, g)\n"
+        "before = compiled()\n"
+        "same = [runs(copy.deepcopy(net), copy.deepcopy(g)) == first,\n"
+        "        runs(pickle.loads(pickle.dumps(net)), pickle.loads(pickle.dumps(g))) == first]\n"
+        "print(json.dumps({'before': before, 'after': compiled(), 'same': same}))\n",
+        tmp_path,
+    )
+    assert got["same"] == [True, True]
+    assert got["after"] == got["before"]

@@ -26,7 +26,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import DTYPES, checked_csr, numba_threads, owned, positive_int, real_array, run_extent
+from .._validate import (
+    DTYPES,
+    KeepsReadOnly,
+    checked_csr,
+    numba_threads,
+    owned,
+    positive_int,
+    real_array,
+    run_extent,
+)
 from ..run.reference import run_graph_reference
 from ..run.result import RunResult
 from ..run.schedule import STREAM_EPOCH, Simulation, Stage, stages
@@ -73,7 +82,7 @@ class Population:
 
 
 @dataclass(frozen=True, eq=False)
-class Projection:
+class Projection(KeepsReadOnly):
     """Synapses from ``source`` to ``target``, stored as CSR by presynaptic
     neuron, one group per distinct delay: ``groups[g] = (delay, rowptr int64
     [n_source + 1], cols int32 [n_syn] target indices, weights float32 [n_syn]
@@ -121,7 +130,7 @@ class Projection:
 
 
 @dataclass(frozen=True, eq=False)
-class ConvProjection:
+class ConvProjection(KeepsReadOnly):
     """A 2-D convolution from ``source`` (an image ``(C_in, H, W)``) onto
     ``target`` (``(C_out, H_out, W_out)``), never expanded into a matrix:
     ``geom`` int64 [15] (``kernels.conv.GEOM_FIELDS``), ``kernel`` float32

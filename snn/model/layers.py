@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import checked_csr, owned, positive_int, real_array
+from .._validate import KeepsReadOnly, checked_csr, owned, positive_int, real_array
 from . import connectivity
 from .neurons import LIF, Neuron
 
 MODES = ("auto", "event", "clock", "dense")
 
 
-class Layer:
+class Layer(KeepsReadOnly):
     """Common part of every layer: neurons, bias, initial membrane, mode.
 
     Parameters
@@ -96,8 +96,6 @@ class Layer:
         state ``dtype`` (writeable, never written: numba compiles read-only
         arrays as another type); refused if ``dtype`` cannot hold it.
         Prepared once per dtype."""
-        if self._v_init.flags.writeable:  # a copy (deepcopy, unpickling) came back writeable: check it again
-            self.v_init = self._v_init.copy()
         key = np.dtype(dtype)
         if key not in self._v_init_rows:
             name = f"v_init of {self.name or type(self).__name__}"
@@ -108,8 +106,6 @@ class Layer:
         """The bias as the kernels take it, ``[1, n_out]`` of ``dtype`` or
         ``[1, 1]`` if shared by all neurons, and whether any is positive
         (then neurons can fire on their own); prepared once per dtype."""
-        if self._bias.flags.writeable:  # a copy (deepcopy, unpickling) came back writeable: check it again
-            self.bias = self._bias.copy()
         key = np.dtype(dtype)
         if key not in self._bias_rows:
             # a writeable copy: numba compiles read-only arrays as another type
