@@ -135,6 +135,15 @@ def test_cache_entry_of_another_signature_is_compiled_again(tmp_path):
 
 
 RECURRENT_GRAPH_BOUND = 10
+# an input of 8 -> 20 LIF neurons, dense weights, and those 20 onto themselves with delay 1
+RECURRENT_GRAPH = (
+    "rng = np.random.default_rng(0)\n"
+    "g = snn.Graph(dt=1e-3)\n"
+    "x = g.input(8, name='x')\n"
+    "a = g.population(20, snn.LIF(beta=0.9), name='a')\n"
+    "g.connect(x, a, rng.uniform(0, 0.6, (20, 8)), delay=0)\n"
+    "g.connect(a, a, rng.uniform(-0.3, 0.3, (20, 20)), delay=1)\n"
+)
 
 
 def test_recurrent_graph_compiles_only_what_it_uses(tmp_path):
@@ -154,13 +163,8 @@ def test_recurrent_graph_compiles_only_what_it_uses(tmp_path):
     the same kernel and compiles nothing more."""
     got = _child(
         "import numpy as np, snn\n"
-        "rng = np.random.default_rng(0)\n"
-        "g = snn.Graph(dt=1e-3)\n"
-        "x = g.input(8, name='x')\n"
-        "a = g.population(20, snn.LIF(beta=0.9), name='a')\n"
-        "g.connect(x, a, rng.uniform(0, 0.6, (20, 8)), delay=0)\n"
-        "g.connect(a, a, rng.uniform(-0.3, 0.3, (20, 20)), delay=1)\n"
-        "spikes = lambda b: (rng.random((10, b, 8)) < 0.3).astype(np.uint8)\n"
+        + RECURRENT_GRAPH
+        + "spikes = lambda b: (rng.random((10, b, 8)) < 0.3).astype(np.uint8)\n"
         "g.run(10, inputs={'x': spikes(1)}, progress=False)\n"
         "one = compiled()\n"
         "g.run(10, inputs={'x': spikes(3)}, progress=False)\n"
@@ -221,13 +225,8 @@ def test_copied_networks_compile_nothing_more(tmp_path):
         "                   snn.SparseLinear(144, 20, snn.LIF(beta=0.9), rowptr=np.arange(0, 721, 5),\n"
         "                                    cols=np.arange(720) % 20, weights=np.linspace(0, 0.3, 720)),\n"
         "                   snn.Linear(20, 5, snn.IF(threshold=math.inf), seed=2)])\n"
-        "rng = np.random.default_rng(0)\n"
-        "g = snn.Graph(dt=1e-3)\n"
-        "x = g.input(8, name='x')\n"
-        "a = g.population(20, snn.LIF(beta=0.9), name='a')\n"
-        "g.connect(x, a, rng.uniform(0, 0.6, (20, 8)), delay=0)\n"
-        "g.connect(a, a, rng.uniform(-0.3, 0.3, (20, 20)), delay=1)\n"
-        "spikes = (rng.random((10, 2, 8)) < 0.3).astype(np.uint8)\n"
+        + RECURRENT_GRAPH
+        + "spikes = (rng.random((10, 2, 8)) < 0.3).astype(np.uint8)\n"
         "analog = rng.random((2, 36))\n"
         "def runs(n, h):\n"
         "    out = [n.run(analog=analog, T=8, mode=m).spikes(-1).tolist() for m in ('event', 'clock')]\n"
