@@ -81,9 +81,9 @@ def test_blocks_keep_samples_apart(monkeypatch, size, chunks):
     assert all(batch.spikes(name).any() for name in ("m1", "m2"))
 
 
-def test_a_block_that_overflows_the_output_buffer_runs_again(monkeypatch):
-    """A block whose spikes overflow the output buffer (a guess) is swept
-    again with a larger one, the rows of the blocks before it kept."""
+def _overflowing():
+    """A merge whose sample 3 fires at every step (over the first guess of
+    the output buffer, 1024 spikes), its inputs and drive."""
     g = snn.Graph()
     x = g.input(300, name="x")
     m = g.population(300, snn.IF(threshold=1.0), name="m")
@@ -93,6 +93,13 @@ def test_a_block_that_overflows_the_output_buffer_runs_again(monkeypatch):
     rng = np.random.default_rng(5)
     spikes = (rng.random((T, BATCH, 300)) < 0.3).astype(np.uint8)
     drive = {"m": np.array([0.0, 0.0, 0.125, 2.0, 0.0])[:, None] * np.ones((BATCH, 300))}  # 3: every step
+    return g, layer, spikes, drive
+
+
+def test_a_block_that_overflows_the_output_buffer_runs_again(monkeypatch):
+    """A block whose spikes overflow the output buffer (a guess) is swept
+    again with a larger one, the rows of the blocks before it kept."""
+    g, layer, spikes, drive = _overflowing()
     alone = [_run(g, spikes[:, [b]], _sample(drive, [b]))[0] for b in range(BATCH)]
     assert alone[3].spikes("m").sum() == T * 300 > 1024  # over the first guess (1024 spikes)
     sweeps = []
@@ -133,3 +140,26 @@ def test_a_run_with_no_samples_left():
     sim = g.start(T, inputs={"x": spikes}, drive=drive, mode="clock").advance(4).keep([])
     result = sim.advance().result()
     assert all(c.spikes.shape == (0,) for c in result.counts)
+
+
+def test_an_overflowing_block_of_a_later_chunk_starts_again_from_its_state(monkeypatch):
+    """In a chunk that continues a run, a block swept again after an
+    overflow starts from the state the chunk began with: its samples that
+    did not overflow are not stepped twice."""
+    g, layer, spikes, drive = _overflowing()
+    whole = _run(g, spikes, drive)[0]
+    monkeypatch.setattr(schedule, "_merge_block", lambda *a: 2)
+    sim = g.start(T, inputs={"x": spikes}, drive=drive, mode="clock")
+    sweeps = []
+    real = schedule.kernels.clock_layer
+    monkeypatch.setattr(schedule.kernels, "clock_layer", lambda *a: sweeps.append(len(a[0])) or real(*a))
+    for steps in (5, 7):
+        layer.spikes_per_step = (
+            0.0  # the first guess again: the block of samples 2-3 overflows in both chunks
+        )
+        sim.advance(steps)
+    assert sweeps == [2, 2, 2, 1] * 2
+    cut = sim.result()
+    np.testing.assert_array_equal(cut.spikes("m"), whole.spikes("m"))
+    np.testing.assert_array_equal(cut.counts[-1].spikes, whole.counts[-1].spikes)
+    np.testing.assert_array_equal(cut.membrane, whole.membrane)

@@ -763,6 +763,8 @@ class Simulation:
                 )
                 if not counts[s0:s1, 3].any():
                     break
+                if carried is not None:  # swept again from the state the chunk began with (the
+                    state[s0:s1] = carried[s0:s1]  # samples that did not overflow have moved on)
                 cap = min(cap * 4, steps * n)
                 grown = np.empty((batch, cap), np.int32)
                 grown[:s0, : out_idx.shape[1]] = out_idx[:s0]
