@@ -58,7 +58,9 @@ class RunResult:
     (compilation excluded once prepared; NaN where not measured);
     ``projection_synops`` the synaptic operations of each projection by its
     name, ``[B]`` int64 (a graph's, or a stack's graph's; empty where not
-    counted; may be given as a function computing it when first read).
+    counted; may be given as a function computing it when first read);
+    ``counts`` may likewise be given as a function (with ``names``), called
+    when first read.
     """
 
     def __init__(
@@ -76,7 +78,7 @@ class RunResult:
         projection_synops=None,
     ):
         self.trains = trains
-        self.counts = counts
+        self._counts = counts  # or a function making them, called once when first read
         self._membrane = membrane  # or a function computing it, called once when first read
         self.backend = backend
         self.names = [c.name for c in counts] if names is None else list(names)
@@ -85,6 +87,17 @@ class RunResult:
         self.dt = dt
         self.seconds = seconds
         self._projection_synops = {} if projection_synops is None else projection_synops
+
+    @property
+    def counts(self) -> list[LayerCounts]:
+        """The :class:`LayerCounts` of each population, in the order of :attr:`names`."""
+        if callable(self._counts):  # assembled when first read (a batch-1 call often reads none)
+            self._counts = self._counts()
+        return self._counts
+
+    @counts.setter
+    def counts(self, value):
+        self._counts = value
 
     @property
     def membrane(self) -> np.ndarray | None:
@@ -104,7 +117,18 @@ class RunResult:
         return self._projection_synops
 
     def __getstate__(self):  # a pickle holds the membrane and counts themselves
-        return {**self.__dict__, "_membrane": self.membrane, "_projection_synops": self.projection_synops}
+        return {
+            **self.__dict__,
+            "_counts": self.counts,
+            "_membrane": self.membrane,
+            "_projection_synops": self.projection_synops,
+        }
+
+    def __setstate__(self, state):
+        state = dict(state)
+        if "counts" in state:  # pickled before counts could be lazy
+            state["_counts"] = state.pop("counts")
+        self.__dict__.update(state)
 
     @property
     def n_steps(self) -> int:

@@ -115,6 +115,13 @@ class Schedule(list):
         self.layers_only = all(
             s.layer is not None and not isinstance(s.layer, _MergeLayer) and s.delay == 0 for s in self
         )
+        # what _run_layers reads of each stage: (name, source name or None, gate or None, layer, population)
+        self.steps = tuple(
+            (s.populations[0].name, None if s.source is None else s.source.name, s.populations[0].pool)
+            + (s.layer, s.populations[0])
+            for s in self
+        )
+        self.readouts = (_readout(graph, False), _readout(graph, True))  # of a graph's result, a stack's
 
     def for_event(self, graph) -> Schedule:
         """This schedule for a run of mode ``"event"``: a merge's event path
@@ -220,34 +227,29 @@ def _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs
     start = time.perf_counter()
     dtype = graph.dtype
     trains = dict(given)
-    counts, modes, finals = {}, {}, {}  # finals: name -> (state, kernel bias, lazy) of each layer
-    for stage in schedule:
-        pop = stage.populations[0]
-        name = pop.name
-        if stage.source is None:
-            source = SpikeTrains.empty(n_steps, batch, 0)
-        else:
-            source = trains[stage.source.name]
-        if pop.pool is not None:
-            out, kc, _ = _run_maxpool(pop.pool, source)
+    counts, modes = {}, {}
+    readout = schedule.readouts[bool(stack)]
+    membrane = None
+    for name, source_name, pool, layer, pop in schedule.steps:
+        source = SpikeTrains.empty(n_steps, batch, 0) if source_name is None else trains[source_name]
+        if pool is not None:
+            out, kc, _ = _run_maxpool(pool, source)
             none = np.zeros(batch, np.int64)  # no SynOps, no background
             counts[name] = np.stack([none, kc[:, 1], kc[:, 2], none], axis=1)
             modes[name] = "gate"
         else:
             drive = drives.get(name)
-            bias = stage.layer.bias(dtype) if drive is None else _layer_bias(dtype, pop, drive)
+            bias = layer.bias(dtype) if drive is None else _layer_bias(dtype, pop, drive)
             out, counts[name], mode, state = _run_as_layer(
-                dtype, stage.layer, source, force_mode, bias, None, n_steps, None, drive is not None
+                dtype, layer, source, force_mode, bias, None, n_steps, None, drive is not None
             )
             modes[name] = mode
-            finals[name] = (state, bias[1], mode != "dense")
+            if name == readout:
+                membrane = functools.partial(
+                    _final_membrane, pop, state, bias[1], mode != "dense", n_steps, dtype
+                )
         trains[name] = out
     seconds = time.perf_counter() - start
-    readout = _readout(graph, stack)
-    membrane = None
-    if readout is not None:
-        pop = graph[readout]
-        membrane = functools.partial(_final_membrane, pop, *finals[readout], n_steps, dtype)
     return _assemble(
         graph, n_steps, trains, counts, modes, {}, seconds, membrane, macs, int(stack), schedule.arrivals
     )
@@ -470,7 +472,7 @@ class Simulation:
         self._pieces = {name: [(s, _rows(tr, rows)) for s, tr in ps] for name, ps in self._pieces.items()}
         self._rec_pieces = {key: [(s, v[:, rows]) for s, v in ps] for key, ps in self._rec_pieces.items()}
         self._static, self._assembled = {}, {}
-        self._bias = {k: tuple(b[rows] if len(b) > 1 else b for b in pair) for k, pair in self._bias.items()}
+        self._bias = {k: _bias_rows(b, rows) for k, b in self._bias.items()}
         self._drives = {name: d[rows] for name, d in self._drives.items()}
         self._currents = {name: np.ascontiguousarray(c[rows]) for name, c in self._currents.items()}
         self._counts = {name: c[rows] for name, c in self._counts.items()}
@@ -869,11 +871,31 @@ def _assemble(
     readout's final ``membrane``, ``macs`` ``[B]`` by name (done outside
     the graph on analog input; default none). ``first``: 1 for a stack's
     result (the populations from the second on, its layers; no ``dt``);
-    ``arrivals`` as :func:`_arriving` takes them."""
+    ``arrivals`` as :func:`_arriving` takes them. The counts are assembled
+    when first read (:func:`_layer_counts`)."""
+    pops = tuple(graph.populations[first:])  # (the graph as it is now: the counts may be read after an edit)
+    names = [p.name for p in pops]
+    if arrivals is None:
+        arrivals = _arrivals(graph)
+    return RunResult(
+        [trains[n] for n in names],
+        functools.partial(_layer_counts, graph, pops, n_steps, trains, counts, modes, macs, arrivals),
+        membrane,
+        "event",
+        names=names,
+        recorded={n: r for (n, var), r in recorded.items() if var == "v"} if recorded else None,
+        recorded_i={n: r for (n, var), r in recorded.items() if var == "i"} if recorded else None,
+        dt=None if first else graph.dt,
+        seconds=seconds,
+        projection_synops=lambda: projection_synops(graph, trains, n_steps),
+    )
+
+
+def _layer_counts(graph, pops, n_steps, trains, counts, modes, macs, arrivals) -> list:
+    """The :class:`LayerCounts` of populations ``pops`` in a run's result
+    (arguments as :func:`_assemble` takes them)."""
     batch = next(iter(trains.values())).batch_size
     arriving = _arriving(graph, trains, n_steps, arrivals)
-    pops = graph.populations[first:] if first else graph.populations
-    names = [p.name for p in pops]
     layer_counts = []
     for pop in pops:
         name = pop.name
@@ -895,18 +917,7 @@ def _assemble(
                 c[:, 3].copy() if into is None else into + c[:, 3],
             )
         )
-    return RunResult(
-        [trains[n] for n in names],
-        layer_counts,
-        membrane,
-        "event",
-        names=names,
-        recorded={n: r for (n, var), r in recorded.items() if var == "v"} if recorded else None,
-        recorded_i={n: r for (n, var), r in recorded.items() if var == "i"} if recorded else None,
-        dt=None if first else graph.dt,
-        seconds=seconds,
-        projection_synops=lambda: projection_synops(graph, trains, n_steps),
-    )
+    return layer_counts
 
 
 def _filled(batch, value) -> np.ndarray:
@@ -1198,16 +1209,33 @@ def _scratch(name, shape, dtype) -> np.ndarray:
 
 
 def _layer_bias(dtype, pop, drive) -> tuple:
-    """``(bias [B or 1, n], as the kernels read it)`` of a population with
-    its drive (summed in float64, as the stepped path does); the kernels'
-    is one value when all are equal (no per-neuron reads)."""
+    """``(bias [B or 1, n], as the kernels read it, positive)`` of a
+    population with its drive (summed in float64, as the stepped path does);
+    the kernels' is one value when all are equal (no per-neuron reads);
+    ``positive``: whether some bias is positive (None where not yet known:
+    :func:`_positive`; known without a drive, or when all are equal)."""
     if drive is None:
         bias = np.atleast_2d(pop.bias).astype(dtype)  # a copy (the population's is read-only)
     else:
         bias = (pop.bias + drive).astype(dtype, copy=False)
-    if (bias == bias.flat[0]).all():
-        return bias, np.ascontiguousarray(bias[:1, :1])
-    return bias, bias
+    first = bias.flat[0]
+    if not (bias.size > 1 and first != bias.flat[1]) and (bias == first).all():  # the first two tell most
+        return bias, np.ascontiguousarray(bias[:1, :1]), bool(first > 0)
+    return bias, bias, bool(bias.max() > 0) if drive is None else None
+
+
+def _bias_rows(bias, rows) -> tuple:
+    """:func:`_layer_bias`'s ``bias`` of the samples ``rows`` (whether some
+    is positive known again only where it is shared by all samples)."""
+    full, kernel, positive = bias
+    if len(full) == 1:
+        return bias
+    return full[rows], kernel[rows] if len(kernel) > 1 else kernel, positive if len(kernel) == 1 else None
+
+
+def _positive(bias) -> bool:
+    """Whether some bias of :func:`_layer_bias`'s ``bias`` is positive."""
+    return bias[2] if bias[2] is not None else bool(bias[0].max() > 0)
 
 
 def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, currents=None, has_drive=False):
@@ -1222,7 +1250,7 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
     ``[B, 4]``, the path that ran (``mode``, or the cost model's choice if
     ``"auto"``) and the state a next chunk continues from (its steps counted
     from this chunk's start: ``Simulation._carried``)."""
-    full, bias = bias
+    full, kernel_bias = bias[0], bias[1]
     mode = mode or layer.pop.mode
     silent = source.total == 0  # driven by its bias and drive alone (e.g. a stack's analog input)
     if currents is not None:
@@ -1234,13 +1262,15 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
     elif mode == "auto" and (layer.proj is None or silent):
         mode = _choose_driven_mode(layer, full, source.n_steps)
     elif mode == "auto":
-        mode = _choose_mode(layer, source, source.n_steps, dtype, bool(full.max() > 0))
+        mode = _choose_mode(layer, source, source.n_steps, dtype, _positive(bias))
     steps = source.n_steps
     before = 0 if span is None else span - steps  # _run_layer's table: before + steps rows
-    out, state, kc = _run_layer(layer, source, bias, currents, mode, steps, dtype, False, carried, before)
+    out, state, kc = _run_layer(
+        layer, source, kernel_bias, currents, mode, steps, dtype, False, carried, before
+    )
     if mode == "dense":
         kc[:, 0] = _synops(source, layer.fan_out)
-    kc[:, 3] = 0  # no background events
+    # kc[:, 3], the kernels' overflow flags, is 0 (_run_layer ran until none overflowed): no background events
     return out, kc, mode, state
 
 
