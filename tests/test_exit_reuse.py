@@ -137,4 +137,6 @@ def test_rule_keywords_checked_whatever_was_run_before(data):
     b = sc.run_early_exit(conv, x, 8, patience=np.int64(1))
     _same(_copy(a), _copy(b))
     assert a.rule == b.rule == str(ExitRule(patience=1))
-    assert stopping._rule({"patience": 1}) is stopping._rule({"patience": 1})
+    assert stopping._arguments(8, None, 1, "auto", {"patience": 1}) is stopping._arguments(
+        8, None, 1, "auto", {"patience": 1}
+    )

@@ -24,7 +24,6 @@ ran, and the wall time is measured.
 
 from __future__ import annotations
 
-import functools
 import time
 import weakref
 from collections.abc import Callable
@@ -32,8 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from snn_kernels.conv import NO_TAPS, tap_tables
+from snn_kernels.drive import drive_kernel
+from snn_kernels.event import _NO_COLS, _NO_GEOM, _NO_ROWPTR, CONV, CSR, DENSE
+
 from .._validate import numba_threads, run_extent
-from ..run.paths import _vecmat
 from ..run.schedule import stages
 from ..run.spiketrains import SpikeTrains
 from ..run.stepped import (
@@ -51,7 +53,8 @@ from .base import check_labels, check_samples
 from .chain import ConvertedNetwork
 from .graph import ConvertedGraph, drive_currents
 
-_EXITS = weakref.WeakKeyDictionary()  # graph -> {key: SteppedPlan or SteppedExit or the refusal}
+# graph -> {readout: its plan or the refusal, runner key: SteppedExit, None: _chain of a stack}
+_EXITS = weakref.WeakKeyDictionary()
 ENGINES = ("auto", "kernel", "chunked")
 
 
@@ -229,37 +232,23 @@ def run_early_exit(
     ``every > 1`` stops a sample in the kernel where the chunked way would
     (at the end of the chunk it exits in)."""
     start = time.perf_counter()
-    if rule is None:
-        rule = _rule(rule_kwargs)
-    elif rule_kwargs:
-        raise TypeError(f"give rule= or its keywords ({', '.join(rule_kwargs)}), not both")
-    if not isinstance(rule, ExitRule):
-        raise TypeError(f"rule must be an ExitRule, got {type(rule).__name__}")
-    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"every must be an integer >= 1, got {every!r}")
-    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
-        raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "kernel" and rule.custom is not None:
-        raise ValueError("a custom rule is judged in Python: use engine='chunked' (or 'auto')")
-    graph, readout, drive, macs = _as_graph(converted, x)
+    rule, text, fields = _arguments(T, rule, every, engine, rule_kwargs)
+    graph, cache, readout, drive, macs = _as_graph(converted, x)
     batch = len(x)
     if engine != "chunked" and rule.custom is None:
-        runner = _exit_runner(graph, readout, T, mode, drive, engine == "kernel")
+        runner = _exit_runner(cache, graph, readout, T, mode, drive, engine == "kernel")
         if runner is not None:
             if rule.margin is not None and runner.n_out < 2:
                 raise ValueError("margin needs a readout of at least two classes")
-            run_extent(int(T), batch, graph.dtype)
+            if batch > 1:  # T was checked for one sample as the runner was made
+                run_extent(int(T), batch, graph.dtype)
             if graph.dtype != np.float64:  # what the state precision holds (float64: any finite drive)
                 graph._check_precision(drive)
-            text, fields = _rule_fields(rule, int(every))
             if n_threads is None:
-                exit_step, final, counts = runner.run(drive, batch, 0, fields)
+                exit_step, final, done = runner.run(drive, batch, 0, fields)
             else:
                 with numba_threads(n_threads):
-                    exit_step, final, counts = runner.run(drive, batch, 0, fields)
-            done = counts.sum(axis=1)
+                    exit_step, final, done = runner.run(drive, batch, 0, fields)
             return ExitedRun(
                 text,
                 T,
@@ -325,43 +314,59 @@ def run_early_exit(
     )
 
 
-_RULES = {}  # (keyword, type, value) of ExitRule's keywords -> the rule (a few, see _rule)
+_CALLS = {}  # a few recent calls' rule arguments -> what _arguments made of them
 
 
-def _rule(kwargs) -> ExitRule:
-    """``ExitRule(**kwargs)``, the same object for the same keywords (of the
-    same types: ``patience=True`` is refused, ``patience=1`` is not), so
-    that calls in a loop check and build it once."""
+def _arguments(T, rule, every, engine, kwargs) -> tuple:
+    """``(rule, str(rule), its kernel fields)`` of a call of
+    :func:`run_early_exit` (``rule``, or its keywords ``kwargs``; the
+    fields for chunks of ``every`` steps, the first ending when the rule
+    can first hold, read-only: :meth:`SteppedExit.run` copies them), the
+    arguments checked. Kept for the same arguments (values and types:
+    ``patience=True`` is refused, ``patience=1`` is not), so that calls in
+    a loop check them and build the rule once."""
     try:
-        key = tuple((k, type(v), v) for k, v in kwargs.items())
-        rule = _RULES.get(key)
+        types = tuple(map(type, kwargs.values()))
+        key = (T, type(T), every, type(every), engine, rule, tuple(kwargs.items()), types)
+        made = _CALLS.get(key)
     except TypeError:  # an unhashable value (a custom callable object): not kept
-        return ExitRule(**kwargs)
+        key = made = None
+    if made is not None:
+        return made
     if rule is None:
         rule = ExitRule(**kwargs)
-        if len(_RULES) >= 64:
-            _RULES.clear()
-        _RULES[key] = rule
-    return rule
-
-
-@functools.lru_cache(maxsize=256)
-def _rule_fields(rule: ExitRule, every: int) -> tuple:
-    """``(str(rule), its kernel fields)`` for chunks of ``every`` steps (the
-    first ending when the rule can first hold), made once per rule; the
-    fields are read-only (:meth:`SteppedExit.run` copies them)."""
+    elif kwargs:
+        raise TypeError(f"give rule= or its keywords ({', '.join(kwargs)}), not both")
+    if not isinstance(rule, ExitRule):
+        raise TypeError(f"rule must be an ExitRule, got {type(rule).__name__}")
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"every must be an integer >= 1, got {every!r}")
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
+        raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "kernel" and rule.custom is not None:
+        raise ValueError("a custom rule is judged in Python: use engine='chunked' (or 'auto')")
+    every = int(every)
     fields = rule.fields(every, max(every, rule.earliest))
     fields.flags.writeable = False
-    return str(rule), fields
+    made = (rule, str(rule), fields)
+    if key is not None:
+        if len(_CALLS) >= 64:
+            _CALLS.clear()
+        _CALLS[key] = made
+    return made
 
 
-def _exit_runner(graph, readout, T, mode, drive, required):
+def _exit_runner(cache, graph, readout, T, mode, drive, required):
     """The :class:`SteppedExit` of ``graph`` for these arguments (built
-    once), or None when the network cannot be stepped together (a max-pool
-    gate) and the kernel is not ``required`` (else that ``ValueError``)."""
-    cache = _EXITS.get(graph)
-    if cache is None:
-        cache = _EXITS[graph] = {}
+    once, kept in ``cache``, the graph's dict in ``_EXITS``), or None when
+    the network cannot be stepped together (a max-pool gate) and the
+    kernel is not ``required`` (else that ``ValueError``)."""
+    key = (readout, T, mode, frozenset(drive))
+    runner = cache.get(key) if mode in _KERNEL_MODES else None
+    if runner is not None:  # made by an earlier run: the checks below passed then
+        return runner
     plan = cache.get(readout)
     if plan is None:
         try:
@@ -373,37 +378,81 @@ def _exit_runner(graph, readout, T, mode, drive, required):
         if required:
             raise ValueError(f"engine='kernel' steps every population together: {plan}")
         return None
-    if mode not in (None, "event", "clock", "auto"):  # "dense" runs in layer stages only
+    if mode not in _KERNEL_MODES:  # "dense" runs in layer stages only
         if required:
             raise ValueError(f"engine='kernel' takes mode 'event', 'clock', 'auto' or None, got {mode!r}")
         return None
-    key = (readout, int(T), mode, frozenset(drive))
-    runner = cache.get(key)
-    if runner is None:
-        runner = cache[key] = SteppedExit(plan, int(T), readout, mode, frozenset(drive))
+    run_extent(int(T), 1, graph.dtype)
+    runner = cache[key] = SteppedExit(plan, int(T), readout, mode, frozenset(drive))
     return runner
 
 
+_KERNEL_MODES = (None, "event", "clock", "auto")
+
+
 def _as_graph(converted, x) -> tuple:
-    """``(graph, readout name, drives by population, MACs [B])`` of a
-    converted model on samples ``x``."""
+    """``(graph, its dict in _EXITS, readout name, drives by population,
+    MACs [B])`` of a converted model on samples ``x``."""
     if isinstance(converted, ConvertedGraph):
         x = check_samples(x, "x", converted.input_shape)
         currents, macs = drive_currents(converted.drives, converted.input_shape, x)
         total = sum(np.asarray(m, np.int64) for m in macs.values())
-        return converted.network, converted.readout, currents, np.broadcast_to(total, (len(x),)).copy()
+        graph = converted.network
+        return graph, _cache(graph), converted.readout, currents, np.broadcast_to(total, (len(x),)).copy()
     if not isinstance(converted, ConvertedNetwork):
         raise TypeError(f"expected a ConvertedNetwork or ConvertedGraph, got {type(converted).__name__}")
-    flat = converted._flat(x)
-    network = converted.network
-    graph = network.graph()  # kept by the network while its layers are unchanged
+    flat = _flat(converted, x)
+    graph = converted.network.graph()  # kept by the network while its layers are unchanged
+    cache = _cache(graph)
+    chain = cache.get(None)
+    if chain is None:
+        chain = cache[None] = _chain(converted.network)
+    readout, name, fan_out, kernel, args, n = chain
+    drive = np.empty((len(flat), n))
+    kernel(flat, *args, drive)
+    return graph, cache, readout, {name: drive}, np.dot(flat != 0, fan_out)  # MACs [B] int64: exact
+
+
+def _cache(graph) -> dict:
+    """What is kept for ``graph`` (see ``_EXITS``)."""
+    cache = _EXITS.get(graph)
+    if cache is None:
+        cache = _EXITS[graph] = {}
+    return cache
+
+
+def _chain(network) -> tuple:
+    """``(readout name, first layer's name, its fan-out (int64), kernel,
+    arguments, its size)`` of a stack, read once per graph (a changed layer
+    makes a new graph): ``kernel(x, *arguments, drive)`` writes ``drive =
+    x @ W`` of the first layer (``[B, n_in]``, ``[B, n]`` float64) as
+    :func:`snn.run.paths._vecmat` does, with the connectivity arguments
+    ``kernels.drive``'s functions pass."""
     first = network.layers[0]
     if first.kind == "maxpool":
         raise ValueError("the network's first layer is a max pool: no analog input to drive")
-    macs = np.dot(flat != 0, first.fan_out.astype(np.int64, copy=False))  # [B] int64: exact
-    return (
-        graph,
-        network.layer_name(len(network.layers) - 1),
-        {network.layer_name(0): _vecmat(flat, first)},
-        macs,
-    )
+    if first.kind == "dense":
+        kernel = drive_kernel(DENSE)
+        args = (_NO_ROWPTR, _NO_COLS, first.weight_rows.reshape(-1), _NO_GEOM, *NO_TAPS)
+    elif first.kind == "conv":
+        kernel = drive_kernel(CONV)
+        args = (_NO_ROWPTR, _NO_COLS, first.kernel_weights, first.geom, *tap_tables(first.geom))
+    else:
+        kernel = drive_kernel(CSR)
+        args = (first.rowptr, first.cols, first.weights, _NO_GEOM, *NO_TAPS)
+    fan_out = first.fan_out.astype(np.int64)
+    fan_out.flags.writeable = False
+    name = network.layer_name(0)
+    return network.layer_name(len(network.layers) - 1), name, fan_out, kernel, args, first.n_out
+
+
+def _flat(converted, x) -> np.ndarray:
+    """``converted._flat(x)`` (checked samples, flattened: a new float64
+    array, here C-contiguous), its checks cut short for a non-empty array
+    of finite floats of the model's sample shape."""
+    fast = type(x) is np.ndarray and x.ndim >= 2 and len(x) and x.dtype.kind == "f"
+    if fast and x.shape[1:] == converted.input_shape:
+        flat = x.reshape(len(x), -1).astype(np.float64, order="C")
+        if np.isfinite(flat).all():
+            return flat
+    return np.ascontiguousarray(converted._flat(x))

@@ -517,7 +517,7 @@ class SteppedExit:
         self.choices = None
         self._kernel = None
         self._entry = None  # the compiled kernel for this runner's argument types (see run)
-        self._one = None  # (inputs, state, counters, reset) of runs of one sample (see _run_one)
+        self._one = None  # (inputs, state, counters, reset, driven) of runs of one sample (see _run_one)
         # bias rows as the kernel reads them: population k's at bias[:, off[k]:off[k + 1]],
         # its own bias (one value when shared) or, driven, its bias plus the sample's drive
         parts = [
@@ -554,7 +554,7 @@ class SteppedExit:
         """Run ``batch`` samples (``drives``: by population name, ``[B,
         n]``) under ``rule`` (``kernels.graph.EXIT_FIELDS`` float64).
         Returns ``(exit_step [B], readout [B, C] at the exit step, counts
-        [B, P, 4] of the steps run)``.
+        [B, 4] of the steps run, summed over the populations)``.
 
         The samples are split into one contiguous range per thread, and
         each thread runs its range in one kernel call over one row of
@@ -648,7 +648,7 @@ class SteppedExit:
         readout = rec_v[rows, steps - 1]  # a new array
         if readout.dtype != np.float64:
             readout = readout.astype(np.float64)
-        return steps, readout, counts
+        return steps, readout, counts.sum(axis=1)
 
     def _run_one(self, drives: dict, seed: int, rule: np.ndarray) -> tuple:
         """:meth:`run` of one sample over the arrays of the last such run
@@ -660,12 +660,11 @@ class SteppedExit:
         one = self._one
         if one is None:
             one = self._one = self._one_arrays()
-        inputs, state, counters, reset = one
+        inputs, state, counters, reset, driven = one
         if drives.keys() != self._driven:
             raise ValueError(f"drives must be given for {sorted(self._driven)}, got {sorted(drives)}")
-        bias = inputs.bias  # the biases not driven were written once
-        for pop, a, b in self._bias_driven:  # summed in float64, then cast, as _bias_rows does
-            np.add(pop.bias, drives[pop.name], out=bias[:, a:b])
+        for bias, name, out in driven:  # summed in float64, then cast, as _bias_rows does
+            np.add(bias, drives[name], out=out)
         inputs.exit_rule[:] = rule
         plan = self.plan
         if plan.bg_stream:
@@ -678,14 +677,16 @@ class SteppedExit:
         steps = exit_state[:, 2].copy()
         step = steps[0]
         readout = state.rec_v[0, step - 1 : step].astype(np.float64)  # [1, C], a new array
-        return steps, readout, state.counts.copy()
+        return steps, readout, state.counts.sum(axis=1)
 
     def _one_arrays(self) -> tuple:
-        """``(inputs, state, counters, reset)`` of a run of one sample on
-        the first scratch row, made as :meth:`run` makes them (the same
-        types: the compiled kernel is called on them directly); the state's
-        progress, counts and exit state are C-contiguous views of
-        ``counters`` (int64), which ``reset`` holds as a run starts them."""
+        """``(inputs, state, counters, reset, driven)`` of a run of one
+        sample on the first scratch row, made as :meth:`run` makes them (the
+        same types: the compiled kernel is called on them directly); the
+        state's progress, counts and exit state are C-contiguous views of
+        ``counters`` (int64), which ``reset`` holds as a run starts them;
+        ``driven``: ``(bias, name, view)`` of each driven population, the
+        view the slice of ``inputs.bias`` where its bias plus drive goes."""
         plan, n_steps = self.plan, self.n_steps
         scratch = self._scratch.get(0)
         if scratch is None:
@@ -719,7 +720,8 @@ class SteppedExit:
             progress=progress,
             exit_state=exit_state,
         )
-        return inputs, state, counters, reset
+        driven = [(pop.bias, pop.name, inputs.bias[:, a:b]) for pop, a, b in self._bias_driven]
+        return inputs, state, counters, reset, driven
 
     def _new_scratch(self) -> dict:
         """One row of each scratch array of ``kernels.graph.GraphState``
