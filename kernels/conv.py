@@ -130,6 +130,9 @@ def column(kx, kw, stride):
     return before + (kw - 1 - kx) // stride
 
 
+column_in_python = getattr(column, "py_func", column)  # the same, called from Python: no wrapper to compile
+
+
 def spatial_runs(geom):
     """Delivery runs of a geometry: for input position ``p = y * W_in + x``,
     ``n_runs[p]`` runs ``runs[p, r]`` (int64 fields :data:`RUN_ACC` ...):
@@ -162,7 +165,7 @@ def spatial_runs(geom):
                 runs[p, r, RUN_PIXELS] += 1
             else:
                 r += 1
-                col = column(kx, kw, sx) if merge else kx
+                col = column_in_python(kx, kw, sx) if merge else kx
                 runs[p, r] = (pixel[p, k] * c_out, (ky * kw + col) * c_out, cg_out, pixel[p, k], 1)
             last_ky, last_kx = ky, kx
         n_runs[p] = r + 1

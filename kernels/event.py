@@ -50,8 +50,9 @@ from .conv import (
     RUN_PIXEL,
     RUN_PIXELS,
     RUN_W,
+    column_in_python,
     conv_sizes,
-    delivery_weights,
+    merges_rows,
     run_tables,
 )
 from .neuron import (
@@ -539,43 +540,45 @@ def _first_due(state, bias, table, n_steps, threshold, due_next):
 PRE_FIRST, PRE_END, PRE_ACC, PRE_W, PRE_KEY = range(5)  # the fields of an input's row in _conv_tables
 
 
-@jit
 def _conv_tables(geom, weights, n_runs, runs, like):
     """The tables of a convolution's delivery (:func:`conv_tables`): the flat weights in the
     state dtype (that of the array ``like``; converted once instead of at every
-    synaptic operation: the same values); the delivery runs of
-    ``kernels.conv.spatial_runs`` (``n_runs, runs``) flattened, those of input
-    position ``p`` in consecutive rows (fields ``RUN_ACC ...``); and for each
-    input neuron ``(c, y, x)`` one row (fields :data:`PRE_FIRST` ...): its
+    synaptic operation: the same values), laid out as ``kernels.conv.delivery_weights``
+    lays them; the delivery runs of ``kernels.conv.spatial_runs`` (``n_runs, runs``)
+    flattened, those of input position ``p`` in consecutive rows (fields ``RUN_ACC ...``);
+    and for each input neuron ``(c, y, x)`` one row (fields :data:`PRE_FIRST` ...): its
     position's runs ``PRE_FIRST .. PRE_END``, the offset of its group's
     channels in a channel-last pixel (``g * C_out/groups``), of its weights
     (``(c_local * kh * kw) * C_out + g * C_out/groups``) and of its group's
     pixels (``g * H_out * W_out``), so that delivery divides nothing and
     reads one row per input spike and one per run (no gather from separate
-    tables)."""
-    hw_in, cg_in, c_out, cg_out, kk, plane = conv_sizes(geom)
+    tables). By numpy, once per layer and dtype: no kernel of its own to compile."""
+    c_in, h_in, w_in, c_out, h_out, w_out, kh, kw = (int(v) for v in geom[:8])
+    hw_in, groups, plane = h_in * w_in, int(geom[14]), h_out * w_out
+    cg_in, cg_out, kk = c_in // groups, c_out // groups, kh * kw
+    # delivery_weights: each kernel row's columns reordered where rows merge, converted exactly
+    cols = (
+        [column_in_python(kx, kw, int(geom[9])) for kx in range(kw)] if merges_rows(geom) else list(range(kw))
+    )
+    rows = weights.shape[0] // (kw * c_out) if kw * c_out else 0
     w_st = np.empty(weights.shape[0], like.dtype)
-    delivery_weights(geom, weights, w_st)
-    start = np.empty(hw_in + 1, np.int64)
-    start[0] = 0
-    for p in range(hw_in):
-        start[p + 1] = start[p] + n_runs[p]
-    flat_runs = np.empty((start[hw_in], 5), np.int64)
-    for p in range(hw_in):
-        for r in range(n_runs[p]):
-            for f in range(5):
-                flat_runs[start[p] + r, f] = runs[p, r, f]
-    n_in = geom[0] * hw_in
-    pre_rows = np.empty((n_in, 5), np.int64)
-    for pre in range(n_in):
-        c = pre // hw_in
-        g = c // cg_in
-        p = pre - c * hw_in
-        pre_rows[pre, PRE_FIRST] = start[p]
-        pre_rows[pre, PRE_END] = start[p + 1]
-        pre_rows[pre, PRE_ACC] = g * cg_out
-        pre_rows[pre, PRE_W] = (c - g * cg_in) * kk * c_out + g * cg_out
-        pre_rows[pre, PRE_KEY] = g * plane
+    w_st[: rows * kw * c_out].reshape(rows, kw, c_out)[:, cols] = weights[: rows * kw * c_out].reshape(
+        rows, kw, c_out
+    )
+    n_runs = np.asarray(n_runs, np.int64)[:hw_in]
+    start = np.zeros(hw_in + 1, np.int64)
+    np.cumsum(n_runs, out=start[1:])
+    flat_runs = np.ascontiguousarray(runs[:hw_in][np.arange(runs.shape[1]) < n_runs[:, None]], np.int64)
+    pre = np.arange(c_in * hw_in, dtype=np.int64)
+    c = pre // hw_in if hw_in else pre
+    g = c // cg_in if cg_in else c
+    p = pre - c * hw_in
+    pre_rows = np.empty((pre.shape[0], 5), np.int64)
+    pre_rows[:, PRE_FIRST] = start[p]
+    pre_rows[:, PRE_END] = start[p + 1]
+    pre_rows[:, PRE_ACC] = g * cg_out
+    pre_rows[:, PRE_W] = (c - g * cg_in) * kk * c_out + g * cg_out
+    pre_rows[:, PRE_KEY] = g * plane
     return w_st, pre_rows, flat_runs
 
 
