@@ -5,8 +5,8 @@ Imports only numpy and numba; never the user-facing ``snn`` package.
 
 from .clock import clock_layer
 from .conv import spatial_taps
-from .drive import conv_drive, csr_drive, dense_drive, spike_currents
-from .event import CONV, CSR, conv_layer, csr_layer, dense_layer
+from .drive import bound_drive, conv_drive, csr_drive, dense_drive, spike_currents
+from .event import CONV, CSR, DENSE, conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
 from .merge import conv_currents, csr_currents, dense_currents
 from .neuron import REF, RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE, T_LAST, settle
@@ -16,6 +16,7 @@ from .rng import sample_states, seed_state
 __all__ = [
     "CONV",
     "CSR",
+    "DENSE",
     "REF",
     "RESET_NONE",
     "RESET_SUBTRACT",
@@ -24,6 +25,7 @@ __all__ = [
     "background_step",
     "clock_layer",
     "conv_currents",
+    "bound_drive",
     "conv_drive",
     "conv_layer",
     "csr_currents",

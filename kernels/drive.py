@@ -1,6 +1,7 @@
 """Synaptic drive computed outside the neuron kernels, in float64.
 
-- :func:`dense_drive`, :func:`conv_drive`, :func:`csr_drive`: a constant
+- :func:`dense_drive`, :func:`conv_drive`, :func:`csr_drive` (and
+  :func:`bound_drive`, the same call with its arguments made once): a constant
   analog input multiplied once, ``drive[b] = x[b] @ W``, by scattering each
   non-zero input through its synapses (the connectivity arguments of
   ``kernels.event``'s layer functions: no expanded matrix for a
@@ -68,21 +69,43 @@ def drive_kernel(kind):
     return drive_batch
 
 
+def bound_drive(kind, weights, geom=None, rowptr=None, cols=None) -> tuple:
+    """``(kernel, args)`` of one projection: ``kernel(x, *args, drive)``
+    writes ``drive = x @ W`` (``x`` ``[B, n_in]``, ``drive`` ``[B, n]``,
+    float64). ``kind`` CSR, CONV or DENSE with that kind's connectivity
+    (DENSE: ``weights[n_in, n]`` float32, C-contiguous; CONV: ``geom`` and
+    flat ``weights`` as in ``kernels.conv``; CSR: ``rowptr``, ``cols``,
+    ``weights`` as ``kernels.csr_layer`` takes them). Made once, called
+    many times (a batch-1 caller skips building the arguments)."""
+    if kind == DENSE:
+        args = (_NO_ROWPTR, _NO_COLS, weights.reshape(-1), _NO_GEOM, *NO_TAPS)
+    elif kind == CONV:
+        args = (_NO_ROWPTR, _NO_COLS, weights, geom, *tap_tables(geom))
+    elif kind == CSR:
+        args = (rowptr, cols, weights, _NO_GEOM, *NO_TAPS)
+    else:
+        raise ValueError(f"unknown projection kind {kind!r}")
+    return drive_kernel(kind), args
+
+
 def dense_drive(x, weights, drive):
     """``drive = x @ weights`` for a fully connected projection
     (``weights[n_in, n]`` float32, C-contiguous)."""
-    drive_kernel(DENSE)(x, _NO_ROWPTR, _NO_COLS, weights.reshape(-1), _NO_GEOM, *NO_TAPS, drive)
+    kernel, args = bound_drive(DENSE, weights)
+    kernel(x, *args, drive)
 
 
 def conv_drive(x, geom, weights, drive):
     """``drive = x @ W`` for a Conv2d projection (``geom`` and flat
     ``weights`` as in ``kernels.conv``)."""
-    drive_kernel(CONV)(x, _NO_ROWPTR, _NO_COLS, weights, geom, *tap_tables(geom), drive)
+    kernel, args = bound_drive(CONV, weights, geom)
+    kernel(x, *args, drive)
 
 
 def csr_drive(x, rowptr, cols, weights, drive):
     """``drive = x @ W`` for a sparse CSR projection (as ``kernels.csr_layer``)."""
-    drive_kernel(CSR)(x, rowptr, cols, weights, _NO_GEOM, *NO_TAPS, drive)
+    kernel, args = bound_drive(CSR, weights, rowptr=rowptr, cols=cols)
+    kernel(x, *args, drive)
 
 
 @jit

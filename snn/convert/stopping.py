@@ -31,11 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snn_kernels.conv import NO_TAPS, tap_tables
-from snn_kernels.drive import drive_kernel
-from snn_kernels.event import _NO_COLS, _NO_GEOM, _NO_ROWPTR, CONV, CSR, DENSE
-
 from .._validate import numba_threads, run_extent
+from ..run.paths import drive_call
 from ..run.schedule import stages
 from ..run.spiketrains import SpikeTrains
 from ..run.stepped import (
@@ -426,20 +423,11 @@ def _chain(network) -> tuple:
     arguments, its size)`` of a stack, read once per graph (a changed layer
     makes a new graph): ``kernel(x, *arguments, drive)`` writes ``drive =
     x @ W`` of the first layer (``[B, n_in]``, ``[B, n]`` float64) as
-    :func:`snn.run.paths._vecmat` does, with the connectivity arguments
-    ``kernels.drive``'s functions pass."""
+    :func:`snn.run.paths._vecmat` does (:func:`snn.run.paths.drive_call`)."""
     first = network.layers[0]
     if first.kind == "maxpool":
         raise ValueError("the network's first layer is a max pool: no analog input to drive")
-    if first.kind == "dense":
-        kernel = drive_kernel(DENSE)
-        args = (_NO_ROWPTR, _NO_COLS, first.weight_rows.reshape(-1), _NO_GEOM, *NO_TAPS)
-    elif first.kind == "conv":
-        kernel = drive_kernel(CONV)
-        args = (_NO_ROWPTR, _NO_COLS, first.kernel_weights, first.geom, *tap_tables(first.geom))
-    else:
-        kernel = drive_kernel(CSR)
-        args = (first.rowptr, first.cols, first.weights, _NO_GEOM, *NO_TAPS)
+    kernel, args = drive_call(first)
     fan_out = first.fan_out.astype(np.int64)
     fan_out.flags.writeable = False
     name = network.layer_name(0)

@@ -247,13 +247,21 @@ def _vecmat(x, layer) -> np.ndarray:
     scatter per non-zero input through the layer's own connectivity)."""
     x = np.ascontiguousarray(x, np.float64)
     drive = np.empty((len(x), layer.n_out))
-    if layer.kind == "dense":
-        kernels.dense_drive(x, layer.weight_rows, drive)
-    elif layer.kind == "conv":
-        kernels.conv_drive(x, layer.geom, layer.kernel_weights, drive)
-    else:
-        kernels.csr_drive(x, layer.rowptr, layer.cols, layer.weights, drive)
+    kernel, args = drive_call(layer)
+    kernel(x, *args, drive)
     return drive
+
+
+def drive_call(layer) -> tuple:
+    """``(kernel, args)``: ``kernel(x, *args, drive)`` writes ``drive = x @
+    W`` of a dense, conv or CSR ``layer`` (``x`` ``[B, n_in]`` C-contiguous
+    float64, ``drive`` ``[B, n_out]`` float64), as :func:`_vecmat` computes
+    it; for callers that make it once and call it often."""
+    if layer.kind == "dense":
+        return kernels.bound_drive(kernels.DENSE, layer.weight_rows)
+    if layer.kind == "conv":
+        return kernels.bound_drive(kernels.CONV, layer.kernel_weights, layer.geom)
+    return kernels.bound_drive(kernels.CSR, layer.weights, rowptr=layer.rowptr, cols=layer.cols)
 
 
 def _synops(source, fan_out) -> np.ndarray:
