@@ -18,6 +18,7 @@ from ..run.result import RunResult
 from ..run.schedule import projection_synops
 from ..run.spiketrains import SpikeTrains
 from .conv import Flatten, MaxPool2d
+from .graph import Graph
 from .layers import Layer
 
 BACKENDS = ("event", "reference")
@@ -72,8 +73,6 @@ class Network:
         while the layers are the same objects with the same attributes
         (their arrays are read-only: assigning a new bias or weight makes a
         new graph)."""
-        from .graph import Graph
-
         # the key: the state precision, the layers (by identity) and how many assignments each has had
         # (Layer.__setattr__ counts them), which changes whenever an attribute is assigned
         layers = self.layers
