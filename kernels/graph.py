@@ -985,7 +985,7 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                             n_touched = 0
                             for j in range(base, base + n_p):
                                 touched[n_touched] = j
-                                n_touched += mark[j]
+                                n_touched += np.int64(mark[j])  # a uint8 would wrap with the JIT off
                         if ev_plain and model == MODEL_PLAIN:
                             n_hist = _close_plain(
                                 state,

@@ -228,3 +228,19 @@ def test_csr_event_path_chunks(case, cut, two_phase_at, sweep_at):
         assert whole[b] == first[b] + [(t + t_cut, j) for t, j in second[b]]
     if t_cut:
         assert np.array_equal(state, whole_state)
+
+
+@pytest.mark.parametrize("n", [40, 600])
+def test_many_neurons_due_on_their_own_close_in_order(n):
+    """A stepped population whose neurons are all due on their own (bias at
+    threshold: each fires every step) closes them in index order once more
+    than 1/16 are touched; past 255 neurons the count of touched neurons
+    must not wrap (it read a uint8 mark into it: under NUMBA_DISABLE_JIT the
+    count became a uint8). Event path == reference, spike for spike."""
+    g = snn.Graph()
+    pop = g.population(n, snn.IF(threshold=1.0), bias=np.linspace(0.25, 1.0, n), mode="event")
+    runs = [g.run(6, batch_size=2, record_v={pop: [0, n - 1]}, backend=b) for b in ("event", "reference")]
+    np.testing.assert_array_equal(runs[0].spikes(pop.name), runs[1].spikes(pop.name))
+    np.testing.assert_array_equal(runs[0].v(pop.name), runs[1].v(pop.name))
+    per_step = runs[0].spikes(pop.name).sum(axis=-1)  # [T, B]
+    assert per_step.max() > 256 if n > 256 else per_step.max() * 16 > n  # ordered close, > 255 touched
