@@ -2,7 +2,7 @@
 not imported by the package, so an API change would otherwise break them
 unnoticed until someone times something. Only the scripts that need no
 training run here (seconds each); the training ones (digits, early_exit,
-event_digits, digits_resnet, resnet18, video_digits, dask_scaling) take
+event_digits, digits_resnet, resnet18, resnet18_threads, video_digits, dask_scaling) take
 minutes even with ``--quick --epochs 1``. No timing is checked."""
 
 from __future__ import annotations
