@@ -53,12 +53,14 @@ import types as types_
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import llvmlite.binding as ll
 import numba
 from numba.core import ir, ir_utils, sigutils, types
 from numba.core.caching import FunctionCache
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.core.compiler_machinery import FunctionPass, register_pass
 from numba.core.registry import CPUDispatcher
+from numba.core.runtime import rtsys
 from numba.core.untyped_passes import IRProcessing
 
 
@@ -130,19 +132,56 @@ def _plain(arg_type):
     return arg_type
 
 
+def _resolvable(libdata, codegen) -> bool:
+    """True if every symbol the cached code ``libdata`` declares (calls
+    without defining) is known to the JIT linker already: numba's runtime
+    and C helpers, the process's libraries, code compiled or loaded before.
+    An unknown one would abort the process when the code is loaded."""
+    name, kind, data = libdata
+    if kind != "object":
+        return False
+    module = ll.parse_bitcode(data[1])
+    return all(
+        not g.is_declaration
+        or g.name.startswith("llvm.")
+        or codegen._engine.is_symbol_defined(g.name)
+        or ll.address_of_symbol(g.name) is not None
+        for g in (*module.functions, *module.global_variables)
+    )
+
+
 class _CheckedCache(FunctionCache):
     """numba's on-disk cache, refusing an entry compiled for another
-    signature. numba's index is not safe against processes adding entries
-    for different signatures of one function at the same time (two may pick
-    the same data file, and the index then points to the other's code);
-    such an entry is compiled again (and its file rewritten) instead of
-    being run on arguments it was not compiled for."""
+    signature, and loading without numba's refresh of the compiler.
+
+    numba's index is not safe against processes adding entries for
+    different signatures of one function at the same time (two may pick the
+    same data file, and the index then points to the other's code); such an
+    entry is compiled again (and its file rewritten) instead of being run on
+    arguments it was not compiled for.
+
+    numba refreshes the target context before every load (the first time
+    in a process: imports and installs every implementation registry it
+    has, 0.4-0.5 s here, most of a cached ``Network.prepare()``). Loading
+    needs only the runtime (NRT) the compiled code calls; compiling refreshes
+    by itself. An entry whose code declares a symbol not known yet gets the
+    full refresh first (:func:`_resolvable`)."""
 
     def load_overload(self, sig, target_context):
-        cres = super().load_overload(sig, target_context)
-        if cres is not None and tuple(cres.signature.args) != tuple(sigutils.normalize_signature(sig)[0]):
+        if not self._enabled:
             return None
-        return cres
+        rtsys.initialize(target_context)  # what numba's refresh does first
+        with self._guard_against_spurious_io_errors():
+            data = self._cache_file.load(self._index_key(sig, target_context.codegen()))
+            if data is None:
+                return None
+            if not _resolvable(data[0], target_context.codegen()):
+                target_context.refresh()
+            cres = self._impl.rebuild(target_context, data)
+            if tuple(cres.signature.args) != tuple(sigutils.normalize_signature(sig)[0]):
+                return None
+            return cres
+        return None  # an I/O error swallowed (Windows only)
 
 
 class _Dispatcher(CPUDispatcher):
