@@ -1,9 +1,9 @@
 """What a call of ``run_early_exit`` keeps from call to call to cost less
 (``snn.convert.stopping``): its checked rule arguments, the first layer's
-drive kernel and fan-out of a stack (per graph), the samples' checks cut
-short for a float array of the model's shape. Each must give what the full
-way gives, bit for bit, and be made again when what it was made from
-changes."""
+drive kernel and fan-out of a stack (per graph); and what its samples'
+checks cost (``check_samples``' lean way for a float array). Each must give
+what the full way gives, bit for bit, and be made again when what it was
+made from changes."""
 
 from __future__ import annotations
 
@@ -74,6 +74,43 @@ def test_a_changed_first_layer_is_read_again():
         np.testing.assert_array_equal(getattr(after, field), getattr(fresh, field))
 
 
+def _checked_before(x, what, input_shape=None):
+    """``check_samples`` as it was before its lean path (the oracle): every
+    check in turn on the caller's array, then a float64 copy."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise ConversionError(f"{what} must be an array of numbers: {err}") from err
+    if x.dtype == object:
+        raise ConversionError(f"{what} must be an array of numbers (not ragged, not objects), got {x.dtype}")
+    if x.ndim < 2:
+        expected = f"[N, {', '.join(map(str, input_shape))}]" if input_shape is not None else "[N, ...]"
+        raise ConversionError(f"{what} must be a batch {expected} of samples, got shape {x.shape}")
+    if len(x) == 0:
+        raise ConversionError(f"{what} is an empty batch (shape {x.shape}): give at least one sample")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise ConversionError(
+            f"{what}: input samples must have shape {tuple(input_shape)} (the model's), "
+            f"got {tuple(x.shape[1:])} (batch shape {x.shape})"
+        )
+    if x.dtype.kind != "f":
+        raise ConversionError(
+            f"{what} must be floating-point samples, got dtype {x.dtype}; scale integer data as the "
+            "model was trained (e.g. x.astype(np.float32) / 255 for 8-bit images) before passing it"
+        )
+    bad = ~np.isfinite(x)
+    if bad.any():
+        samples = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
+        raise ConversionError(
+            f"{what} must be finite: {int(bad.sum())} NaN or inf value(s), in sample(s) "
+            + ", ".join(map(str, samples[:5].tolist()))
+            + (", ..." if len(samples) > 5 else "")
+        )
+    return x.astype(np.float64)
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -89,39 +126,73 @@ def test_a_changed_first_layer_is_read_again():
     ],
 )
 def test_samples_taken_as_checked(make):
-    """The samples' fast way (a float array of the model's shape) and the
-    checked way flatten to the same C-contiguous float64 copy."""
+    """``check_samples``' lean way gives what every check in turn gave (the
+    same values, as a new float64 array, here C-contiguous, the caller's
+    untouched), and so do the converted model's samples and the early exit's."""
     conv = _stack("conv")
     x = make(_samples())
-    flat = stopping._flat(conv, x)
-    want = conv._flat(x)
-    assert flat.dtype == np.float64 and flat.flags.c_contiguous
-    np.testing.assert_array_equal(flat, want)
-    if isinstance(x, np.ndarray):
-        assert not np.shares_memory(flat, x)
+    kept = np.array(x, copy=True) if isinstance(x, np.ndarray) else None
+    want = _checked_before(x, "x", SHAPE)
+    for got in (check_samples(x, "x", SHAPE), check_samples(x, "x")):
+        assert got.dtype == np.float64 and got.flags.c_contiguous and got.flags.writeable
+        np.testing.assert_array_equal(got, want)
+        if isinstance(x, np.ndarray):
+            assert not np.shares_memory(got, x)
+    flat = conv._flat(x)
+    assert flat.flags.c_contiguous
+    np.testing.assert_array_equal(flat, want.reshape(len(want), -1))
+    if kept is not None:
+        np.testing.assert_array_equal(x, kept)
+    got = stopping._as_graph(conv, x)[3][conv.network.layer_name(0)]
+    np.testing.assert_array_equal(got, _vecmat(want.reshape(len(want), -1), conv.network.layers[0]))
+
+
+BAD = [
+    (np.full((2, *SHAPE), np.nan), "finite"),
+    (np.full((2, *SHAPE), np.inf, np.float32), "finite"),
+    (np.concatenate([np.full((1, *SHAPE), np.inf), np.full((1, *SHAPE), -np.inf)]), "finite"),
+    (np.zeros((0, *SHAPE)), "empty"),
+    (np.zeros((2, 4, 4)), "shape"),
+    (np.zeros(SHAPE), "shape"),
+    (np.zeros((2, *SHAPE), np.int64), "floating"),
+    (np.zeros((2, *SHAPE), np.complex128), "floating"),
+]
+
+
+@pytest.mark.parametrize("bad, match", BAD)
+def test_bad_samples_refused_as_checked(bad, match):
+    """Each refusal is the one every check in turn gave, word for word, and
+    the converted model and the early exit refuse with it."""
+    conv = _stack("conv")
+    with pytest.raises(ConversionError, match=match) as before:
+        _checked_before(bad, "x", SHAPE)
+    for call in (
+        lambda: check_samples(bad, "x", SHAPE),
+        lambda: conv._flat(bad),
+        lambda: sc.run_early_exit(conv, bad, 8, patience=1),
+    ):
+        with pytest.raises(ConversionError) as got:
+            call()
+        assert str(got.value) == str(before.value)
 
 
 @pytest.mark.parametrize(
-    "bad, match",
+    "bad",
     [
-        (np.full((2, *SHAPE), np.nan), "finite"),
-        (np.full((2, *SHAPE), np.inf, np.float32), "finite"),
-        (np.concatenate([np.full((1, *SHAPE), np.inf), np.full((1, *SHAPE), -np.inf)]), "finite"),
-        (np.zeros((0, *SHAPE)), "empty"),
-        (np.zeros((2, 4, 4)), "shape"),
-        (np.zeros(SHAPE), "shape"),
-        (np.zeros((2, *SHAPE), np.int64), "floating"),
-        (np.zeros((2, *SHAPE), np.complex128), "floating"),
+        np.array([[1.0, np.nan], [np.inf, 2.0], [3.0, 4.0]] * 3),  # sample numbers past five
+        np.array([[1.0, 2.0], [3.0, 4.0]], object),
+        [[1.0, 2.0], [3.0]],  # ragged
+        np.float32(1.0),
+        np.zeros((2, 2), bool),
+        torch.full((3, 2), float("nan")),
     ],
 )
-def test_bad_samples_refused_as_checked(bad, match):
-    conv = _stack("conv")
-    with pytest.raises(ConversionError, match=match):
-        conv._flat(bad)
-    with pytest.raises(ConversionError, match=match):
-        stopping._flat(conv, bad)
-    with pytest.raises(ConversionError, match=match):
-        sc.run_early_exit(conv, bad, 8, patience=1)
+def test_other_bad_samples_refused_as_before(bad):
+    with pytest.raises(ConversionError) as before:
+        _checked_before(bad, "data", None)
+    with pytest.raises(ConversionError) as got:
+        check_samples(bad, "data")
+    assert str(got.value) == str(before.value)
 
 
 def test_rule_arguments_kept_by_value_and_type():
@@ -153,3 +224,11 @@ def test_too_long_a_run_refused_at_every_batch_size():
     for n in (1, 3, 1):
         with pytest.raises(ValueError, match="float32"):
             sc.run_early_exit(conv, _samples(n), 2**24 + 1, patience=1, engine="kernel")
+
+
+def test_samples_finite_in_float64():
+    """The samples are checked as they are returned: a long double too
+    large for float64 is refused, not returned as inf."""
+    big = np.full((1, 2), np.longdouble(10) ** 400)
+    with pytest.raises(ConversionError, match="must be finite: 2 NaN or inf value"):
+        check_samples(big, "x")

@@ -20,8 +20,8 @@ class ConversionError(ValueError):
 
 
 def check_samples(x, what: str, input_shape: tuple | None = None) -> np.ndarray:
-    """``x`` as a new float64 array ``[N, *input_shape]`` (the caller's array
-    or tensor is never changed nor kept).
+    """``x`` as a new C-contiguous float64 array ``[N, *input_shape]`` (the
+    caller's array or tensor is never changed nor kept).
 
     Raises :class:`ConversionError` (a ``ValueError``) unless ``x`` is a
     non-empty batch ``[N >= 1, ...]`` of finite floating-point numbers, of
@@ -29,7 +29,29 @@ def check_samples(x, what: str, input_shape: tuple | None = None) -> np.ndarray:
     stored as integers (e.g. 0..255) must first be scaled as the model was
     trained. ``what`` names the argument in the messages.
     """
-    x = _as_numpy(x, what)
+    if type(x) is not np.ndarray or x.dtype.kind != "f":  # a float array goes on at once
+        x = _as_numpy(x, what)
+    shape = x.shape
+    if (
+        len(shape) < 2
+        or not shape[0]
+        or x.dtype.kind != "f"
+        or (input_shape is not None and shape[1:] != tuple(input_shape))
+    ):
+        _refuse(x, what, input_shape)
+    out = x.astype(np.float64, order="C")  # always a copy
+    if not np.isfinite(out).all():
+        bad = ~np.isfinite(out)
+        samples = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
+        raise ConversionError(
+            f"{what} must be finite: {int(bad.sum())} NaN or inf value(s), in sample(s) {_few(samples)}"
+        )
+    return out
+
+
+def _refuse(x: np.ndarray, what: str, input_shape) -> None:
+    """The :class:`ConversionError` of samples ``x`` that are not a
+    non-empty batch of floats of sample shape ``input_shape``."""
     if x.ndim < 2:
         expected = f"[N, {', '.join(map(str, input_shape))}]" if input_shape is not None else "[N, ...]"
         raise ConversionError(f"{what} must be a batch {expected} of samples, got shape {x.shape}")
@@ -40,18 +62,10 @@ def check_samples(x, what: str, input_shape: tuple | None = None) -> np.ndarray:
             f"{what}: input samples must have shape {tuple(input_shape)} (the model's), "
             f"got {tuple(x.shape[1:])} (batch shape {x.shape})"
         )
-    if x.dtype.kind != "f":
-        raise ConversionError(
-            f"{what} must be floating-point samples, got dtype {x.dtype}; scale integer data as the "
-            "model was trained (e.g. x.astype(np.float32) / 255 for 8-bit images) before passing it"
-        )
-    bad = ~np.isfinite(x)
-    if bad.any():
-        samples = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
-        raise ConversionError(
-            f"{what} must be finite: {int(bad.sum())} NaN or inf value(s), in sample(s) {_few(samples)}"
-        )
-    return x.astype(np.float64)  # always a copy
+    raise ConversionError(
+        f"{what} must be floating-point samples, got dtype {x.dtype}; scale integer data as the "
+        "model was trained (e.g. x.astype(np.float32) / 255 for 8-bit images) before passing it"
+    )
 
 
 def check_labels(y, what: str, n_samples: int, n_classes: int) -> np.ndarray:

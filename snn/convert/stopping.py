@@ -50,8 +50,10 @@ from .base import check_labels, check_samples
 from .chain import ConvertedNetwork
 from .graph import ConvertedGraph, drive_currents
 
-# graph -> {readout: its plan or the refusal, runner key: SteppedExit, None: _chain of a stack}
+# graph -> {readout: its plan or the refusal, runner key: SteppedExit, None: _chain of a stack,
+#          _EDITS: the graph's edit count they were made at}
 _EXITS = weakref.WeakKeyDictionary()
+_EDITS = object()  # the key of that count (no readout name or runner key equals it)
 ENGINES = ("auto", "kernel", "chunked")
 
 
@@ -398,7 +400,7 @@ def _as_graph(converted, x) -> tuple:
         return graph, _cache(graph), converted.readout, currents, np.broadcast_to(total, (len(x),)).copy()
     if not isinstance(converted, ConvertedNetwork):
         raise TypeError(f"expected a ConvertedNetwork or ConvertedGraph, got {type(converted).__name__}")
-    flat = _flat(converted, x)
+    flat = converted._flat(x)  # C-contiguous float64 (check_samples)
     graph = converted.network.graph()  # kept by the network while its layers are unchanged
     cache = _cache(graph)
     chain = cache.get(None)
@@ -411,10 +413,12 @@ def _as_graph(converted, x) -> tuple:
 
 
 def _cache(graph) -> dict:
-    """What is kept for ``graph`` (see ``_EXITS``)."""
+    """What is kept for ``graph`` as it is now (see ``_EXITS``): made
+    afresh once the graph has been edited (``Graph._edits``), so that no
+    plan of the graph as it was is run."""
     cache = _EXITS.get(graph)
-    if cache is None:
-        cache = _EXITS[graph] = {}
+    if cache is None or cache[_EDITS] != graph._edits:
+        cache = _EXITS[graph] = {_EDITS: graph._edits}
     return cache
 
 
@@ -432,15 +436,3 @@ def _chain(network) -> tuple:
     fan_out.flags.writeable = False
     name = network.layer_name(0)
     return network.layer_name(len(network.layers) - 1), name, fan_out, kernel, args, first.n_out
-
-
-def _flat(converted, x) -> np.ndarray:
-    """``converted._flat(x)`` (checked samples, flattened: a new float64
-    array, here C-contiguous), its checks cut short for a non-empty array
-    of finite floats of the model's sample shape."""
-    fast = type(x) is np.ndarray and x.ndim >= 2 and len(x) and x.dtype.kind == "f"
-    if fast and x.shape[1:] == converted.input_shape:
-        flat = x.reshape(len(x), -1).astype(np.float64, order="C")
-        if np.isfinite(flat).all():
-            return flat
-    return np.ascontiguousarray(converted._flat(x))

@@ -217,6 +217,8 @@ class Graph:
     dtype : state precision, ``np.float64`` (default) or ``np.float32``.
     """
 
+    _edits = 0  # edits so far (see _edited): what was made from the graph as it was is stale after one
+
     def __init__(self, dt: float = 1e-3, dtype=np.float64):
         if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
             raise ValueError(f"dt must be a finite number of seconds > 0, got {dt!r}")
@@ -410,7 +412,7 @@ class Graph:
         except ValueError:
             self.projections.pop()
             raise
-        self._plan = None
+        self._edited()
         return proj
 
     def conv(
@@ -500,7 +502,7 @@ class Graph:
             )
         source = PoissonInput(target, int(n_trains), rate, weight)
         self.sources.append(source)
-        self._plan = None
+        self._edited()
         return source
 
     @classmethod
@@ -554,9 +556,16 @@ class Graph:
             source = target
         return graph
 
+    def _edited(self):
+        """Forget the plan made from the graph as it was and count the edit
+        (``_edits``), by which what others keep for the graph (the early
+        exit's plans, ``snn.convert.stopping``) is made again."""
+        self._plan = None
+        self._edits += 1
+
     def _add(self, pop):
         self.populations.append(pop)
-        self._plan = None
+        self._edited()
         return pop
 
     def _name(self, name):
