@@ -15,6 +15,18 @@ with the rate check first and the speed ratio against Brian2 per size::
 
 Run times are medians over ``--repeats`` runs with different Poisson seeds
 (the connectivity fixed); ``run_s`` is the simulation loop only.
+
+Rates. ``--seed`` draws one realisation of the network (connectivity and
+initial membranes); at N = 4k the mean rate differs by up to ~2 Hz between
+realisations (10-11.5 Hz), more than between Poisson seeds on one network,
+and the two simulators draw different realisations from the same seed. So
+compare rates either on the same network (``--export FILE`` writes this
+network, ``brunel_brian2.py --network FILE`` runs Brian2 on it) or over
+several ``--seed`` values on each side::
+
+    python benchmarks/brunel.py --n 4000 --repeats 5 --export /tmp/brunel_4k.npz
+    PY=/work/brian-venv/bin/python  # Brian2's environment (brunel_brian2.py's docstring)
+    $PY benchmarks/brunel_brian2.py --n 4000 --target runtime --repeat 5 --network /tmp/brunel_4k.npz
 """
 
 from __future__ import annotations
@@ -38,7 +50,29 @@ from _common import (
 )
 
 
-def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None) -> dict:
+def export_network(graph, path: str) -> None:
+    """Write ``graph`` (``snn.models.brunel``) for ``brunel_brian2.py
+    --network``: an npz with ``i``, ``j`` (int64 global neuron indices,
+    excitatory first, one row per synapse), ``w`` (float64 mV) and ``v0``
+    (float64 mV, the initial membranes)."""
+    import numpy as np
+
+    offset, start = {}, 0
+    for pop in graph.populations:
+        offset[pop.name], start = start, start + pop.n
+    i, j, w = [], [], []
+    for proj in graph.projections:
+        for delay, rowptr, cols, weights in proj.groups:
+            if delay != 1:
+                raise ValueError(f"BRUNEL-100 delivers one step after a spike; {proj.name} has delay {delay}")
+            i.append(np.repeat(np.arange(proj.source.n), np.diff(rowptr)) + offset[proj.source.name])
+            j.append(cols.astype(np.int64) + offset[proj.target.name])
+            w.append(np.full(len(cols), proj.weight) if weights is None else weights.astype(np.float64))
+    v0 = np.concatenate([pop.v_init for pop in graph.populations]).astype(np.float64)
+    np.savez(path, i=np.concatenate(i), j=np.concatenate(j), w=np.concatenate(w), v0=v0)
+
+
+def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None, export: str | None = None) -> dict:
     import numba
     import numpy as np
 
@@ -77,6 +111,8 @@ def measure(n: int, repeats: int, seed: int, dtype: str, mode: str | None) -> di
             f"CV {result.isi_cv():.3f}, other processes {cpu.other_cores:.2f} cores",
             flush=True,
         )
+    if export:  # after the peak RSS was read
+        export_network(graph, export)
     conn_bytes = sum(p.nbytes for p in graph.projections)
     return {
         "simulator": "snn",
@@ -194,12 +230,13 @@ def main():
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="state precision")
     parser.add_argument("--mode", choices=("event", "clock", "auto"), help="force every population's path")
     parser.add_argument("--json", help="write the result here")
+    parser.add_argument("--export", metavar="NPZ", help="write the network for brunel_brian2.py --network")
     parser.add_argument("--report", nargs="+", metavar="JSON", help="merge result files into one table")
     args = parser.parse_args()
     if args.report:
         print(report(args.report))
         return
-    result = measure(args.n, args.repeats, args.seed, args.dtype, args.mode)
+    result = measure(args.n, args.repeats, args.seed, args.dtype, args.mode, args.export)
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "env")}, indent=1))
     if args.json:
         with open(args.json, "w") as f:

@@ -20,8 +20,14 @@ Usage
     $PY benchmarks/brunel_brian2.py --n 4000 --target cpp_standalone --seed 0
     $PY benchmarks/brunel_brian2.py --n 20000 --target runtime --repeat 3 --json r.json
     $PY benchmarks/brunel_brian2.py --check-delivery --target runtime
+    $PY benchmarks/brunel_brian2.py --n 4000 --target runtime --repeat 5 --network /tmp/brunel_4k.npz
 
-``--repeat R`` runs R fresh processes one after the other and reports each run and the medians. Brian2 is
+``--repeat R`` runs R fresh processes one after the other, with seeds ``--seed``, ``--seed + 1``, ...
+(Brian2's seed draws the network and the Poisson input: each repeat is another realisation of the
+network unless ``--network`` gives one), and reports each run and the medians. ``--network FILE`` runs
+on this simulator's own network, written by ``brunel.py --export FILE``: at 4k neurons the rate varies
+between realisations by more than the 5 % the benchmark asks, so rates are compared on one network
+(or over several realisations on each side). Brian2 is
 restricted to one thread (OpenMP off in cpp_standalone, ``OMP_NUM_THREADS=1``); ``make`` may use both cores.
 
 Model (BRUNEL-100)
@@ -118,8 +124,10 @@ def speed_probe() -> float:
     return best
 
 
-def build_model(b2, n: int, seed: int, schedule: str):
-    """The BRUNEL-100 network as Brian2 objects (module docstring); ``(objects, synapses, monitor)``."""
+def build_model(b2, n: int, seed: int, schedule: str, network: str | None = None):
+    """The BRUNEL-100 network as Brian2 objects (module docstring); ``(objects, synapses, monitor)``.
+    ``network``: an npz written by ``brunel.py --export`` (this simulator's connectivity, weights and
+    initial membranes, used instead of Brian2's own draws; ``seed`` then draws the Poisson input only)."""
     b2.seed(seed)
     b2.defaultclock.dt = 0.1 * b2.ms
     n_exc = round(0.8 * n)
@@ -134,7 +142,13 @@ def build_model(b2, n: int, seed: int, schedule: str):
         namespace=namespace,
         name="neurons",
     )
-    group.v = "rand() * 20*mV"
+    given = np.load(network) if network else None
+    if given is not None and len(given["v0"]) != n:
+        raise SystemExit(f"--network {network} has {len(given['v0'])} neurons, not --n {n}")
+    if given is None:
+        group.v = "rand() * 20*mV"
+    else:
+        group.v = given["v0"] * b2.mV
     syn = b2.Synapses(
         group,
         group,
@@ -145,9 +159,13 @@ def build_model(b2, n: int, seed: int, schedule: str):
         name="recurrent",
     )
     syn.pre.when = slot
-    syn.connect(p=100.0 / n)  # every ordered pair, i == j included (no condition)
-    syn.w["i < n_exc"] = 0.5 * b2.mV
-    syn.w["i >= n_exc"] = -4.0 * b2.mV
+    if given is None:
+        syn.connect(p=100.0 / n)  # every ordered pair, i == j included (no condition)
+        syn.w["i < n_exc"] = 0.5 * b2.mV
+        syn.w["i >= n_exc"] = -4.0 * b2.mV
+    else:
+        syn.connect(i=given["i"], j=given["j"])
+        syn.w = given["w"] * b2.mV
     poisson = b2.PoissonInput(group, "v", N_EXTERNAL, 20 * b2.Hz, weight=0.5 * b2.mV, when=slot)
     monitor = b2.SpikeMonitor(group, name="spikes")
     return [group, syn, poisson, monitor], syn, monitor
@@ -207,13 +225,14 @@ def run_once(args) -> dict:
         "cold_cython_cache": cold,
         "n": args.n,
         "seed": args.seed,
+        "network": args.network,
         "duration_s": args.duration,
         "loadavg_start": loadavg(),
         "speed_probe_s": speed_probe(),
     }
     try:
         t0 = time.perf_counter()
-        objects, syn, monitor = build_model(b2, args.n, args.seed, args.schedule)
+        objects, syn, monitor = build_model(b2, args.n, args.seed, args.schedule, args.network)
         net = b2.Network(objects)
         out["build_s"] = time.perf_counter() - t0
         if args.target == "runtime":
@@ -338,7 +357,7 @@ def _cpu_name() -> str:
 def repeat_runs(args) -> dict:
     """``--repeat`` fresh processes, one after the other; each run and the medians."""
     runs = []
-    for _ in range(args.repeat):
+    for k in range(args.repeat):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
             path = tmp.name
         cmd = [
@@ -349,7 +368,7 @@ def repeat_runs(args) -> dict:
             "--target",
             args.target,
             "--seed",
-            str(args.seed),
+            str(args.seed + k),  # as brunel.py's repeats; without --network a new realisation too
             "--duration",
             str(args.duration),
             "--warmup",
@@ -364,6 +383,7 @@ def repeat_runs(args) -> dict:
         ]
         flags = {"--cold": args.cold, "--profile": args.profile, "--keep": args.keep}
         cmd += [flag for flag, on in flags.items() if on]
+        cmd += ["--network", args.network] if args.network else []
         subprocess.run(cmd, check=True)
         with open(path) as f:
             runs.append(json.load(f))
@@ -384,21 +404,12 @@ def repeat_runs(args) -> dict:
     med = {k: statistics.median(r[k] for r in runs) for k in keys if k in runs[0]}
     summary = {
         k: runs[0][k]
-        for k in (
-            "simulator",
-            "brian2",
-            "target",
-            "schedule",
-            "n",
-            "seed",
-            "duration_s",
-            "n_synapses",
-            "spikes",
-            "rate_hz",
-            "cv_isi",
-            "recurrent_events",
-        )
+        for k in ("simulator", "brian2", "target", "schedule", "n", "network", "duration_s", "n_synapses")
     }
+    summary["seeds"] = [r["seed"] for r in runs]
+    for k in ("spikes", "rate_hz", "cv_isi", "recurrent_events"):  # medians over the seeds
+        summary[k] = statistics.median(r[k] for r in runs)
+    summary["rate_hz_all"] = [r["rate_hz"] for r in runs]
     summary["repeats"] = len(runs)
     summary["median"] = med
     summary["run_s_all"] = [r["run_s"] for r in runs]
@@ -421,7 +432,17 @@ def main(argv=None):
         help="matched: delivery and Poisson input before the threshold check of the next step "
         "(as this simulator); brian: Brian2's default slots",
     )
-    p.add_argument("--repeat", type=int, default=1, help="fresh processes, run one after the other")
+    p.add_argument(
+        "--network",
+        metavar="NPZ",
+        help="run on this simulator's network (brunel.py --export) instead of Brian2's own draw",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="fresh processes, run one after the other, with seeds --seed, --seed + 1, ...",
+    )
     p.add_argument("--json", help="write the result here")
     p.add_argument(
         "--cold",
