@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE = {
     "sparse_crossover": ["--n", "2000", "--p", "1e-3", "1e-2", "--repeats", "1", "--cache", "{tmp}"],
-    "brunel": ["--n", "1000", "--repeats", "1"],
+    "brunel": ["--n", "1000", "--repeats", "1", "--export", "{tmp}/brunel.npz"],
     "stream_memory": ["--steps", "4000", "--chunk", "1000"],
     "profile_overhead": ["FF"],
     "kernel_csr": ["--quick"],
