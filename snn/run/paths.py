@@ -56,35 +56,67 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
     steps counted from this chunk's start, see ``kernels.event``), ``elapsed``
     the steps run before this chunk; returns ``(trains, state, counts)``."""
     batch = source.batch_size
-    neuron = layer.neuron
     dense = mode == "dense"
     if dense and currents is None:
         currents = _dense_currents(source, layer, dtype)
+    rows = 0 if dense else elapsed + n_steps
+    # the kernel call bound to what the layer, path and dtype fix: kept by a layer that keeps them
+    # (a graph's, immutable: snn.run.schedule._ProjectionLayer), made here for any other
+    calls = getattr(layer, "calls", None)
+    key = (mode, dtype, rows, settle, carried is None)
+    made = None if calls is None else calls.get(key)
+    if made is None:
+        made = _bound_layer(layer, mode, dtype, rows, settle, carried is None)
+        if calls is not None:
+            if len(calls) >= 8:  # (chunks of a stream ask for ever more rows: a few are kept)
+                calls.clear()
+            calls[key] = made
+    call, width = made
+    n_out = layer.n_out
     # output buffer: a guess, and the busiest sample's spikes per step of this layer's last run
     # (kept by a graph's layer: a layer firing above the guess would otherwise run twice every time)
     seen = getattr(layer, "spikes_per_step", 0.0)
-    cap = min(
-        n_steps * layer.n_out,
-        max(
-            1024,
-            4 * _largest(source.tptr[:, -1]),
-            n_steps * layer.n_out // 8,
-            int(1.25 * seen * n_steps),
-        ),
-    )
-    v_init = layer.v_init_row(dtype) if carried is None else np.zeros(0, dtype)
-    made = _made(layer)
-    constants = _constants(made, neuron, dtype, 0 if dense else elapsed + n_steps)
-    width = 4 if dense else constants[-1]
-    if layer.kind == "conv" and not dense:
-        tables = _conv_tables(made, layer, dtype)
+    most = n_steps * n_out
+    cap = min(most, max(1024, 4 * _largest(source.tptr[:, -1]), most // 8, int(1.25 * seen * n_steps)))
     while True:
-        state = np.empty((batch, layer.n_out, width), dtype) if carried is None else carried.copy()
+        state = np.empty((batch, n_out, width), dtype) if carried is None else carried.copy()
         out_tptr = np.empty((batch, n_steps + 1), np.int64)
         out_idx = np.empty((batch, cap), np.int32)
         kc = np.zeros((batch, 4), np.int64)
-        if dense:
-            alpha, beta, thr, reset_code, v_reset, refractory, has_current, _, _ = constants
+        call(source.tptr, source.idx, currents, bias, state, out_tptr, out_idx, kc)
+        if batch == 1:  # (one sample: its two counts read at once)
+            overflow, used = kc[0, 3:1:-1].tolist()
+        else:
+            overflow, used = _largest(kc[:, 3]), None
+        if not overflow:  # no sample overflowed its output buffer (flags are 0 or 1)
+            break
+        cap = min(cap * 4, most)
+    if used is None:
+        used = _largest(kc[:, 2])
+    if hasattr(layer, "spikes_per_step"):
+        layer.spikes_per_step = used / n_steps
+    # one sample's first ``used`` indices are contiguous as they are (no copy to make them so)
+    idx = out_idx[:, :used] if batch == 1 else out_idx[:, :used].copy()
+    return SpikeTrains(out_tptr, idx, n_out), state, kc
+
+
+def _bound_layer(layer, mode, dtype, rows, settle, fresh) -> tuple:
+    """``(call, width)``: ``call(in_tptr, in_idx, currents, bias, state,
+    out_tptr, out_idx, counts)`` runs ``layer``'s kernel of path ``mode`` in
+    ``dtype`` (``currents``: the dense path's input, else unused), its other
+    arguments made here once (the neuron's constants and a propagator of
+    ``rows`` rows, a convolution's tables, the initial membrane of a
+    ``fresh`` run); ``width`` the state's width. Made from the layer as it
+    is now: a caller that keeps it keeps it only while the layer is
+    unchanged."""
+    neuron = layer.neuron
+    v_init = layer.v_init_row(dtype) if fresh else np.zeros(0, dtype)
+    made = _made(layer)
+    constants = _constants(made, neuron, dtype, rows)
+    if mode == "dense":
+        alpha, beta, thr, reset_code, v_reset, refractory, has_current, _, _ = constants
+
+        def call(in_tptr, in_idx, currents, bias, state, out_tptr, out_idx, kc):
             kernels.clock_layer(
                 currents,
                 bias,
@@ -101,48 +133,59 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
                 out_idx,
                 kc,
             )
-        else:
-            table, thr, reset_code, v_reset, refractory, has_current, has_refractory, _ = constants
-            common = (
+
+        return call, 4
+    table, thr, reset_code, v_reset, refractory, has_current, has_refractory, width = constants
+    clock = mode == "clock"
+    fixed = (table, thr, reset_code, v_reset, refractory, v_init, has_current, has_refractory, settle)
+    if layer.kind == "dense":
+        weights = layer.weight_rows
+
+        def call(in_tptr, in_idx, currents, bias, state, out_tptr, out_idx, kc):
+            kernels.dense_layer(
+                in_tptr, in_idx, weights, bias, *fixed, state, out_tptr, out_idx, kc, clock=clock
+            )
+
+    elif layer.kind == "conv":
+        geom, weights = layer.geom, layer.kernel_weights
+        tables = _conv_tables(made, layer, dtype)
+
+        def call(in_tptr, in_idx, currents, bias, state, out_tptr, out_idx, kc):
+            kernels.conv_layer(
+                in_tptr,
+                in_idx,
+                geom,
+                weights,
                 bias,
-                table,
-                thr,
-                reset_code,
-                v_reset,
-                refractory,
-                v_init,
-                has_current,
-                has_refractory,
-                settle,
+                *fixed,
                 state,
                 out_tptr,
                 out_idx,
                 kc,
+                clock=clock,
+                tables=tables,
             )
-            clock = mode == "clock"
-            if layer.kind == "dense":
-                kernels.dense_layer(source.tptr, source.idx, layer.weight_rows, *common, clock=clock)
-            elif layer.kind == "conv":
-                kernels.conv_layer(
-                    source.tptr,
-                    source.idx,
-                    layer.geom,
-                    layer.kernel_weights,
-                    *common,
-                    clock=clock,
-                    tables=tables,
-                )
-            else:
-                kernels.csr_layer(
-                    source.tptr, source.idx, layer.rowptr, layer.cols, layer.weights, *common, clock=clock
-                )
-        if not _largest(kc[:, 3]):  # no sample overflowed its output buffer (flags are 0 or 1)
-            break
-        cap = min(cap * 4, n_steps * layer.n_out)
-    used = _largest(kc[:, 2])
-    if hasattr(layer, "spikes_per_step"):
-        layer.spikes_per_step = used / n_steps
-    return SpikeTrains(out_tptr, out_idx[:, :used].copy(), layer.n_out), state, kc
+
+    else:
+        rowptr, cols, weights = layer.rowptr, layer.cols, layer.weights
+
+        def call(in_tptr, in_idx, currents, bias, state, out_tptr, out_idx, kc):
+            kernels.csr_layer(
+                in_tptr,
+                in_idx,
+                rowptr,
+                cols,
+                weights,
+                bias,
+                *fixed,
+                state,
+                out_tptr,
+                out_idx,
+                kc,
+                clock=clock,
+            )
+
+    return call, width
 
 
 def _largest(column) -> int:
@@ -247,9 +290,26 @@ def _vecmat(x, layer) -> np.ndarray:
     scatter per non-zero input through the layer's own connectivity)."""
     x = np.ascontiguousarray(x, np.float64)
     drive = np.empty((len(x), layer.n_out))
-    kernel, args = drive_call(layer)
+    kernel, args = _kept_drive_call(layer)
     kernel(x, *args, drive)
     return drive
+
+
+def _kept_drive_call(layer) -> tuple:
+    """:func:`drive_call` of ``layer``, kept for it (:func:`_made`) with the
+    arrays it was made from: a layer given new ones (new arrays: a layer's
+    are read-only) makes it again."""
+    if layer.kind == "dense":
+        arrays = (layer.weight_rows,)
+    elif layer.kind == "conv":
+        arrays = (layer.kernel_weights, layer.geom)
+    else:
+        arrays = (layer.weights, layer.rowptr, layer.cols)
+    made = _made(layer)
+    kept = made.get("drive")
+    if kept is None or any(a is not b for a, b in zip(kept[0], arrays, strict=True)):
+        kept = made["drive"] = (arrays, drive_call(layer))
+    return kept[1]
 
 
 def drive_call(layer) -> tuple:

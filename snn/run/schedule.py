@@ -231,7 +231,7 @@ def _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs
     readout = schedule.readouts[bool(stack)]
     membrane = None
     for name, source_name, pool, layer, pop in schedule.steps:
-        source = SpikeTrains.empty(n_steps, batch, 0) if source_name is None else trains[source_name]
+        source = silent_trains(n_steps, batch, 0) if source_name is None else trains[source_name]
         if pool is not None:
             out, kc, _ = _run_maxpool(pool, source)
             none = np.zeros(batch, np.int64)  # no SynOps, no background
@@ -253,6 +253,20 @@ def _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs
     return _assemble(
         graph, n_steps, trains, counts, modes, {}, seconds, membrane, macs, int(stack), schedule.arrivals
     )
+
+
+_SILENT = threading.local()  # per thread: the trains silent_trains made last
+
+
+def silent_trains(n_steps, batch, n) -> SpikeTrains:
+    """``SpikeTrains.empty(n_steps, batch, n)``, the same object again while
+    asked for the same (kept per thread): for a run's own inputs, which the
+    kernels only read and no result shows (a stack's analog input, a layer
+    of no input), never for trains a caller receives."""
+    kept = getattr(_SILENT, "trains", None)
+    if kept is None or kept.n != n or kept.tptr.shape != (batch, n_steps + 1):
+        kept = _SILENT.trains = SpikeTrains.empty(n_steps, batch, n)
+    return kept
 
 
 def _readout(graph, stack) -> str | None:
@@ -895,6 +909,8 @@ def _layer_counts(graph, pops, n_steps, trains, counts, modes, macs, arrivals) -
     """The :class:`LayerCounts` of populations ``pops`` in a run's result
     (arguments as :func:`_assemble` takes them)."""
     batch = next(iter(trains.values())).batch_size
+    if callable(macs):  # counted now, when first read
+        macs = macs()
     arriving = _arriving(graph, trains, n_steps, arrivals)
     layer_counts = []
     for pop in pops:
@@ -1057,6 +1073,9 @@ class _ProjectionLayer:
         self.pop, self.proj, self.neuron, self.n_out = pop, proj, pop.neuron, pop.n
         self._rows, self._v_init, self._bias = {}, {}, {}  # by dtype
         self.spikes_per_step = 0.0  # of the busiest sample in the last run: the next run's buffer
+        # its kernel calls by (path, dtype, rows, settle, fresh) (snn.run.paths._run_layer): all it
+        # binds is fixed while this layer lives (the population and projection are immutable)
+        self.calls = {}
         self.n_in, self.kind = (0, "csr") if proj is None else (proj.source.n, proj.kind)
         if proj is None:
             self.rowptr, self.cols, self.weights = _NO_ROWS
@@ -1075,6 +1094,9 @@ class _ProjectionLayer:
             self.weights = weights
             self.fan_out = np.diff(self.rowptr)
         self.n_synapses = int(self.fan_out.sum())
+
+    def __getstate__(self):  # a copy or pickle makes its kernel calls (closures) again
+        return {**self.__dict__, "calls": {}}
 
     def v_init_row(self, dtype):
         """The initial membrane in ``dtype``, made once (writeable, never
