@@ -282,8 +282,7 @@ class Network:
         return key
 
     def _inputs(self, spikes, events, analog, T, batch_size):
-        given = [x is not None for x in (spikes, events, analog)]
-        if sum(given) != 1:
+        if (spikes is not None) + (events is not None) + (analog is not None) != 1:
             raise ValueError("give exactly one of spikes=, events= or analog=")
         if T is not None and (isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0):
             raise ValueError(f"T must be a positive integer number of steps, got {T!r}")

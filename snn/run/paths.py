@@ -6,6 +6,7 @@ for every population it runs as a layer)."""
 
 from __future__ import annotations
 
+import operator
 import weakref
 
 import numpy as np
@@ -77,7 +78,8 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
     # (kept by a graph's layer: a layer firing above the guess would otherwise run twice every time)
     seen = getattr(layer, "spikes_per_step", 0.0)
     most = n_steps * n_out
-    cap = min(most, max(1024, 4 * _largest(source.tptr[:, -1]), most // 8, int(1.25 * seen * n_steps)))
+    busiest = int(source.tptr[0, -1]) if batch == 1 else _largest(source.tptr[:, -1])
+    cap = min(most, max(1024, 4 * busiest, most // 8, int(1.25 * seen * n_steps)))
     while True:
         state = np.empty((batch, n_out, width), dtype) if carried is None else carried.copy()
         out_tptr = np.empty((batch, n_steps + 1), np.int64)
@@ -307,7 +309,7 @@ def _kept_drive_call(layer) -> tuple:
         arrays = (layer.weights, layer.rowptr, layer.cols)
     made = _made(layer)
     kept = made.get("drive")
-    if kept is None or any(a is not b for a, b in zip(kept[0], arrays, strict=True)):
+    if kept is None or not all(map(operator.is_, kept[0], arrays)):
         kept = made["drive"] = (arrays, drive_call(layer))
     return kept[1]
 
