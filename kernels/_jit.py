@@ -61,7 +61,7 @@ from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.core.compiler_machinery import FunctionPass, register_pass
 from numba.core.registry import CPUDispatcher
 from numba.core.runtime import rtsys
-from numba.core.untyped_passes import IRProcessing
+from numba.core.untyped_passes import DeadBranchPrune, IRProcessing
 
 
 def _drop_stale_cache():
@@ -114,11 +114,17 @@ class LiteralArgsAsConstants(FunctionPass):
 
 
 class _Compiler(CompilerBase):
-    """numba's nopython pipeline with :class:`LiteralArgsAsConstants`."""
+    """numba's nopython pipeline with :class:`LiteralArgsAsConstants`, then
+    a dead-branch pruning at once: the code a kernel's compile-time choices
+    rule out (a factory's closure variables, literal arguments) goes before
+    numba's closure inlining and rewrites walk it (numba prunes only after
+    them; README network, cold ``prepare()``: closure inlining 0.66 ->
+    0.20 s)."""
 
     def define_pipelines(self):
         pm = DefaultPassBuilder.define_nopython_pipeline(self.state)
         pm.add_pass_after(LiteralArgsAsConstants, IRProcessing)
+        pm.add_pass_after(DeadBranchPrune, LiteralArgsAsConstants)
         pm.finalize()
         return [pm]
 
