@@ -2,27 +2,18 @@
 plans, runners, a stack's first layer) is made from the graph as it was: a
 graph edited after a run (a population, a projection, a Poisson source
 added) or a stack whose layers changed must run as a fresh equivalent does,
-never on the old plan. And :meth:`snn.Graph.prepare` readies what reading a
-run uses (its final membrane), so that the first timed run and read after
-it compile and load nothing."""
+never on the old plan."""
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import NOJIT
 
 import snn
 import snn.convert as sc
 from snn.convert.chain import ConvertedNetwork
 from tests.test_early_exit import Residual
-from tests.test_specialisations import COUNT, ROOT
 
 torch.set_num_threads(1)
 
@@ -136,33 +127,3 @@ def test_a_changed_stack_runs_as_a_fresh_one(how):
     assert not np.array_equal(want.readout, before.readout)
     _same(after, want)
     _same(after_1, sc.run_early_exit(fresh, x[:1], T, patience=2, engine="kernel"))
-
-
-@pytest.mark.skipif(NOJIT, reason="counts compiled kernels")
-def test_prepare_readies_the_membrane_read():
-    """A graph's readout run event- or clock-driven leaves lazy neurons,
-    brought forward when the result's membrane is first read
-    (``kernels.settle``): ``prepare()`` loads that too (before, the first
-    read after it compiled ``settle``: 0.9 s on a cold cache, 11 ms loaded)."""
-    code = COUNT + (
-        "import numpy as np, snn\n"
-        "rng = np.random.default_rng(0)\n"
-        "g = snn.Graph()\n"
-        "a = g.input(20, name='in')\n"
-        "h = g.population(30, snn.IF(), name='h', mode='event')\n"
-        "o = g.population(5, snn.IF(threshold=np.inf), name='out', mode='clock')\n"
-        "g.connect(a, h, rng.random((30, 20)), delay=0)\n"
-        "g.connect(h, o, rng.random((5, 30)), delay=0)\n"
-        "g.prepare()\n"
-        "before = compiled()\n"
-        "r = g.run(8, inputs={'in': (rng.random((8, 3, 20)) < 0.3).astype(np.uint8)})\n"
-        "r.membrane\n"
-        "print(json.dumps({'before': before, 'after': compiled()}))\n"
-    )
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    before, after = ({k: sorted(map(json.dumps, v)) for k, v in got[w].items()} for w in ("before", "after"))
-    assert "snn_kernels.neuron.settle" in before
-    assert after == before  # (in any order: gc lists the dispatchers)

@@ -113,11 +113,12 @@ class Network:
     def prepare(self) -> float:
         """Compile (or load from the cache) the kernels this network's runs
         can use; returns the seconds it took. For each layer, those of the
-        paths its ``mode`` allows (``"auto"``: event, clock and dense), and
-        for a first layer with neurons the multiply-once of a constant
-        analog input; each kernel is specialised to the layer's projection
-        kind, neuron model and reset (``kernels._jit``), so nothing else is
-        compiled. The samples of a batch run on threads over the same
+        paths its ``mode`` allows (``"auto"``: event, clock and dense); for
+        a first layer with neurons the multiply-once of a constant analog
+        input; and what reading a run's final membrane uses (lazy neurons
+        brought forward: ``kernels.settle``). Each kernel is specialised to
+        the layer's projection kind, neuron model and reset
+        (``kernels._jit``), so nothing else is compiled. The samples of a batch run on threads over the same
         kernels, so one sample is enough. Without it, a run compiles what it
         needs when it first needs it (as does a path that ``run(mode=...)``
         forces on a layer whose own ``mode`` excludes it, or time-varying
@@ -136,7 +137,7 @@ class Network:
                 )
             source = out
         if self.layers[0].kind != "maxpool":
-            self.run(analog=np.ones((1, self.n_in)), T=n_steps)
+            _ = self.run(analog=np.ones((1, self.n_in)), T=n_steps).membrane  # what reading it compiles
         return time.perf_counter() - start
 
     def run(
