@@ -1,8 +1,8 @@
 """Import direction (DESIGN.md §4), checked on the source with ``ast``:
 
-- ``kernels/`` imports only numpy, numba, the standard library and its own
-  modules (relative imports or ``kernels.*``); never ``snn``, torch or
-  matplotlib.
+- ``kernels/`` imports only numpy, numba (and llvmlite, numba's LLVM
+  binding), the standard library and its own modules (relative imports or
+  ``kernels.*``); never ``snn``, torch or matplotlib.
 - ``snn``'s core does not import torch or matplotlib, at any level (inside
   functions too). The tools allowed to (files named ``interop*``, ``plot*``
   and the packages ``snn/convert``, ``snn/interop``, ``snn/plot``) are
@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "kernels"
 SNN = ROOT / "snn"
 
-KERNEL_ALLOWED = {"numpy", "numba"} | set(sys.stdlib_module_names)  # no snn, torch, matplotlib
+# no snn, torch, matplotlib; llvmlite is numba's own LLVM binding (kernels._jit reads cached code with it)
+KERNEL_ALLOWED = {"numpy", "numba", "llvmlite"} | set(sys.stdlib_module_names)
 CORE_FORBIDDEN = {"torch", "matplotlib"}
 # torch tools on top of the core: the converter (with its training helpers for
 # the digits models and qcfs, the quantised activation trained for lossless
