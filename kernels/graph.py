@@ -480,7 +480,7 @@ def _fold_conv(cacc, cmark, clist, n_list, base, c_out, plane, acc, mark, touche
             acc[j] += cacc[c]
             cacc[c] = 0
             touched[n_touched] = j  # kept only if j is new: no branch to mispredict
-            n_touched += 1 - mark[j]
+            n_touched += 1 - np.int64(mark[j])  # a uint8 would wrap with the JIT off
             mark[j] = 1
             j += plane
     return n_touched
@@ -848,7 +848,7 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                                     acc[j] += w if shared else plan.weights[s + woff]
                                     if not clock:
                                         touched[n_touched] = j  # kept only if j is new: no branch
-                                        n_touched += 1 - mark[j]
+                                        n_touched += 1 - np.int64(mark[j])  # (uint8: wraps, JIT off)
                                         mark[j] = 1
                     if conv and conv_in:  # the channel-last sums into acc, once per neuron
                         if clock:
@@ -888,7 +888,7 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                                 acc[j] += w
                                 if not clock:
                                     touched[n_touched] = j
-                                    n_touched += 1 - mark[j]
+                                    n_touched += 1 - np.int64(mark[j])  # a uint8 would wrap with the JIT off
                                     mark[j] = 1
                             draws[0], draws[1], draws[2], draws[3] = x0, x1, x2, x3
                     table = tables[p]

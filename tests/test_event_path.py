@@ -244,3 +244,23 @@ def test_many_neurons_due_on_their_own_close_in_order(n):
     np.testing.assert_array_equal(runs[0].v(pop.name), runs[1].v(pop.name))
     per_step = runs[0].spikes(pop.name).sum(axis=-1)  # [T, B]
     assert per_step.max() > 256 if n > 256 else per_step.max() * 16 > n  # ordered close, > 255 touched
+
+
+def test_many_neurons_reached_by_input_in_one_step():
+    """A stepped population whose 600 neurons all receive input in one step
+    lists them as touched while delivering; the count must not wrap past 255
+    (it added ``1 - mark``, a uint8, under NUMBA_DISABLE_JIT). Event path ==
+    reference, spike for spike."""
+    g = snn.Graph()
+    src = g.input(2, name="in")
+    pop = g.population(600, snn.IF(threshold=1.0), mode="event")
+    g.connect(src, pop, np.full((600, 2), 0.5), delay=1)
+    spikes = np.zeros((6, 2, 2), np.uint8)
+    spikes[[0, 2, 3], :, 0] = 1
+    spikes[[2, 4], :, 1] = 1
+    runs = [
+        g.run(6, inputs={"in": spikes}, record_v={pop: [0, 599]}, backend=b) for b in ("event", "reference")
+    ]
+    np.testing.assert_array_equal(runs[0].spikes(pop.name), runs[1].spikes(pop.name))
+    np.testing.assert_array_equal(runs[0].v(pop.name), runs[1].v(pop.name))
+    assert runs[0].spikes(pop.name).sum(axis=-1).max() > 256
