@@ -144,13 +144,14 @@ def _resolvable(libdata, codegen) -> bool:
     and C helpers, the process's libraries, code compiled or loaded before.
     An unknown one would abort the process when the code is loaded."""
     name, kind, data = libdata
-    if kind != "object":
+    engine = getattr(codegen, "_engine", None)  # numba's JIT engine (private: absent means unknown)
+    if kind != "object" or engine is None:
         return False
     module = ll.parse_bitcode(data[1])
     return all(
         not g.is_declaration
         or g.name.startswith("llvm.")
-        or codegen._engine.is_symbol_defined(g.name)
+        or engine.is_symbol_defined(g.name)
         or ll.address_of_symbol(g.name) is not None
         for g in (*module.functions, *module.global_variables)
     )
@@ -171,9 +172,29 @@ class _CheckedCache(FunctionCache):
     has, 0.4-0.5 s here, most of a cached ``Network.prepare()``). Loading
     needs only the runtime (NRT) the compiled code calls; compiling refreshes
     by itself. An entry whose code declares a symbol not known yet gets the
-    full refresh first (:func:`_resolvable`)."""
+    full refresh first (:func:`_resolvable`).
+
+    The load without refresh reads numba's private cache internals
+    (:data:`_PRIVATE`, stable from numba 0.60 to 0.68); where a numba
+    release lacks one of them, numba's own load (refresh included) runs,
+    slower but correct."""
+
+    _PRIVATE = ("_enabled", "_cache_file", "_impl", "_index_key", "_guard_against_spurious_io_errors")
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._fast = all(hasattr(self, name) for name in self._PRIVATE)
 
     def load_overload(self, sig, target_context):
+        if self._fast:
+            cres = self._load_without_refresh(sig, target_context)
+        else:  # numba's own load
+            cres = super().load_overload(sig, target_context)
+        if cres is not None and tuple(cres.signature.args) != tuple(sigutils.normalize_signature(sig)[0]):
+            return None
+        return cres
+
+    def _load_without_refresh(self, sig, target_context):
         if not self._enabled:
             return None
         rtsys.initialize(target_context)  # what numba's refresh does first
@@ -183,10 +204,7 @@ class _CheckedCache(FunctionCache):
                 return None
             if not _resolvable(data[0], target_context.codegen()):
                 target_context.refresh()
-            cres = self._impl.rebuild(target_context, data)
-            if tuple(cres.signature.args) != tuple(sigutils.normalize_signature(sig)[0]):
-                return None
-            return cres
+            return self._impl.rebuild(target_context, data)
         return None  # an I/O error swallowed (Windows only)
 
 
