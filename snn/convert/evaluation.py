@@ -94,7 +94,7 @@ def readout_trajectory(converted: ConvertedNetwork, x, result) -> Trajectory:
     if len(layers) > 1:
         readout = _readout_from_spikes(readout_layer, result.trains[-2])
     else:  # the readout multiplies the analog input: a constant current
-        flat = converted._flat(x).astype(np.float64)
+        flat = converted._flat(x)  # a new float64 array
         current = np.asarray(readout_layer.bias, np.float64) + flat @ readout_layer.dense_rows(np.float64)
         t = np.arange(1, n_steps + 1, dtype=np.float64)[:, None, None]
         readout = np.asarray(readout_layer.v_init, np.float64) + t * current[None]
