@@ -35,15 +35,16 @@ _NS_PER_CLOCK_UPDATE = 1.5  # one neuron step of a sequential sweep
 # from the step's synaptic operations S (kernels.event.TWO_PHASE_AT ...):
 # direct delivery or two phases.
 # Its costs, measured with benchmarks/sparse_crossover.py (fixed in-degree 100,
-# one thread; figures in the commit that set them), by whether the state and the
-# input sums fit in cache (kernels.event.TWO_PHASE_STATE_BYTES: 100k neurons
-# do, 1M do not): ns per synaptic operation on the direct / two-phase / clock
-# path, ns per neuron of a clock sweep, ns per touched neuron
-# of a layer that keeps a calendar (driven), ns per neuron per run (set-up,
-# the first calendar, settling; the clock path's is in its sweep).
+# one thread, undriven LIF; fitted to the event and clock times of its rows at
+# e8d9d1c, quiet, 2026-11-28), by whether the state and the input sums fit in
+# cache (kernels.event.TWO_PHASE_STATE_BYTES: 100k neurons do, 1M do not): ns
+# per synaptic operation on the direct / two-phase / clock path, ns per neuron
+# of a clock sweep, ns per touched neuron of a layer that keeps a calendar
+# (driven; not re-measured since 5b13178), ns per neuron per run (set-up, the
+# first calendar, settling; the clock path's is in its sweep).
 _CSR_COSTS = {
-    True: dict(direct=10.0, two_phase=10.0, clock=7.8, clock_sweep=1.0, calendar=20.0, setup=3.0),
-    False: dict(direct=33.0, two_phase=33.0, clock=17.0, clock_sweep=1.4, calendar=40.0, setup=13.0),
+    True: dict(direct=20.0, two_phase=16.0, clock=8.4, clock_sweep=1.05, calendar=20.0, setup=8.0),
+    False: dict(direct=36.0, two_phase=56.0, clock=28.0, clock_sweep=1.45, calendar=40.0, setup=6.0),
 }
 
 
