@@ -54,7 +54,6 @@ from .conv import (
     conv_sizes,
     merges_rows,
     run_tables,
-    tap_tables,
 )
 from .neuron import (
     NEVER,
@@ -80,14 +79,7 @@ CSR, CONV, DENSE = 0, 1, 2  # projection kinds (sparse_kernel takes CSR and CONV
 _NO_GEOM = np.zeros(15, np.int64)
 _NO_ROWPTR = np.zeros(1, np.int64)
 _NO_COLS = np.zeros(0, np.int32)
-# a CSR kernel's conv tables: pre_rows, flat_runs and the patch tables (_patch_tables)
-_NO_TABLES = (
-    np.zeros((0, 5), np.int64),
-    np.zeros((0, 5), np.int64),
-    np.zeros(0, np.float64),
-    np.zeros((0, 4), np.int64),
-    np.zeros(0, np.int64),
-)
+_NO_TABLES = (np.zeros((0, 5), np.int64), np.zeros((0, 5), np.int64))  # a CSR kernel's conv tables
 
 
 @jit
@@ -590,103 +582,15 @@ def _conv_tables(geom, weights, n_runs, runs, like):
     return w_st, pre_rows, flat_runs
 
 
-PATCH_A, PATCH_W, PATCH_ROWS, PATCH_SYNOPS = range(4)  # the fields of an input's row in _patch_tables
-# the fields of _patch_tables' geometry: a row's length, the steps from one row to the next in the
-# sums and the weights, and the sums' layout (size, row stride, offset of output pixel (0, 0))
-PATCH_LEN, PATCH_ROW_A, PATCH_ROW_W, PATCH_SIZE, PATCH_STRIDE, PATCH_ORIGIN = range(6)
-
-
-def _patch_tables(geom, weights, like):
-    """The tables of the plain clock path's fixed-shape delivery, for a
-    geometry of dilation 1 and one group (else three empty arrays): an input
-    spike adds rows of one length, ``ceil(kw / stride_x)`` output pixels x
-    C_out, whatever its position, so that no loop's length depends on the
-    data (a run's length does: it changes with the spike's position). The
-    input sums are channel-last on a plane with a halo (``(y + top) * W_pad
-    + x + left`` pixels): the rows of a spike near a border reach into the
-    halo, never read (zeroed by :func:`_conv_sweep`); a pixel slot whose kernel column
-    lies past the kernel (``kx >= kw`` for this position's ``x mod
-    stride_x``) has weight zero, and adding zero to a sum never changes it
-    (a sum from +0.0 is never -0.0), so each sum receives the same additions
-    in the same order as with :func:`_conv_tables`' runs.
-
-    ``(w_patch, pre_patch, patch)``: the weights ``[C_in, kh, stride_x,
-    slot, C_out]`` in the state dtype (that of ``like``), slot ``s``
-    holding column ``x mod stride_x + (slots - 1 - s) * stride_x``; for each
-    input neuron one row (fields :data:`PATCH_A` ...): its first row's
-    offsets in the sums and the weights, its number of kernel rows
-    (``ceil((kh - (y + pad_y) mod stride_y) / stride_y)``; the next row one
-    output row up, ``stride_y`` kernel rows on) and the synaptic operations
-    it counts (its taps inside the output x C_out); and the geometry
-    (fields :data:`PATCH_LEN` ...). By numpy, once per layer and dtype."""
-    c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, sy, sx, py, px, dy, dx, groups = (int(v) for v in geom)
-    if dy != 1 or dx != 1 or groups != 1 or c_in * h_in * w_in == 0 or c_out * h_out * w_out == 0:
-        return np.zeros(0, like.dtype), np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
-    slots = -(-kw // sx)
-    x = np.arange(w_in, dtype=np.int64)
-    rx = (x + px) % sx
-    ox_last = (x + px - rx) // sx  # the pixel of column rx, the last of the row
-    ox_first = ox_last - (slots - 1)
-    y = np.arange(h_in, dtype=np.int64)
-    ry = (y + py) % sy
-    oy_first = (y + py - ry) // sy  # the output row of kernel row ry, the first of the spike
-    rows = np.maximum(0, -(-(kh - ry) // sy))
-    used = rows > 0
-    top = max(0, -int((oy_first - rows + 1)[used].min(initial=0)))
-    bottom = max(0, int(oy_first[used].max(initial=0)) - (h_out - 1))
-    left = max(0, -int(ox_first.min()))
-    right = max(0, int(ox_last.max()) - (w_out - 1))
-    w_pad = w_out + left + right
-    w_patch = np.zeros((c_in, kh, sx, slots, c_out), like.dtype)
-    kernel = weights.reshape(c_in, kh, kw, c_out)
-    for r in range(sx):
-        for s in range(slots):
-            kx = r + (slots - 1 - s) * sx
-            if kx < kw:
-                w_patch[:, :, r, s] = kernel[:, :, kx]
-    length = slots * c_out
-    a = ((oy_first[:, None] + top) * w_pad + (ox_first[None, :] + left)) * c_out
-    w = ((np.arange(c_in, dtype=np.int64)[:, None, None] * kh + ry[None, :, None]) * sx + rx) * length
-    n_taps = tap_tables(geom)[0].reshape(h_in, w_in)
-    pre_patch = np.empty((c_in, h_in, w_in, 4), np.int64)
-    pre_patch[..., PATCH_A] = a
-    pre_patch[..., PATCH_W] = w
-    pre_patch[..., PATCH_ROWS] = rows[:, None]
-    pre_patch[..., PATCH_SYNOPS] = n_taps * c_out
-    patch = np.array(
-        [
-            length,
-            w_pad * c_out,
-            sy * sx * length,
-            (h_out + top + bottom) * w_pad * c_out,
-            w_pad * c_out,
-            (top * w_pad + left) * c_out,
-        ],
-        np.int64,
-    )
-    return w_patch.ravel(), pre_patch.reshape(-1, 4), patch
-
-
-class ConvTables(tuple):
-    """What :func:`conv_tables` gives: a tuple ``(w_st, pre_rows,
-    flat_runs)`` (:func:`_conv_tables`: every path's runs), with the plain
-    clock path's fixed-shape tables in ``patch`` (:func:`_patch_tables`)."""
-
-    patch: tuple
-
-
-def conv_tables(geom, weights, dtype) -> ConvTables:
+def conv_tables(geom, weights, dtype) -> tuple:
     """``(w_st, pre_rows, flat_runs)``, what the CONV kernel reads of a
-    convolution (:func:`_conv_tables`) for a state of ``dtype``, and its
-    ``patch`` tables (:func:`_patch_tables`): they depend on the geometry,
-    the flat ``weights`` and ``dtype`` only, so a caller that runs a layer
-    again builds them once (:func:`conv_layer`'s ``tables``). Writeable
-    (numba compiles read-only arrays as another type), never written."""
+    convolution (:func:`_conv_tables`) for a state of ``dtype``: they depend
+    on the geometry, the flat ``weights`` and ``dtype`` only, so a caller
+    that runs a layer again builds them once (:func:`conv_layer`'s
+    ``tables``). Writeable (numba compiles read-only arrays as another
+    type), never written."""
     geom = np.ascontiguousarray(geom, np.int64)
-    like = np.empty(0, dtype)
-    tables = ConvTables(_conv_tables(geom, weights, *run_tables(geom), like))
-    tables.patch = _patch_tables(geom, weights, like)
-    return tables
+    return _conv_tables(geom, weights, *run_tables(geom), np.empty(0, dtype))
 
 
 @helper
@@ -718,54 +622,27 @@ def _from_channel_last(state, v_cl, t, c_out, plane):
 
 @helper(choices=("reset_mode",))
 def _conv_sweep(
-    v_cl,
-    acc_cl,
-    b_cl,
-    decay,
-    threshold,
-    reset_mode,
-    v_reset,
-    fired,
-    c_out,
-    plane,
-    rows,
-    acc_row,
-    acc_origin,
-    out_idx,
-    n_out,
+    v_cl, acc_cl, b_cl, decay, threshold, reset_mode, v_reset, fired, c_out, plane, out_idx, n_out
 ):
     """Clock-driven step of a plain IF/LIF conv layer kept channel-last
     (:func:`_to_channel_last`): every neuron ``v <- v * decay + b + input``
-    (``neuron.sweep_step``'s arithmetic, in contiguous branch-free loops
-    that vectorise), input zeroed, threshold, reset; then the spikes
-    appended to ``out_idx`` as channel-first indices in increasing order
-    (the order of ``sweep_step``). The input of ``v_cl``'s ``rows`` equal
-    rows is ``acc_cl`` from ``acc_origin`` on, a row every ``acc_row``; what
-    lies between them (a halo, :func:`_patch_tables`) is zeroed too.
-    Returns the new spike count, or -1 if ``out_idx`` is full."""
+    (``neuron.sweep_step``'s arithmetic, in one contiguous branch-free loop
+    that vectorises), input ``acc_cl`` zeroed, threshold, reset; then the
+    spikes appended to ``out_idx`` as channel-first indices in increasing
+    order (the order of ``sweep_step``). Returns the new spike count, or -1
+    if ``out_idx`` is full."""
     n = v_cl.shape[0]
-    width = n // rows
-    cleared = 0  # acc_cl is zero below this
-    for y in range(rows):
-        a0 = acc_origin + y * acc_row
-        acc_cl[cleared:a0] = 0
-        cleared = a0 + width
-        acc = acc_cl[a0:cleared]  # views: the loop below vectorises
-        v_y = v_cl[y * width : (y + 1) * width]
-        b_y = b_cl[y * width : (y + 1) * width]
-        fired_y = fired[y * width : (y + 1) * width]
-        for j in range(width):
-            v = v_y[j] * decay + b_y[j] + acc[j]
-            acc[j] = 0
-            spike = v >= threshold
-            fired_y[j] = spike
-            if reset_mode == RESET_SUBTRACT:
-                v_y[j] = v - threshold if spike else v
-            elif reset_mode == RESET_TO_VALUE:
-                v_y[j] = v_reset if spike else v
-            else:
-                v_y[j] = v
-    acc_cl[cleared:] = 0
+    for j in range(n):
+        v = v_cl[j] * decay + b_cl[j] + acc_cl[j]
+        acc_cl[j] = 0
+        spike = v >= threshold
+        fired[j] = spike
+        if reset_mode == RESET_SUBTRACT:
+            v_cl[j] = v - threshold if spike else v
+        elif reset_mode == RESET_TO_VALUE:
+            v_cl[j] = v_reset if spike else v
+        else:
+            v_cl[j] = v
     cap = out_idx.shape[0]
     if n_out + n <= cap:  # room for every neuron: a branch-free append
         # an unsigned count: no negative-index wrap-around on the loop's one dependency chain
@@ -817,11 +694,10 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     adds each weight to the membrane, the others add their sum).
 
     The kernel's arguments are :func:`csr_layer`'s without the compile-time
-    choices, ``rowptr, cols, weights, geom, pre_rows, flat_runs, w_patch,
-    pre_patch, patch`` for the connectivity (CONV: ``weights`` the delivery
-    weights in the state dtype, the next two as :func:`conv_tables` makes
-    them and the last three its ``patch``; placeholders for what the kind
-    does not use), ``two_phase_at, sweep_at``
+    choices, ``rowptr, cols, weights, geom, pre_rows, flat_runs`` for the
+    connectivity (CONV: ``weights`` the delivery weights in the state dtype
+    and the last two as :func:`conv_tables` makes them; placeholders for
+    what the kind does not use), ``two_phase_at, sweep_at``
     after ``settle`` (floats; CONV ignores them), and last ``first, stop``:
     it runs samples ``first .. stop - 1`` one after the other (see
     ``kernels._jit.run_samples``)."""
@@ -835,9 +711,6 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
         geom,
         pre_rows,
         flat_runs,
-        w_patch,
-        pre_patch,
-        patch,
         bias_b,
         table,
         threshold,
@@ -913,17 +786,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 # input is summed channel-last (``acc_cl[pixel * c_out + c]``: the
                 # output channels of one tap are contiguous, so the sum vectorises),
                 # and the channels of a touched (group, pixel) are brought forward together
-                # the plain clock path adds fixed-shape patches (_patch_tables) where the geometry has them
-                patched = clock and not has_current and not has_refractory and patch.shape[0] > 0
-                acc_cl = np.empty(patch[PATCH_SIZE] if patched else n, state.dtype)
+                acc_cl = np.empty(n, state.dtype)
                 acc_cl[:] = 0.0
-                p_len = patch[PATCH_LEN] if patched else 0
-                p_row_a = patch[PATCH_ROW_A] if patched else 0
-                p_row_w = patch[PATCH_ROW_W] if patched else 0
-                # the sweep's rows of input sums: the output rows inside the halo, or one row
-                sweep_rows = geom[4] if patched else 1
-                acc_row = patch[PATCH_STRIDE] if patched else n
-                acc_origin = patch[PATCH_ORIGIN] if patched else 0
                 if not clock:
                     pixel_stamp = np.empty(geom[14] * plane, np.int64)
                     pixel_stamp[:] = -1
@@ -1168,17 +1032,6 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         synops += s1 - s0
                         for s in range(s0, s1):  # the clock path (the event path's steps: above)
                             acc[cols[s]] += weights[s]
-                    elif patched:  # CONV, plain clock path: rows of one length (_patch_tables)
-                        a0 = pre_patch[pre, PATCH_A]
-                        w0 = pre_patch[pre, PATCH_W]
-                        synops += pre_patch[pre, PATCH_SYNOPS]
-                        for _ in range(pre_patch[pre, PATCH_ROWS]):
-                            target = acc_cl[a0 : a0 + p_len]  # views: the loop below vectorises
-                            w = w_patch[w0 : w0 + p_len]
-                            for co in range(p_len):
-                                target[co] += w[co]
-                            a0 -= p_row_a  # the next kernel row reaches the output row above
-                            w0 += p_row_w
                     else:  # CONV: sum into acc_cl (no branch per synapse), then per touched pixel
                         a_base = pre_rows[pre, PRE_ACC]
                         w_base = pre_rows[pre, PRE_W]
@@ -1216,9 +1069,6 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                             fired,
                             c_out,
                             plane,
-                            sweep_rows,
-                            acc_row,
-                            acc_origin,
                             out_idx,
                             n_out,
                         )
@@ -1238,9 +1088,6 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                             fired,
                             1,
                             n,
-                            1,
-                            n,
-                            0,
                             out_idx,
                             n_out,
                         )
@@ -1625,9 +1472,7 @@ def conv_layer(
     in ``kernels.conv``), samples in parallel; ``clock`` and the flags as in
     :func:`csr_layer`. ``tables``: :func:`conv_tables` of ``geom``,
     ``weights`` and the state's dtype (default: built here, for this call)."""
-    if tables is None:
-        tables = conv_tables(geom, weights, state.dtype)
-    w_st, pre_rows, flat_runs = tables
+    w_st, pre_rows, flat_runs = conv_tables(geom, weights, state.dtype) if tables is None else tables
     run_samples(
         sparse_kernel(CONV, *_choices(clock, has_current, has_refractory, reset_mode)),
         len(in_tptr),
@@ -1639,7 +1484,6 @@ def conv_layer(
         geom,
         pre_rows,
         flat_runs,
-        *tables.patch,
         bias,
         table,
         threshold,
