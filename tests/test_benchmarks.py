@@ -21,6 +21,7 @@ SMOKE = {
     "stream_memory": ["--steps", "4000", "--chunk", "1000"],
     "profile_overhead": ["FF"],
     "kernel_csr": ["--quick"],
+    "kernel_conv": ["--quick"],
 }
 
 
