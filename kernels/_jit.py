@@ -20,6 +20,13 @@ one) or :func:`pjit` (parallel over samples) instead of calling
   compile instead of 1 s: it deep-copies the callee's IR at every call site.)
 - ``boundscheck``: off, unless the environment sets ``NUMBA_BOUNDSCHECK=1``
   (numba reads it itself; tests have a leg that does).
+- ``NUMBA_DISABLE_JIT=1``: kernels and helpers run as Python, each kernel
+  call under ``numpy.errstate(over="ignore")`` (:func:`python_twin`):
+  compiled code wraps integers and overflows floats to inf silently (the
+  generator's xoshiro arithmetic wraps by design), and so does its Python
+  twin. Helpers, called millions of times, inherit the rule from their
+  kernel (the context costs 2 us a call); one that Python calls directly
+  and that overflows by design wraps itself (``rng.next_u64``).
 
 Compile-time choices
 --------------------
@@ -55,6 +62,7 @@ from pathlib import Path
 
 import llvmlite.binding as ll
 import numba
+import numpy as np
 from numba.core import ir, ir_utils, sigutils, types
 from numba.core.caching import FunctionCache
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
@@ -247,9 +255,20 @@ _OPTIONS = dict(
 _NO_WRAPPERS = dict(no_cpython_wrapper=True)
 
 
+def python_twin(fn):
+    """``fn`` run as Python under compiled code's overflow rule: silent."""
+
+    @functools.wraps(fn)
+    def silent(*args, **kwargs):
+        with np.errstate(over="ignore"):
+            return fn(*args, **kwargs)
+
+    return silent
+
+
 def _compile(fn, choices=(), cls=_Dispatcher, **options):
     if numba.config.DISABLE_JIT:
-        return fn
+        return fn if cls is _HelperDispatcher else python_twin(fn)
     params = list(inspect.signature(fn).parameters)
     unknown = set(choices) - set(params)
     if unknown:
@@ -277,7 +296,7 @@ def helper(fn=None, *, choices=()):
     if fn is None:
         return functools.partial(helper, choices=choices)
     disp = _compile(fn, choices, _HelperDispatcher, _nrt=False, **_NO_WRAPPERS)
-    if disp is not fn:
+    if not numba.config.DISABLE_JIT:
         twin = types_.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
         twin.__qualname__ = f"{fn.__qualname__}_from_python"  # its own cache file
         twin.__doc__ = fn.__doc__

@@ -11,9 +11,10 @@ the xoshiro authors advise.
 
 import math
 
+import numba
 import numpy as np
 
-from ._jit import helper
+from ._jit import helper, python_twin
 
 _MASK = (1 << 64) - 1
 
@@ -64,6 +65,10 @@ def next_u64(s):
     s[2] ^= t
     s[3] = _rotl(s[3], np.uint64(45))
     return result
+
+
+if numba.config.DISABLE_JIT:  # Python calls it directly too (tests): its products wrap, silently
+    next_u64 = python_twin(next_u64)
 
 
 @helper

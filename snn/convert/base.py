@@ -39,7 +39,8 @@ def check_samples(x, what: str, input_shape: tuple | None = None) -> np.ndarray:
         or (input_shape is not None and shape[1:] != tuple(input_shape))
     ):
         _refuse(x, what, input_shape)
-    out = x.astype(np.float64, order="C")  # always a copy
+    with np.errstate(over="ignore"):  # (a long double too large for float64: inf, refused below)
+        out = x.astype(np.float64, order="C")  # always a copy
     if not np.isfinite(out).all():
         bad = ~np.isfinite(out)
         samples = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
