@@ -59,6 +59,10 @@ def test_first_layer_drive_and_macs_as_the_layer_computes_them(first):
     assert macs.dtype == np.int64
     np.testing.assert_array_equal(macs, (flat != 0).astype(np.int64) @ layer.fan_out)
     assert cache is stopping._EXITS[graph] and stopping._as_graph(conv, x[:1])[1] is cache
+    assert cache[None][-1]  # after its first call, the drive kernel's compiled function is kept
+    for part in (x[:1], x[2:5], x):  # ... and computes what the layer computes, at any batch size
+        flat = check_samples(part, "x", SHAPE).reshape(len(part), -1)
+        np.testing.assert_array_equal(stopping._as_graph(conv, part)[3][name], _vecmat(flat, layer))
 
 
 def test_a_changed_first_layer_is_read_again():

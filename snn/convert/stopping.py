@@ -44,6 +44,7 @@ from ..run.stepped import (
     EXIT_MIN,
     EXIT_PATIENCE,
     SteppedExit,
+    _compiled,
     exit_holds,
 )
 from .base import check_labels, check_samples
@@ -400,16 +401,33 @@ def _as_graph(converted, x) -> tuple:
         return graph, _cache(graph), converted.readout, currents, np.broadcast_to(total, (len(x),)).copy()
     if not isinstance(converted, ConvertedNetwork):
         raise TypeError(f"expected a ConvertedNetwork or ConvertedGraph, got {type(converted).__name__}")
-    flat = converted._flat(x)  # C-contiguous float64 (check_samples)
+    flat = _flat(x, converted.input_shape)
     graph = converted.network.graph()  # kept by the network while its layers are unchanged
     cache = _cache(graph)
     chain = cache.get(None)
     if chain is None:
         chain = cache[None] = _chain(converted.network)
-    readout, name, fan_out, kernel, args, n = chain
+    readout, name, fan_out, kernel, args, n, direct = chain
     drive = np.empty((len(flat), n))
     kernel(flat, *args, drive)
+    if not direct:  # called through the dispatcher once: then its compiled function, if it has one
+        entry = _compiled(kernel, (flat, *args, drive))
+        cache[None] = (readout, name, fan_out, entry or kernel, args, n, True)
     return graph, cache, readout, {name: drive}, np.dot(flat != 0, fan_out)  # MACs [B] int64: exact
+
+
+def _flat(x, input_shape) -> np.ndarray:
+    """``check_samples(x, "x", input_shape)`` flattened to ``[N, prod(input_shape)]``
+    (a new C-contiguous float64 array): an array of half, single or double
+    floats of that sample shape, all finite, is taken at once (its cast
+    cannot overflow); anything else goes through ``check_samples``, which
+    refuses what it must."""
+    shape = x.shape if type(x) is np.ndarray and x.dtype.char in "efd" else ()
+    if len(shape) >= 2 and shape[0] and shape[1:] == input_shape:
+        out = x.astype(np.float64, order="C")  # always a copy
+        if np.isfinite(out).all():
+            return out.reshape(len(out), -1)
+    return check_samples(x, "x", input_shape).reshape(len(x), -1)
 
 
 def _cache(graph) -> dict:
@@ -424,10 +442,14 @@ def _cache(graph) -> dict:
 
 def _chain(network) -> tuple:
     """``(readout name, first layer's name, its fan-out (int64), kernel,
-    arguments, its size)`` of a stack, read once per graph (a changed layer
-    makes a new graph): ``kernel(x, *arguments, drive)`` writes ``drive =
-    x @ W`` of the first layer (``[B, n_in]``, ``[B, n]`` float64) as
-    :func:`snn.run.paths._vecmat` does (:func:`snn.run.paths.drive_call`)."""
+    arguments, its size, False)`` of a stack, read once per graph (a changed
+    layer makes a new graph): ``kernel(x, *arguments, drive)`` writes
+    ``drive = x @ W`` of the first layer (``[B, n_in]`` C-contiguous,
+    ``[B, n]`` float64) as :func:`snn.run.paths._vecmat` does
+    (:func:`snn.run.paths.drive_call`). After the first call, ``_as_graph``
+    keeps instead the compiled function the dispatcher ran (the arguments
+    are of the same types at every call: numba's typing of them is saved)
+    and True."""
     first = network.layers[0]
     if first.kind == "maxpool":
         raise ValueError("the network's first layer is a max pool: no analog input to drive")
@@ -435,4 +457,4 @@ def _chain(network) -> tuple:
     fan_out = first.fan_out.astype(np.int64)
     fan_out.flags.writeable = False
     name = network.layer_name(0)
-    return network.layer_name(len(network.layers) - 1), name, fan_out, kernel, args, first.n_out
+    return network.layer_name(len(network.layers) - 1), name, fan_out, kernel, args, first.n_out, False
