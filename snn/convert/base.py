@@ -39,8 +39,11 @@ def check_samples(x, what: str, input_shape: tuple | None = None) -> np.ndarray:
         or (input_shape is not None and shape[1:] != tuple(input_shape))
     ):
         _refuse(x, what, input_shape)
-    with np.errstate(over="ignore"):  # (a long double too large for float64: inf, refused below)
+    if x.dtype.char in "efd":  # half, single, double: the cast cannot overflow
         out = x.astype(np.float64, order="C")  # always a copy
+    else:
+        with np.errstate(over="ignore"):  # (a long double too large for float64: inf, refused below)
+            out = x.astype(np.float64, order="C")
     if not np.isfinite(out).all():
         bad = ~np.isfinite(out)
         samples = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])

@@ -401,7 +401,7 @@ def _as_graph(converted, x) -> tuple:
         return graph, _cache(graph), converted.readout, currents, np.broadcast_to(total, (len(x),)).copy()
     if not isinstance(converted, ConvertedNetwork):
         raise TypeError(f"expected a ConvertedNetwork or ConvertedGraph, got {type(converted).__name__}")
-    flat = _flat(x, converted.input_shape)
+    flat = converted._flat(x)  # C-contiguous float64 (check_samples)
     graph = converted.network.graph()  # kept by the network while its layers are unchanged
     cache = _cache(graph)
     chain = cache.get(None)
@@ -414,20 +414,6 @@ def _as_graph(converted, x) -> tuple:
         entry = _compiled(kernel, (flat, *args, drive))
         cache[None] = (readout, name, fan_out, entry or kernel, args, n, True)
     return graph, cache, readout, {name: drive}, np.dot(flat != 0, fan_out)  # MACs [B] int64: exact
-
-
-def _flat(x, input_shape) -> np.ndarray:
-    """``check_samples(x, "x", input_shape)`` flattened to ``[N, prod(input_shape)]``
-    (a new C-contiguous float64 array): an array of half, single or double
-    floats of that sample shape, all finite, is taken at once (its cast
-    cannot overflow); anything else goes through ``check_samples``, which
-    refuses what it must."""
-    shape = x.shape if type(x) is np.ndarray and x.dtype.char in "efd" else ()
-    if len(shape) >= 2 and shape[0] and shape[1:] == input_shape:
-        out = x.astype(np.float64, order="C")  # always a copy
-        if np.isfinite(out).all():
-            return out.reshape(len(out), -1)
-    return check_samples(x, "x", input_shape).reshape(len(x), -1)
 
 
 def _cache(graph) -> dict:
