@@ -17,7 +17,7 @@ from .._validate import DTYPES, numba_threads, real_array, run_extent
 from ..run.paths import _run_layer, _run_maxpool, _vecmat
 from ..run.reference import run_reference
 from ..run.result import RunResult
-from ..run.schedule import TOGETHER_MAX_STEPS, projection_synops, silent_trains
+from ..run.schedule import projection_synops, silent_trains
 from ..run.spiketrains import SpikeTrains
 from .conv import Flatten, MaxPool2d
 from .graph import Graph
@@ -136,10 +136,8 @@ class Network:
                     layer, source, bias, None, mode, n_steps, self.dtype, settle=k == len(self.layers) - 1
                 )
             source = out
-        if self.layers[0].kind != "maxpool":  # what reading the membrane compiles, of a run of one sample
-            # stepped together (snn.run.schedule.TOGETHER_MAX_STEPS: the graph kernel) and of one layered
-            for steps in (n_steps, TOGETHER_MAX_STEPS + 1):
-                _ = self.run(analog=np.ones((1, self.n_in)), T=steps).membrane
+        if self.layers[0].kind != "maxpool":
+            _ = self.run(analog=np.ones((1, self.n_in)), T=n_steps).membrane  # what reading it compiles
         return time.perf_counter() - start
 
     def run(

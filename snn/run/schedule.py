@@ -54,7 +54,7 @@ from .paths import (
 )
 from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
-from .stepped import Part, SteppedExit, SteppedPlan, SteppedRun
+from .stepped import Part, SteppedPlan, SteppedRun
 
 
 def _read_only(*arrays):
@@ -122,25 +122,6 @@ class Schedule(list):
             for s in self
         )
         self.readouts = (_readout(graph, False), _readout(graph, True))  # of a graph's result, a stack's
-        self._together = None  # _Together of this schedule (False: none), made when first asked for
-
-    def together(self, graph):
-        """The :class:`_Together` runner of this schedule of layers (made
-        once; None where a run cannot be stepped together: see
-        :data:`TOGETHER_MAX_STEPS`)."""
-        if self._together is None:
-            pops = [p for p in graph.populations if p.has_neurons]
-            self._together = (
-                self.layers_only
-                and not any(p.pool is not None for p in graph.populations)
-                and all(p.mode in ("auto", "clock") for p in pops)
-                and graph.readout is not None
-                and not graph.sources
-                and sum(p.n_synapses for p in graph.projections) <= TOGETHER_MAX_SYNAPSES
-                and any(p.kind == "conv" for p in graph.projections) >= TOGETHER_NEEDS_CONV
-                and _Together(graph, pops)
-            )
-        return self._together or None
 
     def for_event(self, graph) -> Schedule:
         """This schedule for a run of mode ``"event"``: a merge's event path
@@ -224,15 +205,6 @@ def run(
     :class:`Simulation`; returns its :class:`RunResult`."""
     schedule = _as_schedule(graph, schedule)
     if not record and not progress and schedule.layers_only and all(d.ndim == 2 for d in drives.values()):
-        if (
-            batch == 1
-            and n_steps <= TOGETHER_MAX_STEPS
-            and force_mode in (None, "auto")
-            and not any(trains.tptr[0, -1] for trains in given.values())
-        ):
-            together = schedule.together(graph)
-            if together is not None:
-                return together.run(graph, schedule, n_steps, given, force_mode, drives, macs, stack)
         return _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs, stack)
     sim = Simulation(graph, schedule, n_steps, given, batch, seed, record, force_mode, drives)
     bar = None
@@ -281,126 +253,6 @@ def _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs
     return _assemble(
         graph, n_steps, trains, counts, modes, {}, seconds, membrane, macs, int(stack), schedule.arrivals
     )
-
-
-_NO_SPIKES = _read_only(np.zeros(0, np.int32))[0]
-
-# A run of one sample over at most TOGETHER_MAX_STEPS steps, with silent input populations (analog input
-# or drives only), whose populations all run as layers (no max-pool gate, no path forced "dense", "event" or
-# "clock" by the run, no recording, constant drives), of at most TOGETHER_MAX_SYNAPSES synapses and with a
-# convolution (TOGETHER_NEEDS_CONV), is stepped together in one graph-kernel call (_Together). Measured
-# (2026-11-28, process CPU per call, old and new alternated in one process): DIGITS-CNN at batch 1 gains
-# 8-17 % at T = 1..8 (its layered convolutions cost most per call); a dense FF stack (784-100-10, LIF)
-# gains nothing with analog input and loses 20-60 % with spike input (the inputs' conversion), so those
-# stay layered.
-TOGETHER_MAX_STEPS = 8
-TOGETHER_MAX_SYNAPSES = 1 << 20
-TOGETHER_NEEDS_CONV = True
-TOGETHER_MISSES = 3  # runs whose paths differed from the layered run's, after which a key runs layered
-
-
-class _Together:
-    """A schedule of layers stepped together for runs of one sample: one
-    call of the graph kernel (:class:`snn.run.stepped.SteppedExit`'s runner,
-    its plan, arrays and compiled entry kept) for all populations, each
-    stepped on the clock path, so that the result is the layered run's, bit
-    for bit, where that run takes the clock path for every layer: the same
-    arithmetic step by step, and each step's spikes in index order (the
-    event paths of the two order them differently).
-
-    The layered run chooses each layer's path from its input's activity,
-    known only once the layers before have run; so the choice is checked
-    after the run: made again for each layer from the spikes computed
-    (:func:`_layer_path`), layer after layer, and where a layer's is not the
-    clock path, the run is made again as layers. A layer whose choice is
-    the clock path reads the same input as in its layered run (the layers
-    before computed the same), so its spikes, counts and membranes are the
-    layered run's. After :data:`TOGETHER_MISSES` runs made again, the runs
-    of a key (steps, mode, driven populations) are layered."""
-
-    def __init__(self, graph, pops):
-        incoming = {p.name: [] for p in graph.populations}
-        for proj in graph.projections:
-            incoming[proj.target.name].append(proj)
-        self.plan = SteppedPlan(_part(graph, pops, incoming))
-        self.readout = graph.readout
-        self._runners = {}  # (steps, force, driven) -> SteppedExit
-        self._missed = {}  # (steps, force, driven) -> runs whose paths were not the layered run's
-        self._paths = {}  # (name, steps, force, input spikes) -> the path chosen for a conv or dense layer
-        self._offsets = self.plan.pop_start[:-1].astype(np.int32)  # the global id of each first neuron
-        self._lock = threading.Lock()
-
-    def run(self, graph, schedule, n_steps, given, force_mode, drives, macs, stack) -> RunResult:
-        """:func:`run` of one sample (arguments as it takes them), stepped
-        together where the check allows, else as layers."""
-        start = time.perf_counter()
-        key = (n_steps, force_mode, frozenset(drives))
-        if self._missed.get(key, 0) >= TOGETHER_MISSES:
-            return _run_layers(graph, schedule, n_steps, given, 1, force_mode, drives, macs, stack)
-        runner = self._runner(key)
-        plan = self.plan
-        ran = runner.run_whole(drives)
-        if ran is None:  # another thread runs it, or no compiled entry
-            return _run_layers(graph, schedule, n_steps, given, 1, force_mode, drives, macs, stack)
-        st = ran
-        trains, counts, modes = dict(given), {}, {}
-        # the history holds the spikes of each step, population after population (a few steps: the
-        # slices of each population joined, with Python ints, cost less than a sort of them all)
-        ptr = st.hist_ptr[0, :n_steps].tolist()
-        hist_idx, own = st.hist_idx[0], st.counts[0].copy()
-        for k in range(plan.n_inputs, len(plan.order)):
-            pop, tptr, at = plan.order[k], [0], 0
-            for row in ptr:
-                at += row[k + 1] - row[k]
-                tptr.append(at)
-            if at:
-                idx = np.concatenate([hist_idx[row[k] : row[k + 1]] for row in ptr])
-                idx -= self._offsets[k]
-            else:
-                idx = _NO_SPIKES
-            trains[pop.name] = SpikeTrains(np.array([tptr]), idx.reshape(1, at), pop.n)
-            counts[pop.name] = own[k : k + 1]
-            modes[pop.name] = runner.modes[k]
-        dtype, bias_off, bias_row = graph.dtype, runner._bias_off, runner._one[0].bias
-        for name, source_name, _, layer, _pop in schedule.steps:  # the layered run's choice, layer by layer
-            source = silent_trains(n_steps, 1, 0) if source_name is None else trains[source_name]
-            mode = modes[name]
-            if name in drives:  # its bias as the layered run's (_layer_bias): the kernel's row
-                j = plan.pop_index[name]
-                bias = (bias_row[:, bias_off[j] : bias_off[j + 1]], None, None)
-                path = _layer_path(dtype, layer, source, force_mode, bias, True)
-            elif layer.kind == "csr" or not source.tptr[0, -1]:
-                path = _layer_path(dtype, layer, source, force_mode, layer.bias(dtype), False)
-            else:  # the cost model reads the number of input spikes only: its choice is kept
-                memo = (name, n_steps, force_mode, int(source.tptr[0, -1]))
-                path = self._paths.get(memo)
-                if path is None:
-                    path = _layer_path(dtype, layer, source, force_mode, layer.bias(dtype), False)
-                    if len(self._paths) < 4096:
-                        self._paths[memo] = path
-            if path != mode:
-                with self._lock:
-                    self._missed[key] = self._missed.get(key, 0) + 1
-                return _run_layers(graph, schedule, n_steps, given, 1, force_mode, drives, macs, stack)
-        # the readout's membrane at the end of the last step, recorded by the kernel (the stack's readout,
-        # its last layer, is the graph's: no gate)
-        membrane = st.rec_v[0, n_steps - 1 : n_steps].copy()
-        seconds = time.perf_counter() - start
-        return _assemble(
-            graph, n_steps, trains, counts, modes, {}, seconds, membrane, macs, int(stack), schedule.arrivals
-        )
-
-    def _runner(self, key) -> SteppedExit:
-        """The runner stepping every population on the clock path, made once per key."""
-        runner = self._runners.get(key)
-        if runner is None:
-            n_steps, force_mode, driven = key
-            clock = {p.name: "clock" for p in self.plan.order if not p.is_input}
-            with self._lock:
-                runner = self._runners[key] = SteppedExit(
-                    self.plan, n_steps, self.readout, force_mode, driven, clock
-                )
-        return runner
 
 
 _SILENT = threading.local()  # per thread: the trains silent_trains made last
@@ -1420,13 +1272,19 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
     ``[B, 4]``, the path that ran (``mode``, or the cost model's choice if
     ``"auto"``) and the state a next chunk continues from (its steps counted
     from this chunk's start: ``Simulation._carried``)."""
-    kernel_bias = bias[1]
+    full, kernel_bias = bias[0], bias[1]
+    mode = mode or layer.pop.mode
+    silent = source.total == 0  # driven by its bias and drive alone (e.g. a stack's analog input)
     if currents is not None:
         mode = "dense"
-        if source.total:
+        if not silent:
             currents = currents + _dense_currents(source, layer, dtype)
-    else:
-        mode = _layer_path(dtype, layer, source, mode, bias, has_drive)
+    elif silent and has_drive and mode == "dense":
+        mode = "clock"  # driven, no input to multiply: the dense path's clock-driven neurons
+    elif mode == "auto" and (layer.proj is None or silent):
+        mode = _choose_driven_mode(layer, full, source.n_steps)
+    elif mode == "auto":
+        mode = _choose_mode(layer, source, source.n_steps, dtype, _positive(bias))
     steps = source.n_steps
     before = 0 if span is None else span - steps  # _run_layer's table: before + steps rows
     out, state, kc = _run_layer(
@@ -1436,21 +1294,6 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
         kc[:, 0] = _synops(source, layer.fan_out)
     # kc[:, 3], the kernels' overflow flags, is 0 (_run_layer ran until none overflowed): no background events
     return out, kc, mode, state
-
-
-def _layer_path(dtype, layer, source, mode, bias, has_drive) -> str:
-    """The path :func:`_run_as_layer` runs a layer on without a drive over
-    time (arguments as it takes them): ``mode``, or the layer's own, or the
-    cost model's choice if ``"auto"``."""
-    mode = mode or layer.pop.mode
-    silent = source.total == 0  # driven by its bias and drive alone (e.g. a stack's analog input)
-    if silent and has_drive and mode == "dense":
-        return "clock"  # driven, no input to multiply: the dense path's clock-driven neurons
-    if mode == "auto" and (layer.proj is None or silent):
-        return _choose_driven_mode(layer, bias[0], source.n_steps)
-    if mode == "auto":
-        return _choose_mode(layer, source, source.n_steps, dtype, _positive(bias))
-    return mode
 
 
 def _stepped_modes(stage, trains, n_steps, recorded=frozenset()) -> dict:

@@ -490,21 +490,17 @@ class SteppedExit:
     population fed by a convolution or given a drive (those of a converted
     network are touched at nearly every neuron every step, where a sweep
     costs less than visiting touched neurons and keeping calendars) and for
-    the readout (read at every step anyway), else the plan's choice;
-    ``chosen``: the paths of ``"auto"`` populations by name instead."""
+    the readout (read at every step anyway), else the plan's choice."""
 
-    def __init__(
-        self, plan: SteppedPlan, n_steps: int, readout: str, force_mode=None, driven=(), chosen=None
-    ):
+    def __init__(self, plan: SteppedPlan, n_steps: int, readout: str, force_mode=None, driven=()):
         self.plan, self.n_steps = plan, n_steps
         dtype = plan.dtype
         k = plan.pop_index[readout]
-        if chosen is None:
-            chosen = {}
-            for p, pop in enumerate(plan.order):
-                into = plan.proj_kind[plan.in_ptr[p] : plan.in_ptr[p + 1]]
-                if not pop.is_input and (pop.name in driven or p == k or (into == kernels.CONV).any()):
-                    chosen[pop.name] = "clock"
+        chosen = {}
+        for p, pop in enumerate(plan.order):
+            into = plan.proj_kind[plan.in_ptr[p] : plan.in_ptr[p + 1]]
+            if not pop.is_input and (pop.name in driven or p == k or (into == kernels.CONV).any()):
+                chosen[pop.name] = "clock"
         self.modes = plan.modes(force_mode, chosen)
         self.pop_clock = np.array([m == "clock" for m in self.modes], np.bool_)
         self.tables = np.stack([n.propagator(n_steps, dtype) for n in plan.neurons])
@@ -654,37 +650,6 @@ class SteppedExit:
             readout = readout.astype(np.float64)
         return steps, readout, counts.sum(axis=1)
 
-    def run_whole(self, drives: dict):
-        """Run one sample over all ``n_steps`` (no exit: the rule never
-        holds) and return the kernel's state of the run (``GraphState``
-        of one row, the runner's own arrays: read them before the next run),
-        or None when another thread holds the runner or no compiled entry
-        can be named. The input populations are silent."""
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            if self._entry is None:  # the first run: compiled (or loaded) through the dispatcher
-                self._lock.release()
-                try:
-                    self.run(drives, 1, 0, _NEVER)
-                finally:
-                    self._lock.acquire()
-                if self._entry is None:  # the JIT disabled, or no compiled function to name
-                    return None
-            if self._one is None:
-                self._one = self._one_arrays()
-            inputs, state, counters, reset, driven = self._one
-            if drives.keys() != self._driven:
-                raise ValueError(f"drives must be given for {sorted(self._driven)}, got {sorted(drives)}")
-            for bias, name, out in driven:  # summed in float64, then cast, as _bias_rows does
-                np.add(bias, drives[name], out=out)
-            inputs.exit_rule[:] = _NEVER
-            counters[:] = reset
-            self._entry(self.n_steps, self.plan.arrays, inputs, state, 0, 1)
-            return state
-        finally:
-            self._lock.release()
-
     def _run_one(self, drives: dict, seed: int, rule: np.ndarray) -> tuple:
         """:meth:`run` of one sample over the arrays of the last such run
         (the caller holds the lock): the inputs and the state as the kernel
@@ -782,10 +747,6 @@ class SteppedExit:
             clist=np.empty((1, n_conv), np.int32),
             vclk=np.empty((1, n_total), dtype),
         )
-
-
-# an exit rule that never holds (a run over all steps): min_steps infinite
-_NEVER = np.array([np.inf, -1.0, np.nan, np.nan, 1.0, 0.0])  # EXIT_* order
 
 
 def _compiled(dispatcher, args):
