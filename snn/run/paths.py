@@ -7,6 +7,8 @@ for every population it runs as a layer)."""
 from __future__ import annotations
 
 import operator
+import sys
+import threading
 import weakref
 
 import numpy as np
@@ -75,16 +77,19 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
             calls[key] = made
     call, width = made
     n_out = layer.n_out
-    # output buffer: a guess, and the busiest sample's spikes per step of this layer's last run
+    # output buffer: a guess, or the busiest sample's spikes per step of this layer's last run
     # (kept by a graph's layer: a layer firing above the guess would otherwise run twice every time)
     seen = getattr(layer, "spikes_per_step", 0.0)
     most = n_steps * n_out
-    busiest = int(source.tptr[0, -1]) if batch == 1 else _largest(source.tptr[:, -1])
-    cap = min(most, max(1024, 4 * busiest, most // 8, int(1.25 * seen * n_steps)))
+    if seen:  # (not 4x the busiest input: on EVENT-DIGITS' conv2 that is all of ``most``, 1.3 GB)
+        cap = min(most, max(1024, int(1.25 * seen * n_steps)))
+    else:
+        busiest = int(source.tptr[0, -1]) if batch == 1 else _largest(source.tptr[:, -1])
+        cap = min(most, max(1024, 4 * busiest, most // 8))
     while True:
         state = np.empty((batch, n_out, width), dtype) if carried is None else carried.copy()
         out_tptr = np.empty((batch, n_steps + 1), np.int64)
-        out_idx = np.empty((batch, cap), np.int32)
+        out_idx = np.empty((1, cap), np.int32) if batch == 1 else _out_buffer(layer, batch, cap)
         kc = np.zeros((batch, 4), np.int64)
         call(source.tptr, source.idx, currents, bias, state, out_tptr, out_idx, kc)
         if batch == 1:  # (one sample: its two counts read at once)
@@ -94,13 +99,58 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
         if not overflow:  # no sample overflowed its output buffer (flags are 0 or 1)
             break
         cap = min(cap * 4, most)
+        out_idx = None  # (let go before a larger one is made)
     if used is None:
         used = _largest(kc[:, 2])
     if hasattr(layer, "spikes_per_step"):
-        layer.spikes_per_step = used / n_steps
-    # one sample's first ``used`` indices are contiguous as they are (no copy to make them so)
-    idx = out_idx[:, :used] if batch == 1 else out_idx[:, :used].copy()
+        # (a run of one sample does not lower it: a batch's busiest sample is busier than most)
+        layer.spikes_per_step = used / n_steps if batch > 1 else max(seen, used / n_steps)
+    if batch == 1:  # one sample's first ``used`` indices are contiguous as they are
+        idx = out_idx[:, :used]
+    elif cap <= 2 * used:  # its rows moved together in its own memory, which the trains keep
+        idx = _packed(out_idx, kc[:, 2], used)
+    else:  # (a guess far too large: the trains keep a copy, the buffer is not kept)
+        idx = out_idx[:, :used].copy()
+        _made(layer)["out"] = None
     return SpikeTrains(out_tptr, idx, n_out), state, kc
+
+
+_OUT_LOCK = threading.Lock()  # (a buffer is taken, its view made, by one thread at a time)
+
+
+def _out_buffer(layer, batch, cap) -> np.ndarray:
+    """An int32 buffer ``[batch, cap]`` for a run of ``layer`` over a batch:
+    in the memory of the one its last such run had if nothing holds that any
+    more (no result of that run, no view of one) and it is at most twice
+    the size, else in new memory, kept for the next run. (Memory given back
+    to the system costs its first touch again when taken back: about 3 s per
+    GB in page faults on this project's machine, a third of EVENT-DIGITS'
+    whole-set time before buffers were kept.)"""
+    made = _made(layer)
+    size = batch * cap
+    with _OUT_LOCK:
+        kept = made.get("out")
+        # (references to ``kept``: ``made``, this name and getrefcount's argument; each view adds one)
+        if kept is None or not size <= len(kept) <= 2 * size or sys.getrefcount(kept) > 3:
+            made["out"] = kept = None  # (let go before the new one is made)
+            kept = made["out"] = np.empty(size, np.int32)
+        return kept[:size].reshape(batch, cap)
+
+
+def _packed(out_idx, spikes, used) -> np.ndarray:
+    """``out_idx[:, :used]`` as a C-contiguous array in ``out_idx``'s own
+    memory (no copy in new memory: on a whole set, hundreds of MB whose
+    first touch costs more than the move): row ``b``'s first ``spikes[b]``
+    entries moved down to ``b * used``, rows in order (each lands at or
+    before where it was, past the rows already placed); the rest of a
+    row, unread, is left as it is."""
+    batch, cap = out_idx.shape
+    flat = out_idx.reshape(-1)
+    if used < cap:
+        for b, n in enumerate(spikes.tolist()):
+            if b and n:  # (numpy copies an overlapping source first)
+                flat[b * used : b * used + n] = flat[b * cap : b * cap + n]
+    return flat[: batch * used].reshape(batch, used)
 
 
 def _bound_layer(layer, mode, dtype, rows, settle, fresh) -> tuple:
