@@ -130,11 +130,31 @@ def _out_buffer(layer, batch, cap) -> np.ndarray:
     size = batch * cap
     with _OUT_LOCK:
         kept = made.get("out")
-        # (references to ``kept``: ``made``, this name and getrefcount's argument; each view adds one)
-        if kept is None or not size <= len(kept) <= 2 * size or sys.getrefcount(kept) > 3:
+        if kept is None or not size <= len(kept) <= 2 * size or _references(made) > _UNHELD:
             made["out"] = kept = None  # (let go before the new one is made)
             kept = made["out"] = np.empty(size, np.int32)
         return kept[:size].reshape(batch, cap)
+
+
+def _references(made) -> int:
+    """``sys.getrefcount`` of ``made["out"]`` (called by :func:`_out_buffer`,
+    which holds it too): each result or view holding that buffer adds one
+    to :data:`_UNHELD`, its count when none does."""
+    kept = made["out"]
+    return sys.getrefcount(kept)
+
+
+def _unheld() -> int:
+    """:func:`_references` of a buffer held as :func:`_out_buffer` holds it
+    and by nothing else: measured, not assumed, because what getrefcount
+    counts besides the holders differs between Python versions (3.14's
+    borrowed stack references count one less)."""
+    made = {"out": np.empty(0, np.int32)}
+    kept = made["out"]  # noqa: F841 (held as _out_buffer holds it)
+    return _references(made)
+
+
+_UNHELD = _unheld()
 
 
 def _packed(out_idx, spikes, used) -> np.ndarray:
