@@ -24,6 +24,7 @@ from .model.neurons import IF, LIF, CubaLIF, Neuron, beta_from_tau, tau_from_bet
 from .profile import Profile, profile
 from .run import observers  # noqa: F401 -- snn.observers.PopulationRate(...), plugged into start()
 from .run.graph_result import GraphResult
+from .run.paths import release_memory
 from .run.result import LayerCounts, RunResult
 from .run.spiketrains import SpikeTrains
 
@@ -66,5 +67,6 @@ __all__ = [
     "from_nir",
     "bin_events",
     "saccade_events",
+    "release_memory",
 ]
 __version__ = "0.1.0"

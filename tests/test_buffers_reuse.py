@@ -162,3 +162,22 @@ def test_a_run_of_one_sample_does_not_shrink_the_next_batch_buffer():
     finally:
         paths._out_buffer = run
     assert len(calls) == 3  # one buffer per layer: none overflowed after the quiet sample's run
+
+
+def test_release_memory_lets_go_of_kept_buffers_and_changes_no_result():
+    rng = np.random.default_rng(7)
+    net, x = _net(rng), _spikes(rng, 8)
+    snn.release_memory()  # (what earlier tests' networks still keep)
+    net.run(x, mode="clock")
+    first = net.run(x, mode="clock")
+    want = _copies(first)
+    kept = [weakref.ref(t.idx.base) for t in first.trains[:2]]
+    released = snn.release_memory()
+    assert released >= sum(ref().nbytes for ref in kept)  # the held result's buffers too
+    assert snn.release_memory() == 0  # nothing kept any more
+    _assert_same(first.trains, want)  # a held result keeps its spikes
+    del first
+    assert all(ref() is None for ref in kept)  # gone with the last result that held them
+    again = net.run(x, mode="clock")  # in new memory, the same spikes
+    _assert_same(again.trains, want)
+    assert snn.release_memory() > 0

@@ -136,6 +136,23 @@ def _out_buffer(layer, batch, cap) -> np.ndarray:
         return kept[:size].reshape(batch, cap)
 
 
+def release_memory() -> int:
+    """Let go of the spike buffers that layers keep between whole-batch runs
+    (see :func:`_out_buffer`; the memory is kept for the next run, like a
+    caching allocator's, and goes with the layer otherwise). A buffer still
+    held by a result stays alive until that result goes. Returns the bytes
+    let go; the next whole-batch run of each layer takes new memory (and
+    pays its first touch again). Results are unchanged by it."""
+    released = 0
+    with _OUT_LOCK:
+        for made in list(_MADE.values()):
+            kept = made.get("out")
+            if kept is not None:
+                released += kept.nbytes
+                made["out"] = None
+    return released
+
+
 def _references(made) -> int:
     """``sys.getrefcount`` of ``made["out"]`` (called by :func:`_out_buffer`,
     which holds it too): each result or view holding that buffer adds one
