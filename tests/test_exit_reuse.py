@@ -140,3 +140,57 @@ def test_rule_keywords_checked_whatever_was_run_before(data):
     assert stopping._arguments(8, None, 1, "auto", {"patience": 1}) is stopping._arguments(
         8, None, 1, "auto", {"patience": 1}
     )
+
+
+def _kept_one(conv):
+    """The functions kept for batch-1 runs of ``conv``'s stack (``stopping._one_stack``)."""
+    cache = stopping._EXITS.get(conv.network.graph(), {})
+    return [v for k, v in cache.items() if isinstance(k, tuple) and k[:1] == (stopping._ONE,)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_sample_runs_of_a_stack_through_the_kept_function(data, dtype):
+    """Runs of one sample of a stack go through the function kept for them
+    (``stopping._one_stack``, over ``SteppedExit.one_sample``) from the third
+    on: each equals the run on a fresh runner under every rule, results are
+    new arrays (not overwritten by the next run), and a run that finds the
+    runner's arrays held is run the general way, the same."""
+    conv = _converted("stack", dtype, data)
+    runs = [
+        (data[0:1], 16, dict(patience=2)),
+        (data[1:2], 16, dict(patience=2)),
+        (data[2:3], 16, dict(patience=2)),
+        (data[3:4], 16, dict(margin=0.5)),
+        (data[4:5], 16, dict(confidence=0.3, min_steps=2)),
+        (data[5:6], 16, dict(patience=3, every=4)),
+        (data[2:5], 16, dict(patience=2)),  # a batch between: its own arrays
+        (data[6:7], 16, dict(patience=1)),
+        (data[6:7], 16, dict(patience=1)),
+        (data[7:8], 12, dict(patience=2)),  # another T: a function of its own
+        (data[8:9], 12, dict(patience=2)),
+        (data[9:10], 12, dict(patience=2)),
+    ]
+    fresh = [_fresh(conv, x, T, **kw) for x, T, kw in runs]
+    assert len({f[0][0] for f in fresh if len(f[0]) == 1}) > 1  # exit steps differ
+    stopping._EXITS.clear()
+    outs = [sc.run_early_exit(conv, x, T, engine="kernel", **kw) for x, T, kw in runs]
+    for out, want in zip(outs, fresh, strict=True):
+        _same(_fields(out), want)
+    if not numba.config.DISABLE_JIT:
+        assert len(_kept_one(conv)) == 2  # T = 16 and 12
+        (runner,) = [r for r in _runners() if r.n_steps == 16]
+        with runner._lock:  # held: run the general way
+            _same(_copy(sc.run_early_exit(conv, data[3:4], 16, engine="kernel", margin=0.5)), fresh[3])
+
+
+def test_margin_of_one_class_refused_by_the_kept_function(data):
+    """A margin asked of a stack whose readout has one class is refused
+    whether or not a function is kept for its runs of one sample."""
+    torch.manual_seed(4)
+    conv = sc.convert(nn.Sequential(nn.Flatten(), nn.Linear(64, 1)).eval(), data)
+    sc.run_early_exit(conv, data[:2], 8, engine="kernel", patience=1)
+    for _ in range(3):
+        sc.run_early_exit(conv, data[:1], 8, engine="kernel", patience=1)
+    assert _kept_one(conv) or numba.config.DISABLE_JIT
+    with pytest.raises(ValueError, match="at least two classes"):
+        sc.run_early_exit(conv, data[:1], 8, engine="kernel", margin=0.5)

@@ -233,7 +233,27 @@ def run_early_exit(
     (at the end of the chunk it exits in)."""
     start = time.perf_counter()
     rule, text, fields = _arguments(T, rule, every, engine, rule_kwargs)
-    graph, cache, readout, drive, macs = _as_graph(converted, x)
+    flat = None
+    stack = type(converted) is ConvertedNetwork
+    if stack and n_threads is None and engine != "chunked" and rule.custom is None:
+        flat = converted._flat(x)  # a sample of a stack: its whole run made once (_one_stack)
+        one = _cache(converted.network.graph()).get((_ONE, T, mode)) if len(flat) == 1 else None
+        if one is not None:
+            out = one(flat, fields, rule.margin)
+            if out is not None:
+                exit_step, final, done, macs = out
+                return ExitedRun(
+                    text,
+                    T,
+                    exit_step,
+                    final.argmax(axis=1),
+                    final,
+                    done[:, 0],
+                    done[:, 1],
+                    macs,
+                    time.perf_counter() - start,
+                )
+    graph, cache, readout, drive, macs = _as_graph(converted, x, flat)
     batch = len(x)
     if engine != "chunked" and rule.custom is None:
         runner = _exit_runner(cache, graph, readout, T, mode, drive, engine == "kernel")
@@ -246,6 +266,8 @@ def run_early_exit(
                 graph._check_precision(drive)
             if n_threads is None:
                 exit_step, final, done = runner.run(drive, batch, 0, fields)
+                if batch == 1 and flat is not None and (_ONE, T, mode) not in cache:
+                    _one_stack(cache, graph, runner, T, mode)
             else:
                 with numba_threads(n_threads):
                     exit_step, final, done = runner.run(drive, batch, 0, fields)
@@ -390,9 +412,42 @@ def _exit_runner(cache, graph, readout, T, mode, drive, required):
 _KERNEL_MODES = (None, "event", "clock", "auto")
 
 
-def _as_graph(converted, x) -> tuple:
+def _one_stack(cache, graph, runner, T, mode) -> None:
+    """Keep in ``cache`` (under ``(_ONE, T, mode)``) ``f(flat, fields,
+    margin)``: the run of one sample ``flat`` (``[1, n_in]``, checked) of
+    the stack ``graph`` on ``runner`` (:meth:`SteppedExit.one_sample`, its
+    drive by the compiled function of ``_chain``), as
+    :func:`run_early_exit` makes it: ``(exit_step, readout, counts [1, 4],
+    MACs)``, or None when the runner's arrays are held (then run it the
+    general way). Made once both are compiled, so that a call reads no
+    more than it must (no look-ups of what is the same at every call)."""
+    readout, name, fan_out, kernel, args, n, direct = cache[None]
+    run = runner.one_sample()
+    if not direct or run is None:
+        return
+    n_out, check = runner.n_out, graph.dtype != np.float64
+    empty, dot = np.empty, np.dot
+
+    def one(flat, fields, margin):
+        if margin is not None and n_out < 2:
+            raise ValueError("margin needs a readout of at least two classes")
+        drive = empty((1, n))
+        kernel(flat, *args, drive)
+        if check:  # what the state precision holds (float64: any finite drive)
+            graph._check_precision({name: drive})
+        out = run((drive,), fields)
+        return None if out is None else (*out, dot(flat != 0, fan_out))  # MACs [1] int64: exact
+
+    cache[_ONE, T, mode] = one
+
+
+_ONE = object()  # the first item of the keys of _one_stack's functions in _EXITS' dicts
+
+
+def _as_graph(converted, x, flat=None) -> tuple:
     """``(graph, its dict in _EXITS, readout name, drives by population,
-    MACs [B])`` of a converted model on samples ``x``."""
+    MACs [B])`` of a converted model on samples ``x`` (``flat``: of a
+    stack, ``x`` checked and flattened already)."""
     if isinstance(converted, ConvertedGraph):
         x = check_samples(x, "x", converted.input_shape)
         currents, macs = drive_currents(converted.drives, converted.input_shape, x)
@@ -401,7 +456,8 @@ def _as_graph(converted, x) -> tuple:
         return graph, _cache(graph), converted.readout, currents, np.broadcast_to(total, (len(x),)).copy()
     if not isinstance(converted, ConvertedNetwork):
         raise TypeError(f"expected a ConvertedNetwork or ConvertedGraph, got {type(converted).__name__}")
-    flat = converted._flat(x)  # C-contiguous float64 (check_samples)
+    if flat is None:
+        flat = converted._flat(x)  # C-contiguous float64 (check_samples)
     graph = converted.network.graph()  # kept by the network while its layers are unchanged
     cache = _cache(graph)
     chain = cache.get(None)

@@ -517,7 +517,7 @@ class SteppedExit:
         self.choices = None
         self._kernel = None
         self._entry = None  # the compiled kernel for this runner's argument types (see run)
-        self._one = None  # (inputs, state, counters, reset, driven) of runs of one sample (see _run_one)
+        self._one = None  # the function that runs one sample (see one_sample)
         # bias rows as the kernel reads them: population k's at bias[:, off[k]:off[k + 1]],
         # its own bias (one value when shared) or, driven, its bias plus the sample's drive
         parts = [
@@ -538,6 +538,7 @@ class SteppedExit:
                 self._bias_driven.append((pop, int(off[k]), int(off[k + 1])))
         self._bias_fixed.flags.writeable = False
         self._driven = frozenset(driven)
+        self.driven = tuple(pop.name for pop, _, _ in self._bias_driven)  # one_sample's order
 
     def _bias_rows(self, batch, drives):
         """:meth:`SteppedPlan.bias_rows` for this runner's driven populations
@@ -573,12 +574,15 @@ class SteppedExit:
         run), which saves the dispatcher's typing of the ~60 arrays of the
         argument tuples at every call (batch 1: a sample that exits after a
         few steps costs little more than that). A run of one sample reuses
-        the arrays of the last one (:meth:`_run_one`)."""
-        if batch == 1 and self._entry is not None and self._lock.acquire(blocking=False):
-            try:
-                return self._run_one(drives, seed, rule)
-            finally:
-                self._lock.release()
+        the arrays of the last one (:meth:`one_sample`)."""
+        if batch == 1 and self._entry is not None:
+            one = self.one_sample()
+            if one is not None:
+                if drives.keys() != self._driven:
+                    raise ValueError(f"drives must be given for {sorted(self._driven)}, got {sorted(drives)}")
+                out = one([drives[name] for name in self.driven], rule, seed)
+                if out is not None:
+                    return out
         plan, n_steps = self.plan, self.n_steps
         bias, bias_off = self._bias_rows(batch, drives)
         fields = np.empty(EXIT_FIELDS)  # a new float64 row, whatever array the caller gave
@@ -650,34 +654,64 @@ class SteppedExit:
             readout = readout.astype(np.float64)
         return steps, readout, counts.sum(axis=1)
 
-    def _run_one(self, drives: dict, seed: int, rule: np.ndarray) -> tuple:
-        """:meth:`run` of one sample over the arrays of the last such run
-        (the caller holds the lock): the inputs and the state as the kernel
-        takes them are made once (:meth:`_one_arrays`), and each run writes
-        what changes (the driven biases, the rule, the generators) and
-        resets what the kernel counts on (progress, counts and exit state:
-        views of one buffer, reset in one copy). Returns new arrays."""
-        one = self._one
-        if one is None:
-            one = self._one = self._one_arrays()
-        inputs, state, counters, reset, driven = one
-        if drives.keys() != self._driven:
-            raise ValueError(f"drives must be given for {sorted(self._driven)}, got {sorted(drives)}")
-        for bias, name, out in driven:  # summed in float64, then cast, as _bias_rows does
-            np.add(bias, drives[name], out=out)
-        inputs.exit_rule[:] = rule
-        plan = self.plan
-        if plan.bg_stream:
-            state.rng[:] = kernels.sample_states(seed, 1, plan.bg_stream)
-        counters[:] = reset
-        self._entry(self.n_steps, plan.arrays, inputs, state, 0, 1)
-        exit_state = state.exit_state
-        if not exit_state[0, 3]:  # cannot happen: the history holds every step
-            raise RuntimeError("a sample did not finish its run")
-        steps = exit_state[:, 2].copy()
-        step = steps[0]
-        readout = state.rec_v[0, step - 1 : step].astype(np.float64)  # [1, C], a new array
-        return steps, readout, state.counts.sum(axis=1)
+    def one_sample(self):
+        """``f(rows, rule, seed=0)``: :meth:`run` of one sample (``rows``: the
+        drives ``[1, n]`` float64 of the populations :attr:`driven`, in that
+        order), or None before the kernel has been compiled (:meth:`run` of a
+        batch first). ``f`` returns :meth:`run`'s result, new arrays, or None
+        when another run holds the arrays it runs over (then call :meth:`run`,
+        which makes its own).
+
+        ``f`` runs over the arrays of the last such run (:meth:`_one_arrays`:
+        the inputs and the state as the kernel takes them, made once); each
+        run writes what changes (the driven biases, the rule, the
+        generators), resets what the kernel counts on (progress, counts and
+        exit state: views of one buffer, reset in one copy) and calls the
+        compiled kernel. What it reads is bound in ``f`` once, so that a run
+        of a sample that exits after a few steps costs little more than
+        the kernel (no attribute or dict look-ups at each call)."""
+        if self._one is None and self._entry is not None and self._lock.acquire(blocking=False):
+            try:
+                self._one = self._one_function()
+            finally:
+                self._lock.release()
+        return self._one
+
+    def _one_function(self):
+        """The function :meth:`one_sample` returns (the caller holds the lock)."""
+        inputs, state, counters, reset, driven = self._one_arrays()
+        entry, n_steps, arrays, streams = self._entry, self.n_steps, self.plan.arrays, self.plan.bg_stream
+        acquire, release = self._lock.acquire, self._lock.release
+        rule_row, rng, rec_v, counts, exit_state = (
+            inputs.exit_rule,
+            state.rng,
+            state.rec_v,
+            state.counts,
+            state.exit_state,
+        )
+        biases = [(bias, out) for bias, _, out in driven]
+        add, total, float64 = np.add, np.add.reduce, np.float64
+
+        def one(rows, rule, seed=0):
+            if not acquire(False):
+                return None
+            try:
+                for (bias, out), row in zip(biases, rows, strict=True):  # in float64, then cast
+                    add(bias, row, out=out)
+                rule_row[:] = rule
+                if streams:
+                    rng[:] = kernels.sample_states(seed, 1, streams)
+                counters[:] = reset
+                entry(n_steps, arrays, inputs, state, 0, 1)
+                if not exit_state[0, 3]:  # cannot happen: the history holds every step
+                    raise RuntimeError("a sample did not finish its run")
+                steps = exit_state[:, 2].copy()
+                step = steps[0]
+                return steps, rec_v[0, step - 1 : step].astype(float64), total(counts, 1)  # new arrays
+            finally:
+                release()
+
+        return one
 
     def _one_arrays(self) -> tuple:
         """``(inputs, state, counters, reset, driven)`` of a run of one
