@@ -172,6 +172,17 @@ def _apply_module(model, x):
 # -- normalisation: an activation's scale, a trained clip ------------------------
 
 
+def percentile_scale(percentile, max_rate=1.0):
+    """The scale rule of a percentile: ``scale(a, per_channel)`` is the
+    ``percentile`` of a ReLU activation ``a`` ``[N, C, ...]`` (per channel:
+    one per ``C``), divided by ``max_rate``."""
+
+    def scale(a: torch.Tensor, per_channel):
+        return _scale(a, percentile, per_channel) / max_rate
+
+    return scale
+
+
 def _scale(a: torch.Tensor, percentile, per_channel):
     a = a.detach().numpy()
     if per_channel:
@@ -180,6 +191,48 @@ def _scale(a: torch.Tensor, percentile, per_channel):
         return np.where(lam > 0, lam, np.maximum(flat.max(axis=1), 1e-12))
     lam = float(np.percentile(a, percentile))
     return lam if lam > 0 else max(float(a.max()), 1e-12)
+
+
+# candidate scales of quantised_scale, as fractions of the largest activation; values sampled per scale
+_FRACTIONS = np.linspace(0.02, 1.0, 99)
+_MOST_VALUES = 200_000
+
+
+def quantised_scale(T, offset):
+    """The scale rule for runs of ``T`` steps: ``scale(a, per_channel)`` is
+    the ``lambda`` (one, or one per channel ``C`` of ``a`` ``[N, C, ...]``)
+    minimising the mean squared error between the positive activations
+    ``a`` and their code in ``T`` steps, ``lambda / T * clamp(floor(a T /
+    lambda + offset), 0, T)`` (the spikes of an IF neuron of threshold
+    ``lambda``, reset by subtraction, starting at ``offset * lambda``, under
+    a constant input ``a``; zeros code exactly at any ``lambda``). Searched
+    over 99 fractions of the largest activation, 0.02 to 1; at most 200,000
+    values per scale, drawn with a fixed seed."""
+
+    def scale(a: torch.Tensor, per_channel):
+        a = a.detach().numpy()
+        if not per_channel:
+            return _least_error(a.ravel(), T, offset)
+        rows = np.moveaxis(a, 1, 0).reshape(a.shape[1], -1)
+        return np.array([_least_error(row, T, offset) for row in rows])
+
+    return scale
+
+
+def _least_error(values, T, offset) -> float:
+    """:func:`quantised_scale` of one set of activations (1 if none is positive)."""
+    x = values[values > 0].astype(np.float64)
+    if not len(x):
+        return 1.0
+    if len(x) > _MOST_VALUES:
+        x = np.random.default_rng(0).choice(x, _MOST_VALUES, replace=False)
+    best, best_err = 1.0, np.inf
+    for lam in float(x.max()) * _FRACTIONS:
+        code = np.clip(np.floor(x * (T / lam) + offset), 0, T) * (lam / T)
+        err = float(np.mean((x - code) ** 2))
+        if err < best_err:
+            best, best_err = lam, err
+    return best
 
 
 def _clip(x: torch.Tensor, clip: dict) -> torch.Tensor:

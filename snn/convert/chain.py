@@ -1,8 +1,8 @@
 """A chain of layers to a stack: the model read into a chain of ops (its
 torch.fx graph, or a walk of nested ``Sequential`` containers), BatchNorm
 folded into the layer before it and an average pool (then Flatten) into the
-Linear after it, each ReLU layer normalised by a percentile of its
-activation on the calibration data (a QCFS layer by its trained
+Linear after it, each ReLU layer normalised by a scale of its activation
+on the calibration data (see :func:`snn.convert.convert`; a QCFS layer by its trained
 threshold), and the :class:`snn.Network` of IF layers built;
 :class:`ConvertedNetwork` holds it with what it was built from."""
 
@@ -21,7 +21,7 @@ from ..model.conv import AvgPool2d, Conv2d, MaxPool2d
 from ..model.layers import Linear
 from ..model.network import Network
 from ..model.neurons import IF
-from .base import ConversionError, _apply_module, _check_finite_output, _clip, _scale, check_samples
+from .base import ConversionError, _apply_module, _check_finite_output, _clip, check_samples
 from .ops import Op, _function_handler, _fx_graph, _maxpool_window, _module_ops
 
 # -- reading a model into a chain of ops ------------------------------------------
@@ -214,7 +214,7 @@ class ConvertedNetwork:
     network : the event-driven :class:`snn.Network` (input: the flattened
         analog sample, constant over time; readout: last layer's membrane).
     input_shape : shape of one input sample of the ANN, e.g. ``(1, 8, 8)``.
-    scales : activation scale (percentile) of each normalised layer.
+    scales : activation scale of each normalised layer.
     ann_macs : MACs of each Linear/Conv2d of the ANN per sample (BatchNorm
         folded; pooling adds not counted), keyed by layer path.
     calibration : what :func:`snn.convert.calibrate` did, per
@@ -247,12 +247,12 @@ class ConvertedNetwork:
         return int(sum(self.ann_macs.values()))
 
 
-def convert_chain(
-    model, graph, data, *, percentile, per_channel, v_init, dtype, max_rate=1.0
-) -> ConvertedNetwork:
+def convert_chain(model, graph, data, *, scale_of, per_channel, v_init, dtype) -> ConvertedNetwork:
     """Convert a model that is a chain of layers (its fx graph ``graph``, or
     None if fx cannot trace it: its Sequential containers are walked) to a
-    stack; ``data`` the checked calibration data, float64 tensor."""
+    stack; ``data`` the checked calibration data, float64 tensor;
+    ``scale_of(activation, per_channel)`` a ReLU layer's scale
+    (:func:`snn.convert.base.percentile_scale`)."""
     input_shape = tuple(data.shape[1:])
     ops = _fold(_trace_ops(model, graph))
     affine = [op for op in ops if op.kind == "affine"]
@@ -279,7 +279,7 @@ def convert_chain(
     folded = run_ops(ops, data[:2])
     if not torch.allclose(folded.reshape(expected.shape), expected.double(), rtol=1e-4, atol=1e-4):
         raise ConversionError("folding changed the model's output (an unsupported construct?)")
-    layers, scales = _build_layers(ops, data, percentile, per_channel, v_init, max_rate)
+    layers, scales = _build_layers(ops, data, scale_of, per_channel, v_init)
     return ConvertedNetwork(Network(layers, dtype=dtype), input_shape, scales, ann_macs, ops)
 
 
@@ -295,7 +295,7 @@ def _channel_of(shape):
     return np.arange(shape[0])
 
 
-def _build_layers(ops, data, percentile, per_channel, v_init, max_rate=1.0):
+def _build_layers(ops, data, scale_of, per_channel, v_init):
     layers, scales = [], []
     prev_scale = None  # scale of the current input, per element of its flattened shape (None: analog input)
     x = data.reshape(len(data), *ops[0].meta["in_shape"])
@@ -355,7 +355,7 @@ def _build_layers(ops, data, percentile, per_channel, v_init, max_rate=1.0):
         clip = ops[i + 1].meta.get("clip")
         if clip is None:
             a = F.relu(z)
-            lam = _scale(a, percentile, per_channel) / max_rate
+            lam = scale_of(a, per_channel)
             start = v_init
         else:  # trained threshold: no calibration; start at the shift (QCFS: half threshold)
             a = _clip(z, clip)

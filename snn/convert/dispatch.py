@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import _check_model, _private_copy
+from .base import _check_model, _private_copy, percentile_scale, quantised_scale
 from .chain import ConvertedNetwork, convert_chain
 from .graph import ConvertedGraph, convert_graph
 from .ops import _fx_graph
@@ -20,12 +20,13 @@ def convert(
     model: nn.Module,
     calibration_data,
     *,
-    percentile: float = 99.99,
+    percentile: float | None = None,
     per_channel: bool = False,
     v_init: float = 0.5,
     dtype=np.float64,
     maxpool: str | None = None,
     max_rate: float = 1.0,
+    T: int | None = None,
 ) -> ConvertedNetwork | ConvertedGraph:
     """Convert a trained ReLU (or QCFS) network to an event-driven SNN of IF neurons.
 
@@ -48,8 +49,9 @@ def convert(
     calibration_data : ``[N, *input_shape]`` samples (training data) used to
         find each ReLU layer's activation scale.
     percentile : the activation percentile that maps to the firing threshold
-        (100 = max-norm; 99.9-99.99 clip rare outliers and converge faster).
-        A QCFS layer ignores it: its scale is its trained threshold lambda.
+        (100 = max-norm; 99.9-99.99 clip rare outliers and converge faster;
+        default 99.99). A QCFS layer ignores it: its scale is its trained
+        threshold lambda.
     per_channel : one scale per output channel instead of per layer (a QCFS
         layer repeats its single lambda).
     v_init : initial membrane of the ReLU-converted layers, in units of
@@ -72,8 +74,23 @@ def convert(
         SpikingJelly at every T and is within 0.5 pp of the ANN from T = 16
         (``benchmarks/digits_resnet.py``). A QCFS layer ignores it (its
         scale is its trained threshold).
+    T : tune the scales for runs of ``T`` steps, instead of a percentile:
+        each ReLU layer's scale is the one whose ``T``-step rate code of its
+        activations on ``calibration_data`` has the least squared error
+        (:func:`snn.convert.base.quantised_scale`, with ``v_init`` as the
+        rounding offset). At few steps this loses far less than a
+        percentile, at the price of higher rates (more SynOps); calibrate
+        at the same ``T`` after it. On DIGITS-RESNET, ``T=4`` then
+        ``calibrate(..., 4, passes=2)`` scores 97.4 % at T = 4 (ANN 99.26 %;
+        78.2 % with the benchmark's percentile scales). Not with
+        ``percentile`` or a ``max_rate`` other than 1. A QCFS layer ignores it.
     """
     data = _check_model(model, calibration_data)
+    if T is not None and (percentile is not None or max_rate != 1):
+        raise ValueError("T= chooses each layer's scale itself: give it without percentile= and max_rate=")
+    percentile = 99.99 if percentile is None else percentile
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.integer, np.floating)):
+        raise TypeError(f"percentile must be a number in (0, 100], got {percentile!r}")
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
     if maxpool not in (None, "avg"):
@@ -82,6 +99,12 @@ def convert(
         raise TypeError(f"max_rate must be a number in (0, 1], got {max_rate!r}")
     if not 0 < max_rate <= 1:
         raise ValueError(f"max_rate must be in (0, 1], got {max_rate!r}")
+    if T is not None and (isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1):
+        raise ValueError(f"T must be a positive integer (the steps to tune the scales for), got {T!r}")
+    if T is None:
+        scale_of = percentile_scale(percentile, float(max_rate))
+    else:
+        scale_of = quantised_scale(int(T), float(v_init))
     model = _private_copy(model)  # traced and run below: the user's model is never touched
     graph = _fx_graph(model)
     if graph is not None and not _is_chain(graph):
@@ -89,22 +112,20 @@ def convert(
             model,
             graph,
             data,
-            percentile=percentile,
+            scale_of=scale_of,
             per_channel=per_channel,
             v_init=v_init,
             dtype=dtype,
             maxpool=maxpool,
-            max_rate=float(max_rate),
         )
     return convert_chain(
         model,
         graph,
         data,
-        percentile=percentile,
+        scale_of=scale_of,
         per_channel=per_channel,
         v_init=v_init,
         dtype=dtype,
-        max_rate=float(max_rate),
     )
 
 

@@ -17,8 +17,9 @@ add is two projections into one population); a ReLU of a concatenation is
 one per part, so the concatenated population is the union of its parts (no
 extra layer of spikes); a ReLU of a population is the population.
 
-Normalisation (data-based, per population): ``lambda_P`` is the percentile
-of ReLU ``P``'s activation on the calibration data (per channel if asked);
+Normalisation (data-based, per population): ``lambda_P`` is the scale of
+ReLU ``P``'s activation on the calibration data (a percentile, or the code
+of least error at a given T: :func:`snn.convert.convert`; per channel if asked);
 every projection from population ``a`` into ``b`` has weights
 ``W * lambda_a / lambda_b`` (per source and target channel), the target's
 bias is ``b / lambda_b``, and the analog input's scale is 1. The readout
@@ -41,7 +42,7 @@ from torch import nn
 from ..model.conv import conv_fan_out, conv_geometry
 from ..model.graph import Graph
 from ..model.neurons import IF
-from .base import ConversionError, _apply_module, _check_finite_output, _clip, _scale, check_samples
+from .base import ConversionError, _apply_module, _check_finite_output, _clip, check_samples
 from .ops import _function_handler, _maxpool, _maxpool_window, _module_ops
 
 MAX_DENSE = 1 << 26  # entries of a dense composite matrix (pooling folded into a Linear)
@@ -681,10 +682,10 @@ def trace_program(model, gm, input_shape, maxpool) -> tuple:
 # -- normalisation and the graph -----------------------------------------------------
 
 
-def population_scales(pops, acts, percentile, per_channel, max_rate=1.0) -> dict:
-    """``{name: lambda [C]}``: the percentile of each ReLU population's
-    activation divided by ``max_rate`` (a trained clip: its threshold); a
-    pooled population inherits its source's; the readout 1."""
+def population_scales(pops, acts, scale_of, per_channel) -> dict:
+    """``{name: lambda [C]}``: each ReLU population's scale from its
+    activation, ``scale_of(activation, per_channel)`` (a trained clip: its
+    threshold); a pooled population inherits its source's; the readout 1."""
     scales = {}
     for pop in pops:
         c = _channels(pop.shape)
@@ -696,7 +697,7 @@ def population_scales(pops, acts, percentile, per_channel, max_rate=1.0) -> dict
             scales[pop.name] = np.full(c, pop.clip["threshold"])
         else:
             a = acts[pop.name]
-            lam = _scale(a, percentile, per_channel) / max_rate
+            lam = scale_of(a, per_channel)
             scales[pop.name] = np.asarray(lam, np.float64) if per_channel else np.full(c, lam)
     return scales
 
@@ -922,11 +923,10 @@ class ConvertedGraph:
         return replace(self, network=graph, drives=drives, v_shift=v_shift, b_shift=b_shift)
 
 
-def convert_graph(
-    model, gm, data, *, percentile, per_channel, v_init, dtype, maxpool, max_rate=1.0
-) -> ConvertedGraph:
+def convert_graph(model, gm, data, *, scale_of, per_channel, v_init, dtype, maxpool) -> ConvertedGraph:
     """Convert a model whose fx graph ``gm`` is not a chain (see the module
-    docstring); ``data`` the checked calibration data, float64 tensor."""
+    docstring); ``data`` the checked calibration data, float64 tensor;
+    ``scale_of`` as :func:`snn.convert.chain.convert_chain` takes it."""
     input_shape = tuple(data.shape[1:])
     pops, macs = trace_program(model, gm, input_shape, maxpool)
     with torch.no_grad():
@@ -944,7 +944,7 @@ def convert_graph(
         acts = run_program(pops, data, keep={p.name for p in pops if p.kind == "relu" and p.clip is None})
     for name, a in acts.items():
         _check_finite_output(a, f"population '{name}' (folded, float64) on the calibration data")
-    scales = population_scales(pops, acts, percentile, per_channel, max_rate)
+    scales = population_scales(pops, acts, scale_of, per_channel)
     graph, drives = build_graph(pops, scales, input_shape, v_init, dtype)
     return ConvertedGraph(graph, input_shape, scales, macs, pops, drives, pops[-1].name, v_init)
 
