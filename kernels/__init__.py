@@ -3,6 +3,7 @@
 Imports only numpy and numba; never the user-facing ``snn`` package.
 """
 
+from ._jit import precompile
 from .clock import clock_layer
 from .conv import spatial_taps
 from .drive import bound_drive, conv_drive, csr_drive, dense_drive, spike_currents
@@ -37,6 +38,7 @@ __all__ = [
     "graph_init",
     "graph_run",
     "maxpool_layer",
+    "precompile",
     "sample_states",
     "seed_state",
     "settle",

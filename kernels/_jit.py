@@ -56,6 +56,7 @@ import functools
 import hashlib
 import inspect
 import os
+import threading
 import types as types_
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -194,6 +195,12 @@ class _CheckedCache(FunctionCache):
         self._fast = all(hasattr(self, name) for name in self._PRIVATE)
 
     def load_overload(self, sig, target_context):
+        cres = self._load(sig, target_context)
+        if cres is None and getattr(_probing, "active", False):
+            raise _WouldCompile  # (a probe of precompile: nothing compiled)
+        return cres
+
+    def _load(self, sig, target_context):
         if self._fast:
             cres = self._load_without_refresh(sig, target_context)
         else:  # numba's own load
@@ -375,3 +382,96 @@ def run_samples(kernel, n_samples, *args):
     finally:
         for done in helpers:
             done.result()
+
+
+def _can_fork_compile() -> bool:
+    """True if a forked process can compile kernels into the on-disk cache
+    for this one: the JIT on, two cores or more, ``os.fork``, no other
+    Python thread (a lock one holds at the fork would stay held in the
+    child), and a writable cache directory (that of the kernels' sources,
+    or ``NUMBA_CACHE_DIR``)."""
+    if numba.config.DISABLE_JIT or not hasattr(os, "fork") or threading.active_count() != 1:
+        return False
+    if os.environ.get("SNN_FORK_COMPILE", "1") == "0":
+        return False
+    try:
+        if len(os.sched_getaffinity(0)) < 2:
+            return False
+        cache = _CheckedCache(_can_fork_compile)  # located as every kernel's cache is
+        return bool(cache._enabled) and os.access(cache._cache_path, os.W_OK)
+    except Exception:  # no cache location, or numba's internals changed: compile here
+        return False
+
+
+class _WouldCompile(BaseException):
+    """Raised by a cache miss while :func:`precompile` probes a job (a
+    ``BaseException``, so that no ``except Exception`` of a caller takes it
+    for an error of its own)."""
+
+
+_probing = threading.local()  # .active: this thread's cache misses raise _WouldCompile
+
+
+def _loads(job) -> bool:
+    """Run ``job`` as far as its kernels are in memory or in the on-disk
+    cache; False at the first it would compile (nothing compiled)."""
+    _probing.active = True
+    try:
+        job()
+        return True
+    except _WouldCompile:
+        return False
+    finally:
+        _probing.active = False
+
+
+def precompile(jobs) -> int:
+    """Warm the kernel cache with two processes: ``jobs`` (callables, each
+    compiling some kernels by calling them; independent, the costliest
+    first) that load what they need from the cache are run here, and those
+    that would compile are shared between this process and a forked child,
+    each taking the next job not taken yet; the child's kernels are written
+    to the on-disk cache (``cache=True``), from which this process loads
+    them when it calls them next. A cache warmer only: the caller then runs
+    what it needs as it would without it (loading, or compiling what the
+    child did not leave), so results never depend on it. Without a fork
+    (:func:`_can_fork_compile`), or for fewer than two jobs to compile, it
+    does nothing more. Returns the number of jobs the child took."""
+    if not _can_fork_compile():
+        return 0
+    jobs = [job for job in jobs if not _loads(job)]
+    if len(jobs) < 2:
+        return 0
+    read, write = os.pipe()  # the job queue: one 4-byte index per job; a read takes one
+    os.write(write, b"".join(k.to_bytes(4, "little") for k in range(len(jobs))))
+    os.close(write)
+    done = os.pipe()  # the child reports how many it took
+    pid = os.fork()
+    if pid == 0:  # the child: take jobs until none is left, then leave (no clean-up of the parent's)
+        code = 1
+        try:
+            os.close(done[0])
+            taken = 0
+            while len(k := os.read(read, 4)) == 4:
+                jobs[int.from_bytes(k, "little")]()
+                taken += 1
+            os.write(done[1], taken.to_bytes(4, "little"))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(done[1])
+    try:
+        while len(k := os.read(read, 4)) == 4:
+            jobs[int.from_bytes(k, "little")]()
+    except BaseException:
+        os.kill(pid, 15)  # SIGTERM: what it compiled is not wanted any more
+        raise
+    finally:
+        os.close(read)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped already (SIGCHLD ignored): its report says if it finished
+            pass
+        reply = os.read(done[0], 4)
+        os.close(done[0])
+    return int.from_bytes(reply, "little") if len(reply) == 4 else 0

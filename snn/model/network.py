@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+import snn_kernels as kernels
+
 from .._validate import DTYPES, numba_threads, real_array, run_extent
 from ..run.paths import _run_layer, _run_maxpool, _vecmat
 from ..run.reference import run_reference
@@ -119,19 +121,22 @@ class Network:
         brought forward: ``kernels.settle``). Each kernel is specialised to
         the layer's projection kind, neuron model and reset
         (``kernels._jit``), so nothing else is compiled. The samples of a batch run on threads over the same
-        kernels, so one sample is enough. Without it, a run compiles what it
+        kernels, so one sample is enough. The layers' kernels are compiled
+        by this process and a forked one together where the cache allows
+        (``kernels.precompile``). Without it, a run compiles what it
         needs when it first needs it (as does a path that ``run(mode=...)``
         forces on a layer whose own ``mode`` excludes it, or time-varying
         analog input to a first layer that cannot run ``"dense"``)."""
         start = time.perf_counter()
         n_steps = 2
+        kernels.precompile(self._prepare_jobs(n_steps))
         source = SpikeTrains.from_raster(np.ones((n_steps, 1, self.n_in), np.uint8))
         for k, layer in enumerate(self.layers):
             if layer.kind == "maxpool":
                 source, _, _ = _run_maxpool(layer, source)
                 continue
             bias, _ = layer.bias_row(self.dtype)
-            for mode in ("event", "clock", "dense") if layer.mode == "auto" else (layer.mode,):
+            for mode in _modes(layer):
                 out, _, _ = _run_layer(
                     layer, source, bias, None, mode, n_steps, self.dtype, settle=k == len(self.layers) - 1
                 )
@@ -139,6 +144,34 @@ class Network:
         if self.layers[0].kind != "maxpool":
             _ = self.run(analog=np.ones((1, self.n_in)), T=n_steps).membrane  # what reading it compiles
         return time.perf_counter() - start
+
+    def _prepare_jobs(self, n_steps) -> list:
+        """What :meth:`prepare` runs, as independent calls (each layer on
+        input of its own) for ``kernels.precompile``: one per kernel (a
+        layer path whose kernel an earlier one compiles, same kind, path
+        and neuron flags, is left out), grouped by the helpers they share:
+        the event paths (the costliest: first), the clock and dense paths,
+        then a constant analog input's run and membrane readout."""
+        groups = {"event": {}, "clock": {}}
+        for k, layer in enumerate(self.layers):
+            source = SpikeTrains.from_raster(np.ones((n_steps, 1, layer.n_in), np.uint8))
+            if layer.kind == "maxpool":
+                groups["clock"].setdefault(("maxpool",), functools.partial(_run_maxpool, layer, source))
+                continue
+            bias, _ = layer.bias_row(self.dtype)
+            neuron = layer.neuron
+            for mode in _modes(layer):
+                kind = "" if mode == "dense" else layer.kind  # the dense path's kernel: any projection's
+                key = (kind, mode, neuron.has_current, neuron.refractory > 0, neuron.reset_code)
+                settle = k == len(self.layers) - 1
+                call = functools.partial(
+                    _run_layer, layer, source, bias, None, mode, n_steps, self.dtype, settle
+                )
+                groups["event" if mode == "event" else "clock"].setdefault(key, call)
+        jobs = [functools.partial(_call_all, list(group.values())) for group in groups.values() if group]
+        if self.layers[0].kind != "maxpool":
+            jobs.append(lambda: self.run(analog=np.ones((1, self.n_in)), T=n_steps).membrane)
+        return jobs
 
     def run(
         self,
@@ -399,6 +432,16 @@ class Network:
             seconds=result.seconds,
             projection_synops=lambda: result.projection_synops,
         )
+
+
+def _call_all(calls):
+    for call in calls:
+        call()
+
+
+def _modes(layer) -> tuple:
+    """The paths a layer's runs may take (its ``mode``; ``"auto"``: any)."""
+    return ("event", "clock", "dense") if layer.mode == "auto" else (layer.mode,)
 
 
 def _macs(name, x, fan_out) -> dict:
