@@ -69,6 +69,46 @@ def drive_kernel(kind):
     return drive_batch
 
 
+@specialise
+def bias_drive_kernel(kind):
+    """:func:`drive_kernel` of ``kind`` followed by what a run of the drive
+    needs of it, in one call: ``kernel(x, rowptr, cols, weights, geom,
+    n_taps, tap_pixel, tap_kernel, drive, fan_out, bias, out, macs)`` writes
+    ``drive`` as :func:`drive_kernel` does, then ``out[b] = bias + drive[b]``
+    (summed in float64, then cast to ``out``'s dtype, as ``np.add(bias,
+    drive, out=out)``; ``bias`` ``[n]`` or one value ``[1]``) and ``macs[b]``
+    (int64): the sum of ``fan_out[i]`` (int64 ``[n_in]``) over the non-zero
+    inputs ``x[b, i]`` (the multiplications the drive took)."""
+    drive_batch = drive_kernel(kind)
+
+    def bias_drive(
+        x, rowptr, cols, weights, geom, n_taps, tap_pixel, tap_kernel, drive, fan_out, bias, out, macs
+    ):
+        drive_batch(x, rowptr, cols, weights, geom, n_taps, tap_pixel, tap_kernel, drive)
+        for sample in range(x.shape[0]):
+            total = 0
+            for pre in range(x.shape[1]):
+                if x[sample, pre] != 0:
+                    total += fan_out[pre]
+            macs[sample] = total
+            row = out[sample]
+            d = drive[sample]
+            if bias.shape[0] == 1:
+                for j in range(row.shape[0]):
+                    row[j] = bias[0] + d[j]
+            else:
+                for j in range(row.shape[0]):
+                    row[j] = bias[j] + d[j]
+
+    return bias_drive
+
+
+def bias_drive_of(kernel):
+    """:func:`bias_drive_kernel` of the kind whose :func:`drive_kernel` is ``kernel``."""
+    (kind,) = [kind for kind in (CSR, CONV, DENSE) if drive_kernel(kind) is kernel]
+    return bias_drive_kernel(kind)
+
+
 def bound_drive(kind, weights, geom=None, rowptr=None, cols=None) -> tuple:
     """``(kernel, args)`` of one projection: ``kernel(x, *args, drive)``
     writes ``drive = x @ W`` (``x`` ``[B, n_in]``, ``drive`` ``[B, n]``,

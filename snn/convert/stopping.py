@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from snn_kernels.drive import bias_drive_of
+
 from .._validate import numba_threads, run_extent
 from ..run.paths import drive_call
 from ..run.schedule import stages
@@ -267,7 +269,7 @@ def run_early_exit(
             if n_threads is None:
                 exit_step, final, done = runner.run(drive, batch, 0, fields)
                 if batch == 1 and flat is not None and (_ONE, T, mode) not in cache:
-                    _one_stack(cache, graph, runner, T, mode)
+                    _one_stack(cache, graph, converted.network, runner, T, mode)
             else:
                 with numba_threads(n_threads):
                     exit_step, final, done = runner.run(drive, batch, 0, fields)
@@ -412,31 +414,46 @@ def _exit_runner(cache, graph, readout, T, mode, drive, required):
 _KERNEL_MODES = (None, "event", "clock", "auto")
 
 
-def _one_stack(cache, graph, runner, T, mode) -> None:
+def _one_stack(cache, graph, network, runner, T, mode) -> None:
     """Keep in ``cache`` (under ``(_ONE, T, mode)``) ``f(flat, fields,
     margin)``: the run of one sample ``flat`` (``[1, n_in]``, checked) of
-    the stack ``graph`` on ``runner`` (:meth:`SteppedExit.one_sample`, its
-    drive by the compiled function of ``_chain``), as
-    :func:`run_early_exit` makes it: ``(exit_step, readout, counts [1, 4],
-    MACs)``, or None when the runner's arrays are held (then run it the
-    general way). Made once both are compiled, so that a call reads no
-    more than it must (no look-ups of what is the same at every call)."""
-    readout, name, fan_out, kernel, args, n, direct = cache[None]
+    the stack ``graph`` (of ``network``) on ``runner``
+    (:meth:`SteppedExit.one_sample`) as :func:`run_early_exit` makes it:
+    ``(exit_step, readout, counts [1, 4], MACs [1])``, or None when the
+    runner's arrays are held (then run it the general way). Made once both
+    are compiled, so that a call reads no more than it must (no look-ups of
+    what is the same at every call); the drive, the driven population's
+    bias row and the MACs are one compiled call
+    (``kernels.drive.bias_drive_kernel``, the drive computed as ``_chain``'s
+    kernel computes it)."""
+    _, name, fan_out, _, args, n, direct = cache[None]
     run = runner.one_sample()
     if not direct or run is None:
         return
     n_out, check = runner.n_out, graph.dtype != np.float64
-    empty, dot = np.empty, np.dot
+    empty, int64 = np.empty, np.int64
+    fused = bias_drive_of(drive_call(network.layers[0])[0])
+    entry = []  # its compiled function, once called
 
     def one(flat, fields, margin):
         if margin is not None and n_out < 2:
             raise ValueError("margin needs a readout of at least two classes")
         drive = empty((1, n))
-        kernel(flat, *args, drive)
-        if check:  # what the state precision holds (float64: any finite drive)
-            graph._check_precision({name: drive})
-        out = run((drive,), fields)
-        return None if out is None else (*out, dot(flat != 0, fan_out))  # MACs [1] int64: exact
+        macs = empty(1, int64)
+
+        def fill(biases):
+            ((bias, out),) = biases
+            arguments = (flat, *args, drive, fan_out, bias, out, macs)
+            if entry:
+                entry[0](*arguments)
+            else:
+                fused(*arguments)
+                entry.append(_compiled(fused, arguments) or fused)
+            if check:  # what the state precision holds (float64: any finite drive)
+                graph._check_precision({name: drive})
+
+        out = run(None, fields, 0, fill)
+        return None if out is None else (*out, macs)
 
     cache[_ONE, T, mode] = one
 

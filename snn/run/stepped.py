@@ -655,12 +655,14 @@ class SteppedExit:
         return steps, readout, counts.sum(axis=1)
 
     def one_sample(self):
-        """``f(rows, rule, seed=0)``: :meth:`run` of one sample (``rows``: the
-        drives ``[1, n]`` float64 of the populations :attr:`driven`, in that
-        order), or None before the kernel has been compiled (:meth:`run` of a
-        batch first). ``f`` returns :meth:`run`'s result, new arrays, or None
-        when another run holds the arrays it runs over (then call :meth:`run`,
-        which makes its own).
+        """``f(rows, rule, seed=0, fill=None)``: :meth:`run` of one sample
+        (``rows``: the drives ``[1, n]`` float64 of the populations
+        :attr:`driven`, in that order; or ``fill(biases)``, which writes them
+        itself: ``biases`` a ``(bias, out)`` pair for each, ``out[0] = bias +
+        drive`` to be written as ``np.add`` would), or None before the kernel
+        has been compiled (:meth:`run` of a batch first). ``f`` returns
+        :meth:`run`'s result, new arrays, or None when another run holds the
+        arrays it runs over (then call :meth:`run`, which makes its own).
 
         ``f`` runs over the arrays of the last such run (:meth:`_one_arrays`:
         the inputs and the state as the kernel takes them, made once); each
@@ -692,12 +694,15 @@ class SteppedExit:
         biases = [(bias, out) for bias, _, out in driven]
         add, total, float64 = np.add, np.add.reduce, np.float64
 
-        def one(rows, rule, seed=0):
+        def one(rows, rule, seed=0, fill=None):
             if not acquire(False):
                 return None
             try:
-                for (bias, out), row in zip(biases, rows, strict=True):  # in float64, then cast
-                    add(bias, row, out=out)
+                if fill is not None:
+                    fill(biases)
+                else:
+                    for (bias, out), row in zip(biases, rows, strict=True):  # in float64, then cast
+                        add(bias, row, out=out)
                 rule_row[:] = rule
                 if streams:
                     rng[:] = kernels.sample_states(seed, 1, streams)
