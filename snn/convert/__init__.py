@@ -4,7 +4,8 @@
 to walking nested ``Sequential`` containers), looks every module and function
 up in a registry of handlers, folds BatchNorm into the preceding layer,
 normalises each layer by a percentile of its ReLU activations on the
-calibration data, and builds an event-driven network of IF neurons (reset by
+calibration data (or, with ``T=``, by the scale whose ``T``-step rate code of
+them has the least error), and builds an event-driven network of IF neurons (reset by
 subtraction, membrane starting at half threshold) whose last layer is read
 out as accumulated membrane. The input is analog and constant: the first
 layer multiplies it once and uses it as a bias.
@@ -16,7 +17,7 @@ handler; nothing is passed through silently.
 The modules, each importing only those above it:
 
 - ``base``: the error, the checks of samples, labels and models, the
-  activation scale and the trained clip;
+  activation scales (a percentile, the code of least error) and the trained clip;
 - ``ops``: the intermediate form (:class:`Op`), the registry of handlers,
   the torch.fx tracer;
 - ``chain``: a chain of layers to a stack (:class:`ConvertedNetwork`);
