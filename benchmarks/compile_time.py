@@ -23,9 +23,14 @@ The child process times:
   previous, so the ``snn`` figure is what the package adds);
 - ``net.prepare()``: compiles, or loads from the cache, every kernel the
   network's layers can use (each layer's paths, a constant analog input);
-  it also counts the kernel specialisations in memory afterwards (numba
-  overloads of the dispatchers of ``snn_kernels``) and how many of them were
-  compiled rather than loaded: deterministic, unlike the seconds;
+  a cold stack shares the compiling with a forked process
+  (``kernels.precompile``; ``SNN_FORK_COMPILE=0``: not), whose CPU time is
+  reported beside this process's; it also counts the kernel
+  specialisations in memory afterwards (numba overloads of the dispatchers
+  of ``snn_kernels``) and how many of them were compiled rather than loaded
+  (deterministic, unlike the seconds, for a given ``SNN_FORK_COMPILE``:
+  what the forked process compiled this one loads, and the helpers only it
+  compiled are not in this one's memory);
 - the first ``net.run`` after ``prepare`` on a batch of 4 samples (should be
   compile-free) and a second one;
 - ``prepare()`` of the same network with float32 state in the same process
@@ -48,7 +53,7 @@ import tempfile
 from _common import ROOT, CpuMonitor, describe_env, environment, md_table, median, warn_if_busy
 
 CHILD = r"""
-import gc, json, math, sys, time
+import gc, json, math, resource, sys, time
 t0 = time.perf_counter()
 import numpy as np
 t1 = time.perf_counter()
@@ -77,9 +82,15 @@ def specialisations():
             compiled += sum(obj.stats.cache_misses.values())
     return total, compiled
 
+def child_cpu():
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
 name = sys.argv[1]
 net = network(name, np.float64)
+cpu, forked = time.process_time(), child_cpu()
 prepare = net.prepare()
+cpu, forked = time.process_time() - cpu, child_cpu() - forked
 n_specs, n_compiled = specialisations()
 if name == "small":
     run = lambda: net.run(snn.bernoulli(np.full((4, 100), 0.1), 20, seed=0))
@@ -97,7 +108,8 @@ second_run = time.perf_counter() - t5
 specs_after_runs = specialisations()[0]
 prepare32 = network(name, np.float32).prepare()
 print(json.dumps(dict(import_numpy=t1 - t0, import_numba=t2 - t1, import_snn=t3 - t2,
-                      prepare=prepare, specialisations=n_specs, compiled=n_compiled,
+                      prepare=prepare, prepare_cpu=cpu, prepare_child_cpu=forked,
+                      specialisations=n_specs, compiled=n_compiled,
                       specialisations_after_runs=specs_after_runs,
                       first_run=first_run, second_run=second_run,
                       prepare_float32=prepare32, specialisations_float32=specialisations()[0])))
@@ -170,6 +182,8 @@ def main(argv=None):
         ("import_numba", "+ import numba"),
         ("import_snn", "+ import snn"),
         ("prepare", "net.prepare() (float64)"),
+        ("prepare_cpu", "  its CPU time in this process"),
+        ("prepare_child_cpu", "  and in the process it forks (kernels.precompile)"),
         ("first_run", "first net.run after prepare (4 samples)"),
         ("second_run", "second net.run"),
         ("prepare_float32", "+ prepare() of the float32 twin"),

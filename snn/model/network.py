@@ -151,7 +151,9 @@ class Network:
         layer path whose kernel an earlier one compiles, same kind, path
         and neuron flags, is left out), grouped by the helpers they share:
         the event paths (the costliest: first), the clock and dense paths,
-        then a constant analog input's run and membrane readout."""
+        then a constant analog input's run and membrane readout (which
+        uses some of the others: within a group the cheaper kernels come
+        first, so that they are in the cache by then)."""
         groups = {"event": {}, "clock": {}}
         for k, layer in enumerate(self.layers):
             source = SpikeTrains.from_raster(np.ones((n_steps, 1, layer.n_in), np.uint8))
@@ -168,7 +170,14 @@ class Network:
                     _run_layer, layer, source, bias, None, mode, n_steps, self.dtype, settle
                 )
                 groups["event" if mode == "event" else "clock"].setdefault(key, call)
-        jobs = [functools.partial(_call_all, list(group.values())) for group in groups.values() if group]
+        cheap = ("dense", "", "csr", "conv", "maxpool")  # kinds, in order of compile time
+        jobs = [
+            functools.partial(
+                _call_all, [group[key] for key in sorted(group, key=lambda k: cheap.index(k[0]))]
+            )
+            for group in groups.values()
+            if group
+        ]
         if self.layers[0].kind != "maxpool":
             jobs.append(lambda: self.run(analog=np.ones((1, self.n_in)), T=n_steps).membrane)
         return jobs
