@@ -31,8 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snn_kernels.drive import bias_drive_of
-
 from .._validate import numba_threads, run_extent
 from ..run.paths import drive_call
 from ..run.schedule import stages
@@ -47,6 +45,7 @@ from ..run.stepped import (
     EXIT_PATIENCE,
     SteppedExit,
     _compiled,
+    bias_drive_of,
     exit_holds,
 )
 from .base import check_labels, check_samples

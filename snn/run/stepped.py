@@ -17,6 +17,7 @@ import numpy as np
 
 import snn_kernels as kernels
 from snn_kernels import REF, T_LAST
+from snn_kernels.drive import bias_drive_of  # noqa: F401 -- for snn.convert.stopping
 from snn_kernels.graph import (  # noqa: F401 -- EXIT_* and exit_holds: for snn.convert.stopping
     EXIT_CONFIDENCE,
     EXIT_EVERY,
