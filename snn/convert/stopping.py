@@ -243,17 +243,7 @@ def run_early_exit(
             out = one(flat, fields, rule.margin)
             if out is not None:
                 exit_step, final, done, macs = out
-                return ExitedRun(
-                    text,
-                    T,
-                    exit_step,
-                    final.argmax(axis=1),
-                    final,
-                    done[:, 0],
-                    done[:, 1],
-                    macs,
-                    time.perf_counter() - start,
-                )
+                return _exited(text, T, exit_step, final, done, macs, start)
     graph, cache, readout, drive, macs = _as_graph(converted, x, flat)
     batch = len(x)
     if engine != "chunked" and rule.custom is None:
@@ -272,17 +262,7 @@ def run_early_exit(
             else:
                 with numba_threads(n_threads):
                     exit_step, final, done = runner.run(drive, batch, 0, fields)
-            return ExitedRun(
-                text,
-                T,
-                exit_step,
-                final.argmax(axis=1),
-                final,
-                done[:, 0],
-                done[:, 1],
-                macs,
-                time.perf_counter() - start,
-            )
+            return _exited(text, T, exit_step, final, done, macs, start)
     n_out = graph[readout].n
     silent = {p.name: SpikeTrains.empty(T, batch, p.n) for p in graph.populations if p.is_input}
     sim = graph.start(
@@ -411,6 +391,13 @@ def _exit_runner(cache, graph, readout, T, mode, drive, required):
 
 
 _KERNEL_MODES = (None, "event", "clock", "auto")
+
+
+def _exited(text, T, exit_step, final, done, macs, start) -> ExitedRun:
+    """The :class:`ExitedRun` of a kernel run (``done``: counts ``[B, 2+]``,
+    SynOps then updates; ``start``: its ``time.perf_counter()``)."""
+    elapsed = time.perf_counter() - start
+    return ExitedRun(text, T, exit_step, final.argmax(axis=1), final, done[:, 0], done[:, 1], macs, elapsed)
 
 
 def _one_stack(cache, graph, network, runner, T, mode) -> None:
