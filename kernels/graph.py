@@ -106,6 +106,9 @@ ROW_REGISTERS = 16  # a dense projection of at most this many targets sums them 
 ORDERED_CLOSE = 16  # close in index order once more than 1/16 of a population is touched
 # a population's neuron model, 2 * has_current + has_refractory; a set of models is a bit mask
 MODEL_PLAIN, MODEL_REF, MODEL_CUR, MODEL_CUR_REF = 0, 1, 2, 3
+# graph_kernel's csr choice: no CSR projection; some; some whose rows are the same few targets
+# (GraphPlan.proj_rows) into a population that may be clock-stepped (their sums kept in registers)
+CSR_NONE, CSR_SCATTER, CSR_ROWS = 0, 1, 3
 
 
 class GraphPlan(NamedTuple):
@@ -649,7 +652,11 @@ def _models(models) -> tuple:
 def graph_kernel(csr, conv, background, event_models, clock_models, record_models, exit_rule=False):
     """The graph kernel specialised to the compile-time choices of
     :func:`graph_choices` (each combination compiled once, ``kernels._jit``):
-    ``csr``, ``conv``: some projection is of that kind; ``background``: some
+    ``csr``: ``CSR_NONE``, ``CSR_SCATTER`` (some projection is CSR) or
+    ``CSR_ROWS`` (and the register sums of rows of the same few targets,
+    ``GraphPlan.proj_rows``, into a clock-stepped population: compiled only
+    for a plan that has such rows and a population that may be
+    clock-stepped); ``conv``: some projection is a convolution; ``background``: some
     population has Poisson background; ``event_models``, ``clock_models``,
     ``record_models``: bit masks of the models (``1 << MODEL_*``) of the
     event-stepped, clock-stepped and recorded populations; ``exit_rule``:
@@ -670,6 +677,7 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
     ev_plain, ev_ref, ev_cur, ev_both = _models(event_models)
     ck_plain, ck_ref, ck_cur, ck_both = _models(clock_models)
     rc_plain, rc_ref, rc_cur, rc_both = _models(record_models)
+    csr_rows = csr == CSR_ROWS  # else no register sums to compile
     record = record_models != 0
     event = event_models != 0
     mixed = event and clock_models != 0  # else every neuron population is stepped one way
@@ -817,12 +825,12 @@ def graph_kernel(csr, conv, background, event_models, clock_models, record_model
                             shared = plan.proj_shared[k]
                             w = plan.proj_w[k]
                             woff = plan.proj_woff[k]
-                            n_row = plan.proj_rows[k]
                             e0 = hist_ptr[ts, src]
                             e1 = hist_ptr[ts, src + 1]
-                            if clock and n_row > 0 and e1 > e0:
+                            if csr_rows and clock and plan.proj_rows[k] > 0 and e1 > e0:
                                 # every row the same few targets: their sums kept in registers over the
                                 # spikes, four targets at a time (each target's adds in spike order)
+                                n_row = plan.proj_rows[k]
                                 synops += n_row * (e1 - e0)
                                 a0 = base + plan.cols[plan.rowptr[rp]]
                                 for a in range(0, n_row - 3, 4):
@@ -1189,12 +1197,17 @@ def graph_choices(plan: GraphPlan, inputs: GraphInputs, may_event=None, may_cloc
     event = ~clock if may_event is None else ~clock | may_event
     clock = clock if may_clock is None else clock | may_clock
     neuron = np.arange(len(plan.model)) >= plan.n_inputs
+    is_csr = plan.proj_kind == CSR
+    clock_models = _mask(plan.model[neuron & clock])
+    csr = CSR_NONE if not is_csr.any() else CSR_SCATTER
+    if csr and clock_models and (plan.proj_rows[is_csr] > 0).any():
+        csr = CSR_ROWS
     return (
-        bool((plan.proj_kind == CSR).any()),
+        csr,
         bool((plan.proj_kind == CONV).any()),
         len(plan.bg_lam) > 0,
         _mask(plan.model[neuron & event]),
-        _mask(plan.model[neuron & clock]),
+        clock_models,
         _mask(plan.model[inputs.rec_pop]),
     ) + ((True,) if len(inputs.exit_rule) else ())  # exit_rule: named only when set
 
