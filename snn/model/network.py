@@ -16,11 +16,30 @@ import numpy as np
 import snn_kernels as kernels
 
 from .._validate import DTYPES, numba_threads, real_array, run_extent
-from ..run.paths import _run_layer, _run_maxpool, _vecmat
+from ..run.paths import (
+    _bound_layer,
+    _choose_driven_mode,
+    _choose_mode,
+    _run_layer,
+    _run_maxpool,
+    _sample_kernel,
+    _state_width,
+    _vecmat,
+    drive_call,
+)
 from ..run.reference import run_reference
 from ..run.result import RunResult
-from ..run.schedule import projection_synops, silent_trains
+from ..run.schedule import (
+    _assemble,
+    _final_membrane,
+    _layer_bias,
+    _positive,
+    _run_as_layer,
+    projection_synops,
+    silent_trains,
+)
 from ..run.spiketrains import SpikeTrains
+from ..run.stepped import _compiled
 from .conv import Flatten, MaxPool2d
 from .graph import Graph
 from .layers import Layer
@@ -62,6 +81,7 @@ class Network:
         self.layers = layers
         self.dtype = dtype
         self._graph = None  # (what it was built from, the graph): see graph()
+        self._one = None  # (graph, its edit count, {(T, mode): plan}): see _one_sample
 
     @property
     def n_in(self) -> int:
@@ -101,12 +121,12 @@ class Network:
         self._graph = (key, graph)
         return graph
 
-    def __getstate__(self):  # pickles and copies leave the graph out: it is built again when needed
-        return {k: v for k, v in self.__dict__.items() if k != "_graph"}
+    def __getstate__(self):  # pickles and copies leave the graph and plans out: made again when needed
+        return {k: v for k, v in self.__dict__.items() if k not in ("_graph", "_one")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._graph = None
+        self._graph = self._one = None
 
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
@@ -228,6 +248,17 @@ class Network:
         batch = source.batch_size if source is not None else analog_x.shape[-2]
         run_extent(n_steps, batch, self.dtype)
         graph = self.graph()  # made once, checking the parameters (the state precision must hold them)
+        if (
+            batch == 1
+            and analog_x is not None
+            and analog_x.ndim == 2
+            and backend == "event"
+            and not (record_v or record_i or progress)
+        ):
+            one = self._one_sample(graph, n_steps, mode)
+            if one is not None:
+                with numba_threads(n_threads):
+                    return one(analog_x)
         record = {
             "v": self._recorded(record_v) if record_v else {},
             "i": self._recorded(record_i) if record_i else {},
@@ -427,6 +458,25 @@ class Network:
         result = graph._run(n_steps, inputs, batch, drive, recorded, 0, backend, mode, progress, macs, True)
         return result if backend == "event" else self._stack_result(result)
 
+    def _one_sample(self, graph, n_steps, mode):
+        """The kept :class:`_OneSample` of the stack's ``graph`` for runs of
+        ``n_steps`` in ``mode``, made at the first such run (None where the
+        general path runs them: a schedule that is not a chain of layers);
+        made again for a new graph (:meth:`graph`: the layers changed) or
+        once the graph has been edited (``Graph._edits``)."""
+        kept = self._one
+        if kept is None or kept[0] is not graph or kept[1] != graph._edits:
+            kept = self._one = (graph, graph._edits, {})
+        plans = kept[2]
+        key = (n_steps, mode)
+        if key in plans:
+            return plans[key]
+        if len(plans) >= 8:  # (a few T and modes kept)
+            plans.clear()
+        schedule = graph.schedule(())
+        plans[key] = _OneSample(self, graph, schedule, n_steps, mode) if schedule.layers_only else None
+        return plans[key]
+
     def _stack_result(self, result) -> RunResult:
         """A run of the stack's graph as the stack's result (the input
         population is not a layer)."""
@@ -457,3 +507,157 @@ def _macs(name, x, fan_out) -> dict:
     """``{name: MACs per sample}`` of a constant analog input ``x`` ``[B, n_in]``
     into a first layer of fan-out ``fan_out``: its non-zero inputs' fan-outs."""
     return {name: (x != 0) @ fan_out}
+
+
+class _OneSample:
+    """:meth:`Network.run` of one sample ``x`` ``[1, n_in]`` (checked) of
+    constant analog input over ``n_steps`` in ``mode``, as the general path
+    (``snn.run.schedule._run_layers`` and ``snn.run.paths._run_layer``) runs
+    it, stage by stage with the same kernel calls, the same choices of path
+    and the same result, less what that path looks up or recomputes at
+    every call: the stages' constant biases, their kernel calls, the path
+    chosen for a count of input spikes (all the cost model reads of a dense
+    or conv layer's input, its bias being constant). Each call makes the
+    arrays it returns (a result is never written by a later call); what it
+    keeps is read-only but for the memo of choices and the layers'
+    output-buffer guesses (``spikes_per_step``, updated as
+    ``_run_layer`` updates them)."""
+
+    def __init__(self, network, graph, schedule, n_steps, mode):
+        self.graph, self.schedule, self.n_steps, self.mode = graph, schedule, n_steps, mode
+        self.drive = (*drive_call(network.layers[0]), True)  # _vecmat's kernel and arguments
+        self.fan_out = network.layers[0].fan_out
+        self.dtype = dtype = graph.dtype
+        self.input = graph.populations[0].name
+        self.silent = silent_trains(n_steps, 1, graph.populations[0].n)
+        self.readout = schedule.readouts[1]
+        self.first = schedule.steps[0][3]  # (the first layer's path choice reads its graph layer)
+        self.macs_name = schedule.steps[0][0]
+        self.stages = []
+        for k, (name, source_name, pool, layer, pop) in enumerate(schedule.steps):
+            if pool is not None:
+                self.stages.append((name, source_name, pool, None, None, None, None))
+                continue
+            bias = None if k == 0 else layer.bias(dtype)
+            # the path by input spikes (a CSR layer's choice reads more: not kept)
+            memo = {} if layer.kind in ("dense", "conv") else None
+            self.stages.append((name, source_name, None, layer, pop, bias, memo))
+
+    def _mode(self, layer, pop, total, source, bias, memo, driven) -> str:
+        """The path :func:`snn.run.schedule._run_as_layer` takes for a run
+        of ``source`` (``total`` spikes); ``driven``: the first layer, its
+        ``bias`` with the drive."""
+        mode = self.mode or pop.mode
+        if driven and mode == "dense":  # (its source is silent)
+            return "clock"
+        if mode != "auto":
+            return mode
+        if driven:
+            return _choose_driven_mode(layer, bias[0], self.n_steps)
+        if memo is not None and total in memo:
+            return memo[total]
+        if layer.proj is None or not total:
+            mode = _choose_driven_mode(layer, bias[0], self.n_steps)
+        else:
+            mode = _choose_mode(layer, source, self.n_steps, self.dtype, _positive(bias))
+        if memo is not None:
+            memo[total] = mode
+        return mode
+
+    def __call__(self, x):
+        graph, dtype, n_steps = self.graph, self.dtype, self.n_steps
+        x = np.ascontiguousarray(x, np.float64)
+        drive = np.empty((1, self.first.n_out))
+        kernel, args, first_call = self.drive
+        kernel(x, *args, drive)  # _vecmat(x, first layer)
+        if first_call:  # by the dispatcher: its compiled code from now on
+            self.drive = (_compiled(kernel, (x, *args, drive)) or kernel, args, False)
+        macs = functools.partial(_macs, self.macs_name, x.copy(), self.fan_out)
+        start = time.perf_counter()
+        trains = {self.input: self.silent}
+        counts, modes = {}, {}
+        membrane = None
+        empty, zeros, int64 = np.empty, np.zeros, np.int64
+        for k, (name, source_name, pool, layer, pop, bias, memo) in enumerate(self.stages):
+            source = trains[source_name] if source_name is not None else silent_trains(n_steps, 1, 0)
+            if pool is not None:
+                out, kc, _ = _run_maxpool(pool, source)
+                none = zeros(1, int64)
+                counts[name] = np.stack([none, kc[:, 1], kc[:, 2], none], axis=1)
+                modes[name] = "gate"
+                trains[name] = out
+                continue
+            if not k:
+                bias = _layer_bias(dtype, pop, drive)
+            total = int(source.tptr[0, -1])
+            mode = self._mode(layer, pop, total, source, bias, memo, not k)
+            if mode == "dense":
+                out, kc, mode, state = _run_as_layer(
+                    dtype, layer, source, mode, bias, None, n_steps, None, not k
+                )
+            else:  # _run_layer of one sample from no state, inline
+                key = ("one", mode, dtype, n_steps)  # (among _run_layer's, which the layer keeps as well)
+                calls = layer.calls
+                made = calls.get(key)
+                if made is None:
+                    made = calls[key] = _layer_call(layer, mode, dtype, n_steps)
+                call, before, after, width = made[:4]
+                n_out = layer.n_out
+                seen = layer.spikes_per_step
+                most = n_steps * n_out
+                if seen:
+                    cap = min(most, max(1024, int(1.25 * seen * n_steps)))
+                else:
+                    cap = min(most, max(1024, 4 * total, most // 8))
+                while True:
+                    state = empty((1, n_out, width), dtype)
+                    out_tptr = empty((1, n_steps + 1), int64)
+                    out_idx = empty((1, cap), np.int32)
+                    kc = zeros((1, 4), int64)
+                    if before is None:
+                        call(source.tptr, source.idx, None, bias[1], state, out_tptr, out_idx, kc)
+                    else:
+                        args = (
+                            source.tptr,
+                            source.idx,
+                            *before,
+                            bias[1],
+                            *after,
+                            state,
+                            out_tptr,
+                            out_idx,
+                            kc,
+                        )
+                        call(*args, 0, 1)
+                        if len(made) == 5:  # the first call, by the dispatcher: its compiled code from now on
+                            calls[key] = (_compiled(call, (*args, 0, 1)) or call, before, after, width)
+                    overflow, used = kc[0, 3:1:-1].tolist()
+                    if not overflow:
+                        break
+                    cap = min(cap * 4, most)
+                    out_idx = None
+                layer.spikes_per_step = max(seen, used / n_steps)
+                out = SpikeTrains(out_tptr, out_idx[:, :used], n_out)
+            counts[name], modes[name], trains[name] = kc, mode, out
+            if name == self.readout:
+                membrane = functools.partial(
+                    _final_membrane, pop, state, bias[1], mode != "dense", n_steps, dtype
+                )
+        seconds = time.perf_counter() - start
+        return _assemble(
+            graph, n_steps, trains, counts, modes, {}, seconds, membrane, macs, 1, self.schedule.arrivals
+        )
+
+
+def _layer_call(layer, mode, dtype, n_steps) -> tuple:
+    """``(call, before, after, width)`` of a layer path for
+    :class:`_OneSample`: the compiled kernel with the arguments
+    ``snn.run.paths._sample_kernel`` names (``call(in_tptr, in_idx,
+    *before, bias, *after, state, out_tptr, out_idx, counts, 0, 1)``), the
+    dispatcher until its first call (then a fifth item, None, says so); or
+    ``_bound_layer``'s call (``before`` None)."""
+    found = _sample_kernel(layer, mode, dtype, n_steps)
+    if found is None:
+        call, width = _bound_layer(layer, mode, dtype, n_steps, False, True)
+        return call, None, None, width
+    return (*found, _state_width(layer.neuron), None)

@@ -14,6 +14,7 @@ import weakref
 import numpy as np
 
 import snn_kernels as kernels
+import snn_kernels.event as kev
 from snn_kernels.event import conv_tables
 
 from .spiketrains import SpikeTrains
@@ -276,6 +277,30 @@ def _bound_layer(layer, mode, dtype, rows, settle, fresh) -> tuple:
             )
 
     return call, width
+
+
+def _sample_kernel(layer, mode, dtype, rows) -> tuple | None:
+    """``(kernel, before, after)``: the compiled kernel that ``_bound_layer``'s
+    call of a dense or conv ``layer`` on path ``mode`` (event or clock) in
+    ``dtype`` runs through ``kernels.run_samples``, with the arguments it
+    passes it, so that ``kernel(in_tptr, in_idx, *before, bias, *after,
+    state, out_tptr, out_idx, counts, first, stop)`` is that call for the
+    samples ``first .. stop - 1`` (``settle`` False, a fresh run, a
+    propagator of ``rows`` rows); None for other layers (their call is
+    ``_bound_layer``'s). For a caller of one sample that keeps it (no
+    wrapper between it and the compiled code)."""
+    if layer.kind not in ("dense", "conv") or mode not in ("event", "clock"):
+        return None
+    made = _made(layer)
+    constants = _constants(made, layer.neuron, dtype, rows)
+    table, thr, reset_code, v_reset, refractory, has_current, has_refractory, _ = constants
+    choices = kev._choices(mode == "clock", has_current, has_refractory, reset_code)
+    after = (table, thr, v_reset, refractory, layer.v_init_row(dtype), False)
+    if layer.kind == "dense":
+        return kev.dense_kernel(*choices), (layer.weight_rows,), after
+    w_st, pre_rows, flat_runs = _conv_tables(made, layer, dtype)
+    before = (kev._NO_ROWPTR, kev._NO_COLS, w_st, layer.geom, pre_rows, flat_runs)
+    return kev.sparse_kernel(kev.CONV, *choices), before, (*after, 0.0, 0.0)
 
 
 def _largest(column) -> int:
