@@ -1,33 +1,39 @@
 """Convolution delivery throughput of the CONV clock kernel, called directly
-(ns per synaptic operation).
+(ns per synaptic operation and per neuron update).
 
-Layer: EVENT-DIGITS' second convolution, Conv(16, 32, 3, stride 2, padding
-1) on 16 x 16 -> 8 x 8 (``--layer conv2``; ``conv1``: its first,
-Conv(2, 16, 5, stride 2, padding 2) on 32 x 32 -> 16 x 16), IF neurons
-(threshold 1, reset by subtraction, as converted networks have), T = 300,
-``--batch`` samples in one call, one numba thread. Input: a Bernoulli
-raster, each input neuron spiking with probability ``--rate`` per step
-(default 0.2, the rate of EVENT-DIGITS' first layer), spikes in increasing
-index order within a step. Weights normal, scaled so that about 15 % of
-the neurons fire per step (the rate of EVENT-DIGITS' second layer).
+Layers (``--layer``): ``digits``, DIGITS-CNN's second convolution,
+Conv(16, 32, 3, padding 1) on 8 x 8 (the whole test set, batch 540, and
+batch 1, at T = 4 and 16; input rate 0.12, that of its first layer); ``conv2``
+(default), EVENT-DIGITS' second convolution, Conv(16, 32, 3, stride 2,
+padding 1) on 16 x 16 -> 8 x 8 (batch 16, T = 300, rate 0.2); ``conv1``: its
+first, Conv(2, 16, 5, stride 2, padding 2) on 32 x 32 -> 16 x 16. IF neurons
+(threshold 1, reset by subtraction, as converted networks have), one numba
+thread; ``--batch`` and ``--steps`` take several values. Input: a Bernoulli
+raster, each input neuron spiking with probability ``--rate`` per step,
+spikes in increasing index order within a step. Weights normal, scaled so
+that a good share of the neurons fire per step (the table says how many).
 
-- ``kernels.conv_layer``: the clock kernel, delivery and sweep; ``no
-  input``: the same call on an empty input (the sweep and per-step costs
-  alone); ``delivery``: their difference, per synaptic operation.
-- ``numba adds only``: an ``@njit`` loop over the same tables
+- ``kernel``: ``kernels.conv_layer``, delivery and sweep; ``no input``: the
+  same call on an empty input (the sweep and the per-step and per-sample
+  work alone, also given per neuron update); ``delivery``: their
+  difference, per synaptic operation.
+- ``adds only``: an ``@njit`` loop over the same tables
   (``kernels.event.conv_tables``) doing nothing but the additions into a
   channel-last buffer (no sweep, no counts).
 - ``contiguous rows``: each input spike adds one contiguous row of the
   same mean length (the synaptic operations per spike) to a buffer, as
   fully connected delivery does: the ceiling of runs that never break.
+- ``FC kernel``: for scale, ``kernels.dense_layer``'s clock path on the
+  same input, its fan-out the conv layer's synaptic operations per input
+  spike (the same SynOp count), delivery and sweep.
 
-Times: process CPU time of each call (one thread), median of
-``--repeats`` after a warm-up call (compilation excluded); float64 and
-float32 state.
+Times: process CPU time, median of ``--repeats`` after a warm-up call
+(compilation excluded); a timing of a small batch calls the kernel several
+times (about 256 samples); float64 and float32 state.
 
 Usage::
 
-    flock /tmp/bench.lock python benchmarks/kernel_conv.py [--quick] [--layer conv2] [--json PATH]
+    flock /tmp/bench.lock python benchmarks/kernel_conv.py [--quick] [--layer digits] [--json PATH]
 """
 
 from __future__ import annotations
@@ -45,7 +51,17 @@ from snn_kernels.conv import RUN_ACC, RUN_LEN, RUN_W  # noqa: E402
 from snn_kernels.event import PRE_ACC, PRE_END, PRE_FIRST, PRE_W, conv_tables  # noqa: E402
 
 # (c_in, h, w, c_out, kh, kw, stride, padding)
-LAYERS = {"conv1": (2, 32, 32, 16, 5, 5, 2, 2), "conv2": (16, 16, 16, 32, 3, 3, 2, 1)}
+LAYERS = {
+    "conv1": (2, 32, 32, 16, 5, 5, 2, 2),
+    "conv2": (16, 16, 16, 32, 3, 3, 2, 1),
+    "digits": (16, 8, 8, 32, 3, 3, 1, 1),
+}
+# the workload of each layer: batches, steps, input rate
+PRESETS = {
+    "conv1": ((16,), (300,), 0.2),
+    "conv2": ((16,), (300,), 0.2),
+    "digits": ((540, 1), (4, 16), 0.12),
+}
 
 
 def geometry(c_in, h, w, c_out, kh, kw, stride, pad):
@@ -119,25 +135,39 @@ def bench(layer, dtype, batch, n_steps, rate, repeats, seed=0):
     table = neuron.propagator(n_steps, dtype)
     thr, v_reset = neuron.constants(dtype)
     bias = np.zeros((1, 1), dtype)
-    v_init = np.full(n, 0.5, dtype)
-    state = np.empty((batch, n, 2), dtype)
-    out_tptr = np.empty((batch, n_steps + 1), np.int64)
-    out_idx = np.empty((batch, n_steps * n), np.int32)
-    counts = np.zeros((batch, 4), np.int64)
     tables = conv_tables(geom, weights, dtype)
+    calls = max(1, 256 // batch)  # kernel calls per timing
 
-    def kernel(tp, ix):
+    def layer_call(call, n_out):
+        """``call(tptr, idx, v_init, state, out_tptr, out_idx, counts)`` made
+        into ``f(tptr, idx)``, its buffers for ``n_out`` neurons made here;
+        returns ``(f, counts)``."""
+        v_init = np.full(n_out, 0.5, dtype)
+        state = np.empty((batch, n_out, 2), dtype)
+        out_tptr = np.empty((batch, n_steps + 1), np.int64)
+        out_idx = np.empty((batch, n_steps * n_out), np.int32)
+        counts = np.zeros((batch, 4), np.int64)
+
+        def f(tp, ix):
+            for _ in range(calls):
+                call(tp, ix, v_init, state, out_tptr, out_idx, counts)
+
+        return f, counts
+
+    def conv_call(tp, ix, v_init, state, out_tptr, out_idx, counts):
         kernels.conv_layer(
             tp, ix, geom, weights, bias, table, thr, neuron.reset_code, v_reset, 0, v_init, False, False,
             False, state, out_tptr, out_idx, counts, clock=True, tables=tables,
         )  # fmt: skip
 
+    kernel, counts = layer_call(conv_call, n)
     empty_tptr = np.zeros_like(tptr)
     empty_idx = np.zeros((batch, 1), np.int32)
     full = time_runs(lambda: kernel(tptr, idx), repeats)
     if (counts[:, 3] != 0).any():
         raise RuntimeError("output buffer overflow")
     synops = int(counts[:, 0].sum())
+    updates = int(counts[:, 1].sum())
     fired = float(counts[:, 2].sum()) / (batch * n_steps * n)
     empty = time_runs(lambda: kernel(empty_tptr, empty_idx), repeats)
     acc = np.zeros(n, dtype)
@@ -145,21 +175,38 @@ def bench(layer, dtype, batch, n_steps, rate, repeats, seed=0):
     box = {}
 
     def adds():
-        box["runs"] = sum(deliver_runs(tptr[b], idx[b], w_st, pre_rows, flat_runs, acc) for b in range(batch))
+        for _ in range(calls):
+            box["runs"] = sum(
+                deliver_runs(tptr[b], idx[b], w_st, pre_rows, flat_runs, acc) for b in range(batch)
+            )
 
     ceiling = time_runs(adds, repeats)
     spikes = int(tptr[:, -1].sum())
-    per_spike = max(1, round(synops / spikes))
+    per_spike = max(1, round(synops / max(1, spikes)))
     rows = np.ascontiguousarray(rng.normal(0, 1, (64, per_spike)).astype(dtype))
+    acc_rows = np.zeros(per_spike, dtype)
 
     def contiguous():
-        box["rows"] = sum(deliver_rows(tptr[b], idx[b], rows, acc) for b in range(batch))
+        for _ in range(calls):
+            box["rows"] = sum(deliver_rows(tptr[b], idx[b], rows, acc_rows) for b in range(batch))
 
     flat = time_runs(contiguous, repeats)
     assert box["runs"] == synops, (box["runs"], synops)
+    # fully connected, the same input and SynOp count: fan-out per_spike, weights as the conv's
+    fc_weights = (rng.normal(0.0, 1.0, (n_in, per_spike)) * 2.2 / np.sqrt(rate * fan_in)).astype(np.float32)
+
+    def fc_call(tp, ix, v_init, state, out_tptr, out_idx, fc_counts):
+        kernels.dense_layer(
+            tp, ix, fc_weights, bias, table, thr, neuron.reset_code, v_reset, 0, v_init, False, False, False,
+            state, out_tptr, out_idx, fc_counts, clock=True,
+        )  # fmt: skip
+
+    fc_kernel, fc_counts = layer_call(fc_call, per_spike)
+    fc = time_runs(lambda: fc_kernel(tptr, idx), repeats)
+    fc_synops = int(fc_counts[:, 0].sum())
     ms = {
-        k: 1e3 * median(v.cpu)
-        for k, v in (("full", full), ("empty", empty), ("adds", ceiling), ("rows", flat))
+        k: 1e3 * median(v.cpu) / calls
+        for k, v in (("full", full), ("empty", empty), ("adds", ceiling), ("rows", flat), ("fc", fc))
     }
     return dict(
         layer=layer,
@@ -169,7 +216,8 @@ def bench(layer, dtype, batch, n_steps, rate, repeats, seed=0):
         rate=rate,
         input_spikes=spikes,
         synops=synops,
-        synops_per_spike=synops / spikes,
+        updates=updates,
+        synops_per_spike=synops / max(1, spikes),
         fired_per_step=fired,
         ms=ms,
         ns_per_synop={
@@ -177,67 +225,82 @@ def bench(layer, dtype, batch, n_steps, rate, repeats, seed=0):
             "delivery": 1e6 * (ms["full"] - ms["empty"]) / synops,
             "adds only": 1e6 * ms["adds"] / synops,
             "contiguous rows": 1e6 * ms["rows"] / box["rows"],
+            "FC kernel": 1e6 * ms["fc"] / fc_synops,
         },
+        ns_per_update_no_input=1e6 * ms["empty"] / updates,
     )
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layer", choices=sorted(LAYERS), default="conv2")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--rate", type=float, default=0.2)
+    ap.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: the layer's workload)")
+    ap.add_argument("--steps", type=int, nargs="+", help="values of T (default: the layer's workload)")
+    ap.add_argument("--rate", type=float, help="input spikes per neuron per step (default: the layer's)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smoke run: batch 2, 30 steps, 2 repeats")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args(argv)
+    batches, steps, rate = PRESETS[args.layer]
+    batches, steps = args.batch or batches, args.steps or steps
+    rate = args.rate if args.rate is not None else rate
     if args.quick:
-        args.batch, args.steps, args.repeats = 2, 30, 2
+        batches, steps, args.repeats = (2,), (30,), 2
     warn_if_busy()
     env = environment()
     numba.set_num_threads(1)
     print(f"{describe_env(env)}\n", flush=True)
     results = []
     with CpuMonitor() as mon:
-        for dtype in (np.float64, np.float32):
-            results.append(bench(args.layer, dtype, args.batch, args.steps, args.rate, args.repeats))
+        for batch in batches:
+            for n_steps in steps:
+                for dtype in (np.float64, np.float32):
+                    results.append(bench(args.layer, dtype, batch, n_steps, rate, args.repeats))
     table = []
     for r in results:
         ns = r["ns_per_synop"]
         table.append(
             [
                 r["dtype"],
-                f"{r['synops'] / r['batch'] / 1e6:.2f} M",
+                r["batch"],
+                r["T"],
+                f"{r['synops'] / r['batch'] / 1e6:.3f} M",
                 f"{r['synops_per_spike']:.1f}",
                 f"{r['fired_per_step']:.1%}",
-                f"{r['ms']['full'] / r['batch']:.2f}",
-                f"{r['ms']['empty'] / r['batch']:.2f}",
+                f"{1e3 * r['ms']['full'] / r['batch']:.1f}",
+                f"{1e3 * r['ms']['empty'] / r['batch']:.1f}",
                 f"{ns['kernel']:.3f}",
                 f"{ns['delivery']:.3f}",
                 f"{ns['adds only']:.3f}",
                 f"{ns['contiguous rows']:.3f}",
+                f"{ns['FC kernel']:.3f}",
+                f"{r['ns_per_update_no_input']:.2f}",
             ]
         )
     print(
         md_table(
             [
                 "state",
+                "batch",
+                "T",
                 "SynOps / sample",
                 "per spike",
                 "fired / step",
-                "ms / sample",
-                "no input ms",
+                "us / sample",
+                "no input us",
                 "ns/SynOp kernel",
                 "delivery",
                 "adds only",
                 "contiguous rows",
+                "FC kernel",
+                "ns/update no input",
             ],
             table,
         )
     )
     print(
-        f"\n{args.layer} {LAYERS[args.layer]}, batch {args.batch}, T = {args.steps}, input rate {args.rate}; "
-        f"process CPU, medians of {args.repeats}; other processes' CPU {mon.other_cores:.2f} cores"
+        f"\n{args.layer} {LAYERS[args.layer]}, input rate {rate}; one thread, process CPU, medians of "
+        f"{args.repeats}; other processes' CPU {mon.other_cores:.2f} cores"
     )
     if args.json:
         with open(args.json, "w") as f:
