@@ -396,7 +396,7 @@ class Network:
             and analog.dtype == np.float64
             and self.dtype == np.float64
             and analog.flags.c_contiguous
-            and math.isfinite(analog.sum())  # then all are (a NaN or inf makes the sum one; else checked)
+            and math.isfinite(np.add.reduce(analog, None))  # then all are (a NaN or inf makes the sum one)
         ):
             x = analog  # what real_array returns for it, without its conversions
         else:
@@ -536,26 +536,21 @@ class _OneSample:
         self.stages = []
         for k, (name, source_name, pool, layer, pop) in enumerate(schedule.steps):
             if pool is not None:
-                self.stages.append((name, source_name, pool, None, None, None, None))
+                self.stages.append((name, source_name, pool, None, None, None, None, None))
                 continue
             bias = None if k == 0 else layer.bias(dtype)
             # the path by input spikes (a CSR layer's choice reads more: not kept)
             memo = {} if layer.kind in ("dense", "conv") else None
-            self.stages.append((name, source_name, None, layer, pop, bias, memo))
+            # the path where no choice is made (as _run_as_layer: the first layer's source is silent)
+            fixed = mode or pop.mode
+            fixed = None if fixed == "auto" else "clock" if (fixed == "dense" and k == 0) else fixed
+            self.stages.append((name, source_name, None, layer, pop, bias, memo, fixed))
 
-    def _mode(self, layer, pop, total, source, bias, memo, driven) -> str:
-        """The path :func:`snn.run.schedule._run_as_layer` takes for a run
-        of ``source`` (``total`` spikes); ``driven``: the first layer, its
-        ``bias`` with the drive."""
-        mode = self.mode or pop.mode
-        if driven and mode == "dense":  # (its source is silent)
-            return "clock"
-        if mode != "auto":
-            return mode
-        if driven:
-            return _choose_driven_mode(layer, bias[0], self.n_steps)
-        if memo is not None and total in memo:
-            return memo[total]
+    def _mode(self, layer, total, source, bias, memo) -> str:
+        """The path that ``"auto"`` chooses for a layer other than the first
+        on a run of ``source`` (``total`` spikes), as
+        :func:`snn.run.schedule._run_as_layer` chooses it; kept in
+        ``memo`` by ``total`` (if not None)."""
         if layer.proj is None or not total:
             mode = _choose_driven_mode(layer, bias[0], self.n_steps)
         else:
@@ -578,7 +573,7 @@ class _OneSample:
         counts, modes = {}, {}
         membrane = None
         empty, zeros, int64 = np.empty, np.zeros, np.int64
-        for k, (name, source_name, pool, layer, pop, bias, memo) in enumerate(self.stages):
+        for k, (name, source_name, pool, layer, pop, bias, memo, mode) in enumerate(self.stages):
             source = trains[source_name] if source_name is not None else silent_trains(n_steps, 1, 0)
             if pool is not None:
                 out, kc, _ = _run_maxpool(pool, source)
@@ -590,7 +585,12 @@ class _OneSample:
             if not k:
                 bias = _layer_bias(dtype, pop, drive)
             total = int(source.tptr[0, -1])
-            mode = self._mode(layer, pop, total, source, bias, memo, not k)
+            if mode is not None:
+                pass
+            elif not k:
+                mode = _choose_driven_mode(layer, bias[0], n_steps)
+            elif memo is None or (mode := memo.get(total)) is None:
+                mode = self._mode(layer, total, source, bias, memo)
             if mode == "dense":
                 out, kc, mode, state = _run_as_layer(
                     dtype, layer, source, mode, bias, None, n_steps, None, not k
