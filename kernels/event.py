@@ -170,7 +170,12 @@ def _close_step(
 
 @helper(choices=("has_current", "has_refractory"))
 def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt, touched, n_touched):
-    """Touch the neurons due to fire on their own at step ``t``."""
+    """Touch the neurons due to fire on their own at step ``t``, in index
+    order: a calendar bucket lists them in the order they were scheduled,
+    which a run cut into chunks changes (each chunk builds the calendar
+    again from the state), and the order of a step's spikes is that of
+    their delivery downstream, so of the rounding of the sums there."""
+    first = n_touched
     j = head[t]
     while j >= 0:
         if state[j, T_LAST] != t:
@@ -178,6 +183,25 @@ def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt, touc
             touched[n_touched] = j
             n_touched += 1
         j = nxt[j]
+    # heapsort of touched[first:n_touched], in place: the first pass makes a max-heap,
+    # each later one moves its largest behind it and sifts the new root down
+    n = n_touched - first
+    for end in range(n, 0, -1):
+        if end == n:
+            roots = range(n // 2 - 1, -1, -1)
+        else:
+            touched[first], touched[first + end] = touched[first + end], touched[first]
+            roots = range(0, -1, -1)
+        for root in roots:
+            q = root
+            while 2 * q + 1 < end:
+                c = 2 * q + 1
+                if c + 1 < end and touched[first + c + 1] > touched[first + c]:
+                    c += 1
+                if touched[first + q] >= touched[first + c]:
+                    break
+                touched[first + q], touched[first + c] = touched[first + c], touched[first + q]
+                q = c
     return n_touched
 
 
