@@ -48,6 +48,8 @@ def compiled():
                 rows.setdefault(name, []).append({"literal_choices": literal, "choices": list(obj.choices)})
             if obj.stats.cache_hits:
                 rows.setdefault("loaded from a cache", []).append(name)
+    if "loaded from a cache" in rows:  # gc.get_objects() has no fixed order
+        rows["loaded from a cache"].sort()
     return rows
 """
 
