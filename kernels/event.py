@@ -80,6 +80,9 @@ _NO_GEOM = np.zeros(15, np.int64)
 _NO_ROWPTR = np.zeros(1, np.int64)
 _NO_COLS = np.zeros(0, np.int32)
 _NO_TABLES = (np.zeros((0, 5), np.int64), np.zeros((0, 5), np.int64))  # a CSR kernel's conv tables
+# _pop_due: up to this many neurons due at a step are put in index order by an insertion
+# sort, more by marks (a calendar bucket lists them in runs of decreasing index)
+_SORT_BY_INSERTION = 32
 
 
 @jit
@@ -149,12 +152,32 @@ def _close_step(
     due,
     out_idx,
     n_out,
+    ordered_from,
+    bits,
+    summary,
 ):
     """Threshold check, reset and rescheduling (spikes due before step
     ``search_end``) of the neurons touched at step ``t``; appends spikes to
-    ``out_idx``. Returns the new spike count, or -1 if ``out_idx`` is full."""
+    ``out_idx``. Returns the new spike count, or -1 if ``out_idx`` is full.
+
+    The spikes of ``touched[ordered_from:n_touched]`` (the neurons due to
+    fire on their own, as :func:`_pop_due` lists them: in their calendar
+    bucket's order) leave in index order: a bucket lists neurons in the
+    order they were scheduled, which a run cut into chunks changes (each
+    chunk builds the calendar again from the state), and the order of a
+    step's spikes is that of their delivery downstream, so of the rounding
+    of the sums there. The neurons themselves are closed in the bucket's
+    order (it groups neurons scheduled together, whose threshold searches
+    take the same branches: in index order they mispredict, measured 1.3x
+    slower for a layer that fires on its own); only their spikes are put in
+    order, a few by an insertion sort, more by marks in ``bits`` and
+    ``summary`` (as :func:`_mark` marks, zero on entry and on return) read
+    back in index order, O(n / 4,096 + spikes)."""
     cap = out_idx.shape[0]
+    mid = n_out
     for q in range(n_touched):
+        if q == ordered_from:
+            mid = n_out
         j = touched[q]
         if fire(state, j, t, threshold, reset_mode, v_reset, refractory, has_refractory):
             if n_out >= cap:
@@ -165,17 +188,45 @@ def _close_step(
         s = next_due(state, j, t, search_end, bias_of(bias, j), threshold, table, has_current, has_refractory)
         if s != NEVER:
             calendar_insert(head, nxt, prv, due, j, s)
+    if ordered_from >= n_touched or n_out - mid < 2:
+        return n_out
+    if n_out - mid <= _SORT_BY_INSERTION:
+        for q in range(mid + 1, n_out):
+            x = out_idx[q]
+            r = q
+            while r > mid and out_idx[r - 1] > x:
+                out_idx[r] = out_idx[r - 1]
+                r -= 1
+            out_idx[r] = x
+        return n_out
+    for q in range(mid, n_out):  # _mark, written out (no helper call on this path)
+        m = np.int64(out_idx[q])
+        w = m >> 6
+        bits[w] |= _ONE << np.uint64(m & 63)
+        summary[w >> 6] |= _ONE << np.uint64(w & 63)
+    q = mid
+    for sw in range(summary.shape[0]):
+        x = summary[sw]
+        if x == 0:
+            continue
+        summary[sw] = 0
+        while x != 0:
+            wi = (sw << 6) + np.int64(_tz(x))
+            x &= x - _ONE
+            y = bits[wi]
+            bits[wi] = 0
+            while y != 0:
+                out_idx[q] = (wi << 6) + np.int64(_tz(y))
+                y &= y - _ONE
+                q += 1
     return n_out
 
 
 @helper(choices=("has_current", "has_refractory"))
 def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt, touched, n_touched):
-    """Touch the neurons due to fire on their own at step ``t``, in index
-    order: a calendar bucket lists them in the order they were scheduled,
-    which a run cut into chunks changes (each chunk builds the calendar
-    again from the state), and the order of a step's spikes is that of
-    their delivery downstream, so of the rounding of the sums there."""
-    first = n_touched
+    """Touch the neurons due to fire on their own at step ``t``, in their
+    calendar bucket's order (:func:`_close_step` puts their spikes in index
+    order)."""
     j = head[t]
     while j >= 0:
         if state[j, T_LAST] != t:
@@ -183,25 +234,6 @@ def _pop_due(state, t, bias, table, has_current, has_refractory, head, nxt, touc
             touched[n_touched] = j
             n_touched += 1
         j = nxt[j]
-    # heapsort of touched[first:n_touched], in place: the first pass makes a max-heap,
-    # each later one moves its largest behind it and sifts the new root down
-    n = n_touched - first
-    for end in range(n, 0, -1):
-        if end == n:
-            roots = range(n // 2 - 1, -1, -1)
-        else:
-            touched[first], touched[first + end] = touched[first + end], touched[first]
-            roots = range(0, -1, -1)
-        for root in roots:
-            q = root
-            while 2 * q + 1 < end:
-                c = 2 * q + 1
-                if c + 1 < end and touched[first + c + 1] > touched[first + c]:
-                    c += 1
-                if touched[first + q] >= touched[first + c]:
-                    break
-                touched[first + q], touched[first + c] = touched[first + c], touched[first + q]
-                q = c
     return n_touched
 
 
@@ -803,9 +835,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         prv,
                         due,
                     )
-                if kind == CSR:  # marks of the neurons touched in a step (see _mark)
-                    bits = np.zeros((n + 63) >> 6, np.uint64)
-                    summary = np.zeros((bits.shape[0] + 63) >> 6, np.uint64)
+                # marks of the neurons touched in a step (see _mark), or due (_pop_due)
+                bits = np.zeros((n + 63) >> 6, np.uint64)
+                summary = np.zeros((bits.shape[0] + 63) >> 6, np.uint64)
             if kind == CONV:
                 # input is summed channel-last (``acc_cl[pixel * c_out + c]``: the
                 # output channels of one tap are contiguous, so the sum vectorises),
@@ -1009,6 +1041,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                 n_out,
                             )
                         else:
+                            due_from = n_touched  # the due neurons: touched[due_from:]
                             n_touched = _pop_due(
                                 state,
                                 t,
@@ -1041,6 +1074,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                 due,
                                 out_idx,
                                 n_out,
+                                due_from,
+                                bits,
+                                summary,
                             )
                     updates += n_touched
                     if n_out < 0:
@@ -1165,6 +1201,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                             )
                             acc_cl[pixel * c_out + c] = 0
                     n_pixels = 0
+                due_from = n_touched  # the due neurons: touched[due_from:]
                 n_touched = _pop_due(
                     state, t, bias, table, has_current, has_refractory, head, nxt, touched, n_touched
                 )
@@ -1189,6 +1226,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                     due,
                     out_idx,
                     n_out,
+                    due_from,
+                    bits,
+                    summary,
                 )
                 if n_out < 0:
                     break
@@ -1262,6 +1302,8 @@ def dense_kernel(clock, has_current, has_refractory, reset_mode):
                 due = np.empty(n, np.int32)
                 due[:] = NEVER
                 touched = np.empty(n, np.int32)
+                bits = np.zeros((n + 63) >> 6, np.uint64)  # _pop_due's marks
+                summary = np.zeros((bits.shape[0] + 63) >> 6, np.uint64)
                 everyone = np.empty(n, np.int32)
                 for j in range(n):
                     everyone[j] = j
@@ -1352,6 +1394,9 @@ def dense_kernel(clock, has_current, has_refractory, reset_mode):
                         due,
                         out_idx,
                         n_out,
+                        n,  # every neuron is touched by input: none due
+                        bits,
+                        summary,
                     )
                 else:
                     n_touched = _pop_due(
@@ -1378,6 +1423,9 @@ def dense_kernel(clock, has_current, has_refractory, reset_mode):
                         due,
                         out_idx,
                         n_out,
+                        0,  # the neurons due, all of them
+                        bits,
+                        summary,
                     )
                 if n_out < 0:
                     break
