@@ -799,12 +799,21 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             two_phase_from = two_phase_at * n
             sweep_from = sweep_at * n
             # input sums in neuron order (a convolution sums channel-last, into acc_cl below)
+            # CSR event path: zeroed at its first step in two phases or as a sweep (few
+            # touched neurons never need it: one pass over n fewer per run)
+            acc_later = kind == CSR and not clock
             acc = np.empty(
-                0 if kind == CONV and (not clock or not has_current and not has_refractory) else n,
+                0
+                if kind == CONV and (not clock or not has_current and not has_refractory) or acc_later
+                else n,
                 state.dtype,
             )
             acc[:] = 0.0
-            if v_init.shape[0]:  # a new run; otherwise ``state`` continues an earlier chunk
+            undriven = False  # CSR event path: see _undriven
+            if not clock:
+                undriven = kind == CSR and _undriven(bias, table, threshold, has_current, has_refractory)
+            fresh = v_init.shape[0] > 0  # a new run; otherwise ``state`` continues an earlier chunk
+            if fresh and not undriven:
                 if clock and not has_current and not has_refractory and n_steps > 0:
                     pass  # membranes start in a row of their own; state is written once, after the steps
                 else:
@@ -815,10 +824,25 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 prv = np.empty(n, np.int32)
                 due = np.empty(n, np.int32)
                 touched = np.empty(n, np.int32)
-                undriven = kind == CSR and _undriven(bias, table, threshold, has_current, has_refractory)
                 due_next = np.empty(n if undriven else 0, np.int32)  # undriven: the neurons due at t + 1
                 n_due = 0
-                if undriven:
+                if undriven and fresh:
+                    # _init_state and _first_due in one pass (same arithmetic: v_init is in the
+                    # state dtype, and a neuron at step -1 is k = 1 step before step 0)
+                    stamp0 = state.dtype.type(-1)
+                    decay0 = table[1, 0] if n_steps > 0 else state.dtype.type(0)
+                    gain0 = table[1, 2] if n_steps > 0 else state.dtype.type(0)
+                    b = bias[0]
+                    for j in range(n):
+                        v = v_init[j]
+                        state[j, V] = v
+                        state[j, T_LAST] = stamp0
+                        if bias.shape[0] != 1:
+                            b = bias[j]
+                        if n_steps > 0 and v * decay0 + b * gain0 >= threshold:
+                            due_next[n_due] = j
+                            n_due += 1
+                elif undriven:
                     n_due = _first_due(state, bias, table, n_steps, threshold, due_next)
                 else:
                     due[:] = NEVER
@@ -881,6 +905,11 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         pre = in_idx[e]
                         step_synops += rowptr[pre + 1] - rowptr[pre]
                     synops += step_synops
+                    if acc.shape[0] == 0 and (
+                        step_synops >= two_phase_from or undriven and step_synops >= sweep_from
+                    ):
+                        acc = np.empty(n, state.dtype)
+                        acc[:] = 0.0
                     if undriven and step_synops >= sweep_from:
                         # a sweep: the input summed, then every neuron in index order
                         for e in range(e0, e_end):
