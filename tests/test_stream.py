@@ -217,12 +217,13 @@ def test_a_stream_keeps_its_own_copy_of_the_drives():
 
 @pytest.mark.parametrize("mode", ["event", None])
 def test_chunks_keep_the_order_of_self_driven_spikes(mode):
-    """Neurons due to fire on their own at one step are taken in index order
-    (``kernels.neuron.sort_range``), not in the order their calendar bucket
-    lists them: a layer run chunk by chunk builds its calendars again from
-    the state at each chunk, and the order of a step's spikes is that of
-    their delivery downstream, so of the rounding of the float32 sums there
-    (cut at step 2, a run used to give membranes 1 ULP off the uncut run's)."""
+    """The spikes of neurons due to fire on their own at one step leave in
+    index order (``kernels.event._close_step``), not in the order their
+    calendar bucket lists them: a layer run chunk by chunk builds its
+    calendars again from the state at each chunk, and the order of a step's
+    spikes is that of their delivery downstream, so of the rounding of the
+    float32 sums there (cut at step 2, a run used to give membranes 1 ULP
+    off the uncut run's)."""
     rng = np.random.default_rng(3)
     g = snn.Graph(dt=1e-3, dtype=np.float32)
     g.input(3, name="in")  # fed chunk by chunk: the layers run chunk by chunk too
