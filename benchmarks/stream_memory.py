@@ -6,9 +6,13 @@ every 70 steps or so), and optionally a recurrent population of 100 LIF
 neurons with a 2-step delay fed by 20 Poisson-like inputs (``--recurrent``:
 a stepped stage, the graph kernel). The uncut run keeps every spike; the
 stream keeps the last ``--history`` steps of spikes and counts the spikes
-per neuron (``count_spikes``). Peak memory is what ``tracemalloc`` saw
-allocated during the run (numpy's arrays included), above what was held
-before it.
+per neuron (``count_spikes``) and the population rate of ``one`` in bins
+of 100 steps, the last 1000 bins kept (``PopulationRate(last=)``). Peak
+memory is what ``tracemalloc`` saw allocated during the run (numpy's arrays
+included), above what was held before it; peak RSS is the process's
+resident high-water mark during the run above its resident size before it
+(Linux: ``/proc/self/clear_refs`` resets the mark; it also sees what the
+compiled kernels allocate, which ``tracemalloc`` does not).
 
     python benchmarks/stream_memory.py --steps 100000 1000000 10000000
 """
@@ -16,6 +20,7 @@ before it.
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 import tracemalloc
 
@@ -46,8 +51,32 @@ def _inputs(g, steps, seed):
     return {"x": rng.random((steps, 1, 20)) < 0.02}
 
 
+def _rss_kib(field: str) -> int | None:
+    """``VmRSS`` or ``VmHWM`` of this process in KiB (None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def measured(fn):
-    """``(seconds, peak bytes above the start, result)`` of ``fn()``."""
+    """``(seconds, peak bytes above the start, peak RSS bytes above the
+    start or None, result)`` of ``fn()``."""
+    gc.collect()
+    rss = _rss_kib("VmRSS") if _reset_rss_peak() else None
     tracemalloc.start()
     held = tracemalloc.get_traced_memory()[0]
     start = time.perf_counter()
@@ -55,7 +84,8 @@ def measured(fn):
     seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] - held
     tracemalloc.stop()
-    return seconds, peak, out
+    hwm = _rss_kib("VmHWM") if rss is not None else None
+    return seconds, peak, None if hwm is None else 1024 * (hwm - rss), out
 
 
 def uncut(g, drives, steps):
@@ -64,15 +94,17 @@ def uncut(g, drives, steps):
 
 def streamed(g, drives, steps, chunk, history, epoch):
     names = [p.name for p in g.populations if not p.is_input]
-    sim = g.start(None, drive=drives, history=history, epoch=epoch, count_spikes=names)
+    rate = snn.observers.PopulationRate("one", 100, last=1000)
+    sim = g.start(None, drive=drives, history=history, epoch=epoch, count_spikes=names, observers=[rate])
     for k, t in enumerate(range(0, steps, chunk)):
         n = min(chunk, steps - t)
         sim.advance(n, inputs=_inputs(g, n, k + 1) if sim.fed else None)
     return sim
 
 
-def _row(how, steps, sec, peak, spikes):
-    return [how, f"{steps:,}", f"{sec:.2f}", f"{peak / 2**20:.2f}", f"{peak / steps:.3f}", int(spikes)]
+def _row(how, steps, sec, peak, rss, spikes):
+    rss = "-" if rss is None else f"{rss / 2**20:.2f}"
+    return [how, f"{steps:,}", f"{sec:.2f}", f"{peak / 2**20:.2f}", f"{peak / steps:.3f}", rss, int(spikes)]
 
 
 def main(argv=None):
@@ -91,14 +123,14 @@ def main(argv=None):
     rows = []
     for steps in args.steps:
         cut = (args.chunk, args.history, args.epoch)
-        sec, peak, sim = measured(lambda s=steps: streamed(g, drives, s, *cut))
-        rows.append(_row("stream", steps, sec, peak, sim.spike_counts("one").sum()))
+        sec, peak, rss, sim = measured(lambda s=steps: streamed(g, drives, s, *cut))
+        rows.append(_row("stream", steps, sec, peak, rss, sim.spike_counts("one").sum()))
         if steps <= args.uncut_max:
-            sec, peak, res = measured(lambda s=steps: uncut(g, drives, s))
-            rows.append(_row("uncut", steps, sec, peak, res.spikes("one").sum()))
+            sec, peak, rss, res = measured(lambda s=steps: uncut(g, drives, s))
+            rows.append(_row("uncut", steps, sec, peak, rss, res.spikes("one").sum()))
     print(
         md_table(
-            ["run", "steps", "seconds", "peak MiB", "bytes per step", "spikes of 'one'"],
+            ["run", "steps", "seconds", "peak MiB", "bytes per step", "peak RSS MiB", "spikes of 'one'"],
             rows,
         )
     )

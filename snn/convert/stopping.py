@@ -176,7 +176,8 @@ class ExitedRun:
 
     def summary(self, labels=None, full=None) -> str:
         """One line (``labels``: with accuracy; ``full``: an :class:`ExitedRun`
-        or result of the same samples run to ``T``, for the savings)."""
+        or the :class:`snn.RunResult` of the same samples run to ``T``
+        (``converted.run(x, T)``), for the savings)."""
         n = len(self.exit_step)
         text = (
             f"early exit ({self.rule}): mean exit step {self.exit_step.mean():.1f} of {self.n_steps}, "
@@ -185,12 +186,21 @@ class ExitedRun:
         if labels is not None:
             text += f", accuracy {self.accuracy(labels):.2%}"
         if full is not None:
+            if isinstance(full, ExitedRun):
+                synops, decision = full.synops.sum(), full.decision
+            elif hasattr(full, "counts") and getattr(full, "membrane", None) is not None:  # a RunResult
+                synops, decision = sum(int(c.synops.sum()) for c in full.counts), full.membrane.argmax(axis=1)
+            else:
+                raise TypeError(f"full must be an ExitedRun or a run's result, got {type(full).__name__}")
+            if len(decision) != n:
+                raise ValueError(f"full must be a run of the same {n} samples, got {len(decision)}")
             text += (
-                f"; the full run: {full.synops.sum() / n:,.0f} SynOps, "
+                f"; the full run: {synops / n:,.0f} SynOps, "
                 f"{1e3 * full.seconds / n:.3f} ms per sample ({full.seconds / self.seconds:.2f}x the time)"
             )
             if labels is not None:
-                text += f", accuracy {full.accuracy(labels):.2%}"
+                labels = check_labels(labels, "labels", n, self.readout.shape[1])
+                text += f", accuracy {np.mean(decision == labels):.2%}"
         return text
 
 

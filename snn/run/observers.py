@@ -92,45 +92,77 @@ class SpikeCounts(_OnePopulation):
 
 
 class PopulationRate(_OnePopulation):
-    """The mean firing rate of one population in bins of ``bin_steps`` steps:
+    """The mean firing rate of one population in bins of ``bin_steps`` steps
+    (bin ``k``: steps ``k * bin_steps .. (k + 1) * bin_steps - 1``):
     ``compute()`` ``[bins, B]`` float64 in Hz (spikes / (n x bin duration);
-    the last bin, if not full yet, over the steps it has). Memory grows by
-    one ``[B]`` row per bin."""
+    the last bin, if not full yet, over the steps it has).
 
-    def __init__(self, population, bin_steps: int = 1):
+    ``last``: keep only the ``last`` most recent bins (a ring of ``[last,
+    B]`` counts: constant memory however long a stream runs; ``compute()``
+    returns those bins, the first of them :attr:`first_bin`). Default
+    ``None``: every bin, memory growing by ``8 x B`` bytes per bin."""
+
+    def __init__(self, population, bin_steps: int = 1, last: int | None = None):
         super().__init__(population)
         if isinstance(bin_steps, bool) or not isinstance(bin_steps, (int, np.integer)) or bin_steps < 1:
             raise ValueError(f"bin_steps must be an integer >= 1, got {bin_steps!r}")
+        bad = isinstance(last, bool) or not isinstance(last, (int, np.integer)) or last < 1
+        if last is not None and bad:
+            raise ValueError(f"last must be an integer >= 1 or None, got {last!r}")
         self.bin_steps = int(bin_steps)
+        self.last = None if last is None else int(last)
 
     def reset(self, run) -> None:
         super().reset(run)
         self._dt = run.graph.dt
-        self._bins = []  # [B] int64 spikes per bin
-        self._steps = []  # steps in each bin
+        rows = 16 if self.last is None else self.last
+        self._spikes = np.zeros((rows, run.batch), np.int64)  # spikes per bin (a ring when last is given)
+        self._steps = np.zeros(rows, np.int64)  # steps in each bin
+        self._n_bins = 0  # bins begun so far
+
+    @property
+    def first_bin(self) -> int:
+        """The index of the first bin :meth:`compute` returns."""
+        return 0 if self.last is None else max(0, self._n_bins - self.last)
 
     def update(self, chunk: Chunk) -> None:
         trains = chunk.spikes(self.population)
         per_step = np.diff(trains.tptr, axis=1).T  # [steps, B]
-        t = chunk.t0
-        while t < chunk.t1:
-            if not self._steps or self._steps[-1] == self.bin_steps:
-                self._bins.append(np.zeros(per_step.shape[1], np.int64))
-                self._steps.append(0)
-            take = min(chunk.t1 - t, self.bin_steps - self._steps[-1])
-            self._bins[-1] += per_step[t - chunk.t0 : t - chunk.t0 + take].sum(axis=0)
-            self._steps[-1] += take
-            t += take
+        t0, t1, size = chunk.t0, chunk.t1, self.bin_steps
+        if t1 <= t0:
+            return
+        first = t0 // size
+        starts = np.concatenate(([t0], np.arange((first + 1) * size, t1, size))) - t0  # in the chunk
+        spikes = np.add.reduceat(per_step, starts, axis=0)  # [bins, B]
+        steps = np.diff(np.append(starts, t1 - t0))
+        bins = first + np.arange(len(starts))
+        if self.last is None:
+            if bins[-1] >= len(self._steps):  # grow by doubling
+                rows = max(2 * len(self._steps), int(bins[-1]) + 1)
+                grown = np.zeros((rows, self._spikes.shape[1]), np.int64)
+                grown[: len(self._spikes)] = self._spikes
+                self._spikes = grown
+                self._steps = np.concatenate((self._steps, np.zeros(rows - len(self._steps), np.int64)))
+            rows = bins
+        else:  # only the last `last` bins of the chunk can be kept
+            spikes, steps, bins = spikes[-self.last :], steps[-self.last :], bins[-self.last :]
+            rows = bins % self.last
+        new = rows[bins >= self._n_bins]
+        self._spikes[new] = 0
+        self._steps[new] = 0
+        self._spikes[rows] += spikes
+        self._steps[rows] += steps
+        self._n_bins = max(self._n_bins, int(bins[-1]) + 1)
 
     def keep(self, rows) -> None:
-        rows = np.asarray(rows, np.int64)
-        self._bins = [b[rows] for b in self._bins]
+        self._spikes = self._spikes[:, np.asarray(rows, np.int64)]
 
     def compute(self) -> np.ndarray:
-        if not self._bins:
-            return np.zeros((0, self._batch))
-        steps = np.asarray(self._steps, np.float64)[:, None]
-        return np.stack(self._bins) / (self._n * steps * self._dt)
+        rows = np.arange(self.first_bin, self._n_bins)
+        if self.last is not None:
+            rows %= self.last
+        steps = self._steps[rows].astype(np.float64)[:, None]
+        return self._spikes[rows] / (self._n * steps * self._dt)
 
 
 class Callback(Observer):
