@@ -32,3 +32,45 @@ def test_summary_against_a_full_run_result():
         out.summary(full=conv.run(x[:3], 16))
     with pytest.raises(TypeError, match="ExitedRun"):
         out.summary(full=3)
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(4 * 16, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        h = torch.relu(self.conv2(h) + h)
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
+@pytest.mark.parametrize("engine", ["kernel", "chunked", "custom"])
+def test_auto_paths_on_a_graph_with_recurrence_equal_cut_runs(engine):
+    """``mode="auto"`` (no other exit test forces it) on a converted graph
+    given a recurrent projection (delay 1) after conversion: each exited
+    sample's readout (bit for bit), decision and SynOps are those of the run
+    cut at its exit step, in the kernel, chunked, and with a custom rule
+    (chunked); so are its updates where both choose paths alike (chunked)."""
+    torch.manual_seed(1)
+    rng = np.random.default_rng(0)
+    x = rng.random((10, 1, 8, 8)) * (rng.random((10, 1, 8, 8)) < 0.6)
+    conv = sc.convert(_Residual().eval(), x)
+    hidden = [p for p in conv.network.populations if not p.is_input and p.name != conv.readout][-1]
+    conv.network.connect(hidden, hidden, rng.uniform(-0.05, 0.05, (hidden.n, hidden.n)), delay=1)
+    if engine == "custom":
+        out = sc.run_early_exit(conv, x, 20, custom=lambda t, r: t >= 3 + r.argmax(axis=1) % 4, mode="auto")
+    else:
+        out = sc.run_early_exit(conv, x, 20, patience=2, mode="auto", engine=engine)
+    assert len(set(out.exit_step.tolist())) > 1
+    for b in range(len(x)):
+        cut = conv.run(x[b : b + 1], int(out.exit_step[b]), mode="auto")
+        np.testing.assert_array_equal(out.readout[b], cut.membrane[0])
+        assert out.decision[b] == cut.membrane[0].argmax()
+        assert out.synops[b] == sum(int(c.synops[0]) for c in cut.counts)
+        if engine != "kernel":  # the kernel's "auto" paths are its own (clock for conv-fed and driven
+            # populations), not those a cut run chooses from activity: updates differ by path
+            assert out.updates[b] == sum(int(c.updates[0]) for c in cut.counts)
