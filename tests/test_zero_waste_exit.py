@@ -74,3 +74,23 @@ def test_auto_paths_on_a_graph_with_recurrence_equal_cut_runs(engine):
         if engine != "kernel":  # the kernel's "auto" paths are its own (clock for conv-fed and driven
             # populations), not those a cut run chooses from activity: updates differ by path
             assert out.updates[b] == sum(int(c.updates[0]) for c in cut.counts)
+
+
+@pytest.mark.parametrize("mode", ["event", "clock", None])
+@pytest.mark.parametrize("engine", ["kernel", "chunked"])
+@pytest.mark.parametrize("batch", [1, 9])
+def test_exited_spikes_are_the_cut_runs(mode, engine, batch):
+    """The spikes every exited sample's populations fired equal those of the
+    run cut at its exit step (batch 1 through the kept function too)."""
+    torch.manual_seed(0)
+    chain = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(96, 10)
+    ).eval()
+    rng = np.random.default_rng(0)
+    x = rng.random((9, 1, 8, 8)) * (rng.random((9, 1, 8, 8)) < 0.6)
+    conv = sc.convert(chain, x)
+    for _ in range(2):  # the second batch-1 call runs the kept function
+        out = sc.run_early_exit(conv, x[:batch], 24, patience=2, mode=mode, engine=engine)
+    for b in range(batch):
+        cut = conv.run(x[b : b + 1], int(out.exit_step[b]), mode=mode)
+        assert out.spikes[b] == sum(int(c.spikes[0]) for c in cut.counts) > 0, b

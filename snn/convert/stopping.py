@@ -155,7 +155,8 @@ class ExitedRun:
     Per sample ``[B]``: ``exit_step`` (steps it ran, 1..T), ``decision``
     (argmax of its readout then), ``readout`` ``[B, C]`` (its readout then),
     ``synops`` and ``updates`` (what the kernels did for it, all
-    populations), ``macs`` (of the analog input, once). ``seconds``: wall
+    populations), ``macs`` (of the analog input, once), ``spikes`` (the
+    spikes its populations fired, all of them). ``seconds``: wall
     time of the whole run, conversion of the input included; ``rule``: the
     rule as text; ``n_steps``: the ``T`` samples ran to at most."""
 
@@ -168,6 +169,7 @@ class ExitedRun:
     updates: np.ndarray
     macs: np.ndarray
     seconds: float
+    spikes: np.ndarray | None = None
 
     def accuracy(self, labels) -> float:
         """Fraction of decisions equal to ``labels`` (``[B]`` classes)."""
@@ -290,6 +292,7 @@ def run_early_exit(
     final = np.zeros((batch, n_out))
     synops = np.zeros(batch, np.int64)
     updates = np.zeros(batch, np.int64)
+    spikes = np.zeros(batch, np.int64)
     last = np.full(batch, -1, np.int64)  # decision after the previous step
     unchanged = np.zeros(batch, np.int64)
     while len(alive):
@@ -310,6 +313,7 @@ def run_early_exit(
             done = sum(c for c in sim.totals().values())  # [B, 4]
             synops[alive[stop]] = done[stop, 0]
             updates[alive[stop]] = done[stop, 1]
+            spikes[alive[stop]] = done[stop, 2]
             keep = np.flatnonzero(~stop)
             alive, last, unchanged = alive[keep], last[keep], unchanged[keep]
             if len(alive):
@@ -324,6 +328,7 @@ def run_early_exit(
         updates,
         macs,
         time.perf_counter() - start,
+        spikes,
     )
 
 
@@ -404,10 +409,12 @@ _KERNEL_MODES = (None, "event", "clock", "auto")
 
 
 def _exited(text, T, exit_step, final, done, macs, start) -> ExitedRun:
-    """The :class:`ExitedRun` of a kernel run (``done``: counts ``[B, 2+]``,
-    SynOps then updates; ``start``: its ``time.perf_counter()``)."""
+    """The :class:`ExitedRun` of a kernel run (``done``: counts ``[B, 4]``,
+    SynOps, updates, spikes, background events; ``start``: its
+    ``time.perf_counter()``)."""
     elapsed = time.perf_counter() - start
-    return ExitedRun(text, T, exit_step, final.argmax(axis=1), final, done[:, 0], done[:, 1], macs, elapsed)
+    decision = final.argmax(axis=1)
+    return ExitedRun(text, T, exit_step, decision, final, done[:, 0], done[:, 1], macs, elapsed, done[:, 2])
 
 
 def _one_stack(cache, graph, network, runner, T, mode) -> None:
