@@ -37,6 +37,7 @@ from .run.spiketrains import SpikeTrains
 __all__ = [
     "EVENT_DTYPE",
     "SACCADE_SENSOR",
+    "EventBinner",
     "EventsDroppedWarning",
     "bin_events",
     "saccade_events",
@@ -129,15 +130,8 @@ def bin_events(
     if len(streams) == 0:
         raise ValueError("streams is empty: a batch needs at least one sample (an empty stream is fine)")
 
-    sample, steps, neuron = [], [], []
-    for b, stream in enumerate(streams):
-        x, y, t, p = _columns(b, stream, ordering, height)
-        _check_stream(b, x, y, t, p, width, height, n_pol)
-        steps.append(_steps_of(t, step_us))
-        neuron.append((p.astype(np.int64) * height + y) * width + x)
-        sample.append(np.full(len(t), b, np.int64))
     batch = len(streams)
-    s, k, i = (np.concatenate(a) if a else np.zeros(0, np.int64) for a in (sample, steps, neuron))
+    s, k, i = _events_of(streams, ordering, (width, height, n_pol), step_us)
     if T is None:
         T = int(k.max()) + 1 if len(k) else 1
         if T > MAX_INDEX:
@@ -147,22 +141,120 @@ def bin_events(
     inside = k < T
     if not inside.all():
         s, k, i = s[inside], k[inside], i[inside]
+    trains, (_, late, _) = _bin(s, k, i, T, batch, n, duplicates)
+    if len(late):
+        warnings.warn(
+            f"{len(late)} event(s) carried past the last step (T={T}) were dropped; "
+            "pass a larger T or duplicates='merge'",
+            EventsDroppedWarning,
+            stacklevel=2,
+        )
+    return trains
+
+
+class EventBinner:
+    """Bins event streams that arrive in packets, chunk by chunk, into the
+    spike trains :func:`bin_events` makes of the whole streams, cut at the
+    same steps: the input of a stream run (``Simulation.advance``) fed
+    from a sensor, in memory bounded by the events not binned yet.
+
+    ``binner(T, packets)`` returns the next ``T`` steps (steps ``t .. t + T
+    - 1`` of the streams, ``t`` = :attr:`t`, the steps binned so far) as
+    :class:`SpikeTrains` ``[T steps, batch_size samples]``; ``packets``: the
+    events that arrived since the last call, one array per sample (or one
+    array when ``batch_size`` is 1; ``None`` or empty for none), in the
+    format :func:`bin_events` reads, times counted from the streams'
+    start. Events of later steps wait for the call that bins them, and so
+    do events carried past the chunk's last step (``duplicates="carry"``);
+    an event of a step already binned is refused. :attr:`pending`: the
+    number of events waiting. The packets are never modified (nor kept)."""
+
+    def __init__(self, sensor_size, dt: float, batch_size: int = 1, *, duplicates="carry", ordering="xytp"):
+        self._sensor = _sensor(sensor_size)
+        self._step_us = _step_us(dt)
+        self.batch_size = positive_int("batch_size", batch_size)
+        if duplicates not in _DUPLICATES:
+            raise ValueError(f"duplicates must be one of {_DUPLICATES}, got {duplicates!r}")
+        self.duplicates, self.ordering = duplicates, ordering
+        self.t = 0
+        self._waiting = (np.zeros(0, np.int64),) * 3  # (sample, step of the streams, neuron)
+
+    @property
+    def pending(self) -> int:
+        return len(self._waiting[0])
+
+    def __call__(self, T: int, packets=None) -> SpikeTrains:
+        T = positive_int("T", T)
+        width, height, n_pol = self._sensor
+        n, batch = n_pol * height * width, self.batch_size
+        if batch * T * n >= 2**62:
+            raise ValueError(f"{batch} samples x {T} steps x {n} neurons is too large a chunk to index")
+        s, k, i = self._waiting
+        if packets is not None:
+            if isinstance(packets, np.ndarray) and (packets.dtype.names is not None or packets.ndim == 2):
+                packets = [packets]
+            if not hasattr(packets, "__len__") or isinstance(packets, (str, bytes)) or len(packets) != batch:
+                raise ValueError(f"packets must be one event array per sample ({batch}), or None")
+            packets = [np.zeros(0, EVENT_DTYPE) if p is None else p for p in packets]
+            new = _events_of(packets, self.ordering, self._sensor, self._step_us)
+            late = new[1] < self.t
+            if late.any():
+                e = int(np.flatnonzero(late)[0])
+                raise ValueError(
+                    f"sample {int(new[0][e])}: an event of step {int(new[1][e])} arrived after steps 0-"
+                    f"{self.t - 1} were binned (give each event before the chunk of its step)"
+                )
+            s, k, i = (np.concatenate(pair) for pair in zip((s, k, i), new, strict=True))
+        now = k < self.t + T
+        later = ~now
+        trains, carried = _bin(s[now], k[now] - self.t, i[now], T, batch, n, self.duplicates)
+        carried_s, carried_k, carried_i = carried
+        self._waiting = (
+            np.concatenate((s[later], carried_s)),
+            np.concatenate((k[later], carried_k + self.t)),
+            np.concatenate((i[later], carried_i)),
+        )
+        self.t += T
+        return trains
+
+
+def _events_of(streams, ordering, sensor, step_us):
+    """``(sample, step, neuron)`` int64 arrays of the events of a batch of
+    streams, checked."""
+    width, height, n_pol = sensor
+    sample, steps, neuron = [], [], []
+    for b, stream in enumerate(streams):
+        x, y, t, p = _columns(b, stream, ordering, height)
+        _check_stream(b, x, y, t, p, width, height, n_pol)
+        steps.append(_steps_of(t, step_us))
+        neuron.append((p.astype(np.int64) * height + y) * width + x)
+        sample.append(np.full(len(t), b, np.int64))
+    return tuple(np.concatenate(a) if a else np.zeros(0, np.int64) for a in (sample, steps, neuron))
+
+
+def _bin(s, k, i, T, batch, n, duplicates):
+    """Spike trains of events ``(sample, step < T, neuron)``, repeats merged
+    or carried; returns them and the ``(sample, step >= T, neuron)`` of the
+    events carried past step ``T - 1``."""
     key = np.sort((s * T + k) * n + i)  # (sample, step, neuron), the order of a spike train
     repeated = key[1:] == key[:-1]
+    none = np.zeros(0, np.int64)
+    carried = (none, none, none)
     if repeated.any():
         if duplicates == "merge":
             key = key[np.concatenate(([True], ~repeated))]
         else:
-            key = _carry(key, T, n)
+            key, carried = _carry(key, T, n)
     s_k, i = np.divmod(key, n)
     s, k = np.divmod(s_k, T)
-    return SpikeTrains._from_sorted(s, k, i.astype(np.int32), T, batch, n)
+    return SpikeTrains._from_sorted(s, k, i.astype(np.int32), T, batch, n), carried
 
 
 def _carry(key, T, n):
     """Sorted ``(sample, step, neuron)`` keys with repeats, each repeat moved
-    to its neuron's next free step (steps ``>= T`` dropped, with a warning);
-    returns the new keys, sorted and unique."""
+    to its neuron's next free step; returns the new keys of steps ``< T``,
+    sorted and unique, and ``(sample, step, neuron)`` of those carried
+    further."""
     s_k, i = np.divmod(key, n)
     s, k = np.divmod(s_k, T)
     order = np.lexsort((k, i, s))  # by sample, neuron, then step
@@ -178,14 +270,7 @@ def _carry(key, T, n):
     base = gid * span - int(lead.min())
     k = np.maximum.accumulate(lead + base) - base + rank
     kept = k < T
-    if not kept.all():
-        warnings.warn(
-            f"{int((~kept).sum())} event(s) carried past the last step (T={T}) were dropped; "
-            "pass a larger T or duplicates='merge'",
-            EventsDroppedWarning,
-            stacklevel=3,
-        )
-    return np.sort((s[kept] * T + k[kept]) * n + i[kept])
+    return np.sort((s[kept] * T + k[kept]) * n + i[kept]), (s[~kept], k[~kept], i[~kept])
 
 
 def _sensor(sensor_size):
