@@ -169,7 +169,7 @@ class ExitedRun:
     updates: np.ndarray
     macs: np.ndarray
     seconds: float
-    spikes: np.ndarray | None = None
+    spikes: np.ndarray
 
     def accuracy(self, labels) -> float:
         """Fraction of decisions equal to ``labels`` (``[B]`` classes)."""
