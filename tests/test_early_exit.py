@@ -51,11 +51,11 @@ def converted(data):
 
 @pytest.mark.parametrize("kind", ["stack", "graph"])
 @pytest.mark.parametrize("mode", ["event", "clock"])
-@pytest.mark.parametrize("together", [False, True])
-def test_exited_samples_equal_runs_cut_at_their_exit(converted, data, kind, mode, together):
+@pytest.mark.parametrize("engine, together", [("kernel", False), ("chunked", False), ("chunked", True)])
+def test_exited_samples_equal_runs_cut_at_their_exit(converted, data, kind, mode, engine, together):
     conv = converted[kind]
     x = data[:12]
-    out = sc.run_early_exit(conv, x, 24, patience=2, mode=mode, together=together)
+    out = sc.run_early_exit(conv, x, 24, patience=2, mode=mode, together=together, engine=engine)
     assert out.exit_step.min() >= 1 and out.exit_step.max() <= 24
     assert len(set(out.exit_step.tolist())) > 1  # samples leave at different steps
     for b in range(len(x)):
