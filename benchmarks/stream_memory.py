@@ -26,7 +26,7 @@ import tracemalloc
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
-from _common import describe_env, environment, md_table
+from _common import describe_env, environment, md_table, read_rss_kib, reset_peak_rss
 
 import snn
 
@@ -51,32 +51,11 @@ def _inputs(g, steps, seed):
     return {"x": rng.random((steps, 1, 20)) < 0.02}
 
 
-def _rss_kib(field: str) -> int | None:
-    """``VmRSS`` or ``VmHWM`` of this process in KiB (None off Linux)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_rss_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def measured(fn):
     """``(seconds, peak bytes above the start, peak RSS bytes above the
     start or None, result)`` of ``fn()``."""
     gc.collect()
-    rss = _rss_kib("VmRSS") if _reset_rss_peak() else None
+    before = read_rss_kib() if reset_peak_rss() else None
     tracemalloc.start()
     held = tracemalloc.get_traced_memory()[0]
     start = time.perf_counter()
@@ -84,8 +63,8 @@ def measured(fn):
     seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] - held
     tracemalloc.stop()
-    hwm = _rss_kib("VmHWM") if rss is not None else None
-    return seconds, peak, None if hwm is None else 1024 * (hwm - rss), out
+    after = read_rss_kib() if before is not None else None
+    return seconds, peak, None if after is None else 1024 * (after[1] - before[0]), out
 
 
 def uncut(g, drives, steps):
