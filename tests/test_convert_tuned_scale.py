@@ -99,18 +99,25 @@ def test_the_first_population_codes_its_activation_with_less_error(graph_trained
 
 @pytest.mark.usefixtures("warm_kernels")
 def test_tuned_and_calibrated_at_T_is_more_accurate_at_few_steps(graph_trained, digits):  # noqa: F811
-    """At T = 4, tuned for T = 4 and calibrated there beats the default
-    percentile (99.99) calibrated the same way: on the 4-epoch ANN (96.5 %)
-    92.8 against 91.9 % (the same test on the 60-epoch DIGITS-RESNET, 99.26
-    %: 98.0 against 92.8 %)."""
-    x_train, _, x_test, y_test = digits
+    """At T = 4, tuned for T = 4 and calibrated there agrees with the ANN's
+    decisions more often than the default percentile (99.99) calibrated the
+    same way, on the 1,297 digits not used to calibrate (the rest of the
+    training set and the test set): on the 4-epoch ANN 95.8 against 93.5 %
+    (trained on 2 threads) or 95.9 against 93.5 % (1 thread). Test accuracy
+    alone (540 digits, 1 digit = 0.19 pp) is too coarse to rank them: 93.1
+    against 93.3 % on the first model, 93.9 against 91.5 % on the second
+    (the 60-epoch DIGITS-RESNET, 99.26 %: 98.0 against 92.8 %)."""
+    x_train, _, x_test, _ = digits
     model, x_cal, T = graph_trained("resnet"), x_train[:500], 4
-    acc = {}
+    held = np.concatenate([x_train[500:], x_test])
+    with torch.no_grad():
+        ann = model(torch.as_tensor(held, dtype=torch.float32)).argmax(1).numpy()
+    agree = {}
     for name, kwargs in (("tuned", dict(T=T)), ("percentile", {})):
         calibrated = sc.calibrate(sc.convert(model, x_train, **kwargs), x_cal, T)
-        acc[name] = sc.evaluate(calibrated, x_test, y_test, steps=[T]).rows[0]["accuracy"]
-    print(accuracy(model, x_test, y_test), acc)
-    assert acc["tuned"] > acc["percentile"]
+        agree[name] = np.mean(calibrated.predict(held, T) == ann)
+    print(accuracy(model, x_test, digits[3]), agree)
+    assert agree["tuned"] > agree["percentile"] + 0.01
 
 
 def test_tuned_scales_on_a_chain(digits):  # noqa: F811
