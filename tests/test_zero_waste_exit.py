@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import snn.convert as sc
+from tests.test_early_exit import Residual
 
 torch.set_num_threads(1)
 
@@ -34,20 +35,6 @@ def test_summary_against_a_full_run_result():
         out.summary(full=3)
 
 
-class _Residual(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.pool = nn.AvgPool2d(2)
-        self.fc = nn.Linear(4 * 16, 10)
-
-    def forward(self, x):
-        h = torch.relu(self.conv1(x))
-        h = torch.relu(self.conv2(h) + h)
-        return self.fc(torch.flatten(self.pool(h), 1))
-
-
 @pytest.mark.parametrize("engine", ["kernel", "chunked", "custom"])
 def test_auto_paths_on_a_graph_with_recurrence_equal_cut_runs(engine):
     """``mode="auto"`` (no other exit test forces it) on a converted graph
@@ -58,7 +45,7 @@ def test_auto_paths_on_a_graph_with_recurrence_equal_cut_runs(engine):
     torch.manual_seed(1)
     rng = np.random.default_rng(0)
     x = rng.random((10, 1, 8, 8)) * (rng.random((10, 1, 8, 8)) < 0.6)
-    conv = sc.convert(_Residual().eval(), x)
+    conv = sc.convert(Residual().eval(), x)
     hidden = [p for p in conv.network.populations if not p.is_input and p.name != conv.readout][-1]
     conv.network.connect(hidden, hidden, rng.uniform(-0.05, 0.05, (hidden.n, hidden.n)), delay=1)
     if engine == "custom":

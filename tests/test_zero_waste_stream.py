@@ -15,18 +15,7 @@ from hypothesis import strategies as st
 
 import snn
 from tests.conftest import examples
-
-
-def _graph():
-    rng = np.random.default_rng(5)
-    g = snn.Graph(dt=1e-3)
-    x = g.input(12, name="x")
-    h = g.population(20, snn.LIF(beta=0.75), name="h")
-    out = g.population(4, snn.IF(), name="out")
-    g.connect(x, h, weight=rng.choice(np.arange(-2, 7) / 8.0, (20, 12)))
-    g.connect(h, h, weight=rng.choice(np.arange(-3, 3) / 16.0, (20, 20)), delay=2)
-    g.connect(h, out, weight=rng.choice(np.arange(-2, 6) / 8.0, (4, 20)))
-    return g
+from tests.test_observers import _graph
 
 
 @given(st.integers(1, 7), st.integers(1, 6), st.data())
