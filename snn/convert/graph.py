@@ -716,11 +716,14 @@ def normalised(proj: Proj, lam_src, lam_tgt, src_shape, tgt_shape) -> np.ndarray
     return proj.weight * lam_src[_channel_of(src_shape)] / out_lam
 
 
-def build_graph(pops, scales, input_shape, v_init, dtype, v_inits=None, biases=None):
+def build_graph(pops, scales, input_shape, v_init, dtype, v_inits=None, biases=None, weights=None):
     """The :class:`snn.Graph` of the normalised populations (no input
     population: projections from the analog input become drives). Returns
     ``(graph, drives)``: ``drives[name]`` the normalised input projections
-    of that population."""
+    of that population. ``v_inits``, ``biases``: ``{name: [n]}`` added to the
+    initial membranes / biases; ``weights``: ``{name: [per projection of the
+    population, in its order: an array of the weight's shape]}`` added to the
+    normalised weights (calibration's corrections, threshold units)."""
     graph = Graph(dt=1e-3, dtype=dtype)
     shapes = {p.name: p.shape for p in pops}
     handles, drives = {}, {}
@@ -743,12 +746,14 @@ def build_graph(pops, scales, input_shape, v_init, dtype, v_inits=None, biases=N
             bias = bias + biases[pop.name]
         size = pop.shape if len(pop.shape) == 3 else n
         handles[pop.name] = graph.population(size, neuron, bias=bias, v_init=start, name=pop.name)
-        for proj in pop.projections:
+        for j, proj in enumerate(pop.projections):
             src_shape = input_shape if proj.source is None else shapes[proj.source]
             lam_src = np.ones(input_shape[0] if len(input_shape) == 3 else int(np.prod(input_shape)))
             if proj.source is not None:
                 lam_src = scales[proj.source]
             w = normalised(proj, lam_src, lam, src_shape, pop.shape)
+            if weights is not None and pop.name in weights:
+                w = w + weights[pop.name][j]
             if proj.source is None:
                 drives.setdefault(pop.name, []).append(replace(proj, weight=w))
             else:
@@ -874,6 +879,7 @@ class ConvertedGraph:
     calibration: list | None = field(default=None, repr=False)
     v_shift: dict = field(default_factory=dict, repr=False)  # calibration: initial membrane added
     b_shift: dict = field(default_factory=dict, repr=False)  # calibration: bias added
+    w_shift: dict = field(default_factory=dict, repr=False)  # calibration: normalised weights added
 
     @property
     def ann_total_macs(self) -> int:
@@ -912,15 +918,25 @@ class ConvertedGraph:
             acts = run_program(self.pops, x)
         return {k: v.reshape(len(x), -1).numpy() for k, v in acts.items()}
 
-    def rebuilt(self, v_shift=None, b_shift=None) -> ConvertedGraph:
+    def rebuilt(self, v_shift=None, b_shift=None, w_shift=None) -> ConvertedGraph:
         """A copy whose graph is rebuilt with calibration shifts (``{name: [n]}``,
-        in threshold units) added to the initial membranes / biases."""
+        in threshold units) added to the initial membranes / biases, and
+        ``w_shift`` (``{name: [per projection: array of the weight's shape]}``)
+        to the normalised weights. ``pops`` (the ANN) is never changed."""
         v_shift = dict(v_shift if v_shift is not None else self.v_shift)
         b_shift = dict(b_shift if b_shift is not None else self.b_shift)
+        w_shift = dict(w_shift if w_shift is not None else self.w_shift)
         graph, drives = build_graph(
-            self.pops, self.scales, self.input_shape, self.v_init, self.network.dtype, v_shift, b_shift
+            self.pops,
+            self.scales,
+            self.input_shape,
+            self.v_init,
+            self.network.dtype,
+            v_shift,
+            b_shift,
+            w_shift,
         )
-        return replace(self, network=graph, drives=drives, v_shift=v_shift, b_shift=b_shift)
+        return replace(self, network=graph, drives=drives, v_shift=v_shift, b_shift=b_shift, w_shift=w_shift)
 
 
 def convert_graph(model, gm, data, *, scale_of, per_channel, v_init, dtype, maxpool) -> ConvertedGraph:
