@@ -300,6 +300,12 @@ TWO_PHASE_AT = 0.06
 # visits in index order then miss about as often as direct ones
 TWO_PHASE_STATE_BYTES = 8 << 20
 TWO_PHASE_AT_OUT_OF_CACHE = 0.2
+# ... and a step of an undriven layer (see _undriven) whose synaptic operations
+# reach this fraction runs as a sweep of every neuron, as the clock path runs
+# it (in cache and out of it: at 100k and 1M neurons a sweep step cost less
+# than a two-phase one from about 0.12-0.15 x n synaptic operations, i.e.
+# 11-14 % of the neurons touched; benchmarks/sparse_crossover.py)
+SWEEP_AT = 0.15
 
 _AHEAD = 4  # input spikes whose synapse rows are prefetched ahead of the one delivered
 
@@ -741,10 +747,10 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     first input (few neurons: no second pass); then, two phases (the input
     summed into ``acc`` and its targets marked, then the marked neurons in
     index order, :func:`_close_marked`); an undriven layer (:func:`_undriven`)
-    with S >= ``sweep_at`` x n (never by default: see :func:`csr_layer`): a
-    sweep of every neuron (the clock path's
-    arithmetic, :func:`_sweep_undriven`, then ``neuron.sweep_step`` while the
-    steps before were sweeps too). The choice depends on the step alone, so
+    with S >= ``sweep_at`` x n: a sweep of every neuron (the clock path's
+    arithmetic: :func:`_sweep_undriven`; while the step before was a sweep
+    too, :func:`_conv_sweep` on the membranes in a contiguous row, as the
+    clock path keeps them, written back when the run of sweeps ends). The choice depends on the step alone, so
     a run cut into chunks takes the paths one run takes; the paths give the
     same results except for the rounding of summed input (direct delivery
     adds each weight to the membrane, the others add their sum).
@@ -810,6 +816,13 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             )
             acc[:] = 0.0
             undriven = False  # CSR event path: see _undriven
+            # CSR event path, a run of sweep steps: the membranes in a row of their own (as the
+            # clock path keeps them), made at the second sweep in a row and written back when
+            # the run of sweeps ends
+            v_row = np.empty(0, state.dtype)
+            b_row = np.empty(0, state.dtype)
+            fired_row = np.empty(0, np.uint8)
+            in_row = False
             if not clock:
                 undriven = kind == CSR and _undriven(bias, table, threshold, has_current, has_refractory)
             fresh = v_init.shape[0] > 0  # a new run; otherwise ``state`` continues an earlier chunk
@@ -919,20 +932,27 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                             for s in range(rowptr[pre], rowptr[pre + 1]):
                                 acc[cols[s]] += weights[s]
                         if swept:  # every neuron is at step t - 1: the clock path's sweep (same arithmetic)
-                            n_out = sweep_step(
-                                state,
+                            if not in_row:
+                                if v_row.shape[0] == 0:
+                                    v_row = np.empty(n, state.dtype)
+                                    b_row = np.empty(n, state.dtype)
+                                    fired_row = np.empty(n, np.uint8)
+                                    for j in range(n):  # one step's bias, as neuron.sweep_step adds it
+                                        b_row[j] = bias_of(bias, j) * table[1, 2]
+                                for j in range(n):
+                                    v_row[j] = state[j, V]
+                                in_row = True
+                            n_out = _conv_sweep(
+                                v_row,
                                 acc,
-                                0,
-                                n,
-                                t,
-                                bias,
-                                table,
+                                b_row,
+                                table[1, 0],
                                 threshold,
                                 reset_mode,
                                 v_reset,
-                                refractory,
-                                False,
-                                False,
+                                fired_row,
+                                1,
+                                n,
                                 out_idx,
                                 n_out,
                             )
@@ -956,7 +976,10 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         n_touched = n
                     else:
                         swept = False
-                        if n_due < 0:  # after sweep_step: the neurons due now, from the state it left
+                        if n_due < 0:  # after a run of sweeps: the neurons due now, from the state it left
+                            if in_row:
+                                _from_channel_last(state, v_row, t - 1, 1, n)
+                                in_row = False
                             n_due = _due_after(state, t - 1, n_steps, bias, table, threshold, due_next)
                     if swept:
                         pass
@@ -1265,6 +1288,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 counts[3] = OVERFLOW
                 continue
             out_tptr[n_steps] = n_out
+            if in_row:  # the steps ended in a run of sweeps
+                _from_channel_last(state, v_row, n_steps - 1, 1, n)
             if kind == CONV and clock and not has_current and not has_refractory and n_steps > 0:
                 _from_channel_last(state, v_cl, n_steps - 1, c_out, plane)
             if kind == CSR and clock and not has_current and not has_refractory and n_steps > 0:
@@ -1513,14 +1538,14 @@ def csr_layer(
     larger than :data:`TWO_PHASE_STATE_BYTES`; 0: every step in two phases,
     ``inf``: none; the results are the same up to the rounding of summed
     input). ``sweep_at``: likewise, the steps of an undriven layer run as a
-    sweep of every neuron (default ``inf``: never, so that the event path
-    updates only the neurons its input reaches or that are due; a sweep
-    counts every neuron as updated)."""
+    sweep of every neuron (default :data:`SWEEP_AT`; ``inf``: never, so that
+    the event path updates only the neurons its input reaches or that are
+    due; a sweep counts every neuron as updated)."""
     in_cache = state.shape[1] * (state.shape[2] + 1) * state.itemsize <= TWO_PHASE_STATE_BYTES
     if two_phase_at is None:
         two_phase_at = TWO_PHASE_AT if in_cache else TWO_PHASE_AT_OUT_OF_CACHE
-    if sweep_at is None:  # never: the event path updates only the neurons input reaches or due ones
-        sweep_at = np.inf
+    if sweep_at is None:
+        sweep_at = SWEEP_AT
     run_samples(
         sparse_kernel(CSR, *_choices(clock, has_current, has_refractory, reset_mode)),
         len(in_tptr),

@@ -24,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import snn
+from snn_kernels.event import SWEEP_AT
 
 PATHS = (("event", "event"), ("event", "clock"), ("event", "dense"), ("reference", None))
 
@@ -181,8 +182,10 @@ def test_neurons_that_receive_nothing_cost_nothing(neuron):
 def test_event_updates_only_where_spikes_arrive(sparse, seed, T, n_in, n_out, p, density):
     """IF neurons with no bias whose membrane never reaches threshold (weights
     too small, T short) and so never self-fire: a sparse layer updates exactly
-    the distinct targets reached at each step; a dense layer updates all its
-    neurons at the steps that bring at least one input spike."""
+    the distinct targets reached at each step, or all its neurons at a step
+    whose synaptic operations reach ``SWEEP_AT`` x its neurons (a sweep); a
+    dense layer updates all its neurons at the steps that bring at least one
+    input spike."""
     rng = np.random.default_rng(seed)
     W = rng.uniform(-1, 1, (n_out, n_in)) / (n_in * T + 1)  # |v| < 1: never fires
     if sparse:
@@ -199,7 +202,9 @@ def test_event_updates_only_where_spikes_arrive(sparse, seed, T, n_in, n_out, p,
     syn = W != 0  # [n_out, n_in]
     if sparse:
         reached = (x.astype(np.int64) @ syn.T.astype(np.int64)) > 0  # [T, B, n_out]
-        expected = reached.sum(axis=(0, 2))
+        step_synops = x.astype(np.int64) @ syn.sum(axis=0)  # [T, B]
+        swept = step_synops >= SWEEP_AT * n_out
+        expected = np.where(swept, n_out, reached.sum(axis=2)).sum(axis=0)
     else:
         expected = (x.sum(axis=2) > 0).sum(axis=0) * n_out
     assert c.updates.tolist() == expected.tolist()

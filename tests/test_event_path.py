@@ -230,6 +230,42 @@ def test_csr_event_path_chunks(case, cut, two_phase_at, sweep_at):
         assert np.array_equal(state, whole_state)
 
 
+@pytest.mark.usefixtures("warm_kernels")
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_csr_runs_of_sweeps(reset):
+    """Runs of sweep steps (the second and later ones sweep the membranes in a
+    row of their own, written back when the run ends) between light steps,
+    an empty step and the end of the run: spikes and final membrane equal
+    the reference's (LIF, beta 0.5, dyadic weights: exact), and every cut
+    into two chunks, inside a run of sweeps too, gives the uncut result.
+    Strong weights leave membranes above threshold after a reset, so the
+    neurons due on their own after a run of sweeps are exercised."""
+    n, n_in = 70, 8
+    rng = np.random.default_rng(3)
+    weight = rng.integers(-4, 20, (n, n_in)) / 8
+    layer = snn.SparseLinear.from_dense(weight, snn.LIF(beta=0.5, threshold=1.0, reset=reset))
+    heavy = [0, 1, 2, 3, 6, 7, 8, 10, 11]  # every input: n_in x n synaptic operations; step 9: none
+    spikes = np.zeros((12, 2, n_in), np.uint8)
+    spikes[heavy] = 1
+    spikes[[4, 5], :, 0] = 1  # light: n synaptic operations, below 2 x n
+    spikes[:, 1] *= (rng.random((12, n_in)) < 0.7).astype(np.uint8)  # sample 1: fewer
+    T, batch = spikes.shape[:2]
+    trains = SpikeTrains.from_raster(spikes)
+    want, membrane = _reference_pairs(layer, spikes, np.float64)
+    whole_state = np.zeros((batch, n, 2))
+    whole = _run_chunk(layer, trains, 0, T, np.float64, whole_state, True, sweep_at=2.0)
+    assert whole == want
+    assert np.array_equal(whole_state[:, :, 0], membrane)
+    for t_cut in range(1, T):
+        state = np.zeros((batch, n, 2))
+        first = _run_chunk(layer, trains, 0, t_cut, np.float64, state, False, sweep_at=2.0)
+        second = _run_chunk(layer, trains, t_cut, T, np.float64, state, True, sweep_at=2.0)
+        state[:, :, kernels.T_LAST] += t_cut
+        for b in range(batch):
+            assert whole[b] == first[b] + [(t + t_cut, j) for t, j in second[b]], t_cut
+        assert np.array_equal(state, whole_state), t_cut
+
+
 @pytest.mark.parametrize("n", [40, 600])
 def test_many_neurons_due_on_their_own_close_in_order(n):
     """A stepped population whose neurons are all due on their own (bias at

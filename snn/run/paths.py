@@ -36,7 +36,8 @@ _NS_PER_MAC = {
 _NS_PER_CLOCK_UPDATE = 1.5  # one neuron step of a sequential sweep
 # A CSR layer's kernel (kernels.event.sparse_kernel) chooses a path per step
 # from the step's synaptic operations S (kernels.event.TWO_PHASE_AT ...):
-# direct delivery or two phases.
+# direct delivery, two phases, or (an undriven layer, kernels.event.SWEEP_AT)
+# a sweep, which costs what a clock step costs.
 # Its costs, measured with benchmarks/sparse_crossover.py (fixed in-degree 100,
 # one thread, undriven LIF; fitted to the event and clock times of its rows at
 # e8d9d1c, quiet, 2026-11-28), by whether the state and the input sums fit in
@@ -492,9 +493,10 @@ def _step_synops(source, fan_out) -> np.ndarray:
 
 def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
     """Event, clock or dense path of a CSR layer: the event path's cost is
-    that of the path its kernel takes at each step (direct or two phases:
-    ``kernels.event``), from each step's synaptic operations in this run;
-    averaged over the samples."""
+    that of the path its kernel takes at each step (direct, two phases or a
+    sweep: ``kernels.event``), from each step's synaptic operations in this
+    run; averaged over the samples. (An undriven layer's event path is then
+    never estimated above the clock path: ties go to it.)"""
     from snn_kernels import event as kev
 
     n = layer.n_out
@@ -507,12 +509,21 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
     undriven = not driven and not neuron.has_current and not neuron.refractory and 0 <= decay <= 1
     per_step = _step_synops(source, np.asarray(layer.fan_out, np.float64))  # [B, T]
     synops = per_step.sum() / source.batch_size
-    two = per_step >= two_phase_at * n
-    event = (c["direct"] * per_step[~two].sum() + c["two_phase"] * per_step[two].sum()) / source.batch_size
-    event += c["setup"] * n
-    if not undriven:  # a calendar: every touched neuron rescheduled
+    # an undriven layer's busiest steps are sweeps: the clock path's steps
+    sweep = per_step >= (kev.SWEEP_AT if undriven else np.inf) * n
+    two = (per_step >= two_phase_at * n) & ~sweep
+    direct = ~(two | sweep)
+    event = (
+        c["direct"] * per_step[direct].sum()
+        + c["two_phase"] * per_step[two].sum()
+        + c["clock"] * per_step[sweep].sum()
+        + c["clock_sweep"] * n * np.count_nonzero(sweep)
+    ) / source.batch_size
+    # an undriven layer's set-up (one pass over the neurons, one back after a run of sweeps) is the
+    # clock path's; a calendar is made once, and every touched neuron rescheduled
+    if not undriven:
         touched = n * -np.expm1(-per_step / n)
-        event += c["calendar"] * touched.sum() / source.batch_size
+        event += c["setup"] * n + c["calendar"] * touched.sum() / source.batch_size
     clock = c["clock"] * synops + c["clock_sweep"] * n_steps * n
     return _cheapest(event, clock, _dense_cost(layer, source, n_steps, dtype))
 
