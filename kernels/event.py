@@ -532,11 +532,8 @@ def _sweep_undriven(
     for j in range(state.shape[0]):
         if not shared:
             b = bias[j]
-        k = t - np.int64(state[j, T_LAST])
-        if k == 1:  # updated at the step before (most neurons, in a run of sweeps): no gather
-            v = state[j, V] * decay1 + b * gain1
-        else:
-            v = state[j, V] * table[k, 0] + b * table[k, 2]
+        k = t - np.int64(state[j, T_LAST])  # a gather from a small table, no branch: k varies from j to j
+        v = state[j, V] * table[k, 0] + b * table[k, 2]
         v += acc[j]
         acc[j] = 0
         state[j, T_LAST] = stamp
