@@ -747,10 +747,11 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     with S >= ``sweep_at`` x n: a sweep of every neuron (the clock path's
     arithmetic: :func:`_sweep_undriven`; while the step before was a sweep
     too, :func:`_conv_sweep` on the membranes in a contiguous row, as the
-    clock path keeps them, written back when the run of sweeps ends). The choice depends on the step alone, so
-    a run cut into chunks takes the paths one run takes; the paths give the
-    same results except for the rounding of summed input (direct delivery
-    adds each weight to the membrane, the others add their sum).
+    clock path keeps them, written back when the run of sweeps ends). The
+    choice depends on the step alone, so a run cut into chunks takes the
+    paths one run takes; the paths give the same results except for the
+    rounding of summed input (direct delivery adds each weight to the
+    membrane, the others add their sum).
 
     The kernel's arguments are :func:`csr_layer`'s without the compile-time
     choices, ``rowptr, cols, weights, geom, pre_rows, flat_runs`` for the

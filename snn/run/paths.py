@@ -495,8 +495,9 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
     """Event, clock or dense path of a CSR layer: the event path's cost is
     that of the path its kernel takes at each step (direct, two phases or a
     sweep: ``kernels.event``), from each step's synaptic operations in this
-    run; averaged over the samples. (An undriven layer's event path is then
-    never estimated above the clock path: ties go to it.)"""
+    run; averaged over the samples. A sweep step is costed as a clock step and
+    an undriven layer's set-up as the clock path's, so a run whose every step
+    sweeps ties with the clock path, and ties go to the event path."""
     from snn_kernels import event as kev
 
     n = layer.n_out
