@@ -658,7 +658,8 @@ def draw_stack_input(fz: Fuzz, n_in):
             x = np.asfortranarray(x)
         elif variant in ("two", "neg", "half", "nan"):
             x = x.astype(np.float64)
-            x.flat[fz.rng.integers(x.size)] = {"two": 2, "neg": -1, "half": 0.5, "nan": nan}[variant]
+            if x.size:  # (an empty batch, batch=0, is the invalid part then)
+                x.flat[fz.rng.integers(x.size)] = {"two": 2, "neg": -1, "half": 0.5, "nan": nan}[variant]
         elif variant == "2d":
             x = x[0]
         elif variant == "4d":
