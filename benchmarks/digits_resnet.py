@@ -31,8 +31,12 @@ Workload
   the training data (layer-wise weight calibration: each population's
   incoming weights and bias fitted so that its T-step rates, given the SNN's
   own input spikes, match the ANN's activations; the readout's to the
-  logits); both rows are printed, with the calibration's run time
-  (``--no-weights``: the potential correction only).
+  logits), and, from the same potential correction, with
+  ``calibrate(..., what="network")`` (end to end: every population's
+  weights and biases fitted jointly, through the spikes, so that the
+  readout matches the ANN's logits on the training data; no labels). The
+  rows are printed with each calibration's run time (``--no-weights``,
+  ``--no-network``: leave those out).
 - Peer: SpikingJelly 2.0's converter (``99.9%`` mode) on the same
   architecture, measured by whoever wrote BENCHMARKS.md (SpikingJelly is not
   installed here): its accuracy and SynOps/MAC are printed next to ours.
@@ -40,7 +44,8 @@ Workload
 Usage::
 
     python benchmarks/digits_resnet.py [--epochs N] [--steps 4 8 ...] [--percentile P] [--max-rate R]
-        [--calibrate-at T] [--calibrate-passes K] [--tuned-steps T ...] [--no-weights] [--json PATH]
+        [--calibrate-at T] [--calibrate-passes K] [--tuned-steps T ...] [--no-weights] [--no-network]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ def main():
     )
     parser.add_argument(
         "--no-weights", action="store_true", help="tuned rows: skip calibrate(..., what='weights')"
+    )
+    parser.add_argument(
+        "--no-network", action="store_true", help="tuned rows: skip calibrate(..., what='network')"
     )
     parser.add_argument("--json", default=None, help="write every figure here")
     args = parser.parse_args()
@@ -145,17 +153,19 @@ def main():
 
 def tuned_rows(model, ann_acc, args, x_train, x_test, y_test) -> list:
     """The accuracy-first conversions, one per T of ``--tuned-steps``, each
-    with the potential correction and then (unless ``--no-weights``) the
-    weight calibration: printed, and returned."""
+    with the potential correction and then, from it (unless ``--no-weights``
+    / ``--no-network``), the layer-wise and the end-to-end weight
+    calibrations: printed, and returned."""
     rows, table = [], []
     for T in args.tuned_steps:
         start = time.perf_counter()
         tuned = calibrate(convert(model, x_train, T=T), x_train, T, passes=args.calibrate_passes)
         variants = [("potential", tuned, time.perf_counter() - start)]
-        if not args.no_weights:
-            start = time.perf_counter()
-            weights = calibrate(tuned, x_train, T, what="weights")
-            variants.append(("+ weights", weights, time.perf_counter() - start))
+        for what, skip in (("weights", args.no_weights), ("network", args.no_network)):
+            if not skip:
+                start = time.perf_counter()
+                fitted = calibrate(tuned, x_train, T, what=what)
+                variants.append((f"+ {what}", fitted, time.perf_counter() - start))
         for label, net, seconds in variants:
             ev = evaluate(net, x_test, y_test, steps=[T], ann_model=model)
             row = ev.rows[0]
@@ -177,7 +187,8 @@ def tuned_rows(model, ann_acc, args, x_train, x_test, y_test) -> list:
     if table:
         print(
             f"\nTuned for each T (convert(..., T=T), calibrated at T: potential in {args.calibrate_passes} "
-            "passes, then what='weights'; s: that calibration's run time), one conversion per T:\n"
+            "passes, then from it what='weights' or what='network'; s: that calibration's run time), one "
+            "conversion per T:\n"
         )
         head = ["T", "calibration", "s", f"accuracy (ANN {ann_acc:.2%})", "pp vs ANN", "SynOps/MAC"]
         print(md_table(head + ["SpikingJelly acc.", "SJ SynOps/MAC"], table))

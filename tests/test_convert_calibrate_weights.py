@@ -1,7 +1,9 @@
-"""Layer-wise weight calibration of a converted graph
-(``snn.convert.calibrate(..., what="weights")``): each population's incoming
+"""Weight calibration of a converted graph: layer by layer
+(``snn.convert.calibrate(..., what="weights")``: each population's incoming
 weights and per-channel bias fitted so that its T-step rates, given its
-sources' spike trains in the SNN, match the ANN's activations.
+sources' spike trains in the SNN, match the ANN's activations), and end to
+end (``what="network"``: every population's jointly, so that the readout
+matches the ANN's logits).
 
 A small residual network (conv-ReLU, then ReLU(conv + identity), a zeroed
 3x3 tap, AvgPool2d(2), flatten, Linear) trained 3 epochs on the digits; 300
@@ -20,7 +22,7 @@ from torch import nn
 
 import snn.convert as sc
 from snn.convert import ConversionError
-from snn.convert.calibration import _Twin
+from snn.convert.calibration import _NetworkTwin, _Twin
 from snn.convert.training import load_digits_split, train
 
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
@@ -124,7 +126,8 @@ def test_the_twin_runs_as_the_simulator(calibrated, digits):
             assert np.mean(rate != result.spike_counts(pop.name) / T) <= 1e-3
 
 
-def test_the_input_is_not_changed(model, converted, digits):
+@pytest.mark.parametrize("what", ["weights", "network"])
+def test_the_input_is_not_changed(model, converted, digits, what):
     """Neither the torch model, nor the converted graph (its ANN program, its
     graph's weights, its shifts) is changed; the calibrated copy's ANN is the
     same, so a later correction still targets the ANN's activations."""
@@ -133,7 +136,7 @@ def test_the_input_is_not_changed(model, converted, digits):
     weights = [_weights(p) for p in converted.network.projections]
     shifts = copy.deepcopy((converted.v_shift, converted.b_shift, converted.w_shift))
     x = digits[0][:100]
-    cal = sc.calibrate(converted, x, T, what="weights", epochs=1)
+    cal = sc.calibrate(converted, x, T, what=what, epochs=1)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
     for a, b in zip(pops, converted.pops, strict=True):
@@ -181,11 +184,12 @@ def test_corrections_add_up(calibrated, digits):
     )
 
 
-def test_refusals(converted, digits):
+@pytest.mark.parametrize("what", ["weights", "network"])
+def test_refusals(converted, digits, what):
     x = digits[0][:50]
     chain = sc.convert(nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval(), x)
     with pytest.raises(ValueError, match="ConvertedGraph"):
-        sc.calibrate(chain, x, T, what="weights")
+        sc.calibrate(chain, x, T, what=what)
     for kwargs, match in (
         (dict(epochs=0), "epochs"),
         (dict(epochs=2.5), "epochs"),
@@ -194,12 +198,86 @@ def test_refusals(converted, digits):
         (dict(readout="yes"), "readout"),
         (dict(what="weight"), "what"),
     ):
-        kwargs.setdefault("what", "weights")
+        kwargs.setdefault("what", what)
         with pytest.raises(ValueError, match=match):
             sc.calibrate(converted, x, T, **kwargs)
     with pytest.raises(ValueError, match="T must"):
-        sc.calibrate(converted, x, 0, what="weights")
+        sc.calibrate(converted, x, 0, what=what)
     with pytest.raises(ConversionError):
-        sc.calibrate(converted, x[:, :, :4], T, what="weights")
+        sc.calibrate(converted, x[:, :, :4], T, what=what)
     with pytest.raises(ConversionError):
-        sc.calibrate(converted, np.full_like(x, np.nan), T, what="weights")
+        sc.calibrate(converted, np.full_like(x, np.nan), T, what=what)
+
+
+# -- end to end (what="network") --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def potential(converted, digits):
+    return sc.calibrate(converted, digits[0][:N_CAL], T, passes=2)
+
+
+@pytest.fixture(scope="module")
+def network_fit(potential, digits):
+    return sc.calibrate(potential, digits[0][:N_CAL], T, what="network", epochs=20)
+
+
+def _readout_error(c, x) -> float:
+    logits = c.ann_activations(x)[c.readout]
+    return float(np.mean((c.run(x, T).membrane / T - logits) ** 2))
+
+
+def test_network_fit_brings_the_readout_to_the_logits(potential, network_fit, digits):
+    """End to end, the readout is closer to the ANN's logits on the
+    calibration data than after the potential correction it starts from (and
+    than after the layer-wise fit from the same start); its report has every
+    population, the readout's error the one that fell; no synapse is created."""
+    x = digits[0][:N_CAL]
+    assert _readout_error(network_fit, x) < 0.5 * _readout_error(potential, x)
+    layerwise = sc.calibrate(potential, x, T, what="weights", **FIT)
+    assert _readout_error(network_fit, x) < _readout_error(layerwise, x)
+    report = {c.name: c for c in network_fit.calibration}
+    assert list(report) == [p.name for p in potential.pops]
+    readout = report[potential.readout]
+    assert readout.error_after < readout.error_before
+    assert all(c.weight_change > 0 for c in report.values())
+    merge = next(p for p in potential.pops if len(p.projections) == 2)
+    j = next(k for k, p in enumerate(merge.projections) if p.kind == "conv")
+    assert np.all(network_fit.w_shift[merge.name][j][:, :, 0, 0] == 0)
+
+
+def test_the_network_twin_runs_as_the_simulator(network_fit, digits):
+    """The whole-network twin (each population driven by the twin's own
+    spikes) gives the simulator's readout (float32 against float64)."""
+    x = digits[0][:N_CAL]
+    twin = _NetworkTwin(network_fit, T, readout=True)
+    with torch.no_grad():
+        out = twin.forward(torch.from_numpy(x.astype(np.float32))).numpy()
+    np.testing.assert_allclose(out, network_fit.run(x, T).membrane / T, atol=1e-4)
+
+
+def test_network_fit_not_kept_unless_it_helps(potential, digits):
+    """A fit that diverges (learning rate 50) leaves the readout further from
+    the logits: the network is returned as it was, with no weight change."""
+    x = digits[0][:100]
+    cal = sc.calibrate(potential, x, T, what="network", epochs=1, lr=50.0)
+    assert all(c.weight_change == 0 for c in cal.calibration)
+    np.testing.assert_array_equal(cal.run(x, T).membrane, potential.run(x, T).membrane)
+
+
+def test_network_fit_keeps_the_readout_when_asked(potential, digits):
+    """``readout=False``: the readout's weights and bias are not fitted."""
+    cal = sc.calibrate(potential, digits[0][:100], T, what="network", epochs=1, readout=False)
+    assert potential.readout not in {c.name for c in cal.calibration}
+    assert potential.readout not in cal.w_shift and potential.readout not in cal.b_shift
+    assert any(np.any(w) for ws in cal.w_shift.values() for w in ws)
+
+
+def test_network_fit_refuses_a_max_pool_gate(digits):
+    x = digits[0][:50]
+    model = Residual().eval()
+    model.pool = nn.MaxPool2d(2).eval()
+    converted = sc.convert(model, x)
+    assert any(p.kind == "maxpool" for p in converted.pops)
+    with pytest.raises(ValueError, match="max-pool"):
+        sc.calibrate(converted, x, T, what="network")
