@@ -37,6 +37,12 @@ Workload
   readout matches the ANN's logits on the training data; no labels). The
   rows are printed with each calibration's run time (``--no-weights``,
   ``--no-network``: leave those out).
+- Then, accuracy and SynOps together, one network per T in
+  ``--cost-steps`` (default 4 8 16): the fewest-SynOps conversion above,
+  the potential correction at that T, then ``calibrate(..., what="network",
+  spike_cost=2)`` at that T (the fit's objective: the readout's squared
+  error against the logits plus 2 x the SynOps per ANN MAC, on the training
+  digits; ``--spike-cost`` changes it).
 - Peer: SpikingJelly 2.0's converter (``99.9%`` mode) on the same
   architecture, measured by whoever wrote BENCHMARKS.md (SpikingJelly is not
   installed here): its accuracy and SynOps/MAC are printed next to ours.
@@ -45,7 +51,7 @@ Usage::
 
     python benchmarks/digits_resnet.py [--epochs N] [--steps 4 8 ...] [--percentile P] [--max-rate R]
         [--calibrate-at T] [--calibrate-passes K] [--tuned-steps T ...] [--no-weights] [--no-network]
-        [--json PATH]
+        [--cost-steps T ...] [--spike-cost C] [--json PATH]
 """
 
 from __future__ import annotations
@@ -83,6 +89,10 @@ def main():
     parser.add_argument(
         "--no-network", action="store_true", help="tuned rows: skip calibrate(..., what='network')"
     )
+    parser.add_argument(
+        "--cost-steps", type=int, nargs="*", default=[4, 8, 16], help="T of the spike-cost conversions"
+    )
+    parser.add_argument("--spike-cost", type=float, default=2.0, help="their calibrate spike_cost")
     parser.add_argument("--json", default=None, help="write every figure here")
     args = parser.parse_args()
     import torch
@@ -146,6 +156,7 @@ def main():
     )
     print("\n(SpikingJelly: BENCHMARKS.md's measurement, its own trained ANN at 99.26 %)")
     record["tuned"] = tuned_rows(model, ann_acc, args, x_train, x_test, y_test)
+    record["spike_cost"] = cost_rows(model, ann_acc, args, x_train, x_test, y_test)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1, default=float)
@@ -191,6 +202,42 @@ def tuned_rows(model, ann_acc, args, x_train, x_test, y_test) -> list:
             "conversion per T:\n"
         )
         head = ["T", "calibration", "s", f"accuracy (ANN {ann_acc:.2%})", "pp vs ANN", "SynOps/MAC"]
+        print(md_table(head + ["SpikingJelly acc.", "SJ SynOps/MAC"], table))
+    return rows
+
+
+def cost_rows(model, ann_acc, args, x_train, x_test, y_test) -> list:
+    """Accuracy and SynOps together, one network per T of ``--cost-steps``:
+    the fewest-SynOps conversion, the potential correction at T, then the
+    end-to-end fit with ``--spike-cost``: printed, and returned."""
+    rows, table = [], []
+    converted = convert(model, x_train, percentile=args.percentile, max_rate=args.max_rate)
+    for T in args.cost_steps:
+        start = time.perf_counter()
+        potential = calibrate(converted, x_train, T, passes=args.calibrate_passes)
+        net = calibrate(potential, x_train, T, what="network", spike_cost=args.spike_cost)
+        seconds = time.perf_counter() - start
+        row = evaluate(net, x_test, y_test, steps=[T], ann_model=model).rows[0]
+        ratio = row["synops"] / converted.ann_total_macs
+        rows.append(dict(row, synops_per_mac=ratio, spike_cost=args.spike_cost, calibration_s=seconds))
+        peer = SPIKINGJELLY.get(T)
+        table.append(
+            [
+                str(T),
+                f"{seconds:.0f}",
+                f"{row['accuracy']:.2%}",
+                f"{(row['accuracy'] - ann_acc) * 100:+.2f}",
+                f"{ratio:.3f}",
+                f"{peer[0]:.1%}" if peer else "-",
+                f"{peer[1]:.2f}" if peer else "-",
+            ]
+        )
+    if table:
+        print(
+            f"\nAccuracy and SynOps together (percentile {args.percentile:g}, max_rate {args.max_rate:g}; "
+            f"potential at T; then what='network', spike_cost={args.spike_cost:g}; s: both calibrations):\n"
+        )
+        head = ["T", "s", f"accuracy (ANN {ann_acc:.2%})", "pp vs ANN", "SynOps/MAC"]
         print(md_table(head + ["SpikingJelly acc.", "SJ SynOps/MAC"], table))
     return rows
 

@@ -197,6 +197,9 @@ def test_refusals(converted, digits, what):
         (dict(lr=float("nan")), "lr"),
         (dict(readout="yes"), "readout"),
         (dict(what="weight"), "what"),
+        (dict(spike_cost=-1.0), "spike_cost"),
+        (dict(spike_cost=float("nan")), "spike_cost"),
+        (dict(spike_cost=True), "spike_cost"),
     ):
         kwargs.setdefault("what", what)
         with pytest.raises(ValueError, match=match):
@@ -252,8 +255,10 @@ def test_the_network_twin_runs_as_the_simulator(network_fit, digits):
     x = digits[0][:N_CAL]
     twin = _NetworkTwin(network_fit, T, readout=True)
     with torch.no_grad():
-        out = twin.forward(torch.from_numpy(x.astype(np.float32))).numpy()
-    np.testing.assert_allclose(out, network_fit.run(x, T).membrane / T, atol=1e-4)
+        out, synops = twin.forward(torch.from_numpy(x.astype(np.float32)))
+    result = network_fit.run(x, T)
+    np.testing.assert_allclose(out.numpy(), result.membrane / T, atol=1e-4)
+    assert float(synops.sum()) == result.total("synops")
 
 
 def test_network_fit_not_kept_unless_it_helps(potential, digits):
@@ -271,6 +276,19 @@ def test_network_fit_keeps_the_readout_when_asked(potential, digits):
     assert potential.readout not in {c.name for c in cal.calibration}
     assert potential.readout not in cal.w_shift and potential.readout not in cal.b_shift
     assert any(np.any(w) for ws in cal.w_shift.values() for w in ws)
+
+
+def test_spike_cost_trades_readout_error_for_synops(potential, network_fit, digits):
+    """With a spike cost the fit spends fewer SynOps on the calibration data
+    than the start and than the fit without one, for a larger readout error
+    than the fit without one; the cost belongs to what="network" alone."""
+    x = digits[0][:N_CAL]
+    cheap = sc.calibrate(potential, x, T, what="network", epochs=20, spike_cost=0.01)
+    synops = {name: c.run(x, T).total("synops") for name, c in (("start", potential), ("free", network_fit))}
+    assert cheap.run(x, T).total("synops") < 0.8 * min(synops.values())
+    assert _readout_error(cheap, x) > _readout_error(network_fit, x)
+    with pytest.raises(ValueError, match="spike_cost"):
+        sc.calibrate(potential, x, T, what="weights", spike_cost=0.01)
 
 
 def test_network_fit_refuses_a_max_pool_gate(digits):

@@ -114,15 +114,19 @@ def graph_trajectory(converted: ConvertedGraph, x, result):
     for proj in graph.projections:
         if proj.kind == "maxpool":  # a gate compares spike counts: no SynOps
             continue
-        if proj.kind == "conv":
-            fan = proj.fan_out()
-        else:
-            ((_, rowptr, _, _),) = proj.groups
-            fan = np.diff(rowptr)
         k = names.index(proj.target.name)
-        synops[k] += _cumulative_synops(result.trains[names.index(proj.source.name)], fan)
+        synops[k] += _cumulative_synops(result.trains[names.index(proj.source.name)], fan_out(proj))
     macs = np.stack([c.macs for c in result.counts]).astype(np.int64)
     return Trajectory(result.v(converted.readout), synops, macs)
+
+
+def fan_out(projection) -> np.ndarray:
+    """The SynOps one spike of each source neuron costs through a converted
+    graph's projection (convolution or CSR; not a max-pool gate), ``[n_source]``."""
+    if projection.kind == "conv":
+        return projection.fan_out()
+    ((_, rowptr, _, _),) = projection.groups
+    return np.diff(rowptr)
 
 
 def _cumulative_synops(trains, fan_out) -> np.ndarray:
