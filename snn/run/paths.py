@@ -479,16 +479,39 @@ def _cheapest(event, clock, dense) -> str:
 
 def _step_synops(source, fan_out) -> np.ndarray:
     """Synaptic operations of every step of every sample, ``[B, T]`` float64:
-    the fan-outs of the step's input spikes summed."""
-    out = np.zeros((source.batch_size, source.n_steps))
-    for b in range(source.batch_size):
-        tptr = source.tptr[b]
-        if tptr[-1] == 0:
-            continue
-        total = np.zeros(int(tptr[-1]) + 1)
-        np.cumsum(fan_out[source.idx[b, : tptr[-1]]], out=total[1:])
-        out[b] = total[tptr[1:]] - total[tptr[:-1]]
-    return out
+    the fan-outs of the step's input spikes summed, in int64 (exact; the
+    fan-outs of the spikes alone are read, not all the layer's converted)."""
+    tptr, idx = source.tptr, source.idx
+    if source.batch_size == 1:
+        spikes = int(tptr[0, -1])
+        total = np.zeros(spikes + 1, np.int64)
+        np.cumsum(fan_out[idx[0, :spikes]], out=total[1:])
+        return np.diff(total[tptr[0]]).astype(np.float64)[None]
+    # all samples at once: the padding past a sample's spikes reads fan-out 0
+    valid = np.arange(idx.shape[1]) < tptr[:, -1:]
+    total = np.zeros((len(idx), idx.shape[1] + 1), np.int64)
+    np.cumsum(np.where(valid, fan_out[np.where(valid, idx, 0)], 0), axis=1, out=total[:, 1:])
+    return np.diff(np.take_along_axis(total, tptr, axis=1), axis=1).astype(np.float64)
+
+
+def _csr_choice_constants(layer, dtype) -> tuple:
+    """What :func:`_choose_csr_mode` reads of ``layer`` besides the input:
+    ``(costs, two-phase bound, sweep bound, undriven unless driven)``, the
+    bounds in synaptic operations per step; kept in :func:`_made` for the
+    last neuron (immutable), dtype and size it was made for."""
+    neuron, n = layer.neuron, layer.n_out
+    made = _made(layer)
+    kept = made.get("csr_choice")
+    if kept is not None and kept[0] is neuron and kept[1] is dtype and kept[2] == n:
+        return kept[3]
+    width = _state_width(neuron)
+    in_cache = n * (width + 1) * np.dtype(dtype).itemsize <= kev.TWO_PHASE_STATE_BYTES
+    two_phase_at = kev.TWO_PHASE_AT if in_cache else kev.TWO_PHASE_AT_OUT_OF_CACHE
+    decay = float(neuron.propagator(1, np.float64)[1, 0])
+    undriven = not neuron.has_current and not neuron.refractory and 0 <= decay <= 1
+    constants = (_CSR_COSTS[in_cache], two_phase_at * n, kev.SWEEP_AT * n, undriven)
+    made["csr_choice"] = (neuron, dtype, n, constants)
+    return constants
 
 
 def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
@@ -498,33 +521,32 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
     run; averaged over the samples. A sweep step is costed as a clock step and
     an undriven layer's set-up as the clock path's, so a run whose every step
     sweeps ties with the clock path, and ties go to the event path."""
-    from snn_kernels import event as kev
-
     n = layer.n_out
-    neuron = layer.neuron
-    width = _state_width(neuron)
-    in_cache = n * (width + 1) * np.dtype(dtype).itemsize <= kev.TWO_PHASE_STATE_BYTES
-    c = _CSR_COSTS[in_cache]
-    two_phase_at = kev.TWO_PHASE_AT if in_cache else kev.TWO_PHASE_AT_OUT_OF_CACHE
-    decay = float(neuron.propagator(1, np.float64)[1, 0])
-    undriven = not driven and not neuron.has_current and not neuron.refractory and 0 <= decay <= 1
-    per_step = _step_synops(source, np.asarray(layer.fan_out, np.float64))  # [B, T]
-    synops = per_step.sum() / source.batch_size
-    # an undriven layer's busiest steps are sweeps: the clock path's steps
-    sweep = per_step >= (kev.SWEEP_AT if undriven else np.inf) * n
-    two = (per_step >= two_phase_at * n) & ~sweep
-    direct = ~(two | sweep)
-    event = (
-        c["direct"] * per_step[direct].sum()
-        + c["two_phase"] * per_step[two].sum()
-        + c["clock"] * per_step[sweep].sum()
-        + c["clock_sweep"] * n * np.count_nonzero(sweep)
-    ) / source.batch_size
+    c, two_at, sweep_at, undriven = _csr_choice_constants(layer, dtype)
+    undriven = undriven and not driven
+    batch = source.batch_size
+    per_step = _step_synops(source, layer.fan_out)  # [B, T]
+    total = per_step.sum()  # (integers below 2**53: exact, in any order)
+    synops = total / batch
+    if per_step.max(initial=0.0) < (two_at if not undriven else min(two_at, sweep_at)):
+        # every step direct: the sums below with the other two sets empty (their terms 0.0)
+        event = c["direct"] * total / batch
+    else:
+        # an undriven layer's busiest steps are sweeps: the clock path's steps
+        sweep = per_step >= sweep_at if undriven else np.zeros(per_step.shape, bool)
+        two = (per_step >= two_at) & ~sweep
+        direct = ~(two | sweep)
+        event = (
+            c["direct"] * per_step[direct].sum()
+            + c["two_phase"] * per_step[two].sum()
+            + c["clock"] * per_step[sweep].sum()
+            + c["clock_sweep"] * n * np.count_nonzero(sweep)
+        ) / batch
     # an undriven layer's set-up (one pass over the neurons, one back after a run of sweeps) is the
     # clock path's; a calendar is made once, and every touched neuron rescheduled
     if not undriven:
         touched = n * -np.expm1(-per_step / n)
-        event += c["setup"] * n + c["calendar"] * touched.sum() / source.batch_size
+        event += c["setup"] * n + c["calendar"] * touched.sum() / batch
     clock = c["clock"] * synops + c["clock_sweep"] * n_steps * n
     return _cheapest(event, clock, _dense_cost(layer, source, n_steps, dtype))
 
