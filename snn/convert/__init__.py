@@ -24,7 +24,8 @@ The modules, each importing only those above it:
 - ``graph``: any other graph (residual adds, concatenations) to an
   :class:`snn.Graph` (:class:`ConvertedGraph`);
 - ``dispatch``: :func:`convert`, which sends a model to one of the two;
-- ``calibration``: :func:`calibrate`, layer-wise bias or potential correction;
+- ``calibration``: :func:`calibrate`, layer-wise bias or potential correction,
+  layer-wise or end-to-end (``what="network"``) weight fits;
 - ``evaluation``: :func:`evaluate`, :class:`Trajectory`, :func:`early_exit`;
 - ``stopping``: :func:`run_early_exit`, an early exit that stops the run;
 - ``frames``: frame sequences (VIDEO-DIGITS, :func:`video_digits`) run

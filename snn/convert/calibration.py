@@ -679,12 +679,13 @@ class _NetworkTwin:
         # (pop, j): SynOps per spike of each source neuron through projection j, as the simulator counts
         # them; the graph has one projection per projection of a population from another, in that order
         projections = iter(current.network.projections)
-        self.fan_out = {
-            (pop.name, j): torch.from_numpy(fan_out(next(projections)).astype(np.float32))
-            for pop in current.pops
-            for j, proj in enumerate(pop.projections)
-            if proj.source is not None
-        }
+        self.fan_out = {}
+        for pop in current.pops:
+            for j, proj in enumerate(pop.projections):
+                if proj.source is not None:
+                    built = next(projections)
+                    assert (built.source.name, built.target.name) == (proj.source, pop.name), built
+                    self.fan_out[pop.name, j] = torch.from_numpy(fan_out(built).astype(np.float32))
 
     def parameters(self) -> list:
         return [p for ws in self.w.values() for p in ws if p.requires_grad] + [
