@@ -134,9 +134,9 @@ def calibrate(
     network corrects it further: the new shifts add to the old (e.g. the
     biases, then the initial membranes).
 
-    ``what="network"`` (a :class:`snn.convert.ConvertedGraph` without
-    max-pool gates): fit every population's incoming weights and per-channel
-    bias jointly, end to end, so that the readout (membrane / T) matches the
+    ``what="network"`` (a :class:`snn.convert.ConvertedGraph`; through its
+    max-pool gates too): fit every population's incoming weights and
+    per-channel bias jointly, end to end, so that the readout (membrane / T) matches the
     ANN's logits on ``calibration_data`` in least squares (knowledge
     distillation from the ANN: no labels), plus ``spike_cost`` times the
     network's SynOps per ANN MAC (counted as the simulator counts them: each
@@ -615,12 +615,6 @@ def _calibrate_graph_network(converted, calibration_data, T, readout, epochs, lr
     fit's objective (the readout's mean square error against the logits,
     plus ``spike_cost`` times the SynOps per ANN MAC) is then lower in the
     simulator on the data."""
-    gates = [p.name for p in converted.pops if p.kind == "maxpool"]
-    if gates:
-        raise ValueError(
-            f"what='network' does not fit through max-pool gates yet (population {gates[0]!r}); convert "
-            "with maxpool='avg', or calibrate with what='weights' (layer by layer)"
-        )
     x, targets = _graph_targets(converted, calibration_data)
     current = converted.rebuilt()
     before_run = current.run(x, T)
@@ -640,7 +634,7 @@ def _calibrate_graph_network(converted, calibration_data, T, readout, epochs, lr
         fitted, after_run = current, before_run
     report = []
     for pop in converted.pops:
-        if pop.kind == "readout" and not readout:
+        if (pop.kind == "readout" and not readout) or pop.kind == "maxpool":  # a gate has no weights
             continue
         db = twin.db[pop.name].detach().double().numpy()[twin.channel[pop.name]] if kept else np.zeros(1)
         report.append(
@@ -655,18 +649,34 @@ def _calibrate_graph_network(converted, calibration_data, T, readout, epochs, lr
     return replace(fitted, calibration=report)
 
 
+def _gate(pop, spikes, shapes) -> torch.Tensor:
+    """A max-pool gate's spikes ``[B, T, n]`` from its source's ``[B, T,
+    n_source]``: at every step its spike count is the highest count of its
+    window (``kernels.pool``'s rule), so it spikes when that count rises."""
+    (proj,) = pop.projections
+    B, T = spikes.shape[:2]
+    counts = spikes.cumsum(1).reshape(B * T, *shapes[proj.source])
+    g = proj.geom
+    highest = F.max_pool2d(counts, g["k"], g["s"], g["p"]).reshape(B, T, -1)
+    return highest - F.pad(highest, (0, 0, 1, 0))[:, :-1]
+
+
 class _NetworkTwin:
-    """A converted graph (no max-pool gate) in torch (float32), every
-    population as :class:`_Twin` runs one, each driven by its sources' spikes
-    in the twin itself: the readout's ``membrane / T`` is differentiable in
-    every population's weights and per-channel bias correction (the
-    readout's own unless ``readout`` is False)."""
+    """A converted graph in torch (float32), every population as
+    :class:`_Twin` runs one, each driven by its sources' spikes in the twin
+    itself, and each max-pool gate as ``kernels.pool`` runs one (its spike
+    count at every step the highest count of its window): the readout's
+    ``membrane / T`` is differentiable in every population's weights and
+    per-channel bias correction (the readout's own unless ``readout`` is
+    False; through a gate, to the input that holds the highest count)."""
 
     def __init__(self, current, T, readout):
         self.pops, self.T, self.input_shape = current.pops, T, current.input_shape
         self.shapes = {p.name: p.shape for p in current.pops}
         self.start, self.w, self.db, self.channel, self.bias, self.v0 = {}, {}, {}, {}, {}, {}
         for pop in current.pops:
+            if pop.kind == "maxpool":  # a gate: no weights, no neurons
+                continue
             channel = _graph_channels(pop.shape)
             self.channel[pop.name] = channel
             self.start[pop.name] = _start_weights(current, pop, self.shapes)
@@ -685,7 +695,8 @@ class _NetworkTwin:
                 if proj.source is not None:
                     built = next(projections)
                     assert (built.source.name, built.target.name) == (proj.source, pop.name), built
-                    self.fan_out[pop.name, j] = torch.from_numpy(fan_out(built).astype(np.float32))
+                    if pop.kind != "maxpool":  # a gate compares spike counts: no SynOps
+                        self.fan_out[pop.name, j] = torch.from_numpy(fan_out(built).astype(np.float32))
 
     def parameters(self) -> list:
         return [p for ws in self.w.values() for p in ws if p.requires_grad] + [
@@ -699,6 +710,9 @@ class _NetworkTwin:
         B, T = len(x), self.T
         spikes, synops = {}, torch.zeros(B)
         for pop in self.pops:
+            if pop.kind == "maxpool":
+                spikes[pop.name] = _gate(pop, spikes[pop.projections[0].source], self.shapes)
+                continue
             n = len(self.channel[pop.name])
             sources = []
             for j, proj in enumerate(pop.projections):
@@ -740,7 +754,7 @@ class _NetworkTwin:
         b_shift = {k: np.array(v, float) for k, v in current.b_shift.items()}
         for pop in self.pops:
             name = pop.name
-            if not self.db[name].requires_grad:  # not fitted (the readout, with readout=False)
+            if name not in self.db or not self.db[name].requires_grad:  # a gate; the readout, not fitted
                 continue
             old = w_shift.get(name, [np.zeros_like(w) for w in self.start[name]])
             w_shift[name] = [
