@@ -136,9 +136,9 @@ def calibrate(
 
     ``what="network"`` (a :class:`snn.convert.ConvertedGraph`; through its
     max-pool gates too): fit every population's incoming weights and
-    per-channel bias jointly, end to end, so that the readout (membrane / T) matches the
-    ANN's logits on ``calibration_data`` in least squares (knowledge
-    distillation from the ANN: no labels), plus ``spike_cost`` times the
+    per-channel bias jointly, end to end, so that the readout (membrane /
+    T) matches the ANN's logits on ``calibration_data`` in least squares
+    (knowledge distillation from the ANN: no labels), plus ``spike_cost`` times the
     network's SynOps per ANN MAC (counted as the simulator counts them: each
     spike times its fan-out), which trades accuracy for fewer synaptic
     operations. The fit runs ``epochs`` epochs (default 80) of Adam at
