@@ -487,10 +487,10 @@ def _step_synops(source, fan_out) -> np.ndarray:
         total = np.zeros(spikes + 1, np.int64)
         np.cumsum(fan_out[idx[0, :spikes]], out=total[1:])
         return np.diff(total[tptr[0]]).astype(np.float64)[None]
-    # all samples at once: the padding past a sample's spikes reads fan-out 0
+    # all samples at once: the padding past a sample's spikes (any values) read as input 0, past its sums
     valid = np.arange(idx.shape[1]) < tptr[:, -1:]
     total = np.zeros((len(idx), idx.shape[1] + 1), np.int64)
-    np.cumsum(np.where(valid, fan_out[np.where(valid, idx, 0)], 0), axis=1, out=total[:, 1:])
+    np.cumsum(fan_out[np.where(valid, idx, 0)], axis=1, out=total[:, 1:])
     return np.diff(np.take_along_axis(total, tptr, axis=1), axis=1).astype(np.float64)
 
 
