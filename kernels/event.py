@@ -308,6 +308,11 @@ TWO_PHASE_AT_OUT_OF_CACHE = 0.2
 SWEEP_AT = 0.15
 
 _AHEAD = 4  # input spikes whose synapse rows are prefetched ahead of the one delivered
+# A sweep step's input sums in a row larger than this (bytes) are added with each
+# target prefetched this many synaptic operations ahead: the random visits to a row
+# out of cache then overlap their misses (benchmarks/kernel_csr.py, 2M targets)
+_TARGETS_FAR_BYTES = 8 << 20
+_TARGETS_AHEAD = 64
 
 
 @helper
@@ -317,6 +322,37 @@ def _prefetch_row(rowptr, cols, weights, pre):
     for s in range(rowptr[pre], rowptr[pre + 1], 16):
         _prefetch(cols, s)
         _prefetch(weights, s)
+
+
+@helper
+def _sum_prefetched(acc, rowptr, cols, weights, in_idx, e0, e_end):
+    """``acc[cols[s]] += weights[s]`` over the synapses of the input spikes
+    ``e0 .. e_end - 1``, in order (the same additions as the plain loop), with
+    each target prefetched :data:`_TARGETS_AHEAD` synapses before its turn by
+    a cursor that runs ahead through the rows, and each row
+    (:func:`_prefetch_row`) :data:`_AHEAD` spikes ahead."""
+    ea = e0 - 1  # the cursor: synapse sa of row ea's [.., ha); exhausted when sa >= ha
+    sa = 0
+    ha = 0
+    for _ in range(_TARGETS_AHEAD + 1):
+        sa += 1
+        while sa >= ha and ea + 1 < e_end:
+            ea += 1
+            sa = rowptr[in_idx[ea]]
+            ha = rowptr[in_idx[ea] + 1]
+    for e in range(e0, e_end):
+        if e + _AHEAD < e_end:
+            _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
+        pre = in_idx[e]
+        for s in range(rowptr[pre], rowptr[pre + 1]):
+            if sa < ha:
+                _prefetch(acc, np.int64(cols[sa]))
+                sa += 1
+                while sa >= ha and ea + 1 < e_end:
+                    ea += 1
+                    sa = rowptr[in_idx[ea]]
+                    ha = rowptr[in_idx[ea] + 1]
+            acc[cols[s]] += weights[s]
 
 
 @helper
@@ -923,12 +959,15 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         acc[:] = 0.0
                     if undriven and step_synops >= sweep_from:
                         # a sweep: the input summed, then every neuron in index order
-                        for e in range(e0, e_end):
-                            if e + _AHEAD < e_end:
-                                _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
-                            pre = in_idx[e]
-                            for s in range(rowptr[pre], rowptr[pre + 1]):
-                                acc[cols[s]] += weights[s]
+                        if n * acc.itemsize > _TARGETS_FAR_BYTES:
+                            _sum_prefetched(acc, rowptr, cols, weights, in_idx, e0, e_end)
+                        else:
+                            for e in range(e0, e_end):
+                                if e + _AHEAD < e_end:
+                                    _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
+                                pre = in_idx[e]
+                                for s in range(rowptr[pre], rowptr[pre + 1]):
+                                    acc[cols[s]] += weights[s]
                         if swept:  # every neuron is at step t - 1: the clock path's sweep (same arithmetic)
                             if not in_row:
                                 if v_row.shape[0] == 0:

@@ -266,6 +266,55 @@ def test_csr_runs_of_sweeps(reset):
         assert np.array_equal(state, whole_state), t_cut
 
 
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    fan_outs=st.lists(st.integers(0, 90), min_size=1, max_size=12),
+    events=st.lists(st.integers(0, 11), min_size=1, max_size=30),
+    n=st.integers(1, 50),
+    seed=st.integers(0, 2**16),
+)
+def test_sum_prefetched_adds_as_the_plain_loop(fan_outs, events, n, seed):
+    """The sweep's input sum with targets prefetched by a cursor running
+    ahead through the rows (``kernels.event._sum_prefetched``: sums out of
+    cache) adds the same weights in the same order as the plain loop, bit for
+    bit, whatever the rows' lengths (empty ones included) and the number of
+    spikes (fewer than the look-ahead included)."""
+    rng = np.random.default_rng(seed)
+    rowptr = np.concatenate(([0], np.cumsum(fan_outs))).astype(np.int64)
+    cols = rng.integers(0, n, rowptr[-1]).astype(np.int32)
+    weights = rng.normal(size=rowptr[-1])
+    in_idx = np.array([e % len(fan_outs) for e in events], np.int32)
+    acc = rng.normal(size=n)
+    want = acc.copy()
+    for pre in in_idx:
+        for s in range(rowptr[pre], rowptr[pre + 1]):
+            want[cols[s]] += weights[s]
+    kernels.event._sum_prefetched(acc, rowptr, cols, weights, in_idx, 0, len(in_idx))
+    assert np.array_equal(acc, want)
+
+
+def test_csr_sweep_of_a_layer_out_of_cache():
+    """A layer whose sweep steps' input sums are larger than the cache
+    (1.1 M neurons: the targets are prefetched ahead, ``_sum_prefetched``)
+    gives the spikes and final membrane of the same kernel with no sweep step
+    (direct and two-phase steps, tested against the reference above; the
+    reference itself takes seconds at this size)."""
+    n, n_in, fan_out = 1_100_000, 2_000, 100
+    rng = np.random.default_rng(5)
+    rows = np.repeat(np.arange(n_in), fan_out)
+    cols = rng.integers(0, n, n_in * fan_out)
+    values = rng.integers(-8, 12, n_in * fan_out) / 8
+    layer = snn.SparseLinear.from_coo(n_in, n, rows, cols, values, snn.LIF(beta=0.5, threshold=1.0))
+    spikes = (rng.random((4, 1, n_in)) < 0.95).astype(np.uint8)  # 0.17 x n synaptic operations a step: sweeps
+    assert n * 8 > kernels.event._TARGETS_FAR_BYTES
+    trains = SpikeTrains.from_raster(spikes)
+    swept, stepped = np.zeros((1, n, 2)), np.zeros((1, n, 2))
+    got = _run_chunk(layer, trains, 0, 4, np.float64, swept, True)
+    assert got == _run_chunk(layer, trains, 0, 4, np.float64, stepped, True, sweep_at=100.0)
+    assert len(got[0]) > 1000
+    np.testing.assert_array_equal(swept[:, :, 0], stepped[:, :, 0])
+
+
 @pytest.mark.parametrize("n", [40, 600])
 def test_many_neurons_due_on_their_own_close_in_order(n):
     """A stepped population whose neurons are all due on their own (bias at
