@@ -252,11 +252,15 @@ def test_network_fit_brings_the_readout_to_the_logits(potential, network_fit, di
 def test_the_network_twin_runs_as_the_simulator(network_fit, digits):
     """The whole-network twin (each population driven by the twin's own
     spikes) gives the simulator's readout (float32 against float64)."""
-    x = digits[0][:N_CAL]
-    twin = _NetworkTwin(network_fit, T, readout=True)
+    _assert_twin_runs_as_the_simulator(network_fit, digits[0][:N_CAL])
+
+
+def _assert_twin_runs_as_the_simulator(converted, x):
+    """The whole-network twin's readout and SynOps are the simulator's on ``x``."""
+    twin = _NetworkTwin(converted, T, readout=True)
     with torch.no_grad():
         out, synops = twin.forward(torch.from_numpy(x.astype(np.float32)))
-    result = network_fit.run(x, T)
+    result = converted.run(x, T)
     np.testing.assert_allclose(out.numpy(), result.membrane / T, atol=1e-4)
     assert float(synops.sum()) == result.total("synops")
 
@@ -302,12 +306,7 @@ def test_network_fit_through_a_max_pool_gate(model, digits):
     gated.pool = nn.MaxPool2d(3, 2, 1).eval()
     converted = sc.calibrate(sc.convert(gated, digits[0], T=T), x, T, passes=2)
     assert any(p.kind == "maxpool" for p in converted.pops)
-    twin = _NetworkTwin(converted, T, readout=True)
-    with torch.no_grad():
-        out, synops = twin.forward(torch.from_numpy(x.astype(np.float32)))
-    result = converted.run(x, T)
-    np.testing.assert_allclose(out.numpy(), result.membrane / T, atol=1e-4)
-    assert float(synops.sum()) == result.total("synops")
+    _assert_twin_runs_as_the_simulator(converted, x)
     fitted = sc.calibrate(converted, x, T, what="network", epochs=20)
     assert _readout_error(fitted, x) < 0.5 * _readout_error(converted, x)
     gate = next(p.name for p in converted.pops if p.kind == "maxpool")
