@@ -940,6 +940,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             synops = 0
             updates = 0
             n_out = 0
+            e_chunk = in_tptr[n_steps]  # the input spikes of all the steps
             for t in range(n_steps):
                 out_tptr[t] = n_out
                 n_touched = 0
@@ -1080,7 +1081,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         if e0 < e_end:
                             _prefetch_targets(state, rowptr, cols, np.int64(in_idx[e0]))
                         for e in range(e0, e_end):
-                            if e + _AHEAD < e_end:
+                            # rows ahead across the steps too: a sparse step's few spikes would
+                            # otherwise each wait for a row from memory
+                            if e + _AHEAD < e_chunk:
                                 _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
                             if e + 1 < e_end:
                                 _prefetch_targets(state, rowptr, cols, np.int64(in_idx[e + 1]))
