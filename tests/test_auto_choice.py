@@ -175,3 +175,26 @@ def test_out_of_cache_sweeps():
         source = SpikeTrains(tptr, idx[None], n_in)
         costs = _reference_costs(layer, source, n_steps, np.float64, False)
         assert paths._choose_mode(layer, source, n_steps, np.float64, False) == min(costs, key=costs.get)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), batch=st.integers(1, 3), n_steps=st.integers(1, 50))
+def test_a_sparse_run_is_decided_by_a_bound(seed, batch, n_steps):
+    """An undriven layer whose steps bring so few spikes that even at the
+    largest fan-out every step is direct, and the event path wins with that
+    bound: the choice is made without summing the spikes' fan-outs, and it
+    is the cost model's (event)."""
+    rng = np.random.default_rng(seed)
+    layer = _layer(rng, 200, 10_000, NEURONS["lif"], 20)  # direct below 600 synaptic operations a step
+    source = _trains(rng, batch, n_steps, 200, 0.01, pad=2)
+    costs = _reference_costs(layer, source, n_steps, np.float64, False)
+    assert min(costs, key=lambda mode: costs[mode]) == "event"
+
+    def no_sums(*args):
+        raise AssertionError("the bound should have decided")
+
+    step_synops, paths._step_synops = paths._step_synops, no_sums
+    try:
+        assert paths._choose_mode(layer, source, n_steps, np.float64, False) == "event"
+    finally:
+        paths._step_synops = step_synops

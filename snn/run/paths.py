@@ -496,9 +496,10 @@ def _step_synops(source, fan_out) -> np.ndarray:
 
 def _csr_choice_constants(layer, dtype) -> tuple:
     """What :func:`_choose_csr_mode` reads of ``layer`` besides the input:
-    ``(costs, two-phase bound, sweep bound, undriven unless driven)``, the
-    bounds in synaptic operations per step; kept in :func:`_made` for the
-    last neuron (immutable), dtype and size it was made for."""
+    ``(costs, two-phase bound, sweep bound, undriven unless driven, largest
+    fan-out)``, the bounds in synaptic operations per step; kept in
+    :func:`_made` for the last neuron (immutable), dtype and size it was made
+    for (a layer's connectivity does not change)."""
     neuron, n = layer.neuron, layer.n_out
     made = _made(layer)
     kept = made.get("csr_choice")
@@ -509,7 +510,8 @@ def _csr_choice_constants(layer, dtype) -> tuple:
     two_phase_at = kev.TWO_PHASE_AT if in_cache else kev.TWO_PHASE_AT_OUT_OF_CACHE
     decay = float(neuron.propagator(1, np.float64)[1, 0])
     undriven = not neuron.has_current and not neuron.refractory and 0 <= decay <= 1
-    constants = (_CSR_COSTS[in_cache], two_phase_at * n, kev.SWEEP_AT * n, undriven)
+    max_fan_out = float(np.max(layer.fan_out, initial=0))
+    constants = (_CSR_COSTS[in_cache], two_phase_at * n, kev.SWEEP_AT * n, undriven, max_fan_out)
     made["csr_choice"] = (neuron, dtype, n, constants)
     return constants
 
@@ -522,9 +524,22 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
     an undriven layer's set-up as the clock path's, so a run whose every step
     sweeps ties with the clock path, and ties go to the event path."""
     n = layer.n_out
-    c, two_at, sweep_at, undriven = _csr_choice_constants(layer, dtype)
+    c, two_at, sweep_at, undriven, max_fan_out = _csr_choice_constants(layer, dtype)
     undriven = undriven and not driven
     batch = source.batch_size
+    dense = _dense_cost(layer, source, n_steps, dtype)
+    if undriven:
+        # first a bound: a step's synaptic operations are at most its spikes times the largest fan-out. If
+        # every step is direct by it and the event path is the cheapest with the bound's synaptic operations,
+        # it is with the real ones (the event path's cost grows with them at least as fast as the clock
+        # path's when it is the dearer per operation; the dense path's does not depend on them): the same
+        # choice, without reading the spikes' fan-outs (a sparse run's choice then costs little)
+        spikes = np.diff(source.tptr, axis=1)
+        if spikes.max(initial=0) * max_fan_out < min(two_at, sweep_at):
+            most = float(spikes.sum()) * max_fan_out / batch
+            clock_most = c["clock"] * most + c["clock_sweep"] * n_steps * n
+            if c["direct"] * most <= min(clock_most, dense):
+                return "event"
     per_step = _step_synops(source, layer.fan_out)  # [B, T]
     total = per_step.sum()  # (integers below 2**53: exact, in any order)
     synops = total / batch
@@ -548,7 +563,7 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
         touched = n * -np.expm1(-per_step / n)
         event += c["setup"] * n + c["calendar"] * touched.sum() / batch
     clock = c["clock"] * synops + c["clock_sweep"] * n_steps * n
-    return _cheapest(event, clock, _dense_cost(layer, source, n_steps, dtype))
+    return _cheapest(event, clock, dense)
 
 
 def _choose_driven_mode(layer, bias, n_steps) -> str:
