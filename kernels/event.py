@@ -306,6 +306,13 @@ TWO_PHASE_AT_OUT_OF_CACHE = 0.2
 # than a two-phase one from about 0.12-0.15 x n synaptic operations, i.e.
 # 11-14 % of the neurons touched; benchmarks/sparse_crossover.py)
 SWEEP_AT = 0.15
+# ... and while every neuron is at the step before (after a sweep, or a step
+# that touched them all; not at the start of a run), a step sweeps from this
+# fraction of ``sweep_at`` on: a run of sweeps then does not break off and restart where
+# the steps' synaptic operations hover around ``sweep_at`` (each switch costs
+# a pass over the neurons: at 14 % touched, 1.35x the cost of sweeping every
+# step at 100k neurons and 1.5x at 1M; benchmarks/sparse_crossover.py)
+SWEEP_HOLD = 2 / 3
 
 _AHEAD = 4  # input spikes whose synapse rows are prefetched ahead of the one delivered
 # A sweep step's input sums in a row larger than this (bytes) are added with each
@@ -780,14 +787,18 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     first input (few neurons: no second pass); then, two phases (the input
     summed into ``acc`` and its targets marked, then the marked neurons in
     index order, :func:`_close_marked`); an undriven layer (:func:`_undriven`)
-    with S >= ``sweep_at`` x n: a sweep of every neuron (the clock path's
-    arithmetic: :func:`_sweep_undriven`; while the step before was a sweep
-    too, :func:`_conv_sweep` on the membranes in a contiguous row, as the
-    clock path keeps them, written back when the run of sweeps ends). The
-    choice depends on the step alone, so a run cut into chunks takes the
-    paths one run takes; the paths give the same results except for the
-    rounding of summed input (direct delivery adds each weight to the
-    membrane, the others add their sum).
+    with S >= ``sweep_at`` x n, or S >= :data:`SWEEP_HOLD` x ``sweep_at`` x n
+    while every neuron is at the step before (after a sweep, or a step that
+    touched them all; not at a run's first step): a sweep of every neuron
+    (the clock path's arithmetic: :func:`_sweep_undriven`; while every
+    neuron is at the step before, :func:`_conv_sweep` on the membranes in a
+    contiguous row, as the clock path keeps them, written back when the run
+    of sweeps ends). The choice depends on the step and on the state before
+    it (a chunk that continues a run reads whether every neuron is at the
+    step before from the state), so a run cut into chunks takes the paths
+    one run takes; the paths give the same results except for the rounding
+    of summed input (direct delivery adds each weight to the membrane, the
+    others add their sum).
 
     The kernel's arguments are :func:`csr_layer`'s without the compile-time
     choices, ``rowptr, cols, weights, geom, pre_rows, flat_runs`` for the
@@ -838,6 +849,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             # synaptic operations of a step from which it runs in two phases, or as a sweep
             two_phase_from = two_phase_at * n
             sweep_from = sweep_at * n
+            hold_from = SWEEP_HOLD * sweep_from  # ... while every neuron is at the step before
             # input sums in neuron order (a convolution sums channel-last, into acc_cl below)
             # CSR event path: zeroed at its first step in two phases or as a sweep (few
             # touched neurons never need it: one pass over n fewer per run)
@@ -936,7 +948,10 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 decay = table[1, 0] if n_steps > 0 else state.dtype.type(1)
                 _to_channel_last(state, v_init, bias, table, n_steps, 1, n, v_cl, b_cl)
             n_pixels = 0
-            swept = False  # CSR event path: the step before was a sweep (every neuron at t - 1)
+            # CSR event path: every neuron is at step t - 1 after a step of this run (1 yes, 0 no
+            # or a run's first step, -1 not known: a chunk that continues a run reads it from the
+            # state when a step needs it)
+            all_at_prev = 0 if fresh else -1
             synops = 0
             updates = 0
             n_out = 0
@@ -953,12 +968,19 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         pre = in_idx[e]
                         step_synops += rowptr[pre + 1] - rowptr[pre]
                     synops += step_synops
-                    if acc.shape[0] == 0 and (
-                        step_synops >= two_phase_from or undriven and step_synops >= sweep_from
-                    ):
+                    if undriven and all_at_prev < 0 and hold_from <= step_synops < sweep_from:
+                        all_at_prev = 1
+                        for j in range(n):
+                            if state[j, T_LAST] != stamp - 1:
+                                all_at_prev = 0
+                                break
+                    sweep = undriven and (
+                        step_synops >= sweep_from or all_at_prev == 1 and step_synops >= hold_from
+                    )
+                    if acc.shape[0] == 0 and (sweep or step_synops >= two_phase_from):
                         acc = np.empty(n, state.dtype)
                         acc[:] = 0.0
-                    if undriven and step_synops >= sweep_from:
+                    if sweep:
                         # a sweep: the input summed, then every neuron in index order
                         if n * acc.itemsize > _TARGETS_FAR_BYTES:
                             _sum_prefetched(acc, rowptr, cols, weights, in_idx, e0, e_end)
@@ -969,7 +991,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                 pre = in_idx[e]
                                 for s in range(rowptr[pre], rowptr[pre + 1]):
                                     acc[cols[s]] += weights[s]
-                        if swept:  # every neuron is at step t - 1: the clock path's sweep (same arithmetic)
+                        if all_at_prev == 1:  # the clock path's sweep (same arithmetic)
                             if not in_row:
                                 if v_row.shape[0] == 0:
                                     v_row = np.empty(n, state.dtype)
@@ -1010,16 +1032,13 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                 out_idx,
                                 n_out,
                             )
-                        swept = True
                         n_touched = n
-                    else:
-                        swept = False
-                        if n_due < 0:  # after a run of sweeps: the neurons due now, from the state it left
-                            if in_row:
-                                _from_channel_last(state, v_row, t - 1, 1, n)
-                                in_row = False
-                            n_due = _due_after(state, t - 1, n_steps, bias, table, threshold, due_next)
-                    if swept:
+                    elif n_due < 0:  # after a run of sweeps: the neurons due now, from the state it left
+                        if in_row:
+                            _from_channel_last(state, v_row, t - 1, 1, n)
+                            in_row = False
+                        n_due = _due_after(state, t - 1, n_steps, bias, table, threshold, due_next)
+                    if sweep:
                         pass
                     elif step_synops >= two_phase_from:
                         # two phases: sum the input and mark the targets (branch-free,
@@ -1171,6 +1190,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                 summary,
                             )
                     updates += n_touched
+                    all_at_prev = 1 if n_touched == n else 0
                     if n_out < 0:
                         break
                     continue

@@ -60,7 +60,8 @@ def _reference_costs(layer, source, n_steps, dtype, driven):
     """``(event, clock, dense)`` ns of the cost model (``snn.run.paths``:
     ``_CSR_COSTS``, the kernel's per-step path bounds of ``kernels.event``),
     step by step: each step direct, two-phase or (an undriven layer) a sweep
-    by its synaptic operations."""
+    by its synaptic operations, and by whether the step before swept (the
+    kernel's hold: ``kernels.event.SWEEP_HOLD``)."""
     n, neuron = layer.n_out, layer.neuron
     width = 4 if (neuron.has_current or neuron.refractory) else 2
     in_cache = n * (width + 1) * np.dtype(dtype).itemsize <= kev.TWO_PHASE_STATE_BYTES
@@ -72,10 +73,12 @@ def _reference_costs(layer, source, n_steps, dtype, driven):
     direct = two = swept = sweeps = total = 0
     touched = 0.0
     for steps in _plain_step_synops(source, layer.fan_out):
+        held = False  # a run does not start holding a run of sweeps
         for s in steps:
             total += s
             touched += n * -math.expm1(-s / n)
-            if undriven and s >= kev.SWEEP_AT * n:
+            held = undriven and (s >= kev.SWEEP_AT * n or held and s >= kev.SWEEP_HOLD * (kev.SWEEP_AT * n))
+            if held:
                 swept += s
                 sweeps += 1
             elif s >= two_phase_at * n:
@@ -132,6 +135,25 @@ def test_auto_picks_the_cheapest_path_of_the_cost_model(
         assert chosen[0] in ranked[:2]
     else:
         assert chosen[0] == ranked[0], costs
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    per_step=st.lists(st.lists(st.integers(0, 12), min_size=1, max_size=30), min_size=1, max_size=4),
+    sweep_at=st.integers(0, 13),
+    hold_at=st.integers(0, 13),
+)
+def test_the_sweep_steps_follow_the_kernels_hold(per_step, sweep_at, hold_at):
+    """``_sweep_steps`` against the kernel's rule step by step: a step sweeps
+    from ``sweep_at`` on, or from ``hold_at`` on if the step before swept."""
+    T = min(len(steps) for steps in per_step)
+    synops = np.array([steps[:T] for steps in per_step], np.float64)
+    want = np.zeros(synops.shape, bool)
+    for b, steps in enumerate(synops):
+        held = False
+        for t, s in enumerate(steps):
+            held = want[b, t] = s >= sweep_at or held and s >= hold_at
+    np.testing.assert_array_equal(paths._sweep_steps(synops, sweep_at, hold_at), want)
 
 
 def test_the_kept_constants_follow_the_neuron_and_dtype():

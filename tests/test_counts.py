@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import snn
-from snn_kernels.event import SWEEP_AT
+from snn_kernels.event import SWEEP_AT, SWEEP_HOLD
 
 PATHS = (("event", "event"), ("event", "clock"), ("event", "dense"), ("reference", None))
 
@@ -183,7 +183,8 @@ def test_event_updates_only_where_spikes_arrive(sparse, seed, T, n_in, n_out, p,
     """IF neurons with no bias whose membrane never reaches threshold (weights
     too small, T short) and so never self-fire: a sparse layer updates exactly
     the distinct targets reached at each step, or all its neurons at a step
-    whose synaptic operations reach ``SWEEP_AT`` x its neurons (a sweep); a
+    whose synaptic operations reach ``SWEEP_AT`` x its neurons, or
+    ``SWEEP_HOLD`` x that after a step that updated all (a sweep); a
     dense layer updates all its neurons at the steps that bring at least one
     input spike."""
     rng = np.random.default_rng(seed)
@@ -203,8 +204,17 @@ def test_event_updates_only_where_spikes_arrive(sparse, seed, T, n_in, n_out, p,
     if sparse:
         reached = (x.astype(np.int64) @ syn.T.astype(np.int64)) > 0  # [T, B, n_out]
         step_synops = x.astype(np.int64) @ syn.sum(axis=0)  # [T, B]
-        swept = step_synops >= SWEEP_AT * n_out
-        expected = np.where(swept, n_out, reached.sum(axis=2)).sum(axis=0)
+        # a step sweeps from SWEEP_AT x n_out synaptic operations on, or from SWEEP_HOLD x that
+        # while every neuron is at the step before (a sweep, or every neuron reached; not at step 0)
+        per_step = reached.sum(axis=2)
+        expected = np.zeros(B, np.int64)
+        for b in range(B):
+            all_at_prev = False
+            for t in range(T):
+                s = step_synops[t, b]
+                swept = s >= SWEEP_AT * n_out or all_at_prev and s >= SWEEP_HOLD * (SWEEP_AT * n_out)
+                expected[b] += n_out if swept else per_step[t, b]
+                all_at_prev = swept or per_step[t, b] == n_out
     else:
         expected = (x.sum(axis=2) > 0).sum(axis=0) * n_out
     assert c.updates.tolist() == expected.tolist()

@@ -94,10 +94,11 @@ def test_csr_event_path_bit_identical(case):
         assert np.array_equal(result.counts[0].spikes, ref.spikes().sum(axis=(0, 2))), mode
 
 
-def _run_chunk(layer, trains, t0, t1, dtype, state, settle, two_phase_at=None, sweep_at=None):
+def _run_chunk(layer, trains, t0, t1, dtype, state, settle, two_phase_at=None, sweep_at=None, counts=None):
     """Steps ``t0 .. t1`` of ``trains`` through the layer's CSR kernel,
     continuing from ``state`` (shifted back ``t0`` steps) unless ``t0 == 0``;
-    returns per sample the sorted ``(step, neuron)`` pairs of its spikes."""
+    returns per sample the sorted ``(step, neuron)`` pairs of its spikes
+    (and leaves the kernel's counts in ``counts`` ``[batch, 4]``, if given)."""
     batch = trains.batch_size
     neuron = layer.neuron
     tptr = trains.tptr[:, t0 : t1 + 1] - trains.tptr[:, t0 : t0 + 1]
@@ -115,7 +116,7 @@ def _run_chunk(layer, trains, t0, t1, dtype, state, settle, two_phase_at=None, s
     thr, v_reset = neuron.constants(dtype)
     out_tptr = np.zeros((batch, t1 - t0 + 1), np.int64)
     out_idx = np.zeros((batch, (t1 - t0) * layer.n_out + 1), np.int32)
-    counts = np.zeros((batch, 4), np.int64)
+    counts = np.zeros((batch, 4), np.int64) if counts is None else counts
     kernels.csr_layer(
         tptr, idx, layer.rowptr, layer.cols, layer.weights, layer.bias_row(dtype)[0],
         neuron.propagator(t1, dtype), thr, neuron.reset_code, v_reset, neuron.refractory, v_init,
@@ -158,6 +159,25 @@ def test_csr_per_step_paths_bit_identical(case, two_phase_at, sweep_at):
     assert np.array_equal(state[:, :, 0], membrane)
 
 
+def _step_updates(weight, spikes, two_phase_at, sweep_at, cuts=()):
+    """The updates a CSR layer (IF, threshold 1, weights too small to fire)
+    counts for sample 0 of ``spikes`` ``[T, 1, n_in]``, the run cut into
+    chunks at ``cuts``."""
+    layer = snn.SparseLinear.from_dense(weight, snn.IF(threshold=1.0))
+    trains = SpikeTrains.from_raster(spikes)
+    state = np.zeros((1, layer.n_out, 2))
+    total = 0
+    bounds = [0, *cuts, len(spikes)]
+    for t0, t1 in zip(bounds, bounds[1:]):
+        counts = np.zeros((1, 4), np.int64)
+        last = t1 == len(spikes)
+        _run_chunk(layer, trains, t0, t1, np.float64, state, last, two_phase_at, sweep_at, counts)
+        state[:, :, kernels.T_LAST] += t0
+        assert counts[0, 2] == 0
+        total += counts[0, 1]
+    return total
+
+
 def test_csr_step_choice_rule():
     """The per-step choice itself: a layer whose every step has the same
     input, run with the thresholds just above and just below that input's
@@ -165,32 +185,48 @@ def test_csr_step_choice_rule():
     (direct and two phases: the neurons touched; a sweep: all of them)."""
     n, n_in, T = 100, 4, 6
     weight = np.zeros((n, n_in))
-    weight[:10, 0] = 0.25  # input 0 reaches 10 neurons: 10 synaptic operations per step
-    layer = snn.SparseLinear.from_dense(weight, snn.IF(threshold=1.0))
+    weight[:10, 0] = 0.01  # input 0 reaches 10 neurons: 10 synaptic operations per step
     spikes = np.zeros((T, 1, n_in), np.uint8)
     spikes[:, 0, 0] = 1
-    trains = SpikeTrains.from_raster(spikes)
 
     def updates(two_phase_at, sweep_at):
-        state = np.zeros((1, n, 2))
-        neuron = layer.neuron
-        thr, v_reset = neuron.constants(np.float64)
-        counts = np.zeros((1, 4), np.int64)
-        f64 = np.float64
-        kernels.csr_layer(
-            trains.tptr, trains.idx, layer.rowptr, layer.cols, layer.weights, layer.bias_row(f64)[0],
-            neuron.propagator(T, f64), thr, neuron.reset_code, v_reset, 0, layer.v_init_row(f64),
-            False, False, False, state, np.zeros((1, T + 1), np.int64), np.zeros((1, T * n), np.int32),
-            counts, two_phase_at=two_phase_at, sweep_at=sweep_at,
-        )  # fmt: skip
-        assert counts[0, 0] == 10 * T and counts[0, 2] == 10 * (T // 4)  # every 4th step: 4 x 0.25
-        return counts[0, 1]
+        return _step_updates(weight, spikes, two_phase_at, sweep_at)
 
     assert updates(np.inf, np.inf) == 10 * T  # direct
     assert updates(0.1, np.inf) == 10 * T  # 10 synaptic operations >= 0.1 * 100: two phases
     assert updates(np.inf, 0.1) == n * T  # a sweep
-    assert updates(np.inf, 0.11) == 10 * T  # below the sweep's threshold: direct
-    assert updates(0.11, 0.11) == 10 * T
+    # below the sweep's threshold, above SWEEP_HOLD x it: a run does not start holding a
+    # run of sweeps, so its steps are direct, or two phases
+    hold = kernels.event.SWEEP_HOLD
+    assert 0.12 * hold * n < 10
+    assert updates(np.inf, 0.12) == 10 * T
+    assert updates(0.1, 0.12) == 10 * T
+
+
+def test_csr_run_of_sweeps_held():
+    """A step whose synaptic operations S are below ``sweep_at`` x n but
+    reach SWEEP_HOLD x that sweeps if every neuron is at the step before
+    (after a sweep, or a step that touched every neuron), and not otherwise;
+    a run cut into chunks anywhere counts the updates of one run (the
+    chunk that continues reads it from the state)."""
+    n = 10
+    weight = np.zeros((n, 3))
+    weight[:, 0] = 0.01  # input 0: every neuron (10 synaptic operations)
+    weight[:5, 1] = weight[:5, 2] = 0.01  # inputs 1 and 2: neurons 0-4 (5 each)
+    steps = [[1], [1, 2], [0], [1, 2], [1], [1, 2], [0, 1], [1, 2], [1, 2], [1]]
+    spikes = np.zeros((len(steps), 1, 3), np.uint8)
+    for t, inputs in enumerate(steps):
+        spikes[t, 0, inputs] = 1
+    hold = kernels.event.SWEEP_HOLD
+    assert 25 * hold > 15 and 9 < 14 * hold < 10
+    # S: 5, 10, 10, 10, 5, 10, 15, 10, 10, 5; sweep_at x n 25 (hold above 15): no sweep
+    assert _step_updates(weight, spikes, np.inf, 2.5) == sum([5, 5, 10, 5, 5, 5, 10, 5, 5, 5])
+    # sweep_at x n 14, hold 9.33: step 0 (S 5) touches 5 of 10, so step 1 (S 10) does not
+    # sweep; step 2 touches every neuron, so step 3 sweeps (n); step 6 (S 15) sweeps, and
+    # steps 7 and 8 hold the run
+    want = [5, 5, 10, 10, 5, 5, 10, 10, 10, 5]
+    for cuts in [(), *((c,) for c in range(1, len(steps))), (3, 7), (1, 2, 8)]:
+        assert _step_updates(weight, spikes, np.inf, 1.4, cuts) == sum(want), cuts
 
 
 @pytest.mark.usefixtures("warm_kernels")
@@ -205,22 +241,28 @@ def test_csr_event_path_chunks(case, cut, two_phase_at, sweep_at):
     """Two chunks (the second continuing from the state the first left, its
     step columns shifted back) give the spikes and final state of one run,
     bit for bit, in exact and in inexact arithmetic, whichever paths the
-    steps take."""
+    steps take; and their updates add up to the run's (the chunks take its
+    paths: a run of sweeps held across the cut too)."""
     layer, spikes, dtype = case
     T, batch = spikes.shape[:2]
     trains = SpikeTrains.from_raster(spikes)
     width = 4 if layer.neuron.has_current or layer.neuron.refractory else 2
     paths = dict(two_phase_at=two_phase_at, sweep_at=sweep_at)
     whole_state = np.zeros((batch, layer.n_out, width), dtype)
-    whole = _run_chunk(layer, trains, 0, T, dtype, whole_state, True, **paths)
+    whole_counts, first_counts, second_counts = (np.zeros((batch, 4), np.int64) for _ in range(3))
+    whole = _run_chunk(layer, trains, 0, T, dtype, whole_state, True, **paths, counts=whole_counts)
     t_cut = min(T - 1, int(cut * T))
     state = np.zeros((batch, layer.n_out, width), dtype)
     first = (
-        _run_chunk(layer, trains, 0, t_cut, dtype, state, False, **paths)
+        _run_chunk(layer, trains, 0, t_cut, dtype, state, False, **paths, counts=first_counts)
         if t_cut
         else [[] for _ in range(batch)]
     )
-    second = _run_chunk(layer, trains, t_cut, T, dtype, state, True, **paths) if t_cut else whole
+    second = (
+        _run_chunk(layer, trains, t_cut, T, dtype, state, True, **paths, counts=second_counts)
+        if t_cut
+        else whole
+    )
     state[:, :, kernels.T_LAST] += t_cut
     if width > kernels.REF:
         state[:, :, kernels.REF] += t_cut
@@ -228,6 +270,7 @@ def test_csr_event_path_chunks(case, cut, two_phase_at, sweep_at):
         assert whole[b] == first[b] + [(t + t_cut, j) for t, j in second[b]]
     if t_cut:
         assert np.array_equal(state, whole_state)
+        assert np.array_equal(first_counts[:, :2] + second_counts[:, :2], whole_counts[:, :2])
 
 
 @pytest.mark.usefixtures("warm_kernels")

@@ -496,8 +496,8 @@ def _step_synops(source, fan_out) -> np.ndarray:
 
 def _csr_choice_constants(layer, dtype) -> tuple:
     """What :func:`_choose_csr_mode` reads of ``layer`` besides the input:
-    ``(costs, two-phase bound, sweep bound, undriven unless driven, largest
-    fan-out)``, the bounds in synaptic operations per step; kept in
+    ``(costs, two-phase bound, (sweep bound, its hold bound), undriven unless
+    driven, largest fan-out)``, the bounds in synaptic operations per step; kept in
     :func:`_made` for the last neuron (immutable), dtype and size it was made
     for (a layer's connectivity does not change)."""
     neuron, n = layer.neuron, layer.n_out
@@ -511,20 +511,37 @@ def _csr_choice_constants(layer, dtype) -> tuple:
     decay = float(neuron.propagator(1, np.float64)[1, 0])
     undriven = not neuron.has_current and not neuron.refractory and 0 <= decay <= 1
     max_fan_out = float(np.max(layer.fan_out, initial=0))
-    constants = (_CSR_COSTS[in_cache], two_phase_at * n, kev.SWEEP_AT * n, undriven, max_fan_out)
+    sweep_at = kev.SWEEP_AT * n
+    sweep_bounds = (sweep_at, kev.SWEEP_HOLD * sweep_at)  # the kernel's arithmetic
+    constants = (_CSR_COSTS[in_cache], two_phase_at * n, sweep_bounds, undriven, max_fan_out)
     made["csr_choice"] = (neuron, dtype, n, constants)
     return constants
+
+
+def _sweep_steps(per_step, sweep_at, hold_at):
+    """The steps an undriven CSR layer's event path runs as sweeps
+    (``kernels.event``), from the synaptic operations ``per_step`` ``[B,
+    T]``: those from ``sweep_at`` on, and those from ``hold_at`` on whose
+    step before swept (taken as every neuron at the step before; a step
+    that touches every neuron otherwise is not modelled); bool ``[B, T]``."""
+    sweep = per_step >= sweep_at
+    held = (per_step >= hold_at) & ~sweep
+    # a held step sweeps if the last step before it that is not held swept (a run does not start held)
+    last = np.maximum.accumulate(np.where(held, -1, np.arange(per_step.shape[1])), axis=1)
+    return sweep | held & (last >= 0) & np.take_along_axis(sweep, np.maximum(last, 0), axis=1)
 
 
 def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
     """Event, clock or dense path of a CSR layer: the event path's cost is
     that of the path its kernel takes at each step (direct, two phases or a
     sweep: ``kernels.event``), from each step's synaptic operations in this
-    run; averaged over the samples. A sweep step is costed as a clock step and
+    run (a step sweeps from the sweep bound on, or from its hold bound while
+    the steps before it sweep); averaged over the samples. A sweep step is
+    costed as a clock step and
     an undriven layer's set-up as the clock path's, so a run whose every step
     sweeps ties with the clock path, and ties go to the event path."""
     n = layer.n_out
-    c, two_at, sweep_at, undriven, max_fan_out = _csr_choice_constants(layer, dtype)
+    c, two_at, (sweep_at, hold_at), undriven, max_fan_out = _csr_choice_constants(layer, dtype)
     undriven = undriven and not driven
     batch = source.batch_size
     dense = _dense_cost(layer, source, n_steps, dtype)
@@ -548,7 +565,7 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
         event = c["direct"] * total / batch
     else:
         # an undriven layer's busiest steps are sweeps: the clock path's steps
-        sweep = per_step >= sweep_at if undriven else np.zeros(per_step.shape, bool)
+        sweep = _sweep_steps(per_step, sweep_at, hold_at) if undriven else np.zeros(per_step.shape, bool)
         two = (per_step >= two_at) & ~sweep
         direct = ~(two | sweep)
         event = (
