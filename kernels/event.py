@@ -372,6 +372,7 @@ def _prefetch_targets(state, rowptr, cols, pre):
 
 
 _ONE = np.uint64(1)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @helper
@@ -1041,8 +1042,17 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                     if sweep:
                         pass
                     elif step_synops >= two_phase_from:
-                        # two phases: sum the input and mark the targets (branch-free,
-                        # no neuron state read), then the marked neurons in index order
+                        # two phases: sum the input and mark the targets (no neuron state
+                        # read), then the marked neurons in index order. A step with at least
+                        # as many synaptic operations as words of marks marks most words: the
+                        # summary then marks them all, once, instead of a dependent read-
+                        # modify-write of one of its few words per synapse
+                        n_words = bits.shape[0]
+                        by_synapse = step_synops < n_words
+                        if not by_synapse:
+                            for sw in range(summary.shape[0]):
+                                left = n_words - (sw << 6)
+                                summary[sw] = _ALL if left >= 64 else (_ONE << np.uint64(left)) - _ONE
                         for e in range(e0, e_end):
                             if e + _AHEAD < e_end:
                                 _prefetch_row(rowptr, cols, weights, np.int64(in_idx[e + _AHEAD]))
@@ -1052,7 +1062,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                 acc[j] += weights[s]
                                 word = j >> 6  # _mark(bits, summary, j), written out
                                 bits[word] |= _ONE << np.uint64(j & 63)
-                                summary[word >> 6] |= _ONE << np.uint64(word & 63)
+                                if by_synapse:
+                                    summary[word >> 6] |= _ONE << np.uint64(word & 63)
                         if undriven:
                             for q in range(n_due):
                                 _mark(bits, summary, np.int64(due_next[q]))

@@ -358,6 +358,34 @@ def test_csr_sweep_of_a_layer_out_of_cache():
     np.testing.assert_array_equal(swept[:, :, 0], stepped[:, :, 0])
 
 
+def test_csr_two_phase_steps_of_a_wide_layer():
+    """Two-phase steps on a layer of many words of marks (70,001 neurons:
+    18 summary words, the last one partial), with fewer synaptic operations
+    than words (marked word by word) and more (every word read), give the
+    spikes, final membrane and updates of direct delivery (exact: dyadic
+    weights)."""
+    n, n_in = 70_001, 40
+    rng = np.random.default_rng(6)
+    fan_out = np.where(np.arange(n_in) % 2 == 0, 300, 3_000)  # even inputs: below 1,094 words
+    rows = np.repeat(np.arange(n_in), fan_out)
+    cols = np.concatenate([rng.choice(n, f, replace=False) for f in fan_out])
+    values = rng.integers(-4, 12, len(cols)) / 8
+    layer = snn.SparseLinear.from_coo(n_in, n, rows, cols, values, snn.LIF(beta=0.5, threshold=1.0))
+    spikes = np.zeros((8, 2, n_in), np.uint8)
+    spikes[:, 0, 0] = 1  # sample 0: 300 synaptic operations a step
+    spikes[:, 1] = rng.random((8, n_in)) < 0.5  # sample 1: about 33,000 (plus neurons due on their own)
+    spikes[[0, 4, 7], 1, :] = 1
+    assert (n + 63) // 64 == 1_094 and -(-1_094 // 64) == 18
+    trains = SpikeTrains.from_raster(spikes)
+    states = np.zeros((2, 2, n, 2))
+    counts = np.zeros((2, 2, 4), np.int64)
+    two = _run_chunk(layer, trains, 0, 8, np.float64, states[0], True, 0.0, np.inf, counts[0])
+    direct = _run_chunk(layer, trains, 0, 8, np.float64, states[1], True, np.inf, np.inf, counts[1])
+    assert two == direct and min(len(s) for s in two) > 100
+    np.testing.assert_array_equal(states[0], states[1])
+    np.testing.assert_array_equal(counts[0], counts[1])
+
+
 @pytest.mark.parametrize("n", [40, 600])
 def test_many_neurons_due_on_their_own_close_in_order(n):
     """A stepped population whose neurons are all due on their own (bias at
