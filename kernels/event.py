@@ -308,10 +308,11 @@ TWO_PHASE_AT_OUT_OF_CACHE = 0.2
 SWEEP_AT = 0.15
 # ... and while every neuron is at the step before (after a sweep, or a step
 # that touched them all; not at the start of a run), a step sweeps from this
-# fraction of ``sweep_at`` on: a run of sweeps then does not break off and restart where
-# the steps' synaptic operations hover around ``sweep_at`` (each switch costs
-# a pass over the neurons: at 14 % touched, 1.35x the cost of sweeping every
-# step at 100k neurons and 1.5x at 1M; benchmarks/sparse_crossover.py)
+# fraction of ``sweep_at`` on, so that a run of sweeps does not break off and
+# restart where the steps' synaptic operations hover around ``sweep_at``
+# (each switch costs a pass over the neurons: at 14 % touched, alternating
+# cost 1.4x sweeping every step at 100k neurons and 1.5x at 1M, 11-29;
+# benchmarks/sparse_crossover.py's workload)
 SWEEP_HOLD = 2 / 3
 
 _AHEAD = 4  # input spikes whose synapse rows are prefetched ahead of the one delivered

@@ -498,9 +498,9 @@ def _step_synops(source, fan_out) -> np.ndarray:
 def _csr_choice_constants(layer, dtype) -> tuple:
     """What :func:`_choose_csr_mode` reads of ``layer`` besides the input:
     ``(costs, two-phase bound, (sweep bound, its hold bound), undriven unless
-    driven, largest fan-out)``, the bounds in synaptic operations per step; kept in
-    :func:`_made` for the last neuron (immutable), dtype and size it was made
-    for (a layer's connectivity does not change)."""
+    driven, largest fan-out)``, the bounds in synaptic operations per step;
+    kept in :func:`_made` for the last neuron (immutable), dtype and size it
+    was made for (a layer's connectivity does not change)."""
     neuron, n = layer.neuron, layer.n_out
     made = _made(layer)
     kept = made.get("csr_choice")
@@ -538,9 +538,9 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
     sweep: ``kernels.event``), from each step's synaptic operations in this
     run (a step sweeps from the sweep bound on, or from its hold bound while
     the steps before it sweep); averaged over the samples. A sweep step is
-    costed as a clock step and
-    an undriven layer's set-up as the clock path's, so a run whose every step
-    sweeps ties with the clock path, and ties go to the event path."""
+    costed as a clock step and an undriven layer's set-up as the clock
+    path's, so a run whose every step sweeps ties with the clock path, and
+    ties go to the event path."""
     n = layer.n_out
     c, two_at, (sweep_at, hold_at), undriven, max_fan_out = _csr_choice_constants(layer, dtype)
     undriven = undriven and not driven
