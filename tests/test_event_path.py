@@ -162,7 +162,8 @@ def test_csr_per_step_paths_bit_identical(case, two_phase_at, sweep_at):
 def _step_updates(weight, spikes, two_phase_at, sweep_at, cuts=()):
     """The updates a CSR layer (IF, threshold 1, weights too small to fire)
     counts for sample 0 of ``spikes`` ``[T, 1, n_in]``, the run cut into
-    chunks at ``cuts``."""
+    chunks at ``cuts`` (each chunk's synaptic operations checked against the
+    spikes' fan-outs)."""
     layer = snn.SparseLinear.from_dense(weight, snn.IF(threshold=1.0))
     trains = SpikeTrains.from_raster(spikes)
     state = np.zeros((1, layer.n_out, 2))
@@ -173,6 +174,7 @@ def _step_updates(weight, spikes, two_phase_at, sweep_at, cuts=()):
         last = t1 == len(spikes)
         _run_chunk(layer, trains, t0, t1, np.float64, state, last, two_phase_at, sweep_at, counts)
         state[:, :, kernels.T_LAST] += t0
+        assert counts[0, 0] == spikes[t0:t1, 0].sum(axis=0) @ (weight != 0).sum(axis=0)
         assert counts[0, 2] == 0
         total += counts[0, 1]
     return total
