@@ -3,7 +3,7 @@
 Imports only numpy and numba; never the user-facing ``snn`` package.
 """
 
-from ._jit import precompile
+from ._jit import precompile, run_samples
 from .clock import clock_layer
 from .conv import spatial_taps
 from .drive import bound_drive, conv_drive, csr_drive, dense_drive, spike_currents
@@ -11,6 +11,7 @@ from .event import CONV, CSR, DENSE, conv_layer, csr_layer, dense_layer
 from .graph import background_step, graph_init, graph_run
 from .merge import conv_currents, csr_currents, dense_currents
 from .neuron import REF, RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE, T_LAST, settle
+from .pack import pack_rows
 from .pool import maxpool_layer
 from .rng import sample_states, seed_state
 
@@ -38,7 +39,9 @@ __all__ = [
     "graph_init",
     "graph_run",
     "maxpool_layer",
+    "pack_rows",
     "precompile",
+    "run_samples",
     "sample_states",
     "seed_state",
     "settle",

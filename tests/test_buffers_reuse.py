@@ -181,3 +181,26 @@ def test_release_memory_lets_go_of_kept_buffers_and_changes_no_result():
     again = net.run(x, mode="clock")  # in new memory, the same spikes
     _assert_same(again.trains, want)
     assert snn.release_memory() > 0
+
+
+@pytest.mark.parametrize("kind", ["conv", "dense"])
+def test_a_large_batch_of_analog_input_is_multiplied_on_threads_as_one_by_one(kind):
+    """A constant analog input of a batch large enough to be multiplied on
+    threads (``paths._THREADED_DRIVE_FROM``): the same drive, bit for bit,
+    as each sample's alone, and the same run on one thread or two."""
+    rng = np.random.default_rng(7)
+    batch = paths._THREADED_DRIVE_FROM + 9
+    if kind == "conv":
+        net = _net(rng)
+    else:
+        hidden = snn.Linear(128, 20, snn.IF(), weight=rng.normal(0.1, 0.3, (20, 128)))
+        net = snn.Network(
+            [hidden, snn.Linear(20, 3, snn.IF(threshold=np.inf), weight=rng.normal(0, 0.5, (3, 20)))]
+        )
+    x = rng.uniform(0, 1, (batch, 128)) * (rng.random((batch, 128)) < 0.6)
+    drive = paths._vecmat(x, net.layers[0])
+    for b in range(0, batch, 7):
+        np.testing.assert_array_equal(drive[b], paths._vecmat(x[b : b + 1], net.layers[0])[0])
+    one, two = (net.run(analog=x, T=6, n_threads=k) for k in (1, 2))
+    np.testing.assert_array_equal(one.membrane, two.membrane)
+    _assert_same(two.trains, _copies(one))

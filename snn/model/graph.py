@@ -38,6 +38,7 @@ from .._validate import (
     real_array,
     run_extent,
 )
+from ..run.paths import prepare_batches
 from ..run.reference import run_graph_reference
 from ..run.result import RunResult
 from ..run.schedule import STREAM_EPOCH, Simulation, Stage, stages
@@ -665,6 +666,7 @@ class Graph:
             _ = result.membrane
 
         kernels.precompile([lambda: run(1), self._prepare_readout])
+        prepare_batches()
         for batch in (1, 2):
             run(batch)
         return time.perf_counter() - start

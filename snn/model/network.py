@@ -26,6 +26,7 @@ from ..run.paths import (
     _state_width,
     _vecmat,
     drive_call,
+    prepare_batches,
 )
 from ..run.reference import run_reference
 from ..run.result import RunResult
@@ -138,7 +139,8 @@ class Network:
         paths its ``mode`` allows (``"auto"``: event, clock and dense); for
         a first layer with neurons the multiply-once of a constant analog
         input; and what reading a run's final membrane uses (lazy neurons
-        brought forward: ``kernels.settle``). Each kernel is specialised to
+        brought forward: ``kernels.settle``), and the packing of a batch's
+        spikes (``kernels.pack_rows``). Each kernel is specialised to
         the layer's projection kind, neuron model and reset
         (``kernels._jit``), so nothing else is compiled. The samples of a batch run on threads over the same
         kernels, so one sample is enough. The layers' kernels are compiled
@@ -150,6 +152,7 @@ class Network:
         start = time.perf_counter()
         n_steps = 2
         kernels.precompile(self._prepare_jobs(n_steps))
+        prepare_batches()
         source = SpikeTrains.from_raster(np.ones((n_steps, 1, self.n_in), np.uint8))
         for k, layer in enumerate(self.layers):
             if layer.kind == "maxpool":

@@ -181,16 +181,18 @@ def _packed(out_idx, spikes, used) -> np.ndarray:
     """``out_idx[:, :used]`` as a C-contiguous array in ``out_idx``'s own
     memory (no copy in new memory: on a whole set, hundreds of MB whose
     first touch costs more than the move): row ``b``'s first ``spikes[b]``
-    entries moved down to ``b * used``, rows in order (each lands at or
-    before where it was, past the rows already placed); the rest of a
-    row, unread, is left as it is."""
+    entries moved down to ``b * used`` by ``kernels.pack_rows``; the rest
+    of a row, unread, is left as it is."""
     batch, cap = out_idx.shape
-    flat = out_idx.reshape(-1)
     if used < cap:
-        for b, n in enumerate(spikes.tolist()):
-            if b and n:  # (numpy copies an overlapping source first)
-                flat[b * used : b * used + n] = flat[b * cap : b * cap + n]
-    return flat[: batch * used].reshape(batch, used)
+        kernels.pack_rows(out_idx, spikes, used)
+    return out_idx.reshape(-1)[: batch * used].reshape(batch, used)
+
+
+def prepare_batches() -> None:
+    """Compile (or load) the kernel a batch's run calls besides its layers'
+    (``kernels.pack_rows``, for the arrays :func:`_run_layer` passes it)."""
+    _packed(np.zeros((2, 2), np.int32), np.ones((2, 4), np.int64)[:, 2], 1)
 
 
 def _bound_layer(layer, mode, dtype, rows, settle, fresh) -> tuple:
@@ -402,13 +404,20 @@ def _dense_currents(source, layer, dtype) -> np.ndarray:
     return (raster @ layer.dense_rows(dtype)).reshape(batch, n_steps, layer.n_out)
 
 
+_THREADED_DRIVE_FROM = 64  # samples from which _vecmat runs on threads (a sample takes a few us)
+
+
 def _vecmat(x, layer) -> np.ndarray:
     """``x @ W`` for analog ``x[B, n_in]``, float64, by the kernels (one
-    scatter per non-zero input through the layer's own connectivity)."""
+    scatter per non-zero input through the layer's own connectivity;
+    samples in chunks on threads for a large batch, each computed alone)."""
     x = np.ascontiguousarray(x, np.float64)
     drive = np.empty((len(x), layer.n_out))
     kernel, args = _kept_drive_call(layer)
-    kernel(x, *args, drive)
+    if len(x) < _THREADED_DRIVE_FROM:
+        kernel(x, *args, drive)
+    else:
+        kernels.run_samples(lambda first, stop: kernel(x[first:stop], *args, drive[first:stop]), len(x))
     return drive
 
 
