@@ -2,14 +2,16 @@
 against the cost model evaluated step by step, in plain Python, here: the
 same path on random layers and inputs (the choice's shortcuts, its kept
 per-layer constants and its vectorised step counts change its cost, never its
-choice), and the per-step synaptic operations against a plain count."""
+choice), and the per-step synaptic operations against a plain count; a
+dense or conv layer's choice for one sample against the counts at which it
+changes (``snn.run.paths.choice_cuts``), at every count."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import snn
@@ -220,3 +222,35 @@ def test_a_sparse_run_is_decided_by_a_bound(seed, batch, n_steps):
         assert paths._choose_mode(layer, source, n_steps, np.float64, False) == "event"
     finally:
         paths._step_synops = step_synops
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(["dense", "conv"]),
+    n_steps=st.sampled_from([1, 2, 3, 5, 12, 160, 300]),  # (the dense path is chosen at many steps only)
+    neuron=st.sampled_from(sorted(NEURONS)),
+    driven=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_a_dense_or_conv_layers_choice_changes_at_its_cuts(seed, kind, n_steps, neuron, driven, dtype):
+    """What a batch-1 run keeps of the choice (``Network._OneSample``):
+    event up to one count of input spikes, clock up to another, then dense;
+    the same as ``_choose_mode`` at every count from none to every input
+    at every step."""
+    rng = np.random.default_rng(seed)
+    if kind == "dense":
+        n_in, n_out = int(rng.integers(1, 80)), int(rng.choice([1, 10, 200, 3000]))
+        layer = snn.Linear(n_in, n_out, NEURONS[neuron], weight=np.ones((n_out, n_in)))
+    else:
+        c, size, c_out = int(rng.integers(1, 4)), int(rng.integers(3, 7)), int(rng.integers(1, 40))
+        layer = snn.Conv2d((c, size, size), c_out, 3, padding=int(rng.integers(0, 2)), neuron=NEURONS[neuron])
+    event_to, clock_to = paths.choice_cuts(layer, n_steps, dtype, driven)
+    assert -1 <= event_to <= clock_to <= layer.n_in * n_steps
+    event(f"paths: {event_to >= 0} {clock_to > event_to} {clock_to < layer.n_in * n_steps}")
+    for total in range(layer.n_in * n_steps + 1):
+        tptr = np.zeros((1, n_steps + 1), np.int64)
+        tptr[0, -1] = total
+        source = SpikeTrains(tptr, np.zeros((1, max(total, 1)), np.int32), layer.n_in)
+        cut = "event" if total <= event_to else "clock" if total <= clock_to else "dense"
+        assert paths._choose_mode(layer, source, n_steps, dtype, driven) == cut, total

@@ -25,6 +25,7 @@ from ..run.paths import (
     _sample_kernel,
     _state_width,
     _vecmat,
+    choice_cuts,
     drive_call,
     prepare_batches,
 )
@@ -520,11 +521,11 @@ class _OneSample:
     and the same result, less what that path looks up or recomputes at
     every call: the stages' constant biases, their kernel calls, the path
     chosen for a count of input spikes (all the cost model reads of a dense
-    or conv layer's input, its bias being constant). Each call makes the
+    or conv layer's input, its bias being constant: the counts at which the
+    choice changes, ``snn.run.paths.choice_cuts``). Each call makes the
     arrays it returns (a result is never written by a later call); what it
-    keeps is read-only but for the memo of choices and the layers'
-    output-buffer guesses (``spikes_per_step``, updated as
-    ``_run_layer`` updates them)."""
+    keeps is read-only but for the layers' output-buffer guesses
+    (``spikes_per_step``, updated as ``_run_layer`` updates them)."""
 
     def __init__(self, network, graph, schedule, n_steps, mode):
         self.graph, self.schedule, self.n_steps, self.mode = graph, schedule, n_steps, mode
@@ -542,25 +543,26 @@ class _OneSample:
                 self.stages.append((name, source_name, pool, None, None, None, None, None))
                 continue
             bias = None if k == 0 else layer.bias(dtype)
-            # the path by input spikes (a CSR layer's choice reads more: not kept)
-            memo = {} if layer.kind in ("dense", "conv") else None
             # the path where no choice is made (as _run_as_layer: the first layer's source is silent)
             fixed = mode or pop.mode
             fixed = None if fixed == "auto" else "clock" if (fixed == "dense" and k == 0) else fixed
-            self.stages.append((name, source_name, None, layer, pop, bias, memo, fixed))
+            # the path by input spikes: event up to cuts[0], clock up to cuts[1], then dense; cuts[2]
+            # with none (a CSR layer's choice reads more than their count: made at each call)
+            cuts = None
+            if k and fixed is None and layer.kind in ("dense", "conv") and layer.proj is not None:
+                cuts = (
+                    *choice_cuts(layer, n_steps, dtype, _positive(bias)),
+                    _choose_driven_mode(layer, bias[0], n_steps),
+                )
+            self.stages.append((name, source_name, None, layer, pop, bias, cuts, fixed))
 
-    def _mode(self, layer, total, source, bias, memo) -> str:
+    def _mode(self, layer, total, source, bias) -> str:
         """The path that ``"auto"`` chooses for a layer other than the first
         on a run of ``source`` (``total`` spikes), as
-        :func:`snn.run.schedule._run_as_layer` chooses it; kept in
-        ``memo`` by ``total`` (if not None)."""
+        :func:`snn.run.schedule._run_as_layer` chooses it."""
         if layer.proj is None or not total:
-            mode = _choose_driven_mode(layer, bias[0], self.n_steps)
-        else:
-            mode = _choose_mode(layer, source, self.n_steps, self.dtype, _positive(bias))
-        if memo is not None:
-            memo[total] = mode
-        return mode
+            return _choose_driven_mode(layer, bias[0], self.n_steps)
+        return _choose_mode(layer, source, self.n_steps, self.dtype, _positive(bias))
 
     def __call__(self, x):
         graph, dtype, n_steps = self.graph, self.dtype, self.n_steps
@@ -576,7 +578,7 @@ class _OneSample:
         counts, modes = {}, {}
         membrane = None
         empty, zeros, int64 = np.empty, np.zeros, np.int64
-        for k, (name, source_name, pool, layer, pop, bias, memo, mode) in enumerate(self.stages):
+        for k, (name, source_name, pool, layer, pop, bias, cuts, mode) in enumerate(self.stages):
             source = trains[source_name] if source_name is not None else silent_trains(n_steps, 1, 0)
             if pool is not None:
                 out, kc, _ = _run_maxpool(pool, source)
@@ -592,8 +594,14 @@ class _OneSample:
                 pass
             elif not k:
                 mode = _choose_driven_mode(layer, bias[0], n_steps)
-            elif memo is None or (mode := memo.get(total)) is None:
-                mode = self._mode(layer, total, source, bias, memo)
+            elif cuts is not None:
+                event_to, clock_to, silent = cuts
+                if not total:
+                    mode = silent
+                else:
+                    mode = "event" if total <= event_to else "clock" if total <= clock_to else "dense"
+            else:
+                mode = self._mode(layer, total, source, bias)
             if mode == "dense":
                 out, kc, mode, state = _run_as_layer(
                     dtype, layer, source, mode, bias, None, n_steps, None, not k

@@ -463,19 +463,52 @@ def _choose_mode(layer, source, n_steps, dtype, driven) -> str:
     bias is positive."""
     if layer.kind == "csr" and layer.n_in:
         return _choose_csr_mode(layer, source, n_steps, dtype, driven)
-    events = source.total / source.batch_size
+    batch = source.batch_size
+    return _choose_by_count(layer, source.total / batch, batch, n_steps, dtype, driven)
+
+
+def _choose_by_count(layer, events, batch, n_steps, dtype, driven) -> str:
+    """:func:`_choose_mode` of a dense or conv layer, which reads the input
+    spikes per sample ``events`` and the ``batch`` size only."""
     synops = events * layer.n_synapses / layer.n_in
     n = layer.n_out
     touched = min(synops, min(n_steps, events) * n)
     per_update = _NS_PER_EVENT_UPDATE[layer.kind][driven]
     event = synops * _NS_PER_SYNOP["event"][layer.kind] + touched * per_update
     clock = synops * _NS_PER_SYNOP["clock"][layer.kind] + n_steps * n * _NS_PER_CLOCK_UPDATE
-    return _cheapest(event, clock, _dense_cost(layer, source, n_steps, dtype))
+    return _cheapest(event, clock, _dense_cost(layer, batch, n_steps, dtype))
 
 
-def _dense_cost(layer, source, n_steps, dtype) -> float:
-    """The dense path's cost: the GEMM (less efficient with few rows), then a sweep."""
-    gemm_efficiency = min(1.0, source.batch_size * n_steps / 256)
+def choice_cuts(layer, n_steps, dtype, driven) -> tuple[int, int]:
+    """``(e, c)``: :func:`_choose_mode` of a dense or conv ``layer`` on one
+    sample of ``n_steps`` with ``total`` input spikes is the event path for
+    ``total <= e``, clock for ``e < total <= c`` and dense above (-1: never
+    event; ``c == e``: never clock). The event path's cost less the
+    clock's, the event path's less the dense's and the clock's less the
+    dense's do not decrease with the spikes (a synaptic operation costs the
+    event path at least what it costs the clock path), so each path's counts
+    are one interval, in that order: found by bisection over ``0 .. n_in x
+    n_steps``, for a caller that chooses again and again."""
+
+    def last(holds) -> int:  # the largest count in -1 .. most for which ``holds`` (true up to it)
+        low, high = -1, layer.n_in * n_steps
+        if holds(high):
+            return high
+        while high - low > 1:  # holds(low) (or low == -1), not holds(high)
+            mid = (low + high) // 2
+            low, high = (mid, high) if holds(mid) else (low, mid)
+        return low
+
+    def mode(total):
+        return _choose_by_count(layer, total / 1, 1, n_steps, dtype, driven)
+
+    return last(lambda total: mode(total) == "event"), last(lambda total: mode(total) != "dense")
+
+
+def _dense_cost(layer, batch, n_steps, dtype) -> float:
+    """The dense path's cost for ``batch`` samples: the GEMM (less efficient
+    with few rows), then a sweep."""
+    gemm_efficiency = min(1.0, batch * n_steps / 256)
     gemm = n_steps * layer.n_in * layer.n_out * _NS_PER_MAC[dtype] / gemm_efficiency
     return gemm + n_steps * layer.n_out * _NS_PER_CLOCK_UPDATE
 
@@ -554,7 +587,7 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
     c, two_at, (sweep_at, hold_at), undriven, max_fan_out = _csr_choice_constants(layer, dtype)
     undriven = undriven and not driven
     batch = source.batch_size
-    dense = _dense_cost(layer, source, n_steps, dtype)
+    dense = _dense_cost(layer, batch, n_steps, dtype)
     if undriven:
         # first a bound: a step's synaptic operations are at most its spikes times the largest fan-out. If
         # every step is direct by it and the event path is the cheapest with the bound's synaptic operations,
