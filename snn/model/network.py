@@ -546,8 +546,9 @@ class _OneSample:
             # the path where no choice is made (as _run_as_layer: the first layer's source is silent)
             fixed = mode or pop.mode
             fixed = None if fixed == "auto" else "clock" if (fixed == "dense" and k == 0) else fixed
-            # the path by input spikes: event up to cuts[0], clock up to cuts[1], then dense; cuts[2]
-            # with none (a CSR layer's choice reads more than their count: made at each call)
+            # the path by the count of input spikes: event up to cuts[0], clock up to cuts[1], then
+            # dense; cuts[2] with no input spike (a CSR layer's choice reads more than the count: made
+            # at each call)
             cuts = None
             if k and fixed is None and layer.kind in ("dense", "conv") and layer.proj is not None:
                 cuts = (
