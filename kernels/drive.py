@@ -24,7 +24,8 @@ from .event import _NO_COLS, _NO_GEOM, _NO_ROWPTR, CONV, CSR, DENSE
 def drive_kernel(kind):
     """The kernel of one projection ``kind`` (CSR, CONV or DENSE; see
     ``kernels._jit``): a batch, one sample after the other (a few
-    microseconds each: not worth threads). Arguments: ``x, rowptr, cols,
+    microseconds each; a caller with a large batch runs slices of it on
+    threads, each sample computed alone). Arguments: ``x, rowptr, cols,
     weights, geom, n_taps, tap_pixel, tap_kernel, drive`` (the connectivity
     of ``kind`` as in ``kernels.event``, placeholders for the rest)."""
 
