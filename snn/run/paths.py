@@ -500,7 +500,7 @@ def choice_cuts(layer, n_steps, dtype, driven) -> tuple[int, int]:
         return low
 
     def mode(total):
-        return _choose_by_count(layer, total / 1, 1, n_steps, dtype, driven)
+        return _choose_by_count(layer, float(total), 1, n_steps, dtype, driven)
 
     return last(lambda total: mode(total) == "event"), last(lambda total: mode(total) != "dense")
 
