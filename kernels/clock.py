@@ -9,7 +9,7 @@ leak, integrate (bias + input), fire, reset.
 import numpy as np
 
 from ._jit import helper, run_samples, specialise
-from .neuron import after_spike, bias_of
+from .neuron import after_spike, append_fired, bias_of
 
 
 @helper(choices=("reset_mode",))
@@ -26,20 +26,7 @@ def _plain_step(v, b, current, beta, threshold, reset_mode, v_reset, fired, out_
         spike = v_new >= threshold
         fired[j] = spike
         v[j] = after_spike(v_new, threshold, reset_mode, v_reset) if spike else v_new
-    cap = out_idx.shape[0]
-    if n_out + n <= cap:  # room for every neuron: a branch-free append
-        m = np.uint64(n_out)  # unsigned: no negative-index wrap-around on the loop's dependency chain
-        for j in range(n):
-            out_idx[m] = j
-            m += np.uint64(fired[j])
-        return np.int64(m)
-    for j in range(n):
-        if fired[j]:
-            if n_out >= cap:
-                return -1
-            out_idx[n_out] = j
-            n_out += 1
-    return n_out
+    return append_fired(fired, 1, n, out_idx, n_out)
 
 
 @specialise

@@ -65,6 +65,7 @@ from .neuron import (
     V,
     advance,
     after_spike,
+    append_fired,
     bias_of,
     calendar_insert,
     calendar_remove,
@@ -747,23 +748,7 @@ def _conv_sweep(
             v_cl[j] = v_reset if spike else v
         else:
             v_cl[j] = v
-    cap = out_idx.shape[0]
-    if n_out + n <= cap:  # room for every neuron: a branch-free append
-        # an unsigned count: no negative-index wrap-around on the loop's one dependency chain
-        m = np.uint64(n_out)
-        for c in range(c_out):
-            for pixel in range(plane):
-                out_idx[m] = c * plane + pixel
-                m += np.uint64(fired[pixel * c_out + c])
-        return np.int64(m)
-    for c in range(c_out):
-        for pixel in range(plane):
-            if fired[pixel * c_out + c]:
-                if n_out >= cap:
-                    return -1
-                out_idx[n_out] = c * plane + pixel
-                n_out += 1
-    return n_out
+    return append_fired(fired, c_out, plane, out_idx, n_out)
 
 
 @specialise
