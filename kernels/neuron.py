@@ -301,9 +301,19 @@ def append_fired(fired, c_out, plane, out_idx, n_out):
         for p0 in range(0, plane, _APPEND_BLOCK):
             p1 = min(p0 + _APPEND_BLOCK, plane)
             if m + np.uint64(p1 - p0) <= cap:
-                for pixel in range(p0, p1):  # every neuron written, the count moved by its spike
-                    out_idx[m] = c * plane + pixel
-                    m += np.uint64(fired[pixel * c_out + c])
+                # every neuron written, the count moved by its spike; eight at a time, their
+                # offsets summed apart from the count (one add per eight on the count's chain)
+                pixel = p0
+                while pixel + 8 <= p1:
+                    offset = np.uint64(0)
+                    for k in range(8):
+                        out_idx[m + offset] = c * plane + pixel + k
+                        offset += np.uint64(fired[(pixel + k) * c_out + c])
+                    m += offset
+                    pixel += 8
+                for q in range(pixel, p1):
+                    out_idx[m] = c * plane + q
+                    m += np.uint64(fired[q * c_out + c])
             else:
                 for pixel in range(p0, p1):
                     if fired[pixel * c_out + c]:
