@@ -22,7 +22,8 @@ Workload
 For each T the script reports accuracy, SynOps and SNN MACs per sample (ours,
 counted by the kernels), SynOps / ANN MACs, energy / ANN (0.9 pJ per AC,
 4.6 pJ per MAC), and wall time per sample: the whole test set in one call
-(all cores; ours and snnTorch interleaved, median of ``--repeats``), and at
+(all cores; ours, ours with float32 state (snnTorch's precision) and snnTorch
+interleaved, median of ``--repeats``), and at
 batch 1 (median over ``--batch1`` digits, one call each; ours, then
 snnTorch). The reference
 backend (numpy clock loop, the oracle) is timed at the smallest T.
@@ -130,7 +131,8 @@ def main():
     if args.calibrate_at:
         converted = calibrate(converted, x_train, args.calibrate_at)
     net = converted.network
-    compile_s = net.prepare()
+    net32 = snn.Network(list(net.layers), dtype=np.float32)  # snnTorch's precision
+    compile_s = net.prepare() + net32.prepare()
     flat = converted._flat(x_test)
     xt = torch.as_tensor(x_test, dtype=torch.float32)
     run_torch = snntorch_model(converted)
@@ -147,12 +149,14 @@ def main():
     for n_steps in args.steps:
         spikes = snn.rate(flat, n_steps, seed=0)
         direct = net.run(analog=flat, T=n_steps)
+        direct32 = net32.run(analog=flat, T=n_steps)
         poisson = net.run(spikes)
         theirs = run_torch(xt, n_steps).numpy()
         with CpuMonitor() as cpu:
             times = time_interleaved(
                 {
                     "direct": lambda n_steps=n_steps: net.run(analog=flat, T=n_steps),
+                    "direct32": lambda n_steps=n_steps: net32.run(analog=flat, T=n_steps),
                     "poisson": lambda spikes=spikes: net.run(spikes),
                     "snntorch": lambda n_steps=n_steps: run_torch(xt, n_steps),
                 },
@@ -182,6 +186,8 @@ def main():
             }
         snntorch_acc = float(np.mean(theirs.argmax(1) == y_test))
         snntorch_ms = 1e3 * median(times["snntorch"]) / len(flat)
+        acc32 = float(np.mean(direct32.membrane.argmax(1) == y_test))
+        ms32 = 1e3 * median(times["direct32"]) / len(flat)
         b1_ms, b1_torch_ms = 1e3 * median(batch1), 1e3 * median(batch1_torch)
         record["steps"][n_steps] = {
             **per,
@@ -192,6 +198,7 @@ def main():
                 "runs_s": list(times["snntorch"]),
             },
             "batch1_ms": b1_ms,
+            "float32": {"accuracy": acc32, "ms_per_sample": ms32},
             "reference_ms_per_sample": ref_ms,
             "other_procs_cores": cpu.other_cores,
             "runs_s": {k: list(v) for k, v in times.items() if k != "snntorch"},
@@ -210,6 +217,9 @@ def main():
                 f"{snntorch_acc:.2%}",
                 f"{snntorch_ms:.3f}",
                 f"{snntorch_ms / d['ms_per_sample']:.1f}x",
+                f"{acc32:.2%}",
+                f"{ms32:.3f}",
+                f"{snntorch_ms / ms32:.1f}x",
                 f"{b1_torch_ms:.3f}",
                 f"{b1_torch_ms / b1_ms:.1f}x",
                 f"{p['accuracy']:.2%}",
@@ -234,6 +244,9 @@ def main():
                 "snnTorch acc",
                 "snnTorch ms/sample",
                 "speed-up",
+                "float32 acc",
+                "float32 ms/sample",
+                "float32 speed-up",
                 "snnTorch ms batch-1",
                 "speed-up batch-1",
                 "Poisson acc",
@@ -248,7 +261,8 @@ def main():
         f"\nper sample, {len(flat)} test digits; ms/sample (set): one call on the whole set, median of "
         f"{args.repeats}, interleaved with snnTorch and the Poisson run; batch-1: median over "
         f"{args.batch1} single-digit calls (ours, then snnTorch's); speed-up: snnTorch / ours "
-        "(direct), same run. "
+        "(direct), same run; float32: ours with float32 state (snnTorch's precision; float64 by default), "
+        "the whole set in the same interleaved run. "
         "SynOps counted by the kernels; the Poisson runs' SynOps include the first layer's (direct input "
         "has MACs there instead, counted in energy). " + energy.describe()
     )
