@@ -957,7 +957,8 @@ def test_append_fired(data):
     else:
         c_out = data.draw(st.integers(1, 3))
         plane = data.draw(st.integers(1, 2 * _APPEND_BLOCK + 3))
-        fired = (rng.random(c_out * plane) < data.draw(st.sampled_from([0.0, 0.05, 0.5, 1.0]))).astype(np.uint8)
+        rate = data.draw(st.sampled_from([0.0, 0.05, 0.5, 1.0]))
+        fired = (rng.random(c_out * plane) < rate).astype(np.uint8)
         n_out = data.draw(st.integers(0, 20))
         cap = n_out + data.draw(st.integers(0, c_out * plane + 5))
     out = np.full(cap, -7, np.int32)
