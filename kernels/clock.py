@@ -13,20 +13,21 @@ from .neuron import after_spike, append_fired, bias_of
 
 
 @helper(choices=("reset_mode",))
-def _plain_step(v, b, current, beta, threshold, reset_mode, v_reset, fired, out_idx, n_out):
+def _plain_step(v, b, current, beta, threshold, reset_mode, v_reset, fired, listed, out_idx, n_out):
     """One step of plain IF/LIF neurons (no synaptic current, no refractory
     period), the arithmetic of :func:`clock_kernel`'s loop, ``v <- beta * v +
     b + current``, in one contiguous branch-free loop that vectorises (each
     neuron's last spike step, ``ref_until`` there, is read from the spikes
     after the sweep); then the spikes appended to ``out_idx`` in neuron
-    order. Returns the new spike count, or -1 if ``out_idx`` is full."""
+    order (``neuron.append_fired``, ``listed`` its scratch). Returns the new
+    spike count, or -1 if ``out_idx`` is full."""
     n = v.shape[0]
     for j in range(n):
         v_new = beta * v[j] + b[j] + current[j]
         spike = v_new >= threshold
         fired[j] = spike
         v[j] = after_spike(v_new, threshold, reset_mode, v_reset) if spike else v_new
-    return append_fired(fired, 1, n, out_idx, n_out)
+    return append_fired(fired, listed, 1, n, out_idx, n_out)
 
 
 @specialise
@@ -84,6 +85,7 @@ def clock_kernel(has_current, has_refractory, reset_mode):
             n_out = 0
             if not has_current and not has_refractory:  # plain IF/LIF: a branch-free sweep per step
                 fired = np.empty(n, np.uint8)
+                listed = np.empty(n, np.int32)  # a step's spikes, before out_idx
                 for t in range(n_steps):
                     out_tptr[t] = n_out
                     n_out = _plain_step(
@@ -95,6 +97,7 @@ def clock_kernel(has_current, has_refractory, reset_mode):
                         reset_mode,
                         v_reset,
                         fired,
+                        listed,
                         out_idx,
                         n_out,
                     )

@@ -788,15 +788,16 @@ def _deliver_conv(
 
 @helper(choices=("reset_mode",))
 def _conv_sweep(
-    v_cl, acc_cl, b_cl, decay, threshold, reset_mode, v_reset, fired, c_out, plane, out_idx, n_out
+    v_cl, acc_cl, b_cl, decay, threshold, reset_mode, v_reset, fired, listed, c_out, plane, out_idx, n_out
 ):
     """Clock-driven step of a plain IF/LIF conv layer kept channel-last
     (:func:`_to_channel_last`): every neuron ``v <- v * decay + b + input``
     (``neuron.sweep_step``'s arithmetic, in one contiguous branch-free loop
     that vectorises), input ``acc_cl`` zeroed, threshold, reset; then the
     spikes appended to ``out_idx`` as channel-first indices in increasing
-    order (the order of ``sweep_step``). Returns the new spike count, or -1
-    if ``out_idx`` is full."""
+    order (the order of ``sweep_step``; ``neuron.append_fired``, ``listed``
+    its scratch). Returns the new spike count, or -1 if ``out_idx`` is
+    full."""
     n = v_cl.shape[0]
     for j in range(n):
         v = v_cl[j] * decay + b_cl[j] + acc_cl[j]
@@ -809,7 +810,7 @@ def _conv_sweep(
             v_cl[j] = v_reset if spike else v
         else:
             v_cl[j] = v
-    return append_fired(fired, c_out, plane, out_idx, n_out)
+    return append_fired(fired, listed, c_out, plane, out_idx, n_out)
 
 
 @specialise
@@ -895,6 +896,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             steps = in_tptr_b.shape[1] - 1
             c_cl, plane_cl = (c_out, plane) if kind == CONV else (1, v_cl0.shape[0])
             _to_channel_last(state_b[first], v_init, bias_b[0], table, steps, c_cl, plane_cl, v_cl0, b_cl0)
+        listed = np.empty(state_b.shape[1], np.int32)  # a step's spikes, before out_idx
         for sample in range(first, stop):  # the samples of this call, one after the other
             in_tptr = in_tptr_b[sample]
             in_idx = in_idx_b[sample]
@@ -1069,6 +1071,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                 reset_mode,
                                 v_reset,
                                 fired_row,
+                                listed,
                                 1,
                                 n,
                                 out_idx,
@@ -1302,6 +1305,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                             reset_mode,
                             v_reset,
                             fired,
+                            listed,
                             c_out,
                             plane,
                             out_idx,
@@ -1321,6 +1325,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                             reset_mode,
                             v_reset,
                             fired,
+                            listed,
                             1,
                             n,
                             out_idx,

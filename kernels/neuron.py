@@ -280,48 +280,34 @@ def calendar_remove(head, nxt, prv, due, j):
     head[head.shape[0] - 1] -= 1
 
 
-# append_fired checks the room in out_idx once per block of this many pixels of a channel
-_APPEND_BLOCK = 256
-
-
 @helper
-def append_fired(fired, c_out, plane, out_idx, n_out):
+def append_fired(fired, listed, c_out, plane, out_idx, n_out):
     """Append the spikes of a step, noted channel-last in ``fired`` (uint8,
     ``fired[pixel * c_out + c]``, ``c_out * plane`` neurons; one channel:
     neuron order), to ``out_idx`` after its first ``n_out`` entries, as
     channel-first indices ``c * plane + pixel`` in increasing order. Without
-    a branch per neuron wherever ``out_idx`` has room for a whole block of
-    :data:`_APPEND_BLOCK` pixels (a branch per spike would be mispredicted at
-    every spike of a layer firing a few percent of its neurons); spike by
-    spike in the blocks near the end of ``out_idx``. Returns the new spike
-    count, or -1 if ``out_idx`` is full."""
-    cap = np.uint64(out_idx.shape[0])
-    m = np.uint64(n_out)  # unsigned: no negative-index wrap-around on the loop's one dependency chain
+    a branch per neuron: every neuron's index is written and the count moves
+    by its spike, in ``out_idx`` if it has room for all the neurons, else in
+    ``listed`` (int32, at least ``c_out * plane`` entries, scratch) and then
+    copied (a branch per spike would be mispredicted at most spikes of a
+    layer firing a few percent of its neurons). Returns the new spike count,
+    or -1 if ``out_idx`` is full."""
+    cap = out_idx.shape[0]
+    direct = n_out + c_out * plane <= cap
+    target = out_idx if direct else listed
+    m = np.uint64(n_out if direct else 0)  # unsigned: no negative-index wrap-around on the count's chain
     for c in range(c_out):
-        for p0 in range(0, plane, _APPEND_BLOCK):
-            p1 = min(p0 + _APPEND_BLOCK, plane)
-            if m + np.uint64(p1 - p0) <= cap:
-                # every neuron written, the count moved by its spike; eight at a time, their
-                # offsets summed apart from the count (one add per eight on the count's chain)
-                pixel = p0
-                while pixel + 8 <= p1:
-                    offset = np.uint64(0)
-                    for k in range(8):
-                        out_idx[m + offset] = c * plane + pixel + k
-                        offset += np.uint64(fired[(pixel + k) * c_out + c])
-                    m += offset
-                    pixel += 8
-                for q in range(pixel, p1):
-                    out_idx[m] = c * plane + q
-                    m += np.uint64(fired[q * c_out + c])
-            else:
-                for pixel in range(p0, p1):
-                    if fired[pixel * c_out + c]:
-                        if m >= cap:
-                            return -1
-                        out_idx[m] = c * plane + pixel
-                        m += np.uint64(1)
-    return np.int64(m)
+        for pixel in range(plane):
+            target[m] = c * plane + pixel
+            m += np.uint64(fired[pixel * c_out + c])
+    if direct:
+        return np.int64(m)
+    count = np.int64(m)
+    if n_out + count > cap:
+        return -1
+    for k in range(count):
+        out_idx[n_out + k] = listed[k]
+    return n_out + count
 
 
 @helper(choices=("reset_mode", "has_current", "has_refractory"))

@@ -943,29 +943,29 @@ def test_pack_rows(data):
 def test_append_fired(data):
     """A step's spikes, noted channel-last, are appended after ``n_out`` as
     channel-first indices in increasing order, the entries before
-    ``n_out`` untouched; -1 if they do not fit. Planes longer than a block
-    and room that runs out inside one (the checked append) included: the
-    @example fills ``out_idx`` to its last entry in the second block of
-    channel 1."""
-    from snn_kernels.neuron import _APPEND_BLOCK, append_fired
+    ``n_out`` untouched; -1 if they do not fit. Room for every neuron (written
+    in place) and less (written in the scratch, then copied) included: the
+    @example leaves room for the spikes exactly, not for every neuron."""
+    from snn_kernels.neuron import append_fired
 
     rng = np.random.default_rng(0)
     if data is None:
-        c_out, plane, n_out = 2, _APPEND_BLOCK + 7, 5
+        c_out, plane, n_out = 2, 37, 5
         fired = (rng.random(c_out * plane) < 0.5).astype(np.uint8)
         cap = n_out + int(fired.sum())
     else:
         c_out = data.draw(st.integers(1, 3))
-        plane = data.draw(st.integers(1, 2 * _APPEND_BLOCK + 3))
+        plane = data.draw(st.integers(1, 300))
         rate = data.draw(st.sampled_from([0.0, 0.05, 0.5, 1.0]))
         fired = (rng.random(c_out * plane) < rate).astype(np.uint8)
         n_out = data.draw(st.integers(0, 20))
         cap = n_out + data.draw(st.integers(0, c_out * plane + 5))
     out = np.full(cap, -7, np.int32)
     out[:n_out] = np.arange(n_out)
+    listed = np.full(c_out * plane, -9, np.int32)
     # channel-first index c * plane + pixel of fired[pixel * c_out + c]
     expected = np.flatnonzero(fired.reshape(plane, c_out).T.ravel()).astype(np.int32)
-    got = append_fired(fired, c_out, plane, out, n_out)
+    got = append_fired(fired, listed, c_out, plane, out, n_out)
     if n_out + len(expected) > cap:
         assert got == -1
         return
