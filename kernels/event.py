@@ -998,12 +998,11 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 # one channel: branch-free, vectorised; same arithmetic as sweep_step)
                 fired = np.empty(n, np.uint8)
                 decay = table[1, 0] if n_steps > 0 else state.dtype.type(1)
+                v_cl = _aligned_empty(n, state)
                 if shared_start:
-                    v_cl = _aligned_empty(n, state)
                     v_cl[:] = v_cl0
                     b_cl = b_cl0
                 else:
-                    v_cl = _aligned_empty(n, state)
                     b_cl = _aligned_empty(n, state)
                     c_cl, plane_cl = (c_out, plane) if kind == CONV else (1, n)
                     _to_channel_last(state, v_init, bias, table, n_steps, c_cl, plane_cl, v_cl, b_cl)
