@@ -995,7 +995,8 @@ def draw_graph_run(fz: Fuzz, g, inputs_spec):
             key = pop.name
         elif variant in ("two", "nan"):
             x = x.astype(np.float64)
-            x.flat[0] = 2 if variant == "two" else nan
+            if x.size:  # (an empty batch has no entry to spoil, and is bad input already)
+                x.flat[0] = 2 if variant == "two" else nan
         elif variant == "short_T":
             x = x[:-1]
         elif variant == "wide":
