@@ -61,12 +61,19 @@ def _collected_once():
         gc.enable()
 
 
-def time_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+def time_interleaved(fns: dict, repeats: int, warmup: int = 1, settle: bool = False) -> dict:
     """Like :func:`time_runs` for several functions at once, in rounds: each
     round calls every function once, the order rotated from round to round.
     A slow spell of the machine (a busy neighbour, a frequency change) then
     hits all of them alike instead of whichever happened to run during it,
-    which keeps their ratios honest. Returns ``{name: Times}``."""
+    which keeps their ratios honest. Returns ``{name: Times}``.
+
+    ``settle``: each timed call comes right after an untimed call of the same
+    function, as in a user's loop, not right after another contender's. For
+    contenders with thread pools of their own: torch's OpenMP workers spin
+    on after a call and take a core from whatever runs next (measured on
+    DIGITS-CNN, two threads: our whole test set took 24.9 µs a sample right
+    after a torch convolution, 16.5 µs otherwise)."""
     names = list(fns)
     for name in names:
         for _ in range(warmup):
@@ -79,6 +86,8 @@ def time_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
         for r in range(repeats):
             k = r % len(names)
             for name in names[k:] + names[:k]:
+                if settle:
+                    fns[name]()
                 cpu0 = time.process_time()
                 start = time.perf_counter()
                 fns[name]()

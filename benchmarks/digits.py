@@ -23,7 +23,8 @@ For each T the script reports accuracy, SynOps and SNN MACs per sample (ours,
 counted by the kernels), SynOps / ANN MACs, energy / ANN (0.9 pJ per AC,
 4.6 pJ per MAC), and wall time per sample: the whole test set in one call
 (all cores; ours, ours with float32 state (snnTorch's precision) and snnTorch
-interleaved, median of ``--repeats``), and at
+interleaved, each timed call right after an untimed one of its own, median
+of ``--repeats``), and at
 batch 1 (median over ``--batch1`` digits, one call each; ours, then
 snnTorch). The reference
 backend (numpy clock loop, the oracle) is timed at the smallest T.
@@ -161,6 +162,7 @@ def main():
                     "snntorch": lambda n_steps=n_steps: run_torch(xt, n_steps),
                 },
                 repeats=args.repeats,
+                settle=True,  # two threads each: torch's spinning workers would slow whichever call follows it
             )
         # one digit at a time; ours and snnTorch in separate loops: torch's OpenMP workers spin for a
         # while after each call and would take a core from whatever runs next
@@ -259,7 +261,8 @@ def main():
     )
     print(
         f"\nper sample, {len(flat)} test digits; ms/sample (set): one call on the whole set, median of "
-        f"{args.repeats}, interleaved with snnTorch and the Poisson run; batch-1: median over "
+        f"{args.repeats}, interleaved with snnTorch and the Poisson run, each timed call right after an "
+        "untimed one of its own; batch-1: median over "
         f"{args.batch1} single-digit calls (ours, then snnTorch's); speed-up: snnTorch / ours "
         "(direct), same run; float32: ours with float32 state (snnTorch's precision; float64 by default), "
         "the whole set in the same interleaved run. "
