@@ -162,7 +162,7 @@ def main():
                     "snntorch": lambda n_steps=n_steps: run_torch(xt, n_steps),
                 },
                 repeats=args.repeats,
-                settle=True,  # two threads each: torch's spinning workers would slow whichever call follows it
+                settle=True,  # two threads each: torch's spinning workers slow whatever follows it
             )
         # one digit at a time; ours and snnTorch in separate loops: torch's OpenMP workers spin for a
         # while after each call and would take a core from whatever runs next
