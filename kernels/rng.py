@@ -20,21 +20,28 @@ _MASK = (1 << 64) - 1
 
 
 def seed_state(seed: int, stream: int = 0, substream: int = 0) -> np.ndarray:
-    """Generator state ``uint64[4]`` for ``(seed, stream, substream)``, integers >= 0."""
-    x = (
-        seed * 0x9E3779B97F4A7C15
-        + stream * 0xD1B54A32D192ED03
-        + substream * 0x8CB92BA72F3D8DD7
-        + 0x2545F4914F6CDD1D
-    ) & _MASK
+    """Generator state ``uint64[4]`` for ``(seed, stream, substream)``, integers >= 0.
+
+    Each part is folded in through splitmix64's mixing function before the
+    four words are drawn from splitmix64, so neighbouring seeds start far
+    apart: a linear start (``seed * golden + ...``) gave seed ``s + 1`` the
+    words of seed ``s`` shifted by one."""
+    x = 0x2545F4914F6CDD1D
+    for part in (seed, stream, substream):
+        x = _mix64((x ^ part) + 0x9E3779B97F4A7C15)
     words = []
     for _ in range(4):  # splitmix64
         x = (x + 0x9E3779B97F4A7C15) & _MASK
-        z = x
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-        words.append(z ^ (z >> 31))
+        words.append(_mix64(x))
     return np.array(words, np.uint64)
+
+
+def _mix64(z: int) -> int:
+    """splitmix64's output function (a bijection of 64-bit integers)."""
+    z &= _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
 
 
 def sample_states(seed, batch: int, substreams) -> np.ndarray:

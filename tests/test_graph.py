@@ -524,6 +524,17 @@ def test_xoshiro_matches_reference_implementation():
     assert not np.array_equal(kernels.seed_state(7, 3), kernels.seed_state(7, 4))
 
 
+def test_seed_states_share_no_words():
+    """Neighbouring seeds, streams and substreams start from unrelated
+    states: no 64-bit word appears twice among them (a linear start gave
+    seed s + 1 three of seed s's four words)."""
+    states = [
+        kernels.seed_state(seed, stream, sub) for seed in range(40) for stream in range(5) for sub in range(3)
+    ]
+    words = np.concatenate(states)
+    assert len(np.unique(words)) == len(words)
+
+
 @pytest.mark.parametrize("lam", [0.3, 4.0, 12.0, 600.0])
 def test_poisson_sampler_statistics(lam):
     """Mean within 5 standard errors, variance/mean within 5 standard errors
