@@ -776,7 +776,8 @@ def _deliver_conv(
     operations and the new ``n_pixels``. A function of its own: compiled
     inside the layer kernel, the loop's speed varied with the code around it."""
     synops = _U(0)
-    for e in range(e0, e_end):
+    e = _U(e0)
+    while e < _U(e_end):
         pre = _U(in_idx[e]) * _PRE_STRIDE
         a_base = pre_flat[pre + _U_PRE_ACC]
         w_base = pre_flat[pre + _U_PRE_W]
@@ -798,6 +799,7 @@ def _deliver_conv(
             for co in range(length):
                 acc_cl[a0 + co] += weights[w0 + co]
             r += _RUN_STRIDE
+        e += _U(1)
     return np.int64(synops), n_pixels
 
 
