@@ -24,6 +24,8 @@ the graph kernel.
 
 Samples run in chunks on threads (``_jit.run_samples``)."""
 
+import numpy as np
+
 from ._jit import jit, run_samples
 from .conv import RUN_ACC, RUN_LEN, RUN_W, conv_sizes
 
@@ -90,12 +92,11 @@ def _conv_samples(
                 for r in range(run_n[p]):
                     length = runs[p, r, RUN_LEN]
                     synops += length
-                    a0 = a_base + runs[p, r, RUN_ACC]
-                    w0 = w_base + runs[p, r, RUN_W]
-                    target = sums[a0 : a0 + length]  # views indexed from 0: the loop vectorises
-                    w = weights[w0 : w0 + length]
-                    for co in range(length):
-                        target[co] += w[co]
+                    # unsigned: no wrap-around of negative indices in the loop that vectorises
+                    a0 = np.uint64(a_base + runs[p, r, RUN_ACC])
+                    w0 = np.uint64(w_base + runs[p, r, RUN_W])
+                    for co in range(np.uint64(length)):
+                        sums[a0 + co] += weights[w0 + co]
             # the channel-last sums into neuron order (written by this convolution, or by earlier ones)
             if fold and (shared or tptr[t + 1] > tptr[t]):
                 out = currents[t]
