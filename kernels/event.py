@@ -751,11 +751,12 @@ def _from_channel_last(state, v_cl, t, c_out, plane):
 _U = np.uint64
 # _deliver_conv's field offsets in the flattened tables, unsigned (an unsigned index compiles
 # without numba's wrap-around of negative indices; a mixed signed/unsigned sum would be a float)
+# the strides: the tables' widths (their last field, plus one)
 _PRE_STRIDE, _U_FIRST, _U_END, _U_PRE_ACC, _U_PRE_W, _U_KEY = (
-    _U(k) for k in (5, PRE_FIRST, PRE_END, PRE_ACC, PRE_W, PRE_KEY)
+    _U(k) for k in (PRE_KEY + 1, PRE_FIRST, PRE_END, PRE_ACC, PRE_W, PRE_KEY)
 )
 _RUN_STRIDE, _U_RUN_ACC, _U_RUN_W, _U_LEN, _U_PIXEL, _U_PIXELS = (
-    _U(k) for k in (5, RUN_ACC, RUN_W, RUN_LEN, RUN_PIXEL, RUN_PIXELS)
+    _U(k) for k in (RUN_PIXELS + 1, RUN_ACC, RUN_W, RUN_LEN, RUN_PIXEL, RUN_PIXELS)
 )
 
 
@@ -769,8 +770,8 @@ def _deliver_conv(
     to ``acc_cl`` (channel-last), in the order of the spikes and of their runs.
     ``pre_flat``, ``runs_flat``: :func:`conv_tables`'s ``pre_rows`` and
     ``flat_runs`` flattened and read as uint64 (views; with unsigned
-    indices, 18 % less time a synaptic operation on EVENT-DIGITS' second
-    convolution). ``stamp`` (the event path): each (group, pixel)
+    indices, about 20 % less time a synaptic operation on EVENT-DIGITS'
+    second convolution). ``stamp`` (the event path): each (group, pixel)
     reached for the first time at step ``t`` is stamped in ``pixel_stamp`` and
     appended to ``pixels`` after its first ``n_pixels``. Returns the synaptic
     operations and the new ``n_pixels``. A function of its own: compiled
