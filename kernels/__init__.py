@@ -14,6 +14,7 @@ from .neuron import REF, RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE, T_LAST, set
 from .pack import pack_rows
 from .pool import maxpool_layer
 from .rng import sample_states, seed_state
+from .trains import screen_trains
 
 __all__ = [
     "CONV",
@@ -43,6 +44,7 @@ __all__ = [
     "precompile",
     "run_samples",
     "sample_states",
+    "screen_trains",
     "seed_state",
     "settle",
     "spatial_taps",

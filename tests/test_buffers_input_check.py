@@ -85,3 +85,22 @@ def test_checked_names_the_first_invalid_sample():
     idx[1, 1] = 0  # sample 1 at steps 0 and 1: neuron 0 in both, a neuron may spike at every step
     idx[2, 1] = 2  # sample 2: 3 then 2 within step 0, not increasing but valid
     assert SpikeTrains(tptr, idx, 5).checked() is not None
+
+
+@pytest.mark.parametrize("bad, at", [([1, 1, 2], "start"), ([0, 2, 1], "decrease"), ([0, 1, 4], "past idx")])
+def test_offsets_are_refused_before_the_spikes_they_point_to(bad, at):
+    """Offsets the kernels cannot read are refused (``screen_trains`` names the
+    first such sample, having read none of its spikes), also after a sample
+    with a neuron out of range: the offsets are reported first."""
+    import snn_kernels as kernels
+
+    tptr = np.array([[0, 1, 2], bad, [0, 0, 1]], np.int64)
+    idx = np.array([[0, 9, 0], [0, 1, 2], [3, 0, 0]], np.int32)  # sample 0: neuron 9 of 5
+    suspect = np.full(3, 7, np.uint8)
+    assert kernels.screen_trains(tptr, idx, 5, suspect) == 1, at
+    assert suspect[0] == 1
+    with pytest.raises(ValueError, match="start at 0, not decrease, and stay within idx"):
+        SpikeTrains(tptr, idx, 5).checked()
+    tptr[1] = [0, 1, 2]
+    assert kernels.screen_trains(tptr, idx, 5, suspect) == -1
+    assert suspect.tolist() == [1, 0, 0]

@@ -13,27 +13,6 @@ import snn_kernels as kernels
 from .._validate import binary_spikes, run_extent
 
 
-def _suspect(tptr, idx, n, block=64) -> list[int]:
-    """The samples of valid ``tptr`` whose spikes :meth:`SpikeTrains.checked`
-    checks one by one: those with a neuron outside ``[0, n)``, or whose
-    neurons do not increase within a step (the order the kernels, the
-    rasters and the event binning write; increasing, no neuron spikes twice
-    in a step). Vectorised over blocks of samples: a whole set's check cost
-    more than a layer of its run when each sample's was a hashed unique."""
-    batch, cap = idx.shape
-    suspect = []
-    for b0 in range(0, batch, block):
-        rows, ptr = idx[b0 : b0 + block], tptr[b0 : b0 + block]
-        valid = np.arange(cap) < ptr[:, -1:]
-        bad = ((rows < 0) | (rows >= n)) & valid
-        if cap > 1:
-            starts = np.zeros((len(rows), cap + 1), bool)  # the first spike of each step
-            np.put_along_axis(starts, ptr, True, axis=1)
-            bad[:, 1:] |= (rows[:, 1:] <= rows[:, :-1]) & valid[:, 1:] & ~starts[:, 1:cap]
-        suspect.extend((b0 + np.flatnonzero(bad.any(axis=1))).tolist())
-    return suspect
-
-
 @dataclass(frozen=True)
 class SpikeTrains:
     """Spikes of ``n`` neurons over ``T`` steps for a batch of samples.
@@ -75,17 +54,20 @@ class SpikeTrains:
             raise ValueError("SpikeTrains.idx must be an int32 array [B, cap]")
         if len(idx) != len(tptr) or tptr.shape[1] < 2:
             raise ValueError(f"SpikeTrains: tptr {tptr.shape} and idx {idx.shape} do not match")
-        if (tptr[:, 0] != 0).any() or (np.diff(tptr, axis=1) < 0).any() or tptr[:, -1].max() > idx.shape[1]:
+        # screened in one compiled pass; the samples it flags are checked one by one
+        tptr, idx = np.ascontiguousarray(tptr), np.ascontiguousarray(idx)
+        suspect = np.empty(len(tptr), np.uint8)
+        if kernels.screen_trains(tptr, idx, self.n, suspect) >= 0:
             raise ValueError("SpikeTrains.tptr must start at 0, not decrease, and stay within idx")
-        for b in _suspect(tptr, idx, self.n):  # (samples in order: the first invalid one is reported)
+        for b in np.flatnonzero(suspect).tolist():  # (samples in order: the first invalid one is reported)
             used = idx[b, : tptr[b, -1]]
             if len(used) and (used.min() < 0 or used.max() >= self.n):
                 raise ValueError(f"SpikeTrains: sample {b} has neurons outside [0, {self.n})")
             step = np.repeat(np.arange(tptr.shape[1] - 1), np.diff(tptr[b]))
             if len(np.unique(step * np.int64(self.n) + used)) != len(used):
                 raise ValueError(f"SpikeTrains: a neuron spikes twice in one step of sample {b}")
-        if not (tptr.flags.c_contiguous and idx.flags.c_contiguous):
-            return SpikeTrains(np.ascontiguousarray(tptr), np.ascontiguousarray(idx), self.n)
+        if tptr is not self.tptr or idx is not self.idx:  # (made contiguous above)
+            return SpikeTrains(tptr, idx, self.n)
         return self
 
     @classmethod
