@@ -81,6 +81,7 @@ _NO_GEOM = np.zeros(15, np.int64)
 _NO_ROWPTR = np.zeros(1, np.int64)
 _NO_COLS = np.zeros(0, np.int32)
 _NO_TABLES = (np.zeros((0, 5), np.int64), np.zeros((0, 5), np.int64))  # a CSR kernel's conv tables
+_NO_MARKS = np.zeros((1, 0), np.uint64)  # no lazy start (sparse_kernel's ``seen_b``)
 # _pop_due: up to this many neurons due at a step are put in index order by an insertion
 # sort, more by marks (a calendar bucket lists them in runs of decreasing index)
 _SORT_BY_INSERTION = 32
@@ -120,6 +121,23 @@ def _init_state(state, v_init, has_current, has_refractory):
             state[j, I] = 0
         if has_refractory:
             state[j, REF] = -1
+
+
+@helper
+def _set_unmarked(state, seen, v_init):
+    """A lazy start made whole: every neuron not marked in ``seen`` (bit
+    ``j & 63`` of word ``j >> 6``) gets its initial state (``v_init``, no
+    step yet: a plain IF/LIF row), and every neuron is marked."""
+    n = state.shape[0]
+    for w in range(seen.shape[0]):
+        bits = seen[w]
+        if bits != _ALL:
+            end = (w + 1) << 6 if (w + 1) << 6 < n else n
+            for j in range(w << 6, end):
+                if not (bits >> np.uint64(j & 63)) & _ONE:
+                    state[j, V] = v_init[j]
+                    state[j, T_LAST] = -1
+            seen[w] = _ALL
 
 
 @helper(choices=("has_current", "has_refractory"))
@@ -330,6 +348,12 @@ SWEEP_AT = 0.15
 # benchmarks/sparse_crossover.py's workload)
 SWEEP_HOLD = 2 / 3
 
+# A lazy start (sparse_kernel) pays a miss at each neuron's first input, where the
+# pass that writes every neuron's initial state streams through memory and leaves the
+# state in cache: it pays below this many synaptic operations per neuron in a run
+# (break-even about 0.06, cold caches, 100k and 1M neurons, 2026-11-29)
+LAZY_START_BELOW = 0.04
+
 _AHEAD = 4  # input spikes whose synapse rows are prefetched ahead of the one delivered
 # A sweep step's input sums in a row larger than this (bytes) are added with each
 # target prefetched this many synaptic operations ahead: the random visits to a row
@@ -389,6 +413,11 @@ def _prefetch_targets(state, rowptr, cols, pre):
 
 _ONE = np.uint64(1)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_V_AT = np.uint64(V)  # offsets in a neuron's row of the state, unsigned
+_TWO = np.uint64(2)  # (table_flat[k + _TWO]: a propagator row's bias gain, column 2)
+_SIX = np.uint64(6)
+_LOW6 = np.uint64(63)
+_T_LAST_AT = np.uint64(T_LAST)
 
 
 @helper
@@ -522,7 +551,8 @@ def _close_marked(
 
 @helper(choices=("reset_mode",))
 def _close_touched_undriven(
-    state,
+    state_flat,
+    width,
     touched,
     n_touched,
     t,
@@ -541,7 +571,8 @@ def _close_touched_undriven(
     the ``touched`` neurons (brought forward to ``t``, input added) are
     checked against threshold and reset, and those due at ``t + 1`` on their
     own appended to ``due_next`` (``n_due`` so far), the same rule as
-    :func:`_close_marked`'s. Returns ``(n_out, n_due)``, ``n_out`` -1 if
+    :func:`_close_marked`'s. ``state_flat``: the state as one row, ``width``
+    (uint64) values a neuron. Returns ``(n_out, n_due)``, ``n_out`` -1 if
     ``out_idx`` is full."""
     cap = out_idx.shape[0]
     shared = bias.shape[0] == 1
@@ -551,7 +582,8 @@ def _close_touched_undriven(
     soon = t + 1 < search_end
     for q in range(n_touched):
         j = touched[q]
-        v = state[j, V]
+        row = np.uint64(j) * width + _V_AT  # (unsigned: no wrap-around of negative indices)
+        v = state_flat[row]
         if v >= threshold:
             if n_out >= cap:
                 return -1, n_due
@@ -561,7 +593,7 @@ def _close_touched_undriven(
                 v = v - threshold
             elif reset_mode == RESET_TO_VALUE:
                 v = v_reset
-            state[j, V] = v
+            state_flat[row] = v
             if not shared:
                 b = bias[j]
             if v >= threshold and soon and v * decay1 + b * gain1 >= threshold:
@@ -872,9 +904,22 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
     connectivity (CONV: ``weights`` the delivery weights in the state dtype
     and the last two as :func:`conv_tables` makes them; placeholders for
     what the kind does not use), ``two_phase_at, sweep_at``
-    after ``settle`` (floats; CONV ignores them), and last ``first, stop``:
-    it runs samples ``first .. stop - 1`` one after the other (see
-    ``kernels._jit.run_samples``)."""
+    and ``lazy_below`` after ``settle`` (floats; CONV ignores them), then
+    ``seen_b`` (below), and last ``first, stop``: it runs samples ``first
+    .. stop - 1`` one after the other (see ``kernels._jit.run_samples``).
+
+    Lazy start (CSR event path): ``seen_b`` ``[B, ceil(n / 64)]`` uint64
+    (``[1, 0]``: none) lets a fresh run of an undriven layer whose input
+    has fewer than ``lazy_below`` synaptic operations per neuron leave the
+    neurons its input never reaches unwritten, so that they cost nothing:
+    a neuron's row is set (``v_init``, no step yet) at its first input, and
+    marked in ``seen_b`` (bit ``j & 63`` of word ``j >> 6``); rows not
+    marked hold garbage, and stand for that initial state (the caller
+    completes them where it reads them; a run not started lazily marks
+    every bit). The caller promises that every ``v_init`` is below
+    ``threshold`` (no neuron is due on its own at step 0). A step in two
+    phases or as a sweep, or ``settle``, first writes every unmarked row and
+    marks every bit."""
 
     def sparse_layer_sample(
         in_tptr_b,
@@ -894,6 +939,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
         settle,
         two_phase_at,
         sweep_at,
+        lazy_below,
+        seen_b,
         state_b,
         out_tptr_b,
         out_idx_b,
@@ -917,11 +964,19 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
         listed = np.empty(state_b.shape[1], np.int32)  # a step's spikes, before out_idx
         pre_flat = pre_rows.reshape(-1).view(np.uint64)  # what _deliver_conv reads
         runs_flat = flat_runs.reshape(-1).view(np.uint64)
+        # CSR direct steps: targets, state and propagator read through unsigned indices (numba
+        # wraps negative signed indices around: measured 25 % of a touch, 2026-11-29)
+        cols_u = cols.view(np.uint32)
+        table_flat = table.reshape(-1)
+        table_width = np.uint64(table.shape[1])
+        state_width = np.uint64(state_b.shape[2])
         for sample in range(first, stop):  # the samples of this call, one after the other
             in_tptr = in_tptr_b[sample]
             in_idx = in_idx_b[sample]
             bias = bias_b[sample % bias_b.shape[0]]  # [1, n]: shared by all samples
             state = state_b[sample]
+            state_flat = state.reshape(-1)  # (a view: state_b is C-contiguous)
+            seen = seen_b[sample if seen_b.shape[0] > 1 else 0]
             out_tptr = out_tptr_b[sample]
             out_idx = out_idx_b[sample]
             counts = counts_b[sample]
@@ -953,6 +1008,21 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             if not clock:
                 undriven = kind == CSR and _undriven(bias, table, threshold, has_current, has_refractory)
             fresh = v_init.shape[0] > 0  # a new run; otherwise ``state`` continues an earlier chunk
+            # rows written at a neuron's first input (see the docstring: a gain table[1, 2] >= 0 and
+            # v_init below threshold keep every neuron from being due at step 0 on its own), if the
+            # run's input reaches few (lazy_below: LAZY_START_BELOW unless a test asks otherwise)
+            none_due = undriven and fresh and seen.shape[0] > 0 and n_steps > 0 and table[1, 2] >= 0
+            lazy = none_due
+            if lazy:
+                run_synops = 0
+                for e in range(in_tptr[n_steps]):
+                    run_synops += rowptr[in_idx[e] + 1] - rowptr[in_idx[e]]
+                lazy = run_synops < lazy_below * n
+            if not lazy:
+                seen[:] = _ALL  # (if given) every row written
+            stamp0 = state.dtype.type(-1)  # the step of a neuron before the run's first
+            shared = bias.shape[0] == 1  # (bias_of, written out)
+            b_shared = bias[0]
             if fresh and not undriven:
                 if clock and not has_current and not has_refractory and n_steps > 0:
                     pass  # membranes start in a row of their own; state is written once, after the steps
@@ -966,10 +1036,15 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                 touched = np.empty(n, np.int32)
                 due_next = np.empty(n if undriven else 0, np.int32)  # undriven: the neurons due at t + 1
                 n_due = 0
-                if undriven and fresh:
+                if lazy:
+                    seen[:] = 0
+                elif none_due:  # the initial state only (vectorised: no neuron is due at step 0)
+                    for j in range(n):
+                        state_flat[np.uint64(j) * state_width + _V_AT] = v_init[j]
+                        state_flat[np.uint64(j) * state_width + _T_LAST_AT] = stamp0
+                elif undriven and fresh:
                     # _init_state and _first_due in one pass (same arithmetic: v_init is in the
                     # state dtype, and a neuron at step -1 is k = 1 step before step 0)
-                    stamp0 = state.dtype.type(-1)
                     decay0 = table[1, 0] if n_steps > 0 else state.dtype.type(0)
                     gain0 = table[1, 2] if n_steps > 0 else state.dtype.type(0)
                     b = bias[0]
@@ -1059,6 +1134,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                     if acc.shape[0] == 0 and (sweep or step_synops >= two_phase_from):
                         acc = np.empty(n, state.dtype)
                         acc[:] = 0.0
+                    if lazy and (sweep or step_synops >= two_phase_from):  # rows read by position
+                        _set_unmarked(state, seen, v_init)
+                        lazy = False
                     if sweep:
                         # a sweep: the input summed, then every neuron in index order
                         if n * acc.itemsize > _TARGETS_FAR_BYTES:
@@ -1200,16 +1278,25 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                             if undriven and not has_current and not has_refractory:
                                 # _touch written out (same arithmetic): a call per synapse costs more
                                 for s in range(rowptr[pre], rowptr[pre + 1]):
-                                    j = np.int64(cols[s])
-                                    if state[j, T_LAST] != stamp:
-                                        k = t - np.int64(state[j, T_LAST])
-                                        state[j, V] = (
-                                            state[j, V] * table[k, 0] + bias_of(bias, j) * table[k, 2]
-                                        )
-                                        state[j, T_LAST] = stamp
+                                    j = np.uint64(cols_u[s])
+                                    at = j * state_width  # state_flat[at + _V_AT]: its membrane
+                                    last = state_flat[at + _T_LAST_AT]
+                                    v = state_flat[at + _V_AT]
+                                    if lazy:  # a neuron's first input of the run: its row set now
+                                        word = j >> _SIX
+                                        bit = _ONE << (j & _LOW6)
+                                        if not seen[word] & bit:
+                                            seen[word] |= bit
+                                            v = v_init[j]
+                                            last = stamp0
+                                    if last != stamp:
+                                        k = np.uint64(t - np.int64(last)) * table_width
+                                        b = b_shared if shared else bias[j]  # (bias_of, written out)
+                                        v = v * table_flat[k] + b * table_flat[k + _TWO]
+                                        state_flat[at + _T_LAST_AT] = stamp
                                         touched[n_touched] = j
                                         n_touched += 1
-                                    state[j, V] += weights[s]
+                                    state_flat[at + _V_AT] = v + weights[s]
                                 continue
                             for s in range(rowptr[pre], rowptr[pre + 1]):
                                 n_touched = _touch(
@@ -1226,7 +1313,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                 )
                         if undriven:
                             n_out, n_due = _close_touched_undriven(
-                                state,
+                                state_flat,
+                                state_width,
                                 touched,
                                 n_touched,
                                 t,
@@ -1442,6 +1530,8 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             if kind == CSR and clock and not has_current and not has_refractory and n_steps > 0:
                 _from_channel_last(state, v_cl, n_steps - 1, 1, n)
             if settle and not clock:
+                if lazy:
+                    _set_unmarked(state, seen, v_init)
                 _settle(state, bias, table, n_steps, has_current, has_refractory)
             counts[0] = synops
             counts[1] = updates
@@ -1673,6 +1763,8 @@ def csr_layer(
     clock=False,
     two_phase_at=None,
     sweep_at=None,
+    seen=None,
+    lazy_below=LAZY_START_BELOW,
 ):
     """A batch through a sparse CSR projection (``rowptr`` int64 ``[n_in+1]``,
     ``cols`` int32, ``weights`` float32), samples in parallel; ``clock``:
@@ -1687,7 +1779,11 @@ def csr_layer(
     input). ``sweep_at``: likewise, the steps of an undriven layer run as a
     sweep of every neuron (default :data:`SWEEP_AT`; ``inf``: never, so that
     the event path updates only the neurons its input reaches or that are
-    due; a sweep counts every neuron as updated)."""
+    due; a sweep counts every neuron as updated). ``seen``: ``[B,
+    ceil(n / 64)]`` uint64 for a lazy start (:func:`sparse_kernel`; the
+    caller's promise: every ``v_init`` below ``threshold``), default none,
+    taken by a run of fewer than ``lazy_below`` synaptic operations per
+    neuron."""
     in_cache = state.shape[1] * (state.shape[2] + 1) * state.itemsize <= TWO_PHASE_STATE_BYTES
     if two_phase_at is None:
         two_phase_at = TWO_PHASE_AT if in_cache else TWO_PHASE_AT_OUT_OF_CACHE
@@ -1712,6 +1808,8 @@ def csr_layer(
         settle,
         float(two_phase_at),
         float(sweep_at),
+        float(lazy_below),
+        _NO_MARKS if seen is None else seen,
         state,
         out_tptr,
         out_idx,
@@ -1764,8 +1862,10 @@ def conv_layer(
         refractory,
         v_init,
         settle,
-        0.0,  # two_phase_at and sweep_at: CSR only
+        0.0,  # two_phase_at, sweep_at and a lazy start: CSR only
         0.0,
+        0.0,
+        _NO_MARKS,
         state,
         out_tptr,
         out_idx,

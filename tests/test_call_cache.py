@@ -226,7 +226,7 @@ def _layer_run(layer, source, mode, dtype):
     """``snn.run.paths._run_layer`` of ``layer`` from a new state: spikes as a raster, final state, counts."""
     from snn.run.paths import _run_layer
 
-    out, state, kc = _run_layer(
+    out, state, kc, _ = _run_layer(
         layer, source, layer.bias_row(dtype)[0], None, mode, source.n_steps, dtype, False
     )
     return out.to_raster(), state, kc

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 import snn
 import snn_kernels as kernels
+from snn.run.paths import _run_layer, complete_state
 from snn.run.spiketrains import SpikeTrains
 
 # fractions of the layer's neurons: every step direct, two-phase or a sweep,
@@ -94,11 +95,14 @@ def test_csr_event_path_bit_identical(case):
         assert np.array_equal(result.counts[0].spikes, ref.spikes().sum(axis=(0, 2))), mode
 
 
-def _run_chunk(layer, trains, t0, t1, dtype, state, settle, two_phase_at=None, sweep_at=None, counts=None):
+def _run_chunk(
+    layer, trains, t0, t1, dtype, state, settle, two_phase_at=None, sweep_at=None, counts=None, **lazy
+):
     """Steps ``t0 .. t1`` of ``trains`` through the layer's CSR kernel,
     continuing from ``state`` (shifted back ``t0`` steps) unless ``t0 == 0``;
     returns per sample the sorted ``(step, neuron)`` pairs of its spikes
-    (and leaves the kernel's counts in ``counts`` ``[batch, 4]``, if given)."""
+    (and leaves the kernel's counts in ``counts`` ``[batch, 4]``, if given).
+    ``lazy``: ``seen`` and ``lazy_below`` for a lazy start."""
     batch = trains.batch_size
     neuron = layer.neuron
     tptr = trains.tptr[:, t0 : t1 + 1] - trains.tptr[:, t0 : t0 + 1]
@@ -121,7 +125,7 @@ def _run_chunk(layer, trains, t0, t1, dtype, state, settle, two_phase_at=None, s
         tptr, idx, layer.rowptr, layer.cols, layer.weights, layer.bias_row(dtype)[0],
         neuron.propagator(t1, dtype), thr, neuron.reset_code, v_reset, neuron.refractory, v_init,
         neuron.has_current, neuron.refractory > 0, settle, state, out_tptr, out_idx, counts,
-        two_phase_at=two_phase_at, sweep_at=sweep_at,
+        two_phase_at=two_phase_at, sweep_at=sweep_at, **lazy,
     )  # fmt: skip
     assert not counts[:, 3].any()
     return [
@@ -157,6 +161,83 @@ def test_csr_per_step_paths_bit_identical(case, two_phase_at, sweep_at):
     want, membrane = _reference_pairs(layer, spikes, dtype)
     assert got == want
     assert np.array_equal(state[:, :, 0], membrane)
+
+
+@pytest.mark.usefixtures("warm_kernels")
+@settings(max_examples=examples(150), deadline=None)
+@given(case=csr_cases(), two_phase_at=THRESHOLDS, sweep_at=THRESHOLDS, settle=st.booleans())
+def test_csr_lazy_start_bit_identical(case, two_phase_at, sweep_at, settle):
+    """A lazy start (rows written at a neuron's first input, forced here
+    whatever the input's activity) gives the spikes of a start that writes
+    every row first, and the same state once the rows it left unmarked are
+    completed (``complete_state``), or settled at the end; steps in two
+    phases or as sweeps first complete the state in the kernel. A layer
+    that cannot start lazily (driven, or ``v_init`` at or above threshold,
+    which the caller then does not offer) marks every row."""
+    layer, spikes, dtype = case
+    T, batch = spikes.shape[:2]
+    trains = SpikeTrains.from_raster(spikes)
+    width = 4 if layer.neuron.has_current or layer.neuron.refractory else 2
+    v_init = layer.v_init_row(dtype)
+    if not v_init.max() < layer.neuron.constants(dtype)[0]:
+        return  # (a neuron due on its own at step 0: never offered a lazy start)
+    words = (layer.n_out + 63) >> 6
+    seen = np.zeros((batch, words), np.uint64)
+    paths = dict(two_phase_at=two_phase_at, sweep_at=sweep_at)
+    # (NaN: garbage in the rows a lazy start leaves unset, and in the columns no run writes)
+    eager_state = np.full((batch, layer.n_out, width), np.nan, dtype)
+    eager = _run_chunk(layer, trains, 0, T, dtype, eager_state, settle, **paths)
+    state = np.full_like(eager_state, np.nan)
+    lazy = _run_chunk(layer, trains, 0, T, dtype, state, settle, **paths, seen=seen, lazy_below=np.inf)
+    assert lazy == eager
+    if width > 2:
+        assert (seen == np.uint64(2**64 - 1)).all()  # driven (a current or refractory period): not lazy
+    complete_state(state, seen, v_init)
+    assert np.array_equal(state, eager_state, equal_nan=True)
+    if settle:
+        assert (seen == np.uint64(2**64 - 1)).all()
+        want, membrane = _reference_pairs(layer, spikes, dtype)
+        assert lazy == want
+        assert np.array_equal(state[:, :, 0], membrane)
+
+
+@pytest.mark.usefixtures("warm_kernels")
+def test_csr_lazy_start_in_a_run():
+    """A run whose input reaches few neurons starts lazily (the default
+    threshold, ``LAZY_START_BELOW``): most rows are left unmarked, and the
+    result's spikes and final membrane equal the reference backend's (IF,
+    dyadic weights: exact); input reaching more runs as before (every row
+    marked)."""
+    n = 3000
+    rng = np.random.default_rng(5)
+    rowptr, cols = snn.fixed_in_degree(n, n, 20, seed=1)
+    weights = (rng.integers(1, 12, len(cols)) / 8).astype(np.float32)
+    layer = snn.SparseLinear(n, n, snn.IF(threshold=1.0), rowptr=rowptr, cols=cols, weights=weights)
+    net = snn.Network([layer])
+    T = 30
+    for p, lazy in ((4 / (T * n), True), (2e-2, False)):  # (4 input spikes a sample: 80 SynOps)
+        spikes = (rng.random((T, 2, n)) < p).astype(np.uint8)
+        spikes[rng.integers(0, T), :, rng.integers(0, n)] = 1  # (none empty)
+        synops = spikes.sum(axis=0) @ np.diff(rowptr)
+        trains = SpikeTrains.from_raster(spikes)
+        bias = layer.bias_row(np.float64)[0]
+        _, state, _, marks = _run_layer(
+            layer, trains, bias, None, "event", T, np.float64, False, complete=False
+        )
+        unmarked = [n - int(np.unpackbits(m.view(np.uint8))[:n].sum()) for m in marks]
+        if lazy:
+            assert (synops < kernels.event.LAZY_START_BELOW * n).all()
+            assert min(unmarked) > n // 2
+        else:
+            assert unmarked == [0, 0]
+        complete_state(state, marks, layer.v_init_row(np.float64))
+        _, eager, _, none = _run_layer(layer, trains, bias, None, "event", T, np.float64, False)
+        assert none is None
+        assert np.array_equal(state, eager)
+        ref = net.run(spikes, backend="reference")
+        got = net.run(spikes, mode="event")
+        assert np.array_equal(got.spikes(), ref.spikes())
+        assert np.array_equal(got.membrane, ref.membrane)
 
 
 def _step_updates(weight, spikes, two_phase_at, sweep_at, cuts=()):

@@ -341,10 +341,10 @@ def test_layer_runner_resumes_on_every_path(kind, mode):
     layer = _ProjectionLayer(h, proj)
     source = snn.SpikeTrains.from_raster((rng.random((40, 3, 50)) < 0.3).astype(np.uint8))
     bias = np.full((1, 1), 0.02)
-    whole, _, kc = _run_layer(layer, source, bias, None, mode, 40, np.float64, False)
+    whole, _, kc, _ = _run_layer(layer, source, bias, None, mode, 40, np.float64, False)
     outs, counts, state, t = [], 0, None, 0
     for steps in (1, 7, 13, 19):
-        out, state, c = _run_layer(
+        out, state, c, _ = _run_layer(
             layer, _slice(source, t, t + steps), bias, None, mode, steps, np.float64, False, state, t
         )
         state[..., T_LAST] -= steps

@@ -161,7 +161,7 @@ class Network:
                 continue
             bias, _ = layer.bias_row(self.dtype)
             for mode in _modes(layer):
-                out, _, _ = _run_layer(
+                out, *_ = _run_layer(
                     layer, source, bias, None, mode, n_steps, self.dtype, settle=k == len(self.layers) - 1
                 )
             source = out
@@ -604,7 +604,7 @@ class _OneSample:
             else:
                 mode = self._mode(layer, total, source, bias)
             if mode == "dense":
-                out, kc, mode, state = _run_as_layer(
+                out, kc, mode, state, _ = _run_as_layer(
                     dtype, layer, source, mode, bias, None, n_steps, None, not k
                 )
             else:  # _run_layer of one sample from no state, inline
@@ -670,6 +670,6 @@ def _layer_call(layer, mode, dtype, n_steps) -> tuple:
     ``_bound_layer``'s call (``before`` None)."""
     found = _sample_kernel(layer, mode, dtype, n_steps)
     if found is None:
-        call, width = _bound_layer(layer, mode, dtype, n_steps, False, True)
+        call, width, _ = _bound_layer(layer, mode, dtype, n_steps, False, True)
         return call, None, None, width
     return (*found, _state_width(layer.neuron), None)

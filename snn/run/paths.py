@@ -15,7 +15,9 @@ import numpy as np
 
 import snn_kernels as kernels
 import snn_kernels.event as kev
+from snn_kernels import T_LAST
 from snn_kernels.event import conv_tables
+from snn_kernels.neuron import V
 
 from .spiketrains import SpikeTrains
 
@@ -57,11 +59,18 @@ def _state_width(neuron) -> int:
     return 4 if (neuron.has_current or neuron.refractory) else 2
 
 
-def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carried=None, elapsed=0):
+def _run_layer(
+    layer, source, bias, currents, mode, n_steps, dtype, settle, carried=None, elapsed=0, complete=True
+):
     """One layer over the batch; retries with a larger output buffer if needed.
     ``carried``: the state an earlier chunk of the run left (not mutated;
     steps counted from this chunk's start, see ``kernels.event``), ``elapsed``
-    the steps run before this chunk; returns ``(trains, state, counts)``."""
+    the steps run before this chunk; returns ``(trains, state, counts,
+    marks)``. ``complete`` False: the caller reads the state through
+    :func:`complete_state` only, so that a fresh run on the CSR event path
+    may start lazily (``kernels.event.sparse_kernel``: the neurons no input
+    reached cost nothing); ``marks`` is then its marks ``[B, words]``
+    (``seen``), else None (``state`` complete)."""
     batch = source.batch_size
     dense = mode == "dense"
     if dense and currents is None:
@@ -78,7 +87,7 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
             if len(calls) >= 8:  # (chunks of a stream ask for ever more rows: a few are kept)
                 calls.clear()
             calls[key] = made
-    call, width = made
+    call, width, lazy = made
     n_out = layer.n_out
     # output buffer: a guess, or the busiest sample's spikes per step of this layer's last run
     # (kept by a graph's layer: a layer firing above the guess would otherwise run twice every time)
@@ -94,7 +103,12 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
         out_tptr = np.empty((batch, n_steps + 1), np.int64)
         out_idx = np.empty((1, cap), np.int32) if batch == 1 else _out_buffer(layer, batch, cap)
         kc = np.zeros((batch, 4), np.int64)
-        call(source.tptr, source.idx, currents, bias, state, out_tptr, out_idx, kc)
+        if lazy and not complete:
+            marks = np.empty((batch, (n_out + 63) >> 6), np.uint64)
+            call(source.tptr, source.idx, currents, bias, state, out_tptr, out_idx, kc, marks)
+        else:
+            marks = None
+            call(source.tptr, source.idx, currents, bias, state, out_tptr, out_idx, kc)
         if batch == 1:  # (one sample: its two counts read at once)
             overflow, used = kc[0, 3:1:-1].tolist()
         else:
@@ -115,7 +129,19 @@ def _run_layer(layer, source, bias, currents, mode, n_steps, dtype, settle, carr
     else:  # (a guess far too large: the trains keep a copy, the buffer is not kept)
         idx = out_idx[:, :used].copy()
         _made(layer)["out"] = None
-    return SpikeTrains(out_tptr, idx, n_out), state, kc
+    return SpikeTrains(out_tptr, idx, n_out), state, kc, marks
+
+
+def complete_state(state, seen, v_init) -> None:
+    """Write, in place, the initial state (``v_init`` ``[n]``, no step yet)
+    into the rows of ``state`` ``[B, n, 2]`` that a lazy start left unset:
+    those whose bit in ``seen`` ``[B, ceil(n / 64)]`` uint64 is 0 (bit
+    ``j & 63`` of word ``j >> 6``: ``kernels.event.sparse_kernel``)."""
+    n = state.shape[1]
+    bits = np.unpackbits(seen.astype("<u8", copy=False).view(np.uint8), axis=1, bitorder="little")
+    sample, j = np.nonzero(bits[:, :n] == 0)
+    state[sample, j, V] = v_init[j]
+    state[sample, j, T_LAST] = -1
 
 
 _OUT_LOCK = threading.Lock()  # (a buffer is taken, its view made, by one thread at a time)
@@ -196,14 +222,16 @@ def prepare_batches() -> None:
 
 
 def _bound_layer(layer, mode, dtype, rows, settle, fresh) -> tuple:
-    """``(call, width)``: ``call(in_tptr, in_idx, currents, bias, state,
-    out_tptr, out_idx, counts)`` runs ``layer``'s kernel of path ``mode`` in
-    ``dtype`` (``currents``: the dense path's input, else unused), its other
-    arguments made here once (the neuron's constants and a propagator of
-    ``rows`` rows, a convolution's tables, the initial membrane of a
-    ``fresh`` run); ``width`` the state's width. Made from the layer as it
-    is now: a caller that keeps it keeps it only while the layer is
-    unchanged."""
+    """``(call, width, lazy)``: ``call(in_tptr, in_idx, currents, bias,
+    state, out_tptr, out_idx, counts)`` runs ``layer``'s kernel of path
+    ``mode`` in ``dtype`` (``currents``: the dense path's input, else
+    unused), its other arguments made here once (the neuron's constants and
+    a propagator of ``rows`` rows, a convolution's tables, the initial
+    membrane of a ``fresh`` run); ``width`` the state's width; ``lazy``: the
+    call may start lazily (a fresh CSR event path whose initial membranes
+    are all below threshold), given the marks as a ninth argument
+    ``seen`` (``kernels.csr_layer``). Made from the layer as it is now: a
+    caller that keeps it keeps it only while the layer is unchanged."""
     neuron = layer.neuron
     v_init = layer.v_init_row(dtype) if fresh else np.zeros(0, dtype)
     made = _made(layer)
@@ -229,7 +257,7 @@ def _bound_layer(layer, mode, dtype, rows, settle, fresh) -> tuple:
                 kc,
             )
 
-        return call, 4
+        return call, 4, False
     table, thr, reset_code, v_reset, refractory, has_current, has_refractory, width = constants
     clock = mode == "clock"
     fixed = (table, thr, reset_code, v_reset, refractory, v_init, has_current, has_refractory, settle)
@@ -264,7 +292,7 @@ def _bound_layer(layer, mode, dtype, rows, settle, fresh) -> tuple:
     else:
         rowptr, cols, weights = layer.rowptr, layer.cols, layer.weights
 
-        def call(in_tptr, in_idx, currents, bias, state, out_tptr, out_idx, kc):
+        def call(in_tptr, in_idx, currents, bias, state, out_tptr, out_idx, kc, seen=None):
             kernels.csr_layer(
                 in_tptr,
                 in_idx,
@@ -278,9 +306,12 @@ def _bound_layer(layer, mode, dtype, rows, settle, fresh) -> tuple:
                 out_idx,
                 kc,
                 clock=clock,
+                seen=seen,
             )
 
-    return call, width
+        lazy = mode == "event" and fresh and len(v_init) > 0 and bool(v_init.max() < thr)
+        return call, width, lazy
+    return call, width, False
 
 
 def _sample_kernel(layer, mode, dtype, rows) -> tuple | None:
@@ -304,7 +335,7 @@ def _sample_kernel(layer, mode, dtype, rows) -> tuple | None:
         return kev.dense_kernel(*choices), (layer.weight_rows,), after
     w_st, pre_rows, flat_runs = _conv_tables(made, layer, dtype)
     before = (kev._NO_ROWPTR, kev._NO_COLS, w_st, layer.geom, pre_rows, flat_runs)
-    return kev.sparse_kernel(kev.CONV, *choices), before, (*after, 0.0, 0.0)
+    return kev.sparse_kernel(kev.CONV, *choices), before, (*after, 0.0, 0.0, 0.0, kev._NO_MARKS)
 
 
 def _largest(column) -> int:

@@ -51,6 +51,7 @@ from .paths import (
     _run_layer,
     _run_maxpool,
     _synops,
+    complete_state,
 )
 from .result import LayerCounts, RunResult
 from .spiketrains import SpikeTrains
@@ -240,13 +241,15 @@ def _run_layers(graph, schedule, n_steps, given, batch, force_mode, drives, macs
         else:
             drive = drives.get(name)
             bias = layer.bias(dtype) if drive is None else _layer_bias(dtype, pop, drive)
-            out, counts[name], mode, state = _run_as_layer(
-                dtype, layer, source, force_mode, bias, None, n_steps, None, drive is not None
+            # (a lazy start: the state is read by _final_membrane only, which completes it)
+            out, counts[name], mode, state, seen = _run_as_layer(
+                dtype, layer, source, force_mode, bias, None, n_steps, None, drive is not None, False
             )
             modes[name] = mode
             if name == readout:
+                unset = None if seen is None else (seen, layer.v_init_row(dtype))
                 membrane = functools.partial(
-                    _final_membrane, pop, state, bias[1], mode != "dense", n_steps, dtype
+                    _final_membrane, pop, state, bias[1], mode != "dense", n_steps, dtype, unset
                 )
         trains[name] = out
     seconds = time.perf_counter() - start
@@ -279,11 +282,15 @@ def _readout(graph, stack) -> str | None:
     return last.name if last.has_neurons else None
 
 
-def _final_membrane(pop, state, bias, lazy, n_steps, dtype) -> np.ndarray:
+def _final_membrane(pop, state, bias, lazy, n_steps, dtype, unset=None) -> np.ndarray:
     """``[B, n]``: the membrane of layer ``pop`` at the end of a run of
     ``n_steps`` that left ``state`` (steps counted from the run's start), its
-    lazy neurons brought forward on a copy (:meth:`Simulation.membrane`)."""
+    lazy neurons brought forward on a copy (:meth:`Simulation.membrane`);
+    ``unset``: ``(seen, v_init)`` of a lazy start, whose rows not marked in
+    ``seen`` are completed first (``snn.run.paths.complete_state``)."""
     state = state.copy()
+    if unset is not None:
+        complete_state(state, *unset)
     state[..., T_LAST] -= n_steps
     if state.shape[2] > REF:
         state[..., REF] -= n_steps
@@ -816,7 +823,7 @@ class Simulation:
                 dtype = self.graph.dtype
                 self._bias[k] = stage.layer.bias(dtype) if drive is None else _layer_bias(dtype, pop, drive)
             currents = self._currents.get(pop.name)
-            out, counts, self._modes[pop.name], self._carry[k] = _run_as_layer(
+            out, counts, self._modes[pop.name], self._carry[k], _ = _run_as_layer(
                 self.graph.dtype,
                 stage.layer,
                 source,
@@ -1260,7 +1267,9 @@ def _positive(bias) -> bool:
     return bias[2] if bias[2] is not None else bool(bias[0].max() > 0)
 
 
-def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, currents=None, has_drive=False):
+def _run_as_layer(
+    dtype, layer, source, mode, bias, carried=None, span=None, currents=None, has_drive=False, complete=True
+):
     """One population over a chunk of steps by the layer kernels, from the
     state ``carried`` over from an earlier chunk (None: a new run);
     ``span``: the longest gap a neuron may have by the chunk's end (the
@@ -1271,7 +1280,8 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
     to multiply: it runs "clock"). Returns its trains, counts
     ``[B, 4]``, the path that ran (``mode``, or the cost model's choice if
     ``"auto"``) and the state a next chunk continues from (its steps counted
-    from this chunk's start: ``Simulation._carried``)."""
+    from this chunk's start: ``Simulation._carried``), and the marks of a
+    lazy start (``complete`` False: ``snn.run.paths._run_layer``) or None."""
     full, kernel_bias = bias[0], bias[1]
     mode = mode or layer.pop.mode
     silent = source.total == 0  # driven by its bias and drive alone (e.g. a stack's analog input)
@@ -1287,13 +1297,13 @@ def _run_as_layer(dtype, layer, source, mode, bias, carried=None, span=None, cur
         mode = _choose_mode(layer, source, source.n_steps, dtype, _positive(bias))
     steps = source.n_steps
     before = 0 if span is None else span - steps  # _run_layer's table: before + steps rows
-    out, state, kc = _run_layer(
-        layer, source, kernel_bias, currents, mode, steps, dtype, False, carried, before
+    out, state, kc, seen = _run_layer(
+        layer, source, kernel_bias, currents, mode, steps, dtype, False, carried, before, complete
     )
     if mode == "dense":
         kc[:, 0] = _synops(source, layer.fan_out)
     # kc[:, 3], the kernels' overflow flags, is 0 (_run_layer ran until none overflowed): no background events
-    return out, kc, mode, state
+    return out, kc, mode, state, seen
 
 
 def _stepped_modes(stage, trains, n_steps, recorded=frozenset()) -> dict:
