@@ -61,7 +61,7 @@ def _collected_once():
         gc.enable()
 
 
-def time_interleaved(fns: dict, repeats: int, warmup: int = 1, settle: bool = False) -> dict:
+def time_interleaved(fns: dict, repeats: int, warmup: int = 1, settle: bool | dict = False) -> dict:
     """Like :func:`time_runs` for several functions at once, in rounds: each
     round calls every function once, the order rotated from round to round.
     A slow spell of the machine (a busy neighbour, a frequency change) then
@@ -69,7 +69,9 @@ def time_interleaved(fns: dict, repeats: int, warmup: int = 1, settle: bool = Fa
     which keeps their ratios honest. Returns ``{name: Times}``.
 
     ``settle``: each timed call comes right after an untimed call of the same
-    function, as in a user's loop, not right after another contender's. For
+    function (True), or of ``settle[name]`` (a dict: e.g. the same contender
+    on another sample), as in a user's loop, not right after another
+    contender's. For
     contenders with thread pools of their own: torch's OpenMP workers spin
     on after a call and take a core from whatever runs next (measured on
     DIGITS-CNN, two threads: our whole test set took 24.9 µs a sample right
@@ -86,7 +88,9 @@ def time_interleaved(fns: dict, repeats: int, warmup: int = 1, settle: bool = Fa
         for r in range(repeats):
             k = r % len(names)
             for name in names[k:] + names[:k]:
-                if settle:
+                if isinstance(settle, dict):
+                    settle[name]()
+                elif settle:
                     fns[name]()
                 cpu0 = time.process_time()
                 start = time.perf_counter()

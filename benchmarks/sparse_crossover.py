@@ -8,7 +8,11 @@ one thread (numba and BLAS), float64 state.
 
 Each row times the layer's event, clock and auto paths (``mode=``),
 interleaved, median of ``--repeats`` runs, compilation excluded (one warm-up
-run of every path on a small layer first). Timed: ``Network.run(spikes=)``
+run of every path on a small layer first). Each timed run comes right after
+an untimed run of the same path on another input of the same activity (the
+previous sample of a loop over samples: the layer's state is where that run
+left it in the caches, not where another path's 10 ms sweep left it);
+``--no-prior``: right after the other paths' runs instead. Timed: ``Network.run(spikes=)``
 on ready time-CSR input (no raster conversion; its O(events) check of the
 trains is the same for every path), i.e. the path choice of auto, the
 kernel call and its allocations. Touched neurons: the distinct targets of a step's input
@@ -125,7 +129,7 @@ def warm_up():
         net.run(spikes=source, mode=mode)
 
 
-def measure(ns, ps, repeats, cache) -> list[dict]:
+def measure(ns, ps, repeats, cache, prior=True) -> list[dict]:
     warm_up()
     rows = []
     for n in ns:
@@ -133,13 +137,15 @@ def measure(ns, ps, repeats, cache) -> list[dict]:
         net = snn.Network([make_layer(rowptr, cols, n)])
         for p in ps:
             source = make_input(n, p, 1000 + round(1e6 * p))  # the same input for every version
+            before = make_input(n, p, 2000 + round(1e6 * p))  # the sample before it
             results = {}
 
             def run(mode):
                 results[mode] = net.run(spikes=source, mode=mode)
 
             runs = {mode: (lambda mode=mode: run(mode)) for mode in MODES}
-            times = time_interleaved(runs, repeats=repeats, warmup=0)
+            runs_before = {mode: (lambda mode=mode: net.run(spikes=before, mode=mode)) for mode in MODES}
+            times = time_interleaved(runs, repeats=repeats, warmup=0, settle=runs_before if prior else False)
             ms = {mode: 1e3 * median(times[mode]) for mode in MODES}
             ev, ck = results["event"], results["clock"]
             # LIF in float64: the lazy leak (beta**k) and the step-by-step leak round
@@ -194,11 +200,12 @@ def table(rows, label=""):
     return (label + "\n" if label else "") + md_table([*heads, "ns/touched"], body)
 
 
-def run_baseline(root, ns, ps, repeats, cache) -> list[dict]:
+def run_baseline(root, ns, ps, repeats, cache, prior=True) -> list[dict]:
     out = Path(cache) / "baseline.json"
     # this script, importing the baseline's snn and snn_kernels (SNN_BENCH_ROOT)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--json", str(out), "--repeats", str(repeats)]
     cmd += ["--cache", str(cache), "--n", *map(str, ns), "--p", *map(str, ps)]
+    cmd += [] if prior else ["--no-prior"]
     env = dict(os.environ, SNN_BENCH_ROOT=str(Path(root).resolve()))
     subprocess.run(cmd, env=env, check=True, cwd=root)
     with open(out) as f:
@@ -213,7 +220,9 @@ def main(argv=None):
     ap.add_argument("--baseline", metavar="DIR", help="checkout whose code to compare with, same session")
     ap.add_argument("--cache", default="/tmp/sparse_crossover_cache", help="connectivity cache folder")
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--no-prior", action="store_true", help="time each run right after the other paths' runs")
     args = ap.parse_args(argv)
+    prior = not args.no_prior
     if not os.environ.get("SNN_BENCH_ROOT"):
         warn_if_busy()
     numba.set_num_threads(1)
@@ -225,8 +234,8 @@ def main(argv=None):
         for n in args.n:  # old then new for each row: the two in one stretch of the session
             for p in args.p:
                 if args.baseline:
-                    old += run_baseline(args.baseline, [n], [p], args.repeats, cache)
-                new += measure([n], [p], args.repeats, cache)
+                    old += run_baseline(args.baseline, [n], [p], args.repeats, cache, prior)
+                new += measure([n], [p], args.repeats, cache, prior)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"benchmark": "sparse_crossover", "env": env, "results": new, "baseline": old}, f)
@@ -249,8 +258,9 @@ def main(argv=None):
         ]
         print("\nnew / old time\n" + md_table(["n", "p", "event", "clock", "auto"], body))
     print(
-        f"\nT = {T}, batch 1, one thread, float64 state; median of {args.repeats} interleaved runs; "
-        "auto/best = auto time / the faster of event and clock."
+        f"\nT = {T}, batch 1, one thread, float64 state; median of {args.repeats} interleaved runs, "
+        + ("each right after the other paths'" if args.no_prior else "each after its path on another sample")
+        + "; auto/best = auto time / the faster of event and clock."
     )
 
 

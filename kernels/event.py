@@ -351,7 +351,8 @@ SWEEP_HOLD = 2 / 3
 # A lazy start (sparse_kernel) pays a miss at each neuron's first input, where the
 # pass that writes every neuron's initial state streams through memory and leaves the
 # state in cache: it pays below this many synaptic operations per neuron in a run
-# (break-even about 0.06, cold caches, 100k and 1M neurons, 2026-11-29)
+# (the break-even with the state out of cache before the run, 100k and 1M neurons;
+# more with the state in cache; measured 2026-11-29)
 LAZY_START_BELOW = 0.04
 
 _AHEAD = 4  # input spikes whose synapse rows are prefetched ahead of the one delivered
@@ -1030,9 +1031,10 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                     _init_state(state, v_init, has_current, has_refractory)
             if not clock:  # the calendar of self-driven spikes, and the neurons touched in a step
                 head = _new_calendar(n_steps)
-                nxt = np.empty(n, np.int32)
-                prv = np.empty(n, np.int32)
-                due = np.empty(n, np.int32)
+                listed_at = 0 if undriven else n  # (an undriven layer keeps no calendar)
+                nxt = np.empty(listed_at, np.int32)
+                prv = np.empty(listed_at, np.int32)
+                due = np.empty(listed_at, np.int32)
                 touched = np.empty(n, np.int32)
                 due_next = np.empty(n if undriven else 0, np.int32)  # undriven: the neurons due at t + 1
                 n_due = 0

@@ -59,7 +59,8 @@ class SpikeTrains:
         suspect = np.empty(len(tptr), np.uint8)
         if kernels.screen_trains(tptr, idx, self.n, suspect) >= 0:
             raise ValueError("SpikeTrains.tptr must start at 0, not decrease, and stay within idx")
-        for b in np.flatnonzero(suspect).tolist():  # (samples in order: the first invalid one is reported)
+        flagged = np.flatnonzero(suspect).tolist() if suspect.any() else ()
+        for b in flagged:  # (samples in order: the first invalid one is reported)
             used = idx[b, : tptr[b, -1]]
             if len(used) and (used.min() < 0 or used.max() >= self.n):
                 raise ValueError(f"SpikeTrains: sample {b} has neurons outside [0, {self.n})")
