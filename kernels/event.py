@@ -1009,9 +1009,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             if not clock:
                 undriven = kind == CSR and _undriven(bias, table, threshold, has_current, has_refractory)
             fresh = v_init.shape[0] > 0  # a new run; otherwise ``state`` continues an earlier chunk
-            # rows written at a neuron's first input (see the docstring: a gain table[1, 2] >= 0 and
-            # v_init below threshold keep every neuron from being due at step 0 on its own), if the
-            # run's input reaches few (lazy_below: LAZY_START_BELOW unless a test asks otherwise)
+            # no neuron due at step 0 on its own: an undriven layer, a gain table[1, 2] >= 0, and the
+            # caller's promise (``seen`` given: v_init below threshold); then a lazy start if the
+            # run's input reaches few neurons (lazy_below: LAZY_START_BELOW unless a test asks)
             none_due = undriven and fresh and seen.shape[0] > 0 and n_steps > 0 and table[1, 2] >= 0
             lazy = none_due
             if lazy:
@@ -1031,10 +1031,10 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                     _init_state(state, v_init, has_current, has_refractory)
             if not clock:  # the calendar of self-driven spikes, and the neurons touched in a step
                 head = _new_calendar(n_steps)
-                listed_at = 0 if undriven else n  # (an undriven layer keeps no calendar)
-                nxt = np.empty(listed_at, np.int32)
-                prv = np.empty(listed_at, np.int32)
-                due = np.empty(listed_at, np.int32)
+                in_calendar = 0 if undriven else n  # (an undriven layer keeps no calendar)
+                nxt = np.empty(in_calendar, np.int32)
+                prv = np.empty(in_calendar, np.int32)
+                due = np.empty(in_calendar, np.int32)
                 touched = np.empty(n, np.int32)
                 due_next = np.empty(n if undriven else 0, np.int32)  # undriven: the neurons due at t + 1
                 n_due = 0
