@@ -919,6 +919,15 @@ def test_drive_refusals():
     spikes = np.zeros((4, 2, 2), np.uint8)
     with pytest.raises(ValueError, match="drive keys must be neuron populations"):
         g.run(4, inputs={inp: spikes}, drive={inp: np.ones((2, 2))})
+    # a name the graph does not have: refused as a bad argument, not a KeyError (found by test_fuzz)
+    with pytest.raises(ValueError, match="drive keys must be neuron populations of this graph, got 'nope'"):
+        g.run(4, inputs={inp: spikes}, drive={"nope": np.ones((2, 3))})
+    with pytest.raises(ValueError, match="inputs keys must be input populations of this graph, got 'nope'"):
+        g.run(4, inputs={"nope": spikes})
+    with pytest.raises(
+        ValueError, match="record_v keys must be neuron populations of this graph, got 'nope'"
+    ):
+        g.run(4, inputs={inp: spikes}, record_v={"nope": [0]})
     with pytest.raises(ValueError, match=r"drive\['p'\] must be \[batch, 3\]"):
         g.run(4, inputs={inp: spikes}, drive={p: np.ones((2, 2))})
     with pytest.raises(ValueError, match="drives have 3 samples but the run has 2"):

@@ -880,12 +880,20 @@ class Graph:
         record = self._record(record_v, "v") + self._record(record_i, "i")
         return (None if T is None else int(T)), trains, batch, drives, record
 
+    def _named(self, key):
+        """The population a run's argument names: by name (None if the graph
+        has none of that name, which the caller refuses with a ValueError
+        of its own, as it does a key of any other type), or the key itself."""
+        if isinstance(key, str):
+            return next((p for p in self.populations if p.name == key), None)
+        return key
+
     def _drives(self, drive, T=None) -> dict:
         """``{population name: [B, n] or [T, B, n] float64}``, checked (a
         drive over time only for a run of ``T`` steps)."""
         out = {}
         for key, x in dict(drive or {}).items():
-            pop = self[key] if isinstance(key, str) else key
+            pop = self._named(key)
             if not isinstance(pop, Population) or pop not in self.populations or not pop.has_neurons:
                 raise ValueError(f"drive keys must be neuron populations of this graph, got {key!r}")
             x = real_array(f"drive[{pop.name!r}]", x)
@@ -906,7 +914,7 @@ class Graph:
         inputs = dict(inputs or {})
         given = {}
         for key, spikes in inputs.items():
-            pop = self[key] if isinstance(key, str) else key
+            pop = self._named(key)
             if not isinstance(pop, Population) or pop not in self.populations or not pop.is_input:
                 raise ValueError(f"inputs keys must be input populations of this graph, got {key!r}")
             trains = spikes if isinstance(spikes, SpikeTrains) else SpikeTrains.from_raster(spikes)
@@ -950,7 +958,7 @@ class Graph:
         """``[(population, indices, var)]`` for ``record_v`` / ``record_i``."""
         record, label = [], f"record_{var}"
         for key, idx in dict(asked or {}).items():
-            pop = self[key] if isinstance(key, str) else key
+            pop = self._named(key)
             if not isinstance(pop, Population) or pop not in self.populations or not pop.has_neurons:
                 raise ValueError(f"{label} keys must be neuron populations of this graph, got {key!r}")
             if var == "i" and not pop.neuron.has_current:
