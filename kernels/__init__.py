@@ -14,7 +14,7 @@ from .neuron import REF, RESET_NONE, RESET_SUBTRACT, RESET_TO_VALUE, T_LAST, set
 from .pack import pack_rows
 from .pool import maxpool_layer
 from .rng import sample_states, seed_state
-from .trains import screen_trains
+from .trains import busiest_step, screen_trains
 
 __all__ = [
     "CONV",
@@ -29,6 +29,7 @@ __all__ = [
     "clock_layer",
     "conv_currents",
     "bound_drive",
+    "busiest_step",
     "conv_drive",
     "conv_layer",
     "csr_currents",

@@ -33,3 +33,15 @@ def screen_trains(tptr, idx, n, suspect):
                     suspect[b] = 1
                 last = j
     return -1
+
+
+@jit
+def busiest_step(tptr):
+    """The most spikes in one step of any sample of trains with offsets
+    ``tptr`` (int64 ``[B, T + 1]``, non-decreasing: checked trains); 0
+    without steps."""
+    most = 0
+    for b in range(tptr.shape[0]):
+        for t in range(tptr.shape[1] - 1):
+            most = max(most, tptr[b, t + 1] - tptr[b, t])
+    return most

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snn.run.spiketrains import SpikeTrains
 
@@ -104,3 +106,19 @@ def test_offsets_are_refused_before_the_spikes_they_point_to(bad, at):
     tptr[1] = [0, 1, 2]
     assert kernels.screen_trains(tptr, idx, 5, suspect) == -1
     assert suspect.tolist() == [1, 0, 0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(counts=st.lists(st.lists(st.integers(0, 40), min_size=0, max_size=30), min_size=1, max_size=4))
+def test_busiest_step_is_the_most_spikes_of_a_step(counts):
+    """``busiest_step`` (auto's bound on a run's synaptic operations) is the
+    largest count of any step of any sample, 0 without steps."""
+    import snn_kernels as kernels
+
+    n_steps = len(counts[0])
+    per_step = np.array([(c + [0] * n_steps)[:n_steps] for c in counts], np.int64).reshape(
+        len(counts), n_steps
+    )
+    tptr = np.zeros((len(counts), n_steps + 1), np.int64)
+    np.cumsum(per_step, axis=1, out=tptr[:, 1:])
+    assert kernels.busiest_step(tptr) == per_step.max(initial=0)

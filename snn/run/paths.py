@@ -625,9 +625,8 @@ def _choose_csr_mode(layer, source, n_steps, dtype, driven) -> str:
         # it is with the real ones (the event path's cost grows with them at least as fast as the clock
         # path's when it is the dearer per operation; the dense path's does not depend on them): the same
         # choice, without reading the spikes' fan-outs (a sparse run's choice then costs little)
-        spikes = np.diff(source.tptr, axis=1)
-        if spikes.max(initial=0) * max_fan_out < min(two_at, sweep_at):
-            most = float(spikes.sum()) * max_fan_out / batch
+        if kernels.busiest_step(source.tptr) * max_fan_out < min(two_at, sweep_at):
+            most = source.total * max_fan_out / batch
             clock_most = c["clock"] * most + c["clock_sweep"] * n_steps * n
             if c["direct"] * most <= min(clock_most, dense):
                 return "event"
