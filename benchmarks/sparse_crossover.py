@@ -8,11 +8,20 @@ one thread (numba and BLAS), float64 state.
 
 Each row times the layer's event, clock and auto paths (``mode=``),
 interleaved, median of ``--repeats`` runs, compilation excluded (one warm-up
-run of every path on a small layer first). Each timed run comes right after
-an untimed run of the same path on another input of the same activity (the
-previous sample of a loop over samples: the layer's state is where that run
-left it in the caches, not where another path's 10 ms sweep left it);
-``--no-prior``: right after the other paths' runs instead. Timed: ``Network.run(spikes=)``
+run of every path on a small layer first). Each timed run is on a sample of
+its own (an input of the same activity, seeded per path and repeat: no run
+has seen it, as in a loop over samples; a run right after another path's
+run on the same input found what that run left in the caches and was up to
+1.3x faster, which favoured whichever path came second), right after
+untimed runs of the same path on other inputs for at least
+``SETTLE_S`` (the samples before it in that loop: the caches hold what
+that path's runs leave there, not what another path's 10 ms sweep left;
+one such run was not enough: a 0.15 ms event run after one was 1.2-1.3x
+slower after a clock run than after event runs); ``--no-prior``: right
+after the other paths' runs instead. ns per touched neuron is the median over the event
+path's runs of its time over its sample's touched neurons; the spike check
+and the counts are those of one more sample that every path runs, untimed.
+Timed: ``Network.run(spikes=)``
 on ready time-CSR input (no raster conversion; its O(events) check of the
 trains is the same for every path), i.e. the path choice of auto, the
 kernel call and its allocations. Touched neurons: the distinct targets of a step's input
@@ -43,6 +52,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 if os.environ.get("SNN_BENCH_ROOT"):  # a baseline run: that checkout's code first
@@ -71,6 +81,7 @@ K_IN = 100
 WEIGHT = 0.2
 MODES = ("event", "clock", "auto")
 DEFAULT_P = (1e-5, 1e-4, 1e-3, 3.6e-3, 1e-2)
+SETTLE_S = 2e-3  # untimed runs of a path before each of its timed runs
 
 
 def connectivity(n: int, cache: Path):
@@ -129,6 +140,16 @@ def warm_up():
         net.run(spikes=source, mode=mode)
 
 
+def _loop(net, samples, mode):
+    """Runs of ``mode`` over ``samples`` in turn for at least :data:`SETTLE_S`."""
+    start = time.perf_counter()
+    while True:
+        for x in samples:
+            net.run(spikes=x, mode=mode)
+        if time.perf_counter() - start >= SETTLE_S:
+            return
+
+
 def measure(ns, ps, repeats, cache, prior=True) -> list[dict]:
     warm_up()
     rows = []
@@ -136,17 +157,22 @@ def measure(ns, ps, repeats, cache, prior=True) -> list[dict]:
         rowptr, cols = connectivity(n, cache)
         net = snn.Network([make_layer(rowptr, cols, n)])
         for p in ps:
-            source = make_input(n, p, 1000 + round(1e6 * p))  # the same input for every version
-            before = make_input(n, p, 2000 + round(1e6 * p))  # the sample before it
-            results = {}
-
-            def run(mode):
-                results[mode] = net.run(spikes=source, mode=mode)
-
-            runs = {mode: (lambda mode=mode: run(mode)) for mode in MODES}
-            runs_before = {mode: (lambda mode=mode: net.run(spikes=before, mode=mode)) for mode in MODES}
+            seed = 1000 + round(1e6 * p)  # the same inputs for every version of the code
+            source = make_input(n, p, seed)  # checked and counted
+            befores = [make_input(n, p, seed + 1000 + i) for i in range(2)]  # the samples before
+            # the timed samples: one of its own for each path and repeat
+            samples = {
+                m: [make_input(n, p, seed + 2000 + len(MODES) * r + k) for r in range(repeats)]
+                for k, m in enumerate(MODES)
+            }
+            results = {mode: net.run(spikes=source, mode=mode) for mode in MODES}
+            left = {mode: iter(samples[mode]) for mode in MODES}
+            runs = {mode: (lambda mode=mode: net.run(spikes=next(left[mode]), mode=mode)) for mode in MODES}
+            runs_before = {mode: (lambda mode=mode: _loop(net, befores, mode)) for mode in MODES}
             times = time_interleaved(runs, repeats=repeats, warmup=0, settle=runs_before if prior else False)
             ms = {mode: 1e3 * median(times[mode]) for mode in MODES}
+            touched_of = [int(_touched(x.tptr[0], x.idx[0], rowptr, cols, n)) for x in samples["event"]]
+            ns_per_touched = median([1e9 * s / max(c, 1) for s, c in zip(times["event"], touched_of)])
             ev, ck = results["event"], results["clock"]
             # LIF in float64: the lazy leak (beta**k) and the step-by-step leak round
             # differently, so spikes may differ where a membrane is within rounding of threshold
@@ -171,7 +197,7 @@ def measure(ns, ps, repeats, cache, prior=True) -> list[dict]:
                     ms=ms,
                     times_s={m: list(times[m]) for m in MODES},
                     auto_picked=results["auto"].counts[0].mode,
-                    ns_per_touched=1e6 * ms["event"] / max(touched, 1),
+                    ns_per_touched=ns_per_touched,
                 )
             )
             print(f"  n={n:,} p={p:g}: " + ", ".join(f"{m} {ms[m]:.1f} ms" for m in MODES), flush=True)
@@ -259,7 +285,12 @@ def main(argv=None):
         print("\nnew / old time\n" + md_table(["n", "p", "event", "clock", "auto"], body))
     print(
         f"\nT = {T}, batch 1, one thread, float64 state; median of {args.repeats} interleaved runs, "
-        + ("each right after the other paths'" if args.no_prior else "each after its path on another sample")
+        + "each on a sample of its own, "
+        + (
+            "right after the other paths' runs"
+            if args.no_prior
+            else "after its path's runs on other samples for >= 2 ms"
+        )
         + "; auto/best = auto time / the faster of event and clock."
     )
 
