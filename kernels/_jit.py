@@ -430,7 +430,9 @@ def precompile(jobs) -> int:
     compiling some kernels by calling them; independent, the costliest
     first) that load what they need from the cache are run here, and those
     that would compile are shared between this process and a forked child,
-    each taking the next job not taken yet; the child's kernels are written
+    each taking the next job not taken yet (this process the first, so that
+    which process compiles which of the first two does not depend on which
+    is scheduled first); the child's kernels are written
     to the on-disk cache (``cache=True``), from which this process loads
     them when it calls them next. A cache warmer only: the caller then runs
     what it needs as it would without it (loading, or compiling what the
@@ -445,6 +447,7 @@ def precompile(jobs) -> int:
     read, write = os.pipe()  # the job queue: one 4-byte index per job; a read takes one
     os.write(write, b"".join(k.to_bytes(4, "little") for k in range(len(jobs))))
     os.close(write)
+    mine = os.read(read, 4)  # the first (costliest) job is this process's: it starts before the child can
     done = os.pipe()  # the child reports how many it took
     pid = os.fork()
     if pid == 0:  # the child: take jobs until none is left, then leave (no clean-up of the parent's)
@@ -461,8 +464,9 @@ def precompile(jobs) -> int:
             os._exit(code)
     os.close(done[1])
     try:
-        while len(k := os.read(read, 4)) == 4:
-            jobs[int.from_bytes(k, "little")]()
+        while len(mine) == 4:
+            jobs[int.from_bytes(mine, "little")]()
+            mine = os.read(read, 4)
     except BaseException:
         os.kill(pid, 15)  # SIGTERM: what it compiled is not wanted any more
         raise
