@@ -1261,12 +1261,17 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                         # direct: each synaptic weight added to its neuron, brought
                         # forward at its first input of the step (few neurons touched:
                         # cheaper than a second pass over them)
+                        # the highest membrane the step leaves a touched neuron with (undriven):
+                        # below threshold, none fires and none is due at t + 1, so the pass over
+                        # them (_close_touched_undriven) has nothing to do
+                        peak = -np.inf
                         if undriven:  # the neurons due on their own now, then the list is empty
                             for q in range(n_due):
                                 j = np.int64(due_next[q])
                                 advance(state, j, t, bias_of(bias, j), table, False, False)
                                 touched[n_touched] = j
                                 n_touched += 1
+                                peak = max(peak, state[j, V])
                             n_due = 0
                         if e0 < e_end:
                             _prefetch_targets(state, rowptr, cols, np.int64(in_idx[e0]))
@@ -1299,7 +1304,9 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                         state_flat[at + _T_LAST_AT] = stamp
                                         touched[n_touched] = j
                                         n_touched += 1
-                                    state_flat[at + _V_AT] = v + weights[s]
+                                    v = v + weights[s]
+                                    state_flat[at + _V_AT] = v
+                                    peak = max(peak, v)
                                 continue
                             for s in range(rowptr[pre], rowptr[pre + 1]):
                                 n_touched = _touch(
@@ -1314,7 +1321,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                     touched,
                                     n_touched,
                                 )
-                        if undriven:
+                        if undriven and peak >= threshold:
                             n_out, n_due = _close_touched_undriven(
                                 state_flat,
                                 state_width,
@@ -1332,7 +1339,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
                                 out_idx,
                                 n_out,
                             )
-                        else:
+                        elif not undriven:
                             due_from = n_touched  # the due neurons: touched[due_from:]
                             n_touched = _pop_due(
                                 state,
