@@ -15,10 +15,13 @@ run on the same input found what that run left in the caches and was up to
 1.3x faster, which favoured whichever path came second), right after
 untimed runs of the same path on other inputs for at least
 ``SETTLE_S`` (the samples before it in that loop: the caches hold what
-that path's runs leave there, not what another path's 10 ms sweep left;
-one such run was not enough: a 0.15 ms event run after one was 1.2-1.3x
-slower after a clock run than after event runs); ``--no-prior``: right
-after the other paths' runs instead. ns per touched neuron is the median over the event
+that path's runs leave there, not what another path's sweeps left; one
+such run was not enough: a 0.15 ms event run at 100k neurons after one was
+1.2-1.3x slower after a clock run than after event runs, and 2 ms of runs
+were not enough at 1M neurons: at 0.007 % touched, auto, run after a clock
+run twice as often as event in the rotation, took 1.18x event's time with
+2 ms, 1.07x with 20 ms); ``--no-prior``: right after the other paths' runs
+instead. ns per touched neuron is the median over the event
 path's runs of its time over its sample's touched neurons; the spike check
 and the counts are those of one more sample that every path runs, untimed.
 Timed: ``Network.run(spikes=)``
@@ -81,7 +84,7 @@ K_IN = 100
 WEIGHT = 0.2
 MODES = ("event", "clock", "auto")
 DEFAULT_P = (1e-5, 1e-4, 1e-3, 3.6e-3, 1e-2)
-SETTLE_S = 2e-3  # untimed runs of a path before each of its timed runs
+SETTLE_S = 20e-3  # seconds of untimed runs of a path before each of its timed runs
 
 
 def connectivity(n: int, cache: Path):
@@ -289,7 +292,7 @@ def main(argv=None):
         + (
             "right after the other paths' runs"
             if args.no_prior
-            else "after its path's runs on other samples for >= 2 ms"
+            else f"after its path's runs on other samples for >= {1e3 * SETTLE_S:g} ms"
         )
         + "; auto/best = auto time / the faster of event and clock."
     )
