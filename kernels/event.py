@@ -994,7 +994,7 @@ def sparse_kernel(kind, clock, has_current, has_refractory, reset_mode):
             # CSR event path: zeroed at its first step in two phases or as a sweep (few
             # touched neurons never need it: one pass over n fewer per run). Arrays of the
             # step loop are made before it, not in it: one assigned in the loop costs its
-            # reference counting at every step (measured: 9 ns a step, 2026-11-29)
+            # reference counting at every step (an empty step: 59 -> 12.5 ns, 2026-11-29)
             acc_zeroed = kind != CSR or clock
             acc = np.empty(
                 0 if kind == CONV and (not clock or not has_current and not has_refractory) else n,
