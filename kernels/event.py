@@ -1750,6 +1750,14 @@ def _choices(clock, has_current, has_refractory, reset_mode):
     return bool(clock), bool(has_current), bool(has_refractory), int(reset_mode)
 
 
+def state_in_cache(n, width, dtype) -> bool:
+    """Whether the state of ``n`` neurons (``width`` values of ``dtype`` each)
+    and their input sums take at most :data:`TWO_PHASE_STATE_BYTES` (a CSR
+    layer's event path then runs two-phase steps from :data:`TWO_PHASE_AT`,
+    else from :data:`TWO_PHASE_AT_OUT_OF_CACHE`)."""
+    return n * (width + 1) * np.dtype(dtype).itemsize <= TWO_PHASE_STATE_BYTES
+
+
 def csr_layer(
     in_tptr,
     in_idx,
@@ -1794,8 +1802,8 @@ def csr_layer(
     caller's promise: every ``v_init`` below ``threshold``), default none,
     taken by a run of fewer than ``lazy_below`` synaptic operations per
     neuron."""
-    in_cache = state.shape[1] * (state.shape[2] + 1) * state.itemsize <= TWO_PHASE_STATE_BYTES
     if two_phase_at is None:
+        in_cache = state_in_cache(state.shape[1], state.shape[2], state.dtype)
         two_phase_at = TWO_PHASE_AT if in_cache else TWO_PHASE_AT_OUT_OF_CACHE
     if sweep_at is None:
         sweep_at = SWEEP_AT

@@ -252,17 +252,15 @@ class Network:
         batch = source.batch_size if source is not None else analog_x.shape[-2]
         run_extent(n_steps, batch, self.dtype)
         graph = self.graph()  # made once, checking the parameters (the state precision must hold them)
-        if (
-            batch == 1
-            and analog_x is not None
-            and analog_x.ndim == 2
-            and backend == "event"
-            and not (record_v or record_i or progress)
-        ):
-            one = self._one_sample(graph, n_steps, mode)
-            if one is not None:
-                with numba_threads(n_threads):
-                    return one(analog_x)
+        if batch == 1 and backend == "event" and not (record_v or record_i or progress):
+            # one sample of constant analog input, or of spikes in arrays that the kernels read as
+            # the kept calls were compiled for (checked: C-contiguous; aligned and writeable)
+            spiking = source is not None
+            if analog_x.ndim == 2 if not spiking else source.tptr.flags.behaved and source.idx.flags.behaved:
+                one = self._one_sample(graph, n_steps, mode, spiking)
+                if one is not None:
+                    with numba_threads(n_threads):
+                        return one(source if spiking else analog_x)
         record = {
             "v": self._recorded(record_v) if record_v else {},
             "i": self._recorded(record_i) if record_i else {},
@@ -462,9 +460,10 @@ class Network:
         result = graph._run(n_steps, inputs, batch, drive, recorded, 0, backend, mode, progress, macs, True)
         return result if backend == "event" else self._stack_result(result)
 
-    def _one_sample(self, graph, n_steps, mode):
+    def _one_sample(self, graph, n_steps, mode, spiking):
         """The kept :class:`_OneSample` of the stack's ``graph`` for runs of
-        ``n_steps`` in ``mode``, made at the first such run (None where the
+        ``n_steps`` in ``mode`` on spikes (``spiking``) or constant analog
+        input, made at the first such run (None where the
         general path runs them: a schedule that is not a chain of layers);
         made again for a new graph (:meth:`graph`: the layers changed) or
         once the graph has been edited (``Graph._edits``)."""
@@ -472,13 +471,14 @@ class Network:
         if kept is None or kept[0] is not graph or kept[1] != graph._edits:
             kept = self._one = (graph, graph._edits, {})
         plans = kept[2]
-        key = (n_steps, mode)
+        key = (n_steps, mode, spiking)
         if key in plans:
             return plans[key]
         if len(plans) >= 8:  # (a few T and modes kept)
             plans.clear()
         schedule = graph.schedule(())
-        plans[key] = _OneSample(self, graph, schedule, n_steps, mode) if schedule.layers_only else None
+        one = _OneSample(self, graph, schedule, n_steps, mode, spiking) if schedule.layers_only else None
+        plans[key] = one
         return plans[key]
 
     def _stack_result(self, result) -> RunResult:
@@ -514,43 +514,48 @@ def _macs(name, x, fan_out) -> dict:
 
 
 class _OneSample:
-    """:meth:`Network.run` of one sample ``x`` ``[1, n_in]`` (checked) of
-    constant analog input over ``n_steps`` in ``mode``, as the general path
+    """:meth:`Network.run` of one sample over ``n_steps`` in ``mode``, of
+    constant analog input ``x`` ``[1, n_in]`` or of spikes (``spiking``:
+    :class:`SpikeTrains` of one sample, checked), as the general path
     (``snn.run.schedule._run_layers`` and ``snn.run.paths._run_layer``) runs
     it, stage by stage with the same kernel calls, the same choices of path
     and the same result, less what that path looks up or recomputes at
-    every call: the stages' constant biases, their kernel calls, the path
-    chosen for a count of input spikes (all the cost model reads of a dense
-    or conv layer's input, its bias being constant: the counts at which the
-    choice changes, ``snn.run.paths.choice_cuts``). Each call makes the
-    arrays it returns (a result is never written by a later call); what it
-    keeps is read-only but for the layers' output-buffer guesses
-    (``spikes_per_step``, updated as ``_run_layer`` updates them)."""
+    every call: the stages' constant biases, their kernel calls (the
+    compiled code, past numba's dispatcher), the path chosen for a count of
+    input spikes (all the cost model reads of a dense or conv layer's input,
+    its bias being constant: the counts at which the choice changes,
+    ``snn.run.paths.choice_cuts``). Each call makes the arrays it returns (a
+    result is never written by a later call); what it keeps is read-only but
+    for the layers' output-buffer guesses (``spikes_per_step``, updated as
+    ``_run_layer`` updates them)."""
 
-    def __init__(self, network, graph, schedule, n_steps, mode):
+    def __init__(self, network, graph, schedule, n_steps, mode, spiking=False):
         self.graph, self.schedule, self.n_steps, self.mode = graph, schedule, n_steps, mode
-        self.drive = (*drive_call(network.layers[0]), True)  # _vecmat's kernel and arguments
-        self.fan_out = network.layers[0].fan_out
+        self.spiking = spiking
+        if not spiking:
+            self.drive = (*drive_call(network.layers[0]), True)  # _vecmat's kernel and arguments
+            self.fan_out = network.layers[0].fan_out
+            self.first = schedule.steps[0][3]  # (the first layer's path choice reads its graph layer)
+            self.macs_name = schedule.steps[0][0]
+            self.silent = silent_trains(n_steps, 1, graph.populations[0].n)
         self.dtype = dtype = graph.dtype
         self.input = graph.populations[0].name
-        self.silent = silent_trains(n_steps, 1, graph.populations[0].n)
         self.readout = schedule.readouts[1]
-        self.first = schedule.steps[0][3]  # (the first layer's path choice reads its graph layer)
-        self.macs_name = schedule.steps[0][0]
         self.stages = []
         for k, (name, source_name, pool, layer, pop) in enumerate(schedule.steps):
             if pool is not None:
                 self.stages.append((name, source_name, pool, None, None, None, None, None))
                 continue
-            bias = None if k == 0 else layer.bias(dtype)
-            # the path where no choice is made (as _run_as_layer: the first layer's source is silent)
+            driven = k == 0 and not spiking  # the first layer of analog input: its drive in the bias
+            bias = None if driven else layer.bias(dtype)
+            # the path where no choice is made (as _run_as_layer: a driven layer's source is silent)
             fixed = mode or pop.mode
-            fixed = None if fixed == "auto" else "clock" if (fixed == "dense" and k == 0) else fixed
+            fixed = None if fixed == "auto" else "clock" if (fixed == "dense" and driven) else fixed
             # the path by the count of input spikes: event up to cuts[0], clock up to cuts[1], then
             # dense; cuts[2] with no input spike (a CSR layer's choice reads more than the count: made
             # at each call)
             cuts = None
-            if k and fixed is None and layer.kind in ("dense", "conv") and layer.proj is not None:
+            if not driven and fixed is None and layer.kind in ("dense", "conv") and layer.proj is not None:
                 cuts = (
                     *choice_cuts(layer, n_steps, dtype, _positive(bias)),
                     _choose_driven_mode(layer, bias[0], n_steps),
@@ -558,7 +563,7 @@ class _OneSample:
             self.stages.append((name, source_name, None, layer, pop, bias, cuts, fixed))
 
     def _mode(self, layer, total, source, bias) -> str:
-        """The path that ``"auto"`` chooses for a layer other than the first
+        """The path that ``"auto"`` chooses for a layer that reads spikes,
         on a run of ``source`` (``total`` spikes), as
         :func:`snn.run.schedule._run_as_layer` chooses it."""
         if layer.proj is None or not total:
@@ -566,7 +571,8 @@ class _OneSample:
         return _choose_mode(layer, source, self.n_steps, self.dtype, _positive(bias))
 
     def __call__(self, x):
-        graph, dtype, n_steps = self.graph, self.dtype, self.n_steps
+        if self.spiking:
+            return self._run({self.input: x}, None, None, time.perf_counter())
         x = np.ascontiguousarray(x, np.float64)
         drive = np.empty((1, self.first.n_out))
         kernel, args, first_call = self.drive
@@ -574,12 +580,17 @@ class _OneSample:
         if first_call:  # by the dispatcher: its compiled code from now on
             self.drive = (_compiled(kernel, (x, *args, drive)) or kernel, args, False)
         macs = functools.partial(_macs, self.macs_name, x.copy(), self.fan_out)
-        start = time.perf_counter()
-        trains = {self.input: self.silent}
+        return self._run({self.input: self.silent}, drive, macs, time.perf_counter())
+
+    def _run(self, trains, drive, macs, start):
+        """The stages from ``trains`` (the input's by name), the first
+        layer's ``drive`` ``[1, n]`` (analog input) or None; ``macs`` and
+        ``start`` (``time.perf_counter``) as the result reports them."""
+        graph, dtype, n_steps = self.graph, self.dtype, self.n_steps
         counts, modes = {}, {}
         membrane = None
         empty, zeros, int64 = np.empty, np.zeros, np.int64
-        for k, (name, source_name, pool, layer, pop, bias, cuts, mode) in enumerate(self.stages):
+        for name, source_name, pool, layer, pop, bias, cuts, mode in self.stages:
             source = trains[source_name] if source_name is not None else silent_trains(n_steps, 1, 0)
             if pool is not None:
                 out, kc, _ = _run_maxpool(pool, source)
@@ -588,12 +599,13 @@ class _OneSample:
                 modes[name] = "gate"
                 trains[name] = out
                 continue
-            if not k:
+            driven = bias is None
+            if driven:
                 bias = _layer_bias(dtype, pop, drive)
             total = int(source.tptr[0, -1])
             if mode is not None:
                 pass
-            elif not k:
+            elif driven:
                 mode = _choose_driven_mode(layer, bias[0], n_steps)
             elif cuts is not None:
                 event_to, clock_to, silent = cuts
@@ -603,9 +615,10 @@ class _OneSample:
                     mode = "event" if total <= event_to else "clock" if total <= clock_to else "dense"
             else:
                 mode = self._mode(layer, total, source, bias)
+            unset = None  # a lazy start's marks and the initial membrane (_final_membrane completes it)
             if mode == "dense":
                 out, kc, mode, state, _ = _run_as_layer(
-                    dtype, layer, source, mode, bias, None, n_steps, None, not k
+                    dtype, layer, source, mode, bias, None, n_steps, None, driven
                 )
             else:  # _run_layer of one sample from no state, inline
                 key = ("one", mode, dtype, n_steps)  # (among _run_layer's, which the layer keeps as well)
@@ -613,7 +626,7 @@ class _OneSample:
                 made = calls.get(key)
                 if made is None:
                     made = calls[key] = _layer_call(layer, mode, dtype, n_steps)
-                call, before, after, width = made[:4]
+                call, before, after, width, lazy = made[:5]
                 n_out = layer.n_out
                 seen = layer.spikes_per_step
                 most = n_steps * n_out
@@ -629,20 +642,16 @@ class _OneSample:
                     if before is None:
                         call(source.tptr, source.idx, None, bias[1], state, out_tptr, out_idx, kc)
                     else:
-                        args = (
-                            source.tptr,
-                            source.idx,
-                            *before,
-                            bias[1],
-                            *after,
-                            state,
-                            out_tptr,
-                            out_idx,
-                            kc,
-                        )
-                        call(*args, 0, 1)
-                        if len(made) == 5:  # the first call, by the dispatcher: its compiled code from now on
-                            calls[key] = (_compiled(call, (*args, 0, 1)) or call, before, after, width)
+                        if lazy:  # the marks in place of after[-1]; after[4] is v_init
+                            marks = empty((1, (n_out + 63) >> 6), np.uint64)
+                            unset = (marks, after[4])
+                            args = (source.tptr, source.idx, *before, bias[1], *after[:-1], marks)
+                        else:
+                            args = (source.tptr, source.idx, *before, bias[1], *after)
+                        call(*args, state, out_tptr, out_idx, kc, 0, 1)
+                        if len(made) == 6:  # the first call, by the dispatcher: its compiled code from now on
+                            found = _compiled(call, (*args, state, out_tptr, out_idx, kc, 0, 1))
+                            calls[key] = (found or call, before, after, width, lazy)
                     overflow, used = kc[0, 3:1:-1].tolist()
                     if not overflow:
                         break
@@ -653,7 +662,7 @@ class _OneSample:
             counts[name], modes[name], trains[name] = kc, mode, out
             if name == self.readout:
                 membrane = functools.partial(
-                    _final_membrane, pop, state, bias[1], mode != "dense", n_steps, dtype
+                    _final_membrane, pop, state, bias[1], mode != "dense", n_steps, dtype, unset
                 )
         seconds = time.perf_counter() - start
         return _assemble(
@@ -662,14 +671,16 @@ class _OneSample:
 
 
 def _layer_call(layer, mode, dtype, n_steps) -> tuple:
-    """``(call, before, after, width)`` of a layer path for
+    """``(call, before, after, width, lazy)`` of a layer path for
     :class:`_OneSample`: the compiled kernel with the arguments
     ``snn.run.paths._sample_kernel`` names (``call(in_tptr, in_idx,
-    *before, bias, *after, state, out_tptr, out_idx, counts, 0, 1)``), the
-    dispatcher until its first call (then a fifth item, None, says so); or
-    ``_bound_layer``'s call (``before`` None)."""
+    *before, bias, *after, state, out_tptr, out_idx, counts, 0, 1)``, a
+    lazy start's marks in place of ``after[-1]``), the dispatcher until its
+    first call (then a sixth item, None, says so); or ``_bound_layer``'s
+    call (``before`` None; no lazy start)."""
     found = _sample_kernel(layer, mode, dtype, n_steps)
     if found is None:
         call, width, _ = _bound_layer(layer, mode, dtype, n_steps, False, True)
-        return call, None, None, width
-    return (*found, _state_width(layer.neuron), None)
+        return call, None, None, width, False
+    kernel, before, after, lazy = found
+    return kernel, before, after, _state_width(layer.neuron), lazy, None

@@ -309,33 +309,49 @@ def _bound_layer(layer, mode, dtype, rows, settle, fresh) -> tuple:
                 seen=seen,
             )
 
-        lazy = mode == "event" and fresh and len(v_init) > 0 and bool(v_init.max() < thr)
-        return call, width, lazy
+        return call, width, fresh and _may_start_lazily(mode, v_init, thr)
     return call, width, False
 
 
 def _sample_kernel(layer, mode, dtype, rows) -> tuple | None:
-    """``(kernel, before, after)``: the compiled kernel that ``_bound_layer``'s
-    call of a dense or conv ``layer`` on path ``mode`` (event or clock) in
-    ``dtype`` runs through ``kernels.run_samples``, with the arguments it
-    passes it, so that ``kernel(in_tptr, in_idx, *before, bias, *after,
+    """``(kernel, before, after, lazy)``: the compiled kernel that
+    ``_bound_layer``'s call of ``layer`` on path ``mode`` (event or clock)
+    in ``dtype`` runs through ``kernels.run_samples``, with the arguments
+    it passes it, so that ``kernel(in_tptr, in_idx, *before, bias, *after,
     state, out_tptr, out_idx, counts, first, stop)`` is that call for the
     samples ``first .. stop - 1`` (``settle`` False, a fresh run, a
-    propagator of ``rows`` rows); None for other layers (their call is
-    ``_bound_layer``'s). For a caller of one sample that keeps it (no
-    wrapper between it and the compiled code)."""
-    if layer.kind not in ("dense", "conv") or mode not in ("event", "clock"):
+    propagator of ``rows`` rows); ``lazy``: the run may start lazily (as
+    ``_bound_layer``'s), given marks ``[B, words]`` uint64 in place of
+    ``after[-1]``. None for the dense path (its call is ``_bound_layer``'s).
+    For a caller of one sample that keeps it (no wrapper between it and
+    the compiled code)."""
+    if mode not in ("event", "clock"):
         return None
     made = _made(layer)
     constants = _constants(made, layer.neuron, dtype, rows)
-    table, thr, reset_code, v_reset, refractory, has_current, has_refractory, _ = constants
+    table, thr, reset_code, v_reset, refractory, has_current, has_refractory, width = constants
     choices = kev._choices(mode == "clock", has_current, has_refractory, reset_code)
-    after = (table, thr, v_reset, refractory, layer.v_init_row(dtype), False)
+    v_init = layer.v_init_row(dtype)
+    after = (table, thr, v_reset, refractory, v_init, False)
     if layer.kind == "dense":
-        return kev.dense_kernel(*choices), (layer.weight_rows,), after
-    w_st, pre_rows, flat_runs = _conv_tables(made, layer, dtype)
-    before = (kev._NO_ROWPTR, kev._NO_COLS, w_st, layer.geom, pre_rows, flat_runs)
-    return kev.sparse_kernel(kev.CONV, *choices), before, (*after, 0.0, 0.0, 0.0, kev._NO_MARKS)
+        return kev.dense_kernel(*choices), (layer.weight_rows,), after, False
+    if layer.kind == "conv":
+        w_st, pre_rows, flat_runs = _conv_tables(made, layer, dtype)
+        before = (kev._NO_ROWPTR, kev._NO_COLS, w_st, layer.geom, pre_rows, flat_runs)
+        return kev.sparse_kernel(kev.CONV, *choices), before, (*after, 0.0, 0.0, 0.0, kev._NO_MARKS), False
+    two_phase_at = (
+        kev.TWO_PHASE_AT if kev.state_in_cache(layer.n_out, width, dtype) else kev.TWO_PHASE_AT_OUT_OF_CACHE
+    )
+    after = (*after, two_phase_at, kev.SWEEP_AT, kev.LAZY_START_BELOW, kev._NO_MARKS)
+    before = (layer.rowptr, layer.cols, layer.weights, kev._NO_GEOM, *kev._NO_TABLES)
+    return kev.sparse_kernel(kev.CSR, *choices), before, after, _may_start_lazily(mode, v_init, thr)
+
+
+def _may_start_lazily(mode, v_init, threshold) -> bool:
+    """Whether a fresh run of a CSR layer on path ``mode`` from ``v_init``
+    may start lazily (``kernels.event.sparse_kernel``'s promise: the event
+    path, every initial membrane below ``threshold``)."""
+    return mode == "event" and len(v_init) > 0 and bool(v_init.max() < threshold)
 
 
 def _largest(column) -> int:
@@ -580,7 +596,7 @@ def _csr_choice_constants(layer, dtype) -> tuple:
     if kept is not None and kept[0] is neuron and kept[1] is dtype and kept[2] == n:
         return kept[3]
     width = _state_width(neuron)
-    in_cache = n * (width + 1) * np.dtype(dtype).itemsize <= kev.TWO_PHASE_STATE_BYTES
+    in_cache = kev.state_in_cache(n, width, dtype)
     two_phase_at = kev.TWO_PHASE_AT if in_cache else kev.TWO_PHASE_AT_OUT_OF_CACHE
     decay = float(neuron.propagator(1, np.float64)[1, 0])
     undriven = not neuron.has_current and not neuron.refractory and 0 <= decay <= 1

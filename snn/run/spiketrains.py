@@ -59,7 +59,10 @@ class SpikeTrains:
         suspect = np.empty(len(tptr), np.uint8)
         if kernels.screen_trains(tptr, idx, self.n, suspect) >= 0:
             raise ValueError("SpikeTrains.tptr must start at 0, not decrease, and stay within idx")
-        flagged = np.flatnonzero(suspect).tolist() if suspect.any() else ()
+        if len(suspect) <= 64:  # (a few samples: a numpy reduction costs most of a batch-1 call's check)
+            flagged = [b for b, flag in enumerate(suspect.tolist()) if flag]
+        else:
+            flagged = np.flatnonzero(suspect).tolist()
         for b in flagged:  # (samples in order: the first invalid one is reported)
             used = idx[b, : tptr[b, -1]]
             if len(used) and (used.min() < 0 or used.max() >= self.n):
