@@ -1758,6 +1758,12 @@ def state_in_cache(n, width, dtype) -> bool:
     return n * (width + 1) * np.dtype(dtype).itemsize <= TWO_PHASE_STATE_BYTES
 
 
+def default_two_phase_at(n, width, dtype) -> float:
+    """The fraction of its ``n`` neurons from which a CSR layer's event path
+    runs a step in two phases by default (see :func:`state_in_cache`)."""
+    return TWO_PHASE_AT if state_in_cache(n, width, dtype) else TWO_PHASE_AT_OUT_OF_CACHE
+
+
 def csr_layer(
     in_tptr,
     in_idx,
@@ -1803,8 +1809,7 @@ def csr_layer(
     taken by a run of fewer than ``lazy_below`` synaptic operations per
     neuron."""
     if two_phase_at is None:
-        in_cache = state_in_cache(state.shape[1], state.shape[2], state.dtype)
-        two_phase_at = TWO_PHASE_AT if in_cache else TWO_PHASE_AT_OUT_OF_CACHE
+        two_phase_at = default_two_phase_at(*state.shape[1:], state.dtype)
     if sweep_at is None:
         sweep_at = SWEEP_AT
     run_samples(

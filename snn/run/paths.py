@@ -339,9 +339,7 @@ def _sample_kernel(layer, mode, dtype, rows) -> tuple | None:
         w_st, pre_rows, flat_runs = _conv_tables(made, layer, dtype)
         before = (kev._NO_ROWPTR, kev._NO_COLS, w_st, layer.geom, pre_rows, flat_runs)
         return kev.sparse_kernel(kev.CONV, *choices), before, (*after, 0.0, 0.0, 0.0, kev._NO_MARKS), False
-    two_phase_at = (
-        kev.TWO_PHASE_AT if kev.state_in_cache(layer.n_out, width, dtype) else kev.TWO_PHASE_AT_OUT_OF_CACHE
-    )
+    two_phase_at = kev.default_two_phase_at(layer.n_out, width, dtype)
     after = (*after, two_phase_at, kev.SWEEP_AT, kev.LAZY_START_BELOW, kev._NO_MARKS)
     before = (layer.rowptr, layer.cols, layer.weights, kev._NO_GEOM, *kev._NO_TABLES)
     return kev.sparse_kernel(kev.CSR, *choices), before, after, _may_start_lazily(mode, v_init, thr)
@@ -597,7 +595,7 @@ def _csr_choice_constants(layer, dtype) -> tuple:
         return kept[3]
     width = _state_width(neuron)
     in_cache = kev.state_in_cache(n, width, dtype)
-    two_phase_at = kev.TWO_PHASE_AT if in_cache else kev.TWO_PHASE_AT_OUT_OF_CACHE
+    two_phase_at = kev.default_two_phase_at(n, width, dtype)
     decay = float(neuron.propagator(1, np.float64)[1, 0])
     undriven = not neuron.has_current and not neuron.refractory and 0 <= decay <= 1
     max_fan_out = float(np.max(layer.fan_out, initial=0))
