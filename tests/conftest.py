@@ -10,8 +10,9 @@ so tests can count fan-outs independently of the library's CSR structures.
 Hypothesis profiles (``PROFILES``): ``ci`` (derandomized: a failure
 reproduces; the default when the environment sets ``CI``), ``dev`` (the
 default otherwise: new examples every run), ``nightly`` (ten times the
-examples, for a long bug hunt) and ``nojit`` (a handful of examples, for the
-pure-Python leg of ``test_nojit.py``), chosen with the environment variable
+examples, for a long bug hunt), ``bounds`` (a quarter of ``ci``'s examples,
+for the bounds-check leg of ``.ci/run``) and ``nojit`` (a handful of
+examples, for the pure-Python leg of ``test_nojit.py``), chosen with the environment variable
 ``SNN_HYPOTHESIS_PROFILE``. Tests that set their own example count pass it
 through :func:`examples`, which scales it by the profile.
 """
@@ -38,6 +39,10 @@ PROFILES = {
     "dev": (dict(max_examples=80, suppress_health_check=_QUIET), 1.0),
     # a long bug hunt (by hand or nightly): ten times the examples
     "nightly": (dict(database=None, max_examples=800, suppress_health_check=_QUIET), 10.0),
+    # .ci/run's bounds-check leg: every kernel compiled again (with index checks), for each new
+    # specialisation a random network asks for, was most of its time (26-29 min of a 62-min CI
+    # run on a slow VM at 80 examples): a quarter of the examples
+    "bounds": (dict(derandomize=True, database=None, max_examples=20, suppress_health_check=_QUIET), 0.25),
     # the pure-Python leg of test_nojit.py: a handful of examples
     "nojit": (
         dict(derandomize=True, database=None, max_examples=25, suppress_health_check=list(HealthCheck)),
